@@ -1,0 +1,26 @@
+//! Meshlite core: an embedded CRDT store and the transport-independent sync protocol.
+//!
+//! # How the parts fit
+//!
+//! - [`ids`]: replica ids (change origins, also Automerge actor ids), transaction ids, record ids.
+//! - [`version`]: per-origin sets of held transactions ([`version::Summary`]), the anti-entropy
+//!   digest two replicas compare to find what each lacks.
+//! - [`change`]: the replicated unit, a [`change::Txn`] of per-record [`change::Op`]s.
+//! - [`schema`]: collections, their kind (`document` or `log`) and per-field merge policies.
+//! - [`store`]: the SQLite + Automerge store. One thread owns the write connection; reads use their
+//!   own connections and are served from materialized rows.
+//! - [`protocol`]: sans-IO sync sessions (bytes in, bytes out, time passed in) and the bundle file
+//!   format for sneakernet sync; shared by QUIC peers, the NATS relay and the central bridge.
+//!
+//! See ARCHITECTURE.md at the repository root for the invariants.
+#![deny(missing_docs)]
+
+pub mod change;
+pub mod ids;
+pub mod schema;
+pub mod version;
+
+pub use change::{Op, Txn};
+pub use ids::{ReplicaId, Seq, TxnId};
+pub use schema::Schema;
+pub use version::{SeqSet, Summary};
