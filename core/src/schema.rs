@@ -346,6 +346,22 @@ kind = "log"
     }
 
     #[test]
+    fn shipped_pmoves_schema_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/schemas/pmoves.toml");
+        let s = Schema::from_file(Path::new(path)).unwrap();
+        for t in ["jobs", "tasks", "agents", "results", "metrics", "workers"] {
+            assert_eq!(s.collections[t].kind, CollectionKind::Document, "{t}");
+        }
+        for t in ["device_metrics", "ai_inference_results", "sensor_data", "analytics_events"] {
+            assert_eq!(s.collections[t].kind, CollectionKind::Log, "{t}");
+        }
+        let MergePolicy::Priority { order } = s.collections["tasks"].policy("status") else {
+            panic!("tasks.status must be a priority field");
+        };
+        assert_eq!(order[0], "running");
+    }
+
+    #[test]
     fn schemaless_accepts_any_valid_name() {
         let s = Schema::schemaless();
         assert!(s.collection("anything").is_some());
