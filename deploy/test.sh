@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs Meshlite's whole test suite on a fresh machine.
+#
+# Installs what the tests need when it is missing (nats-server and iproute2 from Debian's packages),
+# then runs every test of the workspace with cargo-nextest (or cargo test when nextest is absent).
+# Tests start their own servers (nats-server on free loopback ports, network namespaces with
+# unique names) and stop them; nothing is left running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "test.sh: installing ${need_apt[*]} from Debian's packages" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+export PATH="$PATH:/usr/sbin:/sbin"
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --config-file .ci/nextest.toml --profile ci --workspace --no-fail-fast "$@"
+else
+  cargo test --workspace --no-fail-fast "$@"
+fi
