@@ -9,6 +9,8 @@
 //! - [`schema`]: collections, their kind (`document` or `log`) and per-field merge policies.
 //! - [`store`]: the SQLite + Automerge store. One thread owns the write connection; reads use their
 //!   own connections and are served from materialized rows.
+//! - [`dissemination`]: the sans-IO gossip policy (push fanout, relay, anti-entropy peer choice
+//!   and backoff) shared by the daemon and the deterministic simulator.
 //! - [`protocol`]: sans-IO sync sessions (bytes in, bytes out, time passed in) and the bundle file
 //!   format for sneakernet sync; shared by QUIC peers, the NATS relay and the central bridge.
 //!
@@ -16,6 +18,7 @@
 #![deny(missing_docs)]
 
 pub mod change;
+pub mod dissemination;
 pub mod ids;
 pub mod schema;
 pub mod version;
