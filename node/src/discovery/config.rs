@@ -77,7 +77,10 @@ pub enum DiscoveryConfigError {
 impl DiscoveryConfig {
     /// Checks every setting; the first bad one is reported by its key.
     pub fn validate(&self) -> Result<(), DiscoveryConfigError> {
-        positive("static_resolve_interval_secs", self.static_resolve_interval_secs)?;
+        positive(
+            "static_resolve_interval_secs",
+            self.static_resolve_interval_secs,
+        )?;
         positive("tailscale_interval_secs", self.tailscale_interval_secs)?;
         positive("peer_expiry_secs", self.peer_expiry_secs)?;
         if self.mdns_port == 0 {
@@ -90,7 +93,10 @@ impl DiscoveryConfig {
             return Err(invalid("tailscale_cli", "must not be empty".into()));
         }
         if let Some(bad) = self.mdns_interfaces.iter().find(|i| i.trim().is_empty()) {
-            return Err(invalid("mdns_interfaces", format!("empty interface name {bad:?}")));
+            return Err(invalid(
+                "mdns_interfaces",
+                format!("empty interface name {bad:?}"),
+            ));
         }
         for peer in &self.static_peers {
             split_host_port(peer).map_err(|reason| invalid("static_peers", reason))?;
@@ -119,7 +125,10 @@ pub fn split_host_port(entry: &str) -> Result<(&str, u16), String> {
     let (host, port) = entry
         .rsplit_once(':')
         .ok_or_else(|| format!("{entry:?} is not host:port"))?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     if host.is_empty() || host.contains(char::is_whitespace) {
         return Err(format!("{entry:?} has no valid host"));
     }
@@ -130,7 +139,11 @@ pub fn split_host_port(entry: &str) -> Result<(&str, u16), String> {
 }
 
 fn positive(key: &'static str, value: u64) -> Result<(), DiscoveryConfigError> {
-    if value == 0 { Err(invalid(key, "must be at least 1".into())) } else { Ok(()) }
+    if value == 0 {
+        Err(invalid(key, "must be at least 1".into()))
+    } else {
+        Ok(())
+    }
 }
 
 fn invalid(key: &'static str, reason: String) -> DiscoveryConfigError {
@@ -153,11 +166,22 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let cfg = DiscoveryConfig { static_peers: vec!["nohost".into()], ..Default::default() };
+        let cfg = DiscoveryConfig {
+            static_peers: vec!["nohost".into()],
+            ..Default::default()
+        };
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.starts_with("discovery.static_peers:"), "{err}");
-        let cfg = DiscoveryConfig { peer_expiry_secs: 0, ..Default::default() };
-        assert!(cfg.validate().unwrap_err().to_string().starts_with("discovery.peer_expiry_secs"));
+        let cfg = DiscoveryConfig {
+            peer_expiry_secs: 0,
+            ..Default::default()
+        };
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("discovery.peer_expiry_secs")
+        );
         assert!(toml::from_str::<DiscoveryConfig>("mdnz = true").is_err());
     }
 

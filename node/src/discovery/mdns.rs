@@ -96,9 +96,13 @@ impl MdnsResponder {
         local: &LocalNode,
     ) -> Result<(String, Receiver<ServiceEvent>), MdnsError> {
         if !cfg.mdns_interfaces.is_empty() {
-            daemon.disable_interface(IfKind::All).map_err(daemon_err("disable interfaces"))?;
+            daemon
+                .disable_interface(IfKind::All)
+                .map_err(daemon_err("disable interfaces"))?;
             let kinds: Vec<IfKind> = cfg.mdns_interfaces.iter().map(|i| if_kind(i)).collect();
-            daemon.enable_interface(kinds).map_err(daemon_err("enable interfaces"))?;
+            daemon
+                .enable_interface(kinds)
+                .map_err(daemon_err("enable interfaces"))?;
         }
         let info = service_info(local)?;
         let fullname = info.get_fullname().to_owned();
@@ -116,14 +120,21 @@ impl MdnsResponder {
                 () = cancel.cancelled() => break Ok(()),
                 event = self.browse.recv_async() => event,
             };
-            let Ok(event) = event else { break Err(MdnsError::BrowseClosed) };
+            let Ok(event) = event else {
+                break Err(MdnsError::BrowseClosed);
+            };
             self.handle(event, &table, &mut instances);
         };
         self.stop().await;
         result
     }
 
-    fn handle(&self, event: ServiceEvent, table: &PeerTable, instances: &mut HashMap<String, String>) {
+    fn handle(
+        &self,
+        event: ServiceEvent,
+        table: &PeerTable,
+        instances: &mut HashMap<String, String>,
+    ) {
         match event {
             ServiceEvent::ServiceResolved(service) => {
                 if let Some(sighting) = self.sighting(&service) {
@@ -160,13 +171,17 @@ impl MdnsResponder {
 
 impl std::fmt::Debug for MdnsResponder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MdnsResponder").field("fullname", &self.fullname).finish_non_exhaustive()
+        f.debug_struct("MdnsResponder")
+            .field("fullname", &self.fullname)
+            .finish_non_exhaustive()
     }
 }
 
 /// Reads a resolved instance's TXT records; `None` unless it is another node of `cluster`.
 fn peer_sighting(service: &ResolvedService, own_id: &str, cluster: &str) -> Option<Sighting> {
-    let node_id = service.get_property_val_str(TXT_NODE_ID).filter(|id| !id.is_empty())?;
+    let node_id = service
+        .get_property_val_str(TXT_NODE_ID)
+        .filter(|id| !id.is_empty())?;
     if node_id == own_id {
         return None;
     }
@@ -178,7 +193,11 @@ fn peer_sighting(service: &ResolvedService, own_id: &str, cluster: &str) -> Opti
         .get_property_val_str(TXT_PORT)
         .and_then(|p| p.parse::<u16>().ok())
         .unwrap_or(service.get_port());
-    let mut ips: Vec<IpAddr> = service.get_addresses().iter().map(|ip| ip.to_ip_addr()).collect();
+    let mut ips: Vec<IpAddr> = service
+        .get_addresses()
+        .iter()
+        .map(|ip| ip.to_ip_addr())
+        .collect();
     ips.sort();
     let mut sighting = Sighting::node(Source::Mdns, node_id)
         .with_addresses(ips.into_iter().map(|ip| SocketAddr::new(ip, port)));
@@ -212,8 +231,15 @@ fn service_info(local: &LocalNode) -> Result<ServiceInfo, MdnsError> {
         (TXT_VERSION, local.version.as_str()),
         (TXT_NAME, local.name.as_str()),
     ];
-    let info = ServiceInfo::new(SERVICE_TYPE, &instance, &host, (), local.quic_port, &txt[..])
-        .map_err(daemon_err("service record"))?;
+    let info = ServiceInfo::new(
+        SERVICE_TYPE,
+        &instance,
+        &host,
+        (),
+        local.quic_port,
+        &txt[..],
+    )
+    .map_err(daemon_err("service record"))?;
     Ok(info.enable_addr_auto())
 }
 
@@ -222,11 +248,21 @@ fn instance_name(name: &str, node_id: &str) -> String {
     let id: String = node_id.chars().take(12).collect();
     let clean: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(MAX_LABEL - id.len() - 1)
         .collect();
     let clean = clean.trim_matches('-');
-    if clean.is_empty() { format!("meshlite-{id}") } else { format!("{clean}-{id}") }
+    if clean.is_empty() {
+        format!("meshlite-{id}")
+    } else {
+        format!("{clean}-{id}")
+    }
 }
 
 #[cfg(test)]

@@ -65,11 +65,18 @@ impl LocalNode {
             return self.addresses.clone();
         }
         let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
-            .map(|ifs| ifs.into_iter().filter(|i| !i.is_loopback()).map(|i| i.ip()).collect())
+            .map(|ifs| {
+                ifs.into_iter()
+                    .filter(|i| !i.is_loopback())
+                    .map(|i| i.ip())
+                    .collect()
+            })
             .unwrap_or_default();
         ips.sort();
         ips.dedup();
-        ips.into_iter().map(|ip| SocketAddr::new(ip, self.quic_port)).collect()
+        ips.into_iter()
+            .map(|ip| SocketAddr::new(ip, self.quic_port))
+            .collect()
     }
 }
 

@@ -42,7 +42,10 @@ pub async fn resolve(entry: &str) -> Result<Vec<SocketAddr>, ResolveError> {
     let found = tokio::time::timeout(RESOLVE_TIMEOUT, lookup)
         .await
         .map_err(|_| ResolveError::Timeout(entry.to_owned()))?
-        .map_err(|source| ResolveError::Lookup { entry: entry.to_owned(), source })?;
+        .map_err(|source| ResolveError::Lookup {
+            entry: entry.to_owned(),
+            source,
+        })?;
     let mut addrs: Vec<SocketAddr> = found.collect();
     addrs.sort();
     addrs.dedup();

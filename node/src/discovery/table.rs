@@ -102,7 +102,14 @@ impl Sighting {
     }
 
     fn new(source: Source, key: PeerKey) -> Self {
-        Self { source, key, name: None, addresses: Vec::new(), collections: None, version: None }
+        Self {
+            source,
+            key,
+            name: None,
+            addresses: Vec::new(),
+            collections: None,
+            version: None,
+        }
     }
 
     /// With these addresses.
@@ -204,7 +211,10 @@ impl Peer {
         for addr in s.addresses {
             let seen = self.addresses.entry(addr).or_insert_with(|| {
                 new_address = true;
-                AddrSeen { last_seen: now, pinned: false }
+                AddrSeen {
+                    last_seen: now,
+                    pinned: false,
+                }
             });
             seen.last_seen = seen.last_seen.max(now);
             seen.pinned |= pin;
@@ -212,7 +222,9 @@ impl Peer {
         self.sources.insert(s.source, now);
         self.last_seen = self.last_seen.max(now);
         self.name = s.name.or(self.name.take());
-        self.collections = s.collections.unwrap_or(std::mem::take(&mut self.collections));
+        self.collections = s
+            .collections
+            .unwrap_or(std::mem::take(&mut self.collections));
         self.version = s.version.or(self.version.take());
         new_address
     }
@@ -241,7 +253,8 @@ impl Peer {
     /// Drops stale sources and addresses; returns whether any source is left.
     fn expire(&mut self, now: Instant, expiry: Duration) -> bool {
         let fresh = |at: Instant| now.saturating_duration_since(at) <= expiry;
-        self.sources.retain(|source, at| *source == Source::Static || fresh(*at));
+        self.sources
+            .retain(|source, at| *source == Source::Static || fresh(*at));
         self.addresses.retain(|_, a| a.pinned || fresh(a.last_seen));
         !self.sources.is_empty()
     }
@@ -297,7 +310,8 @@ impl Inner {
         self.peers
             .iter()
             .filter(|(k, p)| {
-                matches!(k, PeerKey::Addr(_)) && addresses.iter().any(|a| p.addresses.contains_key(a))
+                matches!(k, PeerKey::Addr(_))
+                    && addresses.iter().any(|a| p.addresses.contains_key(a))
             })
             .map(|(k, _)| k.clone())
             .collect()
@@ -308,7 +322,8 @@ impl Inner {
         self.peers
             .iter()
             .find(|(k, p)| {
-                matches!(k, PeerKey::Node(_)) && addresses.iter().any(|a| p.addresses.contains_key(a))
+                matches!(k, PeerKey::Node(_))
+                    && addresses.iter().any(|a| p.addresses.contains_key(a))
             })
             .map(|(k, _)| k.clone())
     }
@@ -321,7 +336,10 @@ impl Inner {
             };
             self.aliases.insert(label.clone(), node_id.to_owned());
             let target = PeerKey::Node(node_id.to_owned());
-            self.peers.entry(target).or_insert_with(|| Peer::new(now)).absorb(peer);
+            self.peers
+                .entry(target)
+                .or_insert_with(|| Peer::new(now))
+                .absorb(peer);
         }
     }
 
@@ -340,7 +358,10 @@ impl Inner {
             self.merge_into(&id, absorbed, now);
         }
         let is_new = !self.peers.contains_key(&s.key);
-        let peer = self.peers.entry(s.key.clone()).or_insert_with(|| Peer::new(now));
+        let peer = self
+            .peers
+            .entry(s.key.clone())
+            .or_insert_with(|| Peer::new(now));
         peer.apply(s, now) || is_new
     }
 }
@@ -355,8 +376,15 @@ pub struct PeerTable {
 impl PeerTable {
     /// An empty table forgetting non-static peers unseen for `expiry`.
     pub fn new(expiry: Duration) -> Self {
-        let inner = Inner { peers: BTreeMap::new(), aliases: HashMap::new(), expiry };
-        Self { inner: Arc::new(Mutex::new(inner)), changes: Arc::new(watch::Sender::new(0)) }
+        let inner = Inner {
+            peers: BTreeMap::new(),
+            aliases: HashMap::new(),
+            expiry,
+        };
+        Self {
+            inner: Arc::new(Mutex::new(inner)),
+            changes: Arc::new(watch::Sender::new(0)),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -436,7 +464,11 @@ impl PeerTable {
     /// One row per peer, sorted by key.
     pub fn snapshot(&self) -> Vec<PeerRow> {
         let (now, wall) = (Instant::now(), SystemTime::now());
-        self.lock().peers.iter().map(|(k, p)| p.row(k, now, wall)).collect()
+        self.lock()
+            .peers
+            .iter()
+            .map(|(k, p)| p.row(k, now, wall))
+            .collect()
     }
 
     /// The row of one peer (address labels resolve through aliases).
@@ -466,23 +498,41 @@ impl PeerTable {
 /// Prometheus text exposition of peer rows: peer count per source and per-peer health gauges.
 pub fn prometheus_text(rows: &[PeerRow]) -> String {
     let mut by_source: BTreeMap<Source, usize> = BTreeMap::new();
-    rows.iter().flat_map(|r| &r.sources).for_each(|s| *by_source.entry(*s).or_default() += 1);
+    rows.iter()
+        .flat_map(|r| &r.sources)
+        .for_each(|s| *by_source.entry(*s).or_default() += 1);
     let mut out = String::new();
     gauge_header(&mut out, "meshlite_peers", "Known peers.");
     let _ = writeln!(out, "meshlite_peers {}", rows.len());
-    gauge_header(&mut out, "meshlite_peers_by_source", "Known peers by discovery source.");
+    gauge_header(
+        &mut out,
+        "meshlite_peers_by_source",
+        "Known peers by discovery source.",
+    );
     for (source, n) in by_source {
         let _ = writeln!(out, "meshlite_peers_by_source{{source=\"{source}\"}} {n}");
     }
-    per_peer(&mut out, rows, "meshlite_peer_rtt_seconds", "Latest RTT.", |r| {
-        r.rtt_ms.map(|ms| ms / 1000.0)
-    });
-    per_peer(&mut out, rows, "meshlite_peer_consecutive_errors", "Failures since success.", |r| {
-        Some(f64::from(r.consecutive_errors))
-    });
-    per_peer(&mut out, rows, "meshlite_peer_last_seen_age_seconds", "Since last sighting.", |r| {
-        Some(r.last_seen_ago_ms as f64 / 1000.0)
-    });
+    per_peer(
+        &mut out,
+        rows,
+        "meshlite_peer_rtt_seconds",
+        "Latest RTT.",
+        |r| r.rtt_ms.map(|ms| ms / 1000.0),
+    );
+    per_peer(
+        &mut out,
+        rows,
+        "meshlite_peer_consecutive_errors",
+        "Failures since success.",
+        |r| Some(f64::from(r.consecutive_errors)),
+    );
+    per_peer(
+        &mut out,
+        rows,
+        "meshlite_peer_last_seen_age_seconds",
+        "Since last sighting.",
+        |r| Some(r.last_seen_ago_ms as f64 / 1000.0),
+    );
     out
 }
 
@@ -506,7 +556,9 @@ fn per_peer(
 }
 
 fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -534,7 +586,10 @@ mod tests {
         let row = &rows[0];
         assert_eq!(row.node_id.as_deref(), Some("aa"));
         assert_eq!(row.sources, vec![Source::Mdns, Source::Nats]);
-        assert_eq!(row.addresses, vec![addr("10.0.0.2:7400"), addr("192.168.1.2:7400")]);
+        assert_eq!(
+            row.addresses,
+            vec![addr("10.0.0.2:7400"), addr("192.168.1.2:7400")]
+        );
         assert_eq!(row.collections, vec!["jobs".to_owned()]);
         assert_eq!(row.version.as_deref(), Some("0.1.0"));
     }
@@ -543,14 +598,24 @@ mod tests {
     fn non_static_peers_expire_static_ones_stay() {
         let t = PeerTable::new(EXPIRY);
         let t0 = Instant::now();
-        t.observe_at(Sighting::node(Source::Mdns, "aa").with_addresses([addr("10.0.0.2:1")]), t0);
-        t.observe_at(Sighting::addr(Source::Static, "pi:7400").with_addresses([addr("10.0.0.3:7400")]), t0);
+        t.observe_at(
+            Sighting::node(Source::Mdns, "aa").with_addresses([addr("10.0.0.2:1")]),
+            t0,
+        );
+        t.observe_at(
+            Sighting::addr(Source::Static, "pi:7400").with_addresses([addr("10.0.0.3:7400")]),
+            t0,
+        );
         assert_eq!(t.expire_at(t0 + EXPIRY), 0, "not yet stale");
         assert_eq!(t.expire_at(t0 + EXPIRY + Duration::from_secs(1)), 1);
         let rows = t.snapshot();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].key, "addr:pi:7400");
-        assert_eq!(rows[0].addresses, vec![addr("10.0.0.3:7400")], "pinned address kept");
+        assert_eq!(
+            rows[0].addresses,
+            vec![addr("10.0.0.3:7400")],
+            "pinned address kept"
+        );
     }
 
     #[test]
@@ -558,12 +623,22 @@ mod tests {
         let t = PeerTable::new(EXPIRY);
         let t0 = Instant::now();
         let later = t0 + Duration::from_secs(50);
-        t.observe_at(Sighting::node(Source::Mdns, "aa").with_addresses([addr("10.0.0.2:1")]), t0);
-        t.observe_at(Sighting::node(Source::Nats, "aa").with_addresses([addr("10.0.0.9:1")]), later);
+        t.observe_at(
+            Sighting::node(Source::Mdns, "aa").with_addresses([addr("10.0.0.2:1")]),
+            t0,
+        );
+        t.observe_at(
+            Sighting::node(Source::Nats, "aa").with_addresses([addr("10.0.0.9:1")]),
+            later,
+        );
         t.expire_at(t0 + Duration::from_secs(100));
         let row = t.get(&PeerKey::Node("aa".into())).unwrap();
         assert_eq!(row.sources, vec![Source::Nats]);
-        assert_eq!(row.addresses, vec![addr("10.0.0.9:1")], "stale address dropped");
+        assert_eq!(
+            row.addresses,
+            vec![addr("10.0.0.9:1")],
+            "stale address dropped"
+        );
     }
 
     #[test]
@@ -573,7 +648,9 @@ mod tests {
         t.observe(Sighting::addr(Source::Static, "pi:7400").with_addresses([a]));
         t.record_failure(&PeerKey::Addr("pi:7400".into()), "connection refused");
         t.identify(a, "bb");
-        let row = t.get(&PeerKey::Addr("pi:7400".into())).expect("alias resolves");
+        let row = t
+            .get(&PeerKey::Addr("pi:7400".into()))
+            .expect("alias resolves");
         assert_eq!(row.node_id.as_deref(), Some("bb"));
         assert_eq!(row.last_error.as_deref(), Some("connection refused"));
         // Re-resolution by label lands on the merged entry and keeps the address pinned.
@@ -605,7 +682,10 @@ mod tests {
         t.record_failure(&key, "timeout");
         t.record_failure(&key, "refused");
         let row = t.get(&key).unwrap();
-        assert_eq!((row.consecutive_errors, row.last_error.as_deref()), (2, Some("refused")));
+        assert_eq!(
+            (row.consecutive_errors, row.last_error.as_deref()),
+            (2, Some("refused"))
+        );
         t.record_success(&key, Some(Duration::from_millis(3)));
         let row = t.get(&key).unwrap();
         assert_eq!(row.consecutive_errors, 0);
@@ -642,7 +722,10 @@ mod tests {
     fn rows_serialize_as_json_lines_and_metrics() {
         let t = PeerTable::new(EXPIRY);
         t.observe(Sighting::node(Source::Mdns, "a\"b").with_name("pi5"));
-        t.record_success(&PeerKey::Node("a\"b".into()), Some(Duration::from_millis(5)));
+        t.record_success(
+            &PeerKey::Node("a\"b".into()),
+            Some(Duration::from_millis(5)),
+        );
         let rows = t.snapshot();
         let line = serde_json::to_string(&rows[0]).unwrap();
         assert!(!line.contains('\n'));
@@ -651,7 +734,13 @@ mod tests {
         assert!(line.contains(r#""sources":["mdns","quic"]"#), "{line}");
         let text = prometheus_text(&rows);
         assert!(text.contains("meshlite_peers 1\n"), "{text}");
-        assert!(text.contains("meshlite_peers_by_source{source=\"mdns\"} 1\n"), "{text}");
-        assert!(text.contains("meshlite_peer_rtt_seconds{peer=\"a\\\"b\"} 0.005\n"), "{text}");
+        assert!(
+            text.contains("meshlite_peers_by_source{source=\"mdns\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("meshlite_peer_rtt_seconds{peer=\"a\\\"b\"} 0.005\n"),
+            "{text}"
+        );
     }
 }

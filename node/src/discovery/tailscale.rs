@@ -111,16 +111,27 @@ impl TailscaleStatus {
         if self.backend_state != "Running" {
             return Vec::new();
         }
-        self.peer.values().filter(|d| d.online).filter_map(|d| d.sighting(port)).collect()
+        self.peer
+            .values()
+            .filter(|d| d.online)
+            .filter_map(|d| d.sighting(port))
+            .collect()
     }
 }
 
 impl TailscaleDevice {
     fn sighting(&self, port: u16) -> Option<Sighting> {
         let first = *self.tailscale_ips.first()?;
-        let addrs = self.tailscale_ips.iter().map(|ip| SocketAddr::new(*ip, port));
+        let addrs = self
+            .tailscale_ips
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, port));
         let label = SocketAddr::new(first, port).to_string();
-        Some(Sighting::addr(Source::Tailscale, label).with_addresses(addrs).with_name(&self.host_name))
+        Some(
+            Sighting::addr(Source::Tailscale, label)
+                .with_addresses(addrs)
+                .with_name(&self.host_name),
+        )
     }
 }
 
@@ -135,16 +146,25 @@ pub async fn status(cli: &Path) -> Result<TailscaleStatus, TailscaleError> {
         .spawn()
         .map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => TailscaleError::CliMissing(cli.to_owned()),
-            _ => TailscaleError::Spawn { cli: cli.to_owned(), source },
+            _ => TailscaleError::Spawn {
+                cli: cli.to_owned(),
+                source,
+            },
         })?;
     let output = tokio::time::timeout(CLI_TIMEOUT, child.wait_with_output())
         .await
         .map_err(|_| TailscaleError::Timeout(CLI_TIMEOUT))?
-        .map_err(|source| TailscaleError::Spawn { cli: cli.to_owned(), source })?;
+        .map_err(|source| TailscaleError::Spawn {
+            cli: cli.to_owned(),
+            source,
+        })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let stderr = stderr.trim().chars().take(STDERR_EXCERPT).collect();
-        return Err(TailscaleError::Failed { status: output.status, stderr });
+        return Err(TailscaleError::Failed {
+            status: output.status,
+            stderr,
+        });
     }
     TailscaleStatus::parse(&output.stdout)
 }
@@ -162,7 +182,11 @@ pub struct TailscaleSource {
 
 impl TailscaleSource {
     /// Polls the CLI until `cancel`; returns at once (after an info log) when the CLI is absent.
-    pub async fn run(self, table: PeerTable, cancel: CancellationToken) -> Result<(), TailscaleError> {
+    pub async fn run(
+        self,
+        table: PeerTable,
+        cancel: CancellationToken,
+    ) -> Result<(), TailscaleError> {
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
@@ -184,7 +208,10 @@ impl TailscaleSource {
                 }
                 Ok(_) => {}
                 Err(TailscaleError::CliMissing(cli)) => {
-                    tracing::info!(?cli, "tailscale CLI not found; Tailscale discovery disabled");
+                    tracing::info!(
+                        ?cli,
+                        "tailscale CLI not found; Tailscale discovery disabled"
+                    );
                     return Ok(());
                 }
                 Err(e) if !failing => {

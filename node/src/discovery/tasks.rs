@@ -46,7 +46,11 @@ pub struct TaskGroup {
 impl TaskGroup {
     /// An empty group whose token is a child of `parent` (cancelling `parent` stops the group).
     pub fn new(name: &'static str, parent: &CancellationToken) -> Self {
-        Self { name, cancel: parent.child_token(), set: JoinSet::new() }
+        Self {
+            name,
+            cancel: parent.child_token(),
+            set: JoinSet::new(),
+        }
     }
 
     /// The group's cancellation token; tasks select on `cancelled()` first.
@@ -109,7 +113,11 @@ impl TaskGroup {
         .await;
         if drained.is_err() {
             report.aborted = self.set.len();
-            tracing::warn!(group = self.name, aborted = report.aborted, "shutdown timed out");
+            tracing::warn!(
+                group = self.name,
+                aborted = report.aborted,
+                "shutdown timed out"
+            );
             self.set.abort_all();
             while self.set.join_next().await.is_some() {}
         }
@@ -136,7 +144,14 @@ mod tests {
         });
         group.spawn("failing", async { Err::<(), _>("boom".to_owned()) });
         let report = group.shutdown(Duration::from_millis(200)).await;
-        assert_eq!(report, ShutdownReport { joined: 2, crashed: 0, aborted: 1 });
+        assert_eq!(
+            report,
+            ShutdownReport {
+                joined: 2,
+                crashed: 0,
+                aborted: 1
+            }
+        );
     }
 
     #[tokio::test]
@@ -150,7 +165,10 @@ mod tests {
             }
             panic!("deliberate");
         });
-        assert!(matches!(group.next_exit().await, Some(TaskExit::Crashed(_))));
+        assert!(matches!(
+            group.next_exit().await,
+            Some(TaskExit::Crashed(_))
+        ));
         assert!(group.is_empty());
     }
 }
