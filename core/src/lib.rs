@@ -20,6 +20,7 @@
 pub mod change;
 pub mod dissemination;
 pub mod ids;
+pub mod protocol;
 pub mod schema;
 pub mod version;
 
