@@ -22,9 +22,11 @@ pub mod dissemination;
 pub mod ids;
 pub mod protocol;
 pub mod schema;
+pub mod store;
 pub mod version;
 
 pub use change::{Op, Txn};
 pub use ids::{ReplicaId, Seq, TxnId};
 pub use schema::Schema;
+pub use store::Store;
 pub use version::{SeqSet, Summary};

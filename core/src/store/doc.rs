@@ -1,0 +1,461 @@
+//! A record's Automerge document: writing JSON into it under merge policies, and materializing
+//! it back to JSON.
+//!
+//! Encoding (the root map holds the record's fields; the primary key is not stored):
+//! - `lww`: scalars as scalars, objects as nested maps merged per key, arrays replaced wholesale,
+//!   `null` as Null. A field whose visible value already equals the written one is not written,
+//!   so a full-record upsert does not override concurrent edits of the fields it did not change.
+//! - `counter`: replica `r` only ever writes its own hidden root key `"<field>~<r hex>"`; the
+//!   value is the int at `<field>` (if any) plus the sum of all parts. Keys with `~` are always
+//!   treated as counter parts (field names cannot contain `~`), so counters are self-describing.
+//! - `max`/`min`: a local write stores the value only when it beats the visible one;
+//!   materialization picks the extreme among concurrent values (`get_all`).
+//! - `priority`: materialization picks the value earliest in `order` among concurrent values;
+//!   unlisted values rank last; ties go to Automerge's winner.
+//! - `text`: an Automerge Text object updated by splicing the differing middle.
+//!
+//! Materialization reads only the document, so every replica holding the same changes produces
+//! the same JSON.
+
+use std::cmp::Ordering;
+
+use automerge::transaction::{CommitOptions, Transactable, Transaction};
+use automerge::{
+    ActorId, Automerge, LoadOptions, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, TextEncoding,
+};
+use serde_json::{Map, Number, Value};
+
+use crate::ids::ReplicaId;
+use crate::schema::{CollectionDef, MergePolicy};
+
+/// Separates a counter field from the replica that owns a part: `"<field>~<replica hex>"`.
+pub(crate) const COUNTER_SEP: char = '~';
+
+/// Deepest JSON nesting accepted in a record (also bounds recursion when materializing).
+pub(crate) const MAX_DEPTH: usize = 32;
+
+/// Why a write could not be encoded.
+#[derive(Debug)]
+pub(crate) enum DocError {
+    /// The value breaks the field's policy.
+    Policy { field: String, reason: String },
+    /// Automerge refused an operation (not expected for well-formed documents).
+    Automerge(String),
+}
+
+impl From<automerge::AutomergeError> for DocError {
+    fn from(e: automerge::AutomergeError) -> Self {
+        DocError::Automerge(e.to_string())
+    }
+}
+
+fn policy_err(field: &str, reason: impl Into<String>) -> DocError {
+    DocError::Policy { field: field.to_owned(), reason: reason.into() }
+}
+
+/// A new empty document written by `replica`.
+pub(crate) fn new_doc(replica: &ReplicaId) -> Automerge {
+    Automerge::new_with_encoding(TextEncoding::UnicodeCodePoint).with_actor(actor(replica))
+}
+
+/// The Automerge actor of a replica.
+pub(crate) fn actor(replica: &ReplicaId) -> ActorId {
+    ActorId::from(&replica.0[..])
+}
+
+/// Loads a stored state (a snapshot and/or change chunks). Never panics: a panic inside
+/// Automerge is reported as an error.
+pub(crate) fn load_doc(bytes: &[u8], replica: &ReplicaId) -> Result<Automerge, String> {
+    let opts = || LoadOptions::new().text_encoding(TextEncoding::UnicodeCodePoint);
+    let loaded = std::panic::catch_unwind(|| Automerge::load_with_options(bytes, opts()));
+    match loaded {
+        Ok(Ok(doc)) => Ok(doc.with_actor(actor(replica))),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("automerge panicked while loading".to_owned()),
+    }
+}
+
+/// Merge-patches `fields` into the document as one change and returns the change's bytes.
+pub(crate) fn put_fields(
+    doc: &mut Automerge,
+    def: &CollectionDef,
+    fields: &Map<String, Value>,
+    replica: &ReplicaId,
+) -> Result<Vec<u8>, DocError> {
+    let mut tx = doc.transaction();
+    for (field, value) in fields {
+        if let Err(e) = put_field(&mut tx, def.policy(field), field, value, replica) {
+            tx.rollback();
+            return Err(e);
+        }
+    }
+    let committed = tx.commit().0.is_some();
+    Ok(last_change(doc, committed))
+}
+
+/// Adds `by` to the replica's part of counter `field` as one change; returns its bytes.
+pub(crate) fn increment(
+    doc: &mut Automerge,
+    field: &str,
+    by: i64,
+    replica: &ReplicaId,
+) -> Result<Vec<u8>, DocError> {
+    let mut tx = doc.transaction();
+    if let Err(e) = add_to_part(&mut tx, field, by, replica) {
+        tx.rollback();
+        return Err(e);
+    }
+    let committed = tx.commit().0.is_some();
+    Ok(last_change(doc, committed))
+}
+
+/// The bytes of the change just committed; an empty transaction becomes an empty change so
+/// every op still carries one.
+fn last_change(doc: &mut Automerge, committed: bool) -> Vec<u8> {
+    if !committed {
+        doc.empty_commit(CommitOptions::default());
+    }
+    doc.get_last_local_change().map(|c| c.raw_bytes().to_vec()).unwrap_or_default()
+}
+
+fn put_field(
+    tx: &mut Transaction<'_>,
+    policy: &MergePolicy,
+    field: &str,
+    value: &Value,
+    replica: &ReplicaId,
+) -> Result<(), DocError> {
+    match policy {
+        MergePolicy::Lww => write_json(tx, &ROOT, field, value)?,
+        MergePolicy::Priority { order } => {
+            if by_priority(tx, field, order).as_ref() != Some(value) {
+                tx.put(&ROOT, field, to_scalar(value))?;
+            }
+        }
+        MergePolicy::Counter => put_counter(tx, field, value, replica)?,
+        MergePolicy::Max => put_extreme(tx, field, value, Ordering::Greater)?,
+        MergePolicy::Min => put_extreme(tx, field, value, Ordering::Less)?,
+        MergePolicy::Text => put_text(tx, field, value)?,
+    }
+    Ok(())
+}
+
+/// Checks a value against a policy without reading the document (done before any write).
+pub(crate) fn check_policy(policy: &MergePolicy, field: &str, value: &Value) -> Result<(), DocError> {
+    let ok = match policy {
+        MergePolicy::Lww => true,
+        MergePolicy::Counter => value.is_i64(),
+        MergePolicy::Max | MergePolicy::Min => value.is_number() || value.is_string(),
+        MergePolicy::Priority { .. } => !value.is_object() && !value.is_array(),
+        MergePolicy::Text => value.is_string(),
+    };
+    if ok {
+        return Ok(());
+    }
+    let want = match policy {
+        MergePolicy::Counter => "a counter needs an integer (64-bit signed)",
+        MergePolicy::Max | MergePolicy::Min => "max/min fields take a number or a string",
+        MergePolicy::Priority { .. } => "a priority field takes a scalar (string, number, bool)",
+        _ => "a text field takes a string",
+    };
+    Err(policy_err(field, format!("{want}, got {}", json_type(value))))
+}
+
+fn write_json(tx: &mut Transaction<'_>, obj: &ObjId, key: &str, value: &Value) -> Result<(), DocError> {
+    let current = tx.get(obj, key)?.map(|(v, id)| (v.to_owned(), id));
+    if let Some((v, id)) = &current {
+        if to_json(tx, v, id, 0) == *value {
+            return Ok(());
+        }
+    }
+    match value {
+        Value::Object(map) => {
+            let target = match current {
+                Some((automerge::Value::Object(ObjType::Map), id)) => id,
+                _ => tx.put_object(obj, key, ObjType::Map)?,
+            };
+            for (k, v) in map {
+                write_json(tx, &target, k, v)?;
+            }
+        }
+        Value::Array(items) => {
+            let list = tx.put_object(obj, key, ObjType::List)?;
+            insert_items(tx, &list, items)?;
+        }
+        scalar => tx.put(obj, key, to_scalar(scalar))?,
+    }
+    Ok(())
+}
+
+fn insert_items(tx: &mut Transaction<'_>, list: &ObjId, items: &[Value]) -> Result<(), DocError> {
+    for (i, item) in items.iter().enumerate() {
+        match item {
+            Value::Object(map) => {
+                let m = tx.insert_object(list, i, ObjType::Map)?;
+                for (k, v) in map {
+                    write_json(tx, &m, k, v)?;
+                }
+            }
+            Value::Array(inner) => {
+                let l = tx.insert_object(list, i, ObjType::List)?;
+                insert_items(tx, &l, inner)?;
+            }
+            scalar => tx.insert(list, i, to_scalar(scalar))?,
+        }
+    }
+    Ok(())
+}
+
+fn part_key(field: &str, replica: &ReplicaId) -> String {
+    format!("{field}{COUNTER_SEP}{}", replica.to_hex())
+}
+
+fn put_counter(tx: &mut Transaction<'_>, field: &str, value: &Value, replica: &ReplicaId) -> Result<(), DocError> {
+    let target = value.as_i64().ok_or_else(|| policy_err(field, "a counter needs an integer"))?;
+    let current = counter_value(tx, field);
+    let delta = target.checked_sub(current).ok_or_else(|| policy_err(field, "counter overflow"))?;
+    if delta != 0 {
+        add_to_part(tx, field, delta, replica)?;
+    }
+    Ok(())
+}
+
+fn add_to_part(tx: &mut Transaction<'_>, field: &str, by: i64, replica: &ReplicaId) -> Result<(), DocError> {
+    let key = part_key(field, replica);
+    let own = tx.get(&ROOT, key.as_str())?.and_then(|(v, _)| scalar_i64(&v)).unwrap_or(0);
+    let next = own.checked_add(by).ok_or_else(|| policy_err(field, "counter overflow"))?;
+    counter_value(tx, field)
+        .checked_add(by)
+        .ok_or_else(|| policy_err(field, "counter overflow: the total would leave the 64-bit range"))?;
+    tx.put(&ROOT, key, next)?;
+    Ok(())
+}
+
+fn put_extreme(tx: &mut Transaction<'_>, field: &str, value: &Value, wins: Ordering) -> Result<(), DocError> {
+    if let Some(current) = extreme(tx, field, wins) {
+        if !current.is_null() && json_kind(&current) != json_kind(value) {
+            return Err(policy_err(
+                field,
+                format!("type mismatch: the field holds a {}, got a {}", json_type(&current), json_type(value)),
+            ));
+        }
+        if json_cmp(value, &current) != wins {
+            return Ok(());
+        }
+    }
+    tx.put(&ROOT, field, to_scalar(value))?;
+    Ok(())
+}
+
+fn put_text(tx: &mut Transaction<'_>, field: &str, value: &Value) -> Result<(), DocError> {
+    let new = value.as_str().ok_or_else(|| policy_err(field, "a text field takes a string"))?;
+    let (obj, old) = match tx.get(&ROOT, field)? {
+        Some((automerge::Value::Object(ObjType::Text), id)) => {
+            let old = tx.text(&id)?;
+            (id, old)
+        }
+        _ => (tx.put_object(&ROOT, field, ObjType::Text)?, String::new()),
+    };
+    let (pos, del, insert) = splice_middle(&old, new);
+    if del > 0 || !insert.is_empty() {
+        tx.splice_text(&obj, pos, del as isize, insert)?;
+    }
+    Ok(())
+}
+
+/// The differing middle of `old` → `new` in code points: (position, deleted count, inserted text).
+pub(crate) fn splice_middle<'a>(old: &str, new: &'a str) -> (usize, usize, &'a str) {
+    let prefix = old.chars().zip(new.chars()).take_while(|(a, b)| a == b).count();
+    let (old_n, new_n) = (old.chars().count(), new.chars().count());
+    let max_suffix = old_n.min(new_n) - prefix;
+    let suffix = old.chars().rev().zip(new.chars().rev()).take(max_suffix).take_while(|(a, b)| a == b).count();
+    let start = new.char_indices().nth(prefix).map_or(new.len(), |(i, _)| i);
+    let end = new.char_indices().nth(new_n - suffix).map_or(new.len(), |(i, _)| i);
+    (prefix, old_n - prefix - suffix, &new[start..end])
+}
+
+/// The materialized record (without its primary key).
+pub(crate) fn materialize<R: ReadDoc>(doc: &R, def: &CollectionDef) -> Map<String, Value> {
+    let mut out = Map::new();
+    let mut counters = std::collections::BTreeSet::new();
+    for key in doc.keys(&ROOT) {
+        match key.split_once(COUNTER_SEP) {
+            Some((field, _)) => {
+                counters.insert(field.to_owned());
+            }
+            None => {
+                if let Some(v) = field_value(doc, def.policy(&key), &key) {
+                    out.insert(key, v);
+                }
+            }
+        }
+    }
+    for field in counters {
+        out.insert(field.clone(), Value::from(counter_value(doc, &field)));
+    }
+    out
+}
+
+/// The visible value of one top-level field under its policy.
+fn field_value<R: ReadDoc>(doc: &R, policy: &MergePolicy, field: &str) -> Option<Value> {
+    match policy {
+        MergePolicy::Counter => Some(Value::from(counter_value(doc, field))),
+        MergePolicy::Max => extreme(doc, field, Ordering::Greater),
+        MergePolicy::Min => extreme(doc, field, Ordering::Less),
+        MergePolicy::Priority { order } => by_priority(doc, field, order),
+        MergePolicy::Lww | MergePolicy::Text => {
+            let (v, id) = doc.get(&ROOT, field).ok()??;
+            Some(to_json(doc, &v, &id, 0))
+        }
+    }
+}
+
+/// Base int at `field` (if any) plus every replica's part.
+fn counter_value<R: ReadDoc>(doc: &R, field: &str) -> i64 {
+    let base = doc.get(&ROOT, field).ok().flatten().and_then(|(v, _)| scalar_i64(&v)).unwrap_or(0);
+    doc.keys(&ROOT)
+        .filter(|k| k.split_once(COUNTER_SEP).is_some_and(|(f, _)| f == field))
+        .filter_map(|k| doc.get(&ROOT, k.as_str()).ok().flatten().and_then(|(v, _)| scalar_i64(&v)))
+        .fold(base, i64::saturating_add)
+}
+
+/// The greatest (`Greater`) or least (`Less`) of the concurrent values of `field`.
+fn extreme<R: ReadDoc>(doc: &R, field: &str, wins: Ordering) -> Option<Value> {
+    let all = doc.get_all(&ROOT, field).ok()?;
+    let values = all.iter().map(|(v, id)| to_json(doc, v, id, 0));
+    values.reduce(|best, v| if json_cmp(&v, &best) == wins { v } else { best })
+}
+
+/// The concurrent value of `field` earliest in `order`; ties go to Automerge's winner.
+fn by_priority<R: ReadDoc>(doc: &R, field: &str, order: &[Value]) -> Option<Value> {
+    let all = doc.get_all(&ROOT, field).ok()?;
+    let winner = doc.get(&ROOT, field).ok()??.1;
+    let rank = |v: &Value| order.iter().position(|o| o == v).unwrap_or(order.len());
+    let values: Vec<(Value, bool)> = all.iter().map(|(v, id)| (to_json(doc, v, id, 0), *id == winner)).collect();
+    let best = values.iter().map(|(v, _)| rank(v)).min()?;
+    let mut tied = values.into_iter().filter(|(v, _)| rank(v) == best);
+    let first = tied.next()?;
+    let mut chosen = first.0;
+    let mut chosen_is_winner = first.1;
+    for (v, is_winner) in tied {
+        if !chosen_is_winner {
+            chosen = v;
+            chosen_is_winner = is_winner;
+        }
+    }
+    Some(chosen)
+}
+
+/// Converts an Automerge value to JSON. Nesting beyond [`MAX_DEPTH`] becomes null.
+fn to_json<R: ReadDoc>(doc: &R, value: &automerge::Value<'_>, id: &ObjId, depth: usize) -> Value {
+    if depth > MAX_DEPTH {
+        return Value::Null;
+    }
+    match value {
+        automerge::Value::Scalar(s) => scalar_to_json(s),
+        automerge::Value::Object(ObjType::Text) => Value::String(doc.text(id).unwrap_or_default()),
+        automerge::Value::Object(ObjType::List) => Value::Array(
+            (0..doc.length(id))
+                .filter_map(|i| doc.get(id, i).ok().flatten())
+                .map(|(v, child)| to_json(doc, &v, &child, depth + 1))
+                .collect(),
+        ),
+        automerge::Value::Object(ObjType::Map | ObjType::Table) => Value::Object(
+            doc.keys(id)
+                .filter_map(|k| {
+                    let (v, child) = doc.get(id, k.as_str()).ok()??;
+                    Some((k, to_json(doc, &v, &child, depth + 1)))
+                })
+                .collect(),
+        ),
+    }
+}
+
+fn scalar_to_json(s: &ScalarValue) -> Value {
+    match s {
+        ScalarValue::Str(s) => Value::String(s.to_string()),
+        ScalarValue::Int(i) | ScalarValue::Timestamp(i) => Value::from(*i),
+        ScalarValue::Uint(u) => Value::from(*u),
+        ScalarValue::F64(f) => Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        ScalarValue::Counter(_) => s.to_i64().map_or(Value::Null, Value::from),
+        ScalarValue::Boolean(b) => Value::Bool(*b),
+        ScalarValue::Bytes(b) => Value::String(hex::encode(b)),
+        ScalarValue::Null | ScalarValue::Unknown { .. } => Value::Null,
+    }
+}
+
+fn to_scalar(v: &Value) -> ScalarValue {
+    match v {
+        Value::Bool(b) => ScalarValue::Boolean(*b),
+        Value::String(s) => ScalarValue::Str(s.as_str().into()),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => ScalarValue::Int(i),
+            (None, Some(u)) => ScalarValue::Uint(u),
+            _ => ScalarValue::F64(n.as_f64().unwrap_or(0.0)),
+        },
+        _ => ScalarValue::Null,
+    }
+}
+
+fn scalar_i64(v: &automerge::Value<'_>) -> Option<i64> {
+    match v {
+        automerge::Value::Scalar(s) => s.to_i64(),
+        automerge::Value::Object(_) => None,
+    }
+}
+
+/// The JSON type name, for messages.
+pub(crate) fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn json_kind(v: &Value) -> u8 {
+    match v {
+        Value::Null => 0,
+        Value::Bool(_) => 1,
+        Value::Number(_) => 2,
+        Value::String(_) => 3,
+        Value::Array(_) => 4,
+        Value::Object(_) => 5,
+    }
+}
+
+/// A total order on JSON values: by type (null < bool < number < string < array < object), then
+/// by value; integers compare exactly.
+pub(crate) fn json_cmp(a: &Value, b: &Value) -> Ordering {
+    match (a, b) {
+        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+        (Value::Number(x), Value::Number(y)) => num_cmp(x, y),
+        (Value::String(x), Value::String(y)) => x.cmp(y),
+        _ if json_kind(a) != json_kind(b) => json_kind(a).cmp(&json_kind(b)),
+        _ => a.to_string().cmp(&b.to_string()),
+    }
+}
+
+fn num_cmp(x: &Number, y: &Number) -> Ordering {
+    let int = |n: &Number| n.as_i64().map(i128::from).or_else(|| n.as_u64().map(i128::from));
+    match (int(x), int(y)) {
+        (Some(a), Some(b)) => a.cmp(&b),
+        _ => x.as_f64().unwrap_or(0.0).total_cmp(&y.as_f64().unwrap_or(0.0)),
+    }
+}
+
+/// Nesting depth of a JSON value (a scalar is 0).
+pub(crate) fn json_depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(json_depth).max().unwrap_or(0),
+        Value::Object(m) => 1 + m.values().map(json_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+#[path = "doc_tests.rs"]
+mod tests;

@@ -1,0 +1,192 @@
+//! One error enum per public store operation. Every message tells the user what to do next.
+
+use crate::schema::{NameError, SchemaError};
+
+/// Error opening a store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The data directory could not be created or read.
+    #[error("cannot use data directory {path}: {source}; check that it exists and is writable")]
+    Io {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// SQLite refused to open or set up the database.
+    #[error("cannot open the database: {0}; check the data directory and free disk space")]
+    Storage(#[from] rusqlite::Error),
+    /// A named migration step failed; the database is left at the previous step.
+    #[error("database migration {name} failed: {source}; restore a backup or report a bug")]
+    Migration {
+        /// The step.
+        name: &'static str,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// The schema given cannot replace the stored one.
+    #[error("{0}; fix the schema file (new fields and collections are fine) or use a new data directory")]
+    Schema(#[from] SchemaError),
+    /// Stored metadata is unreadable.
+    #[error("corrupt store: {0}; restore a backup")]
+    Corrupt(String),
+    /// The writer thread could not be started.
+    #[error("cannot start the writer thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Error of a local write ([`super::Store::transact`] and its conveniences).
+///
+/// A failed write leaves nothing behind: every op of the transaction is validated and applied
+/// inside one SQLite savepoint that is rolled back on the first error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// Input text is not JSON (raised by callers that parse text, such as the CLI).
+    #[error("invalid JSON: {0}; pass one JSON object, e.g. {{\"id\":\"a\",\"status\":\"running\"}}")]
+    InvalidJson(String),
+    /// The value is not a JSON object.
+    #[error("a record of {collection} must be a JSON object, got {got}")]
+    NotAnObject {
+        /// The collection.
+        collection: String,
+        /// The JSON type received.
+        got: &'static str,
+    },
+    /// The strict schema does not declare the collection.
+    #[error(
+        "collection {0:?} is not declared in the schema; add it to the schema file (or set strict = false) and reopen"
+    )]
+    UnknownCollection(String),
+    /// A collection or field name is not a valid identifier.
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    /// The primary key value is unusable.
+    #[error("invalid id for {collection}: {reason}")]
+    InvalidId {
+        /// The collection.
+        collection: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The operation does not fit the collection's kind.
+    #[error("{op} is not allowed on {kind} collection {collection:?}: {hint}")]
+    WrongKind {
+        /// The collection.
+        collection: String,
+        /// Its kind ("document" or "log").
+        kind: &'static str,
+        /// The operation attempted.
+        op: &'static str,
+        /// What to use instead.
+        hint: &'static str,
+    },
+    /// The record was deleted; writing to it requires an explicit re-create.
+    #[error(
+        "record {collection}/{id} was deleted; to bring it back, put it again with recreate = true (CLI: put --recreate), which starts a new incarnation"
+    )]
+    Deleted {
+        /// The collection.
+        collection: String,
+        /// The record id.
+        id: String,
+    },
+    /// The record does not exist (or is already deleted).
+    #[error("record {collection}/{id} does not exist; check the id (get/query it first)")]
+    NotFound {
+        /// The collection.
+        collection: String,
+        /// The record id.
+        id: String,
+    },
+    /// A log row with this id already exists (log rows are immutable).
+    #[error("log row {collection}/{id} already exists; log rows are immutable, append a row with a new id")]
+    Exists {
+        /// The collection.
+        collection: String,
+        /// The row id.
+        id: String,
+    },
+    /// The value breaks the field's merge policy.
+    #[error("field {field:?}: {reason}")]
+    PolicyViolation {
+        /// The field.
+        field: String,
+        /// What is wrong and what is expected.
+        reason: String,
+    },
+    /// The transaction is empty.
+    #[error("empty transaction: give at least one operation")]
+    Empty,
+    /// The transaction exceeds a size limit.
+    #[error("transaction too large ({what}); split it into smaller transactions")]
+    TooLarge {
+        /// Which limit and by how much.
+        what: String,
+    },
+    /// Stored state of a record could not be loaded.
+    #[error("corrupt record state: {0}; restore a backup or re-sync the record from a peer")]
+    Corrupt(String),
+    /// SQLite failed.
+    #[error("storage error: {0}; check free disk space and permissions")]
+    Storage(#[from] rusqlite::Error),
+    /// The store was closed.
+    #[error("the store is closed; open it again")]
+    Closed,
+}
+
+/// Error of a read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// A collection or field name is not a valid identifier.
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    /// A query parameter is unusable.
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+    /// Stored data is unreadable.
+    #[error("corrupt store: {0}; restore a backup")]
+    Corrupt(String),
+    /// SQLite failed.
+    #[error("storage error: {0}")]
+    Storage(#[from] rusqlite::Error),
+}
+
+/// Error applying remote transactions as a whole. Individual bad transactions do not fail the
+/// call: they are listed in [`super::ApplyReport::rejected`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    /// SQLite failed; nothing of the failed batch was kept, so it is safe to retry.
+    #[error("storage error while applying remote changes: {0}; retry after fixing disk space or permissions")]
+    Storage(#[from] rusqlite::Error),
+    /// The store was closed.
+    #[error("the store is closed; open it again")]
+    Closed,
+}
+
+/// Error closing a store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CloseError {
+    /// The final WAL checkpoint failed. Committed data is safe in the WAL and is checkpointed on
+    /// the next open.
+    #[error("final checkpoint failed: {0}; data is safe and will be checkpointed on next open")]
+    Storage(#[from] rusqlite::Error),
+    /// The writer thread stopped abnormally.
+    #[error("the writer thread stopped abnormally; committed data is safe, reopen the store")]
+    WriterDied,
+}
+
+/// Copies a SQLite error (they are not `Clone`) to report one failed COMMIT to every waiter.
+pub(crate) fn copy_sql_error(e: &rusqlite::Error) -> rusqlite::Error {
+    match e {
+        rusqlite::Error::SqliteFailure(code, msg) => rusqlite::Error::SqliteFailure(*code, msg.clone()),
+        other => rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(other.to_string()),
+        ),
+    }
+}

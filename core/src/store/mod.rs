@@ -1,0 +1,348 @@
+//! The embedded store: SQLite for durability and reads, one Automerge document per record for
+//! merging.
+//!
+//! # How the parts fit
+//! - [`Store`] is a cheap, cloneable handle. Writes become [`writer::Command`]s on a bounded
+//!   channel to the single writer thread ([`writer`]), which owns the only write connection and
+//!   commits queued commands in groups. Local writes ([`local`]) and remote transactions
+//!   ([`remote`]) are both applied there; so are peer acknowledgements, GC and compaction
+//!   ([`gc`]).
+//! - Reads go to a pool of read-only connections ([`read`], [`inspect`]) and are served from
+//!   materialized rows: the merged JSON of each record, kept in the same SQLite transaction as
+//!   the Automerge state and the summary, so a reader sees a transaction entirely or not at all.
+//! - [`doc`] encodes JSON into a record's Automerge document under the field merge policies and
+//!   materializes it back; [`docs`] keeps a bounded LRU cache of loaded documents in front of
+//!   their stored states; [`rows`] holds the SQL for rows and held ranges; [`migrations`]
+//!   describes the tables; [`open`] brings a data directory up to date.
+//!
+//! # Durability
+//! The database runs in WAL mode. With [`Synchronous::Normal`] (the default) a write is
+//! acknowledged after its COMMIT reached the WAL file in the OS page cache: it survives the
+//! process being killed (`kill -9`, a panic, an OOM kill) because the OS still writes it out, but a
+//! power loss or kernel crash can lose the most recent acknowledged transactions (never corrupt
+//! the database: it reopens at an earlier consistent state, and peers resend what is missing).
+//! With [`Synchronous::Full`] every COMMIT is fsynced before it is acknowledged, so acknowledged
+//! writes also survive power loss, at the cost of one fsync per group commit.
+//!
+//! # Blocking and async
+//! The blocking methods ([`Store::transact`], [`Store::apply_remote`], the reads) must not be
+//! called from inside an async runtime's worker thread; use the `_async` variants for writes
+//! there, and `spawn_blocking` for reads.
+
+mod doc;
+mod docs;
+mod error;
+mod gc;
+mod inspect;
+mod local;
+mod migrations;
+mod open;
+mod read;
+mod remote;
+mod rows;
+mod types;
+mod writer;
+
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+pub use error::{ApplyError, CloseError, OpenError, ReadError, WriteError};
+pub use local::MAX_ID_LEN;
+pub use open::DB_FILE;
+pub use types::{
+    ApplyReport, ChangeKind, CollectionStatus, Committed, GcReport, OriginStatus, Query, RecordChange, Status,
+    StoreEvent, TxnBatch, WriteOp,
+};
+pub use writer::COMMAND_QUEUE;
+
+use crate::change::Txn;
+use crate::ids::{ReplicaId, Seq};
+use crate::schema::Schema;
+use crate::version::Summary;
+use read::ReadPool;
+use writer::{Command, Writer};
+
+/// Capacity of the [`Store::subscribe`] channel; a slower subscriber sees `Lagged` and should
+/// re-read from the store.
+pub const EVENT_CHANNEL: usize = 1024;
+
+/// Most ops sent to the writer in one apply command; larger [`Store::apply_remote`] calls are
+/// split so the writer can interleave other work.
+pub const APPLY_CHUNK_OPS: usize = 4096;
+
+/// How durable an acknowledged write is (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Synchronous {
+    /// Survives a killed process; a power loss can lose the latest acknowledged writes.
+    #[default]
+    Normal,
+    /// Also survives power loss (one fsync per group commit).
+    Full,
+}
+
+/// Options for [`Store::open`].
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    /// Schema to install or upgrade to; `None` uses the stored one (schemaless if none).
+    pub schema: Option<Schema>,
+    /// Durability of acknowledged writes. Default [`Synchronous::Normal`].
+    pub synchronous: Synchronous,
+    /// Loaded Automerge documents kept in memory (each costs several KiB). Default 1024.
+    pub doc_cache: usize,
+    /// Read-only connections for concurrent reads. Default 4.
+    pub read_connections: usize,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self { schema: None, synchronous: Synchronous::Normal, doc_cache: 1024, read_connections: 4 }
+    }
+}
+
+/// A handle to an open store. Cloning is cheap; all clones share one writer thread.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    replica: ReplicaId,
+    schema: Arc<Schema>,
+    dir: PathBuf,
+    commands: mpsc::Sender<Command>,
+    events: broadcast::Sender<StoreEvent>,
+    readers: ReadPool,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("replica", &self.inner.replica).field("dir", &self.inner.dir).finish()
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_ms() -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    now.map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Store {
+    /// Opens the store in `dir`, creating the directory and database if missing.
+    pub fn open(dir: &Path, opts: OpenOptions) -> Result<Store, OpenError> {
+        let (conn, replica, schema) = open::open_db(dir, &opts)?;
+        let schema = Arc::new(schema);
+        let summary = rows::load_summary(&conn).map_err(OpenError::Corrupt)?;
+        let rowversion = rows::max_rowversion(&conn)?;
+        let parked: i64 = conn.query_row("SELECT COUNT(*) FROM parked", [], |r| r.get(0))?;
+        let readers = ReadPool::open(&dir.join(DB_FILE), opts.read_connections)?;
+        let (events, _) = broadcast::channel(EVENT_CHANNEL);
+        let writer = Writer {
+            conn,
+            replica,
+            schema: schema.clone(),
+            summary,
+            docs: docs::DocCache::new(opts.doc_cache, replica),
+            rowversion,
+            parked: parked as u64,
+            events: events.clone(),
+        };
+        let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name(format!("meshlite-writer-{}", replica.short()))
+            .spawn(move || writer.run(rx))
+            .map_err(OpenError::Thread)?;
+        let inner = Inner { replica, schema, dir: dir.to_owned(), commands, events, readers, thread: Mutex::new(Some(thread)) };
+        Ok(Store { inner: Arc::new(inner) })
+    }
+
+    /// This replica's id.
+    pub fn replica_id(&self) -> ReplicaId {
+        self.inner.replica
+    }
+
+    /// The schema in force.
+    pub fn schema(&self) -> Arc<Schema> {
+        self.inner.schema.clone()
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Sends a command and waits for its reply (blocking).
+    fn call<T, E>(&self, make: impl FnOnce(oneshot::Sender<Result<T, E>>) -> Command, closed: E) -> Result<T, E> {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.commands.blocking_send(make(tx)).is_err() {
+            return Err(closed);
+        }
+        rx.blocking_recv().unwrap_or(Err(closed))
+    }
+
+    /// Sends a command and awaits its reply.
+    async fn call_async<T, E>(&self, make: impl FnOnce(oneshot::Sender<Result<T, E>>) -> Command, closed: E) -> Result<T, E> {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.commands.send(make(tx)).await.is_err() {
+            return Err(closed);
+        }
+        rx.await.unwrap_or(Err(closed))
+    }
+
+    /// Commits `ops` atomically as one transaction (blocking until durable).
+    pub fn transact(&self, ops: Vec<WriteOp>) -> Result<Committed, WriteError> {
+        self.call(|reply| Command::Transact { ops, reply }, WriteError::Closed)
+    }
+
+    /// Commits `ops` atomically as one transaction.
+    pub async fn transact_async(&self, ops: Vec<WriteOp>) -> Result<Committed, WriteError> {
+        self.call_async(|reply| Command::Transact { ops, reply }, WriteError::Closed).await
+    }
+
+    /// Upserts one document record (merge-patch); returns the merged record.
+    pub fn put(&self, collection: &str, value: Value) -> Result<Value, WriteError> {
+        self.single(WriteOp::Put { collection: collection.to_owned(), value, recreate: false })
+    }
+
+    /// Re-creates a deleted record (or upserts a live one); returns the merged record.
+    pub fn recreate(&self, collection: &str, value: Value) -> Result<Value, WriteError> {
+        self.single(WriteOp::Put { collection: collection.to_owned(), value, recreate: true })
+    }
+
+    /// Deletes one document record.
+    pub fn delete(&self, collection: &str, id: &str) -> Result<(), WriteError> {
+        self.single(WriteOp::Delete { collection: collection.to_owned(), id: id.to_owned() }).map(drop)
+    }
+
+    /// Adds `by` to a counter field; returns the merged record.
+    pub fn increment(&self, collection: &str, id: &str, field: &str, by: i64) -> Result<Value, WriteError> {
+        let op = WriteOp::Increment { collection: collection.to_owned(), id: id.to_owned(), field: field.to_owned(), by };
+        self.single(op)
+    }
+
+    /// Appends one log row; returns it with its id.
+    pub fn append(&self, collection: &str, value: Value) -> Result<Value, WriteError> {
+        self.single(WriteOp::Append { collection: collection.to_owned(), value })
+    }
+
+    fn single(&self, op: WriteOp) -> Result<Value, WriteError> {
+        let committed = self.transact(vec![op])?;
+        Ok(committed.changes.into_iter().next().and_then(|c| c.value).unwrap_or(Value::Null))
+    }
+
+    /// One live record (or log row); `None` when missing or deleted.
+    pub fn get(&self, collection: &str, id: &str) -> Result<Option<Value>, ReadError> {
+        self.inner.readers.with(|c| read::get(c, &self.inner.schema, collection, id))
+    }
+
+    /// Rows of a document or log collection matching `q`.
+    pub fn query(&self, collection: &str, q: &Query) -> Result<Vec<Value>, ReadError> {
+        self.inner.readers.with(|c| read::query(c, &self.inner.schema, collection, q))
+    }
+
+    /// What this replica holds.
+    pub fn summary(&self) -> Result<Summary, ReadError> {
+        self.inner.readers.with(inspect::summary)
+    }
+
+    /// Stored transactions in the wanted ranges, in (origin, seq) order, up to `byte_budget`
+    /// bytes (a budget always admits at least one).
+    pub fn txns_for(&self, want: &[(ReplicaId, RangeInclusive<Seq>)], byte_budget: usize) -> Result<TxnBatch, ReadError> {
+        self.inner.readers.with(|c| inspect::txns_for(c, want, byte_budget))
+    }
+
+    /// Applies remote transactions (blocking). Large inputs are split into commands of at most
+    /// [`APPLY_CHUNK_OPS`] ops; each transaction is still applied atomically.
+    pub fn apply_remote(&self, txns: Vec<Txn>) -> Result<ApplyReport, ApplyError> {
+        let mut report = ApplyReport::default();
+        for chunk in chunks(txns) {
+            report.absorb(self.call(|reply| Command::Apply { txns: chunk, reply }, ApplyError::Closed)?);
+        }
+        Ok(report)
+    }
+
+    /// Applies remote transactions.
+    pub async fn apply_remote_async(&self, txns: Vec<Txn>) -> Result<ApplyReport, ApplyError> {
+        let mut report = ApplyReport::default();
+        for chunk in chunks(txns) {
+            report.absorb(self.call_async(|reply| Command::Apply { txns: chunk, reply }, ApplyError::Closed).await?);
+        }
+        Ok(report)
+    }
+
+    /// Events sent after each commit.
+    pub fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// A snapshot for `meshlite status`.
+    pub fn status(&self) -> Result<Status, ReadError> {
+        self.inner.readers.with(|c| inspect::status(c, &self.inner.schema, self.inner.replica))
+    }
+
+    /// Records what `peer` acknowledged holding (feeds the GC horizon; persisted).
+    pub fn record_peer_ack(&self, peer: ReplicaId, held: Summary) -> Result<(), WriteError> {
+        self.call(|reply| Command::PeerAck { peer, held, reply }, WriteError::Closed)
+    }
+
+    /// Removes a peer from the GC horizon.
+    pub fn forget_peer(&self, peer: ReplicaId) -> Result<(), WriteError> {
+        self.call(|reply| Command::ForgetPeer { peer, reply }, WriteError::Closed)
+    }
+
+    /// Deletes stored transactions that every known peer holds (see [`gc`]).
+    pub fn gc(&self) -> Result<GcReport, WriteError> {
+        self.call(|reply| Command::Gc { reply }, WriteError::Closed)
+    }
+
+    /// Rewrites up to `max_docs` document states with appended chunks as one snapshot each.
+    pub fn compact(&self, max_docs: usize) -> Result<usize, WriteError> {
+        self.call(|reply| Command::Compact { max_docs, reply }, WriteError::Closed)
+    }
+
+    /// Finishes queued writes, stops the writer thread and checkpoints the WAL. Other clones of
+    /// this handle get [`WriteError::Closed`] afterwards.
+    pub fn close(self) -> Result<(), CloseError> {
+        let result = self.call(|reply| Command::Close { reply }, CloseError::WriterDied);
+        let thread = self.inner.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(t) = thread {
+            t.join().map_err(|_| CloseError::WriterDied)?;
+        }
+        result
+    }
+}
+
+/// The SQL and parameters [`Store::query`] runs for `q` on a collection defined by `def`; for
+/// `EXPLAIN QUERY PLAN` and debugging.
+pub fn query_sql(
+    collection: &str,
+    def: &crate::schema::CollectionDef,
+    q: &Query,
+) -> Result<(String, Vec<rusqlite::types::Value>), ReadError> {
+    crate::schema::validate_name("collection", collection)?;
+    read::build_query(def.kind, collection, &def.primary_key, &def.indexed, q)
+}
+
+/// Splits transactions into groups of at most [`APPLY_CHUNK_OPS`] ops (at least one txn each).
+fn chunks(txns: Vec<Txn>) -> Vec<Vec<Txn>> {
+    let mut out: Vec<Vec<Txn>> = Vec::new();
+    let mut ops = 0;
+    for txn in txns {
+        let n = txn.ops.len();
+        match out.last_mut() {
+            Some(last) if ops + n <= APPLY_CHUNK_OPS => last.push(txn),
+            _ => {
+                out.push(vec![txn]);
+                ops = 0;
+            }
+        }
+        ops += n;
+    }
+    out
+}

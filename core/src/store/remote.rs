@@ -1,0 +1,365 @@
+//! Applying remote transactions: idempotent, order-independent, atomic per transaction.
+//!
+//! For each transaction (sorted by id): already held ⇒ duplicate. Otherwise it runs in its own
+//! SAVEPOINT in two phases. *Check*: decode every Automerge change (behind `catch_unwind`) and
+//! check its dependencies against the record's document plus the changes of earlier ops of the
+//! same transaction; a missing dependency parks the whole transaction (stored in `parked`, held
+//! in the summary so peers stop resending it). *Apply*: apply the changes, tombstones and log
+//! rows and re-materialize the touched rows. A decoding error or a panic inside Automerge
+//! rejects the transaction: its savepoint is rolled back, the possibly poisoned cached documents
+//! are evicted, and the store carries on. After a batch that applied anything, parked
+//! transactions are retried until no more progress is made.
+//!
+//! Changes to a dead incarnation (deleted, or superseded by a re-creation) are held and relayed
+//! but never materialized. Data for collections the local schema does not declare is applied
+//! with the default definition (all fields `lww`), never dropped.
+
+use std::collections::HashSet;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use automerge::{Change, ChangeHash, ReadDoc};
+use rusqlite::params;
+use serde_json::Value;
+
+use super::doc;
+use super::docs::{DocKey, free_dead, store_change};
+use super::rows::{self, LogInsert, with_pk};
+use super::types::{ApplyReport, ChangeKind, RecordChange, StoreEvent};
+use super::writer::Writer;
+use crate::change::{Incarnation, Op, Txn};
+use crate::ids::{ReplicaId, Seq, TxnId};
+use crate::schema::{CollectionDef, CollectionKind, validate_name};
+
+/// What checking a transaction decided.
+enum Verdict {
+    /// Ready: the decoded change of each op (`None` for non-document or dead ops).
+    Ready(Vec<Option<Change>>),
+    /// A dependency is missing.
+    Park,
+    /// Unusable input.
+    Reject(String),
+}
+
+/// What applying a transaction did.
+enum Outcome {
+    Applied(Vec<RecordChange>),
+    Parked,
+    Rejected(String),
+}
+
+/// Accumulates the results of one apply command.
+#[derive(Default)]
+struct Batch {
+    report: ApplyReport,
+    txns: Vec<TxnId>,
+    changes: Vec<RecordChange>,
+    dirty: HashSet<ReplicaId>,
+}
+
+impl Writer {
+    /// Applies remote transactions (inside the writer's savepoint).
+    pub fn apply(&mut self, mut txns: Vec<Txn>) -> rusqlite::Result<(ApplyReport, Option<StoreEvent>)> {
+        txns.sort_by_key(|t| t.id);
+        let mut batch = Batch::default();
+        for txn in txns {
+            self.receive(txn, &mut batch)?;
+        }
+        if batch.report.applied > 0 && self.parked > 0 {
+            self.unpark(&mut batch)?;
+        }
+        for origin in &batch.dirty {
+            if let Some(set) = self.summary.get(origin) {
+                rows::save_held(&self.conn, origin, set)?;
+            }
+        }
+        let event = (self.has_subscribers() && !batch.txns.is_empty()).then(|| StoreEvent::Committed {
+            txns: batch.txns,
+            local: false,
+            changes: batch.changes,
+        });
+        Ok((batch.report, event))
+    }
+
+    fn receive(&mut self, txn: Txn, batch: &mut Batch) -> rusqlite::Result<()> {
+        if let Err(reason) = check_txn(&txn) {
+            return Ok(reject(batch, txn.id, reason));
+        }
+        if self.summary.contains(&txn.id) {
+            batch.report.duplicates += 1;
+            return Ok(());
+        }
+        let bytes = txn.encode();
+        match self.guarded(&txn)? {
+            Outcome::Applied(changes) => {
+                rows::insert_txn(&self.conn, txn.id, &bytes)?;
+                batch.report.applied += 1;
+                batch.txns.push(txn.id);
+                batch.changes.extend(changes);
+            }
+            Outcome::Parked => {
+                rows::insert_txn(&self.conn, txn.id, &bytes)?;
+                self.conn
+                    .prepare_cached("INSERT OR REPLACE INTO parked (origin, seq, bytes) VALUES (?1, ?2, ?3)")?
+                    .execute(params![&txn.id.origin.0[..], txn.id.seq as i64, bytes])?;
+                self.parked += 1;
+                batch.report.parked += 1;
+            }
+            Outcome::Rejected(reason) => return Ok(reject(batch, txn.id, reason)),
+        }
+        self.summary.insert(txn.id);
+        batch.dirty.insert(txn.id.origin);
+        Ok(())
+    }
+
+    /// Retries parked transactions until a pass makes no progress.
+    fn unpark(&mut self, batch: &mut Batch) -> rusqlite::Result<()> {
+        loop {
+            let mut progress = false;
+            for (id, bytes) in self.load_parked()? {
+                let outcome = match Txn::decode(&bytes) {
+                    Ok(txn) => self.guarded(&txn)?,
+                    Err(e) => Outcome::Rejected(e.to_string()),
+                };
+                match outcome {
+                    Outcome::Parked => continue,
+                    Outcome::Applied(changes) => {
+                        progress = true;
+                        batch.report.unparked += 1;
+                        batch.txns.push(id);
+                        batch.changes.extend(changes);
+                    }
+                    Outcome::Rejected(reason) => {
+                        tracing::warn!(txn = ?id, %reason, "dropping a parked transaction that cannot be applied");
+                    }
+                }
+                self.conn
+                    .prepare_cached("DELETE FROM parked WHERE origin = ?1 AND seq = ?2")?
+                    .execute(params![&id.origin.0[..], id.seq as i64])?;
+                self.parked = self.parked.saturating_sub(1);
+            }
+            if !progress {
+                return Ok(());
+            }
+        }
+    }
+
+    fn load_parked(&self) -> rusqlite::Result<Vec<(TxnId, Vec<u8>)>> {
+        let mut stmt = self.conn.prepare_cached("SELECT origin, seq, bytes FROM parked ORDER BY origin, seq")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (origin, seq, bytes) = row?;
+            if let Some(origin) = ReplicaId::from_slice(&origin) {
+                out.push((TxnId { origin, seq: seq as Seq }, bytes));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Checks and applies one transaction inside its own savepoint.
+    fn guarded(&mut self, txn: &Txn) -> rusqlite::Result<Outcome> {
+        let mark = self.docs.touched_mark();
+        self.conn.execute_batch("SAVEPOINT txn")?;
+        let outcome = match self.check(txn)? {
+            Verdict::Park => Outcome::Parked,
+            Verdict::Reject(reason) => Outcome::Rejected(reason),
+            Verdict::Ready(changes) => match self.apply_ops(txn, changes)? {
+                Ok(rows) => Outcome::Applied(rows),
+                Err(reason) => Outcome::Rejected(reason),
+            },
+        };
+        if let Outcome::Rejected(_) = outcome {
+            self.conn.execute_batch("ROLLBACK TO txn; RELEASE txn")?;
+            self.docs.evict_touched_since(mark);
+        } else {
+            self.conn.execute_batch("RELEASE txn")?;
+        }
+        Ok(outcome)
+    }
+
+    /// Phase 1: decode changes and check their dependencies.
+    fn check(&mut self, txn: &Txn) -> rusqlite::Result<Verdict> {
+        let mut seen: HashSet<(DocKey, ChangeHash)> = HashSet::new();
+        let mut decoded = Vec::with_capacity(txn.ops.len());
+        for op in &txn.ops {
+            let Op::Doc { collection, id, incarnation, change } = op else {
+                decoded.push(None);
+                continue;
+            };
+            if !self.doc_op_is_live(collection, id, *incarnation)? {
+                decoded.push(None);
+                continue;
+            }
+            let change = match decode_change(change) {
+                Ok(c) => c,
+                Err(reason) => return Ok(Verdict::Reject(reason)),
+            };
+            let key = DocKey { collection: collection.clone(), id: id.clone(), incarnation: *incarnation };
+            let entry = match self.docs.entry(&self.conn, &key) {
+                Ok(e) => e,
+                Err(reason) => return Ok(Verdict::Reject(format!("local state unreadable: {reason}"))),
+            };
+            let missing = change
+                .deps()
+                .iter()
+                .any(|d| entry.doc.get_change_by_hash(d).is_none() && !seen.contains(&(key.clone(), *d)));
+            if missing {
+                return Ok(Verdict::Park);
+            }
+            seen.insert((key, change.hash()));
+            decoded.push(Some(change));
+        }
+        Ok(Verdict::Ready(decoded))
+    }
+
+    /// True when a document op must be applied (its collection is a document collection here
+    /// and its incarnation is not dead).
+    fn doc_op_is_live(&self, collection: &str, id: &str, incarnation: Incarnation) -> rusqlite::Result<bool> {
+        if self.schema.collection_or_default(collection).kind == CollectionKind::Log {
+            tracing::warn!(collection, id, "document change for a log collection: held and relayed, not materialized");
+            return Ok(false);
+        }
+        let state = rows::record_state(&self.conn, collection, id)?;
+        Ok(!state.is_some_and(|s| s.is_dead(incarnation)))
+    }
+
+    /// Phase 2: apply every op. `Err(reason)` rejects the transaction.
+    fn apply_ops(&mut self, txn: &Txn, changes: Vec<Option<Change>>) -> rusqlite::Result<Result<Vec<RecordChange>, String>> {
+        let mut out = Vec::new();
+        for (op, change) in txn.ops.iter().zip(changes) {
+            let result = match (op, change) {
+                (Op::Doc { collection, id, incarnation, change: bytes }, Some(change)) => {
+                    self.apply_doc(collection, id, *incarnation, change, bytes)?
+                }
+                (Op::Doc { .. }, None) => Ok(None),
+                (Op::Delete { collection, id, incarnation }, _) => Ok(self.apply_delete(collection, id, *incarnation)?),
+                (Op::Append { collection, id, row }, _) => self.apply_append(collection, id, row, txn.id)?,
+            };
+            match result {
+                Ok(Some(change)) => out.push(change),
+                Ok(None) => {}
+                Err(reason) => return Ok(Err(reason)),
+            }
+        }
+        Ok(Ok(out))
+    }
+
+    fn apply_doc(
+        &mut self,
+        collection: &str,
+        id: &str,
+        incarnation: Incarnation,
+        change: Change,
+        bytes: &[u8],
+    ) -> rusqlite::Result<Result<Option<RecordChange>, String>> {
+        let state = rows::record_state(&self.conn, collection, id)?;
+        if state.is_some_and(|s| s.is_dead(incarnation)) {
+            return Ok(Ok(None));
+        }
+        let def = self.schema.collection_or_default(collection);
+        let key = DocKey { collection: collection.to_owned(), id: id.to_owned(), incarnation };
+        let rowversion = self.next_rowversion();
+        let entry = match self.docs.entry(&self.conn, &key) {
+            Ok(e) => e,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        let merged = match apply_and_materialize(&mut entry.doc, change, &def) {
+            Ok(m) => m,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        store_change(&self.conn, &key, entry, bytes)?;
+        let newer = state.is_none_or(|s| incarnation > s.incarnation);
+        if let Some(s) = state.filter(|_| newer) {
+            free_dead(&self.conn, collection, id, s.incarnation)?;
+        }
+        let json = with_pk(merged, &def.primary_key, id);
+        rows::upsert_record(&self.conn, collection, id, incarnation, &json.to_string(), rowversion)?;
+        let kind = if newer { ChangeKind::Insert } else { ChangeKind::Update };
+        Ok(Ok(Some(RecordChange { collection: collection.to_owned(), id: id.to_owned(), kind, value: Some(json) })))
+    }
+
+    fn apply_delete(&mut self, collection: &str, id: &str, incarnation: Incarnation) -> rusqlite::Result<Option<RecordChange>> {
+        let state = rows::record_state(&self.conn, collection, id)?;
+        let was_live = match state {
+            Some(s) if s.is_dead(incarnation) => return Ok(None),
+            Some(s) => !s.deleted,
+            None => false,
+        };
+        let def = self.schema.collection_or_default(collection);
+        let stub = with_pk(serde_json::Map::new(), &def.primary_key, id).to_string();
+        let rowversion = self.next_rowversion();
+        rows::tombstone(&self.conn, collection, id, incarnation, &stub, rowversion)?;
+        free_dead(&self.conn, collection, id, incarnation)?;
+        self.docs.evict(&DocKey { collection: collection.to_owned(), id: id.to_owned(), incarnation });
+        let kind = ChangeKind::Delete;
+        Ok(was_live.then(|| RecordChange { collection: collection.to_owned(), id: id.to_owned(), kind, value: None }))
+    }
+
+    fn apply_append(
+        &mut self,
+        collection: &str,
+        id: &str,
+        row: &str,
+        txn: TxnId,
+    ) -> rusqlite::Result<Result<Option<RecordChange>, String>> {
+        let value: Value = match serde_json::from_str(row) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => return Ok(Err(format!("log row {collection}/{id} is not a JSON object"))),
+        };
+        if self.schema.collections.get(collection).is_some_and(|d| d.kind == CollectionKind::Document) {
+            tracing::warn!(collection, id, "log row for a document collection: held and relayed, not materialized");
+            return Ok(Ok(None));
+        }
+        let rowversion = self.next_rowversion();
+        let kind = match rows::insert_log_row(&self.conn, collection, id, txn, row, rowversion)? {
+            LogInsert::Inserted => ChangeKind::Append,
+            LogInsert::Replaced => ChangeKind::Update,
+            LogInsert::Kept => return Ok(Ok(None)),
+        };
+        Ok(Ok(Some(RecordChange { collection: collection.to_owned(), id: id.to_owned(), kind, value: Some(value) })))
+    }
+}
+
+fn reject(batch: &mut Batch, id: TxnId, reason: String) {
+    tracing::warn!(txn = ?id, %reason, "rejected a remote transaction");
+    batch.report.rejected.push((id, reason));
+}
+
+/// Checks what the store relies on beyond [`Txn::validate`].
+fn check_txn(txn: &Txn) -> Result<(), String> {
+    txn.validate().map_err(|e| e.to_string())?;
+    if txn.id.seq > i64::MAX as Seq {
+        return Err("sequence number out of range".into());
+    }
+    for op in &txn.ops {
+        validate_name("collection", op.collection()).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Decodes one change; malformed bytes or a panic inside Automerge become an error.
+fn decode_change(bytes: &[u8]) -> Result<Change, String> {
+    match catch_unwind(|| Change::from_bytes(bytes.to_vec())) {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(format!("malformed change: {e}")),
+        Err(_) => Err("automerge panicked decoding a change".into()),
+    }
+}
+
+/// Applies a change whose dependencies are present and materializes the record. A panic inside
+/// Automerge becomes an error (the caller evicts the document).
+fn apply_and_materialize(
+    doc: &mut automerge::Automerge,
+    change: Change,
+    def: &CollectionDef,
+) -> Result<serde_json::Map<String, Value>, String> {
+    let hash = change.hash();
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        doc.apply_changes([change]).map_err(|e| format!("cannot apply change: {e}"))?;
+        if doc.get_change_by_hash(&hash).is_none() {
+            return Err("change was queued despite its dependencies being present".to_owned());
+        }
+        Ok(doc::materialize(doc, def))
+    }));
+    result.unwrap_or_else(|_| Err("automerge panicked applying a change".into()))
+}

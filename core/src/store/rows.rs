@@ -1,0 +1,165 @@
+//! SQL for materialized rows, held ranges and stored transactions (writer side).
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Map, Value};
+
+use crate::change::Incarnation;
+use crate::ids::{ReplicaId, Seq, TxnId};
+use crate::version::{SeqSet, Summary};
+
+/// The materialized state of a document record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RecordState {
+    /// The newest incarnation seen (live unless `deleted`).
+    pub incarnation: Incarnation,
+    /// Tombstoned.
+    pub deleted: bool,
+}
+
+impl RecordState {
+    /// True when a change to `incarnation` can never become visible again.
+    pub fn is_dead(&self, incarnation: Incarnation) -> bool {
+        incarnation < self.incarnation || (incarnation == self.incarnation && self.deleted)
+    }
+}
+
+pub(crate) fn record_state(conn: &Connection, collection: &str, id: &str) -> rusqlite::Result<Option<RecordState>> {
+    conn.prepare_cached("SELECT incarnation, deleted FROM records WHERE collection = ?1 AND id = ?2")?
+        .query_row(params![collection, id], |r| {
+            Ok(RecordState { incarnation: r.get(0)?, deleted: r.get(1)? })
+        })
+        .optional()
+}
+
+/// Writes a live record row.
+pub(crate) fn upsert_record(
+    conn: &Connection,
+    collection: &str,
+    id: &str,
+    incarnation: Incarnation,
+    json: &str,
+    rowversion: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO records (collection, id, incarnation, deleted, json, rowversion)
+         VALUES (?1, ?2, ?3, 0, ?4, ?5)
+         ON CONFLICT (collection, id) DO UPDATE SET incarnation = excluded.incarnation,
+             deleted = 0, json = excluded.json, rowversion = excluded.rowversion",
+    )?
+    .execute(params![collection, id, incarnation, json, rowversion])?;
+    Ok(())
+}
+
+/// Tombstones incarnation `incarnation`; the row keeps its last JSON (`stub` if it had none).
+pub(crate) fn tombstone(
+    conn: &Connection,
+    collection: &str,
+    id: &str,
+    incarnation: Incarnation,
+    stub: &str,
+    rowversion: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO records (collection, id, incarnation, deleted, json, rowversion)
+         VALUES (?1, ?2, ?3, 1, ?4, ?5)
+         ON CONFLICT (collection, id) DO UPDATE SET incarnation = excluded.incarnation,
+             deleted = 1, rowversion = excluded.rowversion",
+    )?
+    .execute(params![collection, id, incarnation, stub, rowversion])?;
+    Ok(())
+}
+
+/// What inserting a log row did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LogInsert {
+    /// New row.
+    Inserted,
+    /// Replaced a row with the same id from a larger transaction id.
+    Replaced,
+    /// An existing row from a smaller (or the same) transaction id was kept.
+    Kept,
+}
+
+/// Inserts a log row; among rows with one id the one from the smallest [`TxnId`] wins.
+pub(crate) fn insert_log_row(
+    conn: &Connection,
+    collection: &str,
+    id: &str,
+    txn: TxnId,
+    json: &str,
+    rowversion: i64,
+) -> rusqlite::Result<LogInsert> {
+    let existing = log_row_txn(conn, collection, id)?;
+    let outcome = match existing {
+        None => LogInsert::Inserted,
+        Some(e) if txn < e => LogInsert::Replaced,
+        Some(_) => return Ok(LogInsert::Kept),
+    };
+    conn.prepare_cached(
+        "INSERT INTO log_rows (collection, id, origin, seq, json, rowversion) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (collection, id) DO UPDATE SET origin = excluded.origin, seq = excluded.seq,
+             json = excluded.json, rowversion = excluded.rowversion",
+    )?
+    .execute(params![collection, id, &txn.origin.0[..], txn.seq as i64, json, rowversion])?;
+    Ok(outcome)
+}
+
+/// The transaction that wrote log row `id`, if it exists.
+pub(crate) fn log_row_txn(conn: &Connection, collection: &str, id: &str) -> rusqlite::Result<Option<TxnId>> {
+    let row: Option<(Vec<u8>, i64)> = conn
+        .prepare_cached("SELECT origin, seq FROM log_rows WHERE collection = ?1 AND id = ?2")?
+        .query_row(params![collection, id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(row.and_then(|(o, seq)| Some(TxnId { origin: ReplicaId::from_slice(&o)?, seq: seq as Seq })))
+}
+
+/// Stores an encoded transaction for relaying.
+pub(crate) fn insert_txn(conn: &Connection, id: TxnId, bytes: &[u8]) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT OR IGNORE INTO txns (origin, seq, bytes) VALUES (?1, ?2, ?3)")?
+        .execute(params![&id.origin.0[..], id.seq as i64, bytes])?;
+    Ok(())
+}
+
+/// Rewrites the held ranges of one origin.
+pub(crate) fn save_held(conn: &Connection, origin: &ReplicaId, set: &SeqSet) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM held WHERE origin = ?1")?.execute([&origin.0[..]])?;
+    let mut insert = conn.prepare_cached("INSERT INTO held (origin, start, end) VALUES (?1, ?2, ?3)")?;
+    for &(a, b) in set.ranges() {
+        insert.execute(params![&origin.0[..], a as i64, b as i64])?;
+    }
+    Ok(())
+}
+
+/// Reads the summary of held transactions.
+pub(crate) fn load_summary(conn: &Connection) -> Result<Summary, String> {
+    let mut stmt = conn.prepare_cached("SELECT origin, start, end FROM held ORDER BY origin, start").map_err(|e| e.to_string())?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
+        .map_err(|e| e.to_string())?;
+    let mut summary = Summary::new();
+    for row in rows {
+        let (origin, a, b) = row.map_err(|e| e.to_string())?;
+        let origin = ReplicaId::from_slice(&origin).ok_or("held: bad origin id")?;
+        let range = SeqSet::from_ranges(&[(a as Seq, b as Seq)]).ok_or("held: bad range")?;
+        let mut set = summary.get(&origin).cloned().unwrap_or_default();
+        set.union_with(&range);
+        summary.set(origin, set);
+    }
+    Ok(summary)
+}
+
+/// The highest rowversion in use (the writer continues from it).
+pub(crate) fn max_rowversion(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT MAX(COALESCE((SELECT MAX(rowversion) FROM records), 0),
+                    COALESCE((SELECT MAX(rowversion) FROM log_rows), 0))",
+        [],
+        |r| r.get(0),
+    )
+}
+
+/// A record's JSON with its primary key added.
+pub(crate) fn with_pk(mut fields: Map<String, Value>, pk: &str, id: &str) -> Value {
+    fields.insert(pk.to_owned(), Value::String(id.to_owned()));
+    Value::Object(fields)
+}

@@ -1,0 +1,230 @@
+//! The writer thread: the only owner of the SQLite write connection.
+//!
+//! Commands arrive on a bounded channel ([`COMMAND_QUEUE`]). The thread blocks for the first
+//! command, opens one SQLite transaction, and keeps draining queued commands into it (group
+//! commit) until the queue is empty or the group hits [`GROUP_MAX_COMMANDS`] or
+//! [`GROUP_TIME_BUDGET`], so a burst of work never holds the lock long. Each command runs inside
+//! its own SAVEPOINT: a failing command is rolled back alone and the others still commit. Replies
+//! (tokio oneshot, usable from sync and async code) and [`StoreEvent`]s are sent only after
+//! COMMIT returned, so an acknowledged write is durable.
+//!
+//! In-memory state (the summary, the parked count, the document cache) mirrors the database:
+//! it is updated only after the SQL that persists it succeeded, documents touched by a
+//! rolled-back savepoint are evicted, and a failed COMMIT reloads everything from disk.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::docs::DocCache;
+use super::error::{ApplyError, CloseError, WriteError, copy_sql_error};
+use super::rows::load_summary;
+use super::types::{ApplyReport, Committed, GcReport, StoreEvent, WriteOp};
+use crate::change::Txn;
+use crate::ids::ReplicaId;
+use crate::schema::Schema;
+use crate::version::Summary;
+
+/// Capacity of the command channel; senders wait when it is full (back-pressure).
+pub const COMMAND_QUEUE: usize = 256;
+
+/// Most commands folded into one SQLite transaction.
+pub(crate) const GROUP_MAX_COMMANDS: usize = 512;
+
+/// A group stops taking queued commands once it has run this long.
+pub(crate) const GROUP_TIME_BUDGET: Duration = Duration::from_millis(50);
+
+type Reply<T, E> = oneshot::Sender<Result<T, E>>;
+
+/// A request to the writer thread.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Transact { ops: Vec<WriteOp>, reply: Reply<Committed, WriteError> },
+    Apply { txns: Vec<Txn>, reply: Reply<ApplyReport, ApplyError> },
+    PeerAck { peer: ReplicaId, held: Summary, reply: Reply<(), WriteError> },
+    ForgetPeer { peer: ReplicaId, reply: Reply<(), WriteError> },
+    Gc { reply: Reply<GcReport, WriteError> },
+    Compact { max_docs: usize, reply: Reply<usize, WriteError> },
+    Close { reply: Reply<(), CloseError> },
+}
+
+/// A command's outcome, held until its group commits.
+struct Pending {
+    finish: Box<dyn FnOnce(Option<&rusqlite::Error>) + Send>,
+    /// Sent before the reply, so a caller that got its reply can already see the event.
+    event: Option<StoreEvent>,
+}
+
+impl Pending {
+    fn new<T: Send + 'static, E: Send + 'static>(
+        reply: Reply<T, E>,
+        result: Result<T, E>,
+        storage: fn(rusqlite::Error) -> E,
+        event: Option<StoreEvent>,
+    ) -> Self {
+        let event = event.filter(|_| result.is_ok());
+        let finish = Box::new(move |commit_error: Option<&rusqlite::Error>| {
+            let result = match commit_error {
+                Some(e) => Err(storage(copy_sql_error(e))),
+                None => result,
+            };
+            let _ = reply.send(result);
+        });
+        Pending { finish, event }
+    }
+}
+
+/// State owned by the writer thread.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    pub conn: Connection,
+    pub replica: ReplicaId,
+    pub schema: Arc<Schema>,
+    pub summary: Summary,
+    pub docs: DocCache,
+    pub rowversion: i64,
+    pub parked: u64,
+    pub events: broadcast::Sender<StoreEvent>,
+}
+
+impl Writer {
+    /// Runs until a `Close` command or until every sender is gone.
+    pub fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        while let Some(first) = rx.blocking_recv() {
+            if let Some(close) = self.group(first, &mut rx) {
+                let _ = close.send(self.checkpoint());
+                return;
+            }
+        }
+        let _ = self.checkpoint();
+    }
+
+    /// Runs one group of commands in one SQLite transaction; returns a pending close request.
+    fn group(&mut self, first: Command, rx: &mut mpsc::Receiver<Command>) -> Option<Reply<(), CloseError>> {
+        let started = Instant::now();
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            return self.refuse(first, &e);
+        }
+        let mut done = Vec::new();
+        let mut close = None;
+        let mut next = Some(first);
+        while let Some(cmd) = next.take() {
+            if let Command::Close { reply } = cmd {
+                close = Some(reply);
+                break;
+            }
+            done.push(self.command(cmd));
+            if done.len() >= GROUP_MAX_COMMANDS || started.elapsed() >= GROUP_TIME_BUDGET {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        let commit = self.conn.execute_batch("COMMIT");
+        if commit.is_err() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            self.resync();
+        }
+        for p in done {
+            if let (Ok(()), Some(event)) = (&commit, p.event) {
+                let _ = self.events.send(event);
+            }
+            (p.finish)(commit.as_ref().err());
+        }
+        close
+    }
+
+    /// Answers a command that could not run because its group could not start.
+    fn refuse(&mut self, cmd: Command, e: &rusqlite::Error) -> Option<Reply<(), CloseError>> {
+        let err = || copy_sql_error(e);
+        match cmd {
+            Command::Transact { reply, .. } => drop(reply.send(Err(err().into()))),
+            Command::Apply { reply, .. } => drop(reply.send(Err(err().into()))),
+            Command::PeerAck { reply, .. } | Command::ForgetPeer { reply, .. } => drop(reply.send(Err(err().into()))),
+            Command::Gc { reply } => drop(reply.send(Err(err().into()))),
+            Command::Compact { reply, .. } => drop(reply.send(Err(err().into()))),
+            Command::Close { reply } => return Some(reply),
+        }
+        None
+    }
+
+    fn command(&mut self, cmd: Command) -> Pending {
+        match cmd {
+            Command::Transact { ops, reply } => match self.savepoint(|w| w.transact(ops)) {
+                Ok((c, ev)) => Pending::new(reply, Ok(c), WriteError::Storage, ev),
+                Err(e) => Pending::new(reply, Err(e), WriteError::Storage, None),
+            },
+            Command::Apply { txns, reply } => match self.savepoint(|w| w.apply(txns)) {
+                Ok((r, ev)) => Pending::new(reply, Ok(r), ApplyError::Storage, ev),
+                Err(e) => Pending::new(reply, Err(ApplyError::Storage(e)), ApplyError::Storage, None),
+            },
+            Command::PeerAck { peer, held, reply } => {
+                let r = self.savepoint(|w| w.record_peer_ack(&peer, &held)).map_err(WriteError::from);
+                Pending::new(reply, r, WriteError::Storage, None)
+            }
+            Command::ForgetPeer { peer, reply } => {
+                let r = self.savepoint(|w| w.forget_peer(&peer)).map_err(WriteError::from);
+                Pending::new(reply, r, WriteError::Storage, None)
+            }
+            Command::Gc { reply } => Pending::new(reply, self.savepoint(|w| w.gc()), WriteError::Storage, None),
+            Command::Compact { max_docs, reply } => {
+                let r = self.savepoint(|w| w.compact(max_docs));
+                Pending::new(reply, r, WriteError::Storage, None)
+            }
+            Command::Close { .. } => unreachable!("close is handled by the group loop"),
+        }
+    }
+
+    /// Runs `f` inside a SAVEPOINT; on error rolls back to it and evicts touched documents.
+    fn savepoint<T, E: From<rusqlite::Error>>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, E>) -> Result<T, E> {
+        self.docs.take_touched();
+        self.conn.execute_batch("SAVEPOINT cmd")?;
+        match f(self) {
+            Ok(v) => {
+                self.conn.execute_batch("RELEASE cmd")?;
+                self.docs.take_touched();
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK TO cmd; RELEASE cmd");
+                self.docs.evict_touched_since(0);
+                self.resync_counters();
+                Err(e)
+            }
+        }
+    }
+
+    /// Reloads the summary and parked count from the database.
+    fn resync_counters(&mut self) {
+        match load_summary(&self.conn) {
+            Ok(s) => self.summary = s,
+            Err(e) => tracing::error!("cannot reload the summary after a rollback: {e}"),
+        }
+        if let Ok(n) = self.conn.query_row("SELECT COUNT(*) FROM parked", [], |r| r.get::<_, i64>(0)) {
+            self.parked = n as u64;
+        }
+    }
+
+    /// After a failed COMMIT: nothing of the group happened; reload all in-memory state.
+    fn resync(&mut self) {
+        self.docs.clear();
+        self.resync_counters();
+    }
+
+    /// The next rowversion (a local monotonic counter; gaps after rollbacks are harmless).
+    pub fn next_rowversion(&mut self) -> i64 {
+        self.rowversion += 1;
+        self.rowversion
+    }
+
+    fn checkpoint(&mut self) -> Result<(), CloseError> {
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// True when someone listens for events (skip building them otherwise).
+    pub fn has_subscribers(&self) -> bool {
+        self.events.receiver_count() > 0
+    }
+}
