@@ -1,0 +1,147 @@
+//! The `meshlite` command line.
+//!
+//! Every command prints JSON on stdout (one object per line for lists) and reports errors on
+//! stderr as `error: ...` with exit status 1 (2 for usage errors). Store commands open the data
+//! directory directly; the store's directory lock refuses a second process while `meshlite run`
+//! owns it.
+
+mod bundle;
+mod data;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use output::CliError;
+
+/// Meshlite: an embedded-first offline store with CRDT sync.
+#[derive(Debug, Parser)]
+#[command(name = "meshlite", version, about, long_about = None)]
+pub struct Cli {
+    /// Data directory of the local store.
+    #[arg(long, global = true, env = "MESHLITE_DATA", default_value = "./meshlite-data")]
+    pub data: PathBuf,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, env = "MESHLITE_LOG_FORMAT", default_value = "human")]
+    pub log_format: LogFormat,
+
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the store (if missing) and install or upgrade its schema.
+    Init {
+        /// A TOML schema file (see fixtures/schemas/pmoves.toml). Without it the store is
+        /// schemaless: any collection name, every field last-writer-wins.
+        #[arg(long)]
+        schema: Option<PathBuf>,
+    },
+    /// Insert or update a document record (fields absent from JSON are left alone); prints the
+    /// merged record.
+    Put {
+        /// Collection name.
+        collection: String,
+        /// The record as a JSON object, or `-` to read it from stdin.
+        json: String,
+        /// Re-create a deleted record (starts a new incarnation; a delete otherwise wins forever).
+        #[arg(long)]
+        recreate: bool,
+    },
+    /// Print one record.
+    Get {
+        /// Collection name.
+        collection: String,
+        /// Record id.
+        id: String,
+    },
+    /// Delete a document record (a tombstone that beats concurrent updates).
+    Delete {
+        /// Collection name.
+        collection: String,
+        /// Record id.
+        id: String,
+    },
+    /// Add N (may be negative) to a counter field; prints the merged record.
+    Incr {
+        /// Collection name.
+        collection: String,
+        /// Record id.
+        id: String,
+        /// Field name.
+        field: String,
+        /// Amount to add.
+        #[arg(allow_hyphen_values = true)]
+        n: i64,
+    },
+    /// Append an immutable row to a log collection; prints the row.
+    Append {
+        /// Collection name.
+        collection: String,
+        /// The row as a JSON object, or `-` to read it from stdin.
+        json: String,
+    },
+    /// Print matching records, one JSON object per line.
+    Query(data::QueryArgs),
+    /// Print this replica's summary (what it holds, per origin).
+    Summary,
+    /// Print counts, origins, summary and schema version.
+    Status,
+    /// Sneakernet sync through bundle files.
+    #[command(subcommand)]
+    Bundle(bundle::BundleCommand),
+}
+
+/// Parses the command line, runs the command and maps errors to an exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one parsed command.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Init { schema } => data::init(&cli.data, schema.as_deref()),
+        Command::Put { collection, json, recreate } => data::put(&cli.data, &collection, &json, recreate),
+        Command::Get { collection, id } => data::get(&cli.data, &collection, &id),
+        Command::Delete { collection, id } => data::delete(&cli.data, &collection, &id),
+        Command::Incr { collection, id, field, n } => data::incr(&cli.data, &collection, &id, &field, n),
+        Command::Append { collection, json } => data::append(&cli.data, &collection, &json),
+        Command::Query(args) => data::query(&cli.data, &args),
+        Command::Summary => data::summary(&cli.data),
+        Command::Status => data::status(&cli.data),
+        Command::Bundle(cmd) => bundle::run(&cli.data, cmd),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MESHLITE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

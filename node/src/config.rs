@@ -1,0 +1,335 @@
+//! The daemon's configuration: a TOML file, then environment overrides, then `validate()`.
+//!
+//! Every field has a default, so `meshlite run` needs no file at all. Precedence, lowest first:
+//! built-in defaults, the `--config` file, environment variables. The seeds' names are honoured:
+//!
+//! | env                     | key                        | default            |
+//! |-------------------------|----------------------------|--------------------|
+//! | `MESHLITE_DATA`         | `node.data`                | `./meshlite-data`  |
+//! | `MESHLITE_NAME`         | `node.name`                | the host name      |
+//! | `MESHLITE_FLEET_DIR`    | `node.fleet_dir`           | none (standalone)  |
+//! | `MESHLITE_SCHEMA`       | `node.schema`              | none (schemaless)  |
+//! | `MESHLITE_HTTP_LISTEN`  | `http.listen`              | `127.0.0.1:8100`   |
+//! | `SUPABASE_MODE`         | `node.mode`                | `dual-write`       |
+//! | `SYNC_TABLES`           | `sync.tables`              | empty = all        |
+//! | `SYNC_INTERVAL_SECONDS` | `sync.interval_seconds`    | `10`               |
+//! | `SYNC_BATCH_SIZE`       | `sync.batch_size`          | `500`              |
+//! | `NATS_URL`              | `nats.url`                 | none (no NATS)     |
+//!
+//! Modes (`SUPABASE_MODE`): `standalone` — local store and HTTP API only, no peer port, no NATS;
+//! `dual-write` — local primary plus mesh gossip, NATS and (through the mesh) the central bridge;
+//! `integrated` — for a node this means "central first": it keeps its local store (reads stay
+//! local and writes never block on the network) but gossips only with static peers (the central
+//! bridge) and NATS, with LAN discovery (mDNS, Tailscale) off.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Error loading or validating the configuration. Each names the key at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this configuration.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with the key and line.
+        message: String,
+    },
+    /// A value is out of range or malformed.
+    #[error("invalid config key `{key}`: {reason}")]
+    Invalid {
+        /// The key (file key, or env var name when it came from the environment).
+        key: String,
+        /// What is wrong and what is expected.
+        reason: String,
+    },
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.to_owned(), reason: reason.into() }
+}
+
+/// How this node takes part in the fleet (the seeds' `SUPABASE_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Local store only.
+    Standalone,
+    /// Local primary plus background sync to the mesh and central.
+    DualWrite,
+    /// Sync with static peers (central) and NATS only.
+    Integrated,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "standalone" => Ok(Mode::Standalone),
+            "dual-write" | "dual_write" => Ok(Mode::DualWrite),
+            "integrated" => Ok(Mode::Integrated),
+            other => Err(format!("unknown mode {other:?}: expected standalone, dual-write or integrated")),
+        }
+    }
+}
+
+/// `[node]`: identity and storage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    /// Data directory of the store.
+    pub data: PathBuf,
+    /// Human-readable node name (announcements, logs). Default: the host name.
+    pub name: String,
+    /// Directory with this node's fleet files (`meshlite fleet issue` output). Without it the node
+    /// opens no peer port and stays standalone.
+    pub fleet_dir: Option<PathBuf>,
+    /// Schema file installed or upgraded at start.
+    pub schema: Option<PathBuf>,
+    /// Participation mode.
+    pub mode: Mode,
+    /// `synchronous=FULL` for SQLite: survive power loss, not only process crashes (slower).
+    pub durable_fsync: bool,
+    /// Loaded Automerge documents kept in memory (each costs ~7–17 KiB).
+    pub doc_cache: usize,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self {
+            data: PathBuf::from("./meshlite-data"),
+            name: default_node_name(),
+            fleet_dir: None,
+            schema: None,
+            mode: Mode::DualWrite,
+            durable_fsync: false,
+            doc_cache: 1024,
+        }
+    }
+}
+
+fn default_node_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "meshlite".to_owned())
+}
+
+/// `[sync]`: what and how often this node replicates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncSection {
+    /// Collections this node replicates; empty means all.
+    pub tables: Vec<String>,
+    /// Anti-entropy period in seconds.
+    pub interval_seconds: u64,
+    /// Transactions per batch sent or applied at once.
+    pub batch_size: usize,
+    /// Peers pushed to at once on every new change.
+    pub push_fanout: usize,
+    /// Peers contacted in each anti-entropy round.
+    pub anti_entropy_peers: usize,
+}
+
+impl Default for SyncSection {
+    fn default() -> Self {
+        Self { tables: Vec::new(), interval_seconds: 10, batch_size: 500, push_fanout: 3, anti_entropy_peers: 2 }
+    }
+}
+
+impl SyncSection {
+    /// The anti-entropy period.
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(self.interval_seconds)
+    }
+
+    /// True when `collection` is replicated by this node.
+    pub fn replicates(&self, collection: &str) -> bool {
+        self.tables.is_empty() || self.tables.iter().any(|t| t == collection)
+    }
+}
+
+/// `[http]`: the local HTTP listener (health, metrics, later the local API).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// Listen address; keep it on loopback unless the API is authenticated.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8100)) }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[node]`
+    pub node: NodeSection,
+    /// `[sync]`
+    pub sync: SyncSection,
+    /// `[http]`
+    pub http: HttpSection,
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then `env`, then validation.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = match file {
+            Some(path) => Self::from_file(path)?,
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
+        toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+    }
+
+    /// Applies environment overrides (see the module doc for the names).
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let get = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+        if let Some(v) = get("MESHLITE_DATA") {
+            self.node.data = v.into();
+        }
+        if let Some(v) = get("MESHLITE_NAME") {
+            self.node.name = v;
+        }
+        if let Some(v) = get("MESHLITE_FLEET_DIR") {
+            self.node.fleet_dir = Some(v.into());
+        }
+        if let Some(v) = get("MESHLITE_SCHEMA") {
+            self.node.schema = Some(v.into());
+        }
+        if let Some(v) = get("SUPABASE_MODE") {
+            self.node.mode = v.trim().parse().map_err(|e| invalid("SUPABASE_MODE", e))?;
+        }
+        if let Some(v) = get("MESHLITE_HTTP_LISTEN") {
+            self.http.listen = parse_env("MESHLITE_HTTP_LISTEN", &v)?;
+        }
+        if let Some(v) = get("SYNC_TABLES") {
+            self.sync.tables = v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+        }
+        if let Some(v) = get("SYNC_INTERVAL_SECONDS") {
+            self.sync.interval_seconds = parse_env("SYNC_INTERVAL_SECONDS", &v)?;
+        }
+        if let Some(v) = get("SYNC_BATCH_SIZE") {
+            self.sync.batch_size = parse_env("SYNC_BATCH_SIZE", &v)?;
+        }
+        Ok(())
+    }
+
+    /// Checks ranges and names; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node.name.trim().is_empty() {
+            return Err(invalid("node.name", "must not be empty"));
+        }
+        if self.node.doc_cache == 0 {
+            return Err(invalid("node.doc_cache", "must be at least 1"));
+        }
+        for t in &self.sync.tables {
+            meshlite_core::schema::validate_name("collection", t)
+                .map_err(|e| invalid("sync.tables", e.to_string()))?;
+        }
+        if !(1..=86_400).contains(&self.sync.interval_seconds) {
+            return Err(invalid("sync.interval_seconds", "must be between 1 and 86400"));
+        }
+        if !(1..=100_000).contains(&self.sync.batch_size) {
+            return Err(invalid("sync.batch_size", "must be between 1 and 100000"));
+        }
+        if self.sync.push_fanout > 64 || self.sync.anti_entropy_peers > 64 {
+            return Err(invalid("sync.push_fanout", "fanout and anti_entropy_peers must be at most 64"));
+        }
+        Ok(())
+    }
+
+    /// True when this node takes part in the mesh (has fleet files and is not standalone).
+    pub fn mesh_enabled(&self) -> bool {
+        self.node.mode != Mode::Standalone && self.node.fleet_dir.is_some()
+    }
+}
+
+fn parse_env<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    value.trim().parse().map_err(|e| invalid(key, format!("{value:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.http.listen.port(), 8100);
+        assert!(c.http.listen.ip().is_loopback());
+        assert!(!c.mesh_enabled());
+        assert!(c.sync.replicates("anything"));
+    }
+
+    #[test]
+    fn env_overrides_and_seed_names() {
+        let c = Config::load(
+            None,
+            env(&[("SUPABASE_MODE", "standalone"), ("SYNC_TABLES", "jobs, tasks"), ("SYNC_INTERVAL_SECONDS", "30")]),
+        )
+        .unwrap();
+        assert_eq!(c.node.mode, Mode::Standalone);
+        assert_eq!(c.sync.tables, ["jobs", "tasks"]);
+        assert!(c.sync.replicates("jobs") && !c.sync.replicates("agents"));
+        assert_eq!(c.sync.interval_seconds, 30);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::load(None, env(&[("SYNC_INTERVAL_SECONDS", "soon")])).unwrap_err();
+        assert!(e.to_string().contains("SYNC_INTERVAL_SECONDS"), "{e}");
+        let e = Config::load(None, env(&[("SUPABASE_MODE", "hybrid")])).unwrap_err();
+        assert!(e.to_string().contains("SUPABASE_MODE"), "{e}");
+        let e = Config::load(None, env(&[("SYNC_TABLES", "jobs,bad-name")])).unwrap_err();
+        assert!(e.to_string().contains("sync.tables"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[sync]\ninterval_secondz = 3\n").unwrap();
+        let e = Config::load(Some(&p), env(&[])).unwrap_err();
+        assert!(e.to_string().contains("interval_secondz"), "{e}");
+        std::fs::write(&p, "[sync]\nbatch_size = 0\n").unwrap();
+        let e = Config::load(Some(&p), env(&[])).unwrap_err();
+        assert!(e.to_string().contains("sync.batch_size"), "{e}");
+    }
+}
