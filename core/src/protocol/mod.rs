@@ -73,3 +73,11 @@ pub use plan::{SyncPlan, plan_sync};
 pub use session::{
     Event, Role, SendError, Session, SessionConfig, SessionError, SessionStats, State,
 };
+
+#[cfg(any(test, feature = "testkit"))]
+pub mod fuzz_bodies;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+
+#[cfg(test)]
+mod tests;
