@@ -1,6 +1,7 @@
 //! mDNS discovery on loopback: two nodes with no static peers find each other, a node of another
 //! cluster is ignored, and a node that stops says goodbye. Each run uses a private mDNS port so
 //! concurrent runs (and the host's own responder) are not heard.
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
 use std::net::UdpSocket;
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! Static peers: resolution through the system resolver, failures recorded on the peer, and the
 //! whole discovery service started and stopped with static and Tailscale sources.
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;

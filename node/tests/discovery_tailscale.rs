@@ -1,5 +1,6 @@
 //! Tailscale discovery: the recorded `tailscale status --json` fixture, and the real
 //! process-spawning path through a fake `tailscale` script that prints it.
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,7 @@
 //! the JetStream relay makes two stores with no QUIC path converge, across a server that is down
 //! at start and killed mid-test; garbage on the relay subject is rejected without harm;
 //! announcements populate the peer table; change events carry the seed's JSON.
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -287,7 +288,7 @@ async fn announcements_populate_the_peer_table() {
         .collect();
     assert_eq!(
         ids,
-        [b.local.node_id.clone()],
+        [b.local.node_id.as_str()],
         "neither ourselves nor the other cluster"
     );
     assert!(foreign.table.get(&b_key).is_none());
