@@ -198,6 +198,7 @@ fn peer_sighting(service: &ResolvedService, own_id: &str, cluster: &str) -> Opti
         .iter()
         .map(|ip| ip.to_ip_addr())
         .collect();
+    ips.retain(|ip| super::dialable(*ip));
     ips.sort();
     let mut sighting = Sighting::node(Source::Mdns, node_id)
         .with_addresses(ips.into_iter().map(|ip| SocketAddr::new(ip, port)));
@@ -276,6 +277,16 @@ mod tests {
         assert!(instance_name(&long, &id).len() <= MAX_LABEL);
         assert_eq!(instance_name("pi 5.lan", &id), "pi-5-lan-abababababab");
         assert_eq!(instance_name("..", &id), "meshlite-abababababab");
+    }
+
+    #[test]
+    fn link_local_v6_and_unspecified_are_not_dialable() {
+        let ok: IpAddr = "192.168.1.5".parse().unwrap();
+        assert!(super::super::dialable(ok));
+        for bad in ["fe80::1", "0.0.0.0", "::", "224.0.0.251"] {
+            assert!(!super::super::dialable(bad.parse().unwrap()), "{bad}");
+        }
+        assert!(super::super::dialable("fd7a:115c:a1e0::1".parse().unwrap()));
     }
 
     #[test]

@@ -72,12 +72,20 @@ impl LocalNode {
                     .collect()
             })
             .unwrap_or_default();
+        ips.retain(|ip| dialable(*ip));
         ips.sort();
         ips.dedup();
         ips.into_iter()
             .map(|ip| SocketAddr::new(ip, self.quic_port))
             .collect()
     }
+}
+
+/// Whether an address can be dialed as it stands: not unspecified, not multicast, and not an
+/// IPv6 link-local address (useless without its interface scope, which a `SocketAddr` drops).
+pub fn dialable(ip: IpAddr) -> bool {
+    let v6_link_local = matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
+    !ip.is_unspecified() && !ip.is_multicast() && !v6_link_local
 }
 
 /// Error starting discovery.
