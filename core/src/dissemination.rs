@@ -3,17 +3,23 @@
 //! Changes spread along two paths, as in Corrosion and every gossip system paired with
 //! anti-entropy:
 //!
-//! - **Push** (fast, best effort): a local transaction goes at once to a random fanout of peers
-//!   ([`Disseminator::on_local_txn`]). A peer receiving transactions it had not seen relays them to a
-//!   fresh random fanout, excluding the sender ([`Disseminator::on_remote_txns`]). A bounded
-//!   seen-set stops the relay: each node relays each transaction at most once while it is
-//!   remembered. Push alone reaches most nodes in `O(log n)` hops but leaves a few percent behind
-//!   (a node that no informed peer happened to pick) and loses whatever the network drops.
+//! - **Push** (fast, best effort). In a small fleet (*direct mode*, up to
+//!   [`DisseminationConfig::direct_push_max_peers`] peers) a local transaction goes at once to
+//!   every peer, and nobody relays. In a large fleet (*gossip mode*) it goes to a random fanout of
+//!   peers ([`Disseminator::on_local_txn`]), and a peer receiving transactions it had not seen
+//!   relays them to a fresh random fanout, excluding the sender ([`Disseminator::on_remote_txns`]);
+//!   a bounded seen-set stops the relay: each node relays each transaction at most once while it
+//!   is remembered. Gossip reaches most nodes in `O(log n)` hops but leaves a few percent behind
+//!   (about `e^-fanout` of them: nodes no informed peer happened to pick). Either mode loses
+//!   whatever the network drops.
 //! - **Pull** (anti-entropy, the path that guarantees convergence): every interval, plus or minus
-//!   jitter, the node compares summaries with a few peers ([`Disseminator::handle_timeout`]), preferring
-//!   peers it has not synced with recently; failing peers are deprioritized with exponential
-//!   backoff ([`Disseminator::on_sync_result`]) but never starved, so a partition that heals is
-//!   noticed within one interval.
+//!   jitter, the node compares summaries with a few peers ([`Disseminator::handle_timeout`]),
+//!   preferring peers it has not synced with recently. Failing peers are deprioritized with
+//!   exponential backoff ([`Disseminator::on_sync_result`]) but never starved: when no healthy
+//!   peer is left they are tried anyway, and a peer whose backoff expired is ranked by how long
+//!   ago it was last tried, so it comes first. After a partition heals, cross-partition rounds
+//!   therefore resume within `backoff_max` plus one interval at worst (sooner when discovery
+//!   reports the peer again: [`Disseminator::clear_backoff`]).
 //!
 //! The policy is sans-IO and deterministic: time comes in as a parameter and randomness only from
 //! a seeded RNG, so the daemon and the deterministic simulator run exactly this code. It decides
@@ -32,8 +38,14 @@ use crate::ids::TxnId;
 /// Tunables of the [`Disseminator`]. Every field has a documented default ([`Default`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DisseminationConfig {
-    /// Number of peers a new or newly learned transaction is pushed to. Default 3.
+    /// Number of peers a new or newly learned transaction is pushed to in gossip mode. Default 3.
     pub push_fanout: usize,
+    /// Direct mode: a node with at most this many peers pushes its own transactions to every
+    /// peer and does not relay others' (their origin already sent them to everyone). One hop and
+    /// `n - 1` messages per change instead of `O(log n)` hops and `fanout × n` messages, and no
+    /// node left behind by an unlucky draw. Above it, gossip: random fanout plus relay.
+    /// 0 = always gossip. Default 32.
+    pub direct_push_max_peers: usize,
     /// Mean time between anti-entropy rounds. Default 10 s (the daemon takes it from
     /// `SYNC_INTERVAL_SECONDS`).
     pub anti_entropy_interval: Duration,
@@ -45,7 +57,7 @@ pub struct DisseminationConfig {
     /// Default 1 s (a tenth of the default interval).
     pub jitter: Duration,
     /// Upper bound of a failing peer's backoff; the backoff starts at one interval and doubles per
-    /// consecutive failure. Default 300 s.
+    /// consecutive failure. It bounds how long a healed partition can go unnoticed. Default 60 s.
     pub backoff_max: Duration,
     /// Number of recent transaction ids remembered to stop relaying (FIFO eviction). Default
     /// 16 384 (about 1 MiB).
@@ -63,10 +75,11 @@ impl DisseminationConfig {
     pub fn with_interval(interval: Duration) -> Self {
         Self {
             push_fanout: 3,
+            direct_push_max_peers: 32,
             anti_entropy_interval: interval,
             anti_entropy_peers: 2,
             jitter: interval / 10,
-            backoff_max: Duration::from_secs(300),
+            backoff_max: Duration::from_secs(60),
             seen_capacity: 16_384,
         }
     }
@@ -208,22 +221,38 @@ impl<P: Ord + Clone> Disseminator<P> {
         self.peers.len()
     }
 
-    /// A transaction was committed locally: the peers to push it to. Healthy peers are preferred.
+    /// True while the node has few enough peers to push to all of them
+    /// ([`DisseminationConfig::direct_push_max_peers`]).
+    pub fn is_direct(&self) -> bool {
+        self.peers.len() <= self.config.direct_push_max_peers
+    }
+
+    /// A transaction was committed locally: the peers to push it to. In direct mode every peer;
+    /// otherwise a random fanout, healthy peers preferred.
     pub fn on_local_txn(&mut self, txn: TxnId) -> Vec<P> {
         self.seen.insert(txn);
+        if self.is_direct() {
+            return self.peers.iter().map(|(p, _)| p.clone()).collect();
+        }
         self.fanout(None)
     }
 
-    /// Transactions arrived from `from` (by push or by sync). Returns those not seen before and a
-    /// fanout of peers other than `from` to relay them to (push-on-relay). Each node relays a
-    /// given transaction at most once while it stays in the bounded seen-set.
+    /// Transactions arrived from `from`. Returns those not seen before and, in gossip mode, a
+    /// fanout of peers other than `from` to relay them to (push-on-relay); in direct mode no
+    /// targets (the origin pushed to everyone). Each node relays a given transaction at most once
+    /// while it stays in the bounded seen-set.
+    ///
+    /// Call it for pushed transactions and for transactions pulled by anti-entropy: relaying
+    /// pulled ones costs at most one relay per node and transaction (the seen-set), and after a
+    /// partition heals it spreads the other side's writes at push speed rather than one
+    /// anti-entropy round at a time (see the simulator in `meshlite-fixtures`).
     pub fn on_remote_txns(&mut self, from: &P, txns: &[TxnId]) -> Relay<P> {
         let fresh: Vec<TxnId> = txns
             .iter()
             .copied()
             .filter(|t| self.seen.insert(*t))
             .collect();
-        let targets = if fresh.is_empty() {
+        let targets = if fresh.is_empty() || self.is_direct() {
             Vec::new()
         } else {
             self.fanout(Some(from))
@@ -283,6 +312,16 @@ impl<P: Ord + Clone> Disseminator<P> {
             state.failures = state.failures.saturating_add(1);
             let factor = 1u32 << (state.failures - 1).min(16);
             state.retry_at = Some(now + interval.saturating_mul(factor).min(max));
+        }
+    }
+
+    /// Discovery saw `peer` again (an mDNS or NATS announcement, a new connection): forget its
+    /// failures so the next round may pick it at once. Unknown peers are ignored.
+    pub fn clear_backoff(&mut self, peer: &P) {
+        if let Ok(i) = self.find(peer) {
+            let state = &mut self.peers[i].1;
+            state.failures = 0;
+            state.retry_at = None;
         }
     }
 

@@ -12,9 +12,11 @@ fn txn(seq: u64) -> TxnId {
     }
 }
 
+/// Gossip mode whatever the peer count.
 fn config(fanout: usize, round_peers: usize) -> DisseminationConfig {
     DisseminationConfig {
         push_fanout: fanout,
+        direct_push_max_peers: 0,
         anti_entropy_peers: round_peers,
         ..DisseminationConfig::default()
     }
@@ -91,6 +93,23 @@ fn local_push_picks_distinct_random_peers() {
     );
     let (mut alone, _) = node(config(3, 2), 0, 1);
     assert!(alone.on_local_txn(txn(1)).is_empty());
+}
+
+#[test]
+fn small_fleets_push_directly_to_everyone_and_do_not_relay() {
+    let direct = DisseminationConfig {
+        direct_push_max_peers: 4,
+        ..config(2, 2)
+    };
+    let (mut d, _) = node(direct, 4, 1);
+    assert!(d.is_direct());
+    assert_eq!(d.on_local_txn(txn(1)), vec![0, 1, 2, 3]);
+    let relay = d.on_remote_txns(&0, &[txn(2)]);
+    assert_eq!((relay.txns, relay.targets), (vec![txn(2)], vec![]));
+    d.add_peer(4);
+    assert!(!d.is_direct(), "a fifth peer switches to gossip");
+    assert_eq!(d.on_local_txn(txn(3)).len(), 2);
+    assert_eq!(d.on_remote_txns(&0, &[txn(4)]).targets.len(), 2);
 }
 
 #[test]
@@ -235,6 +254,10 @@ fn failing_peers_back_off_exponentially_but_are_never_starved() {
         );
     }
     assert_eq!(d.health(&0).expect("known peer").failures, 4);
+    d.clear_backoff(&0);
+    let health = d.health(&0).expect("known peer");
+    assert_eq!((health.failures, health.retry_at), (0, None));
+    d.on_sync_result(&0, false, start);
     d.on_sync_result(&0, true, start);
     let health = d.health(&0).expect("known peer");
     assert_eq!((health.failures, health.retry_at), (0, None));
