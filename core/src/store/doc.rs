@@ -303,10 +303,7 @@ fn field_value<R: ReadDoc>(doc: &R, policy: &MergePolicy, field: &str) -> Option
         MergePolicy::Max => extreme(doc, field, Ordering::Greater),
         MergePolicy::Min => extreme(doc, field, Ordering::Less),
         MergePolicy::Priority { order } => by_priority(doc, field, order),
-        MergePolicy::Lww | MergePolicy::Text => {
-            let (v, id) = doc.get(&ROOT, field).ok()??;
-            Some(to_json(doc, &v, &id, 0))
-        }
+        MergePolicy::Lww | MergePolicy::Text => prop_json(doc, &ROOT, field, 0),
     }
 }
 
@@ -361,13 +358,41 @@ fn to_json<R: ReadDoc>(doc: &R, value: &automerge::Value<'_>, id: &ObjId, depth:
                 .collect(),
         ),
         automerge::Value::Object(ObjType::Map | ObjType::Table) => Value::Object(
-            doc.keys(id)
-                .filter_map(|k| {
-                    let (v, child) = doc.get(id, k.as_str()).ok()??;
-                    Some((k, to_json(doc, &v, &child, depth + 1)))
-                })
-                .collect(),
+            doc.keys(id).filter_map(|k| Some((k.clone(), prop_json(doc, id, &k, depth + 1)?))).collect(),
         ),
+    }
+}
+
+/// The JSON at `obj[key]`. Maps created concurrently under one key are merged (the winner's
+/// entries take precedence), so concurrent first writes of a nested object both survive.
+fn prop_json<R: ReadDoc>(doc: &R, obj: &ObjId, key: &str, depth: usize) -> Option<Value> {
+    let (winner, winner_id) = doc.get(obj, key).ok()??;
+    let mut json = to_json(doc, &winner, &winner_id, depth);
+    if !matches!(winner, automerge::Value::Object(ObjType::Map)) {
+        return Some(json);
+    }
+    for (v, id) in doc.get_all(obj, key).ok()? {
+        if id != winner_id && matches!(v, automerge::Value::Object(ObjType::Map)) {
+            json = deep_merge(to_json(doc, &v, &id, depth), json);
+        }
+    }
+    Some(json)
+}
+
+/// `over` merged into `base`: objects merge key by key, anything else is replaced by `over`.
+fn deep_merge(base: Value, over: Value) -> Value {
+    match (base, over) {
+        (Value::Object(mut b), Value::Object(o)) => {
+            for (k, v) in o {
+                let merged = match b.remove(&k) {
+                    Some(old) => deep_merge(old, v),
+                    None => v,
+                };
+                b.insert(k, merged);
+            }
+            Value::Object(b)
+        }
+        (_, over) => over,
     }
 }
 
