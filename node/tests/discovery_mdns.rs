@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
 use std::net::UdpSocket;
+
 use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 use meshlite_node::discovery::{Discovery, DiscoveryConfig, LocalNode, PeerKey, PeerTable, Source};
 use tokio_util::sync::CancellationToken;
@@ -121,4 +123,151 @@ async fn two_nodes_find_each_other_on_loopback() {
 
     ra.discovery.shutdown(GUARD).await;
     rc.discovery.shutdown(GUARD).await;
+}
+
+/// Network namespaces joined by a veth pair, removed on drop (also when the test fails).
+struct Netns {
+    names: [String; 2],
+}
+
+impl Netns {
+    const IFACE: [&'static str; 2] = ["mla", "mlb"];
+
+    fn create() -> Self {
+        let id = std::process::id();
+        let names = [format!("mlite-a-{id}"), format!("mlite-b-{id}")];
+        let ns = Self { names };
+        let (va, vb) = ns.veths();
+        ns.ip(&["netns", "add", &ns.names[0]]);
+        ns.ip(&["netns", "add", &ns.names[1]]);
+        ns.ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb]);
+        for (i, (veth, addr)) in [(&va, "10.231.7.1/24"), (&vb, "10.231.7.2/24")]
+            .into_iter()
+            .enumerate()
+        {
+            ns.ip(&["link", "set", veth, "netns", &ns.names[i]]);
+            ns.ip(&["-n", &ns.names[i], "addr", "add", addr, "dev", veth]);
+            ns.ip(&["-n", &ns.names[i], "link", "set", veth, "up"]);
+            ns.ip(&["-n", &ns.names[i], "link", "set", "lo", "up"]);
+        }
+        ns
+    }
+
+    fn veths(&self) -> (String, String) {
+        let id = std::process::id();
+        (
+            format!("{}{id}", Self::IFACE[0]),
+            format!("{}{id}", Self::IFACE[1]),
+        )
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .expect("run ip");
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for name in &self.names {
+            // Deleting a namespace also deletes the veth end inside it (and so its peer).
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", name])
+                .output();
+        }
+    }
+}
+
+const CHILD_ENV: &str = "MESHLITE_MDNS_NETNS_CHILD";
+
+/// Child mode: `<own id byte>,<peer id byte>,<interface>`. Announces, waits for the peer,
+/// prints `FOUND`, then keeps announcing until stdin closes.
+async fn netns_child(spec: &str) {
+    let parts: Vec<&str> = spec.split(',').collect();
+    let (me, peer, iface) = (parts[0], parts[1], parts[2]);
+    let local = node(me, "c1", 7400);
+    let cfg = DiscoveryConfig {
+        mdns_interfaces: vec![iface.into()],
+        tailscale: false,
+        ..Default::default()
+    };
+    let table = PeerTable::new(cfg.peer_expiry());
+    let root = CancellationToken::new();
+    let discovery = Discovery::start(&cfg, &local, &table, &root).unwrap();
+    let peer_key = PeerKey::Node(peer.repeat(32));
+    wait_until(&table, "the peer namespace's node", |t| {
+        t.get(&peer_key).is_some()
+    })
+    .await;
+    let row = table.get(&peer_key).unwrap();
+    println!("FOUND {}", serde_json::to_string(&row.addresses).unwrap());
+    let mut line = String::new();
+    let _ = tokio::task::spawn_blocking(move || std::io::stdin().read_line(&mut line)).await;
+    discovery.shutdown(GUARD).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_find_each_other_across_network_namespaces() {
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        return netns_child(&spec).await;
+    }
+    let ns = Netns::create();
+    let (va, vb) = ns.veths();
+    let exe = std::env::current_exe().unwrap();
+    let spawn = |netns: &str, spec: String| {
+        tokio::process::Command::new("ip")
+            .args(["netns", "exec", netns])
+            .arg(&exe)
+            .args([
+                "--exact",
+                "two_nodes_find_each_other_across_network_namespaces",
+                "--nocapture",
+            ])
+            .env(CHILD_ENV, spec)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let mut children = [
+        spawn(&ns.names[0], format!("a1,b2,{va}")),
+        spawn(&ns.names[1], format!("b2,a1,{vb}")),
+    ];
+    let expected = ["10.231.7.2:7400", "10.231.7.1:7400"];
+    let mut outputs = Vec::new();
+    for (child, want) in children.iter_mut().zip(expected) {
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let found = async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(addrs) = line.strip_prefix("FOUND ") {
+                    return addrs.to_owned();
+                }
+            }
+            panic!("child exited without finding its peer")
+        };
+        let addrs = tokio::time::timeout(GUARD, found)
+            .await
+            .expect("peer found in time");
+        assert!(addrs.contains(want), "{addrs} lacks {want}");
+        outputs.push(lines);
+    }
+    for (child, mut lines) in children.iter_mut().zip(outputs) {
+        drop(child.stdin.take());
+        // Drain the child's output so its test harness can finish writing.
+        let drain = async { while lines.next_line().await.unwrap().is_some() {} };
+        tokio::time::timeout(GUARD, drain).await.unwrap();
+        let status = tokio::time::timeout(GUARD, child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success(), "child failed: {status}");
+    }
 }
