@@ -8,7 +8,7 @@
 //! in whatever chunks they arrive and yields complete frames. Decoding never panics and never
 //! allocates in proportion to a claimed size: a length prefix above [`MAX_FRAME_BYTES`] is
 //! refused as soon as its four bytes are seen, and the collections inside a frame are decoded
-//! with bounded visitors ([`super::wire`]).
+//! with bounded visitors (private module `wire`).
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};

@@ -403,9 +403,13 @@ impl Session {
         Ok(())
     }
 
-    /// Moves to `Failed`, queues an `Error` frame for the peer (unless it sent the error) and
-    /// the `Failed` event. Returns the error for convenience.
+    /// Moves to `Failed`, replaces the transmit queue by an `Error` frame for the peer (unless
+    /// it sent the error) and queues the `Failed` event. Returns the error for convenience.
     fn fail(&mut self, err: SessionError) -> SessionError {
+        // Frames not yet handed out are whole, so dropping them keeps the stream well framed;
+        // the peer only needs the reason.
+        self.outbox.clear();
+        self.outbox_bytes = 0;
         if let Some(code) = err.reply_code() {
             let message = truncate(err.to_string(), MAX_ERROR_MESSAGE_BYTES);
             // An Error frame within the limits always encodes.

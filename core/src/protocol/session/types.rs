@@ -9,7 +9,7 @@ use crate::protocol::frame::{DecodeError, EncodeError, ErrorCode, Hello};
 use crate::protocol::limits::TARGET_FRAME_BYTES;
 use crate::version::Summary;
 
-/// Tunables of a [`Session`]. Every field has a documented default ([`Default`]).
+/// Tunables of a [`Session`](super::Session). Every field has a documented default ([`Default`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionConfig {
     /// How long to wait for the peer's `Hello`. Default 10 s.
@@ -64,7 +64,7 @@ pub enum State {
     Established,
     /// Closed normally by either side.
     Closed,
-    /// Ended by an error; see [`Session::error`].
+    /// Ended by an error; see [`Session::error`](super::Session::error).
     Failed,
 }
 
@@ -80,8 +80,8 @@ pub enum Event {
         /// send: it may filter by our collection filter).
         missing: u64,
     },
-    /// Send the peer these transactions: load them, then [`Session::send_txns`] and
-    /// [`Session::finish_sending`]. Only emitted when the peer lacks something.
+    /// Send the peer these transactions: load them, then [`Session::send_txns`](super::Session::send_txns) and
+    /// [`Session::finish_sending`](super::Session::finish_sending). Only emitted when the peer lacks something.
     NeedTxns {
         /// Per-origin ranges the peer lacks.
         ranges: Vec<(ReplicaId, RangeInclusive<Seq>)>,
@@ -168,7 +168,7 @@ pub enum SessionError {
         /// The peer's message.
         message: String,
     },
-    /// The host aborted the session ([`Session::abort`]).
+    /// The host aborted the session ([`Session::abort`](super::Session::abort)).
     #[error("aborted: {0}")]
     Aborted(String),
 }

@@ -241,6 +241,26 @@ fn protocol_violations_fail_with_a_reason() {
 }
 
 #[test]
+fn failure_drops_queued_data_and_sends_only_the_reason() {
+    let now = Instant::now();
+    let mut s = handshaken(now);
+    s.push(vec![vec![1; 1000]; 10]).unwrap();
+    s.handle_timeout(now + Duration::from_secs(3600));
+    let sent = frames(&drain(&mut s));
+    assert!(
+        matches!(
+            &sent[..],
+            [Frame::Error {
+                code: ErrorCode::Timeout,
+                ..
+            }]
+        ),
+        "{sent:?}"
+    );
+    assert_eq!(s.pending_transmit_bytes(), 0);
+}
+
+#[test]
 fn peer_error_is_reported_without_a_reply() {
     let now = Instant::now();
     let mut s = session(now);
