@@ -363,3 +363,7 @@ fn apply_and_materialize(
     }));
     result.unwrap_or_else(|_| Err("automerge panicked applying a change".into()))
 }
+
+#[cfg(test)]
+#[path = "remote_tests.rs"]
+mod tests;

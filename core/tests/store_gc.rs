@@ -1,0 +1,81 @@
+//! Garbage collection below the all-peers horizon, and compaction of document states.
+
+use meshlite_core::store::{OpenOptions, Store};
+use meshlite_core::{ReplicaId, Summary, Txn};
+use serde_json::json;
+use tempfile::TempDir;
+
+fn open(dir: &TempDir) -> Store {
+    Store::open(dir.path(), OpenOptions::default()).unwrap()
+}
+
+#[test]
+fn gc_prunes_only_what_every_known_peer_holds() {
+    let dir = TempDir::new().unwrap();
+    let s = open(&dir);
+    for i in 0..10 {
+        s.put("c", json!({"id": format!("r{i}"), "v": i})).unwrap();
+    }
+    let me = s.replica_id();
+    let all = s.summary().unwrap();
+    assert_eq!(s.gc().unwrap().txns_deleted, 0, "no known peers: nothing is collected");
+
+    let (p1, p2) = (ReplicaId::random(), ReplicaId::random());
+    let upto = |n| {
+        let mut h = Summary::new();
+        for seq in 1..=n {
+            h.insert(meshlite_core::TxnId { origin: me, seq });
+        }
+        h
+    };
+    s.record_peer_ack(p1, upto(8)).unwrap();
+    s.record_peer_ack(p2, upto(4)).unwrap();
+    let report = s.gc().unwrap();
+    assert_eq!(report.txns_deleted, 4);
+
+    let want = all.missing_from(&Summary::new());
+    let batch = s.txns_for(&want, usize::MAX).unwrap();
+    assert_eq!(batch.pruned, vec![(me, 1..=4)]);
+    let seqs: Vec<u64> = batch.txns.iter().map(|b| Txn::decode(b).unwrap().id.seq).collect();
+    assert_eq!(seqs, (5..=10).collect::<Vec<_>>());
+    let one = s.txns_for(&want, 1).unwrap();
+    assert_eq!((one.txns.len(), one.more), (1, true), "a budget admits at least one txn");
+
+    // A peer that left no longer holds the horizon back; acks survive a reopen.
+    s.forget_peer(p2).unwrap();
+    s.close().unwrap();
+    let s = open(&dir);
+    assert_eq!(s.gc().unwrap().txns_deleted, 4);
+    let status = s.status().unwrap();
+    assert_eq!((status.stored_txns, status.txn_count, status.known_peers), (2, 10, 1));
+    assert_eq!(status.gc_floor.txn_count(), 8);
+    assert_eq!(s.get("c", "r0").unwrap().unwrap()["v"], json!(0), "data is untouched");
+}
+
+#[test]
+fn deleted_records_free_their_state_and_compaction_keeps_content() {
+    let dir = TempDir::new().unwrap();
+    let s = Store::open(dir.path(), OpenOptions { doc_cache: 1, ..Default::default() }).unwrap();
+    for i in 0..20 {
+        s.put("c", json!({"id": "hot", "n": i})).unwrap();
+    }
+    s.put("c", json!({"id": "gone", "n": 1})).unwrap();
+    s.delete("c", "gone").unwrap();
+    let compacted = s.compact(10).unwrap();
+    assert_eq!(compacted, 1, "only the record with appended chunks");
+    assert_eq!(s.compact(10).unwrap(), 0);
+    s.put("c", json!({"id": "hot", "extra": true})).unwrap();
+    s.close().unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join(meshlite_core::store::DB_FILE)).unwrap();
+    let docs: Vec<(String, i64)> = conn
+        .prepare("SELECT id, chunks FROM docs ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(docs, vec![("hot".to_owned(), 1)], "deleted record's state freed; snapshot + 1 chunk");
+    drop(conn);
+    let s = open(&dir);
+    assert_eq!(s.get("c", "hot").unwrap().unwrap(), json!({"id": "hot", "n": 19, "extra": true}));
+}
