@@ -18,9 +18,27 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{ReplicaId, Seq, TxnId};
 
 /// A set of sequence numbers, stored as sorted, disjoint, non-adjacent inclusive ranges.
+///
+/// Deserializing validates and normalizes the ranges (see [`SeqSet::from_ranges`]), so a summary
+/// read from a file or the network can never break the invariants the set operations rely on.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "SeqSetRepr")]
 pub struct SeqSet {
     ranges: Vec<(Seq, Seq)>,
+}
+
+/// The serialized shape of a [`SeqSet`], before validation.
+#[derive(Deserialize)]
+struct SeqSetRepr {
+    ranges: Vec<(Seq, Seq)>,
+}
+
+impl TryFrom<SeqSetRepr> for SeqSet {
+    type Error = &'static str;
+
+    fn try_from(repr: SeqSetRepr) -> Result<Self, Self::Error> {
+        SeqSet::from_ranges(&repr.ranges).ok_or("invalid sequence range: need 1 <= start <= end")
+    }
 }
 
 impl SeqSet {
@@ -305,6 +323,18 @@ mod tests {
         assert!(!b.covers(&a));
         assert_eq!(a.next_seq(&o), 11);
         assert_eq!(a.intersection(&b).txn_count(), 4);
+    }
+
+    #[test]
+    fn deserializing_validates_ranges() {
+        let ok: SeqSet = serde_json::from_str(r#"{"ranges":[[5,9],[1,4]]}"#).unwrap();
+        assert_eq!(ok.ranges(), &[(1, 9)]);
+        for bad in [r#"{"ranges":[[0,3]]}"#, r#"{"ranges":[[9,3]]}"#, r#"{"ranges":"x"}"#] {
+            assert!(serde_json::from_str::<SeqSet>(bad).is_err(), "{bad}");
+        }
+        let s = SeqSet::from_ranges(&[(1, 3), (7, 7)]).unwrap();
+        let bin = postcard::to_stdvec(&s).unwrap();
+        assert_eq!(postcard::from_bytes::<SeqSet>(&bin).unwrap(), s);
     }
 
     #[test]
