@@ -1,0 +1,113 @@
+//! [`SyncBackend`] for the core store.
+//!
+//! The store's reads and acks are blocking calls served by its own connection pool and writer
+//! thread; they run under `spawn_blocking` so a runtime worker never waits on SQLite. Applying
+//! uses the store's async entry point.
+
+use meshlite_core::store::{ApplyReport, Store};
+use meshlite_core::{ReplicaId, Summary, Txn, TxnId};
+
+use super::backend::{Applied, BackendError, LoadedTxns, LocalState, SyncBackend, TxnRanges};
+
+impl SyncBackend for Store {
+    async fn local_state(&self) -> Result<LocalState, BackendError> {
+        let store = self.clone();
+        let summary = blocking(move || store.summary()).await?;
+        Ok(LocalState {
+            replica: self.replica_id(),
+            schema_version: self.schema().version,
+            summary,
+        })
+    }
+
+    async fn load_txns(
+        &self,
+        ranges: TxnRanges,
+        budget_bytes: usize,
+    ) -> Result<LoadedTxns, BackendError> {
+        let store = self.clone();
+        let (batch, ranges) = blocking(move || {
+            let batch = store.txns_for(&ranges, budget_bytes);
+            batch.map(|b| (b, ranges))
+        })
+        .await?;
+        let rest = match batch.txns.last() {
+            Some(last) if batch.more => {
+                let last = Txn::decode(last).map_err(BackendError::new)?.id;
+                remaining_after(ranges, last)
+            }
+            _ => Vec::new(),
+        };
+        Ok(LoadedTxns {
+            txns: batch.txns,
+            rest,
+        })
+    }
+
+    async fn apply_txns(&self, txns: Vec<Txn>) -> Result<Applied, BackendError> {
+        let report: ApplyReport = self
+            .apply_remote_async(txns)
+            .await
+            .map_err(BackendError::new)?;
+        for (id, reason) in &report.rejected {
+            tracing::warn!(txn = ?id, %reason, "remote transaction rejected");
+        }
+        Ok(Applied {
+            new: report.applied + report.parked,
+            duplicates: report.duplicates,
+            rejected: report.rejected.len(),
+        })
+    }
+
+    async fn peer_summary(&self, peer: ReplicaId, summary: Summary) -> Result<(), BackendError> {
+        let store = self.clone();
+        blocking(move || store.record_peer_ack(peer, summary)).await
+    }
+}
+
+/// Runs a blocking store call on the blocking pool.
+async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, BackendError>
+where
+    T: Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(BackendError::new)?
+        .map_err(BackendError::new)
+}
+
+/// The part of `ranges` after `last`, given that the store returns transactions in
+/// (origin, seq) order: origins before `last.origin` are done, origins after it untouched.
+fn remaining_after(ranges: TxnRanges, last: TxnId) -> TxnRanges {
+    ranges
+        .into_iter()
+        .filter_map(|(origin, range)| {
+            if origin > last.origin {
+                Some((origin, range))
+            } else if origin == last.origin && *range.end() > last.seq {
+                let start = (*range.start()).max(last.seq + 1);
+                Some((origin, start..=*range.end()))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remaining_after_skips_what_was_sent() {
+        let a = ReplicaId([1; 16]);
+        let b = ReplicaId([2; 16]);
+        let c = ReplicaId([3; 16]);
+        let ranges = vec![(a, 1..=10), (b, 1..=3), (b, 7..=9), (c, 5..=6)];
+        let rest = remaining_after(ranges, TxnId { origin: b, seq: 2 });
+        assert_eq!(rest, vec![(b, 3..=3), (b, 7..=9), (c, 5..=6)]);
+        let rest = remaining_after(rest, TxnId { origin: c, seq: 6 });
+        assert!(rest.is_empty());
+    }
+}
