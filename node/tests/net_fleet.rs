@@ -16,7 +16,9 @@ fn init_then_issue_makes_a_loadable_bundle() -> TestResult {
     let info = fleet::init(dir.path())?;
     assert_eq!(info.cluster_id.to_string().len(), 16);
     assert!(info.ca_fingerprint.starts_with("sha256:"));
-    let key_mode = fs::metadata(dir.path().join("ca.key"))?.permissions().mode();
+    let key_mode = fs::metadata(dir.path().join("ca.key"))?
+        .permissions()
+        .mode();
     assert_eq!(key_mode & 0o777, 0o600);
 
     let issued = fleet::issue(dir.path(), "pi-1", 30)?;
@@ -41,7 +43,10 @@ fn init_refuses_to_overwrite_a_ca() -> TestResult {
     let dir = tempfile::tempdir()?;
     fleet::init(dir.path())?;
     let again = fleet::init(dir.path());
-    assert!(matches!(again, Err(FleetError::AlreadyInitialized { .. })), "{again:?}");
+    assert!(
+        matches!(again, Err(FleetError::AlreadyInitialized { .. })),
+        "{again:?}"
+    );
     Ok(())
 }
 
@@ -51,10 +56,16 @@ fn issue_validates_names_and_days() -> TestResult {
     fleet::init(dir.path())?;
     for bad in ["../evil", "Pi", "a b", ""] {
         let result = fleet::issue(dir.path(), bad, 30);
-        assert!(matches!(result, Err(FleetError::InvalidId(_))), "{bad}: {result:?}");
+        assert!(
+            matches!(result, Err(FleetError::InvalidId(_))),
+            "{bad}: {result:?}"
+        );
     }
     let result = fleet::issue(dir.path(), "ok", 0);
-    assert!(matches!(result, Err(FleetError::InvalidDays { days: 0 })), "{result:?}");
+    assert!(
+        matches!(result, Err(FleetError::InvalidDays { days: 0 })),
+        "{result:?}"
+    );
     assert!(!dir.path().join("nodes/ok").exists());
     Ok(())
 }
@@ -65,7 +76,10 @@ fn renew_keeps_the_node_id_and_reissue_without_renew_is_refused() -> TestResult 
     fleet::init(dir.path())?;
     let first = fleet::issue(dir.path(), "edge", 30)?;
     let again = fleet::issue(dir.path(), "edge", 30);
-    assert!(matches!(again, Err(FleetError::BundleExists { .. })), "{again:?}");
+    assert!(
+        matches!(again, Err(FleetError::BundleExists { .. })),
+        "{again:?}"
+    );
     let old_cert = fs::read_to_string(first.bundle_dir.join("node.pem"))?;
 
     let renewed = fleet::issue_with(
@@ -78,8 +92,14 @@ fn renew_keeps_the_node_id_and_reissue_without_renew_is_refused() -> TestResult 
     )?;
     assert!(renewed.renewed);
     assert_eq!(renewed.node_id, first.node_id);
-    assert_ne!(fs::read_to_string(first.bundle_dir.join("node.pem"))?, old_cert);
-    assert_eq!(fleet::load_node_identity(&renewed.bundle_dir)?.node_id(), first.node_id);
+    assert_ne!(
+        fs::read_to_string(first.bundle_dir.join("node.pem"))?,
+        old_cert
+    );
+    assert_eq!(
+        fleet::load_node_identity(&renewed.bundle_dir)?.node_id(),
+        first.node_id
+    );
     Ok(())
 }
 
@@ -93,13 +113,25 @@ fn load_refuses_a_bundle_from_another_fleet() -> TestResult {
     // Swap in the other fleet's CA: the certificate no longer verifies.
     fs::copy(b.path().join("ca.pem"), node.bundle_dir.join("ca.pem"))?;
     let result = fleet::load_node_identity(&node.bundle_dir);
-    assert!(matches!(result, Err(FleetError::Untrusted { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(FleetError::Untrusted { .. })),
+        "{result:?}"
+    );
     // Swap in the other fleet's fleet.toml: the cluster ids disagree.
     fs::copy(a.path().join("ca.pem"), node.bundle_dir.join("ca.pem"))?;
-    fs::copy(b.path().join("fleet.toml"), node.bundle_dir.join("fleet.toml"))?;
+    fs::copy(
+        b.path().join("fleet.toml"),
+        node.bundle_dir.join("fleet.toml"),
+    )?;
     let result = fleet::load_node_identity(&node.bundle_dir);
     assert!(
-        matches!(result, Err(FleetError::Mismatch { field: "cluster_id", .. })),
+        matches!(
+            result,
+            Err(FleetError::Mismatch {
+                field: "cluster_id",
+                ..
+            })
+        ),
         "{result:?}"
     );
     Ok(())
@@ -111,7 +143,10 @@ fn load_refuses_a_key_that_does_not_match() -> TestResult {
     fleet::init(dir.path())?;
     let one = fleet::issue(dir.path(), "one", 30)?;
     let two = fleet::issue(dir.path(), "two", 30)?;
-    fs::copy(two.bundle_dir.join("node.key"), one.bundle_dir.join("node.key"))?;
+    fs::copy(
+        two.bundle_dir.join("node.key"),
+        one.bundle_dir.join("node.key"),
+    )?;
     let result = fleet::load_node_identity(&one.bundle_dir);
     assert!(matches!(result, Err(FleetError::KeyMismatch)), "{result:?}");
     Ok(())
@@ -128,7 +163,10 @@ fn expired_certificates_are_refused_on_load() -> TestResult {
     let issued = ca.issue_cert(&spec)?;
     let identity = NodeIdentity::from_pem(&issued.cert_pem, &issued.key_pem, ca.trusted_pem())?;
     let result = identity.verify_at(SystemTime::now());
-    assert!(matches!(result, Err(FleetError::Untrusted { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(FleetError::Untrusted { .. })),
+        "{result:?}"
+    );
     identity.verify_at(spec.not_before + Duration::from_secs(3600))?;
     Ok(())
 }
@@ -154,7 +192,13 @@ fn a_ca_pem_with_two_cas_trusts_both() -> TestResult {
     let from_new = fleet::issue(new.path(), "fresh", 30)?;
     let from_old = fleet::issue(old.path(), "legacy", 30)?;
     fs::write(from_old.bundle_dir.join("ca.pem"), &both)?;
-    assert_eq!(fleet::load_node_identity(&from_new.bundle_dir)?.cluster_id(), info.cluster_id);
-    assert_eq!(fleet::load_node_identity(&from_old.bundle_dir)?.cluster_id(), info.cluster_id);
+    assert_eq!(
+        fleet::load_node_identity(&from_new.bundle_dir)?.cluster_id(),
+        info.cluster_id
+    );
+    assert_eq!(
+        fleet::load_node_identity(&from_old.bundle_dir)?.cluster_id(),
+        info.cluster_id
+    );
     Ok(())
 }

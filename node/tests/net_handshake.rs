@@ -48,7 +48,10 @@ async fn two_nodes_of_one_fleet_connect_with_mutual_tls() -> TestResult {
     assert_eq!(peers[0].node_id, b.net.node_id());
     assert_eq!(peers[0].direction, Direction::Outbound);
     // Dialing a connected node by id reuses the connection.
-    assert_eq!(a.net.connect(b.addr(), Some(b.net.node_id())).await?, b.net.node_id());
+    assert_eq!(
+        a.net.connect(b.addr(), Some(b.net.node_id())).await?,
+        b.net.node_id()
+    );
     assert_eq!(a.net.peers().await.len(), 1);
     a.stop().await;
     b.stop().await;
@@ -71,7 +74,10 @@ async fn a_node_from_a_foreign_ca_is_refused_with_unknown_issuer() -> TestResult
     assert!(dial.is_err(), "intruder was admitted: {dial:?}");
     let (direction, reason) = a.wait_for(refusal).await?;
     assert_eq!(direction, Direction::Inbound);
-    assert_eq!(reason, RefusalReason::Certificate(CertificateError::UnknownIssuer));
+    assert_eq!(
+        reason,
+        RefusalReason::Certificate(CertificateError::UnknownIssuer)
+    );
     assert!(a.net.peers().await.is_empty());
 
     // Dialing out to it is refused by our side as well.
@@ -79,7 +85,10 @@ async fn a_node_from_a_foreign_ca_is_refused_with_unknown_issuer() -> TestResult
     assert!(dial.is_err(), "connected to a foreign node: {dial:?}");
     let (direction, reason) = a.wait_for(refusal).await?;
     assert_eq!(direction, Direction::Outbound);
-    assert_eq!(reason, RefusalReason::Certificate(CertificateError::UnknownIssuer));
+    assert_eq!(
+        reason,
+        RefusalReason::Certificate(CertificateError::UnknownIssuer)
+    );
     Ok(())
 }
 
@@ -100,7 +109,10 @@ async fn a_certificate_for_another_cluster_is_refused_even_from_our_ca() -> Test
     // We dial it: our client-side check refuses its server certificate.
     let stranger = TestNode::start(stranger_identity.clone())?;
     assert!(a.net.connect(stranger.addr(), None).await.is_err());
-    assert_eq!(a.wait_for(refusal).await?, (Direction::Outbound, wrong_cluster.clone()));
+    assert_eq!(
+        a.wait_for(refusal).await?,
+        (Direction::Outbound, wrong_cluster.clone())
+    );
 
     // It dials us (with a client that does not itself object to our cluster): our
     // server-side check refuses it, and it never gets to open a stream.
@@ -110,7 +122,10 @@ async fn a_certificate_for_another_cluster_is_refused_even_from_our_ca() -> Test
         let closed = net_common::guard(conn.closed()).await?;
         assert!(closed.to_string().contains("certificate"), "{closed}");
     }
-    assert_eq!(a.wait_for(refusal).await?, (Direction::Inbound, wrong_cluster));
+    assert_eq!(
+        a.wait_for(refusal).await?,
+        (Direction::Inbound, wrong_cluster)
+    );
     assert!(a.net.peers().await.is_empty());
     Ok(())
 }

@@ -47,16 +47,26 @@ async fn a_write_on_a_is_readable_on_b_after_one_round() -> TestResult {
     init_tracing();
     let fleet = Fleet::new()?;
     let (a, b) = connected_pair(&fleet).await?;
-    write(&a, vec![put("tasks", json!({"id": "t1", "title": "calibrate"}))]).await?;
+    write(
+        &a,
+        vec![put("tasks", json!({"id": "t1", "title": "calibrate"}))],
+    )
+    .await?;
     assert_eq!(get(&b, "tasks", "t1").await?, None);
 
     let stats = guard(a.net.sync_with(b.net.node_id())).await??;
     assert_eq!(stats.txns_sent, 1);
     assert_eq!(stats.txns_received, 0);
-    assert!(stats.bytes_sent > 0 && stats.bytes_received > 0, "{stats:?}");
+    assert!(
+        stats.bytes_sent > 0 && stats.bytes_received > 0,
+        "{stats:?}"
+    );
 
     let row = get(&b, "tasks", "t1").await?;
-    assert_eq!(row.as_ref().and_then(|r| r.get("title")), Some(&json!("calibrate")));
+    assert_eq!(
+        row.as_ref().and_then(|r| r.get("title")),
+        Some(&json!("calibrate"))
+    );
     let (sa, sb) = (summary(&a.store).await?, summary(&b.store).await?);
     assert_eq!(sa, sb);
     a.stop().await;
@@ -69,12 +79,23 @@ async fn one_round_carries_both_directions() -> TestResult {
     init_tracing();
     let fleet = Fleet::new()?;
     let (a, b) = connected_pair(&fleet).await?;
-    write(&a, vec![put("agents", json!({"id": "x", "status": "idle"}))]).await?;
-    write(&b, vec![put("agents", json!({"id": "y", "status": "running"}))]).await?;
+    write(
+        &a,
+        vec![put("agents", json!({"id": "x", "status": "idle"}))],
+    )
+    .await?;
+    write(
+        &b,
+        vec![put("agents", json!({"id": "y", "status": "running"}))],
+    )
+    .await?;
 
     // B starts the round this time: inbound rounds work the same.
     let stats = guard(b.net.sync_with(a.net.node_id())).await??;
-    assert_eq!((stats.txns_sent, stats.txns_received, stats.txns_applied), (1, 1, 1));
+    assert_eq!(
+        (stats.txns_sent, stats.txns_received, stats.txns_applied),
+        (1, 1, 1)
+    );
     for node in [&a, &b] {
         assert!(get(node, "agents", "x").await?.is_some());
         assert!(get(node, "agents", "y").await?.is_some());
@@ -99,13 +120,22 @@ async fn large_differences_flow_both_ways_in_several_batches() -> TestResult {
     for (node, side) in [(&a, "a"), (&b, "b")] {
         for t in 0..40 {
             let ops = (0..100)
-                .map(|i| put("metrics", json!({"id": format!("{side}-{t}-{i}"), "pad": filler})))
+                .map(|i| {
+                    put(
+                        "metrics",
+                        json!({"id": format!("{side}-{t}-{i}"), "pad": filler}),
+                    )
+                })
                 .collect();
             write(node, ops).await?;
         }
     }
     let stats = guard(a.net.sync_with(b.net.node_id())).await??;
-    assert_eq!((stats.txns_sent, stats.txns_received), (40, 40), "{stats:?}");
+    assert_eq!(
+        (stats.txns_sent, stats.txns_received),
+        (40, 40),
+        "{stats:?}"
+    );
     assert_eq!(count(&a, "metrics").await?, 8000);
     assert_eq!(count(&b, "metrics").await?, 8000);
     assert_eq!(summary(&a.store).await?, summary(&b.store).await?);
@@ -117,7 +147,11 @@ async fn a_push_arrives_without_an_anti_entropy_round() -> TestResult {
     init_tracing();
     let fleet = Fleet::new()?;
     let (a, mut b) = connected_pair(&fleet).await?;
-    let id = write(&a, vec![put("jobs", json!({"id": "j1", "state": "queued"}))]).await?;
+    let id = write(
+        &a,
+        vec![put("jobs", json!({"id": "j1", "state": "queued"}))],
+    )
+    .await?;
     let encoded = a
         .with_store(move |s| s.txns_for(&[(id.origin, id.seq..=id.seq)], 1 << 20))
         .await??
@@ -150,8 +184,10 @@ async fn a_push_arrives_without_an_anti_entropy_round() -> TestResult {
         .await??
         .txns;
     a.net.push(encoded).await?;
-    b.wait_for(|e| matches!(e, NetEvent::PushReceived { txns, .. } if txns == &[id2]).then_some(()))
-        .await?;
+    b.wait_for(|e| {
+        matches!(e, NetEvent::PushReceived { txns, .. } if txns == &[id2]).then_some(())
+    })
+    .await?;
     assert!(get(&b, "jobs", "j2").await?.is_some());
     Ok(())
 }

@@ -140,7 +140,10 @@ pub fn dns_name_for(name: &NodeName, cluster_id: ClusterId) -> String {
 fn ca_subject(cluster_id: ClusterId) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Meshlite fleet");
-    dn.push(DnType::CommonName, format!("Meshlite fleet CA {cluster_id}"));
+    dn.push(
+        DnType::CommonName,
+        format!("Meshlite fleet CA {cluster_id}"),
+    );
     dn
 }
 
@@ -214,11 +217,7 @@ fn random_serial() -> SerialNumber {
 /// SHA-256 fingerprint of a certificate, as `openssl x509 -fingerprint -sha256` prints it.
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
-    let hex: Vec<String> = digest
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect();
+    let hex: Vec<String> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
     format!("sha256:{}", hex.join(":"))
 }
 
@@ -242,7 +241,10 @@ mod tests {
         let name = NodeName::new("pi-5").ok();
         assert_eq!(node_name_from_dns(&format!("pi-5.{c}.meshlite"), c), name);
         let other = ClusterId::random();
-        assert_eq!(node_name_from_dns(&format!("pi-5.{other}.meshlite"), c), None);
+        assert_eq!(
+            node_name_from_dns(&format!("pi-5.{other}.meshlite"), c),
+            None
+        );
         assert_eq!(node_name_from_dns("pi-5.meshlite", c), None);
     }
 }

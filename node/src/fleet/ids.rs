@@ -213,7 +213,17 @@ mod tests {
         for ok in ["a", "pi-5", "jetson01", &"x".repeat(63)] {
             assert!(NodeName::new(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-a", "a-", "A", "a_b", "a.b", "../x", "a b", &"x".repeat(64)] {
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "A",
+            "a_b",
+            "a.b",
+            "../x",
+            "a b",
+            &"x".repeat(64),
+        ] {
             assert!(NodeName::new(bad).is_err(), "{bad}");
         }
     }

@@ -258,14 +258,7 @@ pub fn init_with(dir: &Path, opts: &InitOptions) -> Result<FleetInfo, FleetError
 
 /// `meshlite fleet issue DIR NAME --days N`: issues a node bundle into `DIR/nodes/NAME`.
 pub fn issue(dir: &Path, name: &str, days: u32) -> Result<IssuedNode, FleetError> {
-    issue_with(
-        dir,
-        name,
-        &IssueOptions {
-            days,
-            renew: false,
-        },
-    )
+    issue_with(dir, name, &IssueOptions { days, renew: false })
 }
 
 /// [`issue`] with options (renewal).
@@ -502,7 +495,8 @@ impl FleetCa {
             cluster_id: spec.cluster_id,
             not_after: spec.not_after,
         };
-        let identity = NodeIdentity::from_pem(&issued.cert_pem, &issued.key_pem, &self.trusted_pem)?;
+        let identity =
+            NodeIdentity::from_pem(&issued.cert_pem, &issued.key_pem, &self.trusted_pem)?;
         identity.verify_at(midpoint(spec.not_before, spec.not_after))?;
         Ok(issued)
     }
@@ -583,7 +577,9 @@ impl NodeIdentity {
         let untrusted = |reason: String| FleetError::Untrusted { reason };
         let mut roots = RootCertStore::empty();
         for ca in &self.ca_certs {
-            roots.add(ca.clone()).map_err(|e| untrusted(e.to_string()))?;
+            roots
+                .add(ca.clone())
+                .map_err(|e| untrusted(e.to_string()))?;
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)

@@ -164,7 +164,10 @@ mod tests {
         assert_eq!(cfg.validate(), Ok(()));
         let text = toml::to_string(&cfg).expect("serialize");
         assert!(text.contains("keepalive_ms = 5000"), "{text}");
-        assert_eq!(toml::from_str::<TransportConfig>(&text).expect("parse"), cfg);
+        assert_eq!(
+            toml::from_str::<TransportConfig>(&text).expect("parse"),
+            cfg
+        );
     }
 
     #[test]
@@ -173,7 +176,10 @@ mod tests {
             toml::from_str("listen = \"127.0.0.1:9000\"\nmax_frame_bytes = 10\n").expect("parse");
         assert_eq!(cfg.keepalive, DEFAULT_KEEPALIVE);
         let err = cfg.validate().expect_err("too small");
-        assert!(err.to_string().contains("transport.max_frame_bytes"), "{err}");
+        assert!(
+            err.to_string().contains("transport.max_frame_bytes"),
+            "{err}"
+        );
         assert!(toml::from_str::<TransportConfig>("nope = 1").is_err());
     }
 }

@@ -573,9 +573,10 @@ impl<B: SyncBackend> MeshActor<B> {
             let _ = reply.send(Err(ConnectError::TooManyPeers));
             return;
         }
-        let connecting = match self.client_config(expected).and_then(|config| {
-            Ok(self.endpoint.connect_with(config, addr, SERVER_NAME)?)
-        }) {
+        let connecting = match self
+            .client_config(expected)
+            .and_then(|config| Ok(self.endpoint.connect_with(config, addr, SERVER_NAME)?))
+        {
             Ok(connecting) => connecting,
             Err(e) => {
                 let _ = reply.send(Err(e));

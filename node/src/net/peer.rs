@@ -11,8 +11,8 @@
 //! [`MAX_OUTBOUND_SYNCS`] rounds of our own with it; pushes to it wait in a bounded queue.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use meshlite_core::protocol::Role;
@@ -327,7 +327,8 @@ impl<B: SyncBackend> PeerActor<B> {
             events: self.ctx.events.clone(),
             max_frame_bytes: self.ctx.sync.max_frame_bytes,
         };
-        self.tasks.spawn(reader.run(recv, self.cancel.child_token()));
+        self.tasks
+            .spawn(reader.run(recv, self.cancel.child_token()));
     }
 }
 

@@ -225,7 +225,11 @@ impl<B: SyncBackend> PushReader<B> {
             txns.push(Txn::decode(bytes).map_err(|e| format!("pushed txn #{i}: {e}"))?);
         }
         let ids = txns.iter().map(|t| t.id).collect();
-        let applied = self.backend.apply_txns(txns).await.map_err(|e| e.to_string())?;
+        let applied = self
+            .backend
+            .apply_txns(txns)
+            .await
+            .map_err(|e| e.to_string())?;
         // No subscriber is fine: the data is in the store either way.
         let _ = self.events.send(NetEvent::PushReceived {
             from: self.from,

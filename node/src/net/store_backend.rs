@@ -66,7 +66,9 @@ impl SyncBackend for Store {
 }
 
 /// Runs a blocking store call on the blocking pool.
-async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, BackendError>
+async fn blocking<T, E>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, BackendError>
 where
     T: Send + 'static,
     E: std::error::Error + Send + Sync + 'static,

@@ -197,7 +197,10 @@ impl<B: SyncBackend> SyncStream<B> {
             if self.phase == Phase::Draining && self.recv_done {
                 return Ok(());
             }
-            let wake = self.session.poll_timeout().map(tokio::time::Instant::from_std);
+            let wake = self
+                .session
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
             let wake = wake.map_or(deadline, |w| w.min(deadline));
             let out = self.out.as_ref().map(|(buf, pos)| &buf[*pos..]);
             tokio::select! {
@@ -356,25 +359,31 @@ impl<B: SyncBackend> SyncStream<B> {
     }
 
     /// Ends a failed round: deliver the session's `Error` frame if there is one (bounded), then
-    /// reset both directions.
+    /// stop reading; reset our side unless the error frame went out with a clean finish.
     async fn fail(&mut self, error: &SyncError) {
         let code = match error {
             SyncError::Oversized(_) => STREAM_FRAME_TOO_LARGE,
             _ => STREAM_SESSION_FAILED,
         };
+        let mut flushed = false;
         if !matches!(error, SyncError::Oversized(_) | SyncError::Stream(_)) {
             if let SyncError::Backend(e) = error {
                 self.session.abort(&e.to_string());
             }
-            let _ = tokio::time::timeout(ERROR_FLUSH_TIMEOUT, self.flush_error()).await;
+            flushed = tokio::time::timeout(ERROR_FLUSH_TIMEOUT, self.flush_error())
+                .await
+                .unwrap_or(false);
         }
         let _ = self.recv.stop(code);
-        let _ = self.send.reset(code);
+        if !flushed {
+            let _ = self.send.reset(code);
+        }
     }
 
-    async fn flush_error(&mut self) {
+    /// Writes what the failed session still has queued (its `Error` frame) and finishes.
+    async fn flush_error(&mut self) -> bool {
         if self.session.state() != State::Failed {
-            return;
+            return false;
         }
         let mut pending: Vec<u8> = self
             .out
@@ -384,9 +393,7 @@ impl<B: SyncBackend> SyncStream<B> {
         while let Some(more) = self.session.poll_transmit() {
             pending.extend_from_slice(&more);
         }
-        if self.send.write_all(&pending).await.is_ok() {
-            let _ = self.send.finish();
-        }
+        self.send.write_all(&pending).await.is_ok() && self.send.finish().is_ok()
     }
 }
 

@@ -392,7 +392,10 @@ impl TlsContext {
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(vec![self.identity.cert().clone()], self.identity.private_key())?;
+            .with_single_cert(
+                vec![self.identity.cert().clone()],
+                self.identity.private_key(),
+            )?;
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(Arc::new(QuicServerConfig::try_from(config)?))
     }
@@ -413,7 +416,10 @@ impl TlsContext {
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .dangerous()
             .with_custom_certificate_verifier(verifier)
-            .with_client_auth_cert(vec![self.identity.cert().clone()], self.identity.private_key())?;
+            .with_client_auth_cert(
+                vec![self.identity.cert().clone()],
+                self.identity.private_key(),
+            )?;
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(Arc::new(QuicClientConfig::try_from(config)?))
     }

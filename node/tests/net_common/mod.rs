@@ -61,7 +61,11 @@ impl Fleet {
         let ca = self.ca()?;
         let issued = ca.issue_cert(spec)?;
         let trust = format!("{}{extra_ca_pem}", ca.trusted_pem());
-        Ok(NodeIdentity::from_pem(&issued.cert_pem, &issued.key_pem, &trust)?)
+        Ok(NodeIdentity::from_pem(
+            &issued.cert_pem,
+            &issued.key_pem,
+            &trust,
+        )?)
     }
 
     pub fn spec(&self, name: &str) -> anyhow::Result<CertSpec> {
@@ -107,7 +111,10 @@ impl TestNode {
     }
 
     /// Waits for an event matching `pick`, skipping others.
-    pub async fn wait_for<T>(&mut self, pick: impl FnMut(&NetEvent) -> Option<T>) -> anyhow::Result<T> {
+    pub async fn wait_for<T>(
+        &mut self,
+        pick: impl FnMut(&NetEvent) -> Option<T>,
+    ) -> anyhow::Result<T> {
         wait_for(&mut self.events, pick).await
     }
 
@@ -185,9 +192,9 @@ impl RawClient {
     }
 
     pub async fn connect(&self, addr: SocketAddr) -> anyhow::Result<quinn::Connection> {
-        let connecting = self
-            .endpoint
-            .connect_with(self.config.clone(), addr, net::tls::SERVER_NAME)?;
+        let connecting =
+            self.endpoint
+                .connect_with(self.config.clone(), addr, net::tls::SERVER_NAME)?;
         Ok(guard(connecting).await??)
     }
 }
