@@ -1,8 +1,11 @@
 //! Store basics on real SQLite files: CRUD, validation with nothing written on error, reopen,
 //! schema upgrades.
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
 use meshlite_core::Schema;
-use meshlite_core::store::{ChangeKind, OpenError, OpenOptions, Query, Store, StoreEvent, WriteError, WriteOp};
+use meshlite_core::store::{
+    ChangeKind, OpenError, OpenOptions, Query, Store, StoreEvent, WriteError, WriteOp,
+};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -23,7 +26,14 @@ indexed = ["kind"]
 
 fn open(dir: &TempDir, schema: Option<&str>) -> Store {
     let schema = schema.map(|s| Schema::from_toml(s).unwrap());
-    Store::open(dir.path(), OpenOptions { schema, ..Default::default() }).unwrap()
+    Store::open(
+        dir.path(),
+        OpenOptions {
+            schema,
+            ..Default::default()
+        },
+    )
+    .unwrap()
 }
 
 /// Everything observable that a failed write must leave unchanged.
@@ -31,42 +41,113 @@ fn fingerprint(s: &Store) -> (Value, Value) {
     let status = serde_json::to_value(s.status().unwrap()).unwrap();
     let mut all = Vec::new();
     for c in ["tasks", "events"] {
-        all.extend(s.query(c, &Query { include_deleted: true, ..Default::default() }).unwrap());
+        all.extend(
+            s.query(
+                c,
+                &Query {
+                    include_deleted: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap(),
+        );
     }
-    (json!([status["collections"], status["origins"], status["stored_txns"]]), Value::Array(all))
+    (
+        json!([
+            status["collections"],
+            status["origins"],
+            status["stored_txns"]
+        ]),
+        Value::Array(all),
+    )
 }
 
 #[test]
 fn put_get_query_delete_recreate() {
     let dir = TempDir::new().unwrap();
     let s = open(&dir, Some(SCHEMA));
-    let v = s.put("tasks", json!({"id": "a", "status": "pending", "title": "one", "retries": 1})).unwrap();
-    assert_eq!(v, json!({"id": "a", "status": "pending", "title": "one", "retries": 1}));
-    let v = s.put("tasks", json!({"id": "a", "status": "running"})).unwrap();
+    let v = s
+        .put(
+            "tasks",
+            json!({"id": "a", "status": "pending", "title": "one", "retries": 1}),
+        )
+        .unwrap();
+    assert_eq!(
+        v,
+        json!({"id": "a", "status": "pending", "title": "one", "retries": 1})
+    );
+    let v = s
+        .put("tasks", json!({"id": "a", "status": "running"}))
+        .unwrap();
     assert_eq!(v["title"], json!("one"), "merge-patch keeps absent fields");
     assert_eq!(s.get("tasks", "a").unwrap().unwrap(), v);
     s.put("tasks", json!({"id": 7, "status": "done"})).unwrap();
     let generated = s.put("tasks", json!({"status": "pending"})).unwrap();
     assert_eq!(generated["id"].as_str().unwrap().len(), 36, "UUIDv7 id");
 
-    let running = s.query("tasks", &Query { filters: vec![("status".into(), json!("running"))], ..Default::default() });
+    let running = s.query(
+        "tasks",
+        &Query {
+            filters: vec![("status".into(), json!("running"))],
+            ..Default::default()
+        },
+    );
     assert_eq!(running.unwrap(), vec![v.clone()]);
-    let by_pk = s.query("tasks", &Query { filters: vec![("id".into(), json!(7))], ..Default::default() }).unwrap();
+    let by_pk = s
+        .query(
+            "tasks",
+            &Query {
+                filters: vec![("id".into(), json!(7))],
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(by_pk[0]["status"], json!("done"));
     let ordered = s
-        .query("tasks", &Query { order: Some(("status".into(), true)), limit: Some(2), offset: 1, ..Default::default() })
+        .query(
+            "tasks",
+            &Query {
+                order: Some(("status".into(), true)),
+                limit: Some(2),
+                offset: 1,
+                ..Default::default()
+            },
+        )
         .unwrap();
-    assert_eq!(ordered.iter().map(|r| r["status"].clone()).collect::<Vec<_>>(), vec![json!("pending"), json!("done")]);
+    assert_eq!(
+        ordered
+            .iter()
+            .map(|r| r["status"].clone())
+            .collect::<Vec<_>>(),
+        vec![json!("pending"), json!("done")]
+    );
 
     s.delete("tasks", "a").unwrap();
     assert_eq!(s.get("tasks", "a").unwrap(), None);
-    assert!(matches!(s.delete("tasks", "a"), Err(WriteError::NotFound { .. })));
-    let err = s.put("tasks", json!({"id": "a", "status": "done"})).unwrap_err();
+    assert!(matches!(
+        s.delete("tasks", "a"),
+        Err(WriteError::NotFound { .. })
+    ));
+    let err = s
+        .put("tasks", json!({"id": "a", "status": "done"}))
+        .unwrap_err();
     assert!(matches!(err, WriteError::Deleted { .. }), "{err}");
-    assert!(err.to_string().contains("recreate"), "message tells how: {err}");
-    assert!(matches!(s.increment("tasks", "a", "retries", 1), Err(WriteError::Deleted { .. })));
-    let back = s.recreate("tasks", json!({"id": "a", "status": "done"})).unwrap();
-    assert_eq!(back, json!({"id": "a", "status": "done"}), "a new incarnation starts empty");
+    assert!(
+        err.to_string().contains("recreate"),
+        "message tells how: {err}"
+    );
+    assert!(matches!(
+        s.increment("tasks", "a", "retries", 1),
+        Err(WriteError::Deleted { .. })
+    ));
+    let back = s
+        .recreate("tasks", json!({"id": "a", "status": "done"}))
+        .unwrap();
+    assert_eq!(
+        back,
+        json!({"id": "a", "status": "done"}),
+        "a new incarnation starts empty"
+    );
     let all = s.query("tasks", &Query::default()).unwrap();
     assert_eq!(all.len(), 3);
 }
@@ -75,53 +156,143 @@ fn put_get_query_delete_recreate() {
 fn increments_logs_and_policies() {
     let dir = TempDir::new().unwrap();
     let s = open(&dir, Some(SCHEMA));
-    s.put("tasks", json!({"id": "t", "retries": 2, "updated_at": "2024-01-02", "created_at": 5})).unwrap();
-    assert_eq!(s.increment("tasks", "t", "retries", 3).unwrap()["retries"], json!(5));
-    assert_eq!(s.increment("tasks", "new", "retries", 4).unwrap()["retries"], json!(4), "increment creates");
-    let v = s.put("tasks", json!({"id": "t", "updated_at": "2023-12-31", "created_at": 9})).unwrap();
-    assert_eq!((&v["updated_at"], &v["created_at"]), (&json!("2024-01-02"), &json!(5)));
+    s.put(
+        "tasks",
+        json!({"id": "t", "retries": 2, "updated_at": "2024-01-02", "created_at": 5}),
+    )
+    .unwrap();
+    assert_eq!(
+        s.increment("tasks", "t", "retries", 3).unwrap()["retries"],
+        json!(5)
+    );
+    assert_eq!(
+        s.increment("tasks", "new", "retries", 4).unwrap()["retries"],
+        json!(4),
+        "increment creates"
+    );
+    let v = s
+        .put(
+            "tasks",
+            json!({"id": "t", "updated_at": "2023-12-31", "created_at": 9}),
+        )
+        .unwrap();
+    assert_eq!(
+        (&v["updated_at"], &v["created_at"]),
+        (&json!("2024-01-02"), &json!(5))
+    );
     let v = s.put("tasks", json!({"id": "t", "notes": "abc"})).unwrap();
-    assert_eq!(s.put("tasks", json!({"id": "t", "notes": "aXbc"})).unwrap()["notes"], json!("aXbc"));
+    assert_eq!(
+        s.put("tasks", json!({"id": "t", "notes": "aXbc"})).unwrap()["notes"],
+        json!("aXbc")
+    );
     assert_eq!(v["notes"], json!("abc"));
 
     let row = s.append("events", json!({"kind": "boot", "n": 1})).unwrap();
     let id = row["id"].as_str().unwrap().to_owned();
     assert_eq!(s.get("events", &id).unwrap().unwrap(), row);
-    s.append("events", json!({"id": "fixed", "kind": "x"})).unwrap();
-    assert!(matches!(s.append("events", json!({"id": "fixed"})), Err(WriteError::Exists { .. })));
-    let boots = s.query("events", &Query { filters: vec![("kind".into(), json!("boot"))], ..Default::default() }).unwrap();
+    s.append("events", json!({"id": "fixed", "kind": "x"}))
+        .unwrap();
+    assert!(matches!(
+        s.append("events", json!({"id": "fixed"})),
+        Err(WriteError::Exists { .. })
+    ));
+    let boots = s
+        .query(
+            "events",
+            &Query {
+                filters: vec![("kind".into(), json!("boot"))],
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(boots, vec![row]);
-    assert!(matches!(s.put("events", json!({"id": "z"})), Err(WriteError::WrongKind { .. })));
-    assert!(matches!(s.append("tasks", json!({"id": "z"})), Err(WriteError::WrongKind { .. })));
+    assert!(matches!(
+        s.put("events", json!({"id": "z"})),
+        Err(WriteError::WrongKind { .. })
+    ));
+    assert!(matches!(
+        s.append("tasks", json!({"id": "z"})),
+        Err(WriteError::WrongKind { .. })
+    ));
 }
 
 #[test]
 fn invalid_writes_fail_whole_and_write_nothing() {
     let dir = TempDir::new().unwrap();
     let s = open(&dir, Some(SCHEMA));
-    s.put("tasks", json!({"id": "t", "updated_at": 10, "title": "x"})).unwrap();
+    s.put("tasks", json!({"id": "t", "updated_at": 10, "title": "x"}))
+        .unwrap();
     s.append("events", json!({"id": "e1"})).unwrap();
     let before = fingerprint(&s);
-    let good = || WriteOp::Put { collection: "tasks".into(), value: json!({"id": "g", "title": "ok"}), recreate: false };
-    let put = |v: Value| WriteOp::Put { collection: "tasks".into(), value: v, recreate: false };
-    let cases: Vec<(WriteOp, fn(&WriteError) -> bool)> = vec![
-        (WriteOp::Put { collection: "nope".into(), value: json!({}), recreate: false }, |e| {
-            matches!(e, WriteError::UnknownCollection(_))
+    let good = || WriteOp::Put {
+        collection: "tasks".into(),
+        value: json!({"id": "g", "title": "ok"}),
+        recreate: false,
+    };
+    let put = |v: Value| WriteOp::Put {
+        collection: "tasks".into(),
+        value: v,
+        recreate: false,
+    };
+    type Case = (WriteOp, fn(&WriteError) -> bool);
+    let cases: Vec<Case> = vec![
+        (
+            WriteOp::Put {
+                collection: "nope".into(),
+                value: json!({}),
+                recreate: false,
+            },
+            |e| matches!(e, WriteError::UnknownCollection(_)),
+        ),
+        (
+            WriteOp::Put {
+                collection: "bad-name".into(),
+                value: json!({}),
+                recreate: false,
+            },
+            |e| matches!(e, WriteError::InvalidName(_)),
+        ),
+        (put(json!([1, 2])), |e| {
+            matches!(e, WriteError::NotAnObject { .. })
         }),
-        (WriteOp::Put { collection: "bad-name".into(), value: json!({}), recreate: false }, |e| {
+        (put(json!({"id": "x", "bad field": 1})), |e| {
             matches!(e, WriteError::InvalidName(_))
         }),
-        (put(json!([1, 2])), |e| matches!(e, WriteError::NotAnObject { .. })),
-        (put(json!({"id": "x", "bad field": 1})), |e| matches!(e, WriteError::InvalidName(_))),
-        (put(json!({"id": {"no": 1}})), |e| matches!(e, WriteError::InvalidId { .. })),
-        (put(json!({"id": "x", "retries": "many"})), |e| matches!(e, WriteError::PolicyViolation { .. })),
-        (put(json!({"id": "t", "updated_at": "text"})), |e| matches!(e, WriteError::PolicyViolation { .. })),
-        (put(json!({"id": "x", "notes": 5})), |e| matches!(e, WriteError::PolicyViolation { .. })),
-        (WriteOp::Increment { collection: "tasks".into(), id: "t".into(), field: "title".into(), by: 1 }, |e| {
+        (put(json!({"id": {"no": 1}})), |e| {
+            matches!(e, WriteError::InvalidId { .. })
+        }),
+        (put(json!({"id": "x", "retries": "many"})), |e| {
             matches!(e, WriteError::PolicyViolation { .. })
         }),
-        (WriteOp::Delete { collection: "tasks".into(), id: "missing".into() }, |e| matches!(e, WriteError::NotFound { .. })),
-        (WriteOp::Append { collection: "events".into(), value: json!({"id": "e1"}) }, |e| matches!(e, WriteError::Exists { .. })),
+        (put(json!({"id": "t", "updated_at": "text"})), |e| {
+            matches!(e, WriteError::PolicyViolation { .. })
+        }),
+        (put(json!({"id": "x", "notes": 5})), |e| {
+            matches!(e, WriteError::PolicyViolation { .. })
+        }),
+        (
+            WriteOp::Increment {
+                collection: "tasks".into(),
+                id: "t".into(),
+                field: "title".into(),
+                by: 1,
+            },
+            |e| matches!(e, WriteError::PolicyViolation { .. }),
+        ),
+        (
+            WriteOp::Delete {
+                collection: "tasks".into(),
+                id: "missing".into(),
+            },
+            |e| matches!(e, WriteError::NotFound { .. }),
+        ),
+        (
+            WriteOp::Append {
+                collection: "events".into(),
+                value: json!({"id": "e1"}),
+            },
+            |e| matches!(e, WriteError::Exists { .. }),
+        ),
     ];
     for (bad, is_expected) in cases {
         // The good op runs first and is rolled back with the bad one.
@@ -141,25 +312,62 @@ fn multi_record_transactions_commit_together_and_notify() {
     let s = open(&dir, Some(SCHEMA));
     let mut events = s.subscribe();
     let ops = vec![
-        WriteOp::Put { collection: "tasks".into(), value: json!({"id": "a"}), recreate: false },
-        WriteOp::Increment { collection: "tasks".into(), id: "a".into(), field: "retries".into(), by: 2 },
-        WriteOp::Put { collection: "tasks".into(), value: json!({"id": "b"}), recreate: false },
-        WriteOp::Append { collection: "events".into(), value: json!({"id": "e", "kind": "k"}) },
-        WriteOp::Delete { collection: "tasks".into(), id: "b".into() },
+        WriteOp::Put {
+            collection: "tasks".into(),
+            value: json!({"id": "a"}),
+            recreate: false,
+        },
+        WriteOp::Increment {
+            collection: "tasks".into(),
+            id: "a".into(),
+            field: "retries".into(),
+            by: 2,
+        },
+        WriteOp::Put {
+            collection: "tasks".into(),
+            value: json!({"id": "b"}),
+            recreate: false,
+        },
+        WriteOp::Append {
+            collection: "events".into(),
+            value: json!({"id": "e", "kind": "k"}),
+        },
+        WriteOp::Delete {
+            collection: "tasks".into(),
+            id: "b".into(),
+        },
     ];
     let c = s.transact(ops).unwrap();
     let kinds: Vec<ChangeKind> = c.changes.iter().map(|c| c.kind).collect();
     use ChangeKind::*;
     assert_eq!(kinds, vec![Insert, Update, Insert, Append, Delete]);
-    let StoreEvent::Committed { txns, local, changes } = events.try_recv().unwrap() else { panic!("event") };
-    assert_eq!((txns, local, changes), (vec![c.txn], true, c.changes.clone()));
+    let StoreEvent::Committed {
+        txns,
+        local,
+        changes,
+    } = events.try_recv().unwrap()
+    else {
+        panic!("event")
+    };
+    assert_eq!(
+        (txns, local, changes),
+        (vec![c.txn], true, c.changes.clone())
+    );
     assert_eq!(s.get("tasks", "a").unwrap().unwrap()["retries"], json!(2));
     assert_eq!(s.get("tasks", "b").unwrap(), None);
     let summary = s.summary().unwrap();
     assert_eq!(summary.txn_count(), 1);
-    let batch = s.txns_for(&summary.missing_from(&Default::default()), 1).unwrap();
+    let batch = s
+        .txns_for(&summary.missing_from(&Default::default()), 1)
+        .unwrap();
     assert_eq!(batch.txns.len(), 1);
-    assert_eq!(meshlite_core::Txn::decode(&batch.txns[0]).unwrap().ops.len(), 5);
+    assert_eq!(
+        meshlite_core::Txn::decode(&batch.txns[0])
+            .unwrap()
+            .ops
+            .len(),
+        5
+    );
 }
 
 #[test]
@@ -167,22 +375,38 @@ fn reopen_keeps_data_and_schema_and_refuses_incompatible_upgrade() {
     let dir = TempDir::new().unwrap();
     let s = open(&dir, Some(SCHEMA));
     let replica = s.replica_id();
-    s.put("tasks", json!({"id": "a", "status": "running", "extra": 1})).unwrap();
+    s.put("tasks", json!({"id": "a", "status": "running", "extra": 1}))
+        .unwrap();
     s.close().unwrap();
 
     let s = open(&dir, None);
     assert_eq!(s.replica_id(), replica);
     assert_eq!(s.schema().version, 1);
-    assert!(matches!(s.put("undeclared", json!({})), Err(WriteError::UnknownCollection(_))));
-    assert_eq!(s.get("tasks", "a").unwrap().unwrap()["status"], json!("running"));
+    assert!(matches!(
+        s.put("undeclared", json!({})),
+        Err(WriteError::UnknownCollection(_))
+    ));
+    assert_eq!(
+        s.get("tasks", "a").unwrap().unwrap()["status"],
+        json!("running")
+    );
     let c = s.put("tasks", json!({"id": "b"})).unwrap();
     assert_eq!(c["id"], json!("b"));
     assert_eq!(s.summary().unwrap().txn_count(), 2);
     s.close().unwrap();
 
-    let incompatible = SCHEMA.replace("retries = { merge = \"counter\" }", "retries = { merge = \"max\" }");
-    let err = Store::open(dir.path(), OpenOptions { schema: Some(Schema::from_toml(&incompatible).unwrap()), ..Default::default() })
-        .unwrap_err();
+    let incompatible = SCHEMA.replace(
+        "retries = { merge = \"counter\" }",
+        "retries = { merge = \"max\" }",
+    );
+    let err = Store::open(
+        dir.path(),
+        OpenOptions {
+            schema: Some(Schema::from_toml(&incompatible).unwrap()),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
     assert!(matches!(err, OpenError::Schema(_)), "{err}");
 
     // A compatible upgrade re-materializes: `extra` becomes a counter held at its lww base.
@@ -192,7 +416,10 @@ fn reopen_keeps_data_and_schema_and_refuses_incompatible_upgrade() {
     );
     let s = open(&dir, Some(&upgraded));
     assert_eq!(s.schema().version, 2);
-    assert_eq!(s.increment("tasks", "a", "extra", 2).unwrap()["extra"], json!(3));
+    assert_eq!(
+        s.increment("tasks", "a", "extra", 2).unwrap()["extra"],
+        json!(3)
+    );
     s.close().unwrap();
     let s = open(&dir, None);
     assert_eq!(s.schema().version, 2);
@@ -202,28 +429,50 @@ fn reopen_keeps_data_and_schema_and_refuses_incompatible_upgrade() {
 fn schemaless_accepts_any_valid_collection() {
     let dir = TempDir::new().unwrap();
     let s = open(&dir, None);
-    s.put("anything", json!({"id": "x", "v": [1, {"a": null}]})).unwrap();
-    assert_eq!(s.get("anything", "x").unwrap().unwrap(), json!({"id": "x", "v": [1, {"a": null}]}));
-    assert!(matches!(s.put("no such", json!({})), Err(WriteError::InvalidName(_))));
-    assert!(matches!(s.increment("anything", "x", "v", 1), Err(WriteError::PolicyViolation { .. })));
+    s.put("anything", json!({"id": "x", "v": [1, {"a": null}]}))
+        .unwrap();
+    assert_eq!(
+        s.get("anything", "x").unwrap().unwrap(),
+        json!({"id": "x", "v": [1, {"a": null}]})
+    );
+    assert!(matches!(
+        s.put("no such", json!({})),
+        Err(WriteError::InvalidName(_))
+    ));
+    assert!(matches!(
+        s.increment("anything", "x", "v", 1),
+        Err(WriteError::PolicyViolation { .. })
+    ));
 }
 
 #[test]
 fn indexed_queries_use_the_partial_index() {
     let dir = TempDir::new().unwrap();
     let s = open(&dir, Some(SCHEMA));
-    s.put("tasks", json!({"id": "a", "status": "running"})).unwrap();
+    s.put("tasks", json!({"id": "a", "status": "running"}))
+        .unwrap();
     s.close().unwrap();
     let conn = rusqlite::Connection::open(dir.path().join(meshlite_core::store::DB_FILE)).unwrap();
-    let q = Query { filters: vec![("status".into(), json!("running"))], ..Default::default() };
-    let def = Schema::from_toml(SCHEMA).unwrap().collection("tasks").unwrap();
+    let q = Query {
+        filters: vec![("status".into(), json!("running"))],
+        ..Default::default()
+    };
+    let def = Schema::from_toml(SCHEMA)
+        .unwrap()
+        .collection("tasks")
+        .unwrap();
     let (sql, _) = meshlite_core::store::query_sql("tasks", &def, &q).unwrap();
     let plan: Vec<String> = conn
         .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
         .unwrap()
-        .query_map(rusqlite::params!["running", -1, 0], |r| r.get::<_, String>(3))
+        .query_map(rusqlite::params!["running", -1, 0], |r| {
+            r.get::<_, String>(3)
+        })
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert!(plan.iter().any(|p| p.contains("ix_records_tasks_status")), "{plan:?}");
+    assert!(
+        plan.iter().any(|p| p.contains("ix_records_tasks_status")),
+        "{plan:?}"
+    );
 }

@@ -3,6 +3,7 @@
 //! After a final anti-entropy round every replica must show identical rows, equal to a reference
 //! model for counters (sum), max, min, priority among concurrent writes, and log rows (smallest
 //! transaction id wins). Throughout, no replica may show part of a multi-record transaction.
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -34,13 +35,34 @@ const STATUS: [&str; 4] = ["s0", "s1", "s2", "s3"];
 
 #[derive(Clone, Debug)]
 enum Spec {
-    Put { id: u8, v: Option<u8>, hi: Option<i64>, lo: Option<i64>, st: Option<u8>, tx: Option<String> },
-    Inc { id: u8, by: i64 },
-    Delete { id: u8 },
-    Recreate { id: u8, v: u8 },
-    Append { id: Option<u8>, n: u8 },
+    Put {
+        id: u8,
+        v: Option<u8>,
+        hi: Option<i64>,
+        lo: Option<i64>,
+        st: Option<u8>,
+        tx: Option<String>,
+    },
+    Inc {
+        id: u8,
+        by: i64,
+    },
+    Delete {
+        id: u8,
+    },
+    Recreate {
+        id: u8,
+        v: u8,
+    },
+    Append {
+        id: Option<u8>,
+        n: u8,
+    },
     /// Marks several `z` records and appends `logs` rows to `marks`, all tagged by the txn.
-    Mark { ids: BTreeSet<u8>, logs: u8 },
+    Mark {
+        ids: BTreeSet<u8>,
+        logs: u8,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -64,8 +86,10 @@ fn spec() -> impl Strategy<Value = Spec> {
 }
 
 fn actions(n: usize) -> impl Strategy<Value = Vec<Action>> {
-    let local = (0..n, proptest::collection::vec(spec(), 1..4)).prop_map(|(replica, specs)| Action::Local { replica, specs });
-    let deliver = (0..n, 0..n, any::<u64>()).prop_map(|(from, to, seed)| Action::Deliver { from, to, seed });
+    let local = (0..n, proptest::collection::vec(spec(), 1..4))
+        .prop_map(|(replica, specs)| Action::Local { replica, specs });
+    let deliver =
+        (0..n, 0..n, any::<u64>()).prop_map(|(from, to, seed)| Action::Deliver { from, to, seed });
     proptest::collection::vec(prop_oneof![3 => local, 2 => deliver], 5..30)
 }
 
@@ -89,11 +113,20 @@ impl World {
         let stores = dirs
             .iter()
             .map(|d| {
-                let opts = OpenOptions { schema: Some(schema.clone()), doc_cache: 3, read_connections: 1, ..Default::default() };
+                let opts = OpenOptions {
+                    schema: Some(schema.clone()),
+                    doc_cache: 3,
+                    read_connections: 1,
+                    ..Default::default()
+                };
                 Store::open(d.path(), opts).unwrap()
             })
             .collect();
-        World { _dirs: dirs, stores, committed: Vec::new() }
+        World {
+            _dirs: dirs,
+            stores,
+            committed: Vec::new(),
+        }
     }
 
     fn local(&mut self, replica: usize, specs: Vec<Spec>) {
@@ -107,7 +140,12 @@ impl World {
                 self.committed.push(Record { txn, specs, tag });
             }
             Err(e) => assert!(
-                matches!(e, WriteError::Deleted { .. } | WriteError::NotFound { .. } | WriteError::Exists { .. }),
+                matches!(
+                    e,
+                    WriteError::Deleted { .. }
+                        | WriteError::NotFound { .. }
+                        | WriteError::Exists { .. }
+                ),
                 "unexpected local error {e}"
             ),
         }
@@ -118,9 +156,19 @@ impl World {
         let mut rng = StdRng::seed_from_u64(seed);
         let (a, b) = (&self.stores[from], &self.stores[to]);
         let want = a.summary().unwrap().missing_from(&b.summary().unwrap());
-        let mut txns: Vec<Txn> = a.txns_for(&want, usize::MAX).unwrap().txns.iter().map(|t| Txn::decode(t).unwrap()).collect();
+        let mut txns: Vec<Txn> = a
+            .txns_for(&want, usize::MAX)
+            .unwrap()
+            .txns
+            .iter()
+            .map(|t| Txn::decode(t).unwrap())
+            .collect();
         txns.retain(|_| rng.random_bool(0.7));
-        let dups: Vec<Txn> = txns.iter().filter(|_| rng.random_bool(0.2)).cloned().collect();
+        let dups: Vec<Txn> = txns
+            .iter()
+            .filter(|_| rng.random_bool(0.2))
+            .cloned()
+            .collect();
         txns.extend(dups);
         txns.shuffle(&mut rng);
         while !txns.is_empty() {
@@ -141,12 +189,18 @@ impl World {
             }
         }
         for row in s.query("marks", &Query::default()).unwrap() {
-            *seen.entry(row["tag"].as_str().unwrap().to_owned()).or_default() += 1;
+            *seen
+                .entry(row["tag"].as_str().unwrap().to_owned())
+                .or_default() += 1;
         }
         for r in &self.committed {
             let full = mark_parts(&r.specs);
             let got = seen.get(&r.tag).copied().unwrap_or(0);
-            assert!(got == 0 || got == full, "replica {replica} shows {got} of {full} parts of {}", r.tag);
+            assert!(
+                got == 0 || got == full,
+                "replica {replica} shows {got} of {full} parts of {}",
+                r.tag
+            );
         }
     }
 
@@ -177,7 +231,8 @@ impl World {
 
     fn converged(&self) -> bool {
         let first = self.stores[0].summary().unwrap();
-        self.stores.iter().all(|s| s.summary().unwrap() == first) && first.txn_count() == self.committed.len() as u64
+        self.stores.iter().all(|s| s.summary().unwrap() == first)
+            && first.txn_count() == self.committed.len() as u64
     }
 }
 
@@ -195,13 +250,31 @@ fn mark_parts(specs: &[Spec]) -> usize {
 }
 
 fn write_ops(spec: &Spec, tag: &str) -> Vec<WriteOp> {
-    let put = |value: Value, recreate| WriteOp::Put { collection: "d".into(), value, recreate };
+    let put = |value: Value, recreate| WriteOp::Put {
+        collection: "d".into(),
+        value,
+        recreate,
+    };
     match spec {
-        Spec::Put { id, v, hi, lo, st, tx } => {
+        Spec::Put {
+            id,
+            v,
+            hi,
+            lo,
+            st,
+            tx,
+        } => {
             let mut m = serde_json::Map::new();
             m.insert("id".into(), json!(format!("d{id}")));
-            let fields = [("v", v.map(|v| json!({"k": v}))), ("hi", hi.map(Value::from)), ("lo", lo.map(Value::from))];
-            let more = [("st", st.map(|s| json!(STATUS[s as usize]))), ("tx", tx.clone().map(Value::from))];
+            let fields = [
+                ("v", v.map(|v| json!({"k": v}))),
+                ("hi", hi.map(Value::from)),
+                ("lo", lo.map(Value::from)),
+            ];
+            let more = [
+                ("st", st.map(|s| json!(STATUS[s as usize]))),
+                ("tx", tx.clone().map(Value::from)),
+            ];
             for (k, val) in fields.into_iter().chain(more) {
                 if let Some(val) = val {
                     m.insert(k.into(), val);
@@ -209,15 +282,26 @@ fn write_ops(spec: &Spec, tag: &str) -> Vec<WriteOp> {
             }
             vec![put(Value::Object(m), false)]
         }
-        Spec::Inc { id, by } => vec![WriteOp::Increment { collection: "d".into(), id: format!("d{id}"), field: "c".into(), by: *by }],
-        Spec::Delete { id } => vec![WriteOp::Delete { collection: "d".into(), id: format!("d{id}") }],
+        Spec::Inc { id, by } => vec![WriteOp::Increment {
+            collection: "d".into(),
+            id: format!("d{id}"),
+            field: "c".into(),
+            by: *by,
+        }],
+        Spec::Delete { id } => vec![WriteOp::Delete {
+            collection: "d".into(),
+            id: format!("d{id}"),
+        }],
         Spec::Recreate { id, v } => vec![put(json!({"id": format!("d{id}"), "v": {"r": v}}), true)],
         Spec::Append { id, n } => {
             let mut row = json!({"n": n});
             if let Some(id) = id {
                 row["id"] = json!(format!("a{id}"));
             }
-            vec![WriteOp::Append { collection: "logs".into(), value: row }]
+            vec![WriteOp::Append {
+                collection: "logs".into(),
+                value: row,
+            }]
         }
         Spec::Mark { ids, logs } => {
             let marks = ids.iter().map(|i| WriteOp::Put {
@@ -225,7 +309,10 @@ fn write_ops(spec: &Spec, tag: &str) -> Vec<WriteOp> {
                 value: json!({"id": format!("z{i}"), "marks": {tag: true}}),
                 recreate: false,
             });
-            let rows = (0..*logs).map(|i| WriteOp::Append { collection: "marks".into(), value: json!({"tag": tag, "i": i}) });
+            let rows = (0..*logs).map(|i| WriteOp::Append {
+                collection: "marks".into(),
+                value: json!({"tag": tag, "i": i}),
+            });
             marks.chain(rows).collect()
         }
     }
@@ -246,8 +333,15 @@ fn model_docs(committed: &[Record]) -> BTreeMap<String, Expect> {
     let mut out: BTreeMap<String, Expect> = BTreeMap::new();
     let doc_ops = |r: &Record| {
         let ops: Vec<Op> = r.txn.ops.clone();
-        let specs: Vec<Spec> = r.specs.iter().flat_map(|s| vec![s.clone(); write_ops(s, "").len()]).collect();
-        ops.into_iter().zip(specs).filter(|(op, _)| op.collection() == "d").collect::<Vec<_>>()
+        let specs: Vec<Spec> = r
+            .specs
+            .iter()
+            .flat_map(|s| vec![s.clone(); write_ops(s, "").len()])
+            .collect();
+        ops.into_iter()
+            .zip(specs)
+            .filter(|(op, _)| op.collection() == "d")
+            .collect::<Vec<_>>()
     };
     for r in committed {
         for (op, _) in doc_ops(r) {
@@ -261,8 +355,12 @@ fn model_docs(committed: &[Record]) -> BTreeMap<String, Expect> {
         for (op, spec) in doc_ops(r) {
             let e = out.get_mut(op.record_id()).unwrap();
             match (op, spec) {
-                (Op::Delete { incarnation, .. }, _) if incarnation == e.incarnation => e.deleted = true,
-                (Op::Doc { incarnation, .. }, spec) if incarnation == e.incarnation => apply_spec(e, &spec),
+                (Op::Delete { incarnation, .. }, _) if incarnation == e.incarnation => {
+                    e.deleted = true
+                }
+                (Op::Doc { incarnation, .. }, spec) if incarnation == e.incarnation => {
+                    apply_spec(e, &spec)
+                }
                 _ => {}
             }
         }
@@ -290,7 +388,12 @@ fn model_logs(committed: &[Record]) -> BTreeMap<String, (TxnId, Value)> {
     let mut out: BTreeMap<String, (TxnId, Value)> = BTreeMap::new();
     for r in committed {
         for op in &r.txn.ops {
-            if let Op::Append { collection, id, row } = op {
+            if let Op::Append {
+                collection,
+                id,
+                row,
+            } = op
+            {
                 if collection == "logs" {
                     let candidate = (r.txn.id, serde_json::from_str(row).unwrap());
                     let slot = out.entry(id.clone()).or_insert_with(|| candidate.clone());
@@ -312,7 +415,10 @@ fn check_model(w: &World) {
             assert_eq!(all(s, c), first, "collection {c} differs");
         }
     }
-    let rows: BTreeMap<String, Value> = all(&w.stores[0], "d").into_iter().map(|r| (r["id"].as_str().unwrap().to_owned(), r)).collect();
+    let rows: BTreeMap<String, Value> = all(&w.stores[0], "d")
+        .into_iter()
+        .map(|r| (r["id"].as_str().unwrap().to_owned(), r))
+        .collect();
     for (id, e) in model_docs(&w.committed) {
         let Some(row) = rows.get(&id) else {
             assert!(e.deleted, "{id} missing but live in the model");
@@ -327,7 +433,10 @@ fn check_model(w: &World) {
             None => assert!(e.st.is_empty()),
         }
     }
-    let logs: Vec<Value> = model_logs(&w.committed).into_values().map(|(_, v)| v).collect();
+    let logs: Vec<Value> = model_logs(&w.committed)
+        .into_values()
+        .map(|(_, v)| v)
+        .collect();
     assert_eq!(all(&w.stores[0], "logs"), logs);
 }
 

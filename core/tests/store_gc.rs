@@ -1,4 +1,5 @@
 //! Garbage collection below the all-peers horizon, and compaction of document states.
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
 use meshlite_core::store::{OpenOptions, Store};
 use meshlite_core::{ReplicaId, Summary, Txn};
@@ -18,7 +19,11 @@ fn gc_prunes_only_what_every_known_peer_holds() {
     }
     let me = s.replica_id();
     let all = s.summary().unwrap();
-    assert_eq!(s.gc().unwrap().txns_deleted, 0, "no known peers: nothing is collected");
+    assert_eq!(
+        s.gc().unwrap().txns_deleted,
+        0,
+        "no known peers: nothing is collected"
+    );
 
     let (p1, p2) = (ReplicaId::random(), ReplicaId::random());
     let upto = |n| {
@@ -36,10 +41,18 @@ fn gc_prunes_only_what_every_known_peer_holds() {
     let want = all.missing_from(&Summary::new());
     let batch = s.txns_for(&want, usize::MAX).unwrap();
     assert_eq!(batch.pruned, vec![(me, 1..=4)]);
-    let seqs: Vec<u64> = batch.txns.iter().map(|b| Txn::decode(b).unwrap().id.seq).collect();
+    let seqs: Vec<u64> = batch
+        .txns
+        .iter()
+        .map(|b| Txn::decode(b).unwrap().id.seq)
+        .collect();
     assert_eq!(seqs, (5..=10).collect::<Vec<_>>());
     let one = s.txns_for(&want, 1).unwrap();
-    assert_eq!((one.txns.len(), one.more), (1, true), "a budget admits at least one txn");
+    assert_eq!(
+        (one.txns.len(), one.more),
+        (1, true),
+        "a budget admits at least one txn"
+    );
 
     // A peer that left no longer holds the horizon back; acks survive a reopen.
     s.forget_peer(p2).unwrap();
@@ -47,15 +60,29 @@ fn gc_prunes_only_what_every_known_peer_holds() {
     let s = open(&dir);
     assert_eq!(s.gc().unwrap().txns_deleted, 4);
     let status = s.status().unwrap();
-    assert_eq!((status.stored_txns, status.txn_count, status.known_peers), (2, 10, 1));
+    assert_eq!(
+        (status.stored_txns, status.txn_count, status.known_peers),
+        (2, 10, 1)
+    );
     assert_eq!(status.gc_floor.txn_count(), 8);
-    assert_eq!(s.get("c", "r0").unwrap().unwrap()["v"], json!(0), "data is untouched");
+    assert_eq!(
+        s.get("c", "r0").unwrap().unwrap()["v"],
+        json!(0),
+        "data is untouched"
+    );
 }
 
 #[test]
 fn deleted_records_free_their_state_and_compaction_keeps_content() {
     let dir = TempDir::new().unwrap();
-    let s = Store::open(dir.path(), OpenOptions { doc_cache: 1, ..Default::default() }).unwrap();
+    let s = Store::open(
+        dir.path(),
+        OpenOptions {
+            doc_cache: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     for i in 0..20 {
         s.put("c", json!({"id": "hot", "n": i})).unwrap();
     }
@@ -74,8 +101,15 @@ fn deleted_records_free_their_state_and_compaction_keeps_content() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(docs, vec![("hot".to_owned(), 1)], "deleted record's state freed; snapshot + 1 chunk");
+    assert_eq!(
+        docs,
+        vec![("hot".to_owned(), 1)],
+        "deleted record's state freed; snapshot + 1 chunk"
+    );
     drop(conn);
     let s = open(&dir);
-    assert_eq!(s.get("c", "hot").unwrap().unwrap(), json!({"id": "hot", "n": 19, "extra": true}));
+    assert_eq!(
+        s.get("c", "hot").unwrap().unwrap(),
+        json!({"id": "hot", "n": 19, "extra": true})
+    );
 }

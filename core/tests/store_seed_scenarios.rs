@@ -1,5 +1,6 @@
 //! The PMOVES seed scenarios on three replicas (three data directories) exchanging transactions
 //! with `txns_for` + `Txn::decode` + `apply_remote`, the same path the sync protocol uses.
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
 use std::path::PathBuf;
 
@@ -23,9 +24,21 @@ impl Fleet {
         let dirs: Vec<TempDir> = (0..n).map(|_| TempDir::new().unwrap()).collect();
         let stores = dirs
             .iter()
-            .map(|d| Store::open(d.path(), OpenOptions { schema: Some(pmoves()), ..Default::default() }).unwrap())
+            .map(|d| {
+                Store::open(
+                    d.path(),
+                    OpenOptions {
+                        schema: Some(pmoves()),
+                        ..Default::default()
+                    },
+                )
+                .unwrap()
+            })
             .collect();
-        Fleet { _dirs: dirs, stores }
+        Fleet {
+            _dirs: dirs,
+            stores,
+        }
     }
 
     /// Sends `to` everything `from` holds and `to` lacks.
@@ -55,13 +68,19 @@ impl Fleet {
     }
 
     fn get_all(&self, collection: &str, id: &str) -> Vec<Option<Value>> {
-        self.stores.iter().map(|s| s.get(collection, id).unwrap()).collect()
+        self.stores
+            .iter()
+            .map(|s| s.get(collection, id).unwrap())
+            .collect()
     }
 
     /// The value on every replica, asserting they agree.
     fn agreed(&self, collection: &str, id: &str) -> Option<Value> {
         let all = self.get_all(collection, id);
-        assert!(all.windows(2).all(|w| w[0] == w[1]), "replicas disagree: {all:?}");
+        assert!(
+            all.windows(2).all(|w| w[0] == w[1]),
+            "replicas disagree: {all:?}"
+        );
         all.into_iter().next().flatten()
     }
 }
@@ -69,16 +88,30 @@ impl Fleet {
 #[test]
 fn concurrent_status_edits_running_wins() {
     let f = Fleet::new(3);
-    f.stores[0].put("tasks", json!({"id": "t1", "status": "pending", "title": "build"})).unwrap();
+    f.stores[0]
+        .put(
+            "tasks",
+            json!({"id": "t1", "status": "pending", "title": "build"}),
+        )
+        .unwrap();
     f.sync_all();
-    f.stores[0].put("tasks", json!({"id": "t1", "status": "completed"})).unwrap();
-    f.stores[1].put("tasks", json!({"id": "t1", "status": "running"})).unwrap();
-    f.stores[2].put("tasks", json!({"id": "t1", "status": "failed"})).unwrap();
+    f.stores[0]
+        .put("tasks", json!({"id": "t1", "status": "completed"}))
+        .unwrap();
+    f.stores[1]
+        .put("tasks", json!({"id": "t1", "status": "running"}))
+        .unwrap();
+    f.stores[2]
+        .put("tasks", json!({"id": "t1", "status": "failed"}))
+        .unwrap();
     f.sync_all();
     let t = f.agreed("tasks", "t1").unwrap();
     assert_eq!(t["status"], json!("running"));
     assert_eq!(t["title"], json!("build"));
-    let running = Query { filters: vec![("status".into(), json!("running"))], ..Default::default() };
+    let running = Query {
+        filters: vec![("status".into(), json!("running"))],
+        ..Default::default()
+    };
     for s in &f.stores {
         assert_eq!(s.query("tasks", &running).unwrap().len(), 1);
     }
@@ -87,7 +120,9 @@ fn concurrent_status_edits_running_wins() {
 #[test]
 fn concurrent_increments_sum() {
     let f = Fleet::new(3);
-    f.stores[0].put("jobs", json!({"id": "j", "retry_count": 1})).unwrap();
+    f.stores[0]
+        .put("jobs", json!({"id": "j", "retry_count": 1}))
+        .unwrap();
     f.sync_all();
     for (i, s) in f.stores.iter().enumerate() {
         for _ in 0..=i {
@@ -101,45 +136,90 @@ fn concurrent_increments_sum() {
 #[test]
 fn concurrent_delete_and_update_is_deleted_everywhere() {
     let f = Fleet::new(3);
-    f.stores[0].put("workers", json!({"id": "w", "status": "idle", "hostname": "pi5"})).unwrap();
+    f.stores[0]
+        .put(
+            "workers",
+            json!({"id": "w", "status": "idle", "hostname": "pi5"}),
+        )
+        .unwrap();
     f.sync_all();
     f.stores[0].delete("workers", "w").unwrap();
-    f.stores[1].put("workers", json!({"id": "w", "status": "running"})).unwrap();
-    f.stores[2].increment("workers", "w", "jobs_completed", 1).unwrap();
+    f.stores[1]
+        .put("workers", json!({"id": "w", "status": "running"}))
+        .unwrap();
+    f.stores[2]
+        .increment("workers", "w", "jobs_completed", 1)
+        .unwrap();
     f.sync_all();
     assert_eq!(f.agreed("workers", "w"), None);
     // A late update on a replica that already saw the delete is refused locally...
-    assert!(f.stores[1].put("workers", json!({"id": "w", "status": "busy"})).is_err());
+    assert!(
+        f.stores[1]
+            .put("workers", json!({"id": "w", "status": "busy"}))
+            .is_err()
+    );
     // ...and an explicit re-create starts a fresh incarnation that wins everywhere.
-    f.stores[2].recreate("workers", json!({"id": "w", "status": "idle"})).unwrap();
+    f.stores[2]
+        .recreate("workers", json!({"id": "w", "status": "idle"}))
+        .unwrap();
     f.sync_all();
-    assert_eq!(f.agreed("workers", "w").unwrap(), json!({"id": "w", "status": "idle"}));
+    assert_eq!(
+        f.agreed("workers", "w").unwrap(),
+        json!({"id": "w", "status": "idle"})
+    );
 }
 
 #[test]
 fn max_and_min_converge() {
     let f = Fleet::new(3);
-    f.stores[0].put("jobs", json!({"id": "j", "updated_at": "2024-05-01T00:00:00Z", "created_at": "2024-05-01"})).unwrap();
+    f.stores[0]
+        .put(
+            "jobs",
+            json!({"id": "j", "updated_at": "2024-05-01T00:00:00Z", "created_at": "2024-05-01"}),
+        )
+        .unwrap();
     f.sync_all();
-    let edits = [("2024-05-03T00:00:00Z", "2024-04-30"), ("2024-05-02T00:00:00Z", "2024-04-01"), ("2024-05-09T00:00:00Z", "2024-04-15")];
+    let edits = [
+        ("2024-05-03T00:00:00Z", "2024-04-30"),
+        ("2024-05-02T00:00:00Z", "2024-04-01"),
+        ("2024-05-09T00:00:00Z", "2024-04-15"),
+    ];
     for (s, (up, cr)) in f.stores.iter().zip(edits) {
-        s.put("jobs", json!({"id": "j", "updated_at": up, "created_at": cr})).unwrap();
+        s.put(
+            "jobs",
+            json!({"id": "j", "updated_at": up, "created_at": cr}),
+        )
+        .unwrap();
     }
     f.sync_all();
     let j = f.agreed("jobs", "j").unwrap();
-    assert_eq!((j["updated_at"].as_str(), j["created_at"].as_str()), (Some("2024-05-09T00:00:00Z"), Some("2024-04-01")));
+    assert_eq!(
+        (j["updated_at"].as_str(), j["created_at"].as_str()),
+        (Some("2024-05-09T00:00:00Z"), Some("2024-04-01"))
+    );
 }
 
 #[test]
 fn concurrent_text_edits_merge() {
     let f = Fleet::new(3);
-    f.stores[0].put("tasks", json!({"id": "t", "notes": "check GPU"})).unwrap();
+    f.stores[0]
+        .put("tasks", json!({"id": "t", "notes": "check GPU"}))
+        .unwrap();
     f.sync_all();
-    f.stores[0].put("tasks", json!({"id": "t", "notes": "Please check GPU"})).unwrap();
-    f.stores[1].put("tasks", json!({"id": "t", "notes": "check GPU temps"})).unwrap();
-    f.stores[2].put("tasks", json!({"id": "t", "notes": "check the GPU"})).unwrap();
+    f.stores[0]
+        .put("tasks", json!({"id": "t", "notes": "Please check GPU"}))
+        .unwrap();
+    f.stores[1]
+        .put("tasks", json!({"id": "t", "notes": "check GPU temps"}))
+        .unwrap();
+    f.stores[2]
+        .put("tasks", json!({"id": "t", "notes": "check the GPU"}))
+        .unwrap();
     f.sync_all();
-    assert_eq!(f.agreed("tasks", "t").unwrap()["notes"], json!("Please check the GPU temps"));
+    assert_eq!(
+        f.agreed("tasks", "t").unwrap()["notes"],
+        json!("Please check the GPU temps")
+    );
 }
 
 #[test]
@@ -147,14 +227,24 @@ fn telemetry_logs_replicate_as_a_grow_only_set() {
     let f = Fleet::new(3);
     for (i, s) in f.stores.iter().enumerate() {
         let ops = (0..5)
-            .map(|n| WriteOp::Append { collection: "sensor_data".into(), value: json!({"device_id": format!("d{i}"), "n": n}) })
+            .map(|n| WriteOp::Append {
+                collection: "sensor_data".into(),
+                value: json!({"device_id": format!("d{i}"), "n": n}),
+            })
             .collect();
         s.transact(ops).unwrap();
     }
     f.sync_all();
-    let all: Vec<Vec<Value>> = f.stores.iter().map(|s| s.query("sensor_data", &Query::default()).unwrap()).collect();
+    let all: Vec<Vec<Value>> = f
+        .stores
+        .iter()
+        .map(|s| s.query("sensor_data", &Query::default()).unwrap())
+        .collect();
     assert_eq!(all[0].len(), 15);
     assert!(all.windows(2).all(|w| w[0] == w[1]));
-    let d1 = Query { filters: vec![("device_id".into(), json!("d1"))], ..Default::default() };
+    let d1 = Query {
+        filters: vec![("device_id".into(), json!("d1"))],
+        ..Default::default()
+    };
     assert_eq!(f.stores[2].query("sensor_data", &d1).unwrap().len(), 5);
 }

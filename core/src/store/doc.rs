@@ -50,7 +50,10 @@ impl From<automerge::AutomergeError> for DocError {
 }
 
 fn policy_err(field: &str, reason: impl Into<String>) -> DocError {
-    DocError::Policy { field: field.to_owned(), reason: reason.into() }
+    DocError::Policy {
+        field: field.to_owned(),
+        reason: reason.into(),
+    }
 }
 
 /// A new empty document written by `replica`.
@@ -115,7 +118,9 @@ fn last_change(doc: &mut Automerge, committed: bool) -> Vec<u8> {
     if !committed {
         doc.empty_commit(CommitOptions::default());
     }
-    doc.get_last_local_change().map(|c| c.raw_bytes().to_vec()).unwrap_or_default()
+    doc.get_last_local_change()
+        .map(|c| c.raw_bytes().to_vec())
+        .unwrap_or_default()
 }
 
 fn put_field(
@@ -141,7 +146,11 @@ fn put_field(
 }
 
 /// Checks a value against a policy without reading the document (done before any write).
-pub(crate) fn check_policy(policy: &MergePolicy, field: &str, value: &Value) -> Result<(), DocError> {
+pub(crate) fn check_policy(
+    policy: &MergePolicy,
+    field: &str,
+    value: &Value,
+) -> Result<(), DocError> {
     let ok = match policy {
         MergePolicy::Lww => true,
         MergePolicy::Counter => value.is_i64(),
@@ -158,10 +167,18 @@ pub(crate) fn check_policy(policy: &MergePolicy, field: &str, value: &Value) -> 
         MergePolicy::Priority { .. } => "a priority field takes a scalar (string, number, bool)",
         _ => "a text field takes a string",
     };
-    Err(policy_err(field, format!("{want}, got {}", json_type(value))))
+    Err(policy_err(
+        field,
+        format!("{want}, got {}", json_type(value)),
+    ))
 }
 
-fn write_json(tx: &mut Transaction<'_>, obj: &ObjId, key: &str, value: &Value) -> Result<(), DocError> {
+fn write_json(
+    tx: &mut Transaction<'_>,
+    obj: &ObjId,
+    key: &str,
+    value: &Value,
+) -> Result<(), DocError> {
     let current = tx.get(obj, key)?.map(|(v, id)| (v.to_owned(), id));
     if let Some((v, id)) = &current {
         if to_json(tx, v, id, 0) == *value {
@@ -210,33 +227,64 @@ fn part_key(field: &str, replica: &ReplicaId) -> String {
     format!("{field}{COUNTER_SEP}{}", replica.to_hex())
 }
 
-fn put_counter(tx: &mut Transaction<'_>, field: &str, value: &Value, replica: &ReplicaId) -> Result<(), DocError> {
-    let target = value.as_i64().ok_or_else(|| policy_err(field, "a counter needs an integer"))?;
+fn put_counter(
+    tx: &mut Transaction<'_>,
+    field: &str,
+    value: &Value,
+    replica: &ReplicaId,
+) -> Result<(), DocError> {
+    let target = value
+        .as_i64()
+        .ok_or_else(|| policy_err(field, "a counter needs an integer"))?;
     let current = counter_value(tx, field);
-    let delta = target.checked_sub(current).ok_or_else(|| policy_err(field, "counter overflow"))?;
+    let delta = target
+        .checked_sub(current)
+        .ok_or_else(|| policy_err(field, "counter overflow"))?;
     if delta != 0 {
         add_to_part(tx, field, delta, replica)?;
     }
     Ok(())
 }
 
-fn add_to_part(tx: &mut Transaction<'_>, field: &str, by: i64, replica: &ReplicaId) -> Result<(), DocError> {
+fn add_to_part(
+    tx: &mut Transaction<'_>,
+    field: &str,
+    by: i64,
+    replica: &ReplicaId,
+) -> Result<(), DocError> {
     let key = part_key(field, replica);
-    let own = tx.get(&ROOT, key.as_str())?.and_then(|(v, _)| scalar_i64(&v)).unwrap_or(0);
-    let next = own.checked_add(by).ok_or_else(|| policy_err(field, "counter overflow"))?;
-    counter_value(tx, field)
+    let own = tx
+        .get(&ROOT, key.as_str())?
+        .and_then(|(v, _)| scalar_i64(&v))
+        .unwrap_or(0);
+    let next = own
         .checked_add(by)
-        .ok_or_else(|| policy_err(field, "counter overflow: the total would leave the 64-bit range"))?;
+        .ok_or_else(|| policy_err(field, "counter overflow"))?;
+    counter_value(tx, field).checked_add(by).ok_or_else(|| {
+        policy_err(
+            field,
+            "counter overflow: the total would leave the 64-bit range",
+        )
+    })?;
     tx.put(&ROOT, key, next)?;
     Ok(())
 }
 
-fn put_extreme(tx: &mut Transaction<'_>, field: &str, value: &Value, wins: Ordering) -> Result<(), DocError> {
+fn put_extreme(
+    tx: &mut Transaction<'_>,
+    field: &str,
+    value: &Value,
+    wins: Ordering,
+) -> Result<(), DocError> {
     if let Some(current) = extreme(tx, field, wins) {
         if !current.is_null() && json_kind(&current) != json_kind(value) {
             return Err(policy_err(
                 field,
-                format!("type mismatch: the field holds a {}, got a {}", json_type(&current), json_type(value)),
+                format!(
+                    "type mismatch: the field holds a {}, got a {}",
+                    json_type(&current),
+                    json_type(value)
+                ),
             ));
         }
         if json_cmp(value, &current) != wins {
@@ -248,7 +296,9 @@ fn put_extreme(tx: &mut Transaction<'_>, field: &str, value: &Value, wins: Order
 }
 
 fn put_text(tx: &mut Transaction<'_>, field: &str, value: &Value) -> Result<(), DocError> {
-    let new = value.as_str().ok_or_else(|| policy_err(field, "a text field takes a string"))?;
+    let new = value
+        .as_str()
+        .ok_or_else(|| policy_err(field, "a text field takes a string"))?;
     let (obj, old) = match tx.get(&ROOT, field)? {
         Some((automerge::Value::Object(ObjType::Text), id)) => {
             let old = tx.text(&id)?;
@@ -265,12 +315,25 @@ fn put_text(tx: &mut Transaction<'_>, field: &str, value: &Value) -> Result<(), 
 
 /// The differing middle of `old` → `new` in code points: (position, deleted count, inserted text).
 pub(crate) fn splice_middle<'a>(old: &str, new: &'a str) -> (usize, usize, &'a str) {
-    let prefix = old.chars().zip(new.chars()).take_while(|(a, b)| a == b).count();
+    let prefix = old
+        .chars()
+        .zip(new.chars())
+        .take_while(|(a, b)| a == b)
+        .count();
     let (old_n, new_n) = (old.chars().count(), new.chars().count());
     let max_suffix = old_n.min(new_n) - prefix;
-    let suffix = old.chars().rev().zip(new.chars().rev()).take(max_suffix).take_while(|(a, b)| a == b).count();
+    let suffix = old
+        .chars()
+        .rev()
+        .zip(new.chars().rev())
+        .take(max_suffix)
+        .take_while(|(a, b)| a == b)
+        .count();
     let start = new.char_indices().nth(prefix).map_or(new.len(), |(i, _)| i);
-    let end = new.char_indices().nth(new_n - suffix).map_or(new.len(), |(i, _)| i);
+    let end = new
+        .char_indices()
+        .nth(new_n - suffix)
+        .map_or(new.len(), |(i, _)| i);
     (prefix, old_n - prefix - suffix, &new[start..end])
 }
 
@@ -309,10 +372,20 @@ fn field_value<R: ReadDoc>(doc: &R, policy: &MergePolicy, field: &str) -> Option
 
 /// Base int at `field` (if any) plus every replica's part.
 fn counter_value<R: ReadDoc>(doc: &R, field: &str) -> i64 {
-    let base = doc.get(&ROOT, field).ok().flatten().and_then(|(v, _)| scalar_i64(&v)).unwrap_or(0);
+    let base = doc
+        .get(&ROOT, field)
+        .ok()
+        .flatten()
+        .and_then(|(v, _)| scalar_i64(&v))
+        .unwrap_or(0);
     doc.keys(&ROOT)
         .filter(|k| k.split_once(COUNTER_SEP).is_some_and(|(f, _)| f == field))
-        .filter_map(|k| doc.get(&ROOT, k.as_str()).ok().flatten().and_then(|(v, _)| scalar_i64(&v)))
+        .filter_map(|k| {
+            doc.get(&ROOT, k.as_str())
+                .ok()
+                .flatten()
+                .and_then(|(v, _)| scalar_i64(&v))
+        })
         .fold(base, i64::saturating_add)
 }
 
@@ -328,7 +401,10 @@ fn by_priority<R: ReadDoc>(doc: &R, field: &str, order: &[Value]) -> Option<Valu
     let all = doc.get_all(&ROOT, field).ok()?;
     let winner = doc.get(&ROOT, field).ok()??.1;
     let rank = |v: &Value| order.iter().position(|o| o == v).unwrap_or(order.len());
-    let values: Vec<(Value, bool)> = all.iter().map(|(v, id)| (to_json(doc, v, id, 0), *id == winner)).collect();
+    let values: Vec<(Value, bool)> = all
+        .iter()
+        .map(|(v, id)| (to_json(doc, v, id, 0), *id == winner))
+        .collect();
     let best = values.iter().map(|(v, _)| rank(v)).min()?;
     let mut tied = values.into_iter().filter(|(v, _)| rank(v) == best);
     let first = tied.next()?;
@@ -358,7 +434,9 @@ fn to_json<R: ReadDoc>(doc: &R, value: &automerge::Value<'_>, id: &ObjId, depth:
                 .collect(),
         ),
         automerge::Value::Object(ObjType::Map | ObjType::Table) => Value::Object(
-            doc.keys(id).filter_map(|k| Some((k.clone(), prop_json(doc, id, &k, depth + 1)?))).collect(),
+            doc.keys(id)
+                .filter_map(|k| Some((k.clone(), prop_json(doc, id, &k, depth + 1)?)))
+                .collect(),
         ),
     }
 }
@@ -465,10 +543,17 @@ pub(crate) fn json_cmp(a: &Value, b: &Value) -> Ordering {
 }
 
 fn num_cmp(x: &Number, y: &Number) -> Ordering {
-    let int = |n: &Number| n.as_i64().map(i128::from).or_else(|| n.as_u64().map(i128::from));
+    let int = |n: &Number| {
+        n.as_i64()
+            .map(i128::from)
+            .or_else(|| n.as_u64().map(i128::from))
+    };
     match (int(x), int(y)) {
         (Some(a), Some(b)) => a.cmp(&b),
-        _ => x.as_f64().unwrap_or(0.0).total_cmp(&y.as_f64().unwrap_or(0.0)),
+        _ => x
+            .as_f64()
+            .unwrap_or(0.0)
+            .total_cmp(&y.as_f64().unwrap_or(0.0)),
     }
 }
 

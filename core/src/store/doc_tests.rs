@@ -44,7 +44,11 @@ impl Pair {
 
     /// Exchanges the given concurrent changes both ways.
     fn exchange(&mut self, from_a: Vec<Vec<u8>>, from_b: Vec<Vec<u8>>) {
-        let decode = |v: Vec<Vec<u8>>| v.into_iter().map(|c| Change::from_bytes(c).unwrap()).collect::<Vec<_>>();
+        let decode = |v: Vec<Vec<u8>>| {
+            v.into_iter()
+                .map(|c| Change::from_bytes(c).unwrap())
+                .collect::<Vec<_>>()
+        };
         self.b.apply_changes(decode(from_a)).unwrap();
         self.a.apply_changes(decode(from_b)).unwrap();
     }
@@ -58,7 +62,13 @@ impl Pair {
 fn concatenated_snapshot_and_chunks_load() {
     let r = ReplicaId([7; 16]);
     let mut doc = new_doc(&r);
-    let mut state = put_fields(&mut doc, &def(), &obj(json!({"a": 1, "notes": "héllo"})), &r).unwrap();
+    let mut state = put_fields(
+        &mut doc,
+        &def(),
+        &obj(json!({"a": 1, "notes": "héllo"})),
+        &r,
+    )
+    .unwrap();
     state.extend(put_fields(&mut doc, &def(), &obj(json!({"a": 2})), &r).unwrap());
     let before = materialize(&doc, &def());
     let mut snap = doc.save();
@@ -74,10 +84,25 @@ fn concatenated_snapshot_and_chunks_load() {
 fn lww_merge_patch_nested_and_arrays() {
     let r = ReplicaId([3; 16]);
     let mut doc = new_doc(&r);
-    put_fields(&mut doc, &def(), &obj(json!({"a": {"x": 1, "y": 2}, "l": [1, 2], "z": null})), &r).unwrap();
-    put_fields(&mut doc, &def(), &obj(json!({"a": {"y": 3}, "l": [{"k": true}], "b": 1.5})), &r).unwrap();
+    put_fields(
+        &mut doc,
+        &def(),
+        &obj(json!({"a": {"x": 1, "y": 2}, "l": [1, 2], "z": null})),
+        &r,
+    )
+    .unwrap();
+    put_fields(
+        &mut doc,
+        &def(),
+        &obj(json!({"a": {"y": 3}, "l": [{"k": true}], "b": 1.5})),
+        &r,
+    )
+    .unwrap();
     let m = materialize(&doc, &def());
-    assert_eq!(Value::Object(m), json!({"a": {"x": 1, "y": 3}, "l": [{"k": true}], "z": null, "b": 1.5}));
+    assert_eq!(
+        Value::Object(m),
+        json!({"a": {"x": 1, "y": 3}, "l": [{"k": true}], "z": null, "b": 1.5})
+    );
 }
 
 #[test]
@@ -85,7 +110,13 @@ fn unchanged_fields_are_not_rewritten() {
     let mut p = Pair::new(json!({"title": "t", "owner": "x"}));
     let a = put_fields(&mut p.a, &def(), &obj(json!({"owner": "alice"})), &p.ra).unwrap();
     // B re-puts the whole record it saw, changing only the title: owner must not be overridden.
-    let b = put_fields(&mut p.b, &def(), &obj(json!({"title": "T", "owner": "x"})), &p.rb).unwrap();
+    let b = put_fields(
+        &mut p.b,
+        &def(),
+        &obj(json!({"title": "T", "owner": "x"})),
+        &p.rb,
+    )
+    .unwrap();
     p.exchange(vec![a], vec![b]);
     let (ma, mb) = p.both();
     assert_eq!(ma, mb);
@@ -103,8 +134,14 @@ fn counters_sum_concurrent_increments_and_puts() {
     assert_eq!(ma, mb);
     // B set 100 as it saw it (adding 93 to its part); A's concurrent +5 still counts.
     assert_eq!(ma["n"], json!(105));
-    assert!(ma.keys().all(|k| !k.contains(COUNTER_SEP)), "hidden parts leaked: {ma:?}");
-    assert!(matches!(check_policy(&MergePolicy::Counter, "n", &json!("x")), Err(DocError::Policy { .. })));
+    assert!(
+        ma.keys().all(|k| !k.contains(COUNTER_SEP)),
+        "hidden parts leaked: {ma:?}"
+    );
+    assert!(matches!(
+        check_policy(&MergePolicy::Counter, "n", &json!("x")),
+        Err(DocError::Policy { .. })
+    ));
     assert!(increment(&mut p.a, "n", i64::MAX, &p.ra).is_err());
 }
 
@@ -127,7 +164,11 @@ fn max_and_min_pick_extremes() {
 
 #[test]
 fn priority_prefers_listed_order() {
-    for (x, y, want) in [("done", "running", "running"), ("running", "failed", "running"), ("zzz", "failed", "failed")] {
+    for (x, y, want) in [
+        ("done", "running", "running"),
+        ("running", "failed", "running"),
+        ("zzz", "failed", "failed"),
+    ] {
         let mut p = Pair::new(json!({"status": "pending"}));
         let a = put_fields(&mut p.a, &def(), &obj(json!({"status": x})), &p.ra).unwrap();
         let b = put_fields(&mut p.b, &def(), &obj(json!({"status": y})), &p.rb).unwrap();
@@ -141,8 +182,20 @@ fn priority_prefers_listed_order() {
 #[test]
 fn text_merges_concurrent_splices() {
     let mut p = Pair::new(json!({"notes": "hello world"}));
-    let a = put_fields(&mut p.a, &def(), &obj(json!({"notes": "hello brave world"})), &p.ra).unwrap();
-    let b = put_fields(&mut p.b, &def(), &obj(json!({"notes": "hello world — ünïcode!"})), &p.rb).unwrap();
+    let a = put_fields(
+        &mut p.a,
+        &def(),
+        &obj(json!({"notes": "hello brave world"})),
+        &p.ra,
+    )
+    .unwrap();
+    let b = put_fields(
+        &mut p.b,
+        &def(),
+        &obj(json!({"notes": "hello world — ünïcode!"})),
+        &p.rb,
+    )
+    .unwrap();
     p.exchange(vec![a], vec![b]);
     let (ma, mb) = p.both();
     assert_eq!(ma, mb);

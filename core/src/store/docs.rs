@@ -52,7 +52,11 @@ pub(crate) struct DocCache {
 impl DocCache {
     pub fn new(capacity: usize, replica: ReplicaId) -> Self {
         let cap = NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
-        Self { lru: LruCache::new(cap), touched: Vec::new(), replica }
+        Self {
+            lru: LruCache::new(cap),
+            touched: Vec::new(),
+            replica,
+        }
     }
 
     /// The document for `key`, loaded from its row or new and empty. Marks it touched.
@@ -62,7 +66,9 @@ impl DocCache {
             let entry = self.load(conn, key)?;
             self.lru.put(key.clone(), entry);
         }
-        self.lru.get_mut(key).ok_or_else(|| "document cache lost an entry".to_owned())
+        self.lru
+            .get_mut(key)
+            .ok_or_else(|| "document cache lost an entry".to_owned())
     }
 
     fn load(&self, conn: &Connection, key: &DocKey) -> Result<DocEntry, String> {
@@ -78,11 +84,19 @@ impl DocCache {
             })
             .map_err(|e| e.to_string())?;
         match row {
-            None => Ok(DocEntry { doc: new_doc(&self.replica), chunks: 0, stored: false }),
+            None => Ok(DocEntry {
+                doc: new_doc(&self.replica),
+                chunks: 0,
+                stored: false,
+            }),
             Some((state, chunks)) => {
                 let doc = load_doc(&state, &self.replica)
                     .map_err(|e| format!("{}/{}: {e}", key.collection, key.id))?;
-                Ok(DocEntry { doc, chunks, stored: true })
+                Ok(DocEntry {
+                    doc,
+                    chunks,
+                    stored: true,
+                })
             }
         }
     }
@@ -147,7 +161,11 @@ pub(crate) fn store_change(
 }
 
 /// Rewrites a row's state as one `save()` snapshot.
-pub(crate) fn write_snapshot(conn: &Connection, key: &DocKey, doc: &Automerge) -> rusqlite::Result<()> {
+pub(crate) fn write_snapshot(
+    conn: &Connection,
+    key: &DocKey,
+    doc: &Automerge,
+) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "UPDATE docs SET state = ?4, chunks = 0 WHERE collection = ?1 AND id = ?2 AND incarnation = ?3",
     )?
@@ -157,7 +175,12 @@ pub(crate) fn write_snapshot(conn: &Connection, key: &DocKey, doc: &Automerge) -
 
 /// Frees the states of incarnations `..=upto` of a record (they are dead: deleted or superseded
 /// by a re-creation, and no change to them is ever applied again).
-pub(crate) fn free_dead(conn: &Connection, collection: &str, id: &str, upto: Incarnation) -> rusqlite::Result<usize> {
+pub(crate) fn free_dead(
+    conn: &Connection,
+    collection: &str,
+    id: &str,
+    upto: Incarnation,
+) -> rusqlite::Result<usize> {
     conn.prepare_cached("DELETE FROM docs WHERE collection = ?1 AND id = ?2 AND incarnation <= ?3")?
         .execute(params![collection, id, upto])
 }

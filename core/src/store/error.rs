@@ -26,7 +26,9 @@ pub enum OpenError {
         source: rusqlite::Error,
     },
     /// The schema given cannot replace the stored one.
-    #[error("{0}; fix the schema file (new fields and collections are fine) or use a new data directory")]
+    #[error(
+        "{0}; fix the schema file (new fields and collections are fine) or use a new data directory"
+    )]
     Schema(#[from] SchemaError),
     /// Stored metadata is unreadable.
     #[error("corrupt store: {0}; restore a backup")]
@@ -44,7 +46,9 @@ pub enum OpenError {
 #[non_exhaustive]
 pub enum WriteError {
     /// Input text is not JSON (raised by callers that parse text, such as the CLI).
-    #[error("invalid JSON: {0}; pass one JSON object, e.g. {{\"id\":\"a\",\"status\":\"running\"}}")]
+    #[error(
+        "invalid JSON: {0}; pass one JSON object, e.g. {{\"id\":\"a\",\"status\":\"running\"}}"
+    )]
     InvalidJson(String),
     /// The value is not a JSON object.
     #[error("a record of {collection} must be a JSON object, got {got}")]
@@ -101,7 +105,9 @@ pub enum WriteError {
         id: String,
     },
     /// A log row with this id already exists (log rows are immutable).
-    #[error("log row {collection}/{id} already exists; log rows are immutable, append a row with a new id")]
+    #[error(
+        "log row {collection}/{id} already exists; log rows are immutable, append a row with a new id"
+    )]
     Exists {
         /// The collection.
         collection: String,
@@ -160,7 +166,9 @@ pub enum ReadError {
 #[non_exhaustive]
 pub enum ApplyError {
     /// SQLite failed; nothing of the failed batch was kept, so it is safe to retry.
-    #[error("storage error while applying remote changes: {0}; retry after fixing disk space or permissions")]
+    #[error(
+        "storage error while applying remote changes: {0}; retry after fixing disk space or permissions"
+    )]
     Storage(#[from] rusqlite::Error),
     /// The store was closed.
     #[error("the store is closed; open it again")]
@@ -183,7 +191,9 @@ pub enum CloseError {
 /// Copies a SQLite error (they are not `Clone`) to report one failed COMMIT to every waiter.
 pub(crate) fn copy_sql_error(e: &rusqlite::Error) -> rusqlite::Error {
     match e {
-        rusqlite::Error::SqliteFailure(code, msg) => rusqlite::Error::SqliteFailure(*code, msg.clone()),
+        rusqlite::Error::SqliteFailure(code, msg) => {
+            rusqlite::Error::SqliteFailure(*code, msg.clone())
+        }
         other => rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
             Some(other.to_string()),

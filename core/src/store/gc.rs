@@ -44,7 +44,8 @@ impl Writer {
 
     /// Drops a peer from the GC horizon.
     pub fn forget_peer(&mut self, peer: &ReplicaId) -> rusqlite::Result<()> {
-        self.conn.execute("DELETE FROM peer_acks WHERE peer = ?1", [&peer.0[..]])?;
+        self.conn
+            .execute("DELETE FROM peer_acks WHERE peer = ?1", [&peer.0[..]])?;
         Ok(())
     }
 
@@ -54,9 +55,13 @@ impl Writer {
         if acks.is_empty() {
             return Ok(GcReport::default());
         }
-        let horizon = acks.iter().fold(self.summary.clone(), |h, a| h.intersection(a));
+        let horizon = acks
+            .iter()
+            .fold(self.summary.clone(), |h, a| h.intersection(a));
         let mut txns_deleted = 0;
-        let mut delete = self.conn.prepare_cached("DELETE FROM txns WHERE origin = ?1 AND seq BETWEEN ?2 AND ?3")?;
+        let mut delete = self
+            .conn
+            .prepare_cached("DELETE FROM txns WHERE origin = ?1 AND seq BETWEEN ?2 AND ?3")?;
         for (origin, set) in horizon.iter() {
             for &(a, b) in set.ranges() {
                 txns_deleted += delete.execute(params![&origin.0[..], a as i64, b as i64])? as u64;
@@ -65,19 +70,31 @@ impl Writer {
         drop(delete);
         let mut floor = load_floor(&self.conn).map_err(WriteError::Corrupt)?;
         floor.union_with(&horizon);
-        meta_set(&self.conn, GC_FLOOR_KEY, &postcard::to_stdvec(&floor).unwrap_or_default())?;
+        meta_set(
+            &self.conn,
+            GC_FLOOR_KEY,
+            &postcard::to_stdvec(&floor).unwrap_or_default(),
+        )?;
         let docs_freed = self.conn.execute(
             "DELETE FROM docs WHERE EXISTS (SELECT 1 FROM records r
                  WHERE r.collection = docs.collection AND r.id = docs.id
                    AND (r.incarnation > docs.incarnation OR (r.incarnation = docs.incarnation AND r.deleted)))",
             [],
         )? as u64;
-        Ok(GcReport { horizon, txns_deleted, docs_freed })
+        Ok(GcReport {
+            horizon,
+            txns_deleted,
+            docs_freed,
+        })
     }
 
     fn peer_acks(&self) -> rusqlite::Result<Vec<Summary>> {
-        let mut stmt = self.conn.prepare_cached("SELECT peer, summary FROM peer_acks")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT peer, summary FROM peer_acks")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
         let mut out = Vec::new();
         for row in rows {
             let (peer, bytes) = row?;
@@ -100,12 +117,19 @@ impl Writer {
                 "SELECT collection, id, incarnation FROM docs WHERE chunks > 1 ORDER BY chunks DESC LIMIT ?1",
             )?;
             let rows = stmt.query_map([max_docs.min(i64::MAX as usize) as i64], |r| {
-                Ok(DocKey { collection: r.get(0)?, id: r.get(1)?, incarnation: r.get(2)? })
+                Ok(DocKey {
+                    collection: r.get(0)?,
+                    id: r.get(1)?,
+                    incarnation: r.get(2)?,
+                })
             })?;
             rows.collect::<rusqlite::Result<_>>()?
         };
         for key in &keys {
-            let entry = self.docs.entry(&self.conn, key).map_err(WriteError::Corrupt)?;
+            let entry = self
+                .docs
+                .entry(&self.conn, key)
+                .map_err(WriteError::Corrupt)?;
             write_snapshot(&self.conn, key, &entry.doc)?;
             entry.chunks = 0;
         }

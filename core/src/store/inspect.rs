@@ -34,13 +34,19 @@ fn wanted(want: &[(ReplicaId, RangeInclusive<Seq>)]) -> Summary {
 }
 
 /// Stored transactions in `want`, in (origin, seq) order, up to `byte_budget` (at least one).
-pub(crate) fn txns_for(conn: &Connection, want: &[(ReplicaId, RangeInclusive<Seq>)], byte_budget: usize) -> Result<TxnBatch, ReadError> {
+pub(crate) fn txns_for(
+    conn: &Connection,
+    want: &[(ReplicaId, RangeInclusive<Seq>)],
+    byte_budget: usize,
+) -> Result<TxnBatch, ReadError> {
     let want = wanted(want);
     let tx = conn.unchecked_transaction()?;
     let floor = load_floor(&tx).map_err(ReadError::Corrupt)?;
     let mut batch = TxnBatch::default();
     let mut used = 0usize;
-    let mut stmt = tx.prepare_cached("SELECT bytes FROM txns WHERE origin = ?1 AND seq BETWEEN ?2 AND ?3 ORDER BY seq")?;
+    let mut stmt = tx.prepare_cached(
+        "SELECT bytes FROM txns WHERE origin = ?1 AND seq BETWEEN ?2 AND ?3 ORDER BY seq",
+    )?;
     'outer: for (origin, set) in want.iter() {
         for &(a, b) in set.ranges() {
             let mut rows = stmt.query(params![&origin.0[..], a as i64, b as i64])?;
@@ -58,17 +64,26 @@ pub(crate) fn txns_for(conn: &Connection, want: &[(ReplicaId, RangeInclusive<Seq
     drop(stmt);
     tx.finish()?;
     for (origin, set) in want.intersection(&floor).iter() {
-        batch.pruned.extend(set.ranges().iter().map(|&(a, b)| (*origin, a..=b)));
+        batch
+            .pruned
+            .extend(set.ranges().iter().map(|&(a, b)| (*origin, a..=b)));
     }
     Ok(batch)
 }
 
 /// The status report.
-pub(crate) fn status(conn: &Connection, schema: &Schema, replica: ReplicaId) -> Result<Status, ReadError> {
+pub(crate) fn status(
+    conn: &Connection,
+    schema: &Schema,
+    replica: ReplicaId,
+) -> Result<Status, ReadError> {
     let tx = conn.unchecked_transaction()?;
     let held = summary(&tx)?;
-    let count = |sql: &str| -> Result<u64, ReadError> { Ok(tx.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64) };
-    let page_bytes = count("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()")?;
+    let count = |sql: &str| -> Result<u64, ReadError> {
+        Ok(tx.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
+    };
+    let page_bytes =
+        count("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()")?;
     let status = Status {
         replica_id: replica,
         schema_version: schema.version,
@@ -86,28 +101,59 @@ pub(crate) fn status(conn: &Connection, schema: &Schema, replica: ReplicaId) -> 
 }
 
 fn origin_status(origin: ReplicaId, set: &SeqSet) -> OriginStatus {
-    OriginStatus { origin, ranges: set.ranges().to_vec(), count: set.len() }
+    OriginStatus {
+        origin,
+        ranges: set.ranges().to_vec(),
+        count: set.len(),
+    }
 }
 
-fn collection_counts(conn: &Connection, schema: &Schema) -> Result<Vec<CollectionStatus>, ReadError> {
+fn collection_counts(
+    conn: &Connection,
+    schema: &Schema,
+) -> Result<Vec<CollectionStatus>, ReadError> {
     let mut out: BTreeMap<String, CollectionStatus> = schema
         .collections
         .iter()
         .map(|(name, def)| {
-            let s = CollectionStatus { name: name.clone(), kind: def.kind, live: 0, deleted: 0, declared: true };
+            let s = CollectionStatus {
+                name: name.clone(),
+                kind: def.kind,
+                live: 0,
+                deleted: 0,
+                declared: true,
+            };
             (name.clone(), s)
         })
         .collect();
     let sources = [
-        ("SELECT collection, SUM(deleted = 0), SUM(deleted) FROM records GROUP BY collection", CollectionKind::Document),
-        ("SELECT collection, COUNT(*), 0 FROM log_rows GROUP BY collection", CollectionKind::Log),
+        (
+            "SELECT collection, SUM(deleted = 0), SUM(deleted) FROM records GROUP BY collection",
+            CollectionKind::Document,
+        ),
+        (
+            "SELECT collection, COUNT(*), 0 FROM log_rows GROUP BY collection",
+            CollectionKind::Log,
+        ),
     ];
     for (sql, kind) in sources {
         let mut stmt = conn.prepare(sql)?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
         for row in rows {
             let (name, live, deleted) = row?;
-            let entry = out.entry(name.clone()).or_insert(CollectionStatus { name, kind, live: 0, deleted: 0, declared: false });
+            let entry = out.entry(name.clone()).or_insert(CollectionStatus {
+                name,
+                kind,
+                live: 0,
+                deleted: 0,
+                declared: false,
+            });
             entry.live += live as u64;
             entry.deleted += deleted as u64;
         }

@@ -24,29 +24,65 @@ pub const MAX_ID_LEN: usize = 256;
 
 /// A validated op.
 enum Planned {
-    Put { collection: String, def: CollectionDef, id: String, fields: Map<String, Value>, recreate: bool },
-    Increment { collection: String, def: CollectionDef, id: String, field: String, by: i64 },
-    Delete { collection: String, def: CollectionDef, id: String },
-    Append { collection: String, id: String, row: Value },
+    Put {
+        collection: String,
+        def: CollectionDef,
+        id: String,
+        fields: Map<String, Value>,
+        recreate: bool,
+    },
+    Increment {
+        collection: String,
+        def: CollectionDef,
+        id: String,
+        field: String,
+        by: i64,
+    },
+    Delete {
+        collection: String,
+        def: CollectionDef,
+        id: String,
+    },
+    Append {
+        collection: String,
+        id: String,
+        row: Value,
+    },
 }
 
 impl Writer {
     /// Runs one local transaction (inside the writer's savepoint).
-    pub fn transact(&mut self, ops: Vec<WriteOp>) -> Result<(Committed, Option<StoreEvent>), WriteError> {
+    pub fn transact(
+        &mut self,
+        ops: Vec<WriteOp>,
+    ) -> Result<(Committed, Option<StoreEvent>), WriteError> {
         if ops.is_empty() {
             return Err(WriteError::Empty);
         }
         if ops.len() > MAX_TXN_OPS {
-            return Err(WriteError::TooLarge { what: format!("{} ops, limit {MAX_TXN_OPS}", ops.len()) });
+            return Err(WriteError::TooLarge {
+                what: format!("{} ops, limit {MAX_TXN_OPS}", ops.len()),
+            });
         }
-        let plans = ops.into_iter().map(|op| plan(&self.schema, op)).collect::<Result<Vec<_>, _>>()?;
-        let id = TxnId { origin: self.replica, seq: self.summary.next_seq(&self.replica) };
+        let plans = ops
+            .into_iter()
+            .map(|op| plan(&self.schema, op))
+            .collect::<Result<Vec<_>, _>>()?;
+        let id = TxnId {
+            origin: self.replica,
+            seq: self.summary.next_seq(&self.replica),
+        };
         let mut out = Vec::with_capacity(plans.len());
         let mut changes = Vec::with_capacity(plans.len());
         for p in plans {
             changes.push(self.exec(p, id, &mut out)?);
         }
-        let txn = Txn { id, timestamp_ms: super::now_ms(), schema_version: self.schema.version, ops: out };
+        let txn = Txn {
+            id,
+            timestamp_ms: super::now_ms(),
+            schema_version: self.schema.version,
+            ops: out,
+        };
         self.record_local(&txn)?;
         let event = self.has_subscribers().then(|| StoreEvent::Committed {
             txns: vec![id],
@@ -60,7 +96,9 @@ impl Writer {
     fn record_local(&mut self, txn: &Txn) -> Result<(), WriteError> {
         let bytes = txn.encode();
         if bytes.len() > MAX_TXN_BYTES {
-            return Err(WriteError::TooLarge { what: format!("{} bytes encoded, limit {MAX_TXN_BYTES}", bytes.len()) });
+            return Err(WriteError::TooLarge {
+                what: format!("{} bytes encoded, limit {MAX_TXN_BYTES}", bytes.len()),
+            });
         }
         rows::insert_txn(&self.conn, txn.id, &bytes)?;
         let mut set = self.summary.get(&self.replica).cloned().unwrap_or_default();
@@ -70,24 +108,49 @@ impl Writer {
         Ok(())
     }
 
-    fn exec(&mut self, p: Planned, txn: TxnId, out: &mut Vec<Op>) -> Result<RecordChange, WriteError> {
+    fn exec(
+        &mut self,
+        p: Planned,
+        txn: TxnId,
+        out: &mut Vec<Op>,
+    ) -> Result<RecordChange, WriteError> {
         match p {
-            Planned::Put { collection, def, id, fields, recreate } => {
+            Planned::Put {
+                collection,
+                def,
+                id,
+                fields,
+                recreate,
+            } => {
                 let state = rows::record_state(&self.conn, &collection, &id)?;
                 let (incarnation, kind) = target_incarnation(state, recreate, &collection, &id)?;
                 let replica = self.replica;
                 let write = |doc: &mut Automerge| doc::put_fields(doc, &def, &fields, &replica);
                 self.write_doc(&collection, &def, &id, incarnation, kind, write, out)
             }
-            Planned::Increment { collection, def, id, field, by } => {
+            Planned::Increment {
+                collection,
+                def,
+                id,
+                field,
+                by,
+            } => {
                 let state = rows::record_state(&self.conn, &collection, &id)?;
                 let (incarnation, kind) = target_incarnation(state, false, &collection, &id)?;
                 let replica = self.replica;
                 let write = |doc: &mut Automerge| doc::increment(doc, &field, by, &replica);
                 self.write_doc(&collection, &def, &id, incarnation, kind, write, out)
             }
-            Planned::Delete { collection, def, id } => self.delete(collection, &def, id, out),
-            Planned::Append { collection, id, row } => self.append(collection, id, row, txn, out),
+            Planned::Delete {
+                collection,
+                def,
+                id,
+            } => self.delete(collection, &def, id, out),
+            Planned::Append {
+                collection,
+                id,
+                row,
+            } => self.append(collection, id, row, txn, out),
         }
     }
 
@@ -103,58 +166,134 @@ impl Writer {
         write: impl FnOnce(&mut Automerge) -> Result<Vec<u8>, DocError>,
         out: &mut Vec<Op>,
     ) -> Result<RecordChange, WriteError> {
-        let key = DocKey { collection: collection.to_owned(), id: id.to_owned(), incarnation };
+        let key = DocKey {
+            collection: collection.to_owned(),
+            id: id.to_owned(),
+            incarnation,
+        };
         let rowversion = self.next_rowversion();
-        let entry = self.docs.entry(&self.conn, &key).map_err(WriteError::Corrupt)?;
+        let entry = self
+            .docs
+            .entry(&self.conn, &key)
+            .map_err(WriteError::Corrupt)?;
         let change = write(&mut entry.doc).map_err(doc_error)?;
         store_change(&self.conn, &key, entry, &change)?;
         let json = with_pk(doc::materialize(&entry.doc, def), &def.primary_key, id);
         if kind == ChangeKind::Insert && incarnation > 1 {
             free_dead(&self.conn, collection, id, incarnation - 1)?;
         }
-        rows::upsert_record(&self.conn, collection, id, incarnation, &json.to_string(), rowversion)?;
-        out.push(Op::Doc { collection: collection.to_owned(), id: id.to_owned(), incarnation, change });
-        Ok(RecordChange { collection: collection.to_owned(), id: id.to_owned(), kind, value: Some(json) })
+        rows::upsert_record(
+            &self.conn,
+            collection,
+            id,
+            incarnation,
+            &json.to_string(),
+            rowversion,
+        )?;
+        out.push(Op::Doc {
+            collection: collection.to_owned(),
+            id: id.to_owned(),
+            incarnation,
+            change,
+        });
+        Ok(RecordChange {
+            collection: collection.to_owned(),
+            id: id.to_owned(),
+            kind,
+            value: Some(json),
+        })
     }
 
-    fn delete(&mut self, collection: String, def: &CollectionDef, id: String, out: &mut Vec<Op>) -> Result<RecordChange, WriteError> {
+    fn delete(
+        &mut self,
+        collection: String,
+        def: &CollectionDef,
+        id: String,
+        out: &mut Vec<Op>,
+    ) -> Result<RecordChange, WriteError> {
         let state = rows::record_state(&self.conn, &collection, &id)?;
-        let Some(RecordState { incarnation, deleted: false }) = state else {
+        let Some(RecordState {
+            incarnation,
+            deleted: false,
+        }) = state
+        else {
             return Err(WriteError::NotFound { collection, id });
         };
         let stub = with_pk(Map::new(), &def.primary_key, &id).to_string();
         let rowversion = self.next_rowversion();
         rows::tombstone(&self.conn, &collection, &id, incarnation, &stub, rowversion)?;
         free_dead(&self.conn, &collection, &id, incarnation)?;
-        self.docs.evict(&DocKey { collection: collection.clone(), id: id.clone(), incarnation });
-        out.push(Op::Delete { collection: collection.clone(), id: id.clone(), incarnation });
-        Ok(RecordChange { collection, id, kind: ChangeKind::Delete, value: None })
+        self.docs.evict(&DocKey {
+            collection: collection.clone(),
+            id: id.clone(),
+            incarnation,
+        });
+        out.push(Op::Delete {
+            collection: collection.clone(),
+            id: id.clone(),
+            incarnation,
+        });
+        Ok(RecordChange {
+            collection,
+            id,
+            kind: ChangeKind::Delete,
+            value: None,
+        })
     }
 
-    fn append(&mut self, collection: String, id: String, row: Value, txn: TxnId, out: &mut Vec<Op>) -> Result<RecordChange, WriteError> {
+    fn append(
+        &mut self,
+        collection: String,
+        id: String,
+        row: Value,
+        txn: TxnId,
+        out: &mut Vec<Op>,
+    ) -> Result<RecordChange, WriteError> {
         if rows::log_row_txn(&self.conn, &collection, &id)?.is_some() {
             return Err(WriteError::Exists { collection, id });
         }
         let text = row.to_string();
         let rowversion = self.next_rowversion();
-        if rows::insert_log_row(&self.conn, &collection, &id, txn, &text, rowversion)? != LogInsert::Inserted {
+        if rows::insert_log_row(&self.conn, &collection, &id, txn, &text, rowversion)?
+            != LogInsert::Inserted
+        {
             return Err(WriteError::Exists { collection, id });
         }
-        out.push(Op::Append { collection: collection.clone(), id: id.clone(), row: text });
-        Ok(RecordChange { collection, id, kind: ChangeKind::Append, value: Some(row) })
+        out.push(Op::Append {
+            collection: collection.clone(),
+            id: id.clone(),
+            row: text,
+        });
+        Ok(RecordChange {
+            collection,
+            id,
+            kind: ChangeKind::Append,
+            value: Some(row),
+        })
     }
 }
 
 /// The incarnation a write goes to, and whether the row appears (Insert) or changes (Update).
-fn target_incarnation(state: Option<RecordState>, recreate: bool, collection: &str, id: &str) -> Result<(u32, ChangeKind), WriteError> {
+fn target_incarnation(
+    state: Option<RecordState>,
+    recreate: bool,
+    collection: &str,
+    id: &str,
+) -> Result<(u32, ChangeKind), WriteError> {
     match state {
         None => Ok((1, ChangeKind::Insert)),
         Some(s) if !s.deleted => Ok((s.incarnation, ChangeKind::Update)),
         Some(s) if recreate => match s.incarnation.checked_add(1) {
             Some(next) => Ok((next, ChangeKind::Insert)),
-            None => Err(WriteError::InvalidId { collection: collection.to_owned(), reason: "re-created too many times".into() }),
+            None => Err(WriteError::InvalidId {
+                collection: collection.to_owned(),
+                reason: "re-created too many times".into(),
+            }),
         },
-        Some(_) => Err(WriteError::Deleted { collection: collection.to_owned(), id: id.to_owned() }),
+        Some(_) => Err(WriteError::Deleted {
+            collection: collection.to_owned(),
+            id: id.to_owned(),
+        }),
     }
 }
 
@@ -168,12 +307,27 @@ fn doc_error(e: DocError) -> WriteError {
 /// Stateless validation of one op.
 fn plan(schema: &Schema, op: WriteOp) -> Result<Planned, WriteError> {
     match op {
-        WriteOp::Put { collection, value, recreate } => {
+        WriteOp::Put {
+            collection,
+            value,
+            recreate,
+        } => {
             let def = collection_def(schema, &collection, CollectionKind::Document, "put")?;
             let (id, fields) = split_record(&collection, &def, value, true)?;
-            Ok(Planned::Put { collection, def, id, fields, recreate })
+            Ok(Planned::Put {
+                collection,
+                def,
+                id,
+                fields,
+                recreate,
+            })
         }
-        WriteOp::Increment { collection, id, field, by } => {
+        WriteOp::Increment {
+            collection,
+            id,
+            field,
+            by,
+        } => {
             let def = collection_def(schema, &collection, CollectionKind::Document, "increment")?;
             check_id(&collection, &id)?;
             validate_name("field", &field)?;
@@ -184,26 +338,47 @@ fn plan(schema: &Schema, op: WriteOp) -> Result<Planned, WriteError> {
                 );
                 return Err(WriteError::PolicyViolation { field, reason });
             }
-            Ok(Planned::Increment { collection, def, id, field, by })
+            Ok(Planned::Increment {
+                collection,
+                def,
+                id,
+                field,
+                by,
+            })
         }
         WriteOp::Delete { collection, id } => {
             let def = collection_def(schema, &collection, CollectionKind::Document, "delete")?;
             check_id(&collection, &id)?;
-            Ok(Planned::Delete { collection, def, id })
+            Ok(Planned::Delete {
+                collection,
+                def,
+                id,
+            })
         }
         WriteOp::Append { collection, value } => {
             let def = collection_def(schema, &collection, CollectionKind::Log, "append")?;
             let (id, fields) = split_record(&collection, &def, value, false)?;
             let row = with_pk(fields, &def.primary_key, &id);
-            Ok(Planned::Append { collection, id, row })
+            Ok(Planned::Append {
+                collection,
+                id,
+                row,
+            })
         }
     }
 }
 
 /// The definition for a local write, refusing undeclared collections (strict) and wrong kinds.
-fn collection_def(schema: &Schema, collection: &str, want: CollectionKind, op: &'static str) -> Result<CollectionDef, WriteError> {
+fn collection_def(
+    schema: &Schema,
+    collection: &str,
+    want: CollectionKind,
+    op: &'static str,
+) -> Result<CollectionDef, WriteError> {
     validate_name("collection", collection)?;
-    let def = schema.collection(collection).ok_or_else(|| WriteError::UnknownCollection(collection.to_owned()))?;
+    let def = schema
+        .collection(collection)
+        .ok_or_else(|| WriteError::UnknownCollection(collection.to_owned()))?;
     if def.kind == want {
         return Ok(def);
     }
@@ -211,29 +386,51 @@ fn collection_def(schema: &Schema, collection: &str, want: CollectionKind, op: &
         CollectionKind::Log => ("log", "log rows are immutable; use append"),
         CollectionKind::Document => ("document", "use put, increment or delete"),
     };
-    Err(WriteError::WrongKind { collection: collection.to_owned(), kind, op, hint })
+    Err(WriteError::WrongKind {
+        collection: collection.to_owned(),
+        kind,
+        op,
+        hint,
+    })
 }
 
 /// Splits a record into its id (given or generated) and its other fields, checking names,
 /// nesting and (for documents) each field's policy.
-fn split_record(collection: &str, def: &CollectionDef, value: Value, document: bool) -> Result<(String, Map<String, Value>), WriteError> {
+fn split_record(
+    collection: &str,
+    def: &CollectionDef,
+    value: Value,
+    document: bool,
+) -> Result<(String, Map<String, Value>), WriteError> {
     let Value::Object(mut fields) = value else {
-        return Err(WriteError::NotAnObject { collection: collection.to_owned(), got: json_type(&value) });
+        return Err(WriteError::NotAnObject {
+            collection: collection.to_owned(),
+            got: json_type(&value),
+        });
     };
     let id = match fields.remove(&def.primary_key) {
         None | Some(Value::Null) => new_record_id(),
         Some(Value::String(s)) => s,
         Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
         Some(other) => {
-            let reason = format!("primary key {:?} must be a string or an integer, got {}", def.primary_key, json_type(&other));
-            return Err(WriteError::InvalidId { collection: collection.to_owned(), reason });
+            let reason = format!(
+                "primary key {:?} must be a string or an integer, got {}",
+                def.primary_key,
+                json_type(&other)
+            );
+            return Err(WriteError::InvalidId {
+                collection: collection.to_owned(),
+                reason,
+            });
         }
     };
     check_id(collection, &id)?;
     for (field, v) in &fields {
         validate_name("field", field)?;
         if doc::json_depth(v) > MAX_DEPTH {
-            return Err(WriteError::TooLarge { what: format!("field {field:?} nests deeper than {MAX_DEPTH} levels") });
+            return Err(WriteError::TooLarge {
+                what: format!("field {field:?} nests deeper than {MAX_DEPTH} levels"),
+            });
         }
         if document {
             doc::check_policy(def.policy(field), field, v).map_err(doc_error)?;
@@ -250,5 +447,8 @@ fn check_id(collection: &str, id: &str) -> Result<(), WriteError> {
     } else {
         return Ok(());
     };
-    Err(WriteError::InvalidId { collection: collection.to_owned(), reason: reason.to_owned() })
+    Err(WriteError::InvalidId {
+        collection: collection.to_owned(),
+        reason: reason.to_owned(),
+    })
 }

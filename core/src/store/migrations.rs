@@ -69,7 +69,9 @@ pub(crate) fn run(conn: &mut Connection) -> Result<(), OpenError> {
         let fail = |source| OpenError::Migration { name, source };
         let tx = conn.transaction().map_err(fail)?;
         let done: Option<i64> = tx
-            .query_row("SELECT 1 FROM migrations WHERE name = ?1", [name], |r| r.get(0))
+            .query_row("SELECT 1 FROM migrations WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(fail)?;
         if done.is_none() {
@@ -87,7 +89,8 @@ pub(crate) fn run(conn: &mut Connection) -> Result<(), OpenError> {
 
 /// Reads a `meta` value.
 pub(crate) fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<Vec<u8>>> {
-    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
 }
 
 /// Writes a `meta` value.
@@ -111,7 +114,9 @@ mod tests {
         run(&mut conn).unwrap();
         meta_set(&conn, "k", b"v").unwrap();
         run(&mut conn).unwrap();
-        let n: i64 = conn.query_row("SELECT COUNT(*) FROM migrations", [], |r| r.get(0)).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM migrations", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, MIGRATIONS.len() as i64);
         assert_eq!(meta_get(&conn, "k").unwrap().as_deref(), Some(&b"v"[..]));
     }

@@ -56,8 +56,8 @@ pub use error::{ApplyError, CloseError, OpenError, ReadError, WriteError};
 pub use local::MAX_ID_LEN;
 pub use open::DB_FILE;
 pub use types::{
-    ApplyReport, ChangeKind, CollectionStatus, Committed, GcReport, OriginStatus, Query, RecordChange, Status,
-    StoreEvent, TxnBatch, WriteOp,
+    ApplyReport, ChangeKind, CollectionStatus, Committed, GcReport, OriginStatus, Query,
+    RecordChange, Status, StoreEvent, TxnBatch, WriteOp,
 };
 pub use writer::COMMAND_QUEUE;
 
@@ -101,7 +101,12 @@ pub struct OpenOptions {
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        Self { schema: None, synchronous: Synchronous::Normal, doc_cache: 1024, read_connections: 4 }
+        Self {
+            schema: None,
+            synchronous: Synchronous::Normal,
+            doc_cache: 1024,
+            read_connections: 4,
+        }
     }
 }
 
@@ -123,7 +128,10 @@ struct Inner {
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store").field("replica", &self.inner.replica).field("dir", &self.inner.dir).finish()
+        f.debug_struct("Store")
+            .field("replica", &self.inner.replica)
+            .field("dir", &self.inner.dir)
+            .finish()
     }
 }
 
@@ -158,8 +166,18 @@ impl Store {
             .name(format!("meshlite-writer-{}", replica.short()))
             .spawn(move || writer.run(rx))
             .map_err(OpenError::Thread)?;
-        let inner = Inner { replica, schema, dir: dir.to_owned(), commands, events, readers, thread: Mutex::new(Some(thread)) };
-        Ok(Store { inner: Arc::new(inner) })
+        let inner = Inner {
+            replica,
+            schema,
+            dir: dir.to_owned(),
+            commands,
+            events,
+            readers,
+            thread: Mutex::new(Some(thread)),
+        };
+        Ok(Store {
+            inner: Arc::new(inner),
+        })
     }
 
     /// This replica's id.
@@ -178,7 +196,11 @@ impl Store {
     }
 
     /// Sends a command and waits for its reply (blocking).
-    fn call<T, E>(&self, make: impl FnOnce(oneshot::Sender<Result<T, E>>) -> Command, closed: E) -> Result<T, E> {
+    fn call<T, E>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, E>>) -> Command,
+        closed: E,
+    ) -> Result<T, E> {
         let (tx, rx) = oneshot::channel();
         if self.inner.commands.blocking_send(make(tx)).is_err() {
             return Err(closed);
@@ -187,7 +209,11 @@ impl Store {
     }
 
     /// Sends a command and awaits its reply.
-    async fn call_async<T, E>(&self, make: impl FnOnce(oneshot::Sender<Result<T, E>>) -> Command, closed: E) -> Result<T, E> {
+    async fn call_async<T, E>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, E>>) -> Command,
+        closed: E,
+    ) -> Result<T, E> {
         let (tx, rx) = oneshot::channel();
         if self.inner.commands.send(make(tx)).await.is_err() {
             return Err(closed);
@@ -202,48 +228,84 @@ impl Store {
 
     /// Commits `ops` atomically as one transaction.
     pub async fn transact_async(&self, ops: Vec<WriteOp>) -> Result<Committed, WriteError> {
-        self.call_async(|reply| Command::Transact { ops, reply }, WriteError::Closed).await
+        self.call_async(|reply| Command::Transact { ops, reply }, WriteError::Closed)
+            .await
     }
 
     /// Upserts one document record (merge-patch); returns the merged record.
     pub fn put(&self, collection: &str, value: Value) -> Result<Value, WriteError> {
-        self.single(WriteOp::Put { collection: collection.to_owned(), value, recreate: false })
+        self.single(WriteOp::Put {
+            collection: collection.to_owned(),
+            value,
+            recreate: false,
+        })
     }
 
     /// Re-creates a deleted record (or upserts a live one); returns the merged record.
     pub fn recreate(&self, collection: &str, value: Value) -> Result<Value, WriteError> {
-        self.single(WriteOp::Put { collection: collection.to_owned(), value, recreate: true })
+        self.single(WriteOp::Put {
+            collection: collection.to_owned(),
+            value,
+            recreate: true,
+        })
     }
 
     /// Deletes one document record.
     pub fn delete(&self, collection: &str, id: &str) -> Result<(), WriteError> {
-        self.single(WriteOp::Delete { collection: collection.to_owned(), id: id.to_owned() }).map(drop)
+        self.single(WriteOp::Delete {
+            collection: collection.to_owned(),
+            id: id.to_owned(),
+        })
+        .map(drop)
     }
 
     /// Adds `by` to a counter field; returns the merged record.
-    pub fn increment(&self, collection: &str, id: &str, field: &str, by: i64) -> Result<Value, WriteError> {
-        let op = WriteOp::Increment { collection: collection.to_owned(), id: id.to_owned(), field: field.to_owned(), by };
+    pub fn increment(
+        &self,
+        collection: &str,
+        id: &str,
+        field: &str,
+        by: i64,
+    ) -> Result<Value, WriteError> {
+        let op = WriteOp::Increment {
+            collection: collection.to_owned(),
+            id: id.to_owned(),
+            field: field.to_owned(),
+            by,
+        };
         self.single(op)
     }
 
     /// Appends one log row; returns it with its id.
     pub fn append(&self, collection: &str, value: Value) -> Result<Value, WriteError> {
-        self.single(WriteOp::Append { collection: collection.to_owned(), value })
+        self.single(WriteOp::Append {
+            collection: collection.to_owned(),
+            value,
+        })
     }
 
     fn single(&self, op: WriteOp) -> Result<Value, WriteError> {
         let committed = self.transact(vec![op])?;
-        Ok(committed.changes.into_iter().next().and_then(|c| c.value).unwrap_or(Value::Null))
+        Ok(committed
+            .changes
+            .into_iter()
+            .next()
+            .and_then(|c| c.value)
+            .unwrap_or(Value::Null))
     }
 
     /// One live record (or log row); `None` when missing or deleted.
     pub fn get(&self, collection: &str, id: &str) -> Result<Option<Value>, ReadError> {
-        self.inner.readers.with(|c| read::get(c, &self.inner.schema, collection, id))
+        self.inner
+            .readers
+            .with(|c| read::get(c, &self.inner.schema, collection, id))
     }
 
     /// Rows of a document or log collection matching `q`.
     pub fn query(&self, collection: &str, q: &Query) -> Result<Vec<Value>, ReadError> {
-        self.inner.readers.with(|c| read::query(c, &self.inner.schema, collection, q))
+        self.inner
+            .readers
+            .with(|c| read::query(c, &self.inner.schema, collection, q))
     }
 
     /// What this replica holds.
@@ -253,8 +315,14 @@ impl Store {
 
     /// Stored transactions in the wanted ranges, in (origin, seq) order, up to `byte_budget`
     /// bytes (a budget always admits at least one).
-    pub fn txns_for(&self, want: &[(ReplicaId, RangeInclusive<Seq>)], byte_budget: usize) -> Result<TxnBatch, ReadError> {
-        self.inner.readers.with(|c| inspect::txns_for(c, want, byte_budget))
+    pub fn txns_for(
+        &self,
+        want: &[(ReplicaId, RangeInclusive<Seq>)],
+        byte_budget: usize,
+    ) -> Result<TxnBatch, ReadError> {
+        self.inner
+            .readers
+            .with(|c| inspect::txns_for(c, want, byte_budget))
     }
 
     /// Applies remote transactions (blocking). Large inputs are split into commands of at most
@@ -262,7 +330,10 @@ impl Store {
     pub fn apply_remote(&self, txns: Vec<Txn>) -> Result<ApplyReport, ApplyError> {
         let mut report = ApplyReport::default();
         for chunk in chunks(txns) {
-            report.absorb(self.call(|reply| Command::Apply { txns: chunk, reply }, ApplyError::Closed)?);
+            report.absorb(self.call(
+                |reply| Command::Apply { txns: chunk, reply },
+                ApplyError::Closed,
+            )?);
         }
         Ok(report)
     }
@@ -271,7 +342,13 @@ impl Store {
     pub async fn apply_remote_async(&self, txns: Vec<Txn>) -> Result<ApplyReport, ApplyError> {
         let mut report = ApplyReport::default();
         for chunk in chunks(txns) {
-            report.absorb(self.call_async(|reply| Command::Apply { txns: chunk, reply }, ApplyError::Closed).await?);
+            report.absorb(
+                self.call_async(
+                    |reply| Command::Apply { txns: chunk, reply },
+                    ApplyError::Closed,
+                )
+                .await?,
+            );
         }
         Ok(report)
     }
@@ -283,17 +360,25 @@ impl Store {
 
     /// A snapshot for `meshlite status`.
     pub fn status(&self) -> Result<Status, ReadError> {
-        self.inner.readers.with(|c| inspect::status(c, &self.inner.schema, self.inner.replica))
+        self.inner
+            .readers
+            .with(|c| inspect::status(c, &self.inner.schema, self.inner.replica))
     }
 
     /// Records what `peer` acknowledged holding (feeds the GC horizon; persisted).
     pub fn record_peer_ack(&self, peer: ReplicaId, held: Summary) -> Result<(), WriteError> {
-        self.call(|reply| Command::PeerAck { peer, held, reply }, WriteError::Closed)
+        self.call(
+            |reply| Command::PeerAck { peer, held, reply },
+            WriteError::Closed,
+        )
     }
 
     /// Removes a peer from the GC horizon.
     pub fn forget_peer(&self, peer: ReplicaId) -> Result<(), WriteError> {
-        self.call(|reply| Command::ForgetPeer { peer, reply }, WriteError::Closed)
+        self.call(
+            |reply| Command::ForgetPeer { peer, reply },
+            WriteError::Closed,
+        )
     }
 
     /// Deletes stored transactions that every known peer holds (see [`gc`]).
@@ -303,14 +388,22 @@ impl Store {
 
     /// Rewrites up to `max_docs` document states with appended chunks as one snapshot each.
     pub fn compact(&self, max_docs: usize) -> Result<usize, WriteError> {
-        self.call(|reply| Command::Compact { max_docs, reply }, WriteError::Closed)
+        self.call(
+            |reply| Command::Compact { max_docs, reply },
+            WriteError::Closed,
+        )
     }
 
     /// Finishes queued writes, stops the writer thread and checkpoints the WAL. Other clones of
     /// this handle get [`WriteError::Closed`] afterwards.
     pub fn close(self) -> Result<(), CloseError> {
         let result = self.call(|reply| Command::Close { reply }, CloseError::WriterDied);
-        let thread = self.inner.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let thread = self
+            .inner
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(t) = thread {
             t.join().map_err(|_| CloseError::WriterDied)?;
         }

@@ -21,8 +21,14 @@ const REPLICA_KEY: &str = "replica_id";
 const SCHEMA_KEY: &str = "schema";
 
 /// Opens (creating if needed) the write connection and brings the database up to date.
-pub(crate) fn open_db(dir: &Path, opts: &OpenOptions) -> Result<(Connection, ReplicaId, Schema), OpenError> {
-    std::fs::create_dir_all(dir).map_err(|source| OpenError::Io { path: dir.display().to_string(), source })?;
+pub(crate) fn open_db(
+    dir: &Path,
+    opts: &OpenOptions,
+) -> Result<(Connection, ReplicaId, Schema), OpenError> {
+    std::fs::create_dir_all(dir).map_err(|source| OpenError::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
     let mut conn = Connection::open(dir.join(DB_FILE))?;
     configure(&conn, opts.synchronous)?;
     migrations::run(&mut conn)?;
@@ -35,13 +41,17 @@ pub(crate) fn open_db(dir: &Path, opts: &OpenOptions) -> Result<(Connection, Rep
 fn configure(conn: &Connection, sync: Synchronous) -> Result<(), OpenError> {
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(OpenError::Corrupt(format!("cannot enable WAL journaling (got {mode}); use a local filesystem")));
+        return Err(OpenError::Corrupt(format!(
+            "cannot enable WAL journaling (got {mode}); use a local filesystem"
+        )));
     }
     let level = match sync {
         Synchronous::Normal => "NORMAL",
         Synchronous::Full => "FULL",
     };
-    conn.execute_batch(&format!("PRAGMA synchronous = {level}; PRAGMA foreign_keys = OFF;"))?;
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {level}; PRAGMA foreign_keys = OFF;"
+    ))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(())
 }
@@ -49,7 +59,8 @@ fn configure(conn: &Connection, sync: Synchronous) -> Result<(), OpenError> {
 /// The replica id, created at random on first open.
 fn replica_id(conn: &Connection) -> Result<ReplicaId, OpenError> {
     if let Some(bytes) = meta_get(conn, REPLICA_KEY)? {
-        return ReplicaId::from_slice(&bytes).ok_or_else(|| OpenError::Corrupt("stored replica id has the wrong length".into()));
+        return ReplicaId::from_slice(&bytes)
+            .ok_or_else(|| OpenError::Corrupt("stored replica id has the wrong length".into()));
     }
     let id = ReplicaId::random();
     meta_set(conn, REPLICA_KEY, &id.0)?;
@@ -59,11 +70,17 @@ fn replica_id(conn: &Connection) -> Result<ReplicaId, OpenError> {
 /// Picks the schema in force. A new schema must be a compatible upgrade of the stored one (no
 /// stored schema counts as schemaless); it is stored and the rows of every collection whose
 /// definition changed are re-materialized, all in one transaction.
-fn resolve_schema(conn: &mut Connection, given: Option<Schema>, replica: &ReplicaId) -> Result<Schema, OpenError> {
+fn resolve_schema(
+    conn: &mut Connection,
+    given: Option<Schema>,
+    replica: &ReplicaId,
+) -> Result<Schema, OpenError> {
     let stored = match meta_get(conn, SCHEMA_KEY)? {
         Some(bytes) => {
-            let text = String::from_utf8(bytes).map_err(|_| OpenError::Corrupt("stored schema is not UTF-8".into()))?;
-            Schema::from_toml(&text).map_err(|e| OpenError::Corrupt(format!("stored schema: {e}")))?
+            let text = String::from_utf8(bytes)
+                .map_err(|_| OpenError::Corrupt("stored schema is not UTF-8".into()))?;
+            Schema::from_toml(&text)
+                .map_err(|e| OpenError::Corrupt(format!("stored schema: {e}")))?
         }
         None => Schema::schemaless(),
     };
@@ -84,12 +101,25 @@ fn resolve_schema(conn: &mut Connection, given: Option<Schema>, replica: &Replic
 
 /// Collections whose effective definition differs between two schemas.
 fn changed_collections(old: &Schema, new: &Schema) -> Vec<String> {
-    let names: std::collections::BTreeSet<&String> = old.collections.keys().chain(new.collections.keys()).collect();
-    names.into_iter().filter(|n| old.collection_or_default(n) != new.collection_or_default(n)).cloned().collect()
+    let names: std::collections::BTreeSet<&String> = old
+        .collections
+        .keys()
+        .chain(new.collections.keys())
+        .collect();
+    names
+        .into_iter()
+        .filter(|n| old.collection_or_default(n) != new.collection_or_default(n))
+        .cloned()
+        .collect()
 }
 
 /// Recomputes the materialized rows of one document collection under `schema`.
-fn rematerialize(conn: &Connection, schema: &Schema, collection: &str, replica: &ReplicaId) -> Result<(), OpenError> {
+fn rematerialize(
+    conn: &Connection,
+    schema: &Schema,
+    collection: &str,
+    replica: &ReplicaId,
+) -> Result<(), OpenError> {
     let def = schema.collection_or_default(collection);
     if def.kind == CollectionKind::Log {
         return Ok(());
@@ -100,11 +130,14 @@ fn rematerialize(conn: &Connection, schema: &Schema, collection: &str, replica: 
              ON r.collection = d.collection AND r.id = d.id AND r.incarnation = d.incarnation
          WHERE d.collection = ?1 AND r.deleted = 0",
     )?;
-    let mut update = conn.prepare("UPDATE records SET json = ?3, rowversion = ?4 WHERE collection = ?1 AND id = ?2")?;
+    let mut update = conn.prepare(
+        "UPDATE records SET json = ?3, rowversion = ?4 WHERE collection = ?1 AND id = ?2",
+    )?;
     let mut rows = select.query([collection])?;
     while let Some(row) = rows.next()? {
         let (id, state): (String, Vec<u8>) = (row.get(0)?, row.get(2)?);
-        let doc = load_doc(&state, replica).map_err(|e| OpenError::Corrupt(format!("{collection}/{id}: {e}")))?;
+        let doc = load_doc(&state, replica)
+            .map_err(|e| OpenError::Corrupt(format!("{collection}/{id}: {e}")))?;
         rowversion += 1;
         let json = with_pk(materialize(&doc, &def), &def.primary_key, &id);
         update.execute(params![collection, id, json.to_string(), rowversion])?;

@@ -36,29 +36,45 @@ impl ReadPool {
                 Ok(c)
             })
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(Self { idle: Mutex::new(conns), available: Condvar::new() })
+        Ok(Self {
+            idle: Mutex::new(conns),
+            available: Condvar::new(),
+        })
     }
 
     /// Runs `f` on an idle connection, waiting for one if all are busy.
-    pub fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T, ReadError>) -> Result<T, ReadError> {
+    pub fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, ReadError>,
+    ) -> Result<T, ReadError> {
         let conn = {
             let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
             loop {
                 if let Some(c) = idle.pop() {
                     break c;
                 }
-                idle = self.available.wait(idle).unwrap_or_else(PoisonError::into_inner);
+                idle = self
+                    .available
+                    .wait(idle)
+                    .unwrap_or_else(PoisonError::into_inner);
             }
         };
         let result = f(&conn);
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(conn);
         self.available.notify_one();
         result
     }
 }
 
 /// Which table holds a collection: its declared kind, else `log` if it has log rows.
-pub(crate) fn kind_of(conn: &Connection, schema: &Schema, collection: &str) -> Result<CollectionKind, ReadError> {
+pub(crate) fn kind_of(
+    conn: &Connection,
+    schema: &Schema,
+    collection: &str,
+) -> Result<CollectionKind, ReadError> {
     if let Some(def) = schema.collections.get(collection) {
         return Ok(def.kind);
     }
@@ -66,22 +82,41 @@ pub(crate) fn kind_of(conn: &Connection, schema: &Schema, collection: &str) -> R
         .prepare_cached("SELECT 1 FROM log_rows WHERE collection = ?1 LIMIT 1")?
         .query_row([collection], |r| r.get(0))
         .optional()?;
-    Ok(if is_log.is_some() { CollectionKind::Log } else { CollectionKind::Document })
+    Ok(if is_log.is_some() {
+        CollectionKind::Log
+    } else {
+        CollectionKind::Document
+    })
 }
 
 /// One live record or log row.
-pub(crate) fn get(conn: &Connection, schema: &Schema, collection: &str, id: &str) -> Result<Option<Value>, ReadError> {
+pub(crate) fn get(
+    conn: &Connection,
+    schema: &Schema,
+    collection: &str,
+    id: &str,
+) -> Result<Option<Value>, ReadError> {
     validate_name("collection", collection)?;
     let sql = match kind_of(conn, schema, collection)? {
         CollectionKind::Log => "SELECT json FROM log_rows WHERE collection = ?1 AND id = ?2",
-        CollectionKind::Document => "SELECT json FROM records WHERE collection = ?1 AND id = ?2 AND deleted = 0",
+        CollectionKind::Document => {
+            "SELECT json FROM records WHERE collection = ?1 AND id = ?2 AND deleted = 0"
+        }
     };
-    let json: Option<String> = conn.prepare_cached(sql)?.query_row([collection, id], |r| r.get(0)).optional()?;
+    let json: Option<String> = conn
+        .prepare_cached(sql)?
+        .query_row([collection, id], |r| r.get(0))
+        .optional()?;
     json.map(|j| parse_row(&j)).transpose()
 }
 
 /// Rows matching `q`.
-pub(crate) fn query(conn: &Connection, schema: &Schema, collection: &str, q: &Query) -> Result<Vec<Value>, ReadError> {
+pub(crate) fn query(
+    conn: &Connection,
+    schema: &Schema,
+    collection: &str,
+    q: &Query,
+) -> Result<Vec<Value>, ReadError> {
     validate_name("collection", collection)?;
     let kind = kind_of(conn, schema, collection)?;
     let def = schema.collection_or_default(collection);
@@ -104,22 +139,39 @@ pub(crate) fn build_query(
     q: &Query,
 ) -> Result<(String, Vec<SqlValue>), ReadError> {
     let table = table_of(kind);
-    let index = q.filters.iter().find(|(f, _)| f != pk && indexed.contains(f));
-    let hint = index.map_or(String::new(), |(f, _)| format!(" INDEXED BY {}", index_name(table, collection, f)));
-    let mut sql = format!("SELECT json FROM {table}{hint} WHERE collection = {}", sql_literal(collection));
+    let index = q
+        .filters
+        .iter()
+        .find(|(f, _)| f != pk && indexed.contains(f));
+    let hint = index.map_or(String::new(), |(f, _)| {
+        format!(" INDEXED BY {}", index_name(table, collection, f))
+    });
+    let mut sql = format!(
+        "SELECT json FROM {table}{hint} WHERE collection = {}",
+        sql_literal(collection)
+    );
     if kind == CollectionKind::Document && !q.include_deleted {
         sql.push_str(" AND deleted = 0");
     }
     let mut params = Vec::new();
     for (field, value) in &q.filters {
         validate_name("field", field)?;
-        push_filter(&mut sql, &mut params, field_expr(field, pk), field == pk, value)?;
+        push_filter(
+            &mut sql,
+            &mut params,
+            field_expr(field, pk),
+            field == pk,
+            value,
+        )?;
     }
     match &q.order {
         Some((field, desc)) => {
             validate_name("field", field)?;
             let dir = if *desc { "DESC" } else { "ASC" };
-            sql.push_str(&format!(" ORDER BY {} {dir}, id {dir}", field_expr(field, pk)));
+            sql.push_str(&format!(
+                " ORDER BY {} {dir}, id {dir}",
+                field_expr(field, pk)
+            ));
         }
         None => sql.push_str(" ORDER BY id"),
     }
@@ -131,10 +183,20 @@ pub(crate) fn build_query(
 }
 
 fn field_expr(field: &str, pk: &str) -> String {
-    if field == pk { "id".to_owned() } else { format!("json_extract(json, '$.{field}')") }
+    if field == pk {
+        "id".to_owned()
+    } else {
+        format!("json_extract(json, '$.{field}')")
+    }
 }
 
-fn push_filter(sql: &mut String, params: &mut Vec<SqlValue>, expr: String, is_pk: bool, value: &Value) -> Result<(), ReadError> {
+fn push_filter(
+    sql: &mut String,
+    params: &mut Vec<SqlValue>,
+    expr: String,
+    is_pk: bool,
+    value: &Value,
+) -> Result<(), ReadError> {
     let param = match value {
         Value::Null => {
             sql.push_str(&format!(" AND {expr} IS NULL"));
@@ -164,7 +226,8 @@ pub(crate) fn sql_literal(s: &str) -> String {
 }
 
 fn parse_row(json: &str) -> Result<Value, ReadError> {
-    serde_json::from_str(json).map_err(|e| ReadError::Corrupt(format!("stored row is not JSON: {e}")))
+    serde_json::from_str(json)
+        .map_err(|e| ReadError::Corrupt(format!("stored row is not JSON: {e}")))
 }
 
 /// Creates the partial expression index of every declared indexed field (idempotent).

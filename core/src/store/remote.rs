@@ -58,7 +58,10 @@ struct Batch {
 
 impl Writer {
     /// Applies remote transactions (inside the writer's savepoint).
-    pub fn apply(&mut self, mut txns: Vec<Txn>) -> rusqlite::Result<(ApplyReport, Option<StoreEvent>)> {
+    pub fn apply(
+        &mut self,
+        mut txns: Vec<Txn>,
+    ) -> rusqlite::Result<(ApplyReport, Option<StoreEvent>)> {
         txns.sort_by_key(|t| t.id);
         let mut batch = Batch::default();
         for txn in txns {
@@ -72,17 +75,19 @@ impl Writer {
                 rows::save_held(&self.conn, origin, set)?;
             }
         }
-        let event = (self.has_subscribers() && !batch.txns.is_empty()).then(|| StoreEvent::Committed {
-            txns: batch.txns,
-            local: false,
-            changes: batch.changes,
-        });
+        let event =
+            (self.has_subscribers() && !batch.txns.is_empty()).then_some(StoreEvent::Committed {
+                txns: batch.txns,
+                local: false,
+                changes: batch.changes,
+            });
         Ok((batch.report, event))
     }
 
     fn receive(&mut self, txn: Txn, batch: &mut Batch) -> rusqlite::Result<()> {
         if let Err(reason) = check_txn(&txn) {
-            return Ok(reject(batch, txn.id, reason));
+            reject(batch, txn.id, reason);
+            return Ok(());
         }
         if self.summary.contains(&txn.id) {
             batch.report.duplicates += 1;
@@ -99,12 +104,17 @@ impl Writer {
             Outcome::Parked => {
                 rows::insert_txn(&self.conn, txn.id, &bytes)?;
                 self.conn
-                    .prepare_cached("INSERT OR REPLACE INTO parked (origin, seq, bytes) VALUES (?1, ?2, ?3)")?
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO parked (origin, seq, bytes) VALUES (?1, ?2, ?3)",
+                    )?
                     .execute(params![&txn.id.origin.0[..], txn.id.seq as i64, bytes])?;
                 self.parked += 1;
                 batch.report.parked += 1;
             }
-            Outcome::Rejected(reason) => return Ok(reject(batch, txn.id, reason)),
+            Outcome::Rejected(reason) => {
+                reject(batch, txn.id, reason);
+                return Ok(());
+            }
         }
         self.summary.insert(txn.id);
         batch.dirty.insert(txn.id.origin);
@@ -144,13 +154,27 @@ impl Writer {
     }
 
     fn load_parked(&self) -> rusqlite::Result<Vec<(TxnId, Vec<u8>)>> {
-        let mut stmt = self.conn.prepare_cached("SELECT origin, seq, bytes FROM parked ORDER BY origin, seq")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?)))?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT origin, seq, bytes FROM parked ORDER BY origin, seq")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
         let mut out = Vec::new();
         for row in rows {
             let (origin, seq, bytes) = row?;
             if let Some(origin) = ReplicaId::from_slice(&origin) {
-                out.push((TxnId { origin, seq: seq as Seq }, bytes));
+                out.push((
+                    TxnId {
+                        origin,
+                        seq: seq as Seq,
+                    },
+                    bytes,
+                ));
             }
         }
         Ok(out)
@@ -182,7 +206,13 @@ impl Writer {
         let mut seen: HashSet<(DocKey, ChangeHash)> = HashSet::new();
         let mut decoded = Vec::with_capacity(txn.ops.len());
         for op in &txn.ops {
-            let Op::Doc { collection, id, incarnation, change } = op else {
+            let Op::Doc {
+                collection,
+                id,
+                incarnation,
+                change,
+            } = op
+            else {
                 decoded.push(None);
                 continue;
             };
@@ -194,15 +224,20 @@ impl Writer {
                 Ok(c) => c,
                 Err(reason) => return Ok(Verdict::Reject(reason)),
             };
-            let key = DocKey { collection: collection.clone(), id: id.clone(), incarnation: *incarnation };
+            let key = DocKey {
+                collection: collection.clone(),
+                id: id.clone(),
+                incarnation: *incarnation,
+            };
             let entry = match self.docs.entry(&self.conn, &key) {
                 Ok(e) => e,
-                Err(reason) => return Ok(Verdict::Reject(format!("local state unreadable: {reason}"))),
+                Err(reason) => {
+                    return Ok(Verdict::Reject(format!("local state unreadable: {reason}")));
+                }
             };
-            let missing = change
-                .deps()
-                .iter()
-                .any(|d| entry.doc.get_change_by_hash(d).is_none() && !seen.contains(&(key.clone(), *d)));
+            let missing = change.deps().iter().any(|d| {
+                entry.doc.get_change_by_hash(d).is_none() && !seen.contains(&(key.clone(), *d))
+            });
             if missing {
                 return Ok(Verdict::Park);
             }
@@ -214,9 +249,18 @@ impl Writer {
 
     /// True when a document op must be applied (its collection is a document collection here
     /// and its incarnation is not dead).
-    fn doc_op_is_live(&self, collection: &str, id: &str, incarnation: Incarnation) -> rusqlite::Result<bool> {
+    fn doc_op_is_live(
+        &self,
+        collection: &str,
+        id: &str,
+        incarnation: Incarnation,
+    ) -> rusqlite::Result<bool> {
         if self.schema.collection_or_default(collection).kind == CollectionKind::Log {
-            tracing::warn!(collection, id, "document change for a log collection: held and relayed, not materialized");
+            tracing::warn!(
+                collection,
+                id,
+                "document change for a log collection: held and relayed, not materialized"
+            );
             return Ok(false);
         }
         let state = rows::record_state(&self.conn, collection, id)?;
@@ -224,16 +268,40 @@ impl Writer {
     }
 
     /// Phase 2: apply every op. `Err(reason)` rejects the transaction.
-    fn apply_ops(&mut self, txn: &Txn, changes: Vec<Option<Change>>) -> rusqlite::Result<Result<Vec<RecordChange>, String>> {
+    fn apply_ops(
+        &mut self,
+        txn: &Txn,
+        changes: Vec<Option<Change>>,
+    ) -> rusqlite::Result<Result<Vec<RecordChange>, String>> {
         let mut out = Vec::new();
         for (op, change) in txn.ops.iter().zip(changes) {
             let result = match (op, change) {
-                (Op::Doc { collection, id, incarnation, change: bytes }, Some(change)) => {
-                    self.apply_doc(collection, id, *incarnation, change, bytes)?
-                }
+                (
+                    Op::Doc {
+                        collection,
+                        id,
+                        incarnation,
+                        change: bytes,
+                    },
+                    Some(change),
+                ) => self.apply_doc(collection, id, *incarnation, change, bytes)?,
                 (Op::Doc { .. }, None) => Ok(None),
-                (Op::Delete { collection, id, incarnation }, _) => Ok(self.apply_delete(collection, id, *incarnation)?),
-                (Op::Append { collection, id, row }, _) => self.apply_append(collection, id, row, txn.id)?,
+                (
+                    Op::Delete {
+                        collection,
+                        id,
+                        incarnation,
+                    },
+                    _,
+                ) => Ok(self.apply_delete(collection, id, *incarnation)?),
+                (
+                    Op::Append {
+                        collection,
+                        id,
+                        row,
+                    },
+                    _,
+                ) => self.apply_append(collection, id, row, txn.id)?,
             };
             match result {
                 Ok(Some(change)) => out.push(change),
@@ -257,7 +325,11 @@ impl Writer {
             return Ok(Ok(None));
         }
         let def = self.schema.collection_or_default(collection);
-        let key = DocKey { collection: collection.to_owned(), id: id.to_owned(), incarnation };
+        let key = DocKey {
+            collection: collection.to_owned(),
+            id: id.to_owned(),
+            incarnation,
+        };
         let rowversion = self.next_rowversion();
         let entry = match self.docs.entry(&self.conn, &key) {
             Ok(e) => e,
@@ -273,12 +345,33 @@ impl Writer {
             free_dead(&self.conn, collection, id, s.incarnation)?;
         }
         let json = with_pk(merged, &def.primary_key, id);
-        rows::upsert_record(&self.conn, collection, id, incarnation, &json.to_string(), rowversion)?;
-        let kind = if newer { ChangeKind::Insert } else { ChangeKind::Update };
-        Ok(Ok(Some(RecordChange { collection: collection.to_owned(), id: id.to_owned(), kind, value: Some(json) })))
+        rows::upsert_record(
+            &self.conn,
+            collection,
+            id,
+            incarnation,
+            &json.to_string(),
+            rowversion,
+        )?;
+        let kind = if newer {
+            ChangeKind::Insert
+        } else {
+            ChangeKind::Update
+        };
+        Ok(Ok(Some(RecordChange {
+            collection: collection.to_owned(),
+            id: id.to_owned(),
+            kind,
+            value: Some(json),
+        })))
     }
 
-    fn apply_delete(&mut self, collection: &str, id: &str, incarnation: Incarnation) -> rusqlite::Result<Option<RecordChange>> {
+    fn apply_delete(
+        &mut self,
+        collection: &str,
+        id: &str,
+        incarnation: Incarnation,
+    ) -> rusqlite::Result<Option<RecordChange>> {
         let state = rows::record_state(&self.conn, collection, id)?;
         let was_live = match state {
             Some(s) if s.is_dead(incarnation) => return Ok(None),
@@ -290,9 +383,18 @@ impl Writer {
         let rowversion = self.next_rowversion();
         rows::tombstone(&self.conn, collection, id, incarnation, &stub, rowversion)?;
         free_dead(&self.conn, collection, id, incarnation)?;
-        self.docs.evict(&DocKey { collection: collection.to_owned(), id: id.to_owned(), incarnation });
+        self.docs.evict(&DocKey {
+            collection: collection.to_owned(),
+            id: id.to_owned(),
+            incarnation,
+        });
         let kind = ChangeKind::Delete;
-        Ok(was_live.then(|| RecordChange { collection: collection.to_owned(), id: id.to_owned(), kind, value: None }))
+        Ok(was_live.then(|| RecordChange {
+            collection: collection.to_owned(),
+            id: id.to_owned(),
+            kind,
+            value: None,
+        }))
     }
 
     fn apply_append(
@@ -304,10 +406,23 @@ impl Writer {
     ) -> rusqlite::Result<Result<Option<RecordChange>, String>> {
         let value: Value = match serde_json::from_str(row) {
             Ok(v @ Value::Object(_)) => v,
-            _ => return Ok(Err(format!("log row {collection}/{id} is not a JSON object"))),
+            _ => {
+                return Ok(Err(format!(
+                    "log row {collection}/{id} is not a JSON object"
+                )));
+            }
         };
-        if self.schema.collections.get(collection).is_some_and(|d| d.kind == CollectionKind::Document) {
-            tracing::warn!(collection, id, "log row for a document collection: held and relayed, not materialized");
+        if self
+            .schema
+            .collections
+            .get(collection)
+            .is_some_and(|d| d.kind == CollectionKind::Document)
+        {
+            tracing::warn!(
+                collection,
+                id,
+                "log row for a document collection: held and relayed, not materialized"
+            );
             return Ok(Ok(None));
         }
         let rowversion = self.next_rowversion();
@@ -316,7 +431,12 @@ impl Writer {
             LogInsert::Replaced => ChangeKind::Update,
             LogInsert::Kept => return Ok(Ok(None)),
         };
-        Ok(Ok(Some(RecordChange { collection: collection.to_owned(), id: id.to_owned(), kind, value: Some(value) })))
+        Ok(Ok(Some(RecordChange {
+            collection: collection.to_owned(),
+            id: id.to_owned(),
+            kind,
+            value: Some(value),
+        })))
     }
 }
 
@@ -355,7 +475,8 @@ fn apply_and_materialize(
 ) -> Result<serde_json::Map<String, Value>, String> {
     let hash = change.hash();
     let result = catch_unwind(AssertUnwindSafe(|| {
-        doc.apply_changes([change]).map_err(|e| format!("cannot apply change: {e}"))?;
+        doc.apply_changes([change])
+            .map_err(|e| format!("cannot apply change: {e}"))?;
         if doc.get_change_by_hash(&hash).is_none() {
             return Err("change was queued despite its dependencies being present".to_owned());
         }

@@ -17,14 +17,27 @@ fn two(schema_b: Option<&str>) -> Two {
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let a = Store::open(dirs[0].path(), OpenOptions::default()).unwrap();
     let schema = schema_b.map(|s| Schema::from_toml(s).unwrap());
-    let b = Store::open(dirs[1].path(), OpenOptions { schema, doc_cache: 2, ..Default::default() }).unwrap();
+    let b = Store::open(
+        dirs[1].path(),
+        OpenOptions {
+            schema,
+            doc_cache: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     Two { _dirs: dirs, a, b }
 }
 
 /// Every transaction `from` holds, decoded, in (origin, seq) order.
 fn all_txns(from: &Store) -> Vec<Txn> {
     let want = from.summary().unwrap().missing_from(&Default::default());
-    from.txns_for(&want, usize::MAX).unwrap().txns.iter().map(|b| Txn::decode(b).unwrap()).collect()
+    from.txns_for(&want, usize::MAX)
+        .unwrap()
+        .txns
+        .iter()
+        .map(|b| Txn::decode(b).unwrap())
+        .collect()
 }
 
 fn with_change(txn: &Txn, f: impl Fn(&[u8]) -> Vec<u8>) -> Txn {
@@ -42,7 +55,9 @@ fn garbage_and_truncated_changes_are_rejected_and_the_store_stays_usable() {
     let t = two(None);
     t.a.put("c", json!({"id": "x", "v": 1})).unwrap();
     let good = all_txns(&t.a).remove(0);
-    let mut bad = vec![with_change(&good, |_| vec![0x85, 0x6f, 0x4a, 0x83, 1, 2, 3])];
+    let mut bad = vec![with_change(&good, |_| {
+        vec![0x85, 0x6f, 0x4a, 0x83, 1, 2, 3]
+    })];
     for n in [0, 1, 8, good_len(&good) / 2, good_len(&good) - 1] {
         bad.push(with_change(&good, |c| c[..n].to_vec()));
     }
@@ -50,12 +65,19 @@ fn garbage_and_truncated_changes_are_rejected_and_the_store_stays_usable() {
         let report = t.b.apply_remote(vec![txn]).unwrap();
         assert_eq!(report.rejected.len(), 1, "{report:?}");
         assert_eq!(report.applied, 0);
-        assert_eq!(t.b.summary().unwrap().txn_count(), 0, "a rejected txn is not held");
+        assert_eq!(
+            t.b.summary().unwrap().txn_count(),
+            0,
+            "a rejected txn is not held"
+        );
         assert_eq!(t.b.get("c", "x").unwrap(), None);
     }
     let report = t.b.apply_remote(vec![good]).unwrap();
     assert_eq!(report.applied, 1);
-    assert_eq!(t.b.put("c", json!({"id": "x", "w": 2})).unwrap(), json!({"id": "x", "v": 1, "w": 2}));
+    assert_eq!(
+        t.b.put("c", json!({"id": "x", "w": 2})).unwrap(),
+        json!({"id": "x", "v": 1, "w": 2})
+    );
 }
 
 fn good_len(txn: &Txn) -> usize {
@@ -82,19 +104,40 @@ fn a_change_that_fails_to_apply_rolls_back_its_whole_txn() {
     let fresh = super::doc::put_fields(&mut other, &def, &fields, &t.a.replica_id()).unwrap();
     let forged = Txn {
         ops: vec![
-            Op::Doc { collection: "c".into(), id: "y".into(), incarnation: 1, change: fresh },
-            Op::Doc { collection: "c".into(), id: "x".into(), incarnation: 1, change: dup },
+            Op::Doc {
+                collection: "c".into(),
+                id: "y".into(),
+                incarnation: 1,
+                change: fresh,
+            },
+            Op::Doc {
+                collection: "c".into(),
+                id: "x".into(),
+                incarnation: 1,
+                change: dup,
+            },
         ],
         ..txns[1].clone()
     };
     let report = t.b.apply_remote(vec![forged]).unwrap();
-    assert_eq!((report.applied, report.rejected.len()), (0, 1), "{report:?}");
-    assert_eq!(t.b.get("c", "y").unwrap(), None, "the first op was rolled back");
+    assert_eq!(
+        (report.applied, report.rejected.len()),
+        (0, 1),
+        "{report:?}"
+    );
+    assert_eq!(
+        t.b.get("c", "y").unwrap(),
+        None,
+        "the first op was rolled back"
+    );
     assert_eq!(t.b.get("c", "x").unwrap().unwrap()["v"], json!(1));
     // The genuine txn still applies, and local writes work on the (reloaded) document.
     assert_eq!(t.b.apply_remote(vec![txns[1].clone()]).unwrap().applied, 1);
     assert_eq!(t.b.get("c", "x").unwrap().unwrap()["v"], json!(2));
-    assert_eq!(t.b.put("c", json!({"id": "x", "v": 3})).unwrap()["v"], json!(3));
+    assert_eq!(
+        t.b.put("c", json!({"id": "x", "v": 3})).unwrap()["v"],
+        json!(3)
+    );
 }
 
 #[test]
@@ -106,14 +149,24 @@ fn out_of_order_txns_park_until_their_dependencies_arrive() {
     let txns = all_txns(&t.a);
     let report = t.b.apply_remote(vec![txns[2].clone()]).unwrap();
     assert_eq!((report.applied, report.parked), (0, 1));
-    assert_eq!(t.b.get("c", "x").unwrap(), None, "a parked txn is invisible");
+    assert_eq!(
+        t.b.get("c", "x").unwrap(),
+        None,
+        "a parked txn is invisible"
+    );
     assert!(t.b.summary().unwrap().contains(&txns[2].id), "but held");
-    assert_eq!(t.b.apply_remote(vec![txns[2].clone()]).unwrap().duplicates, 1);
+    assert_eq!(
+        t.b.apply_remote(vec![txns[2].clone()]).unwrap().duplicates,
+        1
+    );
     let report = t.b.apply_remote(vec![txns[1].clone()]).unwrap();
     assert_eq!(report.parked, 1);
     let report = t.b.apply_remote(vec![txns[0].clone()]).unwrap();
     assert_eq!((report.applied, report.unparked), (1, 2));
-    assert_eq!(t.b.get("c", "x").unwrap().unwrap(), json!({"id": "x", "v": 3, "w": 2}));
+    assert_eq!(
+        t.b.get("c", "x").unwrap().unwrap(),
+        json!({"id": "x", "v": 3, "w": 2})
+    );
     assert_eq!(t.b.status().unwrap().parked, 0);
 }
 
@@ -134,10 +187,17 @@ fn changes_to_a_deleted_incarnation_are_held_not_shown() {
 fn log_id_collisions_keep_the_smallest_txn_id_in_any_order() {
     use crate::ids::{ReplicaId, TxnId};
     let row = |origin: u8, seq, n: u8| Txn {
-        id: TxnId { origin: ReplicaId([origin; 16]), seq },
+        id: TxnId {
+            origin: ReplicaId([origin; 16]),
+            seq,
+        },
         timestamp_ms: 0,
         schema_version: 0,
-        ops: vec![Op::Append { collection: "l".into(), id: "same".into(), row: json!({"id": "same", "n": n}).to_string() }],
+        ops: vec![Op::Append {
+            collection: "l".into(),
+            id: "same".into(),
+            row: json!({"id": "same", "n": n}).to_string(),
+        }],
     };
     for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
         let t = two(None);
@@ -145,7 +205,11 @@ fn log_id_collisions_keep_the_smallest_txn_id_in_any_order() {
         for i in order {
             t.b.apply_remote(vec![rows[i].clone()]).unwrap();
         }
-        assert_eq!(t.b.get("l", "same").unwrap().unwrap()["n"], json!(2), "order {order:?}");
+        assert_eq!(
+            t.b.get("l", "same").unwrap().unwrap()["n"],
+            json!(2),
+            "order {order:?}"
+        );
     }
 }
 
@@ -155,7 +219,18 @@ fn undeclared_collections_are_applied_but_refused_locally() {
     t.a.put("other", json!({"id": "x", "v": 1})).unwrap();
     let report = t.b.apply_remote(all_txns(&t.a)).unwrap();
     assert_eq!(report.applied, 1);
-    assert_eq!(t.b.get("other", "x").unwrap().unwrap(), json!({"id": "x", "v": 1}));
+    assert_eq!(
+        t.b.get("other", "x").unwrap().unwrap(),
+        json!({"id": "x", "v": 1})
+    );
     assert!(t.b.put("other", json!({"id": "x"})).is_err());
-    assert_eq!(t.b.status().unwrap().collections.iter().filter(|c| !c.declared).count(), 1);
+    assert_eq!(
+        t.b.status()
+            .unwrap()
+            .collections
+            .iter()
+            .filter(|c| !c.declared)
+            .count(),
+        1
+    );
 }

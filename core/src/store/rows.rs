@@ -23,12 +23,21 @@ impl RecordState {
     }
 }
 
-pub(crate) fn record_state(conn: &Connection, collection: &str, id: &str) -> rusqlite::Result<Option<RecordState>> {
-    conn.prepare_cached("SELECT incarnation, deleted FROM records WHERE collection = ?1 AND id = ?2")?
-        .query_row(params![collection, id], |r| {
-            Ok(RecordState { incarnation: r.get(0)?, deleted: r.get(1)? })
+pub(crate) fn record_state(
+    conn: &Connection,
+    collection: &str,
+    id: &str,
+) -> rusqlite::Result<Option<RecordState>> {
+    conn.prepare_cached(
+        "SELECT incarnation, deleted FROM records WHERE collection = ?1 AND id = ?2",
+    )?
+    .query_row(params![collection, id], |r| {
+        Ok(RecordState {
+            incarnation: r.get(0)?,
+            deleted: r.get(1)?,
         })
-        .optional()
+    })
+    .optional()
 }
 
 /// Writes a live record row.
@@ -105,12 +114,21 @@ pub(crate) fn insert_log_row(
 }
 
 /// The transaction that wrote log row `id`, if it exists.
-pub(crate) fn log_row_txn(conn: &Connection, collection: &str, id: &str) -> rusqlite::Result<Option<TxnId>> {
+pub(crate) fn log_row_txn(
+    conn: &Connection,
+    collection: &str,
+    id: &str,
+) -> rusqlite::Result<Option<TxnId>> {
     let row: Option<(Vec<u8>, i64)> = conn
         .prepare_cached("SELECT origin, seq FROM log_rows WHERE collection = ?1 AND id = ?2")?
         .query_row(params![collection, id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    Ok(row.and_then(|(o, seq)| Some(TxnId { origin: ReplicaId::from_slice(&o)?, seq: seq as Seq })))
+    Ok(row.and_then(|(o, seq)| {
+        Some(TxnId {
+            origin: ReplicaId::from_slice(&o)?,
+            seq: seq as Seq,
+        })
+    }))
 }
 
 /// Stores an encoded transaction for relaying.
@@ -121,9 +139,15 @@ pub(crate) fn insert_txn(conn: &Connection, id: TxnId, bytes: &[u8]) -> rusqlite
 }
 
 /// Rewrites the held ranges of one origin.
-pub(crate) fn save_held(conn: &Connection, origin: &ReplicaId, set: &SeqSet) -> rusqlite::Result<()> {
-    conn.prepare_cached("DELETE FROM held WHERE origin = ?1")?.execute([&origin.0[..]])?;
-    let mut insert = conn.prepare_cached("INSERT INTO held (origin, start, end) VALUES (?1, ?2, ?3)")?;
+pub(crate) fn save_held(
+    conn: &Connection,
+    origin: &ReplicaId,
+    set: &SeqSet,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM held WHERE origin = ?1")?
+        .execute([&origin.0[..]])?;
+    let mut insert =
+        conn.prepare_cached("INSERT INTO held (origin, start, end) VALUES (?1, ?2, ?3)")?;
     for &(a, b) in set.ranges() {
         insert.execute(params![&origin.0[..], a as i64, b as i64])?;
     }
@@ -132,9 +156,17 @@ pub(crate) fn save_held(conn: &Connection, origin: &ReplicaId, set: &SeqSet) -> 
 
 /// Reads the summary of held transactions.
 pub(crate) fn load_summary(conn: &Connection) -> Result<Summary, String> {
-    let mut stmt = conn.prepare_cached("SELECT origin, start, end FROM held ORDER BY origin, start").map_err(|e| e.to_string())?;
+    let mut stmt = conn
+        .prepare_cached("SELECT origin, start, end FROM held ORDER BY origin, start")
+        .map_err(|e| e.to_string())?;
     let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
         .map_err(|e| e.to_string())?;
     let mut summary = Summary::new();
     for row in rows {

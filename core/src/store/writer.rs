@@ -41,18 +41,41 @@ type Reply<T, E> = oneshot::Sender<Result<T, E>>;
 /// A request to the writer thread.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Transact { ops: Vec<WriteOp>, reply: Reply<Committed, WriteError> },
-    Apply { txns: Vec<Txn>, reply: Reply<ApplyReport, ApplyError> },
-    PeerAck { peer: ReplicaId, held: Summary, reply: Reply<(), WriteError> },
-    ForgetPeer { peer: ReplicaId, reply: Reply<(), WriteError> },
-    Gc { reply: Reply<GcReport, WriteError> },
-    Compact { max_docs: usize, reply: Reply<usize, WriteError> },
-    Close { reply: Reply<(), CloseError> },
+    Transact {
+        ops: Vec<WriteOp>,
+        reply: Reply<Committed, WriteError>,
+    },
+    Apply {
+        txns: Vec<Txn>,
+        reply: Reply<ApplyReport, ApplyError>,
+    },
+    PeerAck {
+        peer: ReplicaId,
+        held: Summary,
+        reply: Reply<(), WriteError>,
+    },
+    ForgetPeer {
+        peer: ReplicaId,
+        reply: Reply<(), WriteError>,
+    },
+    Gc {
+        reply: Reply<GcReport, WriteError>,
+    },
+    Compact {
+        max_docs: usize,
+        reply: Reply<usize, WriteError>,
+    },
+    Close {
+        reply: Reply<(), CloseError>,
+    },
 }
 
 /// A command's outcome, held until its group commits.
+/// Sends a command's reply once its group's COMMIT outcome is known.
+type Finish = Box<dyn FnOnce(Option<&rusqlite::Error>) + Send>;
+
 struct Pending {
-    finish: Box<dyn FnOnce(Option<&rusqlite::Error>) + Send>,
+    finish: Finish,
     /// Sent before the reply, so a caller that got its reply can already see the event.
     event: Option<StoreEvent>,
 }
@@ -102,7 +125,11 @@ impl Writer {
     }
 
     /// Runs one group of commands in one SQLite transaction; returns a pending close request.
-    fn group(&mut self, first: Command, rx: &mut mpsc::Receiver<Command>) -> Option<Reply<(), CloseError>> {
+    fn group(
+        &mut self,
+        first: Command,
+        rx: &mut mpsc::Receiver<Command>,
+    ) -> Option<Reply<(), CloseError>> {
         let started = Instant::now();
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             return self.refuse(first, &e);
@@ -141,7 +168,9 @@ impl Writer {
         match cmd {
             Command::Transact { reply, .. } => drop(reply.send(Err(err().into()))),
             Command::Apply { reply, .. } => drop(reply.send(Err(err().into()))),
-            Command::PeerAck { reply, .. } | Command::ForgetPeer { reply, .. } => drop(reply.send(Err(err().into()))),
+            Command::PeerAck { reply, .. } | Command::ForgetPeer { reply, .. } => {
+                drop(reply.send(Err(err().into())))
+            }
             Command::Gc { reply } => drop(reply.send(Err(err().into()))),
             Command::Compact { reply, .. } => drop(reply.send(Err(err().into()))),
             Command::Close { reply } => return Some(reply),
@@ -157,17 +186,28 @@ impl Writer {
             },
             Command::Apply { txns, reply } => match self.savepoint(|w| w.apply(txns)) {
                 Ok((r, ev)) => Pending::new(reply, Ok(r), ApplyError::Storage, ev),
-                Err(e) => Pending::new(reply, Err(ApplyError::Storage(e)), ApplyError::Storage, None),
+                Err(e) => Pending::new(
+                    reply,
+                    Err(ApplyError::Storage(e)),
+                    ApplyError::Storage,
+                    None,
+                ),
             },
             Command::PeerAck { peer, held, reply } => {
-                let r = self.savepoint(|w| w.record_peer_ack(&peer, &held)).map_err(WriteError::from);
+                let r = self
+                    .savepoint(|w| w.record_peer_ack(&peer, &held))
+                    .map_err(WriteError::from);
                 Pending::new(reply, r, WriteError::Storage, None)
             }
             Command::ForgetPeer { peer, reply } => {
-                let r = self.savepoint(|w| w.forget_peer(&peer)).map_err(WriteError::from);
+                let r = self
+                    .savepoint(|w| w.forget_peer(&peer))
+                    .map_err(WriteError::from);
                 Pending::new(reply, r, WriteError::Storage, None)
             }
-            Command::Gc { reply } => Pending::new(reply, self.savepoint(|w| w.gc()), WriteError::Storage, None),
+            Command::Gc { reply } => {
+                Pending::new(reply, self.savepoint(|w| w.gc()), WriteError::Storage, None)
+            }
             Command::Compact { max_docs, reply } => {
                 let r = self.savepoint(|w| w.compact(max_docs));
                 Pending::new(reply, r, WriteError::Storage, None)
@@ -177,7 +217,10 @@ impl Writer {
     }
 
     /// Runs `f` inside a SAVEPOINT; on error rolls back to it and evicts touched documents.
-    fn savepoint<T, E: From<rusqlite::Error>>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, E>) -> Result<T, E> {
+    fn savepoint<T, E: From<rusqlite::Error>>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, E>,
+    ) -> Result<T, E> {
         self.docs.take_touched();
         self.conn.execute_batch("SAVEPOINT cmd")?;
         match f(self) {
@@ -201,7 +244,10 @@ impl Writer {
             Ok(s) => self.summary = s,
             Err(e) => tracing::error!("cannot reload the summary after a rollback: {e}"),
         }
-        if let Ok(n) = self.conn.query_row("SELECT COUNT(*) FROM parked", [], |r| r.get::<_, i64>(0)) {
+        if let Ok(n) = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM parked", [], |r| r.get::<_, i64>(0))
+        {
             self.parked = n as u64;
         }
     }
@@ -219,7 +265,8 @@ impl Writer {
     }
 
     fn checkpoint(&mut self) -> Result<(), CloseError> {
-        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     }
 
