@@ -270,3 +270,26 @@ async fn only_peer_is(node: &TestNode, direction: Direction) -> bool {
     let peers = node.net.peers().await;
     peers.len() == 1 && peers[0].direction == direction
 }
+
+#[tokio::test]
+async fn concurrent_dials_to_one_address_share_one_connection() -> TestResult {
+    init_tracing();
+    let fleet = Fleet::new()?;
+    let a = TestNode::start(fleet.node("a")?)?;
+    let mut b = TestNode::start(fleet.node("b")?)?;
+    let (first, second, third) = tokio::join!(
+        a.net.connect(b.addr(), None),
+        a.net.connect(b.addr(), None),
+        a.net.connect(b.addr(), Some(b.net.node_id())),
+    );
+    assert_eq!(first?, b.net.node_id());
+    assert_eq!(second?, b.net.node_id());
+    assert_eq!(third?, b.net.node_id());
+    b.wait_for(|e| matches!(e, NetEvent::PeerUp { .. }).then_some(()))
+        .await?;
+    let stats = net_common::guard(a.net.sync_with(b.net.node_id())).await??;
+    assert_eq!(stats.txns_sent, 0);
+    // b saw exactly one connection: no second PeerUp, no PeerDown.
+    assert!(b.events.try_recv().is_err(), "unexpected extra event");
+    Ok(())
+}

@@ -16,7 +16,9 @@
 //! **One connection per node.** When two connections to the same node exist (both dialed at
 //! once), both ends keep the one dialed by the smaller node id and close the other with
 //! [`CLOSE_DUPLICATE`]; both ends decide alike without talking. Two connections dialed by the
-//! same side mean the old one is stale (a restart): the newer wins.
+//! same side mean the old one is stale (the peer restarted before our side noticed): the newer
+//! wins. The dialer never races itself: a dial to an address, or to a node id, that is already
+//! in flight joins that dial instead of starting another.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -103,6 +105,9 @@ pub enum ConnectError {
     /// The transport is shut down.
     #[error("transport closed")]
     Closed,
+    /// This call joined a dial already in flight to the same address or node, which failed.
+    #[error("dial failed: {0}")]
+    Failed(String),
 }
 
 /// Why a push could not be sent at all.
@@ -224,6 +229,7 @@ pub fn start<B: SyncBackend>(
         inbox_open: true,
         peers: HashMap::new(),
         handshakes: JoinSet::new(),
+        dials: Vec::new(),
         actors: JoinSet::new(),
         events: events.clone(),
         cancel: cancel.clone(),
@@ -444,7 +450,17 @@ struct Handshake {
     result: Result<Established, ConnectError>,
     direction: Direction,
     remote: SocketAddr,
-    reply: Option<oneshot::Sender<Result<NodeId, ConnectError>>>,
+    reply: Option<ConnectReply>,
+}
+
+type ConnectReply = oneshot::Sender<Result<NodeId, ConnectError>>;
+
+/// A dial in flight, and the callers that joined it.
+struct PendingDial {
+    task: tokio::task::Id,
+    addr: SocketAddr,
+    expected: Option<NodeId>,
+    joined: Vec<ConnectReply>,
 }
 
 struct MeshActor<B> {
@@ -460,6 +476,7 @@ struct MeshActor<B> {
     inbox_open: bool,
     peers: HashMap<NodeId, PeerHandle>,
     handshakes: JoinSet<Handshake>,
+    dials: Vec<PendingDial>,
     /// Peer actors; each yields (node id, connection stable id, why it ended).
     actors: JoinSet<(NodeId, usize, String)>,
     events: broadcast::Sender<NetEvent>,
@@ -481,9 +498,9 @@ impl<B: SyncBackend> MeshActor<B> {
                     Some(incoming) => self.on_incoming(incoming),
                     None => break,
                 },
-                Some(done) = self.handshakes.join_next() => match done {
-                    Ok(handshake) => self.on_handshake(handshake),
-                    Err(e) => tracing::error!(error = %e, "handshake task failed"),
+                Some(done) = self.handshakes.join_next_with_id() => match done {
+                    Ok((_, handshake)) => self.on_handshake(handshake),
+                    Err(e) => self.on_handshake_panic(e),
                 },
                 Some(ended) = self.actors.join_next() => match ended {
                     Ok((node_id, conn_id, reason)) => self.on_peer_ended(node_id, conn_id, reason),
@@ -559,14 +576,15 @@ impl<B: SyncBackend> MeshActor<B> {
         });
     }
 
-    fn dial(
-        &mut self,
-        addr: SocketAddr,
-        expected: Option<NodeId>,
-        reply: oneshot::Sender<Result<NodeId, ConnectError>>,
-    ) {
+    fn dial(&mut self, addr: SocketAddr, expected: Option<NodeId>, reply: ConnectReply) {
         if let Some(id) = expected.filter(|id| self.peers.contains_key(id)) {
             let _ = reply.send(Ok(id));
+            return;
+        }
+        let joinable =
+            |p: &&mut PendingDial| p.addr == addr || (expected.is_some() && p.expected == expected);
+        if let Some(pending) = self.dials.iter_mut().find(joinable) {
+            pending.joined.push(reply);
             return;
         }
         if self.at_capacity() {
@@ -584,7 +602,7 @@ impl<B: SyncBackend> MeshActor<B> {
             }
         };
         let timeout = self.connect_timeout;
-        self.handshakes.spawn(async move {
+        let task = self.handshakes.spawn(async move {
             let result = tokio::time::timeout(timeout, dial_and_admit(connecting))
                 .await
                 .unwrap_or(Err(ConnectError::Timeout));
@@ -594,6 +612,12 @@ impl<B: SyncBackend> MeshActor<B> {
                 remote: addr,
                 reply: Some(reply),
             }
+        });
+        self.dials.push(PendingDial {
+            task: task.id(),
+            addr,
+            expected,
+            joined: Vec::new(),
         });
     }
 
@@ -619,8 +643,34 @@ impl<B: SyncBackend> MeshActor<B> {
         if let Err(e) = &outcome {
             tracing::info!(%remote, %direction, error = %e, "peer handshake failed");
         }
+        if direction == Direction::Outbound {
+            self.answer_joined(remote, &outcome);
+        }
         if let Some(reply) = reply {
             let _ = reply.send(outcome);
+        }
+    }
+
+    /// A handshake task died (cannot happen short of a bug): free its dial slot.
+    fn on_handshake_panic(&mut self, error: tokio::task::JoinError) {
+        tracing::error!(%error, "handshake task failed");
+        if let Some(i) = self.dials.iter().position(|p| p.task == error.id()) {
+            let addr = self.dials[i].addr;
+            self.answer_joined(addr, &Err(ConnectError::Failed(error.to_string())));
+        }
+    }
+
+    /// Answers the callers that joined the dial to `addr`.
+    fn answer_joined(&mut self, addr: SocketAddr, outcome: &Result<NodeId, ConnectError>) {
+        let Some(i) = self.dials.iter().position(|p| p.addr == addr) else {
+            return;
+        };
+        for reply in self.dials.swap_remove(i).joined {
+            let shared = match outcome {
+                Ok(id) => Ok(*id),
+                Err(e) => Err(ConnectError::Failed(e.to_string())),
+            };
+            let _ = reply.send(shared);
         }
     }
 
@@ -642,7 +692,7 @@ impl<B: SyncBackend> MeshActor<B> {
             return Ok(node_id);
         }
         let replaced = match self.peers.get(&node_id) {
-            Some(existing) if self.keep_existing(existing.meta.direction, direction, node_id) => {
+            Some(existing) if self.keep_existing(&existing.meta, direction) => {
                 conn.close(CLOSE_DUPLICATE, b"duplicate connection");
                 return Ok(node_id);
             }
@@ -674,16 +724,16 @@ impl<B: SyncBackend> MeshActor<B> {
         Ok(node_id)
     }
 
-    /// Of two connections to `peer`, keep the existing one? See the module doc.
-    fn keep_existing(&self, existing: Direction, new: Direction, peer: NodeId) -> bool {
-        if existing == new {
+    /// Of two connections to one peer, keep the existing one? See the module doc.
+    fn keep_existing(&self, existing: &PeerMeta, direction: Direction) -> bool {
+        if existing.direction == direction {
             return false;
         }
         let dialer = |d: Direction| match d {
             Direction::Outbound => self.node_id,
-            Direction::Inbound => peer,
+            Direction::Inbound => existing.node_id,
         };
-        dialer(existing) < dialer(new)
+        dialer(existing.direction) < dialer(direction)
     }
 
     fn spawn_peer(
