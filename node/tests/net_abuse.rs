@@ -147,3 +147,44 @@ async fn syncing_with_an_unknown_peer_is_a_clear_error() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_peer_that_never_reads_gets_its_pushes_dropped_not_buffered() -> TestResult {
+    init_tracing();
+    let fleet = Fleet::new()?;
+    let mut a = TestNode::start(fleet.node("a")?)?;
+    let b = TestNode::start(fleet.node("b")?)?;
+    let mallory = fleet.node("mallory")?;
+    let mallory_id = mallory.node_id();
+    // Connects, then never accepts or reads a stream.
+    let client = RawClient::new(mallory)?;
+    let _conn = client.connect(a.addr()).await?;
+    a.wait_for(|e| {
+        matches!(e, meshlite_node::net::NetEvent::PeerUp { node_id, .. } if *node_id == mallory_id)
+            .then_some(())
+    })
+    .await?;
+
+    // Each push is 200 kB; flow control plus the bounded queue must start dropping long before
+    // this loop's bound (1000 pushes = 200 MB).
+    let mut dropped_at = None;
+    for i in 0..1000 {
+        let report = a
+            .net
+            .push_to(vec![mallory_id], vec![vec![7u8; 200_000]])
+            .await?;
+        if !report.dropped.is_empty() {
+            dropped_at = Some(i);
+            break;
+        }
+    }
+    assert!(dropped_at.is_some(), "the queue never filled");
+    let peers = a.net.peers().await;
+    let info = peers
+        .iter()
+        .find(|p| p.node_id == mallory_id)
+        .ok_or_else(|| anyhow::anyhow!("mallory gone"))?;
+    assert!(info.pushes_dropped >= 1, "{info:?}");
+    assert!(info.queue_depth <= TransportConfig::default().per_peer_queue);
+    assert_still_syncs(&b, &a, "beside-a-stalled-peer").await
+}

@@ -19,7 +19,10 @@
 //! - [`tls`]: rustls configurations (ring only) and the verifiers that refuse foreign CAs,
 //!   expired certificates, other clusters and denied node ids (see its module doc).
 //! - [`config`]: [`TransportConfig`], with every default documented.
-//! - [`backend`]: [`SyncBackend`], what the transport needs from the replica.
+//! - [`backend`]: [`SyncBackend`], what the transport needs from the replica;
+//!   [`store_backend`] implements it for `meshlite_core::store::Store`.
+//! - [`mesh`]: also how a dial learns it was admitted (the push-stream preamble) and how
+//!   duplicate connections between two nodes are resolved.
 //! - [`frame_guard`]: refuses oversized frames from their length prefix.
 //! - [`events`]: [`NetEvent`], [`PeerInfo`], [`SyncStats`].
 //!

@@ -228,9 +228,11 @@ impl<B: SyncBackend> SyncStream<B> {
     fn on_chunk(&mut self, chunk: Option<&[u8]>) -> Result<(), SyncError> {
         let Some(bytes) = chunk else {
             self.recv_done = true;
-            if self.phase == Phase::Running && !self.complete {
+            if !self.complete {
                 return Err(SyncError::Stream("peer ended the stream early".into()));
             }
+            // A peer that finishes without acking has nothing more to say: close too.
+            self.peer_acked = true;
             return Ok(());
         };
         self.stats.bytes_received += bytes.len() as u64;
