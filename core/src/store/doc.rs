@@ -131,6 +131,8 @@ fn put_field(
     replica: &ReplicaId,
 ) -> Result<(), DocError> {
     match policy {
+        // An undeclared field that was incremented is a counter: a put sets its total.
+        MergePolicy::Lww if has_counter_parts(tx, field) => put_counter(tx, field, value, replica)?,
         MergePolicy::Lww => write_json(tx, &ROOT, field, value)?,
         MergePolicy::Priority { order } => {
             if by_priority(tx, field, order).as_ref() != Some(value) {
@@ -252,6 +254,10 @@ fn add_to_part(
     by: i64,
     replica: &ReplicaId,
 ) -> Result<(), DocError> {
+    let base = tx.get(&ROOT, field)?;
+    if base.as_ref().is_some_and(|(v, _)| scalar_i64(v).is_none()) {
+        return Err(policy_err(field, "increment needs an integer field; it holds another value"));
+    }
     let key = part_key(field, replica);
     let own = tx
         .get(&ROOT, key.as_str())?
@@ -368,6 +374,12 @@ fn field_value<R: ReadDoc>(doc: &R, policy: &MergePolicy, field: &str) -> Option
         MergePolicy::Priority { order } => by_priority(doc, field, order),
         MergePolicy::Lww | MergePolicy::Text => prop_json(doc, &ROOT, field, 0),
     }
+}
+
+/// True when some replica has a counter part for `field`.
+fn has_counter_parts<R: ReadDoc>(doc: &R, field: &str) -> bool {
+    doc.keys(&ROOT)
+        .any(|k| k.split_once(COUNTER_SEP).is_some_and(|(f, _)| f == field))
 }
 
 /// Base int at `field` (if any) plus every replica's part.

@@ -36,6 +36,14 @@ pub enum OpenError {
     /// The writer thread could not be started.
     #[error("cannot start the writer thread: {0}")]
     Thread(std::io::Error),
+    /// Another process (for example `meshlite run`) has the store open.
+    #[error(
+        "data directory {path} is in use by another meshlite process; stop it, or use its HTTP API, or pick another --data directory"
+    )]
+    Locked {
+        /// The directory.
+        path: String,
+    },
 }
 
 /// Error of a local write ([`super::Store::transact`] and its conveniences).

@@ -331,7 +331,10 @@ fn plan(schema: &Schema, op: WriteOp) -> Result<Planned, WriteError> {
             let def = collection_def(schema, &collection, CollectionKind::Document, "increment")?;
             check_id(&collection, &id)?;
             validate_name("field", &field)?;
-            if *def.policy(&field) != crate::schema::MergePolicy::Counter {
+            // Without a strict schema, undeclared fields become counters on first increment
+            // (counter parts are self-describing); otherwise the field must be declared `counter`.
+            let dynamic = !schema.strict && !def.fields.contains_key(&field);
+            if !dynamic && *def.policy(&field) != crate::schema::MergePolicy::Counter {
                 let reason = format!(
                     "increment needs a counter field, but {collection}.{field} merges as {}; declare it with merge = \"counter\" in the schema",
                     def.policy(&field).name()

@@ -144,7 +144,7 @@ pub(crate) fn now_ms() -> u64 {
 impl Store {
     /// Opens the store in `dir`, creating the directory and database if missing.
     pub fn open(dir: &Path, opts: OpenOptions) -> Result<Store, OpenError> {
-        let (conn, replica, schema) = open::open_db(dir, &opts)?;
+        let (conn, replica, schema, dir_lock) = open::open_db(dir, &opts)?;
         let schema = Arc::new(schema);
         let summary = rows::load_summary(&conn).map_err(OpenError::Corrupt)?;
         let rowversion = rows::max_rowversion(&conn)?;
@@ -160,6 +160,7 @@ impl Store {
             rowversion,
             parked: parked as u64,
             events: events.clone(),
+            dir_lock,
         };
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
         let thread = std::thread::Builder::new()

@@ -1,6 +1,7 @@
 //! Opening a store: the database file, migrations, replica id, schema upgrade with
 //! re-materialization of affected collections, and indexes.
 
+use std::fs::{File, TryLockError};
 use std::path::Path;
 
 use rusqlite::{Connection, params};
@@ -19,23 +20,40 @@ pub const DB_FILE: &str = "meshlite.db";
 
 const REPLICA_KEY: &str = "replica_id";
 const SCHEMA_KEY: &str = "schema";
+/// The lock file inside the data directory.
+pub const LOCK_FILE: &str = "LOCK";
 
 /// Opens (creating if needed) the write connection and brings the database up to date.
 pub(crate) fn open_db(
     dir: &Path,
     opts: &OpenOptions,
-) -> Result<(Connection, ReplicaId, Schema), OpenError> {
+) -> Result<(Connection, ReplicaId, Schema, File), OpenError> {
     std::fs::create_dir_all(dir).map_err(|source| OpenError::Io {
         path: dir.display().to_string(),
         source,
     })?;
+    let lock = lock_dir(dir)?;
     let mut conn = Connection::open(dir.join(DB_FILE))?;
     configure(&conn, opts.synchronous)?;
     migrations::run(&mut conn)?;
     let replica = replica_id(&conn)?;
     let schema = resolve_schema(&mut conn, opts.schema.clone(), &replica)?;
     ensure_indexes(&conn, &schema)?;
-    Ok((conn, replica, schema))
+    Ok((conn, replica, schema, lock))
+}
+
+/// Takes the exclusive lock on `dir/LOCK`: one process at a time owns a store, because the
+/// writer keeps state (next sequence number, document cache) that a second writer would break.
+/// The OS releases the lock when the process dies, so a crash never leaves a stale lock.
+fn lock_dir(dir: &Path) -> Result<File, OpenError> {
+    let path = dir.join(LOCK_FILE);
+    let io = |source| OpenError::Io { path: path.display().to_string(), source };
+    let file = File::options().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(OpenError::Locked { path: dir.display().to_string() }),
+        Err(TryLockError::Error(e)) => Err(io(e)),
+    }
 }
 
 fn configure(conn: &Connection, sync: Synchronous) -> Result<(), OpenError> {

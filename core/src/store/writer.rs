@@ -110,6 +110,10 @@ pub(crate) struct Writer {
     pub rowversion: i64,
     pub parked: u64,
     pub events: broadcast::Sender<StoreEvent>,
+    /// The data directory's lock, held for as long as the writer runs (released when the
+    /// thread exits, after the last commit).
+    #[expect(dead_code, reason = "held for its lifetime: dropping the file releases the lock")]
+    pub dir_lock: std::fs::File,
 }
 
 impl Writer {
