@@ -4,7 +4,7 @@
 //! # How the parts fit
 //!
 //! ```text
-//!            NetHandle (cloneable; connect, sync_with, push, peers, subscribe, shutdown)
+//!     handle::NetHandle (cloneable; connect, sync_with, push, peers, subscribe, shutdown)
 //!                │ bounded command channel
 //!                ▼
 //!   mesh::MeshActor ── owns the quinn Endpoint, the peer table, handshake tasks
@@ -48,6 +48,7 @@ pub mod backend;
 pub mod config;
 pub mod events;
 pub mod frame_guard;
+pub mod handle;
 pub mod mesh;
 pub mod peer;
 pub mod push;
@@ -58,6 +59,7 @@ pub mod tls;
 pub use backend::{Applied, BackendError, LoadedTxns, LocalState, SyncBackend, TxnRanges};
 pub use config::{TransportConfig, TransportConfigError};
 pub use events::{Direction, NetEvent, PeerInfo, PushReport, SyncStats};
-pub use mesh::{ConnectError, NetHandle, PushError, StartError, start};
+pub use handle::{ConnectError, NetHandle, PushError, StartError};
+pub use mesh::start;
 pub use sync::SyncError;
 pub use tls::{ALPN, RefusalReason, install_crypto_provider};
