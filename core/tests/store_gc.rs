@@ -113,3 +113,21 @@ fn deleted_records_free_their_state_and_compaction_keeps_content() {
         json!({"id": "hot", "n": 19, "extra": true})
     );
 }
+
+#[test]
+fn status_reports_peer_lag_from_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), OpenOptions::default()).unwrap();
+    for i in 0..5 {
+        s.put("jobs", serde_json::json!({ "id": format!("j{i}") })).unwrap();
+    }
+    let peer = meshlite_core::ReplicaId::random();
+    let mut acked = meshlite_core::Summary::new();
+    acked.set(s.replica_id(), meshlite_core::SeqSet::up_to(2));
+    s.record_peer_ack(peer, acked).unwrap();
+    let status = s.status().unwrap();
+    assert_eq!(status.peers.len(), 1);
+    assert_eq!(status.peers[0].replica, peer);
+    assert_eq!(status.peers[0].missing, 3);
+    s.close().unwrap();
+}

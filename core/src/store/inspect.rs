@@ -9,7 +9,7 @@ use rusqlite::{Connection, params};
 use super::error::ReadError;
 use super::gc::load_floor;
 use super::rows::load_summary;
-use super::types::{CollectionStatus, OriginStatus, Status, TxnBatch};
+use super::types::{CollectionStatus, OriginStatus, PeerLag, Status, TxnBatch};
 use crate::ids::{ReplicaId, Seq};
 use crate::schema::{CollectionKind, Schema};
 use crate::version::{SeqSet, Summary};
@@ -95,9 +95,28 @@ pub(crate) fn status(
         db_bytes: page_bytes,
         gc_floor: load_floor(&tx).map_err(ReadError::Corrupt)?,
         known_peers: count("SELECT COUNT(*) FROM peer_acks")?,
+        peers: peer_lags(&tx, &held)?,
     };
     tx.finish()?;
     Ok(status)
+}
+
+/// Lag of every known peer against `held`. An unreadable acknowledgement is reported as
+/// lagging by everything rather than skipped.
+fn peer_lags(conn: &Connection, held: &Summary) -> Result<Vec<PeerLag>, ReadError> {
+    let mut stmt = conn.prepare_cached("SELECT peer, summary, updated_at FROM peer_acks ORDER BY peer")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (peer, bytes, at) = row?;
+        let Some(replica) = ReplicaId::from_slice(&peer) else { continue };
+        let acked: Summary = postcard::from_bytes(&bytes).unwrap_or_default();
+        let missing = held.missing_from(&acked).iter().map(|(_, r)| r.end() - r.start() + 1).sum();
+        out.push(PeerLag { replica, missing, acked_at_ms: at.max(0) as u64 });
+    }
+    Ok(out)
 }
 
 fn origin_status(origin: ReplicaId, set: &SeqSet) -> OriginStatus {

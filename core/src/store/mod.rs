@@ -56,7 +56,7 @@ pub use error::{ApplyError, CloseError, OpenError, ReadError, WriteError};
 pub use local::MAX_ID_LEN;
 pub use open::DB_FILE;
 pub use types::{
-    ApplyReport, ChangeKind, CollectionStatus, Committed, GcReport, OriginStatus, Query,
+    ApplyReport, ChangeKind, CollectionStatus, Committed, GcReport, OriginStatus, PeerLag, Query,
     RecordChange, Status, StoreEvent, TxnBatch, WriteOp,
 };
 pub use writer::COMMAND_QUEUE;

@@ -214,4 +214,17 @@ pub struct Status {
     pub gc_floor: Summary,
     /// Peers whose acknowledgements feed the GC horizon.
     pub known_peers: u64,
+    /// Per known peer: how far behind this replica its last acknowledgement was.
+    pub peers: Vec<PeerLag>,
+}
+
+/// Sync lag of one peer replica, from its last acknowledgement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PeerLag {
+    /// The peer's replica id.
+    pub replica: ReplicaId,
+    /// Transactions this replica holds that the peer had not acknowledged.
+    pub missing: u64,
+    /// When the acknowledgement was recorded, ms since the Unix epoch.
+    pub acked_at_ms: u64,
 }
