@@ -4,6 +4,7 @@
 mod net_common;
 
 use meshlite_node::fleet::ClusterId;
+use meshlite_node::net::peer::CLOSE_DUPLICATE;
 use meshlite_node::net::{Direction, NetEvent, RefusalReason, TransportConfig};
 use net_common::{Fleet, RawClient, TestNode, TestResult, days_ago, init_tracing};
 use rustls::CertificateError;
@@ -291,5 +292,43 @@ async fn concurrent_dials_to_one_address_share_one_connection() -> TestResult {
     assert_eq!(stats.txns_sent, 0);
     // b saw exactly one connection: no second PeerUp, no PeerDown.
     assert!(b.events.try_recv().is_err(), "unexpected extra event");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_second_connection_from_the_same_dialer_replaces_the_first() -> TestResult {
+    init_tracing();
+    let fleet = Fleet::new()?;
+    let a = TestNode::start(fleet.node("a")?)?;
+    let restarted = fleet.node("restarted")?;
+    // The same node id connecting again (as after a crash and restart) takes over at once.
+    let old = RawClient::new(restarted.clone())?.connect(a.addr()).await?;
+    let new_client = RawClient::new(restarted)?;
+    let new = new_client.connect(a.addr()).await?;
+    let closed = net_common::guard(old.closed()).await?;
+    assert!(
+        matches!(&closed, quinn::ConnectionError::ApplicationClosed(c) if c.error_code == CLOSE_DUPLICATE),
+        "{closed}"
+    );
+    assert!(new.close_reason().is_none());
+    assert_eq!(a.net.peers().await.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn connections_beyond_max_peers_are_refused() -> TestResult {
+    init_tracing();
+    let fleet = Fleet::new()?;
+    let cfg = TransportConfig {
+        max_peers: 1,
+        ..TransportConfig::loopback()
+    };
+    let a = TestNode::start_with(fleet.node("a")?, cfg)?;
+    let b = TestNode::start(fleet.node("b")?)?;
+    let c = TestNode::start(fleet.node("c")?)?;
+    b.net.connect(a.addr(), None).await?;
+    let third = c.net.connect(a.addr(), None).await;
+    assert!(third.is_err(), "{third:?}");
+    assert_eq!(a.net.peers().await.len(), 1);
     Ok(())
 }

@@ -5,7 +5,8 @@ mod net_common;
 
 use meshlite_core::TxnId;
 use meshlite_core::store::{Query, Store, WriteOp};
-use meshlite_node::net::NetEvent;
+use meshlite_node::net::store_backend::encoded_txns;
+use meshlite_node::net::{NetEvent, TransportConfig};
 use net_common::{Fleet, TestNode, TestResult, guard, init_tracing};
 use serde_json::{Value, json};
 
@@ -152,10 +153,7 @@ async fn a_push_arrives_without_an_anti_entropy_round() -> TestResult {
         vec![put("jobs", json!({"id": "j1", "state": "queued"}))],
     )
     .await?;
-    let encoded = a
-        .with_store(move |s| s.txns_for(&[(id.origin, id.seq..=id.seq)], 1 << 20))
-        .await??
-        .txns;
+    let encoded = encoded_txns(&a.store, &[id]).await?;
     assert_eq!(encoded.len(), 1);
 
     let report = a.net.push_to(vec![b.net.node_id()], encoded).await?;
@@ -179,10 +177,7 @@ async fn a_push_arrives_without_an_anti_entropy_round() -> TestResult {
 
     // The fanout variant reaches the only peer too.
     let id2 = write(&a, vec![put("jobs", json!({"id": "j2"}))]).await?;
-    let encoded = a
-        .with_store(move |s| s.txns_for(&[(id2.origin, id2.seq..=id2.seq)], 1 << 20))
-        .await??
-        .txns;
+    let encoded = encoded_txns(&a.store, &[id2]).await?;
     a.net.push(encoded).await?;
     b.wait_for(|e| {
         matches!(e, NetEvent::PushReceived { txns, .. } if txns == &[id2]).then_some(())
@@ -195,4 +190,35 @@ async fn a_push_arrives_without_an_anti_entropy_round() -> TestResult {
 async fn summary(store: &Store) -> anyhow::Result<meshlite_core::Summary> {
     let store = store.clone();
     Ok(tokio::task::spawn_blocking(move || store.summary()).await??)
+}
+
+#[tokio::test]
+async fn a_node_restarted_from_its_data_dir_catches_up() -> TestResult {
+    init_tracing();
+    let fleet = Fleet::new()?;
+    let b_identity = fleet.node("b")?;
+    let (a, b) = connected_pair_with(&fleet, b_identity.clone()).await?;
+    write(&b, vec![put("results", json!({"id": "before"}))]).await?;
+    guard(b.net.sync_with(a.net.node_id())).await??;
+
+    let data = b.stop_keep_data().await?;
+    write(&a, vec![put("results", json!({"id": "while-down"}))]).await?;
+
+    let b = TestNode::start_in(b_identity, TransportConfig::loopback(), data)?;
+    b.net.connect(a.addr(), Some(a.net.node_id())).await?;
+    let stats = guard(b.net.sync_with(a.net.node_id())).await??;
+    assert_eq!((stats.txns_sent, stats.txns_received), (0, 1), "{stats:?}");
+    assert!(get(&b, "results", "before").await?.is_some());
+    assert!(get(&b, "results", "while-down").await?.is_some());
+    Ok(())
+}
+
+async fn connected_pair_with(
+    fleet: &Fleet,
+    b_identity: meshlite_node::fleet::NodeIdentity,
+) -> anyhow::Result<(TestNode, TestNode)> {
+    let a = TestNode::start(fleet.node("a")?)?;
+    let b = TestNode::start(b_identity)?;
+    a.net.connect(b.addr(), Some(b.net.node_id())).await?;
+    Ok((a, b))
 }

@@ -65,6 +65,16 @@ impl SyncBackend for Store {
     }
 }
 
+/// The encoded bytes of committed transactions (for example those of a
+/// `StoreEvent::Committed`), ready for [`super::NetHandle::push`]. Transactions no longer stored
+/// (garbage-collected) are skipped.
+pub async fn encoded_txns(store: &Store, ids: &[TxnId]) -> Result<Vec<Vec<u8>>, BackendError> {
+    let ranges: TxnRanges = ids.iter().map(|id| (id.origin, id.seq..=id.seq)).collect();
+    let store = store.clone();
+    let batch = blocking(move || store.txns_for(&ranges, usize::MAX)).await?;
+    Ok(batch.txns)
+}
+
 /// Runs a blocking store call on the blocking pool.
 async fn blocking<T, E>(
     f: impl FnOnce() -> Result<T, E> + Send + 'static,

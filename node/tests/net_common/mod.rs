@@ -92,7 +92,15 @@ impl TestNode {
     }
 
     pub fn start_with(identity: NodeIdentity, cfg: TransportConfig) -> anyhow::Result<Self> {
-        let data = tempfile::tempdir()?;
+        Self::start_in(identity, cfg, tempfile::tempdir()?)
+    }
+
+    /// Starts on an existing data directory (a restart).
+    pub fn start_in(
+        identity: NodeIdentity,
+        cfg: TransportConfig,
+        data: TempDir,
+    ) -> anyhow::Result<Self> {
         let store = open_store(data.path())?;
         let cancel = CancellationToken::new();
         let net = net::start(identity, cfg, store.clone(), cancel.clone())?;
@@ -129,6 +137,14 @@ impl TestNode {
 
     pub async fn stop(self) {
         self.net.shutdown().await;
+    }
+
+    /// Stops the transport and closes the store, returning the data directory for a restart.
+    pub async fn stop_keep_data(self) -> anyhow::Result<TempDir> {
+        self.net.shutdown().await;
+        let store = self.store;
+        tokio::task::spawn_blocking(move || store.close()).await??;
+        Ok(self._data)
     }
 }
 
