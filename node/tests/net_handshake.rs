@@ -188,17 +188,17 @@ async fn denying_a_connected_node_disconnects_it() -> TestResult {
     init_tracing();
     let fleet = Fleet::new()?;
     let mut a = TestNode::start(fleet.node("a")?)?;
-    let b = TestNode::start(fleet.node("b")?)?;
+    let mut b = TestNode::start(fleet.node("b")?)?;
     let b_id = a.net.connect(b.addr(), None).await?;
 
     a.net.set_deny_list(vec![b_id]).await;
-    let down = a
-        .wait_for(|e| match e {
-            NetEvent::PeerDown { node_id, .. } => Some(*node_id),
-            _ => None,
-        })
-        .await?;
-    assert_eq!(down, b_id);
+    let peer_down = |e: &NetEvent| match e {
+        NetEvent::PeerDown { node_id, .. } => Some(*node_id),
+        _ => None,
+    };
+    assert_eq!(a.wait_for(peer_down).await?, b_id);
+    // Once b has seen the close too, its attempt to reconnect is refused.
+    assert_eq!(b.wait_for(peer_down).await?, a.net.node_id());
     assert!(b.net.connect(a.addr(), None).await.is_err());
     let (_, reason) = a.wait_for(refusal).await?;
     assert_eq!(reason, RefusalReason::Denied(b_id));

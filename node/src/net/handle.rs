@@ -70,6 +70,9 @@ pub enum ConnectError {
     /// The transport is shut down.
     #[error("transport closed")]
     Closed,
+    /// The node was put on the deny list while the handshake ran.
+    #[error("node {0} is on the deny list")]
+    Denied(NodeId),
     /// This call joined a dial already in flight to the same address or node, which failed.
     #[error("dial failed: {0}")]
     Failed(String),

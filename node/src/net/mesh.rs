@@ -324,7 +324,17 @@ impl<B: SyncBackend> MeshActor<B> {
     }
 
     fn dial(&mut self, addr: SocketAddr, expected: Option<NodeId>, reply: ConnectReply) {
-        if let Some(id) = expected.filter(|id| self.peers.contains_key(id)) {
+        // A closed connection may still be listed until its actor's end is processed.
+        let live = |p: &&PeerHandle| p.conn.close_reason().is_none();
+        let connected = match expected {
+            Some(id) => self.peers.get(&id).filter(live).map(|_| id),
+            None => self
+                .peers
+                .values()
+                .find(|p| p.addr() == addr && live(p))
+                .map(|p| p.meta.node_id),
+        };
+        if let Some(id) = connected {
             let _ = reply.send(Ok(id));
             return;
         }
@@ -436,39 +446,45 @@ impl<B: SyncBackend> MeshActor<B> {
         // The deny list may have changed since the certificate was checked.
         if self.tls.policy().is_denied(&node_id) {
             conn.close(CLOSE_DENIED, b"denied");
-            return Ok(node_id);
+            return Err(ConnectError::Denied(node_id));
         }
-        let replaced = match self.peers.get(&node_id) {
+        let is_new = match self.peers.get(&node_id) {
             Some(existing) if self.keep_existing(&existing.meta, direction) => {
                 conn.close(CLOSE_DUPLICATE, b"duplicate connection");
                 return Ok(node_id);
             }
-            Some(_) => self.peers.remove(&node_id).map(|old| {
-                old.cancel.cancel();
-                old.conn.close(CLOSE_DUPLICATE, b"duplicate connection");
-            }),
-            None => None,
+            Some(_) => {
+                self.retire(&node_id);
+                false
+            }
+            None => true,
         };
+        let addr = conn.remote_address();
         let meta = PeerMeta {
             node_id,
-            node_name: identity.node_name.clone(),
+            node_name: identity.node_name,
             direction,
             since: SystemTime::now(),
         };
-        self.spawn_peer(conn, meta, first_push);
-        if replaced.is_none() {
-            let addr = self.peers.get(&node_id).map(PeerHandle::addr);
-            tracing::info!(peer = %node_id, name = ?identity.node_name, ?addr, %direction, "peer up");
-            if let Some(addr) = addr {
-                let _ = self.events.send(NetEvent::PeerUp {
-                    node_id,
-                    node_name: identity.node_name,
-                    addr,
-                    direction,
-                });
-            }
+        if is_new {
+            tracing::info!(peer = %node_id, name = ?meta.node_name, %addr, %direction, "peer up");
+            let _ = self.events.send(NetEvent::PeerUp {
+                node_id,
+                node_name: meta.node_name.clone(),
+                addr,
+                direction,
+            });
         }
+        self.spawn_peer(conn, meta, first_push);
         Ok(node_id)
+    }
+
+    /// Removes the losing connection of a duplicate pair without reporting the node down.
+    fn retire(&mut self, node_id: &NodeId) {
+        if let Some(old) = self.peers.remove(node_id) {
+            old.cancel.cancel();
+            old.conn.close(CLOSE_DUPLICATE, b"duplicate connection");
+        }
     }
 
     /// Of two connections to one peer, keep the existing one? See the module doc.
