@@ -15,6 +15,13 @@
 //! | `SYNC_INTERVAL_SECONDS` | `sync.interval_seconds`    | `10`               |
 //! | `SYNC_BATCH_SIZE`       | `sync.batch_size`          | `500`              |
 //! | `NATS_URL`              | `nats.url`                 | none (no NATS)     |
+//! | `MESHLITE_LISTEN`       | `transport.listen`         | `0.0.0.0:6374`     |
+//! | `MESHLITE_STATIC_PEERS` | `discovery.static_peers`   | empty              |
+//! | `MESHLITE_MDNS`         | `discovery.mdns`           | `true`             |
+//!
+//! The `[transport]`, `[discovery]` and `[nats]` sections are documented field by field on
+//! [`TransportConfig`], [`DiscoveryConfig`] and [`NatsConfig`]; `deploy/meshlite.example.toml`
+//! lists every key with its default.
 //!
 //! Modes (`SUPABASE_MODE`): `standalone` — local store and HTTP API only, no peer port, no NATS;
 //! `dual-write` — local primary plus mesh gossip, NATS and (through the mesh) the central bridge;
@@ -27,6 +34,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::discovery::DiscoveryConfig;
+use crate::nats::NatsConfig;
+use crate::net::TransportConfig;
 
 /// Error loading or validating the configuration. Each names the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +198,12 @@ pub struct Config {
     pub sync: SyncSection,
     /// `[http]`
     pub http: HttpSection,
+    /// `[transport]`: QUIC listener and limits (see [`TransportConfig`]).
+    pub transport: TransportConfig,
+    /// `[discovery]`: mDNS, static peers, Tailscale (see [`DiscoveryConfig`]).
+    pub discovery: DiscoveryConfig,
+    /// `[nats]`: announcements, change events, JetStream relay (see [`NatsConfig`]).
+    pub nats: NatsConfig,
 }
 
 impl Config {
@@ -242,6 +259,19 @@ impl Config {
         if let Some(v) = get("SYNC_BATCH_SIZE") {
             self.sync.batch_size = parse_env("SYNC_BATCH_SIZE", &v)?;
         }
+        if let Some(v) = get("NATS_URL") {
+            self.nats.url = Some(v);
+        }
+        if let Some(v) = get("MESHLITE_LISTEN") {
+            self.transport.listen = parse_env("MESHLITE_LISTEN", &v)?;
+        }
+        if let Some(v) = get("MESHLITE_STATIC_PEERS") {
+            self.discovery.static_peers =
+                v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+        }
+        if let Some(v) = get("MESHLITE_MDNS") {
+            self.discovery.mdns = parse_env("MESHLITE_MDNS", &v)?;
+        }
         Ok(())
     }
 
@@ -266,12 +296,30 @@ impl Config {
         if self.sync.push_fanout > 64 || self.sync.anti_entropy_peers > 64 {
             return Err(invalid("sync.push_fanout", "fanout and anti_entropy_peers must be at most 64"));
         }
+        self.transport.validate().map_err(|e| invalid("transport", e.to_string()))?;
+        self.discovery.validate().map_err(|e| invalid("discovery", e.to_string()))?;
+        self.nats.validate().map_err(|e| invalid("nats", e.to_string()))?;
         Ok(())
     }
 
     /// True when this node takes part in the mesh (has fleet files and is not standalone).
     pub fn mesh_enabled(&self) -> bool {
         self.node.mode != Mode::Standalone && self.node.fleet_dir.is_some()
+    }
+
+    /// True when NATS is configured and the mode allows it.
+    pub fn nats_enabled(&self) -> bool {
+        self.node.mode != Mode::Standalone && self.nats.url.is_some()
+    }
+
+    /// The discovery settings after the mode is applied (`integrated`: no LAN discovery).
+    pub fn effective_discovery(&self) -> DiscoveryConfig {
+        let mut d = self.discovery.clone();
+        if self.node.mode == Mode::Integrated {
+            d.mdns = false;
+            d.tailscale = false;
+        }
+        d
     }
 }
 
@@ -321,6 +369,8 @@ mod tests {
         assert!(e.to_string().contains("SYNC_INTERVAL_SECONDS"), "{e}");
         let e = Config::load(None, env(&[("SUPABASE_MODE", "hybrid")])).unwrap_err();
         assert!(e.to_string().contains("SUPABASE_MODE"), "{e}");
+        let e = Config::load(None, env(&[("MESHLITE_LISTEN", "nowhere")])).unwrap_err();
+        assert!(e.to_string().contains("MESHLITE_LISTEN"), "{e}");
         let e = Config::load(None, env(&[("SYNC_TABLES", "jobs,bad-name")])).unwrap_err();
         assert!(e.to_string().contains("sync.tables"), "{e}");
         let dir = tempfile::tempdir().unwrap();

@@ -13,9 +13,14 @@
 //!
 //! The store itself (SQLite + Automerge) and the sync protocol live in `meshlite-core`.
 
+pub mod api;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod discovery;
 pub mod fleet;
+pub mod http;
+pub mod httpc;
+pub mod metrics;
 pub mod nats;
 pub mod net;

@@ -6,9 +6,11 @@
 //! owns it.
 
 mod bundle;
+mod daemon;
 mod data;
 mod output;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -20,9 +22,9 @@ pub use output::CliError;
 #[derive(Debug, Parser)]
 #[command(name = "meshlite", version, about, long_about = None)]
 pub struct Cli {
-    /// Data directory of the local store.
-    #[arg(long, global = true, env = "MESHLITE_DATA", default_value = "./meshlite-data")]
-    pub data: PathBuf,
+    /// Data directory of the local store [default: ./meshlite-data].
+    #[arg(long, global = true, env = "MESHLITE_DATA")]
+    pub data: Option<PathBuf>,
 
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, env = "MESHLITE_LOG_FORMAT", default_value = "human")]
@@ -45,6 +47,23 @@ pub enum LogFormat {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the node daemon: the store, the HTTP listener and, when configured, the mesh (QUIC
+    /// peers found by mDNS, Tailscale and static lists) and NATS. With no configuration it runs
+    /// standalone on its embedded default. Stops cleanly on SIGINT / SIGTERM.
+    Run {
+        /// TOML configuration file (every key has a default; env overrides apply on top).
+        #[arg(long, env = "MESHLITE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Fleet identity: create a CA, issue node certificates.
+    #[command(subcommand)]
+    Fleet(daemon::FleetCommand),
+    /// Print the running daemon's peer table, one JSON object per line.
+    Peers {
+        /// The daemon's HTTP listener.
+        #[arg(long, env = "MESHLITE_HTTP_LISTEN", default_value = "127.0.0.1:8100")]
+        http: SocketAddr,
+    },
     /// Create the store (if missing) and install or upgrade its schema.
     Init {
         /// A TOML schema file (see fixtures/schemas/pmoves.toml). Without it the store is
@@ -107,10 +126,14 @@ pub enum Command {
     Bundle(bundle::BundleCommand),
 }
 
+/// The data directory when neither `--data` nor `MESHLITE_DATA` is given.
+pub const DEFAULT_DATA_DIR: &str = "./meshlite-data";
+
 /// Parses the command line, runs the command and maps errors to an exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let default_level = if matches!(cli.command, Command::Run { .. }) { "info" } else { "warn" };
+    init_logging(cli.log_format, default_level);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -122,24 +145,33 @@ pub fn main() -> ExitCode {
 
 /// Runs one parsed command.
 pub fn run(cli: Cli) -> Result<(), CliError> {
+    let dir = cli.data.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let data = dir.as_path();
     match cli.command {
-        Command::Init { schema } => data::init(&cli.data, schema.as_deref()),
-        Command::Put { collection, json, recreate } => data::put(&cli.data, &collection, &json, recreate),
-        Command::Get { collection, id } => data::get(&cli.data, &collection, &id),
-        Command::Delete { collection, id } => data::delete(&cli.data, &collection, &id),
-        Command::Incr { collection, id, field, n } => data::incr(&cli.data, &collection, &id, &field, n),
-        Command::Append { collection, json } => data::append(&cli.data, &collection, &json),
-        Command::Query(args) => data::query(&cli.data, &args),
-        Command::Summary => data::summary(&cli.data),
-        Command::Status => data::status(&cli.data),
-        Command::Bundle(cmd) => bundle::run(&cli.data, cmd),
+        Command::Run { config } => daemon::run(cli.data.as_deref(), config.as_deref()),
+        Command::Fleet(cmd) => daemon::fleet(cmd),
+        Command::Peers { http } => daemon::peers(http),
+        Command::Init { schema } => data::init(data, schema.as_deref()),
+        Command::Put { collection, json, recreate } => data::put(data, &collection, &json, recreate),
+        Command::Get { collection, id } => data::get(data, &collection, &id),
+        Command::Delete { collection, id } => data::delete(data, &collection, &id),
+        Command::Incr { collection, id, field, n } => data::incr(data, &collection, &id, &field, n),
+        Command::Append { collection, json } => data::append(data, &collection, &json),
+        Command::Query(args) => data::query(data, &args),
+        Command::Summary => data::summary(data),
+        Command::Status => data::status(data),
+        Command::Bundle(cmd) => bundle::run(data, cmd),
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MESHLITE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

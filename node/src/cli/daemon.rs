@@ -1,0 +1,106 @@
+//! `meshlite run`, `meshlite fleet ...` and `meshlite peers`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use super::output::{print_json, CliError, Context};
+use crate::config::Config;
+
+/// `meshlite fleet ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum FleetCommand {
+    /// Create a fleet: a CA and a cluster id in DIR (keep DIR/ca.key offline).
+    Init {
+        /// Directory for the fleet's CA files.
+        dir: PathBuf,
+    },
+    /// Issue a node key and certificate; writes DIR/nodes/NODE_NAME/, the files a node needs
+    /// (point its `node.fleet_dir` / `MESHLITE_FLEET_DIR` there).
+    Issue {
+        /// The fleet directory from `fleet init`.
+        dir: PathBuf,
+        /// The node's name (letters, digits, `-`).
+        node_name: String,
+        /// Validity of the certificate in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+}
+
+pub(crate) fn fleet(cmd: FleetCommand) -> Result<(), CliError> {
+    match cmd {
+        FleetCommand::Init { dir } => {
+            let info = crate::fleet::init(&dir)?;
+            print_json(&serde_json::json!({
+                "dir": dir, "cluster_id": info.cluster_id.to_string(),
+            }))
+        }
+        FleetCommand::Issue { dir, node_name, days } => {
+            let issued = crate::fleet::issue(&dir, &node_name, days)?;
+            print_json(&serde_json::json!({
+                "node_name": node_name,
+                "node_id": issued.node_id.to_string(),
+                "cluster_id": issued.cluster_id.to_string(),
+                "dir": issued.bundle_dir,
+                "not_after_unix": issued.not_after.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            }))
+        }
+    }
+}
+
+/// Loads the configuration for `run`; `--data` (or `MESHLITE_DATA`) overrides `node.data`.
+fn load_config(file: Option<&Path>, data: Option<&Path>) -> Result<Config, CliError> {
+    let mut config = Config::load(file, |k| std::env::var(k).ok())?;
+    if let Some(data) = data {
+        config.node.data = data.to_owned();
+    }
+    Ok(config)
+}
+
+pub(crate) fn run(data: Option<&Path>, config_file: Option<&Path>) -> Result<(), CliError> {
+    let config = load_config(config_file, data)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("meshlite")
+        .build()
+        .context(|| "cannot start the async runtime".into())?;
+    runtime
+        .block_on(crate::daemon::run(config, shutdown_signal()))
+        .map_err(|e| CliError::msg(format!("{e:#}")))
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the daemon");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+pub(crate) fn peers(http: SocketAddr) -> Result<(), CliError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context(|| "cannot start the async runtime".into())?;
+    let unreachable = |e: String| {
+        CliError::msg(format!("cannot reach the daemon's HTTP listener at {http}: {e}; is `meshlite run` running?"))
+    };
+    let (status, body) = runtime.block_on(crate::httpc::get(http, "/peers")).map_err(|e| unreachable(e.to_string()))?;
+    if !status.is_success() {
+        return Err(unreachable(format!("HTTP {status}")));
+    }
+    let value: serde_json::Value = serde_json::from_slice(&body).context(|| "daemon sent invalid JSON".into())?;
+    for row in value["table"].as_array().into_iter().flatten() {
+        print_json(row)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! The dialer: keeps a QUIC connection to every peer the discovery sources report.
+//!
+//! It wakes when the peer table changes and on a slow tick, dials each candidate address of
+//! every peer that is not connected yet (bounded concurrency), and backs off per address on
+//! failure (doubling up to [`MAX_DIAL_BACKOFF`]). Failures are written to the peer table so
+//! `meshlite peers` shows why a peer is unreachable.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::discovery::table::{PeerKey, PeerRow, PeerTable};
+use crate::fleet::NodeId;
+use crate::net::handle::NetHandle;
+
+/// Longest wait before an address that failed is dialed again.
+pub const MAX_DIAL_BACKOFF: Duration = Duration::from_secs(60);
+/// First wait after a failure.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// How often the dialer looks again even without table changes.
+const TICK: Duration = Duration::from_secs(5);
+/// Dials in flight at once.
+const MAX_INFLIGHT_DIALS: usize = 8;
+
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    until: Instant,
+    wait: Duration,
+}
+
+/// The dialer actor.
+#[derive(Debug)]
+pub struct Dialer {
+    /// The transport.
+    pub net: NetHandle,
+    /// Where candidates come from.
+    pub table: PeerTable,
+    /// Stops the actor.
+    pub cancel: CancellationToken,
+}
+
+type DialResult = (SocketAddr, PeerKey, Result<NodeId, String>);
+
+impl Dialer {
+    /// Runs until cancelled.
+    pub async fn run(self) {
+        let mut changes = self.table.changes();
+        let mut backoff: HashMap<SocketAddr, Backoff> = HashMap::new();
+        let mut inflight: JoinSet<DialResult> = JoinSet::new();
+        let mut dialing: HashSet<SocketAddr> = HashSet::new();
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => break,
+                Some(done) = inflight.join_next() => {
+                    if let Ok((addr, key, result)) = done {
+                        dialing.remove(&addr);
+                        self.on_dialed(addr, key, result, &mut backoff);
+                    }
+                }
+                changed = changes.changed() => {
+                    if changed.is_err() { break; }
+                    self.dial_missing(&mut inflight, &mut dialing, &backoff).await;
+                }
+                _ = tick.tick() => self.dial_missing(&mut inflight, &mut dialing, &backoff).await,
+            }
+        }
+        inflight.abort_all();
+        while inflight.join_next().await.is_some() {}
+    }
+
+    async fn dial_missing(
+        &self,
+        inflight: &mut JoinSet<DialResult>,
+        dialing: &mut HashSet<SocketAddr>,
+        backoff: &HashMap<SocketAddr, Backoff>,
+    ) {
+        let connected: HashSet<String> =
+            self.net.peers().await.into_iter().map(|p| p.node_id.to_string()).collect();
+        let me = self.net.node_id().to_string();
+        let now = Instant::now();
+        for row in self.table.snapshot() {
+            if !wants_dial(&row, &me, &connected) {
+                continue;
+            }
+            let expected = row.node_id.as_deref().and_then(|id| id.parse::<NodeId>().ok());
+            for addr in row.addresses.iter().copied() {
+                let waiting = backoff.get(&addr).is_some_and(|b| b.until > now);
+                if waiting || dialing.contains(&addr) || inflight.len() >= MAX_INFLIGHT_DIALS {
+                    continue;
+                }
+                dialing.insert(addr);
+                let (net, key) = (self.net.clone(), row_key(&row));
+                inflight.spawn(async move {
+                    let result = net.connect(addr, expected).await.map_err(|e| e.to_string());
+                    (addr, key, result)
+                });
+                break; // one address per peer at a time
+            }
+        }
+    }
+
+    fn on_dialed(
+        &self,
+        addr: SocketAddr,
+        key: PeerKey,
+        result: Result<NodeId, String>,
+        backoff: &mut HashMap<SocketAddr, Backoff>,
+    ) {
+        match result {
+            Ok(node) => {
+                backoff.remove(&addr);
+                self.table.identify(addr, &node.to_string());
+                tracing::info!(%addr, %node, "connected to peer");
+            }
+            Err(e) => {
+                let wait = backoff.get(&addr).map_or(FIRST_BACKOFF, |b| (b.wait * 2).min(MAX_DIAL_BACKOFF));
+                backoff.insert(addr, Backoff { until: Instant::now() + wait, wait });
+                tracing::debug!(%addr, error = %e, retry_in = ?wait, "dial failed");
+                self.table.record_failure(&key, e);
+            }
+        }
+    }
+}
+
+/// True for a peer that is not us and not connected yet.
+fn wants_dial(row: &PeerRow, me: &str, connected: &HashSet<String>) -> bool {
+    match row.node_id.as_deref() {
+        Some(id) => id != me && !connected.contains(id),
+        None => true,
+    }
+}
+
+fn row_key(row: &PeerRow) -> PeerKey {
+    match &row.node_id {
+        Some(id) => PeerKey::Node(id.clone()),
+        None => PeerKey::Addr(row.key.trim_start_matches("addr:").to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(node_id: Option<&str>) -> PeerRow {
+        PeerRow {
+            key: node_id.map_or("addr:10.0.0.1:1".into(), str::to_owned),
+            node_id: node_id.map(str::to_owned),
+            name: None,
+            addresses: vec![],
+            sources: vec![],
+            last_seen_unix_ms: 0,
+            last_seen_ago_ms: 0,
+            rtt_ms: None,
+            consecutive_errors: 0,
+            last_error: None,
+            collections: vec![],
+            version: None,
+        }
+    }
+
+    #[test]
+    fn dials_unknown_and_unconnected_peers_only() {
+        let connected: HashSet<String> = ["bb".to_owned()].into();
+        assert!(wants_dial(&row(None), "aa", &connected));
+        assert!(wants_dial(&row(Some("cc")), "aa", &connected));
+        assert!(!wants_dial(&row(Some("bb")), "aa", &connected), "already connected");
+        assert!(!wants_dial(&row(Some("aa")), "aa", &connected), "ourselves");
+        assert!(matches!(row_key(&row(None)), PeerKey::Addr(a) if a == "10.0.0.1:1"));
+    }
+}

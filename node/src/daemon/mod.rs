@@ -1,0 +1,241 @@
+//! `meshlite run`: wires the store, the QUIC transport, discovery, NATS and the HTTP listener.
+//!
+//! ```text
+//!             ┌──────────── CancellationToken (SIGINT / SIGTERM) ────────────┐
+//!   Store ◄── gossip::Gossip (push on commit, relay, anti-entropy timer)     │
+//!     ▲   ◄── net (QUIC, mTLS; sync sessions and pushes apply into the store)│
+//!     │       dialer::Dialer ◄── PeerTable ◄── discovery (mDNS, static, Tailscale)
+//!     │                              ▲
+//!     └── nats (events, relay) ──────┘ (announcements)
+//!   http: /healthz /metrics /peers /status
+//! ```
+//!
+//! With no configuration only the store and the HTTP listener run (the embedded default).
+//! Without fleet files, or in `standalone` mode, no peer port is opened. Shutdown cancels every
+//! part, waits for each within [`SHUTDOWN_GRACE`], and closes the store last: the writer finishes
+//! queued writes before the process exits, so nothing acknowledged is lost.
+
+pub mod dialer;
+pub mod gossip;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use meshlite_core::dissemination::{DisseminationConfig, Disseminator};
+use meshlite_core::store::{OpenOptions, Store, Synchronous};
+use meshlite_core::Schema;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::discovery::{Discovery, LocalNode, PeerTable};
+use crate::fleet;
+use crate::http::{self, AppState};
+use crate::nats::{self, NatsContext, NatsService};
+use crate::net::handle::NetHandle;
+use crate::net::mesh;
+use gossip::{Gossip, GossipStats};
+
+/// How long each part may take to stop.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What `meshlite run` prints on stdout once it serves (one JSON line), for scripts and tests.
+#[derive(Debug, serde::Serialize)]
+pub struct Ready {
+    /// Always "ready".
+    pub event: &'static str,
+    /// The HTTP listener.
+    pub http: SocketAddr,
+    /// The QUIC listener, when the mesh is on.
+    pub quic: Option<SocketAddr>,
+    /// This node's id (from its key), when the mesh is on.
+    pub node_id: Option<String>,
+    /// The store's replica id.
+    pub replica: String,
+}
+
+/// The running mesh parts.
+struct Mesh {
+    net: NetHandle,
+    discovery: Discovery,
+    stats: Arc<GossipStats>,
+    local: LocalNode,
+}
+
+/// Runs the daemon until `shutdown` completes (or a part fails), then stops everything.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    crate::net::tls::install_crypto_provider();
+    let store = open_store(&config).await?;
+    let cancel = CancellationToken::new();
+    let table = PeerTable::new(config.discovery.peer_expiry());
+    let mut actors: JoinSet<()> = JoinSet::new();
+    let mesh = match config.mesh_enabled() {
+        true => Some(start_mesh(&config, &store, &table, &cancel, &mut actors)?),
+        false => None,
+    };
+    let nats = start_nats(&config, &store, &table, mesh.as_ref(), &cancel).await?;
+    let state = AppState {
+        store: store.clone(),
+        net: mesh.as_ref().map(|m| m.net.clone()),
+        table: table.clone(),
+        gossip: mesh.as_ref().map(|m| m.stats.clone()),
+        nats: nats.as_ref().map(|n| n.stats().clone()),
+        node_name: config.node.name.clone(),
+        started: Instant::now(),
+    };
+    let (http_addr, http_task) = http::serve(config.http.listen, state, cancel.clone())
+        .await
+        .with_context(|| format!("cannot listen on http.listen = {}", config.http.listen))?;
+    announce_ready(http_addr, mesh.as_ref(), &store);
+    wait_for_stop(shutdown, &mut actors, &cancel).await;
+    stop_all(store, mesh, nats, actors, http_task, cancel).await
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let schema = config.node.schema.as_deref().map(Schema::from_file).transpose()?;
+    let opts = OpenOptions {
+        schema,
+        synchronous: if config.node.durable_fsync { Synchronous::Full } else { Synchronous::Normal },
+        doc_cache: config.node.doc_cache,
+        ..OpenOptions::default()
+    };
+    let dir = config.node.data.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir, opts)).await??;
+    tracing::info!(replica = %store.replica_id(), data = %config.node.data.display(), "store open");
+    Ok(store)
+}
+
+fn start_mesh(
+    config: &Config,
+    store: &Store,
+    table: &PeerTable,
+    cancel: &CancellationToken,
+    actors: &mut JoinSet<()>,
+) -> anyhow::Result<Mesh> {
+    let fleet_dir = config.node.fleet_dir.as_deref().context("node.fleet_dir is required for the mesh")?;
+    let identity = fleet::load_node_identity(fleet_dir)
+        .with_context(|| format!("cannot load fleet files from node.fleet_dir = {}", fleet_dir.display()))?;
+    let cluster = identity.cluster_id().to_string();
+    let net = mesh::start(identity, config.transport.clone(), store.clone(), cancel.child_token())
+        .with_context(|| format!("cannot start QUIC on transport.listen = {}", config.transport.listen))?;
+    let local = local_node(config, net.node_id().to_string(), cluster, net.local_addr().port());
+    let discovery = Discovery::start(&config.effective_discovery(), &local, table, cancel)?;
+    let stats = Arc::new(GossipStats::default());
+    let policy = Disseminator::new(dissemination_config(config), rand::random(), Instant::now())?;
+    let gossip = Gossip {
+        store: store.clone(),
+        net: net.clone(),
+        table: table.clone(),
+        policy,
+        stats: stats.clone(),
+        cancel: cancel.child_token(),
+    };
+    actors.spawn(gossip.run());
+    let dialer = dialer::Dialer { net: net.clone(), table: table.clone(), cancel: cancel.child_token() };
+    actors.spawn(dialer.run());
+    Ok(Mesh { net, discovery, stats, local })
+}
+
+fn dissemination_config(config: &Config) -> DisseminationConfig {
+    DisseminationConfig {
+        push_fanout: config.sync.push_fanout,
+        anti_entropy_peers: config.sync.anti_entropy_peers,
+        ..DisseminationConfig::with_interval(config.sync.interval())
+    }
+}
+
+fn local_node(config: &Config, node_id: String, cluster: String, quic_port: u16) -> LocalNode {
+    LocalNode {
+        node_id,
+        name: config.node.name.clone(),
+        cluster,
+        quic_port,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        addresses: Vec::new(),
+        collections: config.sync.tables.clone(),
+        capabilities: vec!["store".into(), "sync".into()],
+    }
+}
+
+/// Starts NATS when configured. Without a mesh the node announces itself under its replica id
+/// and the `local` cluster, and the relay still carries its transactions.
+async fn start_nats(
+    config: &Config,
+    store: &Store,
+    table: &PeerTable,
+    mesh: Option<&Mesh>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<NatsService>> {
+    if !config.nats_enabled() {
+        return Ok(None);
+    }
+    let Some(client) = nats::connect(&config.nats, &config.node.name).await? else {
+        return Ok(None);
+    };
+    let local = match mesh {
+        Some(m) => m.local.clone(),
+        None => local_node(config, store.replica_id().to_hex(), "local".into(), 0),
+    };
+    let ctx = NatsContext {
+        client,
+        local,
+        table: table.clone(),
+        store: Arc::new(store.clone()),
+        cursor_path: config.node.data.join("nats-relay.cursor"),
+    };
+    Ok(Some(NatsService::start(&config.nats, ctx, cancel)?))
+}
+
+fn announce_ready(http: SocketAddr, mesh: Option<&Mesh>, store: &Store) {
+    let ready = Ready {
+        event: "ready",
+        http,
+        quic: mesh.map(|m| m.net.local_addr()),
+        node_id: mesh.map(|m| m.net.node_id().to_string()),
+        replica: store.replica_id().to_hex(),
+    };
+    tracing::info!(%http, quic = ?ready.quic, "meshlite running");
+    if let Ok(line) = serde_json::to_string(&ready) {
+        println!("{line}");
+    }
+}
+
+/// Waits for the shutdown signal, or for an actor to end on its own (a bug: logged, and the
+/// daemon stops rather than limp on without it).
+async fn wait_for_stop(shutdown: impl Future<Output = ()>, actors: &mut JoinSet<()>, cancel: &CancellationToken) {
+    tokio::select! {
+        _ = shutdown => tracing::info!("shutting down"),
+        Some(done) = actors.join_next() => {
+            tracing::error!(result = ?done, "a daemon task ended unexpectedly; shutting down");
+        }
+    }
+    cancel.cancel();
+}
+
+async fn stop_all(
+    store: Store,
+    mesh: Option<Mesh>,
+    nats: Option<NatsService>,
+    mut actors: JoinSet<()>,
+    http_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    cancel.cancel();
+    if tokio::time::timeout(SHUTDOWN_GRACE, async { while actors.join_next().await.is_some() {} }).await.is_err() {
+        actors.abort_all();
+    }
+    if let Some(n) = nats {
+        n.shutdown(SHUTDOWN_GRACE).await;
+    }
+    if let Some(m) = mesh {
+        m.discovery.shutdown(SHUTDOWN_GRACE).await;
+        m.net.shutdown().await;
+    }
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, http_task).await;
+    tokio::task::spawn_blocking(move || store.close()).await??;
+    tracing::info!("stopped; store closed cleanly");
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! The node's local HTTP listener (127.0.0.1:8100 by default): `/healthz`, `/metrics`,
+//! `/peers`, `/status` and the record API under `/v1` ([`crate::api`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use meshlite_core::store::{Status, Store};
+use tokio_util::sync::CancellationToken;
+
+use crate::daemon::gossip::GossipStats;
+use crate::discovery::table::PeerTable;
+use crate::metrics::{Snapshot, render};
+use crate::nats::NatsStats;
+use crate::net::events::PeerInfo;
+use crate::net::handle::NetHandle;
+
+/// What the handlers read.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The store.
+    pub store: Store,
+    /// The transport, when the mesh is on.
+    pub net: Option<NetHandle>,
+    /// The discovery peer table.
+    pub table: PeerTable,
+    /// Gossip counters, when the mesh is on.
+    pub gossip: Option<Arc<GossipStats>>,
+    /// NATS counters, when NATS is on.
+    pub nats: Option<NatsStats>,
+    /// This node's name.
+    pub node_name: String,
+    /// When the daemon started.
+    pub started: Instant,
+}
+
+/// The router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/peers", get(peers))
+        .route("/status", get(status))
+        .merge(crate::api::routes())
+        .with_state(state)
+}
+
+/// Binds `addr` and serves until `cancel` fires; returns the bound address through `bound`.
+pub async fn serve(
+    addr: SocketAddr,
+    state: AppState,
+    cancel: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let app = router(state);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await
+    });
+    Ok((local, task))
+}
+
+async fn read_status(store: &Store) -> Option<Status> {
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || store.status()).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "store status unavailable");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+async fn connections(net: &Option<NetHandle>) -> Vec<PeerInfo> {
+    match net {
+        Some(net) => net.peers().await,
+        None => Vec::new(),
+    }
+}
+
+async fn healthz(State(s): State<AppState>) -> Response {
+    let status = read_status(&s.store).await;
+    let code = if status.is_some() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = serde_json::json!({
+        "status": if status.is_some() { "ok" } else { "store unavailable" },
+        "node": s.node_name,
+        "replica": s.store.replica_id(),
+        "node_id": s.net.as_ref().map(|n| n.node_id().to_string()),
+        "uptime_s": s.started.elapsed().as_secs(),
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    (code, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let status = read_status(&s.store).await;
+    let conns = connections(&s.net).await;
+    let table = s.table.snapshot();
+    let text = render(&Snapshot {
+        status: status.as_ref(),
+        connections: &conns,
+        table: &table,
+        gossip: s.gossip.as_deref(),
+        nats: s.nats.as_ref(),
+    });
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn peers(State(s): State<AppState>) -> Response {
+    let conns = connections(&s.net).await;
+    let body = serde_json::json!({ "table": s.table.snapshot(), "connections": conns });
+    axum::Json(body).into_response()
+}
+
+async fn status(State(s): State<AppState>) -> Response {
+    match read_status(&s.store).await {
+        Some(st) => axum::Json(st).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response(),
+    }
+}
