@@ -131,3 +131,30 @@ fn status_reports_peer_lag_from_acks() {
     assert_eq!(status.peers[0].missing, 3);
     s.close().unwrap();
 }
+
+#[test]
+fn partial_replica_keeps_only_its_collections_and_stays_gap_free() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Store::open(da.path(), OpenOptions::default()).unwrap();
+    let only_jobs = OpenOptions {
+        replicate: Some(["jobs".to_owned()].into()),
+        ..OpenOptions::default()
+    };
+    let b = Store::open(db.path(), only_jobs).unwrap();
+    a.put("jobs", json!({"id": "j1"})).unwrap();
+    a.put("tasks", json!({"id": "t1"})).unwrap();
+    a.put("jobs", json!({"id": "j2"})).unwrap();
+    let mine = a.summary().unwrap();
+    let batch = a.txns_for(&mine.missing_from(&Summary::new()), usize::MAX).unwrap();
+    let txns: Vec<Txn> = batch.txns.iter().map(|t| Txn::decode(t).unwrap()).collect();
+    let report = b.apply_remote(txns).unwrap();
+    assert_eq!((report.applied, report.filtered), (2, 1));
+    assert_eq!(b.summary().unwrap(), mine, "filtered transactions count as held");
+    assert!(b.get("tasks", "t1").unwrap().is_none());
+    assert!(b.get("jobs", "j2").unwrap().is_some());
+    // It cannot serve what it did not keep: only the two jobs transactions come back.
+    let served = b.txns_for(&mine.missing_from(&Summary::new()), usize::MAX).unwrap();
+    assert_eq!(served.txns.len(), 2);
+    a.close().unwrap();
+    b.close().unwrap();
+}

@@ -144,7 +144,9 @@ fn default_node_name() -> String {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SyncSection {
-    /// Collections this node replicates; empty means all.
+    /// Collections this node replicates; empty means all. Remote transactions touching none of
+    /// them are acknowledged but not kept, so a partial node is a leaf for other collections
+    /// (it never relays them); its own writes to any collection still replicate.
     pub tables: Vec<String>,
     /// Anti-entropy period in seconds.
     pub interval_seconds: u64,

@@ -97,6 +97,11 @@ pub struct OpenOptions {
     pub doc_cache: usize,
     /// Read-only connections for concurrent reads. Default 4.
     pub read_connections: usize,
+    /// Partial replication (`SYNC_TABLES`): keep only remote transactions that touch one of
+    /// these collections; others are recorded as held (so peers do not resend them) but neither
+    /// stored nor shown, which makes this replica a leaf for the other collections: it never
+    /// relays them. `None` (default) keeps everything. Local writes are not restricted.
+    pub replicate: Option<std::collections::BTreeSet<String>>,
 }
 
 impl Default for OpenOptions {
@@ -106,6 +111,7 @@ impl Default for OpenOptions {
             synchronous: Synchronous::Normal,
             doc_cache: 1024,
             read_connections: 4,
+            replicate: None,
         }
     }
 }
@@ -161,6 +167,7 @@ impl Store {
             parked: parked as u64,
             events: events.clone(),
             dir_lock,
+            replicate: opts.replicate.clone(),
         };
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
         let thread = std::thread::Builder::new()

@@ -93,6 +93,13 @@ impl Writer {
             batch.report.duplicates += 1;
             return Ok(());
         }
+        if !self.replicates(&txn) {
+            // Partial replica: held (so peers do not resend it), neither stored nor shown.
+            batch.report.filtered += 1;
+            self.summary.insert(txn.id);
+            batch.dirty.insert(txn.id.origin);
+            return Ok(());
+        }
         let bytes = txn.encode();
         match self.guarded(&txn)? {
             Outcome::Applied(changes) => {
@@ -119,6 +126,15 @@ impl Writer {
         self.summary.insert(txn.id);
         batch.dirty.insert(txn.id.origin);
         Ok(())
+    }
+
+    /// True when this replica keeps `txn`: no replication filter, or some op touches a
+    /// replicated collection (a transaction is kept whole, never split).
+    fn replicates(&self, txn: &Txn) -> bool {
+        match &self.replicate {
+            None => true,
+            Some(set) => txn.ops.iter().any(|op| set.contains(op.collection())),
+        }
     }
 
     /// Retries parked transactions until a pass makes no progress.

@@ -139,6 +139,8 @@ pub struct ApplyReport {
     pub parked: usize,
     /// Previously parked transactions applied now.
     pub unparked: usize,
+    /// Transactions outside this partial replica's collections: held, not stored.
+    pub filtered: usize,
     /// Transactions refused (malformed or unappliable), with the reason. Not held: a peer with a
     /// good copy can still deliver them.
     pub rejected: Vec<(TxnId, String)>,
@@ -150,6 +152,7 @@ impl ApplyReport {
         self.duplicates += other.duplicates;
         self.parked += other.parked;
         self.unparked += other.unparked;
+        self.filtered += other.filtered;
         self.rejected.extend(other.rejected);
     }
 }

@@ -110,6 +110,8 @@ pub(crate) struct Writer {
     pub rowversion: i64,
     pub parked: u64,
     pub events: broadcast::Sender<StoreEvent>,
+    /// Collections kept from remote transactions (`None`: all). See [`super::OpenOptions`].
+    pub replicate: Option<std::collections::BTreeSet<String>>,
     /// The data directory's lock, held for as long as the writer runs (released when the
     /// thread exits, after the last commit).
     #[expect(dead_code, reason = "held for its lifetime: dropping the file releases the lock")]

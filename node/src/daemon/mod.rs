@@ -100,6 +100,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
         schema,
         synchronous: if config.node.durable_fsync { Synchronous::Full } else { Synchronous::Normal },
         doc_cache: config.node.doc_cache,
+        replicate: (!config.sync.tables.is_empty()).then(|| config.sync.tables.iter().cloned().collect()),
         ..OpenOptions::default()
     };
     let dir = config.node.data.clone();
