@@ -366,6 +366,19 @@ mod tests {
     }
 
     #[test]
+    fn shipped_example_is_the_defaults() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/meshlite.example.toml"));
+        let example = Config::load(Some(path), env(&[])).unwrap();
+        let defaults = Config::load(None, env(&[])).unwrap();
+        let render = |c: &Config| {
+            let mut c = c.clone();
+            c.node.name = String::new();
+            toml::to_string(&c).unwrap()
+        };
+        assert_eq!(render(&example), render(&defaults));
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let e = Config::load(None, env(&[("SYNC_INTERVAL_SECONDS", "soon")])).unwrap_err();
         assert!(e.to_string().contains("SYNC_INTERVAL_SECONDS"), "{e}");

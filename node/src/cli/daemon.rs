@@ -57,8 +57,13 @@ fn load_config(file: Option<&Path>, data: Option<&Path>) -> Result<Config, CliEr
     Ok(config)
 }
 
-pub(crate) fn run(data: Option<&Path>, config_file: Option<&Path>) -> Result<(), CliError> {
+pub(crate) fn run(data: Option<&Path>, config_file: Option<&Path>, print_config: bool) -> Result<(), CliError> {
     let config = load_config(config_file, data)?;
+    if print_config {
+        let text = toml::to_string(&config).context(|| "cannot render the configuration".into())?;
+        print!("{text}");
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("meshlite")

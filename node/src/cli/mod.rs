@@ -54,6 +54,9 @@ pub enum Command {
         /// TOML configuration file (every key has a default; env overrides apply on top).
         #[arg(long, env = "MESHLITE_CONFIG")]
         config: Option<PathBuf>,
+        /// Print the effective configuration (defaults, file, env) as TOML and exit.
+        #[arg(long)]
+        print_config: bool,
     },
     /// Fleet identity: create a CA, issue node certificates.
     #[command(subcommand)]
@@ -148,7 +151,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     let dir = cli.data.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     let data = dir.as_path();
     match cli.command {
-        Command::Run { config } => daemon::run(cli.data.as_deref(), config.as_deref()),
+        Command::Run { config, print_config } => daemon::run(cli.data.as_deref(), config.as_deref(), print_config),
         Command::Fleet(cmd) => daemon::fleet(cmd),
         Command::Peers { http } => daemon::peers(http),
         Command::Init { schema } => data::init(data, schema.as_deref()),

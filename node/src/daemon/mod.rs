@@ -120,7 +120,8 @@ fn start_mesh(
     let identity = fleet::load_node_identity(fleet_dir)
         .with_context(|| format!("cannot load fleet files from node.fleet_dir = {}", fleet_dir.display()))?;
     let cluster = identity.cluster_id().to_string();
-    let net = mesh::start(identity, config.transport.clone(), store.clone(), cancel.child_token())
+    let transport = crate::net::TransportConfig { push_fanout: config.sync.push_fanout, ..config.transport.clone() };
+    let net = mesh::start(identity, transport, store.clone(), cancel.child_token())
         .with_context(|| format!("cannot start QUIC on transport.listen = {}", config.transport.listen))?;
     let local = local_node(config, net.node_id().to_string(), cluster, net.local_addr().port());
     let discovery = Discovery::start(&config.effective_discovery(), &local, table, cancel)?;

@@ -81,6 +81,8 @@ pub struct TransportConfig {
     /// Most simultaneous peer connections. Default 64 (1–4096).
     pub max_peers: usize,
     /// Peers each push goes to. Default 3 (0 disables push).
+    /// Not a config key: the daemon sets it from `sync.push_fanout`.
+    #[serde(skip)]
     pub push_fanout: usize,
     /// Revoked node ids, refused at the handshake in both directions. Default empty.
     pub deny_nodes: Vec<NodeId>,
