@@ -150,13 +150,29 @@ mod tests {
 
     fn sample() -> Txn {
         Txn {
-            id: TxnId { origin: ReplicaId::random(), seq: 7 },
+            id: TxnId {
+                origin: ReplicaId::random(),
+                seq: 7,
+            },
             timestamp_ms: 1_700_000_000_000,
             schema_version: 1,
             ops: vec![
-                Op::Doc { collection: "tasks".into(), id: "a".into(), incarnation: 1, change: vec![1, 2, 3] },
-                Op::Delete { collection: "tasks".into(), id: "b".into(), incarnation: 2 },
-                Op::Append { collection: "sensor_data".into(), id: "c".into(), row: "{}".into() },
+                Op::Doc {
+                    collection: "tasks".into(),
+                    id: "a".into(),
+                    incarnation: 1,
+                    change: vec![1, 2, 3],
+                },
+                Op::Delete {
+                    collection: "tasks".into(),
+                    id: "b".into(),
+                    incarnation: 2,
+                },
+                Op::Append {
+                    collection: "sensor_data".into(),
+                    id: "c".into(),
+                    row: "{}".into(),
+                },
             ],
         }
     }
@@ -174,7 +190,10 @@ mod tests {
             assert!(Txn::decode(&bytes[..n]).is_err(), "prefix {n} decoded");
         }
         assert!(Txn::decode(&[0xff; 64]).is_err());
-        assert!(matches!(Txn::decode(&vec![0; MAX_TXN_BYTES + 1]), Err(DecodeTxnError::TooLarge(_))));
+        assert!(matches!(
+            Txn::decode(&vec![0; MAX_TXN_BYTES + 1]),
+            Err(DecodeTxnError::TooLarge(_))
+        ));
     }
 
     #[test]

@@ -22,7 +22,11 @@ pub struct ReplicaId(pub [u8; REPLICA_ID_LEN]);
 
 impl Serialize for ReplicaId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() { s.serialize_str(&self.to_hex()) } else { self.0.serialize(s) }
+        if s.is_human_readable() {
+            s.serialize_str(&self.to_hex())
+        } else {
+            self.0.serialize(s)
+        }
     }
 }
 

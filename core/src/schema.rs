@@ -194,7 +194,14 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<(), NameError> {
         && name.len() <= MAX_NAME_LEN
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         && !name.as_bytes()[0].is_ascii_digit();
-    if ok { Ok(()) } else { Err(NameError { what, name: name.to_owned() }) }
+    if ok {
+        Ok(())
+    } else {
+        Err(NameError {
+            what,
+            name: name.to_owned(),
+        })
+    }
 }
 
 impl Default for Schema {
@@ -206,7 +213,11 @@ impl Default for Schema {
 impl Schema {
     /// No schema: every valid collection name is a document collection with `lww` fields.
     pub fn schemaless() -> Self {
-        Self { version: 0, strict: false, collections: BTreeMap::new() }
+        Self {
+            version: 0,
+            strict: false,
+            collections: BTreeMap::new(),
+        }
     }
 
     /// Parses and validates TOML text.
@@ -218,8 +229,10 @@ impl Schema {
 
     /// Reads, parses and validates a TOML file.
     pub fn from_file(path: &Path) -> Result<Schema, SchemaError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| SchemaError::Io { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| SchemaError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::from_toml(&text)
     }
 
@@ -233,28 +246,40 @@ impl Schema {
         for (name, def) in &self.collections {
             validate_name("collection", name)?;
             validate_name("field", &def.primary_key)?;
-            let bad = |reason: String| SchemaError::Invalid { collection: name.clone(), reason };
+            let bad = |reason: String| SchemaError::Invalid {
+                collection: name.clone(),
+                reason,
+            };
             for f in def.fields.keys().chain(&def.indexed) {
                 validate_name("field", f)?;
             }
             if def.kind == CollectionKind::Log && !def.fields.is_empty() {
                 let has_merge = def.fields.values().any(|p| *p != MergePolicy::Lww);
                 if has_merge {
-                    return Err(bad("log rows are immutable: fields take no merge policy".into()));
+                    return Err(bad(
+                        "log rows are immutable: fields take no merge policy".into()
+                    ));
                 }
             }
             if def.fields.contains_key(&def.primary_key) {
-                return Err(bad(format!("primary key {:?} cannot have a merge policy", def.primary_key)));
+                return Err(bad(format!(
+                    "primary key {:?} cannot have a merge policy",
+                    def.primary_key
+                )));
             }
             for (field, policy) in &def.fields {
                 if let MergePolicy::Priority { order } = policy {
                     if order.is_empty() {
-                        return Err(bad(format!("field {field:?}: priority needs a non-empty order")));
+                        return Err(bad(format!(
+                            "field {field:?}: priority needs a non-empty order"
+                        )));
                     }
                     let mut seen = order.clone();
                     seen.dedup();
                     if seen.len() != order.len() {
-                        return Err(bad(format!("field {field:?}: priority order repeats a value")));
+                        return Err(bad(format!(
+                            "field {field:?}: priority order repeats a value"
+                        )));
                     }
                 }
             }
@@ -275,7 +300,10 @@ impl Schema {
     /// The definition used to materialize remote data: declared, else the default. Remote data
     /// for undeclared collections is kept and shown with `lww` fields, never dropped.
     pub fn collection_or_default(&self, collection: &str) -> CollectionDef {
-        self.collections.get(collection).cloned().unwrap_or_default()
+        self.collections
+            .get(collection)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Checks that `new` may replace `self` for a store that already holds data.
@@ -289,25 +317,36 @@ impl Schema {
         }
         for (name, old) in &self.collections {
             let Some(def) = new.collections.get(name) else {
-                return incompatible(format!("collection {name:?} was removed; stored data would be orphaned"));
+                return incompatible(format!(
+                    "collection {name:?} was removed; stored data would be orphaned"
+                ));
             };
             if def.kind != old.kind {
-                return incompatible(format!("collection {name:?} changes kind from {:?} to {:?}", old.kind, def.kind));
+                return incompatible(format!(
+                    "collection {name:?} changes kind from {:?} to {:?}",
+                    old.kind, def.kind
+                ));
             }
             if def.primary_key != old.primary_key {
                 return incompatible(format!("collection {name:?} changes its primary key"));
             }
             for (field, policy) in &old.fields {
                 match (policy, def.fields.get(field)) {
-                    (MergePolicy::Priority { order: a }, Some(MergePolicy::Priority { order: b }))
-                        if b.starts_with(a) => {}
+                    (
+                        MergePolicy::Priority { order: a },
+                        Some(MergePolicy::Priority { order: b }),
+                    ) if b.starts_with(a) => {}
                     (p, Some(q)) if p == q => {}
                     (p, q) => {
                         let q = q.map_or("lww (undeclared)", MergePolicy::name);
                         return incompatible(format!(
                             "field {name}.{field} changes merge policy from {} to {q}{}",
                             p.name(),
-                            if matches!(p, MergePolicy::Priority { .. }) { " or reorders its values" } else { "" }
+                            if matches!(p, MergePolicy::Priority { .. }) {
+                                " or reorders its values"
+                            } else {
+                                ""
+                            }
                         ));
                     }
                 }
@@ -341,18 +380,29 @@ kind = "log"
         assert_eq!(t.policy("retries"), &MergePolicy::Counter);
         assert_eq!(t.policy("other"), &MergePolicy::Lww);
         assert!(s.collection("nope").is_none());
-        assert_eq!(s.collection_or_default("nope").kind, CollectionKind::Document);
+        assert_eq!(
+            s.collection_or_default("nope").kind,
+            CollectionKind::Document
+        );
         assert_eq!(Schema::from_toml(&s.to_toml()).unwrap(), s);
     }
 
     #[test]
     fn shipped_pmoves_schema_is_valid() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/schemas/pmoves.toml");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fixtures/schemas/pmoves.toml"
+        );
         let s = Schema::from_file(Path::new(path)).unwrap();
         for t in ["jobs", "tasks", "agents", "results", "metrics", "workers"] {
             assert_eq!(s.collections[t].kind, CollectionKind::Document, "{t}");
         }
-        for t in ["device_metrics", "ai_inference_results", "sensor_data", "analytics_events"] {
+        for t in [
+            "device_metrics",
+            "ai_inference_results",
+            "sensor_data",
+            "analytics_events",
+        ] {
             assert_eq!(s.collections[t].kind, CollectionKind::Log, "{t}");
         }
         let MergePolicy::Priority { order } = s.collections["tasks"].policy("status") else {
@@ -369,13 +419,28 @@ kind = "log"
 
     #[test]
     fn rejects_bad_names_and_policies() {
-        for bad in ["", "1abc", "a-b", "a b", "robert'); drop table x;--", &"x".repeat(64)] {
+        for bad in [
+            "",
+            "1abc",
+            "a-b",
+            "a b",
+            "robert'); drop table x;--",
+            &"x".repeat(64),
+        ] {
             assert!(validate_name("collection", bad).is_err(), "{bad:?}");
         }
         assert!(Schema::from_toml("[collections.\"bad-name\"]").is_err());
         assert!(Schema::from_toml("[collections.t.fields]\nx = { merge = \"nope\" }").is_err());
-        assert!(Schema::from_toml("[collections.t.fields]\nx = { merge = \"priority\", order = [] }").is_err());
-        assert!(Schema::from_toml("[collections.t]\nkind = \"log\"\n[collections.t.fields]\nx = { merge = \"max\" }").is_err());
+        assert!(
+            Schema::from_toml("[collections.t.fields]\nx = { merge = \"priority\", order = [] }")
+                .is_err()
+        );
+        assert!(
+            Schema::from_toml(
+                "[collections.t]\nkind = \"log\"\n[collections.t.fields]\nx = { merge = \"max\" }"
+            )
+            .is_err()
+        );
         assert!(Schema::from_toml("bogus = 1").is_err());
     }
 
@@ -388,15 +453,23 @@ kind = "log"
         ) + "\n[collections.new_one]\n";
         old.check_upgrade(&Schema::from_toml(&ok).unwrap()).unwrap();
 
-        let reorder = BASE.replace("[\"running\", \"failed\", \"done\"]", "[\"failed\", \"running\", \"done\"]");
+        let reorder = BASE.replace(
+            "[\"running\", \"failed\", \"done\"]",
+            "[\"failed\", \"running\", \"done\"]",
+        );
         let kind = BASE.replace("kind = \"log\"", "kind = \"document\"");
         let policy = BASE.replace("merge = \"counter\"", "merge = \"max\"");
         let dropped = "version = 1\n[collections.tasks]\n";
         for bad in [reorder.as_str(), kind.as_str(), policy.as_str(), dropped] {
-            let err = old.check_upgrade(&Schema::from_toml(bad).unwrap()).unwrap_err();
+            let err = old
+                .check_upgrade(&Schema::from_toml(bad).unwrap())
+                .unwrap_err();
             assert!(matches!(err, SchemaError::Incompatible(_)), "{bad}");
         }
-        let older = Schema { version: 0, ..old.clone() };
+        let older = Schema {
+            version: 0,
+            ..old.clone()
+        };
         assert!(old.check_upgrade(&older).is_err());
     }
 }

@@ -108,9 +108,13 @@ impl SeqSet {
     pub fn insert_range(&mut self, start: Seq, end: Seq) {
         debug_assert!(start <= end);
         // First range that could touch [start, end]: its end + 1 >= start.
-        let lo = self.ranges.partition_point(|r| r.1.saturating_add(1) < start);
+        let lo = self
+            .ranges
+            .partition_point(|r| r.1.saturating_add(1) < start);
         // First range entirely after [start, end] (not even adjacent).
-        let hi = self.ranges.partition_point(|r| r.0 <= end.saturating_add(1));
+        let hi = self
+            .ranges
+            .partition_point(|r| r.0 <= end.saturating_add(1));
         let (mut s, mut e) = (start, end);
         if lo < hi {
             s = s.min(self.ranges[lo].0);
@@ -217,7 +221,9 @@ impl Summary {
 
     /// True when the transaction is held.
     pub fn contains(&self, id: &TxnId) -> bool {
-        self.origins.get(&id.origin).is_some_and(|s| s.contains(id.seq))
+        self.origins
+            .get(&id.origin)
+            .is_some_and(|s| s.contains(id.seq))
     }
 
     /// Records one transaction as held; false if it already was.
@@ -329,7 +335,11 @@ mod tests {
     fn deserializing_validates_ranges() {
         let ok: SeqSet = serde_json::from_str(r#"{"ranges":[[5,9],[1,4]]}"#).unwrap();
         assert_eq!(ok.ranges(), &[(1, 9)]);
-        for bad in [r#"{"ranges":[[0,3]]}"#, r#"{"ranges":[[9,3]]}"#, r#"{"ranges":"x"}"#] {
+        for bad in [
+            r#"{"ranges":[[0,3]]}"#,
+            r#"{"ranges":[[9,3]]}"#,
+            r#"{"ranges":"x"}"#,
+        ] {
             assert!(serde_json::from_str::<SeqSet>(bad).is_err(), "{bad}");
         }
         let s = SeqSet::from_ranges(&[(1, 3), (7, 7)]).unwrap();

@@ -482,7 +482,10 @@ fn a_data_dir_has_one_owner_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), OpenOptions::default()).unwrap();
     let err = Store::open(dir.path(), OpenOptions::default()).unwrap_err();
-    assert!(matches!(err, meshlite_core::store::OpenError::Locked { .. }), "{err}");
+    assert!(
+        matches!(err, meshlite_core::store::OpenError::Locked { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("in use"), "{err}");
     store.close().unwrap();
     let again = Store::open(dir.path(), OpenOptions::default()).unwrap();
@@ -493,11 +496,15 @@ fn a_data_dir_has_one_owner_at_a_time() {
 fn schemaless_fields_become_counters_on_increment() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path(), OpenOptions::default()).unwrap();
-    s.put("jobs", json!({"id": "j", "tries": 1, "name": "n"})).unwrap();
+    s.put("jobs", json!({"id": "j", "tries": 1, "name": "n"}))
+        .unwrap();
     assert_eq!(s.increment("jobs", "j", "tries", 2).unwrap()["tries"], 3);
     assert_eq!(s.increment("jobs", "j", "fresh", 5).unwrap()["fresh"], 5);
     // A put of a counter field sets its total (as a delta), it does not add to it.
-    assert_eq!(s.put("jobs", json!({"id": "j", "tries": 10})).unwrap()["tries"], 10);
+    assert_eq!(
+        s.put("jobs", json!({"id": "j", "tries": 10})).unwrap()["tries"],
+        10
+    );
     assert!(matches!(
         s.increment("jobs", "j", "name", 1),
         Err(WriteError::PolicyViolation { .. })

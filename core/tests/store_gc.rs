@@ -119,7 +119,8 @@ fn status_reports_peer_lag_from_acks() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path(), OpenOptions::default()).unwrap();
     for i in 0..5 {
-        s.put("jobs", serde_json::json!({ "id": format!("j{i}") })).unwrap();
+        s.put("jobs", serde_json::json!({ "id": format!("j{i}") }))
+            .unwrap();
     }
     let peer = meshlite_core::ReplicaId::random();
     let mut acked = meshlite_core::Summary::new();
@@ -145,15 +146,23 @@ fn partial_replica_keeps_only_its_collections_and_stays_gap_free() {
     a.put("tasks", json!({"id": "t1"})).unwrap();
     a.put("jobs", json!({"id": "j2"})).unwrap();
     let mine = a.summary().unwrap();
-    let batch = a.txns_for(&mine.missing_from(&Summary::new()), usize::MAX).unwrap();
+    let batch = a
+        .txns_for(&mine.missing_from(&Summary::new()), usize::MAX)
+        .unwrap();
     let txns: Vec<Txn> = batch.txns.iter().map(|t| Txn::decode(t).unwrap()).collect();
     let report = b.apply_remote(txns).unwrap();
     assert_eq!((report.applied, report.filtered), (2, 1));
-    assert_eq!(b.summary().unwrap(), mine, "filtered transactions count as held");
+    assert_eq!(
+        b.summary().unwrap(),
+        mine,
+        "filtered transactions count as held"
+    );
     assert!(b.get("tasks", "t1").unwrap().is_none());
     assert!(b.get("jobs", "j2").unwrap().is_some());
     // It cannot serve what it did not keep: only the two jobs transactions come back.
-    let served = b.txns_for(&mine.missing_from(&Summary::new()), usize::MAX).unwrap();
+    let served = b
+        .txns_for(&mine.missing_from(&Summary::new()), usize::MAX)
+        .unwrap();
     assert_eq!(served.txns.len(), 2);
     a.close().unwrap();
     b.close().unwrap();

@@ -21,19 +21,19 @@
 
 use std::collections::HashMap;
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query as QueryParams, State};
 use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::body::Bytes;
 use axum::{Json, Router};
 use futures_util::StreamExt;
-use std::convert::Infallible;
-use tokio::sync::broadcast::error::RecvError;
 use meshlite_core::store::{Query, ReadError, Store, StoreEvent, WriteError, WriteOp};
 use serde::Deserialize;
 use serde_json::Value;
+use std::convert::Infallible;
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::http::AppState;
 
@@ -52,7 +52,11 @@ pub fn routes() -> Router<AppState> {
 }
 
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    (status, Json(serde_json::json!({ "error": message.to_string() }))).into_response()
+    (
+        status,
+        Json(serde_json::json!({ "error": message.to_string() })),
+    )
+        .into_response()
 }
 
 fn write_error(e: WriteError) -> Response {
@@ -89,12 +93,19 @@ async fn blocking<T: Send + 'static>(
 
 async fn commit(store: &Store, ops: Vec<WriteOp>) -> Response {
     if ops.is_empty() || ops.len() > MAX_OPS_PER_REQUEST {
-        return error(StatusCode::BAD_REQUEST, format!("expected 1..={MAX_OPS_PER_REQUEST} records"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("expected 1..={MAX_OPS_PER_REQUEST} records"),
+        );
     }
     match store.transact_async(ops).await {
         Ok(c) => {
             let rows: Vec<Value> = c.changes.into_iter().filter_map(|ch| ch.value).collect();
-            (StatusCode::OK, Json(serde_json::json!({ "txn": c.txn.to_key(), "rows": rows }))).into_response()
+            (
+                StatusCode::OK,
+                Json(serde_json::json!({ "txn": c.txn.to_key(), "rows": rows })),
+            )
+                .into_response()
         }
         Err(e) => write_error(e),
     }
@@ -102,7 +113,8 @@ async fn commit(store: &Store, ops: Vec<WriteOp>) -> Response {
 
 /// Parses a JSON request body (any content type: curl users often omit it).
 fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
 }
 
 /// An object, or an array of objects.
@@ -110,7 +122,10 @@ fn objects(body: Value) -> Result<Vec<Value>, Response> {
     match body {
         Value::Array(items) => Ok(items),
         v @ Value::Object(_) => Ok(vec![v]),
-        other => Err(error(StatusCode::BAD_REQUEST, format!("expected a JSON object or array, got {other}"))),
+        other => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("expected a JSON object or array, got {other}"),
+        )),
     }
 }
 
@@ -127,9 +142,20 @@ fn build_query(params: HashMap<String, String>) -> Result<Query, Response> {
     for (k, v) in params {
         match k.as_str() {
             "order" => q.order = Some(parse_order(&v)),
-            "limit" => q.limit = Some(v.parse().map_err(|_| error(StatusCode::BAD_REQUEST, "limit: not a number"))?),
-            "offset" => q.offset = v.parse().map_err(|_| error(StatusCode::BAD_REQUEST, "offset: not a number"))?,
-            _ => q.filters.push((k, serde_json::from_str(&v).unwrap_or(Value::String(v)))),
+            "limit" => {
+                q.limit = Some(
+                    v.parse()
+                        .map_err(|_| error(StatusCode::BAD_REQUEST, "limit: not a number"))?,
+                )
+            }
+            "offset" => {
+                q.offset = v
+                    .parse()
+                    .map_err(|_| error(StatusCode::BAD_REQUEST, "offset: not a number"))?
+            }
+            _ => q
+                .filters
+                .push((k, serde_json::from_str(&v).unwrap_or(Value::String(v)))),
         }
     }
     q.filters.sort_by(|a, b| a.0.cmp(&b.0));
@@ -151,11 +177,17 @@ async fn query(
     }
 }
 
-async fn get_one(State(s): State<AppState>, Path((collection, id)): Path<(String, String)>) -> Response {
+async fn get_one(
+    State(s): State<AppState>,
+    Path((collection, id)): Path<(String, String)>,
+) -> Response {
     let (c, i) = (collection.clone(), id.clone());
     match blocking(&s.store, move |st| st.get(&c, &i)).await {
         Ok(Some(row)) => Json(row).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("{collection}/{id}: not found (never written, or deleted)")),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!("{collection}/{id}: not found (never written, or deleted)"),
+        ),
         Err(r) => r,
     }
 }
@@ -175,22 +207,39 @@ async fn put(
     let ops = match parse_body(&body).and_then(objects) {
         Ok(items) => items
             .into_iter()
-            .map(|value| WriteOp::Put { collection: collection.clone(), value, recreate: p.recreate })
+            .map(|value| WriteOp::Put {
+                collection: collection.clone(),
+                value,
+                recreate: p.recreate,
+            })
             .collect(),
         Err(r) => return r,
     };
     commit(&s.store, ops).await
 }
 
-async fn append(State(s): State<AppState>, Path(collection): Path<String>, body: Bytes) -> Response {
+async fn append(
+    State(s): State<AppState>,
+    Path(collection): Path<String>,
+    body: Bytes,
+) -> Response {
     let ops = match parse_body(&body).and_then(objects) {
-        Ok(items) => items.into_iter().map(|value| WriteOp::Append { collection: collection.clone(), value }).collect(),
+        Ok(items) => items
+            .into_iter()
+            .map(|value| WriteOp::Append {
+                collection: collection.clone(),
+                value,
+            })
+            .collect(),
         Err(r) => return r,
     };
     commit(&s.store, ops).await
 }
 
-async fn delete(State(s): State<AppState>, Path((collection, id)): Path<(String, String)>) -> Response {
+async fn delete(
+    State(s): State<AppState>,
+    Path((collection, id)): Path<(String, String)>,
+) -> Response {
     commit(&s.store, vec![WriteOp::Delete { collection, id }]).await
 }
 
@@ -209,7 +258,16 @@ async fn incr(
         Ok(b) => b,
         Err(r) => return r,
     };
-    commit(&s.store, vec![WriteOp::Increment { collection, id, field: b.field, by: b.by }]).await
+    commit(
+        &s.store,
+        vec![WriteOp::Increment {
+            collection,
+            id,
+            field: b.field,
+            by: b.by,
+        }],
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -220,7 +278,11 @@ struct ChangesParams {
 /// Turns store events into SSE events (one per record change).
 fn sse_events(ev: Result<StoreEvent, RecvError>, filter: Option<&str>) -> Vec<Event> {
     match ev {
-        Ok(StoreEvent::Committed { txns, local, changes }) => {
+        Ok(StoreEvent::Committed {
+            txns,
+            local,
+            changes,
+        }) => {
             let txns: Vec<String> = txns.iter().map(|t| t.to_key()).collect();
             changes
                 .into_iter()
@@ -240,7 +302,10 @@ fn sse_events(ev: Result<StoreEvent, RecvError>, filter: Option<&str>) -> Vec<Ev
     }
 }
 
-async fn changes(State(s): State<AppState>, QueryParams(p): QueryParams<ChangesParams>) -> Response {
+async fn changes(
+    State(s): State<AppState>,
+    QueryParams(p): QueryParams<ChangesParams>,
+) -> Response {
     let rx = s.store.subscribe();
     let stream = futures_util::stream::unfold((rx, p.collection), |(mut rx, filter)| async move {
         loop {
@@ -256,7 +321,9 @@ async fn changes(State(s): State<AppState>, QueryParams(p): QueryParams<ChangesP
         }
     })
     .flatten();
-    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 /// One op of `POST /v1/txn`.
@@ -288,9 +355,27 @@ enum TxnOp {
 impl From<TxnOp> for WriteOp {
     fn from(op: TxnOp) -> Self {
         match op {
-            TxnOp::Put { collection, value, recreate } => WriteOp::Put { collection, value, recreate },
+            TxnOp::Put {
+                collection,
+                value,
+                recreate,
+            } => WriteOp::Put {
+                collection,
+                value,
+                recreate,
+            },
             TxnOp::Delete { collection, id } => WriteOp::Delete { collection, id },
-            TxnOp::Incr { collection, id, field, by } => WriteOp::Increment { collection, id, field, by },
+            TxnOp::Incr {
+                collection,
+                id,
+                field,
+                by,
+            } => WriteOp::Increment {
+                collection,
+                id,
+                field,
+                by,
+            },
             TxnOp::Append { collection, value } => WriteOp::Append { collection, value },
         }
     }
@@ -310,12 +395,23 @@ mod tests {
 
     #[test]
     fn queries_parse_filters_order_and_paging() {
-        let params: HashMap<String, String> = [("status", "running"), ("n", "3"), ("order", "at.desc"), ("limit", "5")]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+        let params: HashMap<String, String> = [
+            ("status", "running"),
+            ("n", "3"),
+            ("order", "at.desc"),
+            ("limit", "5"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
         let q = build_query(params).unwrap();
-        assert_eq!(q.filters, vec![("n".into(), Value::from(3)), ("status".into(), Value::from("running"))]);
+        assert_eq!(
+            q.filters,
+            vec![
+                ("n".into(), Value::from(3)),
+                ("status".into(), Value::from("running"))
+            ]
+        );
         assert_eq!(q.order, Some(("at".into(), true)));
         assert_eq!(q.limit, Some(5));
         assert!(build_query([("limit".to_owned(), "x".to_owned())].into()).is_err());
@@ -327,7 +423,10 @@ mod tests {
             r#"[{"op":"put","collection":"t","value":{"id":"a"}},{"op":"incr","collection":"t","id":"a","field":"n","by":2}]"#,
         )
         .unwrap();
-        assert!(matches!(WriteOp::from(ops.into_iter().nth(1).unwrap()), WriteOp::Increment { by: 2, .. }));
+        assert!(matches!(
+            WriteOp::from(ops.into_iter().nth(1).unwrap()),
+            WriteOp::Increment { by: 2, .. }
+        ));
         assert!(serde_json::from_str::<Vec<TxnOp>>(r#"[{"op":"drop","collection":"t"}]"#).is_err());
     }
 }

@@ -70,7 +70,10 @@ pub enum ConfigError {
 }
 
 fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.to_owned(), reason: reason.into() }
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        reason: reason.into(),
+    }
 }
 
 /// How this node takes part in the fleet (the seeds' `SUPABASE_MODE`).
@@ -92,7 +95,9 @@ impl std::str::FromStr for Mode {
             "standalone" => Ok(Mode::Standalone),
             "dual-write" | "dual_write" => Ok(Mode::DualWrite),
             "integrated" => Ok(Mode::Integrated),
-            other => Err(format!("unknown mode {other:?}: expected standalone, dual-write or integrated")),
+            other => Err(format!(
+                "unknown mode {other:?}: expected standalone, dual-write or integrated"
+            )),
         }
     }
 }
@@ -160,7 +165,13 @@ pub struct SyncSection {
 
 impl Default for SyncSection {
     fn default() -> Self {
-        Self { tables: Vec::new(), interval_seconds: 10, batch_size: 500, push_fanout: 3, anti_entropy_peers: 2 }
+        Self {
+            tables: Vec::new(),
+            interval_seconds: 10,
+            batch_size: 500,
+            push_fanout: 3,
+            anti_entropy_peers: 2,
+        }
     }
 }
 
@@ -186,7 +197,9 @@ pub struct HttpSection {
 
 impl Default for HttpSection {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8100)) }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8100)),
+        }
     }
 }
 
@@ -225,10 +238,14 @@ impl Config {
 
     /// Parses a TOML file.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
-        toml::from_str(&text)
-            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
     }
 
     /// Applies environment overrides (see the module doc for the names).
@@ -253,7 +270,11 @@ impl Config {
             self.http.listen = parse_env("MESHLITE_HTTP_LISTEN", &v)?;
         }
         if let Some(v) = get("SYNC_TABLES") {
-            self.sync.tables = v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+            self.sync.tables = v
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
         }
         if let Some(v) = get("SYNC_INTERVAL_SECONDS") {
             self.sync.interval_seconds = parse_env("SYNC_INTERVAL_SECONDS", &v)?;
@@ -268,8 +289,11 @@ impl Config {
             self.transport.listen = parse_env("MESHLITE_LISTEN", &v)?;
         }
         if let Some(v) = get("MESHLITE_STATIC_PEERS") {
-            self.discovery.static_peers =
-                v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+            self.discovery.static_peers = v
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
         }
         if let Some(v) = get("MESHLITE_MDNS") {
             self.discovery.mdns = parse_env("MESHLITE_MDNS", &v)?;
@@ -290,17 +314,29 @@ impl Config {
                 .map_err(|e| invalid("sync.tables", e.to_string()))?;
         }
         if !(1..=86_400).contains(&self.sync.interval_seconds) {
-            return Err(invalid("sync.interval_seconds", "must be between 1 and 86400"));
+            return Err(invalid(
+                "sync.interval_seconds",
+                "must be between 1 and 86400",
+            ));
         }
         if !(1..=100_000).contains(&self.sync.batch_size) {
             return Err(invalid("sync.batch_size", "must be between 1 and 100000"));
         }
         if self.sync.push_fanout > 64 || self.sync.anti_entropy_peers > 64 {
-            return Err(invalid("sync.push_fanout", "fanout and anti_entropy_peers must be at most 64"));
+            return Err(invalid(
+                "sync.push_fanout",
+                "fanout and anti_entropy_peers must be at most 64",
+            ));
         }
-        self.transport.validate().map_err(|e| invalid("transport", e.to_string()))?;
-        self.discovery.validate().map_err(|e| invalid("discovery", e.to_string()))?;
-        self.nats.validate().map_err(|e| invalid("nats", e.to_string()))?;
+        self.transport
+            .validate()
+            .map_err(|e| invalid("transport", e.to_string()))?;
+        self.discovery
+            .validate()
+            .map_err(|e| invalid("discovery", e.to_string()))?;
+        self.nats
+            .validate()
+            .map_err(|e| invalid("nats", e.to_string()))?;
         Ok(())
     }
 
@@ -329,7 +365,10 @@ fn parse_env<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigEr
 where
     T::Err: std::fmt::Display,
 {
-    value.trim().parse().map_err(|e| invalid(key, format!("{value:?}: {e}")))
+    value
+        .trim()
+        .parse()
+        .map_err(|e| invalid(key, format!("{value:?}: {e}")))
 }
 
 #[cfg(test)]
@@ -338,8 +377,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -356,7 +397,11 @@ mod tests {
     fn env_overrides_and_seed_names() {
         let c = Config::load(
             None,
-            env(&[("SUPABASE_MODE", "standalone"), ("SYNC_TABLES", "jobs, tasks"), ("SYNC_INTERVAL_SECONDS", "30")]),
+            env(&[
+                ("SUPABASE_MODE", "standalone"),
+                ("SYNC_TABLES", "jobs, tasks"),
+                ("SYNC_INTERVAL_SECONDS", "30"),
+            ]),
         )
         .unwrap();
         assert_eq!(c.node.mode, Mode::Standalone);
@@ -367,7 +412,10 @@ mod tests {
 
     #[test]
     fn shipped_example_is_the_defaults() {
-        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/meshlite.example.toml"));
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/meshlite.example.toml"
+        ));
         let example = Config::load(Some(path), env(&[])).unwrap();
         let defaults = Config::load(None, env(&[])).unwrap();
         let render = |c: &Config| {

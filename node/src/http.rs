@@ -60,7 +60,9 @@ pub async fn serve(
     let local = listener.local_addr()?;
     let app = router(state);
     let task = tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await
+        axum::serve(listener, app)
+            .with_graceful_shutdown(cancel.cancelled_owned())
+            .await
     });
     Ok((local, task))
 }
@@ -86,7 +88,11 @@ async fn connections(net: &Option<NetHandle>) -> Vec<PeerInfo> {
 
 async fn healthz(State(s): State<AppState>) -> Response {
     let status = read_status(&s.store).await;
-    let code = if status.is_some() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if status.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = serde_json::json!({
         "status": if status.is_some() { "ok" } else { "store unavailable" },
         "node": s.node_name,

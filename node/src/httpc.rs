@@ -50,7 +50,10 @@ pub async fn request(
     let out = match res {
         Ok(res) => {
             let status = res.status();
-            res.into_body().collect().await.map(|b| (status, b.to_bytes()))
+            res.into_body()
+                .collect()
+                .await
+                .map(|b| (status, b.to_bytes()))
         }
         Err(e) => Err(e),
     };
@@ -69,5 +72,11 @@ pub async fn post_json(
     path: &str,
     body: &serde_json::Value,
 ) -> Result<(StatusCode, Bytes), HttpcError> {
-    request(addr, Method::POST, path, Some(body.to_string().into_bytes())).await
+    request(
+        addr,
+        Method::POST,
+        path,
+        Some(body.to_string().into_bytes()),
+    )
+    .await
 }

@@ -37,7 +37,10 @@ fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: impl std
         out.push('{');
         for (i, (k, v)) in labels.iter().enumerate() {
             let sep = if i == 0 { "" } else { "," };
-            let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+            let v = v
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
             let _ = write!(out, "{sep}{k}=\"{v}\"");
         }
         out.push('}');
@@ -61,72 +64,257 @@ pub fn render(snap: &Snapshot<'_>) -> String {
 }
 
 fn store_metrics(out: &mut String, status: Option<&Status>) {
-    family(out, "meshlite_store_up", "gauge", "1 when the store answered this scrape.");
+    family(
+        out,
+        "meshlite_store_up",
+        "gauge",
+        "1 when the store answered this scrape.",
+    );
     sample(out, "meshlite_store_up", &[], u8::from(status.is_some()));
     let Some(s) = status else { return };
-    family(out, "meshlite_store_records", "gauge", "Materialized records per collection and state.");
+    family(
+        out,
+        "meshlite_store_records",
+        "gauge",
+        "Materialized records per collection and state.",
+    );
     for c in &s.collections {
-        sample(out, "meshlite_store_records", &[("collection", &c.name), ("state", "live")], c.live);
-        sample(out, "meshlite_store_records", &[("collection", &c.name), ("state", "deleted")], c.deleted);
+        sample(
+            out,
+            "meshlite_store_records",
+            &[("collection", &c.name), ("state", "live")],
+            c.live,
+        );
+        sample(
+            out,
+            "meshlite_store_records",
+            &[("collection", &c.name), ("state", "deleted")],
+            c.deleted,
+        );
     }
-    family(out, "meshlite_store_txns_held", "gauge", "Transactions held (all origins).");
+    family(
+        out,
+        "meshlite_store_txns_held",
+        "gauge",
+        "Transactions held (all origins).",
+    );
     sample(out, "meshlite_store_txns_held", &[], s.txn_count);
-    family(out, "meshlite_store_txns_stored", "gauge", "Transactions stored for relaying.");
+    family(
+        out,
+        "meshlite_store_txns_stored",
+        "gauge",
+        "Transactions stored for relaying.",
+    );
     sample(out, "meshlite_store_txns_stored", &[], s.stored_txns);
-    family(out, "meshlite_store_txns_parked", "gauge", "Transactions waiting for dependencies.");
+    family(
+        out,
+        "meshlite_store_txns_parked",
+        "gauge",
+        "Transactions waiting for dependencies.",
+    );
     sample(out, "meshlite_store_txns_parked", &[], s.parked);
-    family(out, "meshlite_store_db_bytes", "gauge", "Database file size in bytes.");
+    family(
+        out,
+        "meshlite_store_db_bytes",
+        "gauge",
+        "Database file size in bytes.",
+    );
     sample(out, "meshlite_store_db_bytes", &[], s.db_bytes);
-    family(out, "meshlite_store_origins", "gauge", "Origins (replicas) whose changes are held.");
+    family(
+        out,
+        "meshlite_store_origins",
+        "gauge",
+        "Origins (replicas) whose changes are held.",
+    );
     sample(out, "meshlite_store_origins", &[], s.origins.len());
-    family(out, "meshlite_peer_sync_lag_txns", "gauge", "Transactions a peer replica had not acknowledged at its last sync.");
+    family(
+        out,
+        "meshlite_peer_sync_lag_txns",
+        "gauge",
+        "Transactions a peer replica had not acknowledged at its last sync.",
+    );
     for p in &s.peers {
-        sample(out, "meshlite_peer_sync_lag_txns", &[("replica", &p.replica.to_hex())], p.missing);
+        sample(
+            out,
+            "meshlite_peer_sync_lag_txns",
+            &[("replica", &p.replica.to_hex())],
+            p.missing,
+        );
     }
 }
 
 fn connection_metrics(out: &mut String, peers: &[PeerInfo]) {
-    family(out, "meshlite_connections", "gauge", "Connected QUIC peers.");
+    family(
+        out,
+        "meshlite_connections",
+        "gauge",
+        "Connected QUIC peers.",
+    );
     sample(out, "meshlite_connections", &[], peers.len());
-    family(out, "meshlite_peer_push_queue_depth", "gauge", "Push frames queued for a peer.");
+    family(
+        out,
+        "meshlite_peer_push_queue_depth",
+        "gauge",
+        "Push frames queued for a peer.",
+    );
     for p in peers {
-        sample(out, "meshlite_peer_push_queue_depth", &[("peer", &p.node_id.to_string())], p.queue_depth);
+        sample(
+            out,
+            "meshlite_peer_push_queue_depth",
+            &[("peer", &p.node_id.to_string())],
+            p.queue_depth,
+        );
     }
-    family(out, "meshlite_peer_pushes_dropped_total", "counter", "Pushes dropped because a peer's queue was full.");
+    family(
+        out,
+        "meshlite_peer_pushes_dropped_total",
+        "counter",
+        "Pushes dropped because a peer's queue was full.",
+    );
     for p in peers {
-        sample(out, "meshlite_peer_pushes_dropped_total", &[("peer", &p.node_id.to_string())], p.pushes_dropped);
+        sample(
+            out,
+            "meshlite_peer_pushes_dropped_total",
+            &[("peer", &p.node_id.to_string())],
+            p.pushes_dropped,
+        );
     }
-    family(out, "meshlite_peer_bytes_total", "counter", "UDP payload bytes per peer and direction.");
+    family(
+        out,
+        "meshlite_peer_bytes_total",
+        "counter",
+        "UDP payload bytes per peer and direction.",
+    );
     for p in peers {
         let id = p.node_id.to_string();
-        sample(out, "meshlite_peer_bytes_total", &[("peer", &id), ("direction", "sent")], p.bytes_sent);
-        sample(out, "meshlite_peer_bytes_total", &[("peer", &id), ("direction", "received")], p.bytes_received);
+        sample(
+            out,
+            "meshlite_peer_bytes_total",
+            &[("peer", &id), ("direction", "sent")],
+            p.bytes_sent,
+        );
+        sample(
+            out,
+            "meshlite_peer_bytes_total",
+            &[("peer", &id), ("direction", "received")],
+            p.bytes_received,
+        );
     }
 }
 
 fn gossip_metrics(out: &mut String, g: &GossipStats) {
     let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    family(out, "meshlite_changes_sent_total", "counter", "Transactions sent by push, by kind.");
-    sample(out, "meshlite_changes_sent_total", &[("kind", "local")], get(&g.txns_pushed));
-    sample(out, "meshlite_changes_sent_total", &[("kind", "relayed")], get(&g.txns_relayed));
-    family(out, "meshlite_changes_received_total", "counter", "Transactions received that were new here, by path.");
-    sample(out, "meshlite_changes_received_total", &[("path", "push")], get(&g.txns_push_received));
-    sample(out, "meshlite_changes_received_total", &[("path", "anti_entropy")], get(&g.txns_pulled));
-    family(out, "meshlite_sync_rounds_total", "counter", "Anti-entropy rounds by result.");
-    sample(out, "meshlite_sync_rounds_total", &[("result", "ok")], get(&g.syncs_ok));
-    sample(out, "meshlite_sync_rounds_total", &[("result", "failed")], get(&g.syncs_failed));
-    family(out, "meshlite_store_events_lagged_total", "counter", "Store events the gossip actor missed (recovered by anti-entropy).");
-    sample(out, "meshlite_store_events_lagged_total", &[], get(&g.events_lagged));
+    family(
+        out,
+        "meshlite_changes_sent_total",
+        "counter",
+        "Transactions sent by push, by kind.",
+    );
+    sample(
+        out,
+        "meshlite_changes_sent_total",
+        &[("kind", "local")],
+        get(&g.txns_pushed),
+    );
+    sample(
+        out,
+        "meshlite_changes_sent_total",
+        &[("kind", "relayed")],
+        get(&g.txns_relayed),
+    );
+    family(
+        out,
+        "meshlite_changes_received_total",
+        "counter",
+        "Transactions received that were new here, by path.",
+    );
+    sample(
+        out,
+        "meshlite_changes_received_total",
+        &[("path", "push")],
+        get(&g.txns_push_received),
+    );
+    sample(
+        out,
+        "meshlite_changes_received_total",
+        &[("path", "anti_entropy")],
+        get(&g.txns_pulled),
+    );
+    family(
+        out,
+        "meshlite_sync_rounds_total",
+        "counter",
+        "Anti-entropy rounds by result.",
+    );
+    sample(
+        out,
+        "meshlite_sync_rounds_total",
+        &[("result", "ok")],
+        get(&g.syncs_ok),
+    );
+    sample(
+        out,
+        "meshlite_sync_rounds_total",
+        &[("result", "failed")],
+        get(&g.syncs_failed),
+    );
+    family(
+        out,
+        "meshlite_store_events_lagged_total",
+        "counter",
+        "Store events the gossip actor missed (recovered by anti-entropy).",
+    );
+    sample(
+        out,
+        "meshlite_store_events_lagged_total",
+        &[],
+        get(&g.events_lagged),
+    );
 }
 
 fn nats_metrics(out: &mut String, n: &NatsStats) {
-    family(out, "meshlite_nats_events_total", "counter", "Change events published on NATS, and lost.");
-    sample(out, "meshlite_nats_events_total", &[("result", "published")], n.events.published());
-    sample(out, "meshlite_nats_events_total", &[("result", "lost")], n.events.lost());
-    family(out, "meshlite_nats_relay_published_total", "counter", "Local transactions acknowledged by the JetStream relay.");
-    sample(out, "meshlite_nats_relay_published_total", &[], n.relay.published());
-    family(out, "meshlite_nats_relay_applied_total", "counter", "Transactions received from the JetStream relay and committed.");
-    sample(out, "meshlite_nats_relay_applied_total", &[], n.relay.applied());
+    family(
+        out,
+        "meshlite_nats_events_total",
+        "counter",
+        "Change events published on NATS, and lost.",
+    );
+    sample(
+        out,
+        "meshlite_nats_events_total",
+        &[("result", "published")],
+        n.events.published(),
+    );
+    sample(
+        out,
+        "meshlite_nats_events_total",
+        &[("result", "lost")],
+        n.events.lost(),
+    );
+    family(
+        out,
+        "meshlite_nats_relay_published_total",
+        "counter",
+        "Local transactions acknowledged by the JetStream relay.",
+    );
+    sample(
+        out,
+        "meshlite_nats_relay_published_total",
+        &[],
+        n.relay.published(),
+    );
+    family(
+        out,
+        "meshlite_nats_relay_applied_total",
+        "counter",
+        "Transactions received from the JetStream relay and committed.",
+    );
+    sample(
+        out,
+        "meshlite_nats_relay_applied_total",
+        &[],
+        n.relay.applied(),
+    );
 }
 
 #[cfg(test)]
@@ -138,12 +326,21 @@ mod tests {
         let mut out = String::new();
         family(&mut out, "m", "gauge", "help");
         sample(&mut out, "m", &[("a", "x\"y\\z\nw")], 3);
-        assert_eq!(out, "# HELP m help\n# TYPE m gauge\nm{a=\"x\\\"y\\\\z\\nw\"} 3\n");
+        assert_eq!(
+            out,
+            "# HELP m help\n# TYPE m gauge\nm{a=\"x\\\"y\\\\z\\nw\"} 3\n"
+        );
     }
 
     #[test]
     fn a_dead_store_is_visible() {
-        let text = render(&Snapshot { status: None, connections: &[], table: &[], gossip: None, nats: None });
+        let text = render(&Snapshot {
+            status: None,
+            connections: &[],
+            table: &[],
+            gossip: None,
+            nats: None,
+        });
         assert!(text.contains("meshlite_store_up 0"));
         assert!(text.contains("meshlite_connections 0"));
     }

@@ -8,7 +8,10 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_meshlite");
 
 fn schema_path() -> String {
-    format!("{}/../fixtures/schemas/pmoves.toml", env!("CARGO_MANIFEST_DIR"))
+    format!(
+        "{}/../fixtures/schemas/pmoves.toml",
+        env!("CARGO_MANIFEST_DIR")
+    )
 }
 
 fn run(data: &Path, args: &[&str]) -> Output {
@@ -35,7 +38,10 @@ fn ok(data: &Path, args: &[&str]) -> String {
 /// Runs a command that must fail; returns stderr.
 fn fails(data: &Path, args: &[&str]) -> String {
     let out = run(data, args);
-    assert!(!out.status.success(), "meshlite {args:?} unexpectedly succeeded");
+    assert!(
+        !out.status.success(),
+        "meshlite {args:?} unexpectedly succeeded"
+    );
     assert!(out.stdout.is_empty(), "a failing command printed to stdout");
     String::from_utf8(out.stderr).expect("utf-8 stderr")
 }
@@ -49,7 +55,14 @@ fn record_commands_print_json() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     ok(d, &["init", "--schema", &schema_path()]);
-    let put = json(&ok(d, &["put", "tasks", r#"{"id":"t1","status":"pending","retry_count":0}"#]));
+    let put = json(&ok(
+        d,
+        &[
+            "put",
+            "tasks",
+            r#"{"id":"t1","status":"pending","retry_count":0}"#,
+        ],
+    ));
     assert_eq!(put["status"], "pending");
     let incr = json(&ok(d, &["incr", "tasks", "t1", "retry_count", "3"]));
     assert_eq!(incr["retry_count"], 3);
@@ -61,13 +74,27 @@ fn record_commands_print_json() {
     assert_eq!(json(running.lines().next().unwrap())["id"], "t2");
     let limited = ok(d, &["query", "tasks", "--order", "id:desc", "--limit", "1"]);
     assert_eq!(json(&limited)["id"], "t2");
-    let row = json(&ok(d, &["append", "sensor_data", r#"{"device_id":"pi","t":1.5}"#]));
-    assert!(row["id"].as_str().is_some_and(|id| id.len() == 36), "generated UUIDv7 id");
+    let row = json(&ok(
+        d,
+        &["append", "sensor_data", r#"{"device_id":"pi","t":1.5}"#],
+    ));
+    assert!(
+        row["id"].as_str().is_some_and(|id| id.len() == 36),
+        "generated UUIDv7 id"
+    );
     ok(d, &["delete", "tasks", "t1"]);
     assert!(fails(d, &["get", "tasks", "t1"]).contains("not found"));
     let refused = fails(d, &["put", "tasks", r#"{"id":"t1","status":"pending"}"#]);
     assert!(refused.contains("recreate"), "{refused}");
-    ok(d, &["put", "tasks", r#"{"id":"t1","status":"pending"}"#, "--recreate"]);
+    ok(
+        d,
+        &[
+            "put",
+            "tasks",
+            r#"{"id":"t1","status":"pending"}"#,
+            "--recreate",
+        ],
+    );
     assert_eq!(json(&ok(d, &["get", "tasks", "t1"]))["status"], "pending");
     let status = json(&ok(d, &["status"]));
     assert_eq!(status["schema_version"], 1);
@@ -85,13 +112,23 @@ fn bad_input_is_refused_and_writes_nothing() {
         (vec!["put", "undeclared", r#"{"id":"x"}"#], "undeclared"),
         (vec!["put", "bad-name", r#"{"id":"x"}"#], "name"),
         (vec!["incr", "tasks", "t9", "status", "1"], "counter"),
-        (vec!["append", "tasks", r#"{"id":"x"}"#], "document collection"),
+        (
+            vec!["append", "tasks", r#"{"id":"x"}"#],
+            "document collection",
+        ),
         (vec!["query", "tasks", "--where", "nofield"], "FIELD=VALUE"),
     ] {
         let err = fails(d, &args);
-        assert!(err.to_lowercase().contains(&expect.to_lowercase()), "{args:?}: {err}");
+        assert!(
+            err.to_lowercase().contains(&expect.to_lowercase()),
+            "{args:?}: {err}"
+        );
     }
-    assert_eq!(ok(d, &["summary"]), before, "a refused command wrote something");
+    assert_eq!(
+        ok(d, &["summary"]),
+        before,
+        "a refused command wrote something"
+    );
     let bad_schema = d.join("bad.toml");
     std::fs::write(&bad_schema, "[collections.tasks]\nkind = \"log\"\n").unwrap();
     let err = fails(d, &["init", "--schema", bad_schema.to_str().unwrap()]);
@@ -105,9 +142,19 @@ fn bundles_sync_two_replicas_both_ways() {
     for d in [&a, &b] {
         ok(d, &["init", "--schema", &schema_path()]);
     }
-    ok(&a, &["put", "tasks", r#"{"id":"t1","status":"pending","retry_count":0}"#]);
+    ok(
+        &a,
+        &[
+            "put",
+            "tasks",
+            r#"{"id":"t1","status":"pending","retry_count":0}"#,
+        ],
+    );
     ok(&b, &["put", "tasks", r#"{"id":"t2","status":"queued"}"#]);
-    ok(&a, &["append", "sensor_data", r#"{"id":"s1","device_id":"a"}"#]);
+    ok(
+        &a,
+        &["append", "sensor_data", r#"{"id":"s1","device_id":"a"}"#],
+    );
     sync_both_ways(dir.path(), &a, &b);
     // Concurrent edits on both sides of the air gap.
     ok(&a, &["put", "tasks", r#"{"id":"t1","status":"running"}"#]);
@@ -121,14 +168,28 @@ fn bundles_sync_two_replicas_both_ways() {
         let t1 = json(&ok(d, &["get", "tasks", "t1"]));
         assert_eq!(t1["status"], "running", "running beats other statuses");
         assert_eq!(t1["retry_count"], 7, "increments add up");
-        assert!(fails(d, &["get", "tasks", "t2"]).contains("not found"), "delete wins");
+        assert!(
+            fails(d, &["get", "tasks", "t2"]).contains("not found"),
+            "delete wins"
+        );
     }
     for coll in ["tasks", "sensor_data"] {
-        assert_eq!(ok(&a, &["query", coll]), ok(&b, &["query", coll]), "{coll} differs");
+        assert_eq!(
+            ok(&a, &["query", coll]),
+            ok(&b, &["query", coll]),
+            "{coll} differs"
+        );
     }
     assert_eq!(json(&ok(&a, &["summary"])), json(&ok(&b, &["summary"])));
     // Importing the same bundle again changes nothing.
-    let again = json(&ok(&a, &["bundle", "import", dir.path().join("b2a.bundle").to_str().unwrap()]));
+    let again = json(&ok(
+        &a,
+        &[
+            "bundle",
+            "import",
+            dir.path().join("b2a.bundle").to_str().unwrap(),
+        ],
+    ));
     assert_eq!(again["applied"], 0);
 }
 
@@ -148,7 +209,14 @@ fn corrupt_bundles_are_refused_and_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     for i in 0..50 {
-        ok(&a, &["put", "jobs", &format!(r#"{{"id":"j{i}","payload":"{}"}}"#, "x".repeat(200))]);
+        ok(
+            &a,
+            &[
+                "put",
+                "jobs",
+                &format!(r#"{{"id":"j{i}","payload":"{}"}}"#, "x".repeat(200)),
+            ],
+        );
     }
     let file = dir.path().join("all.bundle");
     let f = file.to_str().unwrap();
@@ -161,7 +229,10 @@ fn corrupt_bundles_are_refused_and_write_nothing() {
     flipped[mid] ^= 0x55;
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("empty", Vec::new()),
-        ("garbage", b"this is not a bundle at all, just some text".repeat(10)),
+        (
+            "garbage",
+            b"this is not a bundle at all, just some text".repeat(10),
+        ),
         ("truncated", good[..good.len() - 7].to_vec()),
         ("half", good[..good.len() / 2].to_vec()),
         ("flipped", flipped),
@@ -170,9 +241,16 @@ fn corrupt_bundles_are_refused_and_write_nothing() {
         std::fs::write(&file, bytes).unwrap();
         let err = fails(&b, &["bundle", "import", f]);
         assert!(err.contains("error:"), "{what}: {err}");
-        assert_eq!(ok(&b, &["summary"]), before, "{what}: a corrupt bundle wrote something");
+        assert_eq!(
+            ok(&b, &["summary"]),
+            before,
+            "{what}: a corrupt bundle wrote something"
+        );
     }
-    let missing = fails(&b, &["bundle", "export", f, "--for", "/nonexistent/summary.json"]);
+    let missing = fails(
+        &b,
+        &["bundle", "export", f, "--for", "/nonexistent/summary.json"],
+    );
     assert!(missing.contains("/nonexistent/summary.json"), "{missing}");
     std::fs::write(&file, good).unwrap();
     let imported = json(&ok(&b, &["bundle", "import", f]));

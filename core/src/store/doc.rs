@@ -256,7 +256,10 @@ fn add_to_part(
 ) -> Result<(), DocError> {
     let base = tx.get(&ROOT, field)?;
     if base.as_ref().is_some_and(|(v, _)| scalar_i64(v).is_none()) {
-        return Err(policy_err(field, "increment needs an integer field; it holds another value"));
+        return Err(policy_err(
+            field,
+            "increment needs an integer field; it holds another value",
+        ));
     }
     let key = part_key(field, replica);
     let own = tx

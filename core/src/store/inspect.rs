@@ -104,17 +104,32 @@ pub(crate) fn status(
 /// Lag of every known peer against `held`. An unreadable acknowledgement is reported as
 /// lagging by everything rather than skipped.
 fn peer_lags(conn: &Connection, held: &Summary) -> Result<Vec<PeerLag>, ReadError> {
-    let mut stmt = conn.prepare_cached("SELECT peer, summary, updated_at FROM peer_acks ORDER BY peer")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT peer, summary, updated_at FROM peer_acks ORDER BY peer")?;
     let rows = stmt.query_map([], |r| {
-        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?))
+        Ok((
+            r.get::<_, Vec<u8>>(0)?,
+            r.get::<_, Vec<u8>>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
     })?;
     let mut out = Vec::new();
     for row in rows {
         let (peer, bytes, at) = row?;
-        let Some(replica) = ReplicaId::from_slice(&peer) else { continue };
+        let Some(replica) = ReplicaId::from_slice(&peer) else {
+            continue;
+        };
         let acked: Summary = postcard::from_bytes(&bytes).unwrap_or_default();
-        let missing = held.missing_from(&acked).iter().map(|(_, r)| r.end() - r.start() + 1).sum();
-        out.push(PeerLag { replica, missing, acked_at_ms: at.max(0) as u64 });
+        let missing = held
+            .missing_from(&acked)
+            .iter()
+            .map(|(_, r)| r.end() - r.start() + 1)
+            .sum();
+        out.push(PeerLag {
+            replica,
+            missing,
+            acked_at_ms: at.max(0) as u64,
+        });
     }
     Ok(out)
 }

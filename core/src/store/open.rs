@@ -47,11 +47,21 @@ pub(crate) fn open_db(
 /// The OS releases the lock when the process dies, so a crash never leaves a stale lock.
 fn lock_dir(dir: &Path) -> Result<File, OpenError> {
     let path = dir.join(LOCK_FILE);
-    let io = |source| OpenError::Io { path: path.display().to_string(), source };
-    let file = File::options().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+    let io = |source| OpenError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(OpenError::Locked { path: dir.display().to_string() }),
+        Err(TryLockError::WouldBlock) => Err(OpenError::Locked {
+            path: dir.display().to_string(),
+        }),
         Err(TryLockError::Error(e)) => Err(io(e)),
     }
 }

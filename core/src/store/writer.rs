@@ -114,7 +114,10 @@ pub(crate) struct Writer {
     pub replicate: Option<std::collections::BTreeSet<String>>,
     /// The data directory's lock, held for as long as the writer runs (released when the
     /// thread exits, after the last commit).
-    #[expect(dead_code, reason = "held for its lifetime: dropping the file releases the lock")]
+    #[expect(
+        dead_code,
+        reason = "held for its lifetime: dropping the file releases the lock"
+    )]
     pub dir_lock: std::fs::File,
 }
 

@@ -17,7 +17,7 @@ use meshlite_core::store::{ApplyReport, Store};
 use meshlite_core::{ReplicaId, Seq, Summary, Txn};
 
 use super::data::open;
-use super::output::{print_json, CliError, Context};
+use super::output::{CliError, Context, print_json};
 
 /// Bytes of transactions read from the store per batch.
 const EXPORT_BATCH_BYTES: usize = 4 * 1024 * 1024;
@@ -43,7 +43,9 @@ pub enum BundleCommand {
 pub(crate) fn run(dir: &Path, cmd: BundleCommand) -> Result<(), CliError> {
     let store = open(dir)?;
     let result = match cmd {
-        BundleCommand::Export { file, for_summary } => export(&store, &file, for_summary.as_deref()),
+        BundleCommand::Export { file, for_summary } => {
+            export(&store, &file, for_summary.as_deref())
+        }
         BundleCommand::Import { file } => import(&store, &file),
     };
     store.close()?;
@@ -51,8 +53,14 @@ pub(crate) fn run(dir: &Path, cmd: BundleCommand) -> Result<(), CliError> {
 }
 
 fn read_summary(path: &Path) -> Result<Summary, CliError> {
-    let text = std::fs::read_to_string(path).context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text).context(|| format!("{} is not a summary from `meshlite summary`", path.display()))
+    let text =
+        std::fs::read_to_string(path).context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).context(|| {
+        format!(
+            "{} is not a summary from `meshlite summary`",
+            path.display()
+        )
+    })
 }
 
 fn export(store: &Store, file: &Path, for_summary: Option<&Path>) -> Result<(), CliError> {
@@ -82,7 +90,10 @@ fn export(store: &Store, file: &Path, for_summary: Option<&Path>) -> Result<(), 
     let bytes = writer.bytes_written();
     writer.finish()?;
     if !pruned.is_empty() {
-        tracing::warn!(ranges = pruned.len(), "some requested history was garbage-collected and is not in the bundle");
+        tracing::warn!(
+            ranges = pruned.len(),
+            "some requested history was garbage-collected and is not in the bundle"
+        );
     }
     print_json(&serde_json::json!({
         "file": file, "txns": txns, "bytes": bytes, "pruned_ranges": pruned.len(),
@@ -94,7 +105,9 @@ fn remaining_after(
     want: &[(ReplicaId, RangeInclusive<Seq>)],
     last: &[u8],
 ) -> Result<Vec<(ReplicaId, RangeInclusive<Seq>)>, CliError> {
-    let id = Txn::decode(last).context(|| "stored transaction does not decode".into())?.id;
+    let id = Txn::decode(last)
+        .context(|| "stored transaction does not decode".into())?
+        .id;
     Ok(want
         .iter()
         .filter_map(|(origin, r)| match origin.cmp(&id.origin) {
@@ -108,7 +121,9 @@ fn remaining_after(
 
 fn progress_bar(total: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
-    if let Ok(style) = ProgressStyle::with_template("{msg:>9} [{bar:30}] {bytes}/{total_bytes} {eta}") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg:>9} [{bar:30}] {bytes}/{total_bytes} {eta}")
+    {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_message(what.to_owned());
@@ -132,7 +147,10 @@ fn import(store: &Store, file: &Path) -> Result<(), CliError> {
     let mut reader = open_bundle(file)?;
     let mut report = ApplyReport::default();
     while let Some(batch) = reader.next_batch()? {
-        let txns = batch.iter().map(|b| Txn::decode(b)).collect::<Result<Vec<_>, _>>()?;
+        let txns = batch
+            .iter()
+            .map(|b| Txn::decode(b))
+            .collect::<Result<Vec<_>, _>>()?;
         let r = store.apply_remote(txns)?;
         merge_reports(&mut report, r);
         bar.set_position(reader.bytes_read());
@@ -170,9 +188,16 @@ mod tests {
             id: TxnId { origin: a, seq: 4 },
             timestamp_ms: 0,
             schema_version: 0,
-            ops: vec![meshlite_core::Op::Delete { collection: "c".into(), id: "x".into(), incarnation: 1 }],
+            ops: vec![meshlite_core::Op::Delete {
+                collection: "c".into(),
+                id: "x".into(),
+                incarnation: 1,
+            }],
         }
         .encode();
-        assert_eq!(remaining_after(&want, &last).unwrap(), vec![(a, 5..=5), (a, 8..=9), (b, 1..=3)]);
+        assert_eq!(
+            remaining_after(&want, &last).unwrap(),
+            vec![(a, 5..=5), (a, 8..=9), (b, 1..=3)]
+        );
     }
 }

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use super::output::{print_json, CliError, Context};
+use super::output::{CliError, Context, print_json};
 use crate::config::Config;
 
 /// `meshlite fleet ...`
@@ -35,7 +35,11 @@ pub(crate) fn fleet(cmd: FleetCommand) -> Result<(), CliError> {
                 "dir": dir, "cluster_id": info.cluster_id.to_string(),
             }))
         }
-        FleetCommand::Issue { dir, node_name, days } => {
+        FleetCommand::Issue {
+            dir,
+            node_name,
+            days,
+        } => {
             let issued = crate::fleet::issue(&dir, &node_name, days)?;
             print_json(&serde_json::json!({
                 "node_name": node_name,
@@ -57,7 +61,11 @@ fn load_config(file: Option<&Path>, data: Option<&Path>) -> Result<Config, CliEr
     Ok(config)
 }
 
-pub(crate) fn run(data: Option<&Path>, config_file: Option<&Path>, print_config: bool) -> Result<(), CliError> {
+pub(crate) fn run(
+    data: Option<&Path>,
+    config_file: Option<&Path>,
+    print_config: bool,
+) -> Result<(), CliError> {
     let config = load_config(config_file, data)?;
     if print_config {
         let text = toml::to_string(&config).context(|| "cannot render the configuration".into())?;
@@ -76,7 +84,7 @@ pub(crate) fn run(data: Option<&Path>, config_file: Option<&Path>, print_config:
 
 /// Completes on SIGINT or SIGTERM.
 async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {
@@ -97,13 +105,18 @@ pub(crate) fn peers(http: SocketAddr) -> Result<(), CliError> {
         .build()
         .context(|| "cannot start the async runtime".into())?;
     let unreachable = |e: String| {
-        CliError::msg(format!("cannot reach the daemon's HTTP listener at {http}: {e}; is `meshlite run` running?"))
+        CliError::msg(format!(
+            "cannot reach the daemon's HTTP listener at {http}: {e}; is `meshlite run` running?"
+        ))
     };
-    let (status, body) = runtime.block_on(crate::httpc::get(http, "/peers")).map_err(|e| unreachable(e.to_string()))?;
+    let (status, body) = runtime
+        .block_on(crate::httpc::get(http, "/peers"))
+        .map_err(|e| unreachable(e.to_string()))?;
     if !status.is_success() {
         return Err(unreachable(format!("HTTP {status}")));
     }
-    let value: serde_json::Value = serde_json::from_slice(&body).context(|| "daemon sent invalid JSON".into())?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&body).context(|| "daemon sent invalid JSON".into())?;
     for row in value["table"].as_array().into_iter().flatten() {
         print_json(row)?;
     }

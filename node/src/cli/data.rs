@@ -3,11 +3,11 @@
 use std::io::Read;
 use std::path::Path;
 
-use meshlite_core::store::{OpenOptions, Query, Store, WriteOp};
 use meshlite_core::Schema;
+use meshlite_core::store::{OpenOptions, Query, Store, WriteOp};
 use serde_json::Value;
 
-use super::output::{print_json, CliError, Context};
+use super::output::{CliError, Context, print_json};
 
 /// Arguments of `meshlite query`.
 #[derive(Debug, clap::Args)]
@@ -31,21 +31,28 @@ pub struct QueryArgs {
 
 /// Opens the store in `dir` (creating it if missing) with the stored schema.
 pub(crate) fn open(dir: &Path) -> Result<Store, CliError> {
-    Store::open(dir, OpenOptions::default()).context(|| format!("cannot open store {}", dir.display()))
+    Store::open(dir, OpenOptions::default())
+        .context(|| format!("cannot open store {}", dir.display()))
 }
 
 /// Runs `f` on the opened store, then closes it cleanly (flushing the writer).
 fn with_store<T>(dir: &Path, f: impl FnOnce(&Store) -> Result<T, CliError>) -> Result<T, CliError> {
     let store = open(dir)?;
     let out = f(&store);
-    store.close().context(|| "cannot close the store cleanly".into())?;
+    store
+        .close()
+        .context(|| "cannot close the store cleanly".into())?;
     out
 }
 
 pub(crate) fn init(dir: &Path, schema: Option<&Path>) -> Result<(), CliError> {
     let schema = schema.map(Schema::from_file).transpose()?;
-    let opts = OpenOptions { schema, ..OpenOptions::default() };
-    let store = Store::open(dir, opts).context(|| format!("cannot initialize {}", dir.display()))?;
+    let opts = OpenOptions {
+        schema,
+        ..OpenOptions::default()
+    };
+    let store =
+        Store::open(dir, opts).context(|| format!("cannot initialize {}", dir.display()))?;
     let status = store.status()?;
     store.close()?;
     print_json(&status)
@@ -55,21 +62,34 @@ pub(crate) fn init(dir: &Path, schema: Option<&Path>) -> Result<(), CliError> {
 fn parse_object(arg: &str) -> Result<Value, CliError> {
     let text = if arg == "-" {
         let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s).context(|| "cannot read stdin".into())?;
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context(|| "cannot read stdin".into())?;
         s
     } else {
         arg.to_owned()
     };
     let value: Value = serde_json::from_str(&text).context(|| "invalid JSON".into())?;
     if !value.is_object() {
-        return Err(CliError::msg(format!("expected a JSON object like {{\"id\": \"a\"}}, got {value}")));
+        return Err(CliError::msg(format!(
+            "expected a JSON object like {{\"id\": \"a\"}}, got {value}"
+        )));
     }
     Ok(value)
 }
 
-pub(crate) fn put(dir: &Path, collection: &str, json: &str, recreate: bool) -> Result<(), CliError> {
+pub(crate) fn put(
+    dir: &Path,
+    collection: &str,
+    json: &str,
+    recreate: bool,
+) -> Result<(), CliError> {
     let value = parse_object(json)?;
-    let op = WriteOp::Put { collection: collection.to_owned(), value, recreate };
+    let op = WriteOp::Put {
+        collection: collection.to_owned(),
+        value,
+        recreate,
+    };
     let committed = with_store(dir, |s| Ok(s.transact(vec![op])?))?;
     let merged = committed.changes.into_iter().next().and_then(|c| c.value);
     print_json(&merged)
@@ -78,7 +98,9 @@ pub(crate) fn put(dir: &Path, collection: &str, json: &str, recreate: bool) -> R
 pub(crate) fn get(dir: &Path, collection: &str, id: &str) -> Result<(), CliError> {
     match with_store(dir, |s| Ok(s.get(collection, id)?))? {
         Some(record) => print_json(&record),
-        None => Err(CliError::msg(format!("{collection}/{id}: not found (never written, or deleted)"))),
+        None => Err(CliError::msg(format!(
+            "{collection}/{id}: not found (never written, or deleted)"
+        ))),
     }
 }
 
@@ -87,7 +109,13 @@ pub(crate) fn delete(dir: &Path, collection: &str, id: &str) -> Result<(), CliEr
     print_json(&serde_json::json!({ "collection": collection, "id": id, "deleted": true }))
 }
 
-pub(crate) fn incr(dir: &Path, collection: &str, id: &str, field: &str, n: i64) -> Result<(), CliError> {
+pub(crate) fn incr(
+    dir: &Path,
+    collection: &str,
+    id: &str,
+    field: &str,
+    n: i64,
+) -> Result<(), CliError> {
     let merged = with_store(dir, |s| Ok(s.increment(collection, id, field, n)?))?;
     print_json(&merged)
 }
@@ -101,7 +129,9 @@ pub(crate) fn append(dir: &Path, collection: &str, json: &str) -> Result<(), Cli
 /// Parses `FIELD=VALUE` (VALUE as JSON when valid, else a string).
 fn parse_filter(arg: &str) -> Result<(String, Value), CliError> {
     let Some((field, raw)) = arg.split_once('=') else {
-        return Err(CliError::msg(format!("--where {arg:?}: expected FIELD=VALUE")));
+        return Err(CliError::msg(format!(
+            "--where {arg:?}: expected FIELD=VALUE"
+        )));
     };
     let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
     Ok((field.to_owned(), value))
@@ -117,7 +147,11 @@ fn parse_order(arg: &str) -> (String, bool) {
 
 pub(crate) fn query(dir: &Path, args: &QueryArgs) -> Result<(), CliError> {
     let q = Query {
-        filters: args.filters.iter().map(|f| parse_filter(f)).collect::<Result<_, _>>()?,
+        filters: args
+            .filters
+            .iter()
+            .map(|f| parse_filter(f))
+            .collect::<Result<_, _>>()?,
         order: args.order.as_deref().map(parse_order),
         limit: args.limit,
         offset: args.offset,
@@ -144,8 +178,14 @@ mod tests {
     #[test]
     fn filters_parse_json_or_string() {
         assert_eq!(parse_filter("n=3").unwrap(), ("n".into(), Value::from(3)));
-        assert_eq!(parse_filter("s=running").unwrap(), ("s".into(), Value::from("running")));
-        assert_eq!(parse_filter("id=\"7\"").unwrap(), ("id".into(), Value::from("7")));
+        assert_eq!(
+            parse_filter("s=running").unwrap(),
+            ("s".into(), Value::from("running"))
+        );
+        assert_eq!(
+            parse_filter("id=\"7\"").unwrap(),
+            ("id".into(), Value::from("7"))
+        );
         assert!(parse_filter("nofield").is_err());
         assert_eq!(parse_order("at:desc"), ("at".into(), true));
         assert_eq!(parse_order("at"), ("at".into(), false));

@@ -27,7 +27,13 @@ pub struct Cli {
     pub data: Option<PathBuf>,
 
     /// Log format on stderr.
-    #[arg(long, global = true, value_enum, env = "MESHLITE_LOG_FORMAT", default_value = "human")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "MESHLITE_LOG_FORMAT",
+        default_value = "human"
+    )]
     pub log_format: LogFormat,
 
     /// The command.
@@ -135,7 +141,11 @@ pub const DEFAULT_DATA_DIR: &str = "./meshlite-data";
 /// Parses the command line, runs the command and maps errors to an exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Run { .. }) { "info" } else { "warn" };
+    let default_level = if matches!(cli.command, Command::Run { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     init_logging(cli.log_format, default_level);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -148,17 +158,32 @@ pub fn main() -> ExitCode {
 
 /// Runs one parsed command.
 pub fn run(cli: Cli) -> Result<(), CliError> {
-    let dir = cli.data.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let dir = cli
+        .data
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     let data = dir.as_path();
     match cli.command {
-        Command::Run { config, print_config } => daemon::run(cli.data.as_deref(), config.as_deref(), print_config),
+        Command::Run {
+            config,
+            print_config,
+        } => daemon::run(cli.data.as_deref(), config.as_deref(), print_config),
         Command::Fleet(cmd) => daemon::fleet(cmd),
         Command::Peers { http } => daemon::peers(http),
         Command::Init { schema } => data::init(data, schema.as_deref()),
-        Command::Put { collection, json, recreate } => data::put(data, &collection, &json, recreate),
+        Command::Put {
+            collection,
+            json,
+            recreate,
+        } => data::put(data, &collection, &json, recreate),
         Command::Get { collection, id } => data::get(data, &collection, &id),
         Command::Delete { collection, id } => data::delete(data, &collection, &id),
-        Command::Incr { collection, id, field, n } => data::incr(data, &collection, &id, &field, n),
+        Command::Incr {
+            collection,
+            id,
+            field,
+            n,
+        } => data::incr(data, &collection, &id, &field, n),
         Command::Append { collection, json } => data::append(data, &collection, &json),
         Command::Query(args) => data::query(data, &args),
         Command::Summary => data::summary(data),

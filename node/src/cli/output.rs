@@ -42,6 +42,7 @@ impl<T, E: fmt::Display> Context<T> for Result<T, E> {
 /// Prints one value as a JSON line on stdout.
 pub(crate) fn print_json<T: Serialize>(value: &T) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, value).map_err(|e| CliError(format!("cannot write output: {e}")))?;
+    serde_json::to_writer(&mut out, value)
+        .map_err(|e| CliError(format!("cannot write output: {e}")))?;
     writeln!(out).map_err(|e| CliError(format!("cannot write output: {e}")))
 }

@@ -80,15 +80,23 @@ impl Dialer {
         dialing: &mut HashSet<SocketAddr>,
         backoff: &HashMap<SocketAddr, Backoff>,
     ) {
-        let connected: HashSet<String> =
-            self.net.peers().await.into_iter().map(|p| p.node_id.to_string()).collect();
+        let connected: HashSet<String> = self
+            .net
+            .peers()
+            .await
+            .into_iter()
+            .map(|p| p.node_id.to_string())
+            .collect();
         let me = self.net.node_id().to_string();
         let now = Instant::now();
         for row in self.table.snapshot() {
             if !wants_dial(&row, &me, &connected) {
                 continue;
             }
-            let expected = row.node_id.as_deref().and_then(|id| id.parse::<NodeId>().ok());
+            let expected = row
+                .node_id
+                .as_deref()
+                .and_then(|id| id.parse::<NodeId>().ok());
             for addr in row.addresses.iter().copied() {
                 let waiting = backoff.get(&addr).is_some_and(|b| b.until > now);
                 if waiting || dialing.contains(&addr) || inflight.len() >= MAX_INFLIGHT_DIALS {
@@ -119,8 +127,16 @@ impl Dialer {
                 tracing::info!(%addr, %node, "connected to peer");
             }
             Err(e) => {
-                let wait = backoff.get(&addr).map_or(FIRST_BACKOFF, |b| (b.wait * 2).min(MAX_DIAL_BACKOFF));
-                backoff.insert(addr, Backoff { until: Instant::now() + wait, wait });
+                let wait = backoff
+                    .get(&addr)
+                    .map_or(FIRST_BACKOFF, |b| (b.wait * 2).min(MAX_DIAL_BACKOFF));
+                backoff.insert(
+                    addr,
+                    Backoff {
+                        until: Instant::now() + wait,
+                        wait,
+                    },
+                );
                 tracing::debug!(%addr, error = %e, retry_in = ?wait, "dial failed");
                 self.table.record_failure(&key, e);
             }
@@ -169,7 +185,10 @@ mod tests {
         let connected: HashSet<String> = ["bb".to_owned()].into();
         assert!(wants_dial(&row(None), "aa", &connected));
         assert!(wants_dial(&row(Some("cc")), "aa", &connected));
-        assert!(!wants_dial(&row(Some("bb")), "aa", &connected), "already connected");
+        assert!(
+            !wants_dial(&row(Some("bb")), "aa", &connected),
+            "already connected"
+        );
         assert!(!wants_dial(&row(Some("aa")), "aa", &connected), "ourselves");
         assert!(matches!(row_key(&row(None)), PeerKey::Addr(a) if a == "10.0.0.1:1"));
     }

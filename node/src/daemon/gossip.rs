@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use meshlite_core::TxnId;
 use meshlite_core::dissemination::Disseminator;
 use meshlite_core::store::{Store, StoreEvent};
-use meshlite_core::TxnId;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 use crate::discovery::table::{PeerKey, PeerTable};
 use crate::fleet::NodeId;
 use crate::net::events::NetEvent;
-use crate::net::store_backend::encoded_txns;
 use crate::net::handle::NetHandle;
+use crate::net::store_backend::encoded_txns;
 
 /// Counters exported on `/metrics`.
 #[derive(Debug, Default)]
@@ -70,7 +70,9 @@ pub struct Gossip {
 
 impl std::fmt::Debug for Gossip {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gossip").field("peers", &self.policy.peer_count()).finish_non_exhaustive()
+        f.debug_struct("Gossip")
+            .field("peers", &self.policy.peer_count())
+            .finish_non_exhaustive()
     }
 }
 
@@ -83,7 +85,10 @@ impl Gossip {
         let mut net_events = self.net.subscribe();
         let mut rounds: JoinSet<RoundResult> = JoinSet::new();
         loop {
-            let wake = self.policy.poll_timeout().map(tokio::time::Instant::from_std);
+            let wake = self
+                .policy
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
             let timer = async move {
                 match wake {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -105,11 +110,16 @@ impl Gossip {
 
     async fn on_store_event(&mut self, ev: Result<StoreEvent, RecvError>) {
         match ev {
-            Ok(StoreEvent::Committed { txns, local: true, .. }) => self.push_local(txns).await,
+            Ok(StoreEvent::Committed {
+                txns, local: true, ..
+            }) => self.push_local(txns).await,
             Ok(_) => {}
             Err(RecvError::Lagged(n)) => {
                 bump(&self.stats.events_lagged, n);
-                tracing::warn!(lost = n, "gossip lagged behind the store; anti-entropy will catch up");
+                tracing::warn!(
+                    lost = n,
+                    "gossip lagged behind the store; anti-entropy will catch up"
+                );
             }
             Err(RecvError::Closed) => self.cancel.cancel(),
         }
@@ -143,7 +153,12 @@ impl Gossip {
             Ok(NetEvent::PeerDown { node_id, .. }) => {
                 self.policy.remove_peer(&node_id);
             }
-            Ok(NetEvent::PushReceived { from, txns, encoded, applied }) => {
+            Ok(NetEvent::PushReceived {
+                from,
+                txns,
+                encoded,
+                applied,
+            }) => {
                 bump(&self.stats.txns_push_received, applied as u64);
                 self.relay(from, &txns, &encoded).await;
             }

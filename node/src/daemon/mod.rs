@@ -24,9 +24,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use meshlite_core::Schema;
 use meshlite_core::dissemination::{DisseminationConfig, Disseminator};
 use meshlite_core::store::{OpenOptions, Store, Synchronous};
-use meshlite_core::Schema;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -95,12 +95,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let schema = config.node.schema.as_deref().map(Schema::from_file).transpose()?;
+    let schema = config
+        .node
+        .schema
+        .as_deref()
+        .map(Schema::from_file)
+        .transpose()?;
     let opts = OpenOptions {
         schema,
-        synchronous: if config.node.durable_fsync { Synchronous::Full } else { Synchronous::Normal },
+        synchronous: if config.node.durable_fsync {
+            Synchronous::Full
+        } else {
+            Synchronous::Normal
+        },
         doc_cache: config.node.doc_cache,
-        replicate: (!config.sync.tables.is_empty()).then(|| config.sync.tables.iter().cloned().collect()),
+        replicate: (!config.sync.tables.is_empty())
+            .then(|| config.sync.tables.iter().cloned().collect()),
         ..OpenOptions::default()
     };
     let dir = config.node.data.clone();
@@ -116,14 +126,36 @@ fn start_mesh(
     cancel: &CancellationToken,
     actors: &mut JoinSet<()>,
 ) -> anyhow::Result<Mesh> {
-    let fleet_dir = config.node.fleet_dir.as_deref().context("node.fleet_dir is required for the mesh")?;
-    let identity = fleet::load_node_identity(fleet_dir)
-        .with_context(|| format!("cannot load fleet files from node.fleet_dir = {}", fleet_dir.display()))?;
+    let fleet_dir = config
+        .node
+        .fleet_dir
+        .as_deref()
+        .context("node.fleet_dir is required for the mesh")?;
+    let identity = fleet::load_node_identity(fleet_dir).with_context(|| {
+        format!(
+            "cannot load fleet files from node.fleet_dir = {}",
+            fleet_dir.display()
+        )
+    })?;
     let cluster = identity.cluster_id().to_string();
-    let transport = crate::net::TransportConfig { push_fanout: config.sync.push_fanout, ..config.transport.clone() };
-    let net = mesh::start(identity, transport, store.clone(), cancel.child_token())
-        .with_context(|| format!("cannot start QUIC on transport.listen = {}", config.transport.listen))?;
-    let local = local_node(config, net.node_id().to_string(), cluster, net.local_addr().port());
+    let transport = crate::net::TransportConfig {
+        push_fanout: config.sync.push_fanout,
+        ..config.transport.clone()
+    };
+    let net = mesh::start(identity, transport, store.clone(), cancel.child_token()).with_context(
+        || {
+            format!(
+                "cannot start QUIC on transport.listen = {}",
+                config.transport.listen
+            )
+        },
+    )?;
+    let local = local_node(
+        config,
+        net.node_id().to_string(),
+        cluster,
+        net.local_addr().port(),
+    );
     let discovery = Discovery::start(&config.effective_discovery(), &local, table, cancel)?;
     let stats = Arc::new(GossipStats::default());
     let policy = Disseminator::new(dissemination_config(config), rand::random(), Instant::now())?;
@@ -136,9 +168,18 @@ fn start_mesh(
         cancel: cancel.child_token(),
     };
     actors.spawn(gossip.run());
-    let dialer = dialer::Dialer { net: net.clone(), table: table.clone(), cancel: cancel.child_token() };
+    let dialer = dialer::Dialer {
+        net: net.clone(),
+        table: table.clone(),
+        cancel: cancel.child_token(),
+    };
     actors.spawn(dialer.run());
-    Ok(Mesh { net, discovery, stats, local })
+    Ok(Mesh {
+        net,
+        discovery,
+        stats,
+        local,
+    })
 }
 
 fn dissemination_config(config: &Config) -> DisseminationConfig {
@@ -207,7 +248,11 @@ fn announce_ready(http: SocketAddr, mesh: Option<&Mesh>, store: &Store) {
 
 /// Waits for the shutdown signal, or for an actor to end on its own (a bug: logged, and the
 /// daemon stops rather than limp on without it).
-async fn wait_for_stop(shutdown: impl Future<Output = ()>, actors: &mut JoinSet<()>, cancel: &CancellationToken) {
+async fn wait_for_stop(
+    shutdown: impl Future<Output = ()>,
+    actors: &mut JoinSet<()>,
+    cancel: &CancellationToken,
+) {
     tokio::select! {
         _ = shutdown => tracing::info!("shutting down"),
         Some(done) = actors.join_next() => {
@@ -226,7 +271,12 @@ async fn stop_all(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     cancel.cancel();
-    if tokio::time::timeout(SHUTDOWN_GRACE, async { while actors.join_next().await.is_some() {} }).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while actors.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
         actors.abort_all();
     }
     if let Some(n) = nats {
