@@ -393,13 +393,12 @@ fn model_logs(committed: &[Record]) -> BTreeMap<String, (TxnId, Value)> {
                 id,
                 row,
             } = op
+                && collection == "logs"
             {
-                if collection == "logs" {
-                    let candidate = (r.txn.id, serde_json::from_str(row).unwrap());
-                    let slot = out.entry(id.clone()).or_insert_with(|| candidate.clone());
-                    if candidate.0 < slot.0 {
-                        *slot = candidate;
-                    }
+                let candidate = (r.txn.id, serde_json::from_str(row).unwrap());
+                let slot = out.entry(id.clone()).or_insert_with(|| candidate.clone());
+                if candidate.0 < slot.0 {
+                    *slot = candidate;
                 }
             }
         }

@@ -51,15 +51,21 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/{collection}/{id}/incr", post(incr))
 }
 
-fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    (
-        status,
-        Json(serde_json::json!({ "error": message.to_string() })),
-    )
-        .into_response()
+/// An error answer: a status and a message, sent as `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
 }
 
-fn write_error(e: WriteError) -> Response {
+fn error(status: StatusCode, message: impl std::fmt::Display) -> ApiError {
+    ApiError(status, message.to_string())
+}
+
+fn write_error(e: WriteError) -> ApiError {
     let status = match &e {
         WriteError::NotFound { .. } => StatusCode::NOT_FOUND,
         WriteError::Deleted { .. } | WriteError::Exists { .. } => StatusCode::CONFLICT,
@@ -72,7 +78,7 @@ fn write_error(e: WriteError) -> Response {
     error(status, e)
 }
 
-fn read_error(e: ReadError) -> Response {
+fn read_error(e: ReadError) -> ApiError {
     match e {
         ReadError::InvalidName(_) | ReadError::InvalidQuery(_) => error(StatusCode::BAD_REQUEST, e),
         _ => error(StatusCode::SERVICE_UNAVAILABLE, e),
@@ -83,7 +89,7 @@ fn read_error(e: ReadError) -> Response {
 async fn blocking<T: Send + 'static>(
     store: &Store,
     f: impl FnOnce(&Store) -> Result<T, ReadError> + Send + 'static,
-) -> Result<T, Response> {
+) -> Result<T, ApiError> {
     let store = store.clone();
     match tokio::task::spawn_blocking(move || f(&store)).await {
         Ok(r) => r.map_err(read_error),
@@ -91,34 +97,24 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-async fn commit(store: &Store, ops: Vec<WriteOp>) -> Response {
+async fn commit(store: &Store, ops: Vec<WriteOp>) -> Result<Response, ApiError> {
     if ops.is_empty() || ops.len() > MAX_OPS_PER_REQUEST {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("expected 1..={MAX_OPS_PER_REQUEST} records"),
-        );
+        let msg = format!("expected 1..={MAX_OPS_PER_REQUEST} records");
+        return Err(error(StatusCode::BAD_REQUEST, msg));
     }
-    match store.transact_async(ops).await {
-        Ok(c) => {
-            let rows: Vec<Value> = c.changes.into_iter().filter_map(|ch| ch.value).collect();
-            (
-                StatusCode::OK,
-                Json(serde_json::json!({ "txn": c.txn.to_key(), "rows": rows })),
-            )
-                .into_response()
-        }
-        Err(e) => write_error(e),
-    }
+    let c = store.transact_async(ops).await.map_err(write_error)?;
+    let rows: Vec<Value> = c.changes.into_iter().filter_map(|ch| ch.value).collect();
+    Ok(Json(serde_json::json!({ "txn": c.txn.to_key(), "rows": rows })).into_response())
 }
 
 /// Parses a JSON request body (any content type: curl users often omit it).
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
 }
 
 /// An object, or an array of objects.
-fn objects(body: Value) -> Result<Vec<Value>, Response> {
+fn objects(body: Value) -> Result<Vec<Value>, ApiError> {
     match body {
         Value::Array(items) => Ok(items),
         v @ Value::Object(_) => Ok(vec![v]),
@@ -137,7 +133,7 @@ fn parse_order(s: &str) -> (String, bool) {
     }
 }
 
-fn build_query(params: HashMap<String, String>) -> Result<Query, Response> {
+fn build_query(params: HashMap<String, String>) -> Result<Query, ApiError> {
     let mut q = Query::default();
     for (k, v) in params {
         match k.as_str() {
@@ -166,29 +162,23 @@ async fn query(
     State(s): State<AppState>,
     Path(collection): Path<String>,
     QueryParams(params): QueryParams<HashMap<String, String>>,
-) -> Response {
-    let q = match build_query(params) {
-        Ok(q) => q,
-        Err(r) => return r,
-    };
-    match blocking(&s.store, move |st| st.query(&collection, &q)).await {
-        Ok(rows) => Json(rows).into_response(),
-        Err(r) => r,
-    }
+) -> Result<Response, ApiError> {
+    let q = build_query(params)?;
+    let rows = blocking(&s.store, move |st| st.query(&collection, &q)).await?;
+    Ok(Json(rows).into_response())
 }
 
 async fn get_one(
     State(s): State<AppState>,
     Path((collection, id)): Path<(String, String)>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let (c, i) = (collection.clone(), id.clone());
-    match blocking(&s.store, move |st| st.get(&c, &i)).await {
-        Ok(Some(row)) => Json(row).into_response(),
-        Ok(None) => error(
+    match blocking(&s.store, move |st| st.get(&c, &i)).await? {
+        Some(row) => Ok(Json(row).into_response()),
+        None => Err(error(
             StatusCode::NOT_FOUND,
             format!("{collection}/{id}: not found (never written, or deleted)"),
-        ),
-        Err(r) => r,
+        )),
     }
 }
 
@@ -203,43 +193,33 @@ async fn put(
     Path(collection): Path<String>,
     QueryParams(p): QueryParams<PutParams>,
     body: Bytes,
-) -> Response {
-    let ops = match parse_body(&body).and_then(objects) {
-        Ok(items) => items
-            .into_iter()
-            .map(|value| WriteOp::Put {
-                collection: collection.clone(),
-                value,
-                recreate: p.recreate,
-            })
-            .collect(),
-        Err(r) => return r,
-    };
-    commit(&s.store, ops).await
+) -> Result<Response, ApiError> {
+    let ops = parse_body(&body).and_then(objects)?.into_iter();
+    let ops = ops.map(|value| WriteOp::Put {
+        collection: collection.clone(),
+        value,
+        recreate: p.recreate,
+    });
+    commit(&s.store, ops.collect()).await
 }
 
 async fn append(
     State(s): State<AppState>,
     Path(collection): Path<String>,
     body: Bytes,
-) -> Response {
-    let ops = match parse_body(&body).and_then(objects) {
-        Ok(items) => items
-            .into_iter()
-            .map(|value| WriteOp::Append {
-                collection: collection.clone(),
-                value,
-            })
-            .collect(),
-        Err(r) => return r,
-    };
-    commit(&s.store, ops).await
+) -> Result<Response, ApiError> {
+    let ops = parse_body(&body).and_then(objects)?.into_iter();
+    let ops = ops.map(|value| WriteOp::Append {
+        collection: collection.clone(),
+        value,
+    });
+    commit(&s.store, ops.collect()).await
 }
 
 async fn delete(
     State(s): State<AppState>,
     Path((collection, id)): Path<(String, String)>,
-) -> Response {
+) -> Result<Response, ApiError> {
     commit(&s.store, vec![WriteOp::Delete { collection, id }]).await
 }
 
@@ -253,21 +233,15 @@ async fn incr(
     State(s): State<AppState>,
     Path((collection, id)): Path<(String, String)>,
     body: Bytes,
-) -> Response {
-    let b: IncrBody = match parse_body(&body) {
-        Ok(b) => b,
-        Err(r) => return r,
+) -> Result<Response, ApiError> {
+    let b: IncrBody = parse_body(&body)?;
+    let op = WriteOp::Increment {
+        collection,
+        id,
+        field: b.field,
+        by: b.by,
     };
-    commit(
-        &s.store,
-        vec![WriteOp::Increment {
-            collection,
-            id,
-            field: b.field,
-            by: b.by,
-        }],
-    )
-    .await
+    commit(&s.store, vec![op]).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -381,11 +355,8 @@ impl From<TxnOp> for WriteOp {
     }
 }
 
-async fn txn(State(s): State<AppState>, body: Bytes) -> Response {
-    let ops: Vec<TxnOp> = match parse_body(&body) {
-        Ok(ops) => ops,
-        Err(r) => return r,
-    };
+async fn txn(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let ops: Vec<TxnOp> = parse_body(&body)?;
     commit(&s.store, ops.into_iter().map(WriteOp::from).collect()).await
 }
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 //! The `meshlite` binary as a user runs it: real processes, real data directories.
 
 use std::path::Path;

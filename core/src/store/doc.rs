@@ -182,10 +182,10 @@ fn write_json(
     value: &Value,
 ) -> Result<(), DocError> {
     let current = tx.get(obj, key)?.map(|(v, id)| (v.to_owned(), id));
-    if let Some((v, id)) = &current {
-        if to_json(tx, v, id, 0) == *value {
-            return Ok(());
-        }
+    if let Some((v, id)) = &current
+        && to_json(tx, v, id, 0) == *value
+    {
+        return Ok(());
     }
     match value {
         Value::Object(map) => {

@@ -346,11 +346,11 @@ impl Inner {
     /// Applies a sighting; returns whether the peer or one of its addresses is new.
     fn observe(&mut self, mut s: Sighting, now: Instant) -> bool {
         s.key = self.resolve(&s.key);
-        if let PeerKey::Addr(label) = &s.key {
-            if let Some(PeerKey::Node(id)) = self.node_with_any(&s.addresses) {
-                self.aliases.insert(label.clone(), id.clone());
-                s.key = PeerKey::Node(id);
-            }
+        if let PeerKey::Addr(label) = &s.key
+            && let Some(PeerKey::Node(id)) = self.node_with_any(&s.addresses)
+        {
+            self.aliases.insert(label.clone(), id.clone());
+            s.key = PeerKey::Node(id);
         }
         if let PeerKey::Node(id) = &s.key {
             let absorbed = self.addr_peers_with(&s.addresses);
