@@ -280,6 +280,24 @@ impl Summary {
     }
 }
 
+/// The part of `want` (ranges in (origin, seq) order, as [`Summary::missing_from`] returns them)
+/// that comes after transaction `last`: where to continue after a batch that ended at `last`.
+pub fn ranges_after(
+    want: &[(ReplicaId, RangeInclusive<Seq>)],
+    last: TxnId,
+) -> Vec<(ReplicaId, RangeInclusive<Seq>)> {
+    want.iter()
+        .filter_map(|(origin, range)| match origin.cmp(&last.origin) {
+            std::cmp::Ordering::Less => None,
+            std::cmp::Ordering::Equal if *range.end() <= last.seq => None,
+            std::cmp::Ordering::Equal => {
+                Some((*origin, (*range.start()).max(last.seq + 1)..=*range.end()))
+            }
+            std::cmp::Ordering::Greater => Some((*origin, range.clone())),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,6 +363,15 @@ mod tests {
         let s = SeqSet::from_ranges(&[(1, 3), (7, 7)]).unwrap();
         let bin = postcard::to_stdvec(&s).unwrap();
         assert_eq!(postcard::from_bytes::<SeqSet>(&bin).unwrap(), s);
+    }
+
+    #[test]
+    fn ranges_after_skips_what_was_sent() {
+        let (a, b, c) = (ReplicaId([1; 16]), ReplicaId([2; 16]), ReplicaId([3; 16]));
+        let want = vec![(a, 1..=10), (b, 1..=3), (b, 7..=9), (c, 5..=6)];
+        let rest = ranges_after(&want, TxnId { origin: b, seq: 2 });
+        assert_eq!(rest, vec![(b, 3..=3), (b, 7..=9), (c, 5..=6)]);
+        assert!(ranges_after(&rest, TxnId { origin: c, seq: 6 }).is_empty());
     }
 
     #[test]

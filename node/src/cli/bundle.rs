@@ -8,13 +8,13 @@
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
-use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use meshlite_core::protocol::bundle::{BundleHeader, BundleReader, BundleWriter};
 use meshlite_core::store::{ApplyReport, Store};
-use meshlite_core::{ReplicaId, Seq, Summary, Txn};
+use meshlite_core::version::ranges_after;
+use meshlite_core::{Summary, Txn};
 
 use super::data::open;
 use super::output::{CliError, Context, print_json};
@@ -82,7 +82,11 @@ fn export(store: &Store, file: &Path, for_summary: Option<&Path>) -> Result<(), 
         writer.write_txns(&batch.txns)?;
         pruned.extend(batch.pruned);
         want = match (batch.more, batch.txns.last()) {
-            (true, Some(last)) => remaining_after(&want, last)?,
+            (true, Some(last)) => {
+                let last =
+                    Txn::decode(last).context(|| "stored transaction does not decode".into())?;
+                ranges_after(&want, last.id)
+            }
             _ => Vec::new(),
         };
     }
@@ -98,25 +102,6 @@ fn export(store: &Store, file: &Path, for_summary: Option<&Path>) -> Result<(), 
     print_json(&serde_json::json!({
         "file": file, "txns": txns, "bytes": bytes, "pruned_ranges": pruned.len(),
     }))
-}
-
-/// The part of `want` that comes after the transaction `last` (ranges are in origin, seq order).
-fn remaining_after(
-    want: &[(ReplicaId, RangeInclusive<Seq>)],
-    last: &[u8],
-) -> Result<Vec<(ReplicaId, RangeInclusive<Seq>)>, CliError> {
-    let id = Txn::decode(last)
-        .context(|| "stored transaction does not decode".into())?
-        .id;
-    Ok(want
-        .iter()
-        .filter_map(|(origin, r)| match origin.cmp(&id.origin) {
-            std::cmp::Ordering::Less => None,
-            std::cmp::Ordering::Equal if *r.end() <= id.seq => None,
-            std::cmp::Ordering::Equal => Some((*origin, (*r.start()).max(id.seq + 1)..=*r.end())),
-            std::cmp::Ordering::Greater => Some((*origin, r.clone())),
-        })
-        .collect())
 }
 
 fn progress_bar(total: u64, what: &str) -> ProgressBar {
@@ -173,31 +158,4 @@ fn merge_reports(total: &mut ApplyReport, r: ApplyReport) {
     total.parked += r.parked;
     total.unparked += r.unparked;
     total.rejected.extend(r.rejected);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use meshlite_core::TxnId;
-
-    #[test]
-    fn remaining_after_skips_what_was_sent() {
-        let (a, b) = (ReplicaId([1; 16]), ReplicaId([2; 16]));
-        let want = vec![(a, 1..=5), (a, 8..=9), (b, 1..=3)];
-        let last = Txn {
-            id: TxnId { origin: a, seq: 4 },
-            timestamp_ms: 0,
-            schema_version: 0,
-            ops: vec![meshlite_core::Op::Delete {
-                collection: "c".into(),
-                id: "x".into(),
-                incarnation: 1,
-            }],
-        }
-        .encode();
-        assert_eq!(
-            remaining_after(&want, &last).unwrap(),
-            vec![(a, 5..=5), (a, 8..=9), (b, 1..=3)]
-        );
-    }
 }

@@ -34,7 +34,7 @@ impl SyncBackend for Store {
         let rest = match batch.txns.last() {
             Some(last) if batch.more => {
                 let last = Txn::decode(last).map_err(BackendError::new)?.id;
-                remaining_after(ranges, last)
+                meshlite_core::version::ranges_after(&ranges, last)
             }
             _ => Vec::new(),
         };
@@ -87,39 +87,4 @@ where
         .await
         .map_err(BackendError::new)?
         .map_err(BackendError::new)
-}
-
-/// The part of `ranges` after `last`, given that the store returns transactions in
-/// (origin, seq) order: origins before `last.origin` are done, origins after it untouched.
-fn remaining_after(ranges: TxnRanges, last: TxnId) -> TxnRanges {
-    ranges
-        .into_iter()
-        .filter_map(|(origin, range)| {
-            if origin > last.origin {
-                Some((origin, range))
-            } else if origin == last.origin && *range.end() > last.seq {
-                let start = (*range.start()).max(last.seq + 1);
-                Some((origin, start..=*range.end()))
-            } else {
-                None
-            }
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn remaining_after_skips_what_was_sent() {
-        let a = ReplicaId([1; 16]);
-        let b = ReplicaId([2; 16]);
-        let c = ReplicaId([3; 16]);
-        let ranges = vec![(a, 1..=10), (b, 1..=3), (b, 7..=9), (c, 5..=6)];
-        let rest = remaining_after(ranges, TxnId { origin: b, seq: 2 });
-        assert_eq!(rest, vec![(b, 3..=3), (b, 7..=9), (c, 5..=6)]);
-        let rest = remaining_after(rest, TxnId { origin: c, seq: 6 });
-        assert!(rest.is_empty());
-    }
 }
