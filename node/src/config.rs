@@ -161,6 +161,11 @@ pub struct SyncSection {
     pub push_fanout: usize,
     /// Peers contacted in each anti-entropy round.
     pub anti_entropy_peers: usize,
+    /// Garbage-collect relayed history every this many seconds; 0 (default) = never. GC frees
+    /// transactions every known peer acknowledged, so a node that joins *later* cannot get
+    /// that history from this one (snapshot transfer is not implemented yet): enable it only
+    /// on fleets whose membership is fixed, or where other nodes keep full history.
+    pub gc_interval_seconds: u64,
 }
 
 impl Default for SyncSection {
@@ -171,6 +176,7 @@ impl Default for SyncSection {
             batch_size: 500,
             push_fanout: 3,
             anti_entropy_peers: 2,
+            gc_interval_seconds: 0,
         }
     }
 }

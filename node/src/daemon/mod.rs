@@ -77,6 +77,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         false => None,
     };
     let nats = start_nats(&config, &store, &table, mesh.as_ref(), &cancel).await?;
+    if config.sync.gc_interval_seconds > 0 {
+        let every = Duration::from_secs(config.sync.gc_interval_seconds);
+        actors.spawn(run_gc(store.clone(), every, cancel.child_token()));
+    }
     let state = AppState {
         store: store.clone(),
         net: mesh.as_ref().map(|m| m.net.clone()),
@@ -230,6 +234,25 @@ async fn start_nats(
         cursor_path: config.node.data.join("nats-relay.cursor"),
     };
     Ok(Some(NatsService::start(&config.nats, ctx, cancel)?))
+}
+
+/// Periodic garbage collection of history every known peer acknowledged.
+async fn run_gc(store: Store, every: Duration, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await; // the first tick is immediate
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.gc()).await {
+            Ok(Ok(r)) => tracing::info!(txns = r.txns_deleted, docs = r.docs_freed, "gc"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "gc failed"),
+            Err(e) => tracing::error!(error = %e, "gc task panicked"),
+        }
+    }
 }
 
 fn announce_ready(http: SocketAddr, mesh: Option<&Mesh>, store: &Store) {
