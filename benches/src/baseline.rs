@@ -1,0 +1,121 @@
+//! The raw-SQLite baseline: what an application without Meshlite would do with the same rows.
+//!
+//! One WAL database with a single `(id TEXT PRIMARY KEY, json TEXT)` table, written through
+//! cached prepared statements, one transaction per batch, at the same `synchronous` level as the
+//! store it is compared with. The timed work includes serializing each `serde_json::Value` to
+//! text, because the store receives the same values and serializes them too.
+
+use std::path::Path;
+
+use meshlite_core::store::Synchronous;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+use crate::BenchError;
+
+/// Name of the baseline database file inside its directory.
+pub const RAW_DB_FILE: &str = "raw.db";
+
+/// A raw SQLite table of JSON rows keyed by id.
+#[derive(Debug)]
+pub struct RawTable {
+    conn: Connection,
+}
+
+impl RawTable {
+    /// Opens (creating) `dir/raw.db` in WAL mode at `sync`.
+    pub fn open(dir: &Path, sync: Synchronous) -> Result<Self, BenchError> {
+        std::fs::create_dir_all(dir)?;
+        let conn = Connection::open(dir.join(RAW_DB_FILE))?;
+        let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        let level = match sync {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = {level};
+             CREATE TABLE IF NOT EXISTS rows (id TEXT PRIMARY KEY, json TEXT NOT NULL);"
+        ))?;
+        Ok(Self { conn })
+    }
+
+    /// Inserts `rows` (each a JSON object with a string `id`) in one transaction; an existing id
+    /// is an error, as for a plain INSERT.
+    pub fn insert(&mut self, rows: &[Value]) -> Result<(), BenchError> {
+        self.write("INSERT INTO rows (id, json) VALUES (?1, ?2)", rows)
+    }
+
+    /// Inserts or replaces `rows` in one transaction (`INSERT .. ON CONFLICT DO UPDATE`).
+    pub fn upsert(&mut self, rows: &[Value]) -> Result<(), BenchError> {
+        self.write(
+            "INSERT INTO rows (id, json) VALUES (?1, ?2)
+             ON CONFLICT (id) DO UPDATE SET json = excluded.json",
+            rows,
+        )
+    }
+
+    fn write(&mut self, sql: &str, rows: &[Value]) -> Result<(), BenchError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(sql)?;
+            for row in rows {
+                stmt.execute(params![row_id(row)?, row.to_string()])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The stored JSON text of one row.
+    pub fn get(&self, id: &str) -> Result<Option<String>, BenchError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT json FROM rows WHERE id = ?1")?;
+        Ok(stmt.query_row([id], |r| r.get(0)).optional()?)
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> Result<u64, BenchError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM rows", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// True when the table is empty.
+    pub fn is_empty(&self) -> Result<bool, BenchError> {
+        Ok(self.len()? == 0)
+    }
+}
+
+/// The string `id` of a generated row.
+pub fn row_id(row: &Value) -> Result<&str, BenchError> {
+    row["id"]
+        .as_str()
+        .ok_or_else(|| BenchError::Check(format!("row without a string id: {row}")))
+}
+
+/// Opens `path` read-only (for the RSS baseline's reads).
+pub fn open_read_only(path: &Path) -> Result<Connection, BenchError> {
+    let flags =
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    Ok(Connection::open_with_flags(path, flags)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn insert_refuses_duplicates_and_upsert_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = RawTable::open(dir.path(), Synchronous::Normal).unwrap();
+        t.insert(&[json!({"id": "a", "v": 1}), json!({"id": "b", "v": 2})])
+            .unwrap();
+        assert!(t.insert(&[json!({"id": "a", "v": 3})]).is_err());
+        t.upsert(&[json!({"id": "a", "v": 4})]).unwrap();
+        assert_eq!(t.get("a").unwrap().as_deref(), Some(r#"{"id":"a","v":4}"#));
+        assert_eq!(t.len().unwrap(), 2);
+        assert!(t.insert(&[json!({"v": 1})]).is_err(), "rows need an id");
+    }
+}

@@ -1,0 +1,245 @@
+//! Figures 1–3 of the core issue as ratios against raw SQLite measured in the same process.
+//!
+//! - `doc_insert`: `Store::transact` of 1000 `Put`s of new `tasks` rows vs 1000 raw INSERTs of
+//!   the same JSON rows in one transaction (target ≥ 0.10×).
+//! - `doc_update_cache_hit` / `doc_update_cache_miss`: the same full rows with a later status and
+//!   `updated_at`, for records whose Automerge document is in the writer's cache (the 1000 most
+//!   recently written) or not (records written long ago: each is loaded from its stored state),
+//!   vs raw upserts of the same rows.
+//! - `log_append`: 1000 `Append`s of `device_metrics` rows per transaction vs raw INSERTs
+//!   (target ≥ 0.5×).
+//! - `remote_apply`: transactions written on replica A (10 task upserts each, a quarter of them
+//!   updates), decoded and applied into a fresh replica B with `apply_remote` 100 transactions
+//!   (1000 changes) per call, vs raw upserts of the resulting rows, 1000 per transaction
+//!   (target ≥ 15k changes/s).
+//!
+//! Store and baseline batches alternate; a side's rate is the median of its batch rates, the
+//! ratio the median over rounds of store batch rate / baseline batch rate.
+//! Prints one JSON object per figure.
+//!
+//! ```sh
+//! cargo run --release -p meshlite-benches --bin store_ratios
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use meshlite_benches::BenchError;
+use meshlite_benches::baseline::{RawTable, row_id};
+use meshlite_benches::measure::{Race, Target, emit, machine};
+use meshlite_benches::workload::{
+    BATCH, METRICS, TASKS, append_ops, check_rows, decode_all, default_doc_cache, metrics,
+    open_store, put_ops, remote_workload, tasks,
+};
+use meshlite_core::store::{Store, Synchronous};
+use meshlite_fixtures::records::RecordGen;
+use serde_json::{Value, json};
+
+/// Measure document upserts, log appends and remote apply against raw SQLite.
+#[derive(Debug, Parser)]
+#[command(name = "store_ratios")]
+struct Args {
+    /// Batches of 1000 rows per side for inserts and appends.
+    #[arg(long, default_value_t = 30)]
+    rounds: usize,
+    /// Batches of 1000 rows per side for each update figure.
+    #[arg(long, default_value_t = 10)]
+    update_rounds: usize,
+    /// Remote transactions of 10 changes each to apply (multiple of 100).
+    #[arg(long, default_value_t = 3000)]
+    remote_txns: usize,
+    /// Directory for the databases (default: a fresh temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Seed of the generated rows.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Only these groups of figures (default: all).
+    #[arg(long, value_enum)]
+    only: Vec<Group>,
+}
+
+/// Groups of figures, for `--only`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Group {
+    /// Document inserts and updates.
+    Documents,
+    /// Log appends.
+    Log,
+    /// Remote apply.
+    Remote,
+}
+
+impl Args {
+    fn wants(&self, group: Group) -> bool {
+        self.only.is_empty() || self.only.contains(&group)
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("store_ratios: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), BenchError> {
+    let temp = tempfile::tempdir()?;
+    let dir = args.dir.clone().unwrap_or_else(|| temp.path().to_owned());
+    emit(&json!({ "machine": machine(), "doc_cache": default_doc_cache(), "batch": BATCH }));
+    if args.wants(Group::Documents) {
+        documents(args, &dir.join("documents"))?;
+    }
+    if args.wants(Group::Log) {
+        emit(&log_append(args, &dir.join("log"))?.to_json());
+    }
+    if args.wants(Group::Remote) {
+        emit(&remote_apply(args, &dir.join("remote"))?.to_json());
+    }
+    emit(&json!({ "machine_after": machine() }));
+    Ok(())
+}
+
+/// The document figures share one store (and one baseline table) that grows through them.
+fn documents(args: &Args, dir: &Path) -> Result<(), BenchError> {
+    let store = open_store(&dir.join("store"), default_doc_cache())?;
+    let mut raw = RawTable::open(&dir.join("raw"), Synchronous::Normal)?;
+    let mut generator = RecordGen::new(1, args.seed);
+    let inserted: Vec<Vec<Value>> = (0..args.rounds as u64)
+        .map(|r| tasks(&mut generator, r * BATCH as u64..(r + 1) * BATCH as u64))
+        .collect();
+    let race = Race::new("doc_insert", Target::Ratio(0.10));
+    emit(&race_upserts(race, &store, &mut raw, &inserted, Write::Insert)?.to_json());
+
+    let newest = inserted.last().cloned().unwrap_or_default();
+    let hits = successive_updates(&mut generator, &newest, args.update_rounds);
+    let race = Race::new("doc_update_cache_hit", Target::Ratio(0.10));
+    emit(&race_upserts(race, &store, &mut raw, &hits, Write::Upsert)?.to_json());
+
+    let cold = inserted
+        .iter()
+        .take(args.update_rounds.min(inserted.len().saturating_sub(2)));
+    let misses: Vec<Vec<Value>> = cold
+        .map(|rows| rows.iter().map(|r| generator.task_update(r)).collect())
+        .collect();
+    let race = Race::new("doc_update_cache_miss", Target::Ratio(0.10));
+    emit(&race_upserts(race, &store, &mut raw, &misses, Write::Upsert)?.to_json());
+    store.close()?;
+    Ok(())
+}
+
+/// How the baseline writes a batch.
+#[derive(Clone, Copy)]
+enum Write {
+    Insert,
+    Upsert,
+}
+
+/// Races `Store::transact` of one batch of puts against the baseline, then checks the rows.
+fn race_upserts(
+    race: Race,
+    store: &Store,
+    raw: &mut RawTable,
+    batches: &[Vec<Value>],
+    write: Write,
+) -> Result<Race, BenchError> {
+    let race = race.run(
+        batches.len(),
+        |r| {
+            store
+                .transact(put_ops(&batches[r]))
+                .map(|c| c.changes.len())
+                .map_err(BenchError::from)
+        },
+        |r| {
+            match write {
+                Write::Insert => raw.insert(&batches[r])?,
+                Write::Upsert => raw.upsert(&batches[r])?,
+            }
+            Ok(batches[r].len())
+        },
+    )?;
+    check_latest(store, &batches.concat())?;
+    Ok(race)
+}
+
+/// `rounds` successive updates of the same rows (each round updates the previous round's).
+fn successive_updates(generator: &mut RecordGen, rows: &[Value], rounds: usize) -> Vec<Vec<Value>> {
+    let mut out: Vec<Vec<Value>> = Vec::with_capacity(rounds);
+    let mut current = rows.to_vec();
+    for _ in 0..rounds {
+        current = current.iter().map(|r| generator.task_update(r)).collect();
+        out.push(current.clone());
+    }
+    out
+}
+
+fn log_append(args: &Args, dir: &Path) -> Result<Race, BenchError> {
+    let store = open_store(&dir.join("store"), default_doc_cache())?;
+    let mut raw = RawTable::open(&dir.join("raw"), Synchronous::Normal)?;
+    let mut generator = RecordGen::new(2, args.seed);
+    let batches: Vec<Vec<Value>> = (0..args.rounds as u64)
+        .map(|r| metrics(&mut generator, r * BATCH as u64..(r + 1) * BATCH as u64))
+        .collect();
+    let race = Race::new("log_append", Target::Ratio(0.5)).run(
+        batches.len(),
+        |r| {
+            store
+                .transact(append_ops(&batches[r]))
+                .map(|c| c.changes.len())
+                .map_err(BenchError::from)
+        },
+        |r| raw.insert(&batches[r]).map(|()| batches[r].len()),
+    )?;
+    for batch in &batches {
+        check_rows(&store, METRICS, batch, 97)?;
+    }
+    store.close()?;
+    Ok(race)
+}
+
+/// Transactions per `apply_remote` call (1000 changes).
+const APPLY_TXNS: usize = 100;
+
+fn remote_apply(args: &Args, dir: &Path) -> Result<Race, BenchError> {
+    let work = remote_workload(&dir.join("a"), args.remote_txns, 10, 0.25, args.seed)?;
+    let b = open_store(&dir.join("b"), default_doc_cache())?;
+    let mut raw = RawTable::open(&dir.join("raw"), Synchronous::Normal)?;
+    let rounds = work.txns.len().div_ceil(APPLY_TXNS);
+    let per_round = work.changes.div_ceil(rounds.max(1));
+    let race = Race::new("remote_apply_changes", Target::PerSecond(15_000.0)).run(
+        rounds,
+        |r| {
+            let encoded = &work.txns[r * APPLY_TXNS..((r + 1) * APPLY_TXNS).min(work.txns.len())];
+            let txns = decode_all(encoded)?;
+            let changes = txns.iter().map(|t| t.ops.len()).sum();
+            let report = b.apply_remote(txns)?;
+            if report.applied != encoded.len() {
+                return Err(BenchError::Check(format!("apply: {report:?}")));
+            }
+            Ok(changes)
+        },
+        |r| {
+            let rows = &work.rows[r * per_round..((r + 1) * per_round).min(work.rows.len())];
+            raw.upsert(rows).map(|()| rows.len())
+        },
+    )?;
+    check_latest(&b, &work.rows)?;
+    b.close()?;
+    Ok(race)
+}
+
+/// Checks that the store serves the last version of every generated row (a sample).
+fn check_latest(store: &Store, rows: &[Value]) -> Result<(), BenchError> {
+    let mut latest = std::collections::BTreeMap::new();
+    for row in rows {
+        latest.insert(row_id(row)?, row);
+    }
+    let latest: Vec<Value> = latest.into_values().cloned().collect();
+    check_rows(store, TASKS, &latest, 31)
+}

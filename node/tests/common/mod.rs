@@ -1,0 +1,800 @@
+//! Harness of the `mesh_*` tests: real `meshlite run` processes talking over real sockets.
+//!
+//! - [`Fleet`]: a fleet CA in a temporary directory; issues node bundles (also certificates of
+//!   another cluster signed by the same CA, for refusal tests) and hands out [`NodeConfig`]s
+//!   whose data directory, config file and log live under the same temporary directory.
+//! - [`NodeConfig`]: what one daemon is started with, rendered to a TOML file (the daemon's own
+//!   format, so the tests also exercise it). Ports are picked free by binding port 0.
+//! - [`NodeProc`]: one running daemon. Started from its config (optionally inside a network
+//!   namespace), it is ready when it prints its `ready` line; its stderr goes to a log file that
+//!   tests search and that is printed when a test fails. It restarts on the same data directory
+//!   and ports, stops with SIGTERM (returning the exit status), and is killed on drop.
+//! - Convergence helpers: [`converge`] polls `GET /v1/{collection}` on every node until all
+//!   answers are identical, and panics with a per-record diff when the failure guard expires.
+//!
+//! Every wait is bounded by a generous failure guard; none is a timing assertion.
+
+#![allow(dead_code)] // Each test binary uses a different subset.
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::future::Future;
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper::{Method, StatusCode};
+use meshlite_node::fleet::files::FleetFile;
+use meshlite_node::fleet::{self, CertSpec, ClusterId, FleetCa, NodeName};
+use meshlite_node::httpc;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// The daemon binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_meshlite");
+/// Failure guard for convergence and other "soon" conditions; never a performance assertion.
+pub const GUARD: Duration = Duration::from_secs(30);
+/// Failure guard for a daemon to print its ready line or to exit after a signal.
+pub const PROCESS_GUARD: Duration = Duration::from_secs(30);
+/// Pause between polls.
+pub const POLL: Duration = Duration::from_millis(100);
+
+/// Environment variables that override the config file: cleared so the host cannot leak in.
+const OVERRIDES: &[&str] = &[
+    "MESHLITE_DATA",
+    "MESHLITE_NAME",
+    "MESHLITE_FLEET_DIR",
+    "MESHLITE_SCHEMA",
+    "MESHLITE_HTTP_LISTEN",
+    "MESHLITE_LISTEN",
+    "MESHLITE_STATIC_PEERS",
+    "MESHLITE_MDNS",
+    "SUPABASE_MODE",
+    "SYNC_TABLES",
+    "SYNC_INTERVAL_SECONDS",
+    "SYNC_BATCH_SIZE",
+    "NATS_URL",
+];
+
+/// The PMOVES schema (tasks.status is a priority field, tasks.retry_count a counter).
+pub fn pmoves_schema() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/schemas/pmoves.toml")
+}
+
+/// A UDP port that was free a moment ago on `ip`.
+pub fn free_udp_port(ip: Ipv4Addr) -> u16 {
+    UdpSocket::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A TCP port that was free a moment ago on `ip`.
+pub fn free_tcp_port(ip: Ipv4Addr) -> u16 {
+    TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fleet CA (and a workspace for its nodes) in a temporary directory.
+pub struct Fleet {
+    root: TempDir,
+    dir: PathBuf,
+    /// The fleet's cluster id.
+    pub cluster_id: ClusterId,
+}
+
+impl Fleet {
+    /// `meshlite fleet init` in a new temporary directory.
+    pub fn new() -> Self {
+        let root = tempfile::Builder::new()
+            .prefix("meshlite-mesh-")
+            .tempdir()
+            .unwrap();
+        let dir = root.path().join("fleet");
+        let info = fleet::init(&dir).unwrap();
+        Self {
+            root,
+            dir,
+            cluster_id: info.cluster_id,
+        }
+    }
+
+    /// The temporary directory holding the CA, bundles and nodes.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// `meshlite fleet issue`: the node bundle directory.
+    pub fn issue(&self, name: &str) -> PathBuf {
+        fleet::issue(&self.dir, name, 30).unwrap().bundle_dir
+    }
+
+    /// A bundle signed by this fleet's CA whose certificate names another cluster (what a node
+    /// of a sibling fleet sharing the CA would hold).
+    pub fn issue_other_cluster(&self, name: &str, cluster: ClusterId) -> PathBuf {
+        let ca = FleetCa::load(&self.dir).unwrap();
+        let mut spec = CertSpec::new(&ca, NodeName::new(name).unwrap(), 30);
+        spec.cluster_id = cluster;
+        let issued = ca.issue_cert(&spec).unwrap();
+        let ours = FleetFile::read(&self.dir.join("fleet.toml")).unwrap();
+        let bundle = self.root().join("other-cluster").join(name);
+        std::fs::create_dir_all(&bundle).unwrap();
+        let file = FleetFile {
+            cluster_id: cluster,
+            ca_fingerprint: ours.ca_fingerprint,
+            node_name: Some(issued.node_name.clone()),
+            node_id: Some(issued.node_id),
+            not_after_unix: None,
+        };
+        write_private(&bundle.join("node.key"), &issued.key_pem);
+        std::fs::write(bundle.join("node.pem"), &issued.cert_pem).unwrap();
+        std::fs::write(bundle.join("ca.pem"), ca.trusted_pem()).unwrap();
+        std::fs::write(bundle.join("fleet.toml"), file.render().unwrap()).unwrap();
+        bundle
+    }
+
+    /// Issues `name` and returns a loopback config for it: pmoves schema, 1 s anti-entropy,
+    /// free ports, no discovery but the static peers the caller adds.
+    pub fn node(&self, name: &str) -> NodeConfig {
+        let bundle = self.issue(name);
+        NodeConfig::loopback(name, self.root().join("nodes").join(name), Some(bundle))
+    }
+}
+
+fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// mDNS settings of a node.
+#[derive(Debug, Clone)]
+pub struct Mdns {
+    /// Interfaces (`["lo"]` on loopback).
+    pub interfaces: Vec<String>,
+    /// A private mDNS port shared by the test's nodes.
+    pub port: u16,
+}
+
+/// What one daemon is started with.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// `node.name`.
+    pub name: String,
+    /// The node's own directory: `config.toml`, `data/`, `node.log`.
+    pub dir: PathBuf,
+    /// `node.fleet_dir` (None: no mesh).
+    pub fleet_dir: Option<PathBuf>,
+    /// `node.schema`.
+    pub schema: Option<PathBuf>,
+    /// `http.listen` (port 0 on the first start; pinned to the bound port afterwards).
+    pub http: SocketAddr,
+    /// `transport.listen`.
+    pub quic: SocketAddr,
+    /// `discovery.static_peers`.
+    pub static_peers: Vec<String>,
+    /// `sync.interval_seconds`.
+    pub interval_seconds: u64,
+    /// `discovery.mdns` (None: off).
+    pub mdns: Option<Mdns>,
+    /// Extra `[transport]` keys (timers for partition tests).
+    pub transport: toml::Table,
+    /// Run inside this network namespace (`ip netns exec`).
+    pub netns: Option<String>,
+    /// Extra environment variables of the process.
+    pub env: Vec<(String, String)>,
+}
+
+impl NodeConfig {
+    /// A node on 127.0.0.1 with free ports.
+    pub fn loopback(name: &str, dir: PathBuf, fleet_dir: Option<PathBuf>) -> Self {
+        let ip = Ipv4Addr::LOCALHOST;
+        Self {
+            name: name.to_owned(),
+            dir,
+            fleet_dir,
+            schema: Some(pmoves_schema()),
+            http: SocketAddr::from((ip, 0)),
+            quic: SocketAddr::from((ip, free_udp_port(ip))),
+            static_peers: Vec::new(),
+            interval_seconds: 1,
+            mdns: None,
+            transport: toml::Table::new(),
+            netns: None,
+            env: Vec::new(),
+        }
+    }
+
+    /// The peer address other nodes list to reach this one.
+    pub fn peer_addr(&self) -> String {
+        self.quic.to_string()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("config.toml")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("node.log")
+    }
+
+    /// The daemon's TOML configuration.
+    pub fn render(&self) -> String {
+        let path = |p: &Path| toml::Value::String(p.display().to_string());
+        let mut node = toml::Table::new();
+        node.insert("name".into(), self.name.clone().into());
+        node.insert("data".into(), path(&self.data_dir()));
+        if let Some(f) = &self.fleet_dir {
+            node.insert("fleet_dir".into(), path(f));
+        }
+        if let Some(s) = &self.schema {
+            node.insert("schema".into(), path(s));
+        }
+        let mut discovery = toml::Table::new();
+        discovery.insert("mdns".into(), self.mdns.is_some().into());
+        discovery.insert("tailscale".into(), false.into());
+        discovery.insert("static_peers".into(), self.static_peers.clone().into());
+        if let Some(m) = &self.mdns {
+            discovery.insert("mdns_interfaces".into(), m.interfaces.clone().into());
+            discovery.insert("mdns_port".into(), i64::from(m.port).into());
+        }
+        let mut transport = self.transport.clone();
+        transport.insert("listen".into(), self.quic.to_string().into());
+        let section = |k: &str, v: toml::Value| (k.to_owned(), v);
+        let table: toml::Table = [
+            ("node".to_owned(), node.into()),
+            (
+                "sync".to_owned(),
+                table([section(
+                    "interval_seconds",
+                    (self.interval_seconds as i64).into(),
+                )]),
+            ),
+            (
+                "http".to_owned(),
+                table([section("listen", self.http.to_string().into())]),
+            ),
+            ("transport".to_owned(), transport.into()),
+            ("discovery".to_owned(), discovery.into()),
+        ]
+        .into_iter()
+        .collect();
+        toml::to_string(&table).unwrap()
+    }
+}
+
+fn table(entries: impl IntoIterator<Item = (String, toml::Value)>) -> toml::Value {
+    toml::Value::Table(entries.into_iter().collect())
+}
+
+/// The daemon's `ready` line.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Ready {
+    pub http: SocketAddr,
+    pub quic: Option<SocketAddr>,
+    pub node_id: Option<String>,
+    pub replica: String,
+}
+
+/// A running `meshlite run` process (killed on drop).
+pub struct NodeProc {
+    /// Its configuration (the HTTP port is pinned after the first start).
+    pub cfg: NodeConfig,
+    /// What it printed when it became ready.
+    pub ready: Ready,
+    child: Option<Child>,
+    /// Kept open so the daemon never writes to a closed pipe.
+    _stdout: Option<Lines<BufReader<ChildStdout>>>,
+}
+
+impl std::fmt::Debug for NodeProc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeProc")
+            .field("name", &self.cfg.name)
+            .field("ready", &self.ready)
+            .finish()
+    }
+}
+
+impl NodeProc {
+    /// Writes the config, starts the daemon and waits for its ready line.
+    pub async fn start(cfg: NodeConfig) -> Self {
+        std::fs::create_dir_all(&cfg.dir).unwrap();
+        let (child, stdout, ready) = spawn(&cfg).await;
+        let mut node = Self {
+            cfg,
+            ready,
+            child: Some(child),
+            _stdout: Some(stdout),
+        };
+        node.cfg.http = node.ready.http;
+        node
+    }
+
+    /// Starts every config at once (in parallel: each start waits for its ready line).
+    pub async fn start_all(cfgs: Vec<NodeConfig>) -> Vec<NodeProc> {
+        let tasks: Vec<_> = cfgs
+            .into_iter()
+            .map(|c| tokio::spawn(NodeProc::start(c)))
+            .collect();
+        let mut nodes = Vec::new();
+        for t in tasks {
+            nodes.push(t.await.unwrap());
+        }
+        nodes
+    }
+
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    pub fn http(&self) -> SocketAddr {
+        self.ready.http
+    }
+
+    pub fn node_id(&self) -> &str {
+        self.ready.node_id.as_deref().unwrap_or("")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("the node is running")
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Sends a signal (`TERM`, `KILL`, `STOP`, `CONT`) with kill(1).
+    pub fn signal(&self, sig: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{sig} {} failed", self.name());
+    }
+
+    /// SIGTERM, then waits for the exit; returns the exit status.
+    pub async fn stop(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait_exit().await
+    }
+
+    /// SIGKILL, then waits for the exit.
+    pub async fn kill(&mut self) -> ExitStatus {
+        self.signal("KILL");
+        self.wait_exit().await
+    }
+
+    async fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("the node is running");
+        let status = match tokio::time::timeout(PROCESS_GUARD, child.wait()).await {
+            Ok(s) => s.unwrap(),
+            Err(_) => panic!(
+                "{} did not exit within {PROCESS_GUARD:?}\n{}",
+                self.name(),
+                self.log_tail(40)
+            ),
+        };
+        self._stdout = None;
+        status
+    }
+
+    /// Starts the daemon again on the same data directory, ports and config.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart of a running node");
+        let (child, stdout, ready) = spawn(&self.cfg).await;
+        assert_eq!(
+            ready.http, self.ready.http,
+            "restarted on another HTTP port"
+        );
+        self.ready = ready;
+        self.child = Some(child);
+        self._stdout = Some(stdout);
+    }
+
+    /// Everything the daemon logged (all runs).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.cfg.log_path()).unwrap_or_default()
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        let start = all.len().saturating_sub(lines);
+        format!(
+            "--- last log lines of {} ---\n{}",
+            self.name(),
+            all[start..].join("\n")
+        )
+    }
+
+    // ---- HTTP API ----
+
+    /// One request; the body parsed as JSON (a non-JSON body becomes a JSON string).
+    pub async fn try_request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), httpc::HttpcError> {
+        let bytes = body.map(|b| b.to_string().into_bytes());
+        let (status, body) = httpc::request(self.http(), method, path, bytes).await?;
+        let value = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+        Ok((status, value))
+    }
+
+    /// [`Self::try_request`] that must reach the daemon.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        match self.try_request(method.clone(), path, body).await {
+            Ok(r) => r,
+            Err(e) => panic!(
+                "{method} {path} on {}: {e}\n{}",
+                self.name(),
+                self.log_tail(30)
+            ),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.request(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        self.request(Method::POST, path, Some(body)).await
+    }
+
+    /// `POST /v1/{collection}` that must succeed; returns the response (`txn`, `rows`).
+    pub async fn put(&self, collection: &str, value: Value) -> Value {
+        let (status, body) = self.post(&format!("/v1/{collection}"), &value).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "put {collection} {value} on {}: {body}",
+            self.name()
+        );
+        body
+    }
+
+    /// `GET /v1/{collection}/{id}`: None on 404.
+    pub async fn record(&self, collection: &str, id: &str) -> Option<Value> {
+        let (status, body) = self.get(&format!("/v1/{collection}/{id}")).await;
+        match status {
+            StatusCode::OK => Some(body),
+            StatusCode::NOT_FOUND => None,
+            other => panic!("get {collection}/{id} on {}: {other} {body}", self.name()),
+        }
+    }
+
+    /// `GET /v1/{collection}`: every live record, ordered by id.
+    pub async fn query(&self, collection: &str) -> Vec<Value> {
+        let (status, body) = self.get(&format!("/v1/{collection}")).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "query {collection} on {}: {body}",
+            self.name()
+        );
+        match body {
+            Value::Array(rows) => rows,
+            other => panic!("query {collection} on {} returned {other}", self.name()),
+        }
+    }
+
+    /// `DELETE /v1/{collection}/{id}`.
+    pub async fn delete(&self, collection: &str, id: &str) -> (StatusCode, Value) {
+        self.request(Method::DELETE, &format!("/v1/{collection}/{id}"), None)
+            .await
+    }
+
+    /// `POST /v1/{collection}/{id}/incr` that must succeed.
+    pub async fn incr(&self, collection: &str, id: &str, field: &str, by: i64) {
+        let (status, body) = self
+            .post(
+                &format!("/v1/{collection}/{id}/incr"),
+                &json!({ "field": field, "by": by }),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "incr {collection}/{id}.{field} on {}: {body}",
+            self.name()
+        );
+    }
+
+    /// `POST /v1/txn`.
+    pub async fn txn(&self, ops: &Value) -> (StatusCode, Value) {
+        self.post("/v1/txn", ops).await
+    }
+
+    /// `GET /healthz`.
+    pub async fn healthz(&self) -> (StatusCode, Value) {
+        self.get("/healthz").await
+    }
+
+    /// `GET /metrics` as text.
+    pub async fn metrics(&self) -> String {
+        match self.get("/metrics").await {
+            (StatusCode::OK, Value::String(text)) => text,
+            (status, body) => panic!("/metrics on {}: {status} {body}", self.name()),
+        }
+    }
+
+    /// One sample of `/metrics`, e.g. `meshlite_sync_rounds_total{result="ok"}`; 0 if absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        metric_value(&self.metrics().await, sample)
+    }
+
+    /// Completed anti-entropy rounds.
+    pub async fn sync_rounds_ok(&self) -> f64 {
+        self.metric("meshlite_sync_rounds_total{result=\"ok\"}")
+            .await
+    }
+
+    /// Node ids of the connected QUIC peers (`GET /peers`).
+    pub async fn connected(&self) -> Vec<String> {
+        let (status, body) = self.get("/peers").await;
+        assert_eq!(status, StatusCode::OK, "/peers on {}: {body}", self.name());
+        let mut ids: Vec<String> = body["connections"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["node_id"].as_str().map(str::to_owned))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// `GET /peers` as JSON.
+    pub async fn peers(&self) -> Value {
+        self.get("/peers").await.1
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            // SIGKILL also ends a SIGSTOPped process.
+            let _ = child.start_kill();
+            if std::thread::panicking() {
+                eprintln!("{}", self.log_tail(40));
+            }
+        }
+    }
+}
+
+/// Spawns the daemon for `cfg` and waits for its ready line.
+async fn spawn(cfg: &NodeConfig) -> (Child, Lines<BufReader<ChildStdout>>, Ready) {
+    std::fs::write(cfg.config_path(), cfg.render()).unwrap();
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(cfg.log_path())
+        .unwrap();
+    let mut cmd = match &cfg.netns {
+        Some(ns) => {
+            let mut c = Command::new(ip_command());
+            c.args(["netns", "exec", ns]).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    cmd.arg("run").arg("--config").arg(cfg.config_path());
+    for k in OVERRIDES {
+        cmd.env_remove(k);
+    }
+    cmd.env(
+        "MESHLITE_LOG",
+        std::env::var("MESHLITE_LOG").unwrap_or_else(|_| "info".into()),
+    );
+    cmd.envs(cfg.env.iter().map(|(k, v)| (k, v)));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Ok(r) = serde_json::from_str::<Ready>(&line) {
+                return Some(r);
+            }
+        }
+        None
+    };
+    let tail = || {
+        let log = std::fs::read_to_string(cfg.log_path()).unwrap_or_default();
+        format!("--- log of {} ---\n{log}", cfg.name)
+    };
+    match tokio::time::timeout(PROCESS_GUARD, ready).await {
+        Ok(Some(r)) => (child, lines, r),
+        Ok(None) => panic!(
+            "{} exited before it was ready: {:?}\n{}",
+            cfg.name,
+            child.wait().await,
+            tail()
+        ),
+        Err(_) => panic!(
+            "{} was not ready within {PROCESS_GUARD:?}\n{}",
+            cfg.name,
+            tail()
+        ),
+    }
+}
+
+/// The `ip` tool (iproute2).
+pub fn ip_command() -> &'static str {
+    ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("ip")
+}
+
+/// The value of one sample line of a Prometheus exposition; 0 if absent.
+pub fn metric_value(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(sample)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Polls `probe` every [`POLL`] until it returns `Some`, or panics after `guard` with the last
+/// `Err` description.
+pub async fn poll_until<T, F, Fut>(what: &str, guard: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    loop {
+        let last = match probe().await {
+            Ok(v) => return v,
+            Err(e) => e,
+        };
+        if start.elapsed() > guard {
+            panic!("{what}: not done within the {guard:?} failure guard\n{last}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Each node's answer to `GET /v1/{collection}` for every collection.
+pub type Snapshot = BTreeMap<String, Vec<Value>>;
+
+pub async fn snapshot(node: &NodeProc, collections: &[&str]) -> Snapshot {
+    let mut out = Snapshot::new();
+    for c in collections {
+        out.insert((*c).to_owned(), node.query(c).await);
+    }
+    out
+}
+
+/// Waits until every node answers every `GET /v1/{collection}` identically; returns the common
+/// snapshot and how long it took. On expiry of [`GUARD`] panics with a per-record diff.
+pub async fn converge(nodes: &[&NodeProc], collections: &[&str]) -> (Snapshot, Duration) {
+    converge_within(nodes, collections, GUARD).await
+}
+
+/// [`converge`] with another failure guard.
+pub async fn converge_within(
+    nodes: &[&NodeProc],
+    collections: &[&str],
+    guard: Duration,
+) -> (Snapshot, Duration) {
+    let start = Instant::now();
+    let snap = poll_until("convergence", guard, || async {
+        let mut snaps = Vec::new();
+        for n in nodes {
+            snaps.push(snapshot(n, collections).await);
+        }
+        match snaps.iter().all(|s| *s == snaps[0]) {
+            true => Ok(snaps.swap_remove(0)),
+            false => Err(diff(nodes, &snaps)),
+        }
+    })
+    .await;
+    (snap, start.elapsed())
+}
+
+/// Per collection and record id, what each node holds where they disagree.
+pub fn diff(nodes: &[&NodeProc], snaps: &[Snapshot]) -> String {
+    let mut out = String::new();
+    let Some(first) = snaps.first() else {
+        return out;
+    };
+    for collection in first.keys() {
+        let mut by_id: BTreeMap<String, Vec<Option<&Value>>> = BTreeMap::new();
+        for (i, s) in snaps.iter().enumerate() {
+            for row in s.get(collection).into_iter().flatten() {
+                let id = row["id"]
+                    .as_str()
+                    .map_or_else(|| row["id"].to_string(), str::to_owned);
+                by_id.entry(id).or_insert_with(|| vec![None; snaps.len()])[i] = Some(row);
+            }
+        }
+        for (id, rows) in by_id {
+            if rows.iter().all(|r| *r == rows[0]) {
+                continue;
+            }
+            out.push_str(&format!("{collection}/{id}:\n"));
+            for (n, row) in nodes.iter().zip(rows) {
+                let shown = row.map_or_else(|| "(absent)".to_owned(), Value::to_string);
+                out.push_str(&format!("  {:>8}: {shown}\n", n.name()));
+            }
+        }
+    }
+    out
+}
+
+/// Waits until `node` is connected to exactly the nodes `peers` (by node id).
+pub async fn wait_connected(node: &NodeProc, peers: &[&NodeProc]) {
+    let mut want: Vec<String> = peers.iter().map(|p| p.node_id().to_owned()).collect();
+    want.sort();
+    poll_until(
+        &format!("{} connected to {:?}", node.name(), want),
+        GUARD,
+        || async {
+            let have = node.connected().await;
+            if have == want {
+                Ok(())
+            } else {
+                Err(format!("connected: {have:?}"))
+            }
+        },
+    )
+    .await;
+}
+
+/// Waits until every node has completed `rounds` more anti-entropy rounds than it had now.
+pub async fn wait_sync_rounds(nodes: &[&NodeProc], rounds: f64) {
+    let mut base = Vec::new();
+    for n in nodes {
+        base.push(n.sync_rounds_ok().await);
+    }
+    for (n, b) in nodes.iter().zip(base) {
+        poll_until(
+            &format!("{} to complete {rounds} sync rounds", n.name()),
+            GUARD,
+            || async {
+                let now = n.sync_rounds_ok().await;
+                if now >= b + rounds {
+                    Ok(())
+                } else {
+                    Err(format!("rounds ok: {b} -> {now}"))
+                }
+            },
+        )
+        .await;
+    }
+}
