@@ -6,6 +6,7 @@ use std::path::Path;
 
 use meshlite_core::schema::{CollectionDef, MergePolicy};
 use meshlite_core::store::{OpenOptions, Store, Synchronous, WriteOp};
+use meshlite_core::version::ranges_after;
 use meshlite_core::{Op, ReplicaId, Schema, Seq, Summary, Txn};
 use meshlite_fixtures::records::{RecordGen, pmoves_schema};
 use rand::rngs::StdRng;
@@ -150,7 +151,7 @@ pub fn export(
         want = match (batch.more, batch.txns.last()) {
             (true, Some(last)) => {
                 let id = Txn::decode(last)?.id;
-                remaining_after(&want, id.origin, id.seq)
+                ranges_after(&want, id)
             }
             _ => Vec::new(),
         };
@@ -166,21 +167,6 @@ pub fn export_all(store: &Store) -> Result<Vec<Vec<u8>>, BenchError> {
         store.summary()?.missing_from(&Summary::new()),
         EXPORT_BUDGET,
     )
-}
-
-/// The part of `want` (in origin, seq order) after transaction `(origin, seq)`.
-pub fn remaining_after(
-    want: &[(ReplicaId, RangeInclusive<Seq>)],
-    origin: ReplicaId,
-    seq: Seq,
-) -> Vec<(ReplicaId, RangeInclusive<Seq>)> {
-    let after = |(o, r): &(ReplicaId, RangeInclusive<Seq>)| match o.cmp(&origin) {
-        std::cmp::Ordering::Less => None,
-        std::cmp::Ordering::Equal if *r.end() <= seq => None,
-        std::cmp::Ordering::Equal => Some((*o, (*r.start()).max(seq + 1)..=*r.end())),
-        std::cmp::Ordering::Greater => Some((*o, r.clone())),
-    };
-    want.iter().filter_map(after).collect()
 }
 
 /// Decodes encoded transactions (as a receiving session does).

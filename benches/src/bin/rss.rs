@@ -22,6 +22,7 @@ use meshlite_benches::BenchError;
 use meshlite_benches::baseline::{RAW_DB_FILE, RawTable, open_read_only};
 use meshlite_benches::measure::{emit, machine, proc_status_kib, round3};
 use meshlite_benches::workload::{BATCH, TASKS, default_doc_cache, open_store, put_ops, tasks};
+use meshlite_core::Store;
 use meshlite_core::store::{DB_FILE, Synchronous};
 use meshlite_fixtures::records::{RecordGen, task_id};
 use rand::rngs::StdRng;
@@ -55,6 +56,9 @@ struct Args {
 enum Mode {
     /// Open the store and serve the random reads; print peak RSS.
     Read,
+    /// Open the store, serve the random reads, then update as many random documents (100 per
+    /// transaction, filling the document cache); print peak RSS.
+    ReadUpdate,
     /// Open the raw table and serve the same reads; print peak RSS.
     ReadRaw,
     /// Do nothing; print peak RSS.
@@ -67,7 +71,8 @@ fn main() -> ExitCode {
         (None, _) => parent(&args),
         (Some(Mode::Idle), _) => Ok(peak("idle", json!({}))),
         (Some(_), None) => Err(BenchError::Check("child modes need --dir".into())),
-        (Some(Mode::Read), Some(dir)) => read_store(&args, dir),
+        (Some(Mode::Read), Some(dir)) => read_store(&args, dir, false),
+        (Some(Mode::ReadUpdate), Some(dir)) => read_store(&args, dir, true),
         (Some(Mode::ReadRaw), Some(dir)) => read_raw(&args, dir),
     };
     match result {
@@ -92,7 +97,16 @@ fn parent(args: &Args) -> Result<(), BenchError> {
     let store = child(args, &dir, "read")?;
     let raw = child(args, &dir, "read-raw")?;
     let idle = child(args, &dir, "idle")?;
+    let updating = child(args, &dir, "read-update")?;
     let mib = |v: &Value| v["peak_rss_kib"].as_f64().unwrap_or(f64::NAN) / 1024.0;
+    emit(&json!({
+        "figure": "peak_rss_100k_docs_10k_reads_then_10k_updates",
+        "store_peak_mib": round3(mib(&updating)),
+        "target_mib": TARGET_MIB,
+        "met": mib(&updating) <= TARGET_MIB,
+        "doc_cache": doc_cache(args),
+        "updates": args.reads,
+    }));
     emit(&json!({
         "figure": "peak_rss_100k_docs_10k_reads",
         "store_peak_mib": round3(mib(&store)),
@@ -167,7 +181,7 @@ fn random_ids(args: &Args) -> Vec<String> {
         .collect()
 }
 
-fn read_store(args: &Args, dir: &Path) -> Result<(), BenchError> {
+fn read_store(args: &Args, dir: &Path, update: bool) -> Result<(), BenchError> {
     let ids = random_ids(args);
     let started = Instant::now();
     let store = open_store(&dir.join("store"), doc_cache(args))?;
@@ -175,13 +189,33 @@ fn read_store(args: &Args, dir: &Path) -> Result<(), BenchError> {
     for id in &ids {
         found += usize::from(store.get(TASKS, id)?.is_some());
     }
-    let elapsed = started.elapsed();
     check_found(found, ids.len())?;
+    if update {
+        update_all(&store, &ids)?;
+    }
+    let ms = started.elapsed().as_millis() as u64;
+    let mode = if update { "read-update" } else { "read" };
     peak(
-        "read",
-        json!({ "reads": ids.len(), "ms": elapsed.as_millis() as u64, "doc_cache": doc_cache(args) }),
+        mode,
+        json!({ "reads": ids.len(), "updates": if update { ids.len() } else { 0 }, "ms": ms, "doc_cache": doc_cache(args) }),
     );
     store.close()?;
+    Ok(())
+}
+
+/// Updates every record of `ids` (status and `updated_at`), 100 per transaction.
+fn update_all(store: &Store, ids: &[String]) -> Result<(), BenchError> {
+    let mut generator = RecordGen::new(0, 2);
+    for group in ids.chunks(100) {
+        let mut rows = Vec::with_capacity(group.len());
+        for id in group {
+            let row = store
+                .get(TASKS, id)?
+                .ok_or_else(|| BenchError::Check(format!("{id} missing")))?;
+            rows.push(generator.task_update(&row));
+        }
+        store.transact(put_ops(&rows))?;
+    }
     Ok(())
 }
 

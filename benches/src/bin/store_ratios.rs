@@ -8,10 +8,11 @@
 //!   vs raw upserts of the same rows.
 //! - `log_append`: 1000 `Append`s of `device_metrics` rows per transaction vs raw INSERTs
 //!   (target ≥ 0.5×).
-//! - `remote_apply`: transactions written on replica A (10 task upserts each, a quarter of them
-//!   updates), decoded and applied into a fresh replica B with `apply_remote` 100 transactions
-//!   (1000 changes) per call, vs raw upserts of the resulting rows, 1000 per transaction
-//!   (target ≥ 15k changes/s).
+//! - `remote_apply_mixed`: transactions written on replica A (10 task upserts each, a quarter
+//!   of them updates of a random earlier task), decoded and applied into a fresh replica B with
+//!   `apply_remote` 100 transactions (1000 changes) per call, vs raw upserts of the resulting
+//!   rows, 1000 per transaction (target ≥ 15k changes/s). `remote_apply_inserts`: the same with
+//!   new tasks only.
 //!
 //! Store and baseline batches alternate; a side's rate is the median of its batch rates, the
 //! ratio the median over rounds of store batch rate / baseline batch rate.
@@ -99,7 +100,15 @@ fn run(args: &Args) -> Result<(), BenchError> {
         emit(&log_append(args, &dir.join("log"))?.to_json());
     }
     if args.wants(Group::Remote) {
-        emit(&remote_apply(args, &dir.join("remote"))?.to_json());
+        let mixed = remote_apply(args, &dir.join("remote_mixed"), "remote_apply_mixed", 0.25)?;
+        emit(&mixed.to_json());
+        let inserts = remote_apply(
+            args,
+            &dir.join("remote_inserts"),
+            "remote_apply_inserts",
+            0.0,
+        )?;
+        emit(&inserts.to_json());
     }
     emit(&json!({ "machine_after": machine() }));
     Ok(())
@@ -206,13 +215,14 @@ fn log_append(args: &Args, dir: &Path) -> Result<Race, BenchError> {
 /// Transactions per `apply_remote` call (1000 changes).
 const APPLY_TXNS: usize = 100;
 
-fn remote_apply(args: &Args, dir: &Path) -> Result<Race, BenchError> {
-    let work = remote_workload(&dir.join("a"), args.remote_txns, 10, 0.25, args.seed)?;
+/// Applies `args.remote_txns` transactions of 10 upserts, a share `updates` of them updates.
+fn remote_apply(args: &Args, dir: &Path, name: &str, updates: f64) -> Result<Race, BenchError> {
+    let work = remote_workload(&dir.join("a"), args.remote_txns, 10, updates, args.seed)?;
     let b = open_store(&dir.join("b"), default_doc_cache())?;
     let mut raw = RawTable::open(&dir.join("raw"), Synchronous::Normal)?;
     let rounds = work.txns.len().div_ceil(APPLY_TXNS);
     let per_round = work.changes.div_ceil(rounds.max(1));
-    let race = Race::new("remote_apply_changes", Target::PerSecond(15_000.0)).run(
+    let race = Race::new(name, Target::PerSecond(15_000.0)).run(
         rounds,
         |r| {
             let encoded = &work.txns[r * APPLY_TXNS..((r + 1) * APPLY_TXNS).min(work.txns.len())];
