@@ -75,9 +75,10 @@ pub fn start<B: SyncBackend>(
     ));
     let node_id = identity.node_id();
     let cluster = identity.cluster_id().to_string();
+    let endpoint_config = endpoint_config(&identity);
     let tls = TlsContext::new(identity, policy.clone())?;
     let quic = Arc::new(quic_transport(&cfg));
-    let endpoint = bind(&cfg, &tls, &quic)?;
+    let endpoint = bind(&cfg, endpoint_config, &tls, &quic)?;
     let local_addr = endpoint.local_addr().map_err(|source| StartError::Bind {
         addr: cfg.listen,
         source,
@@ -129,16 +130,43 @@ pub fn start<B: SyncBackend>(
 
 fn bind(
     cfg: &TransportConfig,
+    endpoint_config: quinn::EndpointConfig,
     tls: &TlsContext,
     quic: &Arc<quinn::TransportConfig>,
 ) -> Result<Endpoint, StartError> {
     let mut server = quinn::ServerConfig::with_crypto(tls.server_crypto()?);
     server.transport_config(quic.clone());
     server.max_incoming(cfg.max_peers);
-    Endpoint::server(server, cfg.listen).map_err(|source| StartError::Bind {
+    let bind_error = |source| StartError::Bind {
         addr: cfg.listen,
         source,
-    })
+    };
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| bind_error(std::io::Error::other("no async runtime found")))?;
+    let socket = std::net::UdpSocket::bind(cfg.listen).map_err(bind_error)?;
+    Endpoint::new(endpoint_config, Some(server), socket, runtime).map_err(bind_error)
+}
+
+/// Endpoint keys derived from the node's private key, so they survive a restart: a node that
+/// crashed and came back (same key, same port) answers packets of its previous incarnation's
+/// connections with a valid *stateless reset* (RFC 9000 §10.3), and its peers drop those stale
+/// connections at once instead of after the idle timeout. Until they do, the duplicate rule
+/// (keep the connection dialed by the smaller node id) can make a peer keep the stale
+/// connection and turn the restarted node's dials away.
+fn endpoint_config(identity: &NodeIdentity) -> quinn::EndpointConfig {
+    let key = identity.private_key();
+    let secret = key.secret_der();
+    let reset = blake3::derive_key("meshlite 2025 quic stateless reset key", secret);
+    let cids = blake3::derive_key("meshlite 2025 quic connection id key", secret);
+    let cid_key = u64::from_le_bytes([
+        cids[0], cids[1], cids[2], cids[3], cids[4], cids[5], cids[6], cids[7],
+    ]);
+    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset);
+    let mut config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    config
 }
 
 /// QUIC limits derived from the configuration (see the constants for the windows).
