@@ -27,6 +27,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
+use meshlite_core::store::{OpenOptions as StoreOptions, Query, Store};
 use meshlite_node::fleet::files::FleetFile;
 use meshlite_node::fleet::{self, CertSpec, ClusterId, FleetCa, NodeName};
 use meshlite_node::httpc;
@@ -387,7 +388,8 @@ impl NodeProc {
         self.wait_exit().await
     }
 
-    async fn wait_exit(&mut self) -> ExitStatus {
+    /// Waits for the process to exit (after a signal sent with [`Self::signal`]).
+    pub async fn wait_exit(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("the node is running");
         let status = match tokio::time::timeout(PROCESS_GUARD, child.wait()).await {
             Ok(s) => s.unwrap(),
@@ -412,6 +414,23 @@ impl NodeProc {
         self.ready = ready;
         self.child = Some(child);
         self._stdout = Some(stdout);
+    }
+
+    /// Reads `collection` straight from the stopped node's data directory (what survived on
+    /// disk, before any peer can hand it back).
+    pub fn offline_query(&self, collection: &str) -> Vec<Value> {
+        assert!(self.child.is_none(), "offline read of a running node");
+        // The store blocks (Tokio forbids that on a runtime thread): use a plain thread.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let store = Store::open(&self.cfg.data_dir(), StoreOptions::default()).unwrap();
+                let rows = store.query(collection, &Query::default()).unwrap();
+                store.close().unwrap();
+                rows
+            })
+            .join()
+            .unwrap()
+        })
     }
 
     /// Everything the daemon logged (all runs).
