@@ -282,7 +282,10 @@ mod tests {
         }
         assert!(x != 1);
         let busy = process_cpu_time();
-        assert!(busy >= before + Duration::from_millis(5), "{before:?} -> {busy:?}");
+        assert!(
+            busy >= before + Duration::from_millis(5),
+            "{before:?} -> {busy:?}"
+        );
     }
 
     #[test]
