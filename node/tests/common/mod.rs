@@ -451,15 +451,20 @@ impl NodeProc {
 
     // ---- HTTP API ----
 
-    /// One request; the body parsed as JSON (a non-JSON body becomes a JSON string).
+    /// One request, bounded by [`GUARD`] (a stuck daemon fails the test instead of hanging it);
+    /// the body parsed as JSON (a non-JSON body becomes a JSON string).
     pub async fn try_request(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<(StatusCode, Value), httpc::HttpcError> {
+    ) -> Result<(StatusCode, Value), String> {
         let bytes = body.map(|b| b.to_string().into_bytes());
-        let (status, body) = httpc::request(self.http(), method, path, bytes).await?;
+        let request = httpc::request(self.http(), method, path, bytes);
+        let (status, body) = match tokio::time::timeout(GUARD, request).await {
+            Ok(answer) => answer.map_err(|e| e.to_string())?,
+            Err(_) => return Err(format!("no answer within the {GUARD:?} failure guard")),
+        };
         let value = serde_json::from_slice(&body)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
         Ok((status, value))
