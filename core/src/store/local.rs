@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::doc::{self, DocError, MAX_DEPTH, json_type};
 use super::docs::{DocKey, free_dead, store_change};
 use super::error::WriteError;
-use super::rows::{self, LogInsert, RecordState, with_pk};
+use super::rows::{self, RecordState, with_pk};
 use super::types::{ChangeKind, Committed, RecordChange, StoreEvent, WriteOp};
 use super::writer::Writer;
 use crate::change::{MAX_TXN_BYTES, MAX_TXN_OPS, Op, Txn};
@@ -249,14 +249,9 @@ impl Writer {
         txn: TxnId,
         out: &mut Vec<Op>,
     ) -> Result<RecordChange, WriteError> {
-        if rows::log_row_txn(&self.conn, &collection, &id)?.is_some() {
-            return Err(WriteError::Exists { collection, id });
-        }
         let text = row.to_string();
         let rowversion = self.next_rowversion();
-        if rows::insert_log_row(&self.conn, &collection, &id, txn, &text, rowversion)?
-            != LogInsert::Inserted
-        {
+        if !rows::insert_new_log_row(&self.conn, &collection, &id, txn, &text, rowversion)? {
             return Err(WriteError::Exists { collection, id });
         }
         out.push(Op::Append {

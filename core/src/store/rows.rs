@@ -90,6 +90,8 @@ pub(crate) enum LogInsert {
 }
 
 /// Inserts a log row; among rows with one id the one from the smallest [`TxnId`] wins.
+///
+/// The common case (a new id) is one `INSERT`; the existing row is read only on a conflict.
 pub(crate) fn insert_log_row(
     conn: &Connection,
     collection: &str,
@@ -98,19 +100,51 @@ pub(crate) fn insert_log_row(
     json: &str,
     rowversion: i64,
 ) -> rusqlite::Result<LogInsert> {
-    let existing = log_row_txn(conn, collection, id)?;
-    let outcome = match existing {
-        None => LogInsert::Inserted,
-        Some(e) if txn < e => LogInsert::Replaced,
-        Some(_) => return Ok(LogInsert::Kept),
-    };
+    if insert_new_log_row(conn, collection, id, txn, json, rowversion)? {
+        return Ok(LogInsert::Inserted);
+    }
+    match log_row_txn(conn, collection, id)? {
+        Some(e) if txn >= e => return Ok(LogInsert::Kept),
+        _ => {}
+    }
     conn.prepare_cached(
-        "INSERT INTO log_rows (collection, id, origin, seq, json, rowversion) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (collection, id) DO UPDATE SET origin = excluded.origin, seq = excluded.seq,
-             json = excluded.json, rowversion = excluded.rowversion",
+        "UPDATE log_rows SET origin = ?3, seq = ?4, json = ?5, rowversion = ?6
+         WHERE collection = ?1 AND id = ?2",
     )?
-    .execute(params![collection, id, &txn.origin.0[..], txn.seq as i64, json, rowversion])?;
-    Ok(outcome)
+    .execute(params![
+        collection,
+        id,
+        &txn.origin.0[..],
+        txn.seq as i64,
+        json,
+        rowversion
+    ])?;
+    Ok(LogInsert::Replaced)
+}
+
+/// Inserts a log row unless its id exists; returns whether it was inserted.
+pub(crate) fn insert_new_log_row(
+    conn: &Connection,
+    collection: &str,
+    id: &str,
+    txn: TxnId,
+    json: &str,
+    rowversion: i64,
+) -> rusqlite::Result<bool> {
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO log_rows (collection, id, origin, seq, json, rowversion)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (collection, id) DO NOTHING",
+        )?
+        .execute(params![
+            collection,
+            id,
+            &txn.origin.0[..],
+            txn.seq as i64,
+            json,
+            rowversion
+        ])?;
+    Ok(n == 1)
 }
 
 /// The transaction that wrote log row `id`, if it exists.
