@@ -7,8 +7,10 @@
 //!   format, so the tests also exercise it). Ports are picked free by binding port 0.
 //! - [`NodeProc`]: one running daemon. Started from its config (optionally inside a network
 //!   namespace), it is ready when it prints its `ready` line; its stderr goes to a log file that
-//!   tests search and that is printed when a test fails. It restarts on the same data directory
-//!   and ports, stops with SIGTERM (returning the exit status), and is killed on drop.
+//!   tests search and that is printed when a test fails (level `info`, or `MESHLITE_TEST_LOG`).
+//!   It restarts on the same data directory and ports, stops with SIGTERM (returning the exit
+//!   status), and is killed on drop. Its HTTP API has typed helpers (put, record, query, incr,
+//!   txn, metrics, connected peers), each request bounded by the failure guard.
 //! - Convergence helpers: [`converge`] polls `GET /v1/{collection}` on every node until all
 //!   answers are identical, and panics with a per-record diff when the failure guard expires.
 //!
@@ -637,7 +639,8 @@ async fn spawn(cfg: &NodeConfig) -> (Child, Lines<BufReader<ChildStdout>>, Ready
     }
     cmd.env(
         "MESHLITE_LOG",
-        std::env::var("MESHLITE_LOG").unwrap_or_else(|_| "info".into()),
+        // At least info: tests look for info lines; MESHLITE_TEST_LOG=debug helps debugging.
+        std::env::var("MESHLITE_TEST_LOG").unwrap_or_else(|_| "info".into()),
     );
     cmd.envs(cfg.env.iter().map(|(k, v)| (k, v)));
     cmd.stdin(Stdio::null())
