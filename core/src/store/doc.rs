@@ -242,10 +242,17 @@ fn put_counter(
     let delta = target
         .checked_sub(current)
         .ok_or_else(|| policy_err(field, "counter overflow"))?;
-    if delta != 0 {
+    // A zero on a counter the document does not hold yet still writes this replica's part, so
+    // the field appears (as 0) in the materialized row.
+    if delta != 0 || !counter_present(tx, field)? {
         add_to_part(tx, field, delta, replica)?;
     }
     Ok(())
+}
+
+/// True when the document holds `field` itself or some replica's counter part of it.
+fn counter_present<R: ReadDoc>(doc: &R, field: &str) -> Result<bool, DocError> {
+    Ok(doc.get(&ROOT, field)?.is_some() || has_counter_parts(doc, field))
 }
 
 fn add_to_part(

@@ -146,6 +146,25 @@ fn counters_sum_concurrent_increments_and_puts() {
 }
 
 #[test]
+fn a_counter_put_as_zero_is_materialized() {
+    let r = ReplicaId([1; 16]);
+    let mut doc = new_doc(&r);
+    put_fields(&mut doc, &def(), &obj(json!({"n": 0, "hi": 1})), &r).unwrap();
+    assert_eq!(materialize(&doc, &def()), obj(json!({"n": 0, "hi": 1})));
+    let heads = doc.get_heads();
+    put_fields(&mut doc, &def(), &obj(json!({"n": 0})), &r).unwrap();
+    let second = doc.get_last_local_change().unwrap();
+    assert_eq!(second.deps(), heads, "the repeated zero is an empty change");
+    assert_eq!(
+        second.len(),
+        0,
+        "a zero on an existing counter writes nothing"
+    );
+    put_fields(&mut doc, &def(), &obj(json!({"n": 3})), &r).unwrap();
+    assert_eq!(materialize(&doc, &def())["n"], json!(3));
+}
+
+#[test]
 fn max_and_min_pick_extremes() {
     let mut p = Pair::new(json!({"hi": 5, "lo": 5}));
     let a = put_fields(&mut p.a, &def(), &obj(json!({"hi": 9, "lo": 1})), &p.ra).unwrap();
