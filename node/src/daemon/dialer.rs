@@ -1,6 +1,6 @@
 //! The dialer: keeps a QUIC connection to every peer the discovery sources report.
 //!
-//! It wakes when the peer table changes and on a slow tick, dials each candidate address of
+//! It wakes when the peer table changes, when a connection is lost, and on a slow tick, dials each candidate address of
 //! every peer that is not connected yet (bounded concurrency), and backs off per address on
 //! failure (doubling up to [`MAX_DIAL_BACKOFF`]). Failures are written to the peer table so
 //! `meshlite peers` shows why a peer is unreachable.
@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::discovery::table::{PeerKey, PeerRow, PeerTable};
 use crate::fleet::NodeId;
+use crate::net::events::NetEvent;
 use crate::net::handle::NetHandle;
+use tokio::sync::broadcast::error::RecvError;
 
 /// Longest wait before an address that failed is dialed again.
 pub const MAX_DIAL_BACKOFF: Duration = Duration::from_secs(60);
@@ -49,6 +51,7 @@ impl Dialer {
     /// Runs until cancelled.
     pub async fn run(self) {
         let mut changes = self.table.changes();
+        let mut net_events = self.net.subscribe();
         let mut backoff: HashMap<SocketAddr, Backoff> = HashMap::new();
         let mut inflight: JoinSet<DialResult> = JoinSet::new();
         let mut dialing: HashSet<SocketAddr> = HashSet::new();
@@ -66,6 +69,14 @@ impl Dialer {
                 changed = changes.changed() => {
                     if changed.is_err() { break; }
                     self.dial_missing(&mut inflight, &mut dialing, &backoff).await;
+                }
+                ev = net_events.recv() => {
+                    // A lost connection is redialed at once (a restarted peer comes back fast).
+                    if matches!(ev, Ok(NetEvent::PeerDown { .. }) | Err(RecvError::Lagged(_))) {
+                        self.dial_missing(&mut inflight, &mut dialing, &backoff).await;
+                    } else if matches!(ev, Err(RecvError::Closed)) {
+                        break;
+                    }
                 }
                 _ = tick.tick() => self.dial_missing(&mut inflight, &mut dialing, &backoff).await,
             }
