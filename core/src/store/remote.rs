@@ -1,14 +1,21 @@
 //! Applying remote transactions: idempotent, order-independent, atomic per transaction.
 //!
-//! For each transaction (sorted by id): already held ⇒ duplicate. Otherwise it runs in its own
-//! SAVEPOINT in two phases. *Check*: decode every Automerge change (behind `catch_unwind`) and
-//! check its dependencies against the record's document plus the changes of earlier ops of the
+//! For each transaction (sorted by id): already held ⇒ duplicate. Otherwise it runs in two
+//! phases. *Check*: decode every Automerge change (behind `catch_unwind`) and check its
+//! dependencies against the record's document plus the changes of earlier ops of the
 //! same transaction; a missing dependency parks the whole transaction (stored in `parked`, held
 //! in the summary so peers stop resending it). *Apply*: apply the changes, tombstones and log
 //! rows and re-materialize the touched rows. A decoding error or a panic inside Automerge
-//! rejects the transaction: its savepoint is rolled back, the possibly poisoned cached documents
+//! rejects the transaction: what it wrote is rolled back, the possibly poisoned cached documents
 //! are evicted, and the store carries on. After a batch that applied anything, parked
 //! transactions are retried until no more progress is made.
+//!
+//! Savepoints: the check phase writes nothing, so the common path runs a whole batch inside one
+//! SAVEPOINT (a savepoint per transaction copied every page it touched to the sub-journal again).
+//! Only a transaction rejected while *applying* needs its own: then the batch is rolled back,
+//! the summary, parked count and touched documents are reloaded, and the batch runs again with
+//! one SAVEPOINT per transaction, so the bad one is rolled back alone. Parked transactions are
+//! always retried guarded.
 //!
 //! Changes to a dead incarnation (deleted, or superseded by a re-creation) are held and relayed
 //! but never materialized. Data for collections the local schema does not declare is applied
@@ -63,10 +70,10 @@ impl Writer {
         mut txns: Vec<Txn>,
     ) -> rusqlite::Result<(ApplyReport, Option<StoreEvent>)> {
         txns.sort_by_key(|t| t.id);
-        let mut batch = Batch::default();
-        for txn in txns {
-            self.receive(txn, &mut batch)?;
-        }
+        let mut batch = match self.receive_all(&txns, false)? {
+            Some(batch) => batch,
+            None => self.receive_all(&txns, true)?.unwrap_or_default(),
+        };
         if batch.report.applied > 0 && self.parked > 0 {
             self.unpark(&mut batch)?;
         }
@@ -84,24 +91,54 @@ impl Writer {
         Ok((batch.report, event))
     }
 
-    fn receive(&mut self, txn: Txn, batch: &mut Batch) -> rusqlite::Result<()> {
-        if let Err(reason) = check_txn(&txn) {
+    /// Receives every transaction of a batch inside one savepoint. Unguarded (the common
+    /// path), a transaction has no savepoint of its own: if one is rejected after it started
+    /// writing, the whole batch is rolled back, the in-memory state reloaded, and `None` tells
+    /// the caller to run the batch again guarded (one savepoint per transaction).
+    fn receive_all(&mut self, txns: &[Txn], guard: bool) -> rusqlite::Result<Option<Batch>> {
+        let mark = self.docs.touched_mark();
+        self.conn.execute_batch("SAVEPOINT batch")?;
+        let mut batch = Batch::default();
+        for txn in txns {
+            if !self.receive(txn, &mut batch, guard)? {
+                self.conn
+                    .execute_batch("ROLLBACK TO batch; RELEASE batch")?;
+                self.docs.evict_touched_since(mark);
+                self.resync_counters();
+                return Ok(None);
+            }
+        }
+        self.conn.execute_batch("RELEASE batch")?;
+        Ok(Some(batch))
+    }
+
+    /// Receives one transaction; false when unguarded and it failed after writing.
+    fn receive(&mut self, txn: &Txn, batch: &mut Batch, guard: bool) -> rusqlite::Result<bool> {
+        if let Err(reason) = check_txn(txn) {
             reject(batch, txn.id, reason);
-            return Ok(());
+            return Ok(true);
         }
         if self.summary.contains(&txn.id) {
             batch.report.duplicates += 1;
-            return Ok(());
+            return Ok(true);
         }
-        if !self.replicates(&txn) {
+        if !self.replicates(txn) {
             // Partial replica: held (so peers do not resend it), neither stored nor shown.
             batch.report.filtered += 1;
             self.summary.insert(txn.id);
             batch.dirty.insert(txn.id.origin);
-            return Ok(());
+            return Ok(true);
         }
         let bytes = txn.encode();
-        match self.guarded(&txn)? {
+        let outcome = if guard {
+            self.guarded(txn)?
+        } else {
+            match self.unguarded(txn)? {
+                Some(outcome) => outcome,
+                None => return Ok(false),
+            }
+        };
+        match outcome {
             Outcome::Applied(changes) => {
                 rows::insert_txn(&self.conn, txn.id, &bytes)?;
                 batch.report.applied += 1;
@@ -120,12 +157,12 @@ impl Writer {
             }
             Outcome::Rejected(reason) => {
                 reject(batch, txn.id, reason);
-                return Ok(());
+                return Ok(true);
             }
         }
         self.summary.insert(txn.id);
         batch.dirty.insert(txn.id.origin);
-        Ok(())
+        Ok(true)
     }
 
     /// True when this replica keeps `txn`: no replication filter, or some op touches a
@@ -215,6 +252,24 @@ impl Writer {
             self.conn.execute_batch("RELEASE txn")?;
         }
         Ok(outcome)
+    }
+
+    /// Checks and applies one transaction without a savepoint of its own. Checking writes
+    /// nothing, so a park or a rejection there needs no rollback; `None` when the transaction
+    /// was rejected while applying (the caller rolls back the batch).
+    fn unguarded(&mut self, txn: &Txn) -> rusqlite::Result<Option<Outcome>> {
+        let mark = self.docs.touched_mark();
+        Ok(match self.check(txn)? {
+            Verdict::Park => Some(Outcome::Parked),
+            Verdict::Reject(reason) => {
+                self.docs.evict_touched_since(mark);
+                Some(Outcome::Rejected(reason))
+            }
+            Verdict::Ready(changes) => match self.apply_ops(txn, changes)? {
+                Ok(rows) => Some(Outcome::Applied(rows)),
+                Err(_) => None,
+            },
+        })
     }
 
     /// Phase 1: decode changes and check their dependencies.

@@ -141,6 +141,50 @@ fn a_change_that_fails_to_apply_rolls_back_its_whole_txn() {
 }
 
 #[test]
+fn a_txn_failing_to_apply_in_a_batch_is_rolled_back_alone() {
+    let t = two(None);
+    t.a.put("c", json!({"id": "x", "v": 1})).unwrap();
+    t.a.put("c", json!({"id": "x", "v": 2})).unwrap();
+    t.a.put("c", json!({"id": "z", "v": 3})).unwrap();
+    let txns = all_txns(&t.a);
+    assert_eq!(t.b.apply_remote(vec![txns[0].clone()]).unwrap().applied, 1);
+    // As above: a first op that applies, then a change Automerge refuses once loaded.
+    let def = crate::schema::CollectionDef::default();
+    let fields = json!({"v": 99}).as_object().unwrap().clone();
+    let change = || {
+        let mut doc = super::doc::new_doc(&t.a.replica_id());
+        super::doc::put_fields(&mut doc, &def, &fields, &t.a.replica_id()).unwrap()
+    };
+    let doc_op = |id: &str, change: Vec<u8>| Op::Doc {
+        collection: "c".into(),
+        id: id.into(),
+        incarnation: 1,
+        change,
+    };
+    let forged = Txn {
+        ops: vec![doc_op("y", change()), doc_op("x", change())],
+        ..txns[1].clone()
+    };
+    let report = t.b.apply_remote(vec![txns[2].clone(), forged]).unwrap();
+    assert_eq!(
+        (report.applied, report.rejected.len()),
+        (1, 1),
+        "{report:?}"
+    );
+    assert_eq!(report.rejected[0].0, txns[1].id);
+    assert_eq!(
+        t.b.get("c", "y").unwrap(),
+        None,
+        "the forged txn wrote nothing"
+    );
+    assert_eq!(t.b.get("c", "z").unwrap().unwrap()["v"], json!(3));
+    let held = t.b.summary().unwrap();
+    assert!(held.contains(&txns[2].id) && !held.contains(&txns[1].id));
+    assert_eq!(t.b.apply_remote(vec![txns[1].clone()]).unwrap().applied, 1);
+    assert_eq!(t.b.get("c", "x").unwrap().unwrap()["v"], json!(2));
+}
+
+#[test]
 fn out_of_order_txns_park_until_their_dependencies_arrive() {
     let t = two(None);
     t.a.put("c", json!({"id": "x", "v": 1})).unwrap();

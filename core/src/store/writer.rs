@@ -248,7 +248,7 @@ impl Writer {
     }
 
     /// Reloads the summary and parked count from the database.
-    fn resync_counters(&mut self) {
+    pub(crate) fn resync_counters(&mut self) {
         match load_summary(&self.conn) {
             Ok(s) => self.summary = s,
             Err(e) => tracing::error!("cannot reload the summary after a rollback: {e}"),
