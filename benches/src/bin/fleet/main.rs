@@ -36,6 +36,7 @@ mod probe;
 mod procs;
 mod sse;
 mod stats;
+mod txn_size;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -150,6 +151,12 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
         interval: args.interval,
         keep: args.keep,
     };
+    let sample: Vec<Value> = (0..args.writes.min(200))
+        .map(|i| row(i, &format!("n{}", i % args.nodes)))
+        .collect();
+    let txn_bytes =
+        tokio::task::spawn_blocking(move || txn_size::mean_encoded_bytes(COLLECTION, &sample))
+            .await??;
     let loadavg_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let started = Instant::now();
     let fleet = Fleet::start(&spec).await?;
@@ -162,6 +169,11 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
     let codes = fleet.stop().await?;
     let clean = codes.iter().all(|c| *c == Some(0));
     let mut report = measured;
+    report["bytes"]["encoded_txn_bytes"] = json!(round1(txn_bytes));
+    let per_receiver = report["bytes"]["per_write_per_receiver"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    report["bytes"]["per_receiver_over_txn"] = json!(stats::round2(per_receiver / txn_bytes));
     report["setup"] = json!({
         "all_ready_s": round1(ready_s),
         "full_mesh_s": round1(mesh_s),
@@ -418,59 +430,98 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Latency figures: write → visible on all nodes, and write → visible on each other node.
-fn latency_report(args: &Args, writes: &[Write], seen: &[Seen]) -> Value {
-    let n = seen.len();
-    let mut all_from_ack = Vec::new();
-    let mut all_from_send = Vec::new();
-    let mut per_node: Vec<Vec<f64>> = vec![Vec::new(); n];
-    let mut incomplete = 0;
+/// When the writes became visible, from the streams.
+#[derive(Debug, Default)]
+struct Visibility {
+    /// Per complete write: ack → visible on the last node, in ms.
+    all_from_ack: Vec<f64>,
+    /// Per complete write: send → visible on the last node, in ms.
+    all_from_send: Vec<f64>,
+    /// Per node: ack → visible there, for every write from another node, in ms.
+    per_node: Vec<Vec<f64>>,
+    /// `all_from_ack` by the second (since the first write) in which the write was sent.
+    by_second: Vec<Vec<f64>>,
+    /// Acknowledged writes some node never showed.
+    incomplete: usize,
+}
+
+fn visibility(writes: &[Write], seen: &[Seen]) -> Visibility {
+    let mut v = Visibility {
+        per_node: vec![Vec::new(); seen.len()],
+        ..Visibility::default()
+    };
+    let Some(start) = writes.first().map(|w| w.sent) else {
+        return v;
+    };
     for w in writes {
         let Ok(txn) = &w.txn else { continue };
         let times: Vec<Option<Instant>> = seen.iter().map(|s| s.first.get(txn).copied()).collect();
-        for (j, t) in times.iter().enumerate() {
-            if let (Some(t), true) = (t, j != w.node) {
-                per_node[j].push(ms(t.saturating_duration_since(w.acked)));
+        for (j, t) in times.iter().enumerate().filter(|(j, _)| *j != w.node) {
+            if let Some(t) = t {
+                v.per_node[j].push(ms(t.saturating_duration_since(w.acked)));
             }
         }
-        match times
+        let Some(last) = times
             .iter()
             .copied()
-            .collect::<Option<Vec<Instant>>>()
+            .collect::<Option<Vec<_>>>()
             .and_then(|t| t.into_iter().max())
-        {
-            Some(last) => {
-                all_from_ack.push(ms(last.saturating_duration_since(w.acked)));
-                all_from_send.push(ms(last.saturating_duration_since(w.sent)));
-            }
-            None => incomplete += 1,
+        else {
+            v.incomplete += 1;
+            continue;
+        };
+        let from_ack = ms(last.saturating_duration_since(w.acked));
+        v.all_from_ack.push(from_ack);
+        v.all_from_send
+            .push(ms(last.saturating_duration_since(w.sent)));
+        let second = w.sent.duration_since(start).as_secs() as usize;
+        if v.by_second.len() <= second {
+            v.by_second.resize(second + 1, Vec::new());
         }
+        v.by_second[second].push(from_ack);
     }
+    v
+}
+
+/// Latency figures: write → visible on all nodes, and write → visible on each other node.
+fn latency_report(args: &Args, writes: &[Write], seen: &[Seen]) -> Value {
+    let v = visibility(writes, seen);
     let failed: Vec<&String> = writes.iter().filter_map(|w| w.txn.as_ref().err()).collect();
     let span = match (writes.first(), writes.last()) {
         (Some(a), Some(b)) => b.sent.duration_since(a.sent).as_secs_f64(),
         _ => 0.0,
     };
-    let node_p99: Vec<f64> = per_node.iter().map(|v| stats::p99(v.clone())).collect();
-    let p99_all = stats::p99(all_from_ack.clone());
+    let rate = if span > 0.0 {
+        (writes.len() - 1) as f64 / span
+    } else {
+        0.0
+    };
+    let node_p99: Vec<f64> = v.per_node.iter().map(|l| stats::p99(l.clone())).collect();
+    let by_second: Vec<f64> = v
+        .by_second
+        .iter()
+        .map(|l| round1(stats::p99(l.clone())))
+        .collect();
+    let p99_all = stats::p99(v.all_from_ack.clone());
     json!({
-        "nodes": n,
+        "nodes": seen.len(),
         "writes": writes.len(),
         "rate_target_per_s": args.rate,
-        "rate_achieved_per_s": round1(if span > 0.0 { (writes.len() - 1) as f64 / span } else { 0.0 }),
+        "rate_achieved_per_s": round1(rate),
         "interval_s": args.interval_s(),
         "failed_writes": failed.len(),
         "first_failure": failed.first(),
-        "incomplete_writes": incomplete,
+        "incomplete_writes": v.incomplete,
         "lagged_events": seen.iter().map(|s| s.lagged).sum::<u64>(),
         "stream_errors": seen.iter().filter_map(|s| s.error.as_deref()).collect::<Vec<_>>(),
         "ack_ms": stats::latency(writes.iter().map(|w| ms(w.acked - w.sent)).collect()),
-        "visible_all_from_ack_ms": stats::latency(all_from_ack),
-        "visible_all_from_send_ms": stats::latency(all_from_send),
-        "visible_per_node_from_ack_ms": stats::latency(per_node.concat()),
+        "visible_all_from_ack_ms": stats::latency(v.all_from_ack),
+        "visible_all_from_send_ms": stats::latency(v.all_from_send),
+        "visible_all_p99_by_second_ms": by_second,
+        "visible_per_node_from_ack_ms": stats::latency(v.per_node.concat()),
         "per_node_p99_ms": stats::across_nodes(node_p99),
         "target_p99_ms": TARGET_P99_MS,
-        "target_met": incomplete == 0 && failed.is_empty() && p99_all <= TARGET_P99_MS,
+        "target_met": v.incomplete == 0 && failed.is_empty() && p99_all <= TARGET_P99_MS,
     })
 }
 
@@ -494,7 +545,7 @@ fn bytes_report(
         "per_write_net_of_background": round1(net),
         "per_write_per_receiver": round1(net / receivers as f64),
         "json_row_bytes": round1(row),
-        "per_receiver_over_row": round1(net / receivers as f64 / row),
+        "per_receiver_over_row": stats::round2(net / receivers as f64 / row),
     })
 }
 

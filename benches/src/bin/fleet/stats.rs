@@ -38,12 +38,17 @@ pub fn p99(values: Vec<f64>) -> f64 {
     percentile(&sorted(values), 0.99)
 }
 
+/// Rounds to 0.01 (small CPU percentages: one clock tick in 20 s is 0.05 %).
+pub fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
 /// `{"median", "max"}` of one figure across nodes.
 pub fn across_nodes(values: Vec<f64>) -> Value {
     let v = sorted(values);
     json!({
-        "median": round1(percentile(&v, 0.5)),
-        "max": round1(v.last().copied().unwrap_or(f64::NAN)),
+        "median": round2(percentile(&v, 0.5)),
+        "max": round2(v.last().copied().unwrap_or(f64::NAN)),
     })
 }
 
