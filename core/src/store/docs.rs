@@ -62,43 +62,10 @@ impl DocCache {
     /// The document for `key`, loaded from its row or new and empty. Marks it touched.
     pub fn entry(&mut self, conn: &Connection, key: &DocKey) -> Result<&mut DocEntry, String> {
         self.touched.push(key.clone());
-        if !self.lru.contains(key) {
-            let entry = self.load(conn, key)?;
-            self.lru.put(key.clone(), entry);
-        }
+        let replica = self.replica;
+        // One lookup on a hit; on a miss the key is cloned once, into the cache.
         self.lru
-            .get_mut(key)
-            .ok_or_else(|| "document cache lost an entry".to_owned())
-    }
-
-    fn load(&self, conn: &Connection, key: &DocKey) -> Result<DocEntry, String> {
-        let row: Option<(Vec<u8>, u32)> = conn
-            .prepare_cached(
-                "SELECT state, chunks FROM docs WHERE collection = ?1 AND id = ?2 AND incarnation = ?3",
-            )
-            .and_then(|mut s| {
-                s.query_row(params![key.collection, key.id, key.incarnation], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()
-            })
-            .map_err(|e| e.to_string())?;
-        match row {
-            None => Ok(DocEntry {
-                doc: new_doc(&self.replica),
-                chunks: 0,
-                stored: false,
-            }),
-            Some((state, chunks)) => {
-                let doc = load_doc(&state, &self.replica)
-                    .map_err(|e| format!("{}/{}: {e}", key.collection, key.id))?;
-                Ok(DocEntry {
-                    doc,
-                    chunks,
-                    stored: true,
-                })
-            }
-        }
+            .try_get_or_insert_mut_ref(key, || load(conn, key, &replica))
     }
 
     /// Drops a document from the cache (it will be reloaded from its row).
@@ -128,6 +95,37 @@ impl DocCache {
     pub fn clear(&mut self) {
         self.lru.clear();
         self.touched.clear();
+    }
+}
+
+/// Loads the document of `key` from its row, or a new empty one when there is no row.
+fn load(conn: &Connection, key: &DocKey, replica: &ReplicaId) -> Result<DocEntry, String> {
+    let row: Option<(Vec<u8>, u32)> = conn
+        .prepare_cached(
+            "SELECT state, chunks FROM docs WHERE collection = ?1 AND id = ?2 AND incarnation = ?3",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![key.collection, key.id, key.incarnation], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+        })
+        .map_err(|e| e.to_string())?;
+    match row {
+        None => Ok(DocEntry {
+            doc: new_doc(replica),
+            chunks: 0,
+            stored: false,
+        }),
+        Some((state, chunks)) => {
+            let doc = load_doc(&state, replica)
+                .map_err(|e| format!("{}/{}: {e}", key.collection, key.id))?;
+            Ok(DocEntry {
+                doc,
+                chunks,
+                stored: true,
+            })
+        }
     }
 }
 

@@ -21,8 +21,10 @@
 //! but never materialized. Data for collections the local schema does not declare is applied
 //! with the default definition (all fields `lww`), never dropped.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 
 use automerge::{Change, ChangeHash, ReadDoc};
 use rusqlite::params;
@@ -35,7 +37,7 @@ use super::types::{ApplyReport, ChangeKind, RecordChange, StoreEvent};
 use super::writer::Writer;
 use crate::change::{Incarnation, Op, Txn};
 use crate::ids::{ReplicaId, Seq, TxnId};
-use crate::schema::{CollectionDef, CollectionKind, validate_name};
+use crate::schema::{CollectionDef, CollectionKind, Schema, validate_name};
 
 /// What checking a transaction decided.
 enum Verdict {
@@ -326,7 +328,8 @@ impl Writer {
         id: &str,
         incarnation: Incarnation,
     ) -> rusqlite::Result<bool> {
-        if self.schema.collection_or_default(collection).kind == CollectionKind::Log {
+        let kind = self.schema.collections.get(collection).map(|d| d.kind);
+        if kind == Some(CollectionKind::Log) {
             tracing::warn!(
                 collection,
                 id,
@@ -395,7 +398,8 @@ impl Writer {
         if state.is_some_and(|s| s.is_dead(incarnation)) {
             return Ok(Ok(None));
         }
-        let def = self.schema.collection_or_default(collection);
+        let schema = Arc::clone(&self.schema);
+        let def = def_or_default(&schema, collection);
         let key = DocKey {
             collection: collection.to_owned(),
             id: id.to_owned(),
@@ -449,7 +453,8 @@ impl Writer {
             Some(s) => !s.deleted,
             None => false,
         };
-        let def = self.schema.collection_or_default(collection);
+        let schema = Arc::clone(&self.schema);
+        let def = def_or_default(&schema, collection);
         let stub = with_pk(serde_json::Map::new(), &def.primary_key, id).to_string();
         let rowversion = self.next_rowversion();
         rows::tombstone(&self.conn, collection, id, incarnation, &stub, rowversion)?;
@@ -508,6 +513,14 @@ impl Writer {
             kind,
             value: Some(value),
         })))
+    }
+}
+
+/// `Schema::collection_or_default` without cloning a declared definition.
+fn def_or_default<'s>(schema: &'s Schema, collection: &str) -> Cow<'s, CollectionDef> {
+    match schema.collections.get(collection) {
+        Some(def) => Cow::Borrowed(def),
+        None => Cow::Owned(CollectionDef::default()),
     }
 }
 
