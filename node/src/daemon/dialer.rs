@@ -1,6 +1,7 @@
 //! The dialer: keeps a QUIC connection to every peer the discovery sources report.
 //!
-//! It wakes when the peer table changes, when a connection is lost, and on a slow tick, dials each candidate address of
+//! It wakes when the peer table changes, when a connection is lost, when a dial finishes (its
+//! slot is free), when a backoff expires, and on a slow tick; it dials each candidate address of
 //! every peer that is not connected yet (bounded concurrency), and backs off per address on
 //! failure (doubling up to [`MAX_DIAL_BACKOFF`]). Failures are written to the peer table so
 //! `meshlite peers` shows why a peer is unreachable.
@@ -21,6 +22,8 @@ use tokio::sync::broadcast::error::RecvError;
 
 /// Longest wait before an address that failed is dialed again.
 pub const MAX_DIAL_BACKOFF: Duration = Duration::from_secs(60);
+/// How long an address that just connected is not redialed.
+const SUCCESS_HOLD: Duration = Duration::from_secs(1);
 /// First wait after a failure.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// How often the dialer looks again even without table changes.
@@ -57,6 +60,13 @@ impl Dialer {
         let mut dialing: HashSet<SocketAddr> = HashSet::new();
         let mut tick = tokio::time::interval(TICK);
         loop {
+            let next_retry = next_backoff_expiry(&backoff, Instant::now());
+            let retry = async move {
+                match next_retry {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => break,
@@ -65,6 +75,8 @@ impl Dialer {
                         dialing.remove(&addr);
                         self.on_dialed(addr, key, result, &mut backoff);
                     }
+                    // A freed slot dials the next candidate right away.
+                    self.dial_missing(&mut inflight, &mut dialing, &backoff).await;
                 }
                 changed = changes.changed() => {
                     if changed.is_err() { break; }
@@ -78,6 +90,7 @@ impl Dialer {
                         break;
                     }
                 }
+                _ = retry => self.dial_missing(&mut inflight, &mut dialing, &backoff).await,
                 _ = tick.tick() => self.dial_missing(&mut inflight, &mut dialing, &backoff).await,
             }
         }
@@ -133,14 +146,20 @@ impl Dialer {
     ) {
         match result {
             Ok(node) => {
-                backoff.remove(&addr);
+                // Hold the address briefly so a connection that drops at once is not redialed
+                // in a tight loop; a failure later starts the backoff from the first step.
+                let hold = Backoff {
+                    until: Instant::now() + SUCCESS_HOLD,
+                    wait: Duration::ZERO,
+                };
+                backoff.insert(addr, hold);
                 self.table.identify(addr, &node.to_string());
                 tracing::info!(%addr, %node, "connected to peer");
             }
             Err(e) => {
-                let wait = backoff
-                    .get(&addr)
-                    .map_or(FIRST_BACKOFF, |b| (b.wait * 2).min(MAX_DIAL_BACKOFF));
+                let wait = backoff.get(&addr).map_or(FIRST_BACKOFF, |b| {
+                    (b.wait * 2).clamp(FIRST_BACKOFF, MAX_DIAL_BACKOFF)
+                });
                 backoff.insert(
                     addr,
                     Backoff {
@@ -153,6 +172,11 @@ impl Dialer {
             }
         }
     }
+}
+
+/// The earliest backoff that has not expired yet: when a waiting address may be dialed again.
+fn next_backoff_expiry(backoff: &HashMap<SocketAddr, Backoff>, now: Instant) -> Option<Instant> {
+    backoff.values().map(|b| b.until).filter(|&u| u > now).min()
 }
 
 /// True for a peer that is not us and not connected yet.
