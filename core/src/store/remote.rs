@@ -276,7 +276,9 @@ impl Writer {
 
     /// Phase 1: decode changes and check their dependencies.
     fn check(&mut self, txn: &Txn) -> rusqlite::Result<Verdict> {
-        let mut seen: HashSet<(DocKey, ChangeHash)> = HashSet::new();
+        // Changes of earlier ops of this transaction, by record (a later op may depend on them);
+        // searched only for a dependency the document lacks.
+        let mut seen: Vec<(&str, &str, Incarnation, ChangeHash)> = Vec::new();
         let mut decoded = Vec::with_capacity(txn.ops.len());
         for op in &txn.ops {
             let Op::Doc {
@@ -309,12 +311,13 @@ impl Writer {
                 }
             };
             let missing = change.deps().iter().any(|d| {
-                entry.doc.get_change_by_hash(d).is_none() && !seen.contains(&(key.clone(), *d))
+                entry.doc.get_change_by_hash(d).is_none()
+                    && !seen.contains(&(collection, id, *incarnation, *d))
             });
             if missing {
                 return Ok(Verdict::Park);
             }
-            seen.insert((key, change.hash()));
+            seen.push((collection, id, *incarnation, change.hash()));
             decoded.push(Some(change));
         }
         Ok(Verdict::Ready(decoded))
