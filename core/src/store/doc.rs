@@ -242,10 +242,12 @@ fn put_counter(
     let delta = target
         .checked_sub(current)
         .ok_or_else(|| policy_err(field, "counter overflow"))?;
-    // A zero on a counter the document does not hold yet still writes this replica's part, so
-    // the field appears (as 0) in the materialized row.
-    if delta != 0 || !counter_present(tx, field)? {
+    if delta != 0 {
         add_to_part(tx, field, delta, replica)?;
+    } else if current == 0 && !counter_present(tx, field)? {
+        // A zero on a counter the document does not hold yet still writes this replica's part
+        // (as `add_to_part` of 0 would), so the field appears (as 0) in the materialized row.
+        tx.put(&ROOT, part_key(field, replica), 0_i64)?;
     }
     Ok(())
 }
@@ -354,23 +356,42 @@ pub(crate) fn splice_middle<'a>(old: &str, new: &'a str) -> (usize, usize, &'a s
 }
 
 /// The materialized record (without its primary key).
+///
+/// One pass over the root keys: a counter's parts are collected as they come (in key order) and
+/// folded onto its base afterwards, as [`counter_value`] does, instead of walking every key again
+/// per counter field.
 pub(crate) fn materialize<R: ReadDoc>(doc: &R, def: &CollectionDef) -> Map<String, Value> {
     let mut out = Map::new();
-    let mut counters = std::collections::BTreeSet::new();
+    let mut parts: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
     for key in doc.keys(&ROOT) {
         match key.split_once(COUNTER_SEP) {
             Some((field, _)) => {
-                counters.insert(field.to_owned());
+                let part = doc
+                    .get(&ROOT, key.as_str())
+                    .ok()
+                    .flatten()
+                    .and_then(|(v, _)| scalar_i64(&v));
+                let values = parts.entry(field.to_owned()).or_default();
+                values.extend(part);
             }
             None => {
-                if let Some(v) = field_value(doc, def.policy(&key), &key) {
+                let policy = def.policy(&key);
+                // A counter's parts are added below; its base alone is what it holds so far.
+                let value = match policy {
+                    MergePolicy::Counter => Some(Value::from(counter_base(doc, &key))),
+                    _ => field_value(doc, policy, &key),
+                };
+                if let Some(v) = value {
                     out.insert(key, v);
                 }
             }
         }
     }
-    for field in counters {
-        out.insert(field.clone(), Value::from(counter_value(doc, &field)));
+    for (field, values) in parts {
+        let total = values
+            .into_iter()
+            .fold(counter_base(doc, &field), i64::saturating_add);
+        out.insert(field, Value::from(total));
     }
     out
 }
@@ -392,14 +413,18 @@ fn has_counter_parts<R: ReadDoc>(doc: &R, field: &str) -> bool {
         .any(|k| k.split_once(COUNTER_SEP).is_some_and(|(f, _)| f == field))
 }
 
-/// Base int at `field` (if any) plus every replica's part.
-fn counter_value<R: ReadDoc>(doc: &R, field: &str) -> i64 {
-    let base = doc
-        .get(&ROOT, field)
+/// The int at `field` itself (0 if none).
+fn counter_base<R: ReadDoc>(doc: &R, field: &str) -> i64 {
+    doc.get(&ROOT, field)
         .ok()
         .flatten()
         .and_then(|(v, _)| scalar_i64(&v))
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+/// Base int at `field` (if any) plus every replica's part.
+fn counter_value<R: ReadDoc>(doc: &R, field: &str) -> i64 {
+    let base = counter_base(doc, field);
     doc.keys(&ROOT)
         .filter(|k| k.split_once(COUNTER_SEP).is_some_and(|(f, _)| f == field))
         .filter_map(|k| {
