@@ -85,9 +85,13 @@ pub(crate) fn put_fields(
     fields: &Map<String, Value>,
     replica: &ReplicaId,
 ) -> Result<Vec<u8>, DocError> {
+    // Fields with counter parts, found in one walk over the root keys (a field's own parts are
+    // only ever written while that field is put, after its check).
+    let counted = counted_fields(doc);
     let mut tx = doc.transaction();
     for (field, value) in fields {
-        if let Err(e) = put_field(&mut tx, def.policy(field), field, value, replica) {
+        let counted = counted.iter().any(|f| f == field);
+        if let Err(e) = put_field(&mut tx, def.policy(field), field, value, counted, replica) {
             tx.rollback();
             return Err(e);
         }
@@ -123,16 +127,30 @@ fn last_change(doc: &mut Automerge, committed: bool) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// The fields that have counter parts.
+fn counted_fields<R: ReadDoc>(doc: &R) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for key in doc.keys(&ROOT) {
+        if let Some((field, _)) = key.split_once(COUNTER_SEP)
+            && out.last().is_none_or(|last| last != field)
+        {
+            out.push(field.to_owned());
+        }
+    }
+    out
+}
+
 fn put_field(
     tx: &mut Transaction<'_>,
     policy: &MergePolicy,
     field: &str,
     value: &Value,
+    counted: bool,
     replica: &ReplicaId,
 ) -> Result<(), DocError> {
     match policy {
         // An undeclared field that was incremented is a counter: a put sets its total.
-        MergePolicy::Lww if has_counter_parts(tx, field) => put_counter(tx, field, value, replica)?,
+        MergePolicy::Lww if counted => put_counter(tx, field, value, replica)?,
         MergePolicy::Lww => write_json(tx, &ROOT, field, value)?,
         MergePolicy::Priority { order } => {
             if by_priority(tx, field, order).as_ref() != Some(value) {
