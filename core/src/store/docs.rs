@@ -61,11 +61,28 @@ impl DocCache {
 
     /// The document for `key`, loaded from its row or new and empty. Marks it touched.
     pub fn entry(&mut self, conn: &Connection, key: &DocKey) -> Result<&mut DocEntry, String> {
+        self.entry_or_new(conn, key, false)
+    }
+
+    /// As [`Self::entry`]; `unstored` tells that the record has no `records` row, hence no
+    /// `docs` row (both are written in the same savepoint and records rows are never deleted),
+    /// so a miss starts an empty document without reading.
+    pub fn entry_or_new(
+        &mut self,
+        conn: &Connection,
+        key: &DocKey,
+        unstored: bool,
+    ) -> Result<&mut DocEntry, String> {
         self.touched.push(key.clone());
         let replica = self.replica;
         // One lookup on a hit; on a miss the key is cloned once, into the cache.
-        self.lru
-            .try_get_or_insert_mut_ref(key, || load(conn, key, &replica))
+        self.lru.try_get_or_insert_mut_ref(key, || {
+            if unstored {
+                Ok(empty_entry(&replica))
+            } else {
+                load(conn, key, &replica)
+            }
+        })
     }
 
     /// Drops a document from the cache (it will be reloaded from its row).
@@ -98,6 +115,15 @@ impl DocCache {
     }
 }
 
+/// A new, empty document that has no row yet.
+fn empty_entry(replica: &ReplicaId) -> DocEntry {
+    DocEntry {
+        doc: new_doc(replica),
+        chunks: 0,
+        stored: false,
+    }
+}
+
 /// Loads the document of `key` from its row, or a new empty one when there is no row.
 fn load(conn: &Connection, key: &DocKey, replica: &ReplicaId) -> Result<DocEntry, String> {
     let row: Option<(Vec<u8>, u32)> = conn
@@ -112,11 +138,7 @@ fn load(conn: &Connection, key: &DocKey, replica: &ReplicaId) -> Result<DocEntry
         })
         .map_err(|e| e.to_string())?;
     match row {
-        None => Ok(DocEntry {
-            doc: new_doc(replica),
-            chunks: 0,
-            stored: false,
-        }),
+        None => Ok(empty_entry(replica)),
         Some((state, chunks)) => {
             let doc = load_doc(&state, replica)
                 .map_err(|e| format!("{}/{}: {e}", key.collection, key.id))?;

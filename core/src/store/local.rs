@@ -177,9 +177,11 @@ impl Writer {
             incarnation,
         };
         let rowversion = self.next_rowversion();
+        // Incarnation 1 inserted: the record had no row at all (`target_incarnation`).
+        let unstored = kind == ChangeKind::Insert && incarnation == 1;
         let entry = self
             .docs
-            .entry(&self.conn, &key)
+            .entry_or_new(&self.conn, &key, unstored)
             .map_err(WriteError::Corrupt)?;
         let change = write(&mut entry.doc).map_err(doc_error)?;
         store_change(&self.conn, &key, entry, &change)?;
