@@ -32,7 +32,7 @@ use serde_json::Value;
 
 use super::doc;
 use super::docs::{DocKey, free_dead, store_change};
-use super::rows::{self, LogInsert, with_pk};
+use super::rows::{self, LogInsert, RecordState, with_pk};
 use super::types::{ApplyReport, ChangeKind, RecordChange, StoreEvent};
 use super::writer::Writer;
 use crate::change::{Incarnation, Op, Txn};
@@ -291,10 +291,10 @@ impl Writer {
                 decoded.push(None);
                 continue;
             };
-            if !self.doc_op_is_live(collection, id, *incarnation)? {
+            let Some(state) = self.live_doc_state(collection, id, *incarnation)? else {
                 decoded.push(None);
                 continue;
-            }
+            };
             let change = match decode_change(change) {
                 Ok(c) => c,
                 Err(reason) => return Ok(Verdict::Reject(reason)),
@@ -304,7 +304,8 @@ impl Writer {
                 id: id.clone(),
                 incarnation: *incarnation,
             };
-            let entry = match self.docs.entry(&self.conn, &key) {
+            // No records row: no docs row either (see `DocCache::entry_or_new`).
+            let entry = match self.docs.entry_or_new(&self.conn, &key, state.is_none()) {
                 Ok(e) => e,
                 Err(reason) => {
                     return Ok(Verdict::Reject(format!("local state unreadable: {reason}")));
@@ -323,14 +324,14 @@ impl Writer {
         Ok(Verdict::Ready(decoded))
     }
 
-    /// True when a document op must be applied (its collection is a document collection here
-    /// and its incarnation is not dead).
-    fn doc_op_is_live(
+    /// The record's state when a document op must be applied (its collection is a document
+    /// collection here and its incarnation is not dead); `None` when it must not.
+    fn live_doc_state(
         &self,
         collection: &str,
         id: &str,
         incarnation: Incarnation,
-    ) -> rusqlite::Result<bool> {
+    ) -> rusqlite::Result<Option<Option<RecordState>>> {
         let kind = self.schema.collections.get(collection).map(|d| d.kind);
         if kind == Some(CollectionKind::Log) {
             tracing::warn!(
@@ -338,10 +339,10 @@ impl Writer {
                 id,
                 "document change for a log collection: held and relayed, not materialized"
             );
-            return Ok(false);
+            return Ok(None);
         }
         let state = rows::record_state(&self.conn, collection, id)?;
-        Ok(!state.is_some_and(|s| s.is_dead(incarnation)))
+        Ok((!state.is_some_and(|s| s.is_dead(incarnation))).then_some(state))
     }
 
     /// Phase 2: apply every op. `Err(reason)` rejects the transaction.
@@ -409,7 +410,7 @@ impl Writer {
             incarnation,
         };
         let rowversion = self.next_rowversion();
-        let entry = match self.docs.entry(&self.conn, &key) {
+        let entry = match self.docs.entry_or_new(&self.conn, &key, state.is_none()) {
             Ok(e) => e,
             Err(reason) => return Ok(Err(reason)),
         };
