@@ -257,3 +257,91 @@ fn corrupt_bundles_are_refused_and_write_nothing() {
     let imported = json(&ok(&b, &["bundle", "import", f]));
     assert_eq!(imported["applied"], 50);
 }
+
+/// Reads the daemon's ready line from its stdout.
+fn ready_line(child: &mut std::process::Child) -> Value {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    json(&line)
+}
+
+#[test]
+fn run_serves_the_embedded_default_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut child = Command::new(BIN)
+        .args(["--data", d.to_str().unwrap(), "run"])
+        .env("MESHLITE_HTTP_LISTEN", "127.0.0.1:0")
+        .env_remove("NATS_URL")
+        .env_remove("MESHLITE_FLEET_DIR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = ready_line(&mut child);
+    assert_eq!(ready["quic"], Value::Null, "no fleet files: no peer port");
+    let http: std::net::SocketAddr = ready["http"].as_str().unwrap().parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (status, body) = meshlite_node::httpc::get(http, "/healthz").await.unwrap();
+        assert!(status.is_success(), "{body:?}");
+        let row = serde_json::json!({"id": "t1", "status": "pending"});
+        let (status, _) = meshlite_node::httpc::post_json(http, "/v1/tasks", &row)
+            .await
+            .unwrap();
+        assert!(status.is_success());
+    });
+    // While the daemon owns the data directory, the CLI is refused with a clear message.
+    assert!(fails(d, &["get", "tasks", "t1"]).contains("in use"));
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "daemon exit status {status}");
+    // The acknowledged write is on disk and the directory is free again.
+    assert_eq!(json(&ok(d, &["get", "tasks", "t1"]))["status"], "pending");
+}
+
+#[test]
+fn run_refuses_invalid_configuration_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (key, value) in [
+        ("SYNC_INTERVAL_SECONDS", "soon"),
+        ("SUPABASE_MODE", "hybrid"),
+        ("SYNC_TABLES", "bad-name"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["--data", dir.path().to_str().unwrap(), "run"])
+            .env(key, value)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{key}={value} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let named = if key == "SYNC_TABLES" {
+            "sync.tables"
+        } else {
+            key
+        };
+        assert!(err.contains(named), "{key}: {err}");
+    }
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[transport]\nlisten = \"not an address\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("listen"),
+        "{out:?}"
+    );
+}
