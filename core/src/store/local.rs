@@ -76,6 +76,27 @@ impl FreshView<'_> {
     }
 }
 
+/// The ops of a transaction being built. Appends are recorded without their rows (the rows are
+/// in `log_rows`; the stored transaction is "packed", see `migrations`); `omitted` counts the
+/// bytes the rows add to the full encoding, so the size limit holds for the transaction as relayed.
+#[derive(Default)]
+struct Built {
+    ops: Vec<Op>,
+    omitted: usize,
+}
+
+/// Bytes a string of `len` bytes adds to a postcard encoding over an empty one (its bytes plus
+/// the longer varint length prefix).
+fn omitted_len(len: usize) -> usize {
+    let mut prefix = 1;
+    let mut rest = len >> 7;
+    while rest > 0 {
+        prefix += 1;
+        rest >>= 7;
+    }
+    len + prefix - 1
+}
+
 impl Writer {
     /// Runs one local transaction (inside the writer's savepoint).
     pub fn transact(
@@ -99,7 +120,10 @@ impl Writer {
             origin: self.replica,
             seq: self.summary.next_seq(&self.replica),
         };
-        let mut out = Vec::with_capacity(plans.len());
+        let mut out = Built {
+            ops: Vec::with_capacity(plans.len()),
+            omitted: 0,
+        };
         let mut changes = Vec::with_capacity(plans.len());
         for p in plans {
             changes.push(self.exec(p, id, &mut out)?);
@@ -108,9 +132,9 @@ impl Writer {
             id,
             timestamp_ms: super::now_ms(),
             schema_version: self.schema.version,
-            ops: out,
+            ops: out.ops,
         };
-        self.record_local(&txn)?;
+        self.record_local(&txn, out.omitted)?;
         let event = self.has_subscribers().then(|| StoreEvent::Committed {
             txns: vec![id],
             local: true,
@@ -119,15 +143,17 @@ impl Writer {
         Ok((Committed { txn: id, changes }, event))
     }
 
-    /// Stores the encoded transaction and marks it held.
-    fn record_local(&mut self, txn: &Txn) -> Result<(), WriteError> {
+    /// Stores the encoded transaction (packed: its appends' rows left out, `omitted` bytes) and
+    /// marks it held.
+    fn record_local(&mut self, txn: &Txn, omitted: usize) -> Result<(), WriteError> {
         let bytes = txn.encode();
-        if bytes.len() > MAX_TXN_BYTES {
+        let full = bytes.len().saturating_add(omitted);
+        if full > MAX_TXN_BYTES {
             return Err(WriteError::TooLarge {
-                what: format!("{} bytes encoded, limit {MAX_TXN_BYTES}", bytes.len()),
+                what: format!("{full} bytes encoded, limit {MAX_TXN_BYTES}"),
             });
         }
-        rows::insert_txn(&self.conn, txn.id, &bytes)?;
+        rows::insert_txn(&self.conn, txn.id, &bytes, omitted > 0)?;
         let mut set = self.summary.get(&self.replica).cloned().unwrap_or_default();
         set.insert(txn.id.seq);
         rows::save_held(&self.conn, &self.replica, &set)?;
@@ -139,7 +165,7 @@ impl Writer {
         &mut self,
         p: Planned<'_>,
         txn: TxnId,
-        out: &mut Vec<Op>,
+        out: &mut Built,
     ) -> Result<RecordChange, WriteError> {
         match p {
             Planned::Put {
@@ -154,7 +180,16 @@ impl Writer {
                 let replica = self.replica;
                 let write = |doc: &mut Automerge| doc::put_fields(doc, &def, &fields, &replica);
                 let view = FreshView::Fields(&fields);
-                self.write_doc(&collection, &def, &id, incarnation, kind, write, view, out)
+                self.write_doc(
+                    &collection,
+                    &def,
+                    &id,
+                    incarnation,
+                    kind,
+                    write,
+                    view,
+                    &mut out.ops,
+                )
             }
             Planned::Increment {
                 collection,
@@ -168,13 +203,22 @@ impl Writer {
                 let replica = self.replica;
                 let write = |doc: &mut Automerge| doc::increment(doc, &field, by, &replica);
                 let view = FreshView::Counter(&field, by);
-                self.write_doc(&collection, &def, &id, incarnation, kind, write, view, out)
+                self.write_doc(
+                    &collection,
+                    &def,
+                    &id,
+                    incarnation,
+                    kind,
+                    write,
+                    view,
+                    &mut out.ops,
+                )
             }
             Planned::Delete {
                 collection,
                 def,
                 id,
-            } => self.delete(collection, &def, id, out),
+            } => self.delete(collection, &def, id, &mut out.ops),
             Planned::Append {
                 collection,
                 id,
@@ -289,17 +333,18 @@ impl Writer {
         id: String,
         row: Value,
         txn: TxnId,
-        out: &mut Vec<Op>,
+        out: &mut Built,
     ) -> Result<RecordChange, WriteError> {
         let text = row.to_string();
         let rowversion = self.next_rowversion();
         if !rows::insert_new_log_row(&self.conn, &collection, &id, txn, &text, rowversion)? {
             return Err(WriteError::Exists { collection, id });
         }
-        out.push(Op::Append {
+        out.omitted = out.omitted.saturating_add(omitted_len(text.len()));
+        out.ops.push(Op::Append {
             collection: collection.clone(),
             id: id.clone(),
-            row: text,
+            row: String::new(),
         });
         Ok(RecordChange {
             collection,
@@ -494,4 +539,18 @@ fn check_id(collection: &str, id: &str) -> Result<(), WriteError> {
         collection: collection.to_owned(),
         reason: reason.to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::omitted_len;
+
+    #[test]
+    fn omitted_len_matches_postcard() {
+        let empty = postcard::to_stdvec(&String::new()).unwrap().len();
+        for n in [0, 1, 127, 128, 200, 16_383, 16_384, 300_000] {
+            let full = postcard::to_stdvec(&"x".repeat(n)).unwrap().len();
+            assert_eq!(full - empty, omitted_len(n), "length {n}");
+        }
+    }
 }

@@ -9,14 +9,19 @@
 //!   (postcard [`crate::Summary`] of everything garbage-collected).
 //! - `held(origin, start, end)`: the [`crate::Summary`] of held transactions, one row per range;
 //!   written in the same SQLite transaction as the data.
-//! - `txns(origin, seq, bytes)`: every held transaction, encoded, for relaying (pruned by GC).
+//! - `txns(origin, seq, bytes, packed)`: every held transaction, encoded, for relaying (pruned by
+//!   GC). `packed = 1` marks a local transaction stored without the rows of its appends (each
+//!   `Op::Append` has an empty `row`): those rows are in `log_rows` under the same key and are put
+//!   back when the transaction is read for relaying, so a log row is written once, not twice.
 //! - `parked(origin, seq, bytes)`: held transactions waiting for Automerge dependencies.
 //! - `docs(collection, id, incarnation, state, chunks)`: Automerge state of live incarnations:
 //!   a `save()` snapshot (or the first change) followed by `chunks` appended change chunks;
 //!   `Automerge::load` reads the concatenation.
 //! - `records(collection, id, incarnation, deleted, json, rowversion)`: materialized document
 //!   rows and tombstones (kept forever); `rowversion` is a local monotonic counter for feeds.
-//! - `log_rows(collection, id, origin, seq, json, rowversion)`: log collection rows.
+//! - `log_rows(rowversion, collection, id, origin, seq, json)`: log collection rows, unique by
+//!   `(collection, id)`; `rowversion` is the rowid, so appends go to the end of the table and
+//!   need no separate rowversion index.
 //! - `peer_acks(peer, summary, updated_at)`: what each known peer acknowledged holding.
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -26,7 +31,10 @@ use super::error::OpenError;
 type Step = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// The steps, in order. Never edit a released step: add a new one.
-const MIGRATIONS: &[(&str, Step)] = &[("0001_initial", initial)];
+const MIGRATIONS: &[(&str, Step)] = &[
+    ("0001_initial", initial),
+    ("0002_log_rows_by_rowversion", log_rows_by_rowversion),
+];
 
 fn initial(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(
@@ -57,6 +65,23 @@ fn initial(tx: &Transaction<'_>) -> rusqlite::Result<()> {
          CREATE INDEX IF NOT EXISTS log_rows_rowversion ON log_rows(rowversion);
          CREATE TABLE IF NOT EXISTS peer_acks (
              peer BLOB PRIMARY KEY, summary BLOB NOT NULL, updated_at INTEGER NOT NULL);",
+    )
+}
+
+/// Rebuilds `log_rows` with `rowversion` as its rowid (one B-tree fewer per append) and adds
+/// `txns.packed`. Expression indexes on `log_rows` are dropped with the old table and re-created
+/// by `read::ensure_indexes` when the store opens.
+fn log_rows_by_rowversion(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE log_rows_new (
+             rowversion INTEGER PRIMARY KEY, collection TEXT NOT NULL, id TEXT NOT NULL,
+             origin BLOB NOT NULL, seq INTEGER NOT NULL, json TEXT NOT NULL);
+         INSERT INTO log_rows_new (rowversion, collection, id, origin, seq, json)
+             SELECT rowversion, collection, id, origin, seq, json FROM log_rows ORDER BY rowversion;
+         DROP TABLE log_rows;
+         ALTER TABLE log_rows_new RENAME TO log_rows;
+         CREATE UNIQUE INDEX log_rows_key ON log_rows (collection, id);
+         ALTER TABLE txns ADD COLUMN packed INTEGER NOT NULL DEFAULT 0;",
     )
 }
 
@@ -119,5 +144,54 @@ mod tests {
             .unwrap();
         assert_eq!(n, MIGRATIONS.len() as i64);
         assert_eq!(meta_get(&conn, "k").unwrap().as_deref(), Some(&b"v"[..]));
+    }
+
+    /// A database written by the first layout keeps its log rows (and their rowversions) across
+    /// the rebuild of `log_rows`, and its stored transactions read as unpacked.
+    #[test]
+    fn log_rows_survive_the_rowversion_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("m.db")).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )
+        .unwrap();
+        let tx = conn.transaction().unwrap();
+        initial(&tx).unwrap();
+        tx.execute("INSERT INTO migrations VALUES ('0001_initial', 0)", [])
+            .unwrap();
+        tx.execute_batch(
+            "INSERT INTO log_rows VALUES ('m', 'a', x'01', 1, '{\"id\":\"a\"}', 7);
+             INSERT INTO log_rows VALUES ('m', 'b', x'01', 2, '{\"id\":\"b\"}', 9);
+             INSERT INTO txns VALUES (x'01', 1, x'00');",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+
+        run(&mut conn).unwrap();
+        let rows: Vec<(i64, String, String)> = conn
+            .prepare("SELECT rowversion, id, json FROM log_rows ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                (7, "a".to_owned(), r#"{"id":"a"}"#.to_owned()),
+                (9, "b".to_owned(), r#"{"id":"b"}"#.to_owned())
+            ]
+        );
+        let packed: i64 = conn
+            .query_row("SELECT packed FROM txns", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(packed, 0);
+        let dup = conn.execute(
+            "INSERT INTO log_rows (rowversion, collection, id, origin, seq, json)
+             VALUES (10, 'm', 'a', x'01', 3, '{}')",
+            [],
+        );
+        assert!(dup.is_err(), "(collection, id) stays unique");
     }
 }

@@ -142,13 +142,13 @@ impl Writer {
         };
         match outcome {
             Outcome::Applied(changes) => {
-                rows::insert_txn(&self.conn, txn.id, &bytes)?;
+                rows::insert_txn(&self.conn, txn.id, &bytes, false)?;
                 batch.report.applied += 1;
                 batch.txns.push(txn.id);
                 batch.changes.extend(changes);
             }
             Outcome::Parked => {
-                rows::insert_txn(&self.conn, txn.id, &bytes)?;
+                rows::insert_txn(&self.conn, txn.id, &bytes, false)?;
                 self.conn
                     .prepare_cached(
                         "INSERT OR REPLACE INTO parked (origin, seq, bytes) VALUES (?1, ?2, ?3)",

@@ -278,3 +278,98 @@ fn undeclared_collections_are_applied_but_refused_locally() {
         1
     );
 }
+
+/// Local log transactions are stored without their rows (packed) and relayed whole; a row
+/// replaced by a smaller transaction id is relayed with the winner's content, which converges.
+#[test]
+fn packed_log_txns_relay_their_rows_and_converge_after_a_replacement() {
+    use crate::ids::{ReplicaId, TxnId};
+    use crate::store::WriteOp;
+    let schema = || Some(Schema::from_toml("[collections.l]\nkind = \"log\"\n").unwrap());
+    let dirs = [(); 3].map(|()| tempfile::tempdir().unwrap());
+    let open = |i: usize| {
+        let opts = OpenOptions {
+            schema: schema(),
+            ..Default::default()
+        };
+        Store::open(dirs[i].path(), opts).unwrap()
+    };
+    let (a, b, c) = (open(0), open(1), open(2));
+    let append = |id: &str, n: i64| WriteOp::Append {
+        collection: "l".into(),
+        value: json!({"id": id, "n": n, "tags": {"k": "v"}}),
+    };
+    a.transact(vec![append("x", 1), append("same", 2)]).unwrap();
+    let local = all_txns(&a).remove(0);
+    let rows: Vec<&str> = local
+        .ops
+        .iter()
+        .map(|op| match op {
+            Op::Append { row, .. } => row.as_str(),
+            other => panic!("unexpected op {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            r#"{"id":"x","n":1,"tags":{"k":"v"}}"#,
+            r#"{"id":"same","n":2,"tags":{"k":"v"}}"#
+        ]
+    );
+
+    let winner = Txn {
+        id: TxnId {
+            origin: ReplicaId([0; 16]),
+            seq: 1,
+        },
+        timestamp_ms: 0,
+        schema_version: 0,
+        ops: vec![Op::Append {
+            collection: "l".into(),
+            id: "same".into(),
+            row: json!({"id": "same", "n": 99}).to_string(),
+        }],
+    };
+    assert!(winner.id < local.id);
+    // c got the local txn before the replacement, b gets everything after it.
+    c.apply_remote(vec![local.clone()]).unwrap();
+    a.apply_remote(vec![winner.clone()]).unwrap();
+    assert_eq!(a.get("l", "same").unwrap().unwrap()["n"], json!(99));
+    b.apply_remote(all_txns(&a)).unwrap();
+    c.apply_remote(vec![winner]).unwrap();
+    for store in [&a, &b, &c] {
+        assert_eq!(store.get("l", "same").unwrap().unwrap()["n"], json!(99));
+        assert_eq!(store.get("l", "x").unwrap().unwrap()["n"], json!(1));
+        assert_eq!(store.summary().unwrap(), a.summary().unwrap());
+    }
+}
+
+/// The size limit counts the rows a packed transaction leaves out.
+#[test]
+fn packed_log_txns_keep_the_size_limit() {
+    use crate::change::MAX_TXN_BYTES;
+    use crate::store::{WriteError, WriteOp};
+    let dir = tempfile::tempdir().unwrap();
+    let opts = OpenOptions {
+        schema: Some(Schema::from_toml("[collections.l]\nkind = \"log\"\n").unwrap()),
+        ..Default::default()
+    };
+    let store = Store::open(dir.path(), opts).unwrap();
+    let big = "x".repeat(MAX_TXN_BYTES / 4);
+    let ops = |ids: std::ops::Range<u32>| {
+        ids.map(|i| WriteOp::Append {
+            collection: "l".into(),
+            value: json!({"id": i.to_string(), "blob": big}),
+        })
+        .collect::<Vec<_>>()
+    };
+    match store.transact(ops(0..5)) {
+        Err(WriteError::TooLarge { what }) => assert!(what.contains("bytes encoded"), "{what}"),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert_eq!(store.get("l", "0").unwrap(), None, "nothing written");
+    store.transact(ops(10..13)).unwrap();
+    let want = store.summary().unwrap().missing_from(&Default::default());
+    let relayed = store.txns_for(&want, usize::MAX).unwrap().txns;
+    assert!(relayed[0].len() > 3 * MAX_TXN_BYTES / 4, "rows put back");
+}

@@ -165,10 +165,18 @@ pub(crate) fn log_row_txn(
     }))
 }
 
-/// Stores an encoded transaction for relaying.
-pub(crate) fn insert_txn(conn: &Connection, id: TxnId, bytes: &[u8]) -> rusqlite::Result<()> {
-    conn.prepare_cached("INSERT OR IGNORE INTO txns (origin, seq, bytes) VALUES (?1, ?2, ?3)")?
-        .execute(params![&id.origin.0[..], id.seq as i64, bytes])?;
+/// Stores an encoded transaction for relaying; `packed` when the rows of its appends were left
+/// out because they are in `log_rows` (see `migrations`).
+pub(crate) fn insert_txn(
+    conn: &Connection,
+    id: TxnId,
+    bytes: &[u8],
+    packed: bool,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO txns (origin, seq, bytes, packed) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![&id.origin.0[..], id.seq as i64, bytes, packed])?;
     Ok(())
 }
 
