@@ -43,8 +43,31 @@ pub fn bench_schema() -> Result<Schema, BenchError> {
 /// Opens a store in `dir` on [`bench_schema`] with default durability (`Normal`) and a
 /// document cache of `doc_cache` entries.
 pub fn open_store(dir: &Path, doc_cache: usize) -> Result<Store, BenchError> {
+    open_store_with(dir, doc_cache, bench_schema()?)
+}
+
+/// [`bench_schema`] without any declared `indexed` field.
+pub fn unindexed_schema() -> Result<Schema, BenchError> {
+    let mut schema = bench_schema()?;
+    for def in schema.collections.values_mut() {
+        def.indexed.clear();
+    }
+    Ok(schema)
+}
+
+/// The declared `indexed` fields of `collection` in `schema`.
+pub fn indexed_fields(schema: &Schema, collection: &str) -> Vec<String> {
+    schema
+        .collections
+        .get(collection)
+        .map(|def| def.indexed.clone())
+        .unwrap_or_default()
+}
+
+/// As [`open_store`], on `schema`.
+pub fn open_store_with(dir: &Path, doc_cache: usize, schema: Schema) -> Result<Store, BenchError> {
     let opts = OpenOptions {
-        schema: Some(bench_schema()?),
+        schema: Some(schema),
         synchronous: Synchronous::Normal,
         doc_cache,
         ..OpenOptions::default()

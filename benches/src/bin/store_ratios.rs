@@ -30,10 +30,11 @@ use meshlite_benches::BenchError;
 use meshlite_benches::baseline::{RawTable, row_id};
 use meshlite_benches::measure::{Race, Target, emit, machine};
 use meshlite_benches::workload::{
-    BATCH, METRICS, TASKS, append_ops, check_rows, decode_all, default_doc_cache, metrics,
-    open_store, put_ops, remote_workload, tasks,
+    BATCH, METRICS, TASKS, append_ops, bench_schema, check_rows, decode_all, default_doc_cache,
+    indexed_fields, metrics, open_store, open_store_with, put_ops, remote_workload, tasks,
+    unindexed_schema,
 };
-use meshlite_core::store::{Store, Synchronous};
+use meshlite_core::store::{Store, Synchronous, WriteOp};
 use meshlite_fixtures::records::RecordGen;
 use serde_json::{Value, json};
 
@@ -93,11 +94,14 @@ fn run(args: &Args) -> Result<(), BenchError> {
     let temp = tempfile::tempdir()?;
     let dir = args.dir.clone().unwrap_or_else(|| temp.path().to_owned());
     emit(&json!({ "machine": machine(), "doc_cache": default_doc_cache(), "batch": BATCH }));
-    if args.wants(Group::Documents) {
-        documents(args, &dir.join("documents"))?;
-    }
-    if args.wants(Group::Log) {
-        emit(&log_append(args, &dir.join("log"))?.to_json());
+    for indexes in [Indexes::Declared, Indexes::None] {
+        let dir = dir.join(indexes.suffix().trim_start_matches('_'));
+        if args.wants(Group::Documents) {
+            documents(args, &dir.join("documents"), indexes)?;
+        }
+        if args.wants(Group::Log) {
+            emit(&log_append(args, &dir.join("log"), indexes)?.to_json());
+        }
     }
     if args.wants(Group::Remote) {
         let mixed = remote_apply(args, &dir.join("remote_mixed"), "remote_apply_mixed", 0.25)?;
@@ -114,20 +118,53 @@ fn run(args: &Args) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// The indexes both sides maintain. The store creates an expression index for each field a
+/// collection declares `indexed`; the baseline table gets the same indexes, so a ratio measures
+/// the store's own cost, not the user's choice of indexes.
+#[derive(Clone, Copy, Debug)]
+enum Indexes {
+    /// The PMOVES schema's declared indexes (tasks: status, agent_id; device_metrics: device_id).
+    Declared,
+    /// No declared indexes (the schema with every `indexed` list emptied).
+    None,
+}
+
+impl Indexes {
+    /// Suffix of the figure names.
+    fn suffix(self) -> &'static str {
+        match self {
+            Indexes::Declared => "",
+            Indexes::None => "_unindexed",
+        }
+    }
+
+    /// The store and the baseline table for `collection`, both indexed alike.
+    fn open(self, dir: &Path, collection: &str) -> Result<(Store, RawTable), BenchError> {
+        let schema = match self {
+            Indexes::Declared => bench_schema()?,
+            Indexes::None => unindexed_schema()?,
+        };
+        let fields = indexed_fields(&schema, collection);
+        let store = open_store_with(&dir.join("store"), default_doc_cache(), schema)?;
+        let raw = RawTable::open_indexed(&dir.join("raw"), Synchronous::Normal, &fields)?;
+        Ok((store, raw))
+    }
+}
+
 /// The document figures share one store (and one baseline table) that grows through them.
-fn documents(args: &Args, dir: &Path) -> Result<(), BenchError> {
-    let store = open_store(&dir.join("store"), default_doc_cache())?;
-    let mut raw = RawTable::open(&dir.join("raw"), Synchronous::Normal)?;
+fn documents(args: &Args, dir: &Path, indexes: Indexes) -> Result<(), BenchError> {
+    let (store, mut raw) = indexes.open(dir, TASKS)?;
+    let name = |figure: &str| format!("{figure}{}", indexes.suffix());
     let mut generator = RecordGen::new(1, args.seed);
     let inserted: Vec<Vec<Value>> = (0..args.rounds as u64)
         .map(|r| tasks(&mut generator, r * BATCH as u64..(r + 1) * BATCH as u64))
         .collect();
-    let race = Race::new("doc_insert", Target::Ratio(0.10));
+    let race = Race::new(&name("doc_insert"), Target::Ratio(0.10));
     emit(&race_upserts(race, &store, &mut raw, &inserted, Write::Insert)?.to_json());
 
     let newest = inserted.last().cloned().unwrap_or_default();
     let hits = successive_updates(&mut generator, &newest, args.update_rounds);
-    let race = Race::new("doc_update_cache_hit", Target::Ratio(0.10));
+    let race = Race::new(&name("doc_update_cache_hit"), Target::Ratio(0.10));
     emit(&race_upserts(race, &store, &mut raw, &hits, Write::Upsert)?.to_json());
 
     let cold = inserted
@@ -136,7 +173,7 @@ fn documents(args: &Args, dir: &Path) -> Result<(), BenchError> {
     let misses: Vec<Vec<Value>> = cold
         .map(|rows| rows.iter().map(|r| generator.task_update(r)).collect())
         .collect();
-    let race = Race::new("doc_update_cache_miss", Target::Ratio(0.10));
+    let race = Race::new(&name("doc_update_cache_miss"), Target::Ratio(0.10));
     emit(&race_upserts(race, &store, &mut raw, &misses, Write::Upsert)?.to_json());
     store.close()?;
     Ok(())
@@ -157,24 +194,45 @@ fn race_upserts(
     batches: &[Vec<Value>],
     write: Write,
 ) -> Result<Race, BenchError> {
+    let (mut ops, mut rows) = by_value(batches, put_ops);
     let race = race.run(
         batches.len(),
         |r| {
             store
-                .transact(put_ops(&batches[r]))
+                .transact(take(&mut ops, r)?)
                 .map(|c| c.changes.len())
                 .map_err(BenchError::from)
         },
         |r| {
+            let rows = take(&mut rows, r)?;
+            let n = rows.len();
             match write {
-                Write::Insert => raw.insert(&batches[r])?,
-                Write::Upsert => raw.upsert(&batches[r])?,
+                Write::Insert => raw.insert(rows)?,
+                Write::Upsert => raw.upsert(rows)?,
             }
-            Ok(batches[r].len())
+            Ok(n)
         },
     )?;
     check_latest(store, &batches.concat())?;
     Ok(race)
+}
+
+/// Every batch twice by value, made before timing: the store's ops and the baseline's rows. Both
+/// sides receive their input the way an application hands it over (owned) and consume it, so
+/// neither pays for copying it and both pay for dropping it.
+type ByValue = (Vec<Option<Vec<WriteOp>>>, Vec<Option<Vec<Value>>>);
+
+fn by_value(batches: &[Vec<Value>], ops: fn(&[Value]) -> Vec<WriteOp>) -> ByValue {
+    let store = batches.iter().map(|b| Some(ops(b))).collect();
+    let raw = batches.iter().map(|b| Some(b.clone())).collect();
+    (store, raw)
+}
+
+fn take<T>(batches: &mut [Option<T>], round: usize) -> Result<T, BenchError> {
+    batches
+        .get_mut(round)
+        .and_then(Option::take)
+        .ok_or_else(|| BenchError::Check(format!("batch {round} used twice")))
 }
 
 /// `rounds` successive updates of the same rows (each round updates the previous round's).
@@ -188,22 +246,27 @@ fn successive_updates(generator: &mut RecordGen, rows: &[Value], rounds: usize) 
     out
 }
 
-fn log_append(args: &Args, dir: &Path) -> Result<Race, BenchError> {
-    let store = open_store(&dir.join("store"), default_doc_cache())?;
-    let mut raw = RawTable::open(&dir.join("raw"), Synchronous::Normal)?;
+fn log_append(args: &Args, dir: &Path, indexes: Indexes) -> Result<Race, BenchError> {
+    let (store, mut raw) = indexes.open(dir, METRICS)?;
     let mut generator = RecordGen::new(2, args.seed);
     let batches: Vec<Vec<Value>> = (0..args.rounds as u64)
         .map(|r| metrics(&mut generator, r * BATCH as u64..(r + 1) * BATCH as u64))
         .collect();
-    let race = Race::new("log_append", Target::Ratio(0.5)).run(
+    let (mut ops, mut rows) = by_value(&batches, append_ops);
+    let name = format!("log_append{}", indexes.suffix());
+    let race = Race::new(&name, Target::Ratio(0.5)).run(
         batches.len(),
         |r| {
             store
-                .transact(append_ops(&batches[r]))
+                .transact(take(&mut ops, r)?)
                 .map(|c| c.changes.len())
                 .map_err(BenchError::from)
         },
-        |r| raw.insert(&batches[r]).map(|()| batches[r].len()),
+        |r| {
+            let rows = take(&mut rows, r)?;
+            let n = rows.len();
+            raw.insert(rows).map(|()| n)
+        },
     )?;
     for batch in &batches {
         check_rows(&store, METRICS, batch, 97)?;
