@@ -19,7 +19,7 @@ use super::rows::{self, RecordState, with_pk};
 use super::types::{ChangeKind, Committed, RecordChange, StoreEvent, WriteOp};
 use super::writer::Writer;
 use crate::change::{MAX_TXN_BYTES, MAX_TXN_OPS, Op, Txn};
-use crate::ids::{TxnId, new_record_id};
+use crate::ids::{ReplicaId, TxnId, new_record_id};
 use crate::schema::{CollectionDef, CollectionKind, Schema, validate_name};
 
 /// Longest accepted record id, in bytes.
@@ -54,26 +54,47 @@ enum Planned<'s> {
     },
 }
 
-/// What a record's row is when its document was empty before this write: exactly the fields
-/// written, because every policy shows a lone value as written (a counter part of `v` sums to `v`,
-/// max/min/priority of one value is that value, text shows its string, nested objects and lists
-/// round-trip). This skips reading the new document back, a measurable share of an insert; debug
-/// builds (every test) check it against the materialized document.
-#[derive(Debug, Clone, Copy)]
-enum FreshView<'a> {
-    /// A put of these fields.
-    Fields(&'a Map<String, Value>),
-    /// An increment of one counter field.
-    Counter(&'a str, i64),
+/// What a local write does to a record's document.
+enum DocWrite {
+    /// Merge-patch these fields.
+    Put(Map<String, Value>),
+    /// Add `by` to counter `field`.
+    Increment { field: String, by: i64 },
 }
 
-impl FreshView<'_> {
-    fn materialized(self) -> Map<String, Value> {
+impl DocWrite {
+    fn apply(
+        &self,
+        doc: &mut Automerge,
+        def: &CollectionDef,
+        replica: &ReplicaId,
+    ) -> Result<Vec<u8>, DocError> {
         match self {
-            FreshView::Fields(fields) => fields.clone(),
-            FreshView::Counter(field, by) => Map::from_iter([(field.to_owned(), Value::from(by))]),
+            DocWrite::Put(fields) => doc::put_fields(doc, def, fields, replica),
+            DocWrite::Increment { field, by } => doc::increment(doc, field, *by, replica),
         }
     }
+
+    /// The record's row when its document was empty before this write: exactly the fields
+    /// written, because every policy shows a lone value as written (a counter part of `v` sums to
+    /// `v`, max/min/priority of one value is that value, text shows its string, nested objects
+    /// and lists round-trip). This skips reading the new document back, a measurable share of an
+    /// insert; debug builds (every test) check it against the materialized document.
+    fn into_fresh_row(self) -> Map<String, Value> {
+        match self {
+            DocWrite::Put(fields) => fields,
+            DocWrite::Increment { field, by } => Map::from_iter([(field, Value::from(by))]),
+        }
+    }
+}
+
+/// The record a document write goes to.
+struct Target<'d> {
+    collection: String,
+    def: &'d CollectionDef,
+    id: String,
+    incarnation: u32,
+    kind: ChangeKind,
 }
 
 /// The ops of a transaction being built. Appends are recorded without their rows (the rows are
@@ -177,19 +198,14 @@ impl Writer {
             } => {
                 let state = rows::record_state(&self.conn, &collection, &id)?;
                 let (incarnation, kind) = target_incarnation(state, recreate, &collection, &id)?;
-                let replica = self.replica;
-                let write = |doc: &mut Automerge| doc::put_fields(doc, &def, &fields, &replica);
-                let view = FreshView::Fields(&fields);
-                self.write_doc(
-                    &collection,
-                    &def,
-                    &id,
+                let target = Target {
+                    collection,
+                    def: &def,
+                    id,
                     incarnation,
                     kind,
-                    write,
-                    view,
-                    &mut out.ops,
-                )
+                };
+                self.write_doc(target, DocWrite::Put(fields), &mut out.ops)
             }
             Planned::Increment {
                 collection,
@@ -200,19 +216,14 @@ impl Writer {
             } => {
                 let state = rows::record_state(&self.conn, &collection, &id)?;
                 let (incarnation, kind) = target_incarnation(state, false, &collection, &id)?;
-                let replica = self.replica;
-                let write = |doc: &mut Automerge| doc::increment(doc, &field, by, &replica);
-                let view = FreshView::Counter(&field, by);
-                self.write_doc(
-                    &collection,
-                    &def,
-                    &id,
+                let target = Target {
+                    collection,
+                    def: &def,
+                    id,
                     incarnation,
                     kind,
-                    write,
-                    view,
-                    &mut out.ops,
-                )
+                };
+                self.write_doc(target, DocWrite::Increment { field, by }, &mut out.ops)
             }
             Planned::Delete {
                 collection,
@@ -228,21 +239,22 @@ impl Writer {
     }
 
     /// Applies one local change to a record's document and materializes the row.
-    #[allow(clippy::too_many_arguments)]
     fn write_doc(
         &mut self,
-        collection: &str,
-        def: &CollectionDef,
-        id: &str,
-        incarnation: u32,
-        kind: ChangeKind,
-        write: impl FnOnce(&mut Automerge) -> Result<Vec<u8>, DocError>,
-        view: FreshView<'_>,
+        target: Target<'_>,
+        write: DocWrite,
         out: &mut Vec<Op>,
     ) -> Result<RecordChange, WriteError> {
+        let Target {
+            collection,
+            def,
+            id,
+            incarnation,
+            kind,
+        } = target;
         let key = DocKey {
-            collection: collection.to_owned(),
-            id: id.to_owned(),
+            collection,
+            id,
             incarnation,
         };
         let rowversion = self.next_rowversion();
@@ -253,38 +265,37 @@ impl Writer {
             .entry_or_new(&self.conn, &key, unstored)
             .map_err(WriteError::Corrupt)?;
         let fresh = entry.doc.get_heads().is_empty();
-        let change = write(&mut entry.doc).map_err(doc_error)?;
+        let change = write.apply(&mut entry.doc, def, &self.replica).map_err(doc_error)?;
         store_change(&self.conn, &key, entry, &change)?;
         let row = match fresh {
-            true => view.materialized(),
+            true => write.into_fresh_row(),
             false => doc::materialize(&entry.doc, def),
         };
         debug_assert_eq!(
             row,
             doc::materialize(&entry.doc, def),
-            "fresh view of {collection}/{id}"
+            "fresh view of {}/{}",
+            key.collection,
+            key.id
         );
-        let json = with_pk(row, &def.primary_key, id);
+        let DocKey {
+            collection, id, ..
+        } = key;
+        let json = with_pk(row, &def.primary_key, &id);
         if kind == ChangeKind::Insert && incarnation > 1 {
-            free_dead(&self.conn, collection, id, incarnation - 1)?;
+            free_dead(&self.conn, &collection, &id, incarnation - 1)?;
         }
-        rows::upsert_record(
-            &self.conn,
-            collection,
-            id,
-            incarnation,
-            &json.to_string(),
-            rowversion,
-        )?;
+        let text = rows::json_text(&json);
+        rows::upsert_record(&self.conn, &collection, &id, incarnation, &text, rowversion)?;
         out.push(Op::Doc {
-            collection: collection.to_owned(),
-            id: id.to_owned(),
+            collection: collection.clone(),
+            id: id.clone(),
             incarnation,
             change,
         });
         Ok(RecordChange {
-            collection: collection.to_owned(),
-            id: id.to_owned(),
+            collection,
+            id,
             kind,
             value: Some(json),
         })
@@ -335,7 +346,7 @@ impl Writer {
         txn: TxnId,
         out: &mut Built,
     ) -> Result<RecordChange, WriteError> {
-        let text = row.to_string();
+        let text = rows::json_text(&row);
         let rowversion = self.next_rowversion();
         if !rows::insert_new_log_row(&self.conn, &collection, &id, txn, &text, rowversion)? {
             return Err(WriteError::Exists { collection, id });

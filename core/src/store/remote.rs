@@ -429,7 +429,7 @@ impl Writer {
             collection,
             id,
             incarnation,
-            &json.to_string(),
+            &rows::json_text(&json),
             rowversion,
         )?;
         let kind = if newer {

@@ -232,6 +232,17 @@ pub(crate) fn max_rowversion(conn: &Connection) -> rusqlite::Result<i64> {
     )
 }
 
+/// A row's JSON text. Written through `io::Write` into one buffer sized for a typical row:
+/// `Value::to_string` goes through `fmt::Write` and regrows its string several times per row.
+pub(crate) fn json_text(value: &Value) -> String {
+    let mut buf = Vec::with_capacity(512);
+    if serde_json::to_writer(&mut buf, value).is_err() {
+        // Unreachable for a `Value` (string keys, finite numbers); keep the old path anyway.
+        return value.to_string();
+    }
+    String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 /// A record's JSON with its primary key added.
 pub(crate) fn with_pk(mut fields: Map<String, Value>, pk: &str, id: &str) -> Value {
     fields.insert(pk.to_owned(), Value::String(id.to_owned()));
