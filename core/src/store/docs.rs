@@ -6,6 +6,18 @@
 //! accepts the concatenation. After [`INLINE_COMPACT_CHUNKS`] appended chunks the writer rewrites
 //! the state as one `save()` while it has the document in hand.
 //!
+//! The cache follows 2Q: a document enters a tiny *probation* segment ([`PROBATION`] documents,
+//! on top of the capacity) and moves to the *protected* segment (the capacity) when it is used a
+//! second time; the keys of
+//! documents recently dropped from probation are remembered (*ghosts*, keys only), and a ghost
+//! that is used again is loaded straight into protected. A burst of writes to records touched
+//! once (a batch of new records, a pass over old ones) therefore churns only the probation
+//! segment and leaves the hot set alone, and it frees documents it built moments ago, still in
+//! the CPU's caches: freeing a document evicted after a thousand others cost a third of a new
+//! record's insert, most of it cache misses. A working set larger than probation but within the
+//! capacity (the same thousand records updated batch after batch) is protected from its second
+//! use on, through the ghosts.
+//!
 //! Invariant: at a command boundary, every cached document equals what its row would load to.
 //! The writer keeps it by evicting every document touched by a command (or transaction) whose
 //! SQLite savepoint is rolled back; [`DocCache::take_touched`] lists them.
@@ -41,19 +53,33 @@ pub(crate) struct DocEntry {
     pub stored: bool,
 }
 
-/// The LRU cache of loaded documents, owned by the writer thread.
+/// Documents in the probation segment: few enough that a document it drops was built or loaded
+/// moments ago and is still in the CPU's caches (measured: 8 beat both 1 and 64 on inserts, on
+/// updates of cached records and on updates of old ones).
+pub(crate) const PROBATION: usize = 8;
+
+/// The segmented LRU cache of loaded documents, owned by the writer thread.
 #[derive(Debug)]
 pub(crate) struct DocCache {
-    lru: LruCache<DocKey, DocEntry>,
+    /// Documents used once since they were loaded or created.
+    probation: LruCache<DocKey, DocEntry>,
+    /// Documents used again while in probation or remembered as ghosts.
+    protected: LruCache<DocKey, DocEntry>,
+    /// Keys of documents recently dropped from probation.
+    ghosts: LruCache<DocKey, ()>,
     touched: Vec<DocKey>,
     replica: ReplicaId,
 }
 
 impl DocCache {
+    /// A cache of `capacity` protected documents (at least one) plus its probation segment.
     pub fn new(capacity: usize, replica: ReplicaId) -> Self {
-        let cap = NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
+        let capacity = capacity.max(1);
+        let size = |n: usize| NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
         Self {
-            lru: LruCache::new(cap),
+            probation: LruCache::new(size(PROBATION)),
+            protected: LruCache::new(size(capacity)),
+            ghosts: LruCache::new(size(capacity)),
             touched: Vec::new(),
             replica,
         }
@@ -74,20 +100,47 @@ impl DocCache {
         unstored: bool,
     ) -> Result<&mut DocEntry, String> {
         self.touched.push(key.clone());
-        let replica = self.replica;
-        // One lookup on a hit; on a miss the key is cloned once, into the cache.
-        self.lru.try_get_or_insert_mut_ref(key, || {
-            if unstored {
-                Ok(empty_entry(&replica))
-            } else {
-                load(conn, key, &replica)
-            }
-        })
+        if self.protected.contains(key) {
+            return self.protected.get_mut(key).ok_or_else(lost);
+        }
+        if let Some((owned, entry)) = self.probation.pop_entry(key) {
+            // Used a second time: protected from now on.
+            self.protect(owned, entry);
+            return self.protected.get_mut(key).ok_or_else(lost);
+        }
+        let entry = match unstored {
+            true => empty_entry(&self.replica),
+            false => load(conn, key, &self.replica)?,
+        };
+        if self.ghosts.pop(key).is_some() {
+            self.protect(key.clone(), entry);
+            return self.protected.get_mut(key).ok_or_else(lost);
+        }
+        self.put_on_probation(key.clone(), entry);
+        self.probation.get_mut(key).ok_or_else(lost)
+    }
+
+    /// Puts a document in protected; protected's least recently used document, if it is full,
+    /// goes back to probation for one more chance.
+    fn protect(&mut self, key: DocKey, entry: DocEntry) {
+        if let Some((old, demoted)) = self.protected.push(key, entry) {
+            self.put_on_probation(old, demoted);
+        }
+    }
+
+    /// Puts a document in probation; the one it pushes out is dropped and remembered as a ghost.
+    fn put_on_probation(&mut self, key: DocKey, entry: DocEntry) {
+        if let Some((old, dropped)) = self.probation.push(key, entry) {
+            drop(dropped);
+            self.ghosts.put(old, ());
+        }
     }
 
     /// Drops a document from the cache (it will be reloaded from its row).
     pub fn evict(&mut self, key: &DocKey) {
-        self.lru.pop(key);
+        self.probation.pop(key);
+        self.protected.pop(key);
+        self.ghosts.pop(key);
     }
 
     /// Keys touched since the last call; the caller evicts them after a rollback.
@@ -104,15 +157,27 @@ impl DocCache {
     pub fn evict_touched_since(&mut self, mark: usize) {
         let keys: Vec<DocKey> = self.touched.drain(mark.min(self.touched.len())..).collect();
         for key in &keys {
-            self.lru.pop(key);
+            self.evict(key);
         }
     }
 
     /// Forgets every loaded document (after a failed COMMIT).
     pub fn clear(&mut self) {
-        self.lru.clear();
+        self.probation.clear();
+        self.protected.clear();
+        self.ghosts.clear();
         self.touched.clear();
     }
+
+    /// Documents held (both segments).
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.probation.len() + self.protected.len()
+    }
+}
+
+fn lost() -> String {
+    "the document cache lost an entry it just inserted".to_owned()
 }
 
 /// A new, empty document that has no row yet.
@@ -203,4 +268,80 @@ pub(crate) fn free_dead(
 ) -> rusqlite::Result<usize> {
     conn.prepare_cached("DELETE FROM docs WHERE collection = ?1 AND id = ?2 AND incarnation <= ?3")?
         .execute(params![collection, id, upto])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u32) -> DocKey {
+        DocKey {
+            collection: "c".into(),
+            id: n.to_string(),
+            incarnation: 1,
+        }
+    }
+
+    fn cached(cache: &DocCache, n: u32) -> bool {
+        cache.probation.contains(&key(n)) || cache.protected.contains(&key(n))
+    }
+
+    /// A burst of documents used once churns the probation segment only: documents used twice
+    /// stay, and the cache never holds more than its capacity.
+    #[test]
+    fn documents_used_once_do_not_evict_the_hot_set() {
+        let conn = Connection::open_in_memory().unwrap();
+        let mut cache = DocCache::new(32, ReplicaId([1; 16]));
+        for n in 0..8 {
+            cache.entry_or_new(&conn, &key(n), true).unwrap();
+            cache.entry_or_new(&conn, &key(n), true).unwrap();
+        }
+        for n in 100..1100 {
+            cache.entry_or_new(&conn, &key(n), true).unwrap();
+            assert!(cache.len() <= 32 + PROBATION);
+        }
+        assert!((0..8).all(|n| cached(&cache, n)), "the hot set stayed");
+        assert!(cached(&cache, 1099) && !cached(&cache, 100));
+        // Re-used documents fill protected; its least recently used ones fall back to probation.
+        for n in 200..260 {
+            cache.entry_or_new(&conn, &key(n), true).unwrap();
+            cache.entry_or_new(&conn, &key(n), true).unwrap();
+            assert!(cache.len() <= 32 + PROBATION);
+        }
+        assert!(cached(&cache, 259) && !cached(&cache, 0));
+        cache.evict(&key(259));
+        assert!(!cached(&cache, 259));
+    }
+
+    /// A working set larger than probation but within the capacity, used again and again, ends
+    /// up in protected through the ghosts.
+    #[test]
+    fn a_working_set_within_capacity_is_protected_from_its_second_use() {
+        let conn = Connection::open_in_memory().unwrap();
+        let mut cache = DocCache::new(32, ReplicaId([1; 16]));
+        for round in 0..3 {
+            for n in 0..24 {
+                cache.entry_or_new(&conn, &key(n), true).unwrap();
+            }
+            let protected = (0..24)
+                .filter(|&n| cache.protected.contains(&key(n)))
+                .count();
+            match round {
+                0 => assert_eq!(protected, 0),
+                _ => assert_eq!(protected, 24, "round {round}"),
+            }
+        }
+    }
+
+    /// A document in the cache is the one written: a second use returns the same document.
+    #[test]
+    fn a_promoted_document_keeps_its_state() {
+        let conn = Connection::open_in_memory().unwrap();
+        let mut cache = DocCache::new(4, ReplicaId([1; 16]));
+        let entry = cache.entry_or_new(&conn, &key(1), true).unwrap();
+        entry.chunks = 7;
+        assert_eq!(cache.entry_or_new(&conn, &key(1), true).unwrap().chunks, 7);
+        assert!(cache.protected.contains(&key(1)));
+        assert_eq!(cache.entry_or_new(&conn, &key(1), true).unwrap().chunks, 7);
+    }
 }

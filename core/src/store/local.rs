@@ -265,7 +265,9 @@ impl Writer {
             .entry_or_new(&self.conn, &key, unstored)
             .map_err(WriteError::Corrupt)?;
         let fresh = entry.doc.get_heads().is_empty();
-        let change = write.apply(&mut entry.doc, def, &self.replica).map_err(doc_error)?;
+        let change = write
+            .apply(&mut entry.doc, def, &self.replica)
+            .map_err(doc_error)?;
         store_change(&self.conn, &key, entry, &change)?;
         let row = match fresh {
             true => write.into_fresh_row(),
@@ -278,9 +280,7 @@ impl Writer {
             key.collection,
             key.id
         );
-        let DocKey {
-            collection, id, ..
-        } = key;
+        let DocKey { collection, id, .. } = key;
         let json = with_pk(row, &def.primary_key, &id);
         if kind == ChangeKind::Insert && incarnation > 1 {
             free_dead(&self.conn, &collection, &id, incarnation - 1)?;

@@ -93,7 +93,8 @@ pub struct OpenOptions {
     pub schema: Option<Schema>,
     /// Durability of acknowledged writes. Default [`Synchronous::Normal`].
     pub synchronous: Synchronous,
-    /// Loaded Automerge documents kept in memory (each costs several KiB). Default 1024.
+    /// Loaded Automerge documents kept in memory (each costs several KiB). Default 1024. Documents
+    /// used once wait in a probation segment of 8 more (see `store::docs`).
     pub doc_cache: usize,
     /// Read-only connections for concurrent reads. Default 4.
     pub read_connections: usize,
