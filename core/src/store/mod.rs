@@ -11,7 +11,7 @@
 //!   materialized rows: the merged JSON of each record, kept in the same SQLite transaction as
 //!   the Automerge state and the summary, so a reader sees a transaction entirely or not at all.
 //! - [`doc`] encodes JSON into a record's Automerge document under the field merge policies and
-//!   materializes it back; [`docs`] keeps a bounded LRU cache of loaded documents in front of
+//!   materializes it back; [`docs`] keeps a bounded (2Q) cache of loaded documents in front of
 //!   their stored states; [`rows`] holds the SQL for rows and held ranges; [`migrations`]
 //!   describes the tables; [`open`] brings a data directory up to date.
 //!
