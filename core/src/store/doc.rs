@@ -108,7 +108,8 @@ pub(crate) fn increment(
     replica: &ReplicaId,
 ) -> Result<Vec<u8>, DocError> {
     let mut tx = doc.transaction();
-    if let Err(e) = add_to_part(&mut tx, field, by, replica) {
+    let total = counter_value(&tx, field);
+    if let Err(e) = add_to_part(&mut tx, field, by, total, replica) {
         tx.rollback();
         return Err(e);
     }
@@ -150,14 +151,14 @@ fn put_field(
 ) -> Result<(), DocError> {
     match policy {
         // An undeclared field that was incremented is a counter: a put sets its total.
-        MergePolicy::Lww if counted => put_counter(tx, field, value, replica)?,
+        MergePolicy::Lww if counted => put_counter(tx, field, value, counted, replica)?,
         MergePolicy::Lww => write_json(tx, &ROOT, field, value)?,
         MergePolicy::Priority { order } => {
             if by_priority(tx, field, order).as_ref() != Some(value) {
                 tx.put(&ROOT, field, to_scalar(value))?;
             }
         }
-        MergePolicy::Counter => put_counter(tx, field, value, replica)?,
+        MergePolicy::Counter => put_counter(tx, field, value, counted, replica)?,
         MergePolicy::Max => put_extreme(tx, field, value, Ordering::Greater)?,
         MergePolicy::Min => put_extreme(tx, field, value, Ordering::Less)?,
         MergePolicy::Text => put_text(tx, field, value)?,
@@ -247,21 +248,32 @@ fn part_key(field: &str, replica: &ReplicaId) -> String {
     format!("{field}{COUNTER_SEP}{}", replica.to_hex())
 }
 
+/// Sets counter `field` to `value` by adding the difference to this replica's part; `counted`
+/// tells whether the document holds any part of it (else its total is the plain value, if any).
 fn put_counter(
     tx: &mut Transaction<'_>,
     field: &str,
     value: &Value,
+    counted: bool,
     replica: &ReplicaId,
 ) -> Result<(), DocError> {
     let target = value
         .as_i64()
         .ok_or_else(|| policy_err(field, "a counter needs an integer"))?;
-    let current = counter_value(tx, field);
+    let current = match counted {
+        true => counter_value(tx, field),
+        false => counter_base(tx, field),
+    };
+    debug_assert_eq!(
+        current,
+        counter_value(tx, field),
+        "counted parts of {field}"
+    );
     let delta = target
         .checked_sub(current)
         .ok_or_else(|| policy_err(field, "counter overflow"))?;
     if delta != 0 {
-        add_to_part(tx, field, delta, replica)?;
+        add_to_part(tx, field, delta, current, replica)?;
     } else if current == 0 && !counter_present(tx, field)? {
         // A zero on a counter the document does not hold yet still writes this replica's part
         // (as `add_to_part` of 0 would), so the field appears (as 0) in the materialized row.
@@ -275,10 +287,12 @@ fn counter_present<R: ReadDoc>(doc: &R, field: &str) -> Result<bool, DocError> {
     Ok(doc.get(&ROOT, field)?.is_some() || has_counter_parts(doc, field))
 }
 
+/// Adds `by` to this replica's part of counter `field`, whose total is now `total`.
 fn add_to_part(
     tx: &mut Transaction<'_>,
     field: &str,
     by: i64,
+    total: i64,
     replica: &ReplicaId,
 ) -> Result<(), DocError> {
     let base = tx.get(&ROOT, field)?;
@@ -296,7 +310,7 @@ fn add_to_part(
     let next = own
         .checked_add(by)
         .ok_or_else(|| policy_err(field, "counter overflow"))?;
-    counter_value(tx, field).checked_add(by).ok_or_else(|| {
+    total.checked_add(by).ok_or_else(|| {
         policy_err(
             field,
             "counter overflow: the total would leave the 64-bit range",
