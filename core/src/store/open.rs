@@ -82,7 +82,7 @@ fn configure(conn: &Connection, sync: Synchronous) -> Result<(), OpenError> {
     // 1000 rows paid for opening that file and writing its pages. It holds a copy of each page a
     // command changes, so it is bounded by the size of one command; it never affects durability.
     conn.execute_batch(&format!(
-        "PRAGMA synchronous = {level}; PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY;"
+        "PRAGMA synchronous = {level}; PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -8192;"
     ))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(())
