@@ -395,6 +395,44 @@ pub(crate) fn splice_middle<'a>(old: &str, new: &'a str) -> (usize, usize, &'a s
 pub(crate) fn materialize<R: ReadDoc>(doc: &R, def: &CollectionDef) -> Map<String, Value> {
     let mut out = Map::new();
     let mut parts: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    // One pass over the root map yields each key's winning value: enough for counter parts,
+    // counter bases and unconflicted lww/text fields; the other policies read all values.
+    for item in doc.map_range(&ROOT, ..) {
+        let key = item.key;
+        if let Some((field, _)) = key.split_once(COUNTER_SEP) {
+            let values = parts.entry(field.to_owned()).or_default();
+            values.extend(scalar_i64(&item.value));
+            continue;
+        }
+        let policy = def.policy(key);
+        let map = matches!(item.value, automerge::Value::Object(ObjType::Map));
+        let value = match policy {
+            // A counter's parts are added below; its base alone is what it holds so far.
+            MergePolicy::Counter => Some(Value::from(scalar_i64(&item.value).unwrap_or(0))),
+            MergePolicy::Lww | MergePolicy::Text if !item.conflict || !map => {
+                Some(to_json(doc, &item.value, &item.id, 0))
+            }
+            _ => field_value(doc, policy, key),
+        };
+        if let Some(v) = value {
+            out.insert(key.to_owned(), v);
+        }
+    }
+    for (field, values) in parts {
+        let total = values
+            .into_iter()
+            .fold(counter_base(doc, &field), i64::saturating_add);
+        out.insert(field, Value::from(total));
+    }
+    debug_assert_eq!(out, materialize_by_key(doc, def), "one-pass materialize");
+    out
+}
+
+/// [`materialize`] one key at a time: the reference debug builds check the one-pass version
+/// against.
+fn materialize_by_key<R: ReadDoc>(doc: &R, def: &CollectionDef) -> Map<String, Value> {
+    let mut out = Map::new();
+    let mut parts: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
     for key in doc.keys(&ROOT) {
         match key.split_once(COUNTER_SEP) {
             Some((field, _)) => {
@@ -408,7 +446,6 @@ pub(crate) fn materialize<R: ReadDoc>(doc: &R, def: &CollectionDef) -> Map<Strin
             }
             None => {
                 let policy = def.policy(&key);
-                // A counter's parts are added below; its base alone is what it holds so far.
                 let value = match policy {
                     MergePolicy::Counter => Some(Value::from(counter_base(doc, &key))),
                     _ => field_value(doc, policy, &key),
