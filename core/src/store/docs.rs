@@ -120,6 +120,25 @@ impl DocCache {
         self.probation.get_mut(key).ok_or_else(lost)
     }
 
+    /// A second access to `key` within the command whose first access was
+    /// [`Self::entry_or_new`] (remote apply checks dependencies, then applies): it finds the
+    /// document where it is without counting as a second use, which would protect every
+    /// document a remote transaction creates.
+    pub fn entry_again(
+        &mut self,
+        conn: &Connection,
+        key: &DocKey,
+        unstored: bool,
+    ) -> Result<&mut DocEntry, String> {
+        if self.protected.contains(key) {
+            return self.protected.get_mut(key).ok_or_else(lost);
+        }
+        if self.probation.contains(key) {
+            return self.probation.get_mut(key).ok_or_else(lost);
+        }
+        self.entry_or_new(conn, key, unstored)
+    }
+
     /// Puts a document in protected; protected's least recently used document, if it is full,
     /// goes back to probation for one more chance.
     fn protect(&mut self, key: DocKey, entry: DocEntry) {
@@ -331,6 +350,24 @@ mod tests {
                 _ => assert_eq!(protected, 24, "round {round}"),
             }
         }
+    }
+
+    /// A second access in the same command does not protect a document.
+    #[test]
+    fn a_second_access_in_one_command_is_not_a_second_use() {
+        let conn = Connection::open_in_memory().unwrap();
+        let mut cache = DocCache::new(4, ReplicaId([1; 16]));
+        cache.entry_or_new(&conn, &key(1), true).unwrap().chunks = 3;
+        assert_eq!(cache.entry_again(&conn, &key(1), true).unwrap().chunks, 3);
+        assert!(cache.probation.contains(&key(1)));
+        cache.entry_or_new(&conn, &key(1), true).unwrap();
+        assert!(cache.protected.contains(&key(1)));
+        assert_eq!(cache.entry_again(&conn, &key(1), true).unwrap().chunks, 3);
+        cache.entry_again(&conn, &key(2), true).unwrap();
+        assert!(
+            cache.probation.contains(&key(2)),
+            "a miss loads as a first use"
+        );
     }
 
     /// A document in the cache is the one written: a second use returns the same document.

@@ -299,22 +299,29 @@ impl Writer {
                 Ok(c) => c,
                 Err(reason) => return Ok(Verdict::Reject(reason)),
             };
-            let key = DocKey {
-                collection: collection.clone(),
-                id: id.clone(),
-                incarnation: *incarnation,
-            };
-            // No records row: no docs row either (see `DocCache::entry_or_new`).
-            let entry = match self.docs.entry_or_new(&self.conn, &key, state.is_none()) {
-                Ok(e) => e,
-                Err(reason) => {
-                    return Ok(Verdict::Reject(format!("local state unreadable: {reason}")));
+            let earlier = |d: &ChangeHash| seen.contains(&(collection, id, *incarnation, *d));
+            let missing = match state {
+                // No records row: no document either (see `DocCache::entry_or_new`), so only
+                // changes earlier in this transaction can be dependencies; nothing to load.
+                None => !change.deps().iter().all(earlier),
+                Some(_) => {
+                    let key = DocKey {
+                        collection: collection.clone(),
+                        id: id.clone(),
+                        incarnation: *incarnation,
+                    };
+                    let entry = match self.docs.entry_or_new(&self.conn, &key, false) {
+                        Ok(e) => e,
+                        Err(reason) => {
+                            let reason = format!("local state unreadable: {reason}");
+                            return Ok(Verdict::Reject(reason));
+                        }
+                    };
+                    let doc = &entry.doc;
+                    let have = |d: &ChangeHash| doc.get_change_by_hash(d).is_some() || earlier(d);
+                    !change.deps().iter().all(have)
                 }
             };
-            let missing = change.deps().iter().any(|d| {
-                entry.doc.get_change_by_hash(d).is_none()
-                    && !seen.contains(&(collection, id, *incarnation, *d))
-            });
             if missing {
                 return Ok(Verdict::Park);
             }
@@ -410,7 +417,8 @@ impl Writer {
             incarnation,
         };
         let rowversion = self.next_rowversion();
-        let entry = match self.docs.entry_or_new(&self.conn, &key, state.is_none()) {
+        // `check` loaded the document of an existing record (its first use in this command).
+        let entry = match self.docs.entry_again(&self.conn, &key, state.is_none()) {
             Ok(e) => e,
             Err(reason) => return Ok(Err(reason)),
         };
