@@ -121,6 +121,10 @@ pub struct NodeSection {
     pub durable_fsync: bool,
     /// Loaded Automerge documents kept in memory (each costs ~7–17 KiB).
     pub doc_cache: usize,
+    /// Period of the background compaction of document states (each pass rewrites up to
+    /// [`crate::daemon::COMPACT_BATCH`] states with appended changes as one snapshot, most
+    /// chunks first); 0 = never (the writer still compacts a state at its 64th change).
+    pub compact_interval_seconds: u64,
 }
 
 impl Default for NodeSection {
@@ -133,6 +137,7 @@ impl Default for NodeSection {
             mode: Mode::DualWrite,
             durable_fsync: false,
             doc_cache: 1024,
+            compact_interval_seconds: 300,
         }
     }
 }

@@ -311,6 +311,74 @@ fn run_serves_the_embedded_default_and_stops_cleanly_on_sigterm() {
     assert_eq!(json(&ok(d, &["get", "tasks", "t1"]))["status"], "pending");
 }
 
+/// The daemon compacts document states in the background: a record updated a few times has its
+/// appended changes rewritten as one snapshot without further writes.
+#[test]
+fn run_compacts_document_states_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("meshlite.toml");
+    let data = d.join("data");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\ndata = {:?}\ncompact_interval_seconds = 1\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env_remove("NATS_URL")
+        .env_remove("MESHLITE_FLEET_DIR")
+        .env_remove("MESHLITE_DATA")
+        .env_remove("MESHLITE_HTTP_LISTEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = ready_line(&mut child);
+    let http: std::net::SocketAddr = ready["http"].as_str().unwrap().parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for n in 0..5 {
+            let row = serde_json::json!({"id": "t1", "n": n});
+            let (status, body) = meshlite_node::httpc::post_json(http, "/v1/tasks", &row)
+                .await
+                .unwrap();
+            assert!(status.is_success(), "{body:?}");
+        }
+    });
+    let db = rusqlite::Connection::open_with_flags(
+        data.join(meshlite_core::store::DB_FILE),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let chunks = || -> i64 {
+        db.query_row("SELECT chunks FROM docs WHERE id = 't1'", [], |r| r.get(0))
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut seen = chunks();
+    while seen != 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        seen = chunks();
+    }
+    assert_eq!(seen, 0, "the state was not compacted within 20 s");
+    drop(db);
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(child.wait().unwrap().success());
+    let got = json(&ok(&data, &["get", "tasks", "t1"]));
+    assert_eq!(got, serde_json::json!({"id": "t1", "n": 4}));
+}
+
 #[test]
 fn run_refuses_invalid_configuration_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();

@@ -77,9 +77,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         false => None,
     };
     let nats = start_nats(&config, &store, &table, mesh.as_ref(), &cancel).await?;
-    if config.sync.gc_interval_seconds > 0 {
-        let every = Duration::from_secs(config.sync.gc_interval_seconds);
-        actors.spawn(run_gc(store.clone(), every, cancel.child_token()));
+    let maintenance = [
+        (config.sync.gc_interval_seconds, gc as Job),
+        (config.node.compact_interval_seconds, compact as Job),
+    ];
+    for (seconds, job) in maintenance.into_iter().filter(|(s, _)| *s > 0) {
+        let every = Duration::from_secs(seconds);
+        actors.spawn(maintain(store.clone(), every, job, cancel.child_token()));
     }
     let state = AppState {
         store: store.clone(),
@@ -237,8 +241,16 @@ async fn start_nats(
 }
 
 /// Periodic garbage collection of history every known peer acknowledged.
-async fn run_gc(store: Store, every: Duration, cancel: CancellationToken) {
+/// Document states rewritten per background compaction pass.
+pub const COMPACT_BATCH: usize = 256;
+
+/// A store maintenance job: what it did worth a log line, if anything.
+type Job = fn(&Store) -> Result<Option<String>, String>;
+
+/// Runs `job` on the blocking pool every `every` until `cancel`.
+async fn maintain(store: Store, every: Duration, job: Job, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick is immediate
     loop {
         tokio::select! {
@@ -247,12 +259,30 @@ async fn run_gc(store: Store, every: Duration, cancel: CancellationToken) {
             _ = tick.tick() => {}
         }
         let s = store.clone();
-        match tokio::task::spawn_blocking(move || s.gc()).await {
-            Ok(Ok(r)) => tracing::info!(txns = r.txns_deleted, docs = r.docs_freed, "gc"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "gc failed"),
-            Err(e) => tracing::error!(error = %e, "gc task panicked"),
+        match tokio::task::spawn_blocking(move || job(&s)).await {
+            Ok(Ok(Some(done))) => tracing::info!("{done}"),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "store maintenance failed"),
+            Err(e) => tracing::error!(error = %e, "store maintenance task panicked"),
         }
     }
+}
+
+/// Frees history every known peer acknowledged.
+fn gc(store: &Store) -> Result<Option<String>, String> {
+    let r = store.gc().map_err(|e| format!("gc: {e}"))?;
+    Ok(Some(format!(
+        "gc: {} transactions and {} document states freed",
+        r.txns_deleted, r.docs_freed
+    )))
+}
+
+/// Rewrites document states with appended changes as snapshots (loads get cheaper).
+fn compact(store: &Store) -> Result<Option<String>, String> {
+    let n = store
+        .compact(COMPACT_BATCH)
+        .map_err(|e| format!("compaction: {e}"))?;
+    Ok((n > 0).then(|| format!("compaction: {n} document states rewritten as snapshots")))
 }
 
 fn announce_ready(http: SocketAddr, mesh: Option<&Mesh>, store: &Store) {
