@@ -396,7 +396,9 @@ pub(crate) fn materialize<R: ReadDoc>(doc: &R, def: &CollectionDef) -> Map<Strin
     let mut out = Map::new();
     let mut parts: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
     // One pass over the root map yields each key's winning value: enough for counter parts,
-    // counter bases and unconflicted lww/text fields; the other policies read all values.
+    // counter bases and lww/text scalars; maps (whose concurrent versions merge) and the other
+    // policies read all values. (`MapRangeItem::conflict` is not used: automerge 0.6.1 reports
+    // it reliably only for the last key.)
     for item in doc.map_range(&ROOT, ..) {
         let key = item.key;
         if let Some((field, _)) = key.split_once(COUNTER_SEP) {
@@ -409,7 +411,7 @@ pub(crate) fn materialize<R: ReadDoc>(doc: &R, def: &CollectionDef) -> Map<Strin
         let value = match policy {
             // A counter's parts are added below; its base alone is what it holds so far.
             MergePolicy::Counter => Some(Value::from(scalar_i64(&item.value).unwrap_or(0))),
-            MergePolicy::Lww | MergePolicy::Text if !item.conflict || !map => {
+            MergePolicy::Lww | MergePolicy::Text if !map => {
                 Some(to_json(doc, &item.value, &item.id, 0))
             }
             _ => field_value(doc, policy, key),

@@ -249,3 +249,28 @@ fn json_order_is_total() {
     assert_eq!(json_cmp(&json!(1), &json!("a")), Ordering::Less);
     assert_eq!(json_depth(&json!({"a": [[1]]})), 3);
 }
+
+/// Concurrent first writes of a nested object merge key by key, also when another field sorts
+/// after it (automerge 0.6.1 flags conflicts reliably only for the last key of a map).
+#[test]
+fn concurrent_nested_objects_merge_before_later_keys() {
+    let mut p = Pair::new(json!({"x": 0}));
+    let a = put_fields(
+        &mut p.a,
+        &def(),
+        &obj(json!({"addr": {"city": "x"}, "name": "a"})),
+        &p.ra,
+    )
+    .unwrap();
+    let b = put_fields(
+        &mut p.b,
+        &def(),
+        &obj(json!({"addr": {"zip": "1"}, "name": "b"})),
+        &p.rb,
+    )
+    .unwrap();
+    p.exchange(vec![a], vec![b]);
+    let (ma, mb) = p.both();
+    assert_eq!(ma, mb);
+    assert_eq!(Value::Object(ma)["addr"], json!({"city": "x", "zip": "1"}));
+}
