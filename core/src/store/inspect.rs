@@ -4,13 +4,12 @@
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use super::error::ReadError;
 use super::gc::load_floor;
 use super::rows::load_summary;
 use super::types::{CollectionStatus, OriginStatus, PeerLag, Status, TxnBatch};
-use crate::change::{Op, Txn};
 use crate::ids::{ReplicaId, Seq};
 use crate::schema::{CollectionKind, Schema};
 use crate::version::{SeqSet, Summary};
@@ -54,7 +53,7 @@ pub(crate) fn txns_for(
             while let Some(row) = rows.next()? {
                 let mut bytes: Vec<u8> = row.get(0)?;
                 if row.get::<_, bool>(1)? {
-                    bytes = unpack(&tx, &bytes)?;
+                    bytes = super::rows::unpacked(&tx, &bytes)?;
                 }
                 if !batch.txns.is_empty() && used.saturating_add(bytes.len()) > byte_budget {
                     batch.more = true;
@@ -73,31 +72,6 @@ pub(crate) fn txns_for(
             .extend(set.ranges().iter().map(|&(a, b)| (*origin, a..=b)));
     }
     Ok(batch)
-}
-
-/// Puts the rows of a packed transaction's appends back from `log_rows` (see `txns` in
-/// `migrations`). A row replaced since by the same id from a smaller transaction comes back with
-/// the winner's content: every replica ends with that content anyway, so relaying it converges.
-fn unpack(conn: &Connection, bytes: &[u8]) -> Result<Vec<u8>, ReadError> {
-    let corrupt = |what: String| ReadError::Corrupt(format!("stored transaction: {what}"));
-    let mut txn = Txn::decode(bytes).map_err(|e| corrupt(e.to_string()))?;
-    let mut stmt =
-        conn.prepare_cached("SELECT json FROM log_rows WHERE collection = ?1 AND id = ?2")?;
-    for op in &mut txn.ops {
-        if let Op::Append {
-            collection,
-            id,
-            row,
-        } = op
-            && row.is_empty()
-        {
-            *row = stmt
-                .query_row(params![&*collection, &*id], |r| r.get(0))
-                .optional()?
-                .ok_or_else(|| corrupt(format!("log row {collection}/{id} is missing")))?;
-        }
-    }
-    Ok(txn.encode())
 }
 
 /// The status report.

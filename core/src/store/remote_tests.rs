@@ -279,8 +279,9 @@ fn undeclared_collections_are_applied_but_refused_locally() {
     );
 }
 
-/// Local log transactions are stored without their rows (packed) and relayed whole; a row
-/// replaced by a smaller transaction id is relayed with the winner's content, which converges.
+/// Local log transactions are stored without their rows (packed) and relayed whole; before a
+/// row is replaced by a smaller transaction id, its own transaction is stored whole, so it is
+/// relayed unchanged; everything converges.
 #[test]
 fn packed_log_txns_relay_their_rows_and_converge_after_a_replacement() {
     use crate::ids::{ReplicaId, TxnId};
@@ -335,6 +336,11 @@ fn packed_log_txns_relay_their_rows_and_converge_after_a_replacement() {
     c.apply_remote(vec![local.clone()]).unwrap();
     a.apply_remote(vec![winner.clone()]).unwrap();
     assert_eq!(a.get("l", "same").unwrap().unwrap()["n"], json!(99));
+    let relayed = all_txns(&a)
+        .into_iter()
+        .find(|t| t.id == local.id)
+        .unwrap();
+    assert_eq!(relayed, local, "a replaced row does not change what its txn relays");
     b.apply_remote(all_txns(&a)).unwrap();
     c.apply_remote(vec![winner]).unwrap();
     for store in [&a, &b, &c] {
@@ -372,4 +378,51 @@ fn packed_log_txns_keep_the_size_limit() {
     let want = store.summary().unwrap().missing_from(&Default::default());
     let relayed = store.txns_for(&want, usize::MAX).unwrap().txns;
     assert!(relayed[0].len() > 3 * MAX_TXN_BYTES / 4, "rows put back");
+}
+
+/// A packed transaction near the size limit stays within it when one of its rows is replaced
+/// by a bigger row from a smaller transaction id (it is relayed with its own rows).
+#[test]
+fn a_replaced_row_never_grows_a_packed_txn_past_the_limit() {
+    use crate::change::MAX_TXN_BYTES;
+    use crate::ids::{ReplicaId, TxnId};
+    use crate::store::WriteOp;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = OpenOptions {
+        schema: Some(Schema::from_toml("[collections.l]\nkind = \"log\"\n").unwrap()),
+        ..Default::default()
+    };
+    let store = Store::open(dir.path(), opts).unwrap();
+    let filler = "x".repeat(MAX_TXN_BYTES - 4096);
+    store
+        .transact(vec![
+            WriteOp::Append {
+                collection: "l".into(),
+                value: json!({"id": "a", "v": 1}),
+            },
+            WriteOp::Append {
+                collection: "l".into(),
+                value: json!({"id": "big", "blob": filler}),
+            },
+        ])
+        .unwrap();
+    let winner = Txn {
+        id: TxnId {
+            origin: ReplicaId([0; 16]),
+            seq: 1,
+        },
+        timestamp_ms: 0,
+        schema_version: 0,
+        ops: vec![Op::Append {
+            collection: "l".into(),
+            id: "a".into(),
+            row: json!({"id": "a", "pad": "y".repeat(10_000)}).to_string(),
+        }],
+    };
+    assert_eq!(store.apply_remote(vec![winner]).unwrap().applied, 1);
+    let want = store.summary().unwrap().missing_from(&Default::default());
+    for bytes in store.txns_for(&want, usize::MAX).unwrap().txns {
+        assert!(bytes.len() <= MAX_TXN_BYTES, "{} bytes", bytes.len());
+        Txn::decode(&bytes).unwrap();
+    }
 }

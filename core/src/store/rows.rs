@@ -3,7 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
 
-use crate::change::Incarnation;
+use crate::change::{Incarnation, Op, Txn};
 use crate::ids::{ReplicaId, Seq, TxnId};
 use crate::version::{SeqSet, Summary};
 
@@ -105,7 +105,8 @@ pub(crate) fn insert_log_row(
     }
     match log_row_txn(conn, collection, id)? {
         Some(e) if txn >= e => return Ok(LogInsert::Kept),
-        _ => {}
+        Some(e) => unpack_stored(conn, e)?,
+        None => {}
     }
     conn.prepare_cached(
         "UPDATE log_rows SET origin = ?3, seq = ?4, json = ?5, rowversion = ?6
@@ -120,6 +121,46 @@ pub(crate) fn insert_log_row(
         rowversion
     ])?;
     Ok(LogInsert::Replaced)
+}
+
+/// The full encoding of a packed transaction (see `txns` in `migrations`): its appends' rows
+/// put back from `log_rows`.
+pub(crate) fn unpacked(conn: &Connection, bytes: &[u8]) -> rusqlite::Result<Vec<u8>> {
+    let bad = |what: String| {
+        let what = format!("stored transaction: {what}");
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, what.into())
+    };
+    let mut txn = Txn::decode(bytes).map_err(|e| bad(e.to_string()))?;
+    let mut stmt =
+        conn.prepare_cached("SELECT json FROM log_rows WHERE collection = ?1 AND id = ?2")?;
+    for op in &mut txn.ops {
+        if let Op::Append { collection, id, row } = op
+            && row.is_empty()
+        {
+            *row = stmt
+                .query_row(params![&*collection, &*id], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| bad(format!("log row {collection}/{id} is missing")))?;
+        }
+    }
+    Ok(txn.encode())
+}
+
+/// Before a log row of transaction `owner` is replaced: if `owner` is stored packed, stores it
+/// whole, with the rows it has now, so the bytes it is relayed as never change (and never grow
+/// past the size limit with a bigger winning row).
+fn unpack_stored(conn: &Connection, owner: TxnId) -> rusqlite::Result<()> {
+    let key = params![&owner.origin.0[..], owner.seq as i64];
+    let packed: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT bytes FROM txns WHERE origin = ?1 AND seq = ?2 AND packed = 1")?
+        .query_row(key, |r| r.get(0))
+        .optional()?;
+    if let Some(bytes) = packed {
+        let full = unpacked(conn, &bytes)?;
+        conn.prepare_cached("UPDATE txns SET bytes = ?3, packed = 0 WHERE origin = ?1 AND seq = ?2")?
+            .execute(params![&owner.origin.0[..], owner.seq as i64, full])?;
+    }
+    Ok(())
 }
 
 /// Inserts a log row unless its id exists; returns whether it was inserted.
