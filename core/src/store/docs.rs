@@ -1,4 +1,4 @@
-//! Automerge state per record: a bounded LRU cache of loaded documents in front of `docs` rows.
+//! Automerge state per record: a bounded cache of loaded documents in front of `docs` rows.
 //!
 //! A loaded document costs several KiB even when tiny, so only the hot ones stay in memory;
 //! reads never need them (they use materialized rows). A row's `state` is an Automerge `save()`
@@ -17,6 +17,10 @@
 //! record's insert, most of it cache misses. A working set larger than probation but within the
 //! capacity (the same thousand records updated batch after batch) is protected from its second
 //! use on, through the ghosts.
+//!
+//! A remote transaction loads its documents while checking its dependencies and uses them again
+//! when applying; the writer widens probation to the transaction's size for that span
+//! ([`DocCache::widen`], [`DocCache::narrow`]) so none is dropped and loaded twice.
 //!
 //! Invariant: at a command boundary, every cached document equals what its row would load to.
 //! The writer keeps it by evicting every document touched by a command (or transaction) whose
@@ -85,14 +89,10 @@ impl DocCache {
         }
     }
 
-    /// The document for `key`, loaded from its row or new and empty. Marks it touched.
-    pub fn entry(&mut self, conn: &Connection, key: &DocKey) -> Result<&mut DocEntry, String> {
-        self.entry_or_new(conn, key, false)
-    }
-
-    /// As [`Self::entry`]; `unstored` tells that the record has no `records` row, hence no
-    /// `docs` row (both are written in the same savepoint and records rows are never deleted),
-    /// so a miss starts an empty document without reading.
+    /// The document for `key`, loaded from its row or new and empty; marks it touched.
+    /// `unstored` tells that the record has no `records` row, hence no `docs` row (both are
+    /// written in the same savepoint and records rows are never deleted), so a miss starts an
+    /// empty document without reading.
     pub fn entry_or_new(
         &mut self,
         conn: &Connection,
@@ -136,7 +136,48 @@ impl DocCache {
         if self.probation.contains(key) {
             return self.probation.get_mut(key).ok_or_else(lost);
         }
-        self.entry_or_new(conn, key, unstored)
+        // Dropped since the first access (or never loaded): a first use again, ghost or not.
+        self.touched.push(key.clone());
+        let entry = match unstored {
+            true => empty_entry(&self.replica),
+            false => load(conn, key, &self.replica)?,
+        };
+        self.put_on_probation(key.clone(), entry);
+        self.probation.get_mut(key).ok_or_else(lost)
+    }
+
+    /// Widens probation to hold `docs` documents (at most the capacity, at least [`PROBATION`])
+    /// while a remote
+    /// transaction is checked and applied, so the documents its check loads are still there when
+    /// it is applied. [`Self::narrow`] restores it.
+    pub fn widen(&mut self, docs: usize) {
+        let want = docs.min(self.protected.cap().get()).max(PROBATION);
+        if want > self.probation.cap().get() {
+            self.probation
+                .resize(NonZeroUsize::new(want).unwrap_or(NonZeroUsize::MIN));
+        }
+    }
+
+    /// Shrinks probation back to [`PROBATION`] documents; the ones it drops become ghosts.
+    pub fn narrow(&mut self) {
+        if self.probation.cap().get() == PROBATION {
+            return;
+        }
+        while self.probation.len() > PROBATION {
+            if let Some((key, _)) = self.probation.pop_lru() {
+                self.ghosts.put(key, ());
+            }
+        }
+        self.probation
+            .resize(NonZeroUsize::new(PROBATION).unwrap_or(NonZeroUsize::MIN));
+    }
+
+    /// The cached document of `key`, if any, without counting a use (background compaction).
+    pub fn cached_mut(&mut self, key: &DocKey) -> Option<&mut DocEntry> {
+        if self.protected.contains(key) {
+            return self.protected.peek_mut(key);
+        }
+        self.probation.peek_mut(key)
     }
 
     /// Puts a document in protected; protected's least recently used document, if it is full,
@@ -208,19 +249,23 @@ fn empty_entry(replica: &ReplicaId) -> DocEntry {
     }
 }
 
+/// The stored state of `key` and its appended chunk count.
+pub(crate) fn stored_state(
+    conn: &Connection,
+    key: &DocKey,
+) -> rusqlite::Result<Option<(Vec<u8>, u32)>> {
+    conn.prepare_cached(
+        "SELECT state, chunks FROM docs WHERE collection = ?1 AND id = ?2 AND incarnation = ?3",
+    )?
+    .query_row(params![key.collection, key.id, key.incarnation], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .optional()
+}
+
 /// Loads the document of `key` from its row, or a new empty one when there is no row.
 fn load(conn: &Connection, key: &DocKey, replica: &ReplicaId) -> Result<DocEntry, String> {
-    let row: Option<(Vec<u8>, u32)> = conn
-        .prepare_cached(
-            "SELECT state, chunks FROM docs WHERE collection = ?1 AND id = ?2 AND incarnation = ?3",
-        )
-        .and_then(|mut s| {
-            s.query_row(params![key.collection, key.id, key.incarnation], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-        })
-        .map_err(|e| e.to_string())?;
+    let row = stored_state(conn, key).map_err(|e| e.to_string())?;
     match row {
         None => Ok(empty_entry(replica)),
         Some((state, chunks)) => {
@@ -368,6 +413,43 @@ mod tests {
             cache.probation.contains(&key(2)),
             "a miss loads as a first use"
         );
+    }
+
+    /// While widened, probation keeps every document of a large transaction; narrowing turns
+    /// the extra ones into ghosts (a later use protects them) and restores the bound.
+    #[test]
+    fn widened_probation_keeps_a_transactions_documents() {
+        let conn = Connection::open_in_memory().unwrap();
+        let mut cache = DocCache::new(64, ReplicaId([1; 16]));
+        cache.entry_or_new(&conn, &key(0), true).unwrap();
+        cache.entry_or_new(&conn, &key(0), true).unwrap();
+        cache.widen(40);
+        for n in 1..=40 {
+            cache.entry_or_new(&conn, &key(n), true).unwrap().chunks = n;
+        }
+        for n in 1..=40 {
+            assert_eq!(cache.entry_again(&conn, &key(n), true).unwrap().chunks, n);
+        }
+        assert!((1..=40).all(|n| cache.probation.contains(&key(n))));
+        cache.narrow();
+        assert_eq!(cache.probation.len(), PROBATION);
+        assert!(
+            cache.protected.contains(&key(0)),
+            "the hot set is untouched"
+        );
+        assert!(cache.ghosts.contains(&key(1)));
+        cache.widen(100_000);
+        assert_eq!(cache.probation.cap().get(), 64, "never beyond the capacity");
+        cache.narrow();
+        assert_eq!(cache.probation.cap().get(), PROBATION);
+        let mut tiny = DocCache::new(2, ReplicaId([1; 16]));
+        tiny.widen(50);
+        assert_eq!(
+            tiny.probation.cap().get(),
+            PROBATION,
+            "a capacity below probation's"
+        );
+        tiny.narrow();
     }
 
     /// A document in the cache is the one written: a second use returns the same document.

@@ -18,7 +18,8 @@
 
 use rusqlite::params;
 
-use super::docs::{DocKey, write_snapshot};
+use super::doc::load_doc;
+use super::docs::{DocKey, stored_state, write_snapshot};
 use super::error::WriteError;
 use super::migrations::{meta_get, meta_set};
 use super::types::GcReport;
@@ -126,12 +127,19 @@ impl Writer {
             rows.collect::<rusqlite::Result<_>>()?
         };
         for key in &keys {
-            let entry = self
-                .docs
-                .entry(&self.conn, key)
-                .map_err(WriteError::Corrupt)?;
-            write_snapshot(&self.conn, key, &entry.doc)?;
-            entry.chunks = 0;
+            // A cached document is used as it is; another is loaded for the snapshot only, so
+            // compaction neither counts as a use nor fills the cache.
+            if let Some(entry) = self.docs.cached_mut(key) {
+                write_snapshot(&self.conn, key, &entry.doc)?;
+                entry.chunks = 0;
+                continue;
+            }
+            let Some((state, _)) = stored_state(&self.conn, key)? else {
+                continue;
+            };
+            let doc = load_doc(&state, &self.replica)
+                .map_err(|e| WriteError::Corrupt(format!("{}/{}: {e}", key.collection, key.id)))?;
+            write_snapshot(&self.conn, key, &doc)?;
         }
         Ok(keys.len())
     }

@@ -239,14 +239,17 @@ impl Writer {
     fn guarded(&mut self, txn: &Txn) -> rusqlite::Result<Outcome> {
         let mark = self.docs.touched_mark();
         self.conn.execute_batch("SAVEPOINT txn")?;
-        let outcome = match self.check(txn)? {
-            Verdict::Park => Outcome::Parked,
-            Verdict::Reject(reason) => Outcome::Rejected(reason),
-            Verdict::Ready(changes) => match self.apply_ops(txn, changes)? {
+        self.docs.widen(txn.ops.len());
+        let outcome = self.check(txn).and_then(|verdict| match verdict {
+            Verdict::Park => Ok(Outcome::Parked),
+            Verdict::Reject(reason) => Ok(Outcome::Rejected(reason)),
+            Verdict::Ready(changes) => Ok(match self.apply_ops(txn, changes)? {
                 Ok(rows) => Outcome::Applied(rows),
                 Err(reason) => Outcome::Rejected(reason),
-            },
-        };
+            }),
+        });
+        self.docs.narrow();
+        let outcome = outcome?;
         if let Outcome::Rejected(_) = outcome {
             self.conn.execute_batch("ROLLBACK TO txn; RELEASE txn")?;
             self.docs.evict_touched_since(mark);
@@ -261,17 +264,20 @@ impl Writer {
     /// was rejected while applying (the caller rolls back the batch).
     fn unguarded(&mut self, txn: &Txn) -> rusqlite::Result<Option<Outcome>> {
         let mark = self.docs.touched_mark();
-        Ok(match self.check(txn)? {
-            Verdict::Park => Some(Outcome::Parked),
+        self.docs.widen(txn.ops.len());
+        let outcome = self.check(txn).and_then(|verdict| match verdict {
+            Verdict::Park => Ok(Some(Outcome::Parked)),
             Verdict::Reject(reason) => {
                 self.docs.evict_touched_since(mark);
-                Some(Outcome::Rejected(reason))
+                Ok(Some(Outcome::Rejected(reason)))
             }
-            Verdict::Ready(changes) => match self.apply_ops(txn, changes)? {
+            Verdict::Ready(changes) => Ok(match self.apply_ops(txn, changes)? {
                 Ok(rows) => Some(Outcome::Applied(rows)),
                 Err(_) => None,
-            },
-        })
+            }),
+        });
+        self.docs.narrow();
+        outcome
     }
 
     /// Phase 1: decode changes and check their dependencies.

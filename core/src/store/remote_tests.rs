@@ -336,11 +336,11 @@ fn packed_log_txns_relay_their_rows_and_converge_after_a_replacement() {
     c.apply_remote(vec![local.clone()]).unwrap();
     a.apply_remote(vec![winner.clone()]).unwrap();
     assert_eq!(a.get("l", "same").unwrap().unwrap()["n"], json!(99));
-    let relayed = all_txns(&a)
-        .into_iter()
-        .find(|t| t.id == local.id)
-        .unwrap();
-    assert_eq!(relayed, local, "a replaced row does not change what its txn relays");
+    let relayed = all_txns(&a).into_iter().find(|t| t.id == local.id).unwrap();
+    assert_eq!(
+        relayed, local,
+        "a replaced row does not change what its txn relays"
+    );
     b.apply_remote(all_txns(&a)).unwrap();
     c.apply_remote(vec![winner]).unwrap();
     for store in [&a, &b, &c] {

@@ -134,7 +134,11 @@ pub(crate) fn unpacked(conn: &Connection, bytes: &[u8]) -> rusqlite::Result<Vec<
     let mut stmt =
         conn.prepare_cached("SELECT json FROM log_rows WHERE collection = ?1 AND id = ?2")?;
     for op in &mut txn.ops {
-        if let Op::Append { collection, id, row } = op
+        if let Op::Append {
+            collection,
+            id,
+            row,
+        } = op
             && row.is_empty()
         {
             *row = stmt
@@ -157,8 +161,10 @@ fn unpack_stored(conn: &Connection, owner: TxnId) -> rusqlite::Result<()> {
         .optional()?;
     if let Some(bytes) = packed {
         let full = unpacked(conn, &bytes)?;
-        conn.prepare_cached("UPDATE txns SET bytes = ?3, packed = 0 WHERE origin = ?1 AND seq = ?2")?
-            .execute(params![&owner.origin.0[..], owner.seq as i64, full])?;
+        conn.prepare_cached(
+            "UPDATE txns SET bytes = ?3, packed = 0 WHERE origin = ?1 AND seq = ?2",
+        )?
+        .execute(params![&owner.origin.0[..], owner.seq as i64, full])?;
     }
     Ok(())
 }

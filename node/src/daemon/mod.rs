@@ -240,8 +240,8 @@ async fn start_nats(
     Ok(Some(NatsService::start(&config.nats, ctx, cancel)?))
 }
 
-/// Periodic garbage collection of history every known peer acknowledged.
-/// Document states rewritten per background compaction pass.
+/// Document states rewritten per background compaction pass (one writer command: ~256 loads
+/// and saves of small documents, a few tens of milliseconds).
 pub const COMPACT_BATCH: usize = 256;
 
 /// A store maintenance job: what it did worth a log line, if anything.
