@@ -13,6 +13,8 @@
 //!   GC). `packed = 1` marks a local transaction stored without the rows of its appends (each
 //!   `Op::Append` has an empty `row`): those rows are in `log_rows` under the same key and are put
 //!   back when the transaction is read for relaying, so a log row is written once, not twice.
+//!   Before such a row is replaced by one from a smaller transaction id, its transaction is
+//!   stored whole again (`packed = 0`): what a transaction relays never changes.
 //! - `parked(origin, seq, bytes)`: held transactions waiting for Automerge dependencies.
 //! - `docs(collection, id, incarnation, state, chunks)`: Automerge state of live incarnations:
 //!   a `save()` snapshot (or the first change) followed by `chunks` appended change chunks;
