@@ -57,6 +57,16 @@ async fn lagging_feed_counts_lost_events_and_keeps_going() {
     tokio::time::timeout(GUARD, wake.notified())
         .await
         .expect("relay woken");
+    // Let the feed drain the backlog it kept: a write before that would overwrite an unread
+    // event and be (rightly) counted as one more lost.
+    let drained = async {
+        while stats.published() < EVENT_CHANNEL as u64 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(GUARD, drained)
+        .await
+        .expect("backlog published");
 
     // The feed survives the lag: a later write still becomes an event.
     put(&store, overflow).await;
