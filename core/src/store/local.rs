@@ -196,15 +196,7 @@ impl Writer {
                 fields,
                 recreate,
             } => {
-                let state = rows::record_state(&self.conn, &collection, &id)?;
-                let (incarnation, kind) = target_incarnation(state, recreate, &collection, &id)?;
-                let target = Target {
-                    collection,
-                    def: &def,
-                    id,
-                    incarnation,
-                    kind,
-                };
+                let target = self.target(collection, &def, id, recreate)?;
                 self.write_doc(target, DocWrite::Put(fields), &mut out.ops)
             }
             Planned::Increment {
@@ -214,15 +206,7 @@ impl Writer {
                 field,
                 by,
             } => {
-                let state = rows::record_state(&self.conn, &collection, &id)?;
-                let (incarnation, kind) = target_incarnation(state, false, &collection, &id)?;
-                let target = Target {
-                    collection,
-                    def: &def,
-                    id,
-                    incarnation,
-                    kind,
-                };
+                let target = self.target(collection, &def, id, false)?;
                 self.write_doc(target, DocWrite::Increment { field, by }, &mut out.ops)
             }
             Planned::Delete {
@@ -236,6 +220,25 @@ impl Writer {
                 row,
             } => self.append(collection, id, row, txn, out),
         }
+    }
+
+    /// The incarnation of record `id` a put or increment goes to (see [`target_incarnation`]).
+    fn target<'d>(
+        &self,
+        collection: String,
+        def: &'d CollectionDef,
+        id: String,
+        recreate: bool,
+    ) -> Result<Target<'d>, WriteError> {
+        let state = rows::record_state(&self.conn, &collection, &id)?;
+        let (incarnation, kind) = target_incarnation(state, recreate, &collection, &id)?;
+        Ok(Target {
+            collection,
+            def,
+            id,
+            incarnation,
+            kind,
+        })
     }
 
     /// Applies one local change to a record's document and materializes the row.
