@@ -198,8 +198,23 @@ fn race_upserts(
     batches: &[Vec<Value>],
     write: Write,
 ) -> Result<Race, BenchError> {
-    let (mut ops, mut rows) = by_value(batches, put_ops);
-    let race = race.run(
+    let race = race_by_value(race, store, raw, batches, put_ops, write)?;
+    check_latest(store, &batches.concat())?;
+    Ok(race)
+}
+
+/// Races `Store::transact` of each batch (as the ops `ops` makes of it) against the baseline
+/// writing the same rows, both sides given their input by value ([`by_value`]).
+fn race_by_value(
+    race: Race,
+    store: &Store,
+    raw: &mut RawTable,
+    batches: &[Vec<Value>],
+    ops: fn(&[Value]) -> Vec<WriteOp>,
+    write: Write,
+) -> Result<Race, BenchError> {
+    let (mut ops, mut rows) = by_value(batches, ops);
+    race.run(
         batches.len(),
         |r| {
             store
@@ -216,9 +231,7 @@ fn race_upserts(
             }
             Ok(n)
         },
-    )?;
-    check_latest(store, &batches.concat())?;
-    Ok(race)
+    )
 }
 
 /// Every batch twice by value, made before timing: the store's ops and the baseline's rows. Both
@@ -256,22 +269,9 @@ fn log_append(args: &Args, dir: &Path, indexes: Indexes) -> Result<Race, BenchEr
     let batches: Vec<Vec<Value>> = (0..args.rounds as u64)
         .map(|r| metrics(&mut generator, r * BATCH as u64..(r + 1) * BATCH as u64))
         .collect();
-    let (mut ops, mut rows) = by_value(&batches, append_ops);
     let name = format!("log_append{}", indexes.suffix());
-    let race = Race::new(&name, Target::Ratio(0.5)).run(
-        batches.len(),
-        |r| {
-            store
-                .transact(take(&mut ops, r)?)
-                .map(|c| c.changes.len())
-                .map_err(BenchError::from)
-        },
-        |r| {
-            let rows = take(&mut rows, r)?;
-            let n = rows.len();
-            raw.insert(rows).map(|()| n)
-        },
-    )?;
+    let race = Race::new(&name, Target::Ratio(0.5));
+    let race = race_by_value(race, &store, &mut raw, &batches, append_ops, Write::Insert)?;
     for batch in &batches {
         check_rows(&store, METRICS, batch, 97)?;
     }
