@@ -269,27 +269,58 @@ fn ready_line(child: &mut std::process::Child) -> Value {
     json(&line)
 }
 
-#[test]
-fn run_serves_the_embedded_default_and_stops_cleanly_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let mut child = Command::new(BIN)
-        .args(["--data", d.to_str().unwrap(), "run"])
-        .env("MESHLITE_HTTP_LISTEN", "127.0.0.1:0")
-        .env_remove("NATS_URL")
-        .env_remove("MESHLITE_FLEET_DIR")
+/// Starts `meshlite ARGS` with no NATS, fleet, data or HTTP settings from the environment
+/// (only `env`); returns the process and its ready line.
+fn start_daemon(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, Value) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    for key in [
+        "NATS_URL",
+        "MESHLITE_FLEET_DIR",
+        "MESHLITE_DATA",
+        "MESHLITE_HTTP_LISTEN",
+    ] {
+        cmd.env_remove(key);
+    }
+    cmd.envs(env.iter().copied());
+    let mut child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let ready = ready_line(&mut child);
-    assert_eq!(ready["quic"], Value::Null, "no fleet files: no peer port");
-    let http: std::net::SocketAddr = ready["http"].as_str().unwrap().parse().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
+    (child, ready)
+}
+
+/// Sends SIGTERM and expects a clean exit.
+fn stop_daemon(child: &mut std::process::Child) {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "daemon exit status {status}");
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    rt.block_on(async {
+        .unwrap()
+}
+
+#[test]
+fn run_serves_the_embedded_default_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (mut child, ready) = start_daemon(
+        &["--data", d.to_str().unwrap(), "run"],
+        &[("MESHLITE_HTTP_LISTEN", "127.0.0.1:0")],
+    );
+    assert_eq!(ready["quic"], Value::Null, "no fleet files: no peer port");
+    let http: std::net::SocketAddr = ready["http"].as_str().unwrap().parse().unwrap();
+    runtime().block_on(async {
         let (status, body) = meshlite_node::httpc::get(http, "/healthz").await.unwrap();
         assert!(status.is_success(), "{body:?}");
         let row = serde_json::json!({"id": "t1", "status": "pending"});
@@ -300,13 +331,7 @@ fn run_serves_the_embedded_default_and_stops_cleanly_on_sigterm() {
     });
     // While the daemon owns the data directory, the CLI is refused with a clear message.
     assert!(fails(d, &["get", "tasks", "t1"]).contains("in use"));
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = child.wait().unwrap();
-    assert!(status.success(), "daemon exit status {status}");
+    stop_daemon(&mut child);
     // The acknowledged write is on disk and the directory is free again.
     assert_eq!(json(&ok(d, &["get", "tasks", "t1"]))["status"], "pending");
 }
@@ -327,23 +352,9 @@ fn run_compacts_document_states_in_the_background() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env_remove("NATS_URL")
-        .env_remove("MESHLITE_FLEET_DIR")
-        .env_remove("MESHLITE_DATA")
-        .env_remove("MESHLITE_HTTP_LISTEN")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let ready = ready_line(&mut child);
+    let (mut child, ready) = start_daemon(&["run", "--config", config.to_str().unwrap()], &[]);
     let http: std::net::SocketAddr = ready["http"].as_str().unwrap().parse().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    runtime().block_on(async {
         for n in 0..5 {
             let row = serde_json::json!({"id": "t1", "n": n});
             let (status, body) = meshlite_node::httpc::post_json(http, "/v1/tasks", &row)
@@ -369,12 +380,7 @@ fn run_compacts_document_states_in_the_background() {
     }
     assert_eq!(seen, 0, "the state was not compacted within 20 s");
     drop(db);
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    assert!(child.wait().unwrap().success());
+    stop_daemon(&mut child);
     let got = json(&ok(&data, &["get", "tasks", "t1"]));
     assert_eq!(got, serde_json::json!({"id": "t1", "n": 4}));
 }

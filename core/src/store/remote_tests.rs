@@ -279,6 +279,15 @@ fn undeclared_collections_are_applied_but_refused_locally() {
     );
 }
 
+/// A store whose schema declares one log collection, `l`.
+fn log_store(dir: &std::path::Path) -> Store {
+    let opts = OpenOptions {
+        schema: Some(Schema::from_toml("[collections.l]\nkind = \"log\"\n").unwrap()),
+        ..Default::default()
+    };
+    Store::open(dir, opts).unwrap()
+}
+
 /// Local log transactions are stored without their rows (packed) and relayed whole; before a
 /// row is replaced by a smaller transaction id, its own transaction is stored whole, so it is
 /// relayed unchanged; everything converges.
@@ -286,16 +295,12 @@ fn undeclared_collections_are_applied_but_refused_locally() {
 fn packed_log_txns_relay_their_rows_and_converge_after_a_replacement() {
     use crate::ids::{ReplicaId, TxnId};
     use crate::store::WriteOp;
-    let schema = || Some(Schema::from_toml("[collections.l]\nkind = \"log\"\n").unwrap());
     let dirs = [(); 3].map(|()| tempfile::tempdir().unwrap());
-    let open = |i: usize| {
-        let opts = OpenOptions {
-            schema: schema(),
-            ..Default::default()
-        };
-        Store::open(dirs[i].path(), opts).unwrap()
-    };
-    let (a, b, c) = (open(0), open(1), open(2));
+    let (a, b, c) = (
+        log_store(dirs[0].path()),
+        log_store(dirs[1].path()),
+        log_store(dirs[2].path()),
+    );
     let append = |id: &str, n: i64| WriteOp::Append {
         collection: "l".into(),
         value: json!({"id": id, "n": n, "tags": {"k": "v"}}),
@@ -356,11 +361,7 @@ fn packed_log_txns_keep_the_size_limit() {
     use crate::change::MAX_TXN_BYTES;
     use crate::store::{WriteError, WriteOp};
     let dir = tempfile::tempdir().unwrap();
-    let opts = OpenOptions {
-        schema: Some(Schema::from_toml("[collections.l]\nkind = \"log\"\n").unwrap()),
-        ..Default::default()
-    };
-    let store = Store::open(dir.path(), opts).unwrap();
+    let store = log_store(dir.path());
     let big = "x".repeat(MAX_TXN_BYTES / 4);
     let ops = |ids: std::ops::Range<u32>| {
         ids.map(|i| WriteOp::Append {
@@ -388,11 +389,7 @@ fn a_replaced_row_never_grows_a_packed_txn_past_the_limit() {
     use crate::ids::{ReplicaId, TxnId};
     use crate::store::WriteOp;
     let dir = tempfile::tempdir().unwrap();
-    let opts = OpenOptions {
-        schema: Some(Schema::from_toml("[collections.l]\nkind = \"log\"\n").unwrap()),
-        ..Default::default()
-    };
-    let store = Store::open(dir.path(), opts).unwrap();
+    let store = log_store(dir.path());
     let filler = "x".repeat(MAX_TXN_BYTES - 4096);
     store
         .transact(vec![
