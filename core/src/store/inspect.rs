@@ -16,7 +16,7 @@ use crate::version::{SeqSet, Summary};
 
 /// What this replica holds (one consistent read).
 pub(crate) fn summary(conn: &Connection) -> Result<Summary, ReadError> {
-    load_summary(conn).map_err(ReadError::Corrupt)
+    Ok(load_summary(conn)?)
 }
 
 /// Normalizes requested ranges (invalid ones are ignored) into a summary.
@@ -41,7 +41,7 @@ pub(crate) fn txns_for(
 ) -> Result<TxnBatch, ReadError> {
     let want = wanted(want);
     let tx = conn.unchecked_transaction()?;
-    let floor = load_floor(&tx).map_err(ReadError::Corrupt)?;
+    let floor = load_floor(&tx)?;
     let mut batch = TxnBatch::default();
     let mut used = 0usize;
     let mut stmt = tx.prepare_cached(
@@ -96,7 +96,7 @@ pub(crate) fn status(
         stored_txns: count("SELECT COUNT(*) FROM txns")?,
         parked: count("SELECT COUNT(*) FROM parked")?,
         db_bytes: page_bytes,
-        gc_floor: load_floor(&tx).map_err(ReadError::Corrupt)?,
+        gc_floor: load_floor(&tx)?,
         known_peers: count("SELECT COUNT(*) FROM peer_acks")?,
         peers: peer_lags(&tx, &held)?,
     };

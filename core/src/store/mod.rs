@@ -48,6 +48,7 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -103,6 +104,9 @@ pub struct OpenOptions {
     /// stored nor shown, which makes this replica a leaf for the other collections: it never
     /// relays them. `None` (default) keeps everything. Local writes are not restricted.
     pub replicate: Option<std::collections::BTreeSet<String>>,
+    /// How long a SQLite call waits on a lock held by another connection (a checkpoint, another
+    /// process) before failing with a storage (busy) error. Default 5 s.
+    pub busy_timeout: Duration,
 }
 
 impl Default for OpenOptions {
@@ -113,6 +117,7 @@ impl Default for OpenOptions {
             doc_cache: 1024,
             read_connections: 4,
             replicate: None,
+            busy_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -153,10 +158,10 @@ impl Store {
     pub fn open(dir: &Path, opts: OpenOptions) -> Result<Store, OpenError> {
         let (conn, replica, schema, dir_lock) = open::open_db(dir, &opts)?;
         let schema = Arc::new(schema);
-        let summary = rows::load_summary(&conn).map_err(OpenError::Corrupt)?;
+        let summary = rows::load_summary(&conn)?;
         let rowversion = rows::max_rowversion(&conn)?;
         let parked: i64 = conn.query_row("SELECT COUNT(*) FROM parked", [], |r| r.get(0))?;
-        let readers = ReadPool::open(&dir.join(DB_FILE), opts.read_connections)?;
+        let readers = ReadPool::open(&dir.join(DB_FILE), opts.read_connections, opts.busy_timeout)?;
         let (events, _) = broadcast::channel(EVENT_CHANNEL);
         let writer = Writer {
             conn,
