@@ -178,6 +178,11 @@ pub enum ReadError {
     /// SQLite failed (busy, locked or failing).
     #[error("cannot read the database: {0}; {hint}", hint = storage_hint(.0))]
     Storage(#[from] rusqlite::Error),
+    /// An `_async` read was dropped unrun because the async runtime is shutting down.
+    #[error(
+        "the read was cancelled because the async runtime is shutting down; retry in a running runtime"
+    )]
+    Cancelled,
 }
 
 /// Error applying remote transactions as a whole. Individual bad transactions do not fail the
@@ -206,6 +211,12 @@ pub enum CloseError {
     /// The writer thread stopped abnormally.
     #[error("the writer thread stopped abnormally; committed data is safe, reopen the store")]
     WriterDied,
+    /// [`super::Store::close_async`] was dropped unrun because the async runtime is shutting
+    /// down; the store closes when its last handle is dropped.
+    #[error(
+        "close was cancelled because the async runtime is shutting down; committed data is safe and is checkpointed on the next open"
+    )]
+    Cancelled,
 }
 
 /// Loading stored state (the summary, the GC floor, a document) failed.

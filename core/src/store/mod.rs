@@ -25,9 +25,21 @@
 //! writes also survive power loss, at the cost of one fsync per group commit.
 //!
 //! # Blocking and async
-//! The blocking methods ([`Store::transact`], [`Store::apply_remote`], the reads) must not be
-//! called from inside an async runtime's worker thread; use the `_async` variants for writes
-//! there, and `spawn_blocking` for reads.
+//! The blocking methods ([`Store::transact`], [`Store::apply_remote`], the reads, the peer, GC
+//! and close calls) must not be called from an async runtime's worker thread; each has an
+//! `_async` variant for async code, which never blocks a worker:
+//! - Writes and the other writer commands send the same [`writer::Command`] and await its
+//!   oneshot reply instead of blocking on it.
+//! - Reads ([`Store::get_async`], [`Store::query_async`], [`Store::summary_async`],
+//!   [`Store::txns_for_async`], [`Store::status_async`]) run their blocking variant on Tokio's
+//!   blocking pool (`spawn_blocking`), as does [`Store::close_async`] (it joins the writer
+//!   thread). Chosen over a job queue served by threads of the store's own because the daemon
+//!   already runs on Tokio and core already depends on it, the [`read`] pool already bounds how
+//!   many reads touch SQLite at once (extra ones wait for a connection on a blocking thread,
+//!   never on a worker), and a panic comes back to the caller with no threads of our own to own,
+//!   restart or shut down. The cost: the `_async` reads must be called within a Tokio runtime
+//!   (like `tokio::task::spawn_blocking`, they panic outside one), and a read cannot be
+//!   cancelled once it started (dropping its future only discards the result).
 
 mod doc;
 mod docs;
@@ -235,6 +247,15 @@ impl Store {
         rx.await.unwrap_or(Err(closed))
     }
 
+    /// Runs the blocking read `f` on Tokio's blocking pool (see "Blocking and async").
+    async fn read_async<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, ReadError> + Send + 'static,
+    ) -> Result<T, ReadError> {
+        let store = self.clone();
+        off_worker(move || f(&store), ReadError::Cancelled).await
+    }
+
     /// Commits `ops` atomically as one transaction (blocking until durable).
     pub fn transact(&self, ops: Vec<WriteOp>) -> Result<Committed, WriteError> {
         self.call(|reply| Command::Transact { ops, reply }, WriteError::Closed)
@@ -315,6 +336,12 @@ impl Store {
             .with(|c| read::get(c, &self.inner.schema, collection, id))
     }
 
+    /// [`Store::get`] for async callers.
+    pub async fn get_async(&self, collection: &str, id: &str) -> Result<Option<Value>, ReadError> {
+        let (collection, id) = (collection.to_owned(), id.to_owned());
+        self.read_async(move |s| s.get(&collection, &id)).await
+    }
+
     /// Rows of a document or log collection matching `q`.
     pub fn query(&self, collection: &str, q: &Query) -> Result<Vec<Value>, ReadError> {
         self.inner
@@ -322,9 +349,20 @@ impl Store {
             .with(|c| read::query(c, &self.inner.schema, collection, q))
     }
 
+    /// [`Store::query`] for async callers.
+    pub async fn query_async(&self, collection: &str, q: &Query) -> Result<Vec<Value>, ReadError> {
+        let (collection, q) = (collection.to_owned(), q.clone());
+        self.read_async(move |s| s.query(&collection, &q)).await
+    }
+
     /// What this replica holds.
     pub fn summary(&self) -> Result<Summary, ReadError> {
         self.inner.readers.with(inspect::summary)
+    }
+
+    /// [`Store::summary`] for async callers.
+    pub async fn summary_async(&self) -> Result<Summary, ReadError> {
+        self.read_async(Store::summary).await
     }
 
     /// Stored transactions in the wanted ranges, in (origin, seq) order, up to `byte_budget`
@@ -337,6 +375,17 @@ impl Store {
         self.inner
             .readers
             .with(|c| inspect::txns_for(c, want, byte_budget))
+    }
+
+    /// [`Store::txns_for`] for async callers.
+    pub async fn txns_for_async(
+        &self,
+        want: &[(ReplicaId, RangeInclusive<Seq>)],
+        byte_budget: usize,
+    ) -> Result<TxnBatch, ReadError> {
+        let want = want.to_vec();
+        self.read_async(move |s| s.txns_for(&want, byte_budget))
+            .await
     }
 
     /// Applies remote transactions (blocking). Large inputs are split into commands of at most
@@ -379,12 +428,30 @@ impl Store {
             .with(|c| inspect::status(c, &self.inner.schema, self.inner.replica))
     }
 
+    /// [`Store::status`] for async callers.
+    pub async fn status_async(&self) -> Result<Status, ReadError> {
+        self.read_async(Store::status).await
+    }
+
     /// Records what `peer` acknowledged holding (feeds the GC horizon; persisted).
     pub fn record_peer_ack(&self, peer: ReplicaId, held: Summary) -> Result<(), WriteError> {
         self.call(
             |reply| Command::PeerAck { peer, held, reply },
             WriteError::Closed,
         )
+    }
+
+    /// [`Store::record_peer_ack`] for async callers.
+    pub async fn record_peer_ack_async(
+        &self,
+        peer: ReplicaId,
+        held: Summary,
+    ) -> Result<(), WriteError> {
+        self.call_async(
+            |reply| Command::PeerAck { peer, held, reply },
+            WriteError::Closed,
+        )
+        .await
     }
 
     /// Removes a peer from the GC horizon.
@@ -395,9 +462,24 @@ impl Store {
         )
     }
 
+    /// [`Store::forget_peer`] for async callers.
+    pub async fn forget_peer_async(&self, peer: ReplicaId) -> Result<(), WriteError> {
+        self.call_async(
+            |reply| Command::ForgetPeer { peer, reply },
+            WriteError::Closed,
+        )
+        .await
+    }
+
     /// Deletes stored transactions that every known peer holds (see [`gc`]).
     pub fn gc(&self) -> Result<GcReport, WriteError> {
         self.call(|reply| Command::Gc { reply }, WriteError::Closed)
+    }
+
+    /// [`Store::gc`] for async callers.
+    pub async fn gc_async(&self) -> Result<GcReport, WriteError> {
+        self.call_async(|reply| Command::Gc { reply }, WriteError::Closed)
+            .await
     }
 
     /// Rewrites up to `max_docs` document states with appended chunks as one snapshot each.
@@ -406,6 +488,15 @@ impl Store {
             |reply| Command::Compact { max_docs, reply },
             WriteError::Closed,
         )
+    }
+
+    /// [`Store::compact`] for async callers.
+    pub async fn compact_async(&self, max_docs: usize) -> Result<usize, WriteError> {
+        self.call_async(
+            |reply| Command::Compact { max_docs, reply },
+            WriteError::Closed,
+        )
+        .await
     }
 
     /// Finishes queued writes, stops the writer thread and checkpoints the WAL. Other clones of
@@ -422,6 +513,31 @@ impl Store {
             t.join().map_err(|_| CloseError::WriterDied)?;
         }
         result
+    }
+
+    /// [`Store::close`] for async callers: it waits for queued writes and joins the writer
+    /// thread on Tokio's blocking pool.
+    pub async fn close_async(self) -> Result<(), CloseError> {
+        off_worker(move || self.close(), CloseError::Cancelled).await
+    }
+}
+
+/// Runs the blocking call `f` on Tokio's blocking pool and awaits it. A panic in `f` resumes in
+/// the caller; `cancelled` is returned when the runtime shut down before `f` ran.
+async fn off_worker<T, E>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+    cancelled: E,
+) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => Err(cancelled),
+        },
     }
 }
 
@@ -453,3 +569,7 @@ fn chunks(txns: Vec<Txn>) -> Vec<Vec<Txn>> {
     }
     out
 }
+
+#[cfg(test)]
+#[path = "async_tests.rs"]
+mod async_tests;

@@ -46,25 +46,33 @@ impl ReadPool {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, ReadError>,
     ) -> Result<T, ReadError> {
-        let conn = {
-            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-            loop {
-                if let Some(c) = idle.pop() {
-                    break c;
-                }
-                idle = self
-                    .available
-                    .wait(idle)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-        };
+        let conn = self.take();
         let result = f(&conn);
+        self.give_back(conn);
+        result
+    }
+
+    /// An idle connection, waiting for one if all are busy.
+    pub(super) fn take(&self) -> Connection {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(c) = idle.pop() {
+                return c;
+            }
+            idle = self
+                .available
+                .wait(idle)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Returns a connection from [`Self::take`] and wakes one waiting reader.
+    pub(super) fn give_back(&self, conn: Connection) {
         self.idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(conn);
         self.available.notify_one();
-        result
     }
 }
 
