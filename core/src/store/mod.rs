@@ -28,13 +28,13 @@
 //! The blocking methods ([`Store::transact`], [`Store::apply_remote`], the reads, the peer, GC
 //! and close calls) must not be called from an async runtime's worker thread; each has an
 //! `_async` variant for async code, which never blocks a worker:
-//! - Writes and the other writer commands send the same [`writer::Command`] and await its
+//! - Writes and the other writer commands send the same `writer::Command` and await its
 //!   oneshot reply instead of blocking on it.
 //! - Reads ([`Store::get_async`], [`Store::query_async`], [`Store::summary_async`],
 //!   [`Store::txns_for_async`], [`Store::status_async`]) run their blocking variant on Tokio's
 //!   blocking pool (`spawn_blocking`), as does [`Store::close_async`] (it joins the writer
 //!   thread). Chosen over a job queue served by threads of the store's own because the daemon
-//!   already runs on Tokio and core already depends on it, the [`read`] pool already bounds how
+//!   already runs on Tokio and core already depends on it, the `read` pool already bounds how
 //!   many reads touch SQLite at once (extra ones wait for a connection on a blocking thread,
 //!   never on a worker), and a panic comes back to the caller with no threads of our own to own,
 //!   restart or shut down. The cost: the `_async` reads must be called within a Tokio runtime
