@@ -7,7 +7,10 @@
 
 use std::time::Duration;
 
-use meshlite_core::store::{DB_FILE, OpenError, OpenOptions, ReadError, Store, WriteError};
+use meshlite_core::Txn;
+use meshlite_core::store::{
+    ApplyError, DB_FILE, OpenError, OpenOptions, ReadError, Store, WriteError,
+};
 use rusqlite::{Connection, ErrorCode};
 use serde_json::json;
 use tempfile::TempDir;
@@ -110,4 +113,39 @@ fn a_document_state_that_does_not_decode_is_corruption() {
     // The materialized row is still readable, and nothing of the failed write was kept.
     assert_eq!(store.get("tasks", "a").unwrap().unwrap()["n"], 1);
     store.close().unwrap();
+}
+
+/// A SQLite failure while loading a document for a remote transaction is not the transaction's
+/// fault: the batch fails as a storage error (nothing kept, safe to retry) instead of rejecting
+/// the transaction for good. (The docs table is dropped to make the load fail: a lock cannot,
+/// because the writer takes its lock before it loads anything.)
+#[test]
+fn a_failed_document_load_fails_a_remote_batch_instead_of_rejecting_it() {
+    let (dir_a, dir_b) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let a = open(&dir_a).unwrap();
+    let b = open(&dir_b).unwrap();
+    let ship = |from: &Store, to: &Store| {
+        let want = from.summary().unwrap().missing_from(&to.summary().unwrap());
+        let batch = from.txns_for(&want, usize::MAX).unwrap();
+        let txns = batch.txns.iter().map(|t| Txn::decode(t).unwrap()).collect();
+        to.apply_remote(txns)
+    };
+    a.put("tasks", json!({"id": "x", "n": 1})).unwrap();
+    assert_eq!(ship(&a, &b).unwrap().applied, 1);
+    a.put("tasks", json!({"id": "x", "n": 2})).unwrap();
+    // Reopened, b has no cached document and must load x's state to check the next change.
+    b.close().unwrap();
+    let b = open(&dir_b).unwrap();
+    raw(&dir_b).execute_batch("DROP TABLE docs").unwrap();
+    match ship(&a, &b) {
+        Err(ApplyError::Storage(_)) => {}
+        other => panic!("expected a storage error, got {other:?}"),
+    }
+    assert_eq!(
+        b.summary().unwrap().txn_count(),
+        1,
+        "nothing of the batch kept"
+    );
+    a.close().unwrap();
+    b.close().unwrap();
 }

@@ -318,8 +318,8 @@ impl Writer {
                         id: id.clone(),
                         incarnation: *incarnation,
                     };
-                    // A storage error fails the batch (it is retried); a state that does not
-                    // decode rejects this transaction only.
+                    // A storage error fails the batch (the caller may retry it); a state that
+                    // does not decode rejects this transaction only.
                     let entry = match self.docs.entry_or_new(&self.conn, &key, false) {
                         Ok(e) => e,
                         Err(LoadError::Storage(e)) => return Err(e),
