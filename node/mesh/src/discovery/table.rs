@@ -784,4 +784,46 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn row_json_keeps_keys_and_ids_as_strings() {
+        let row = |key: PeerKey| PeerRow {
+            node_id: match &key {
+                PeerKey::Node(id) => Some(*id),
+                PeerKey::Addr(_) => None,
+            },
+            key,
+            name: Some("pi5".into()),
+            addresses: vec![addr("10.0.0.2:7400")],
+            sources: vec![Source::Static, Source::Quic],
+            last_seen_unix_ms: 1_700_000_000_000,
+            last_seen_ago_ms: 12,
+            rtt_ms: Some(1.5),
+            consecutive_errors: 0,
+            last_error: None,
+            collections: vec!["jobs".into()],
+            version: Some("0.1.0".into()),
+        };
+        let rest = r#""name":"pi5","addresses":["10.0.0.2:7400"],"sources":["static","quic"],"last_seen_unix_ms":1700000000000,"last_seen_ago_ms":12,"rtt_ms":1.5,"consecutive_errors":0,"last_error":null,"collections":["jobs"],"version":"0.1.0"}"#;
+        let hex = "ab".repeat(16);
+        let cases = [
+            (
+                row(PeerKey::Node(id(0xab))),
+                format!(r#"{{"key":"{hex}","node_id":"{hex}",{rest}"#),
+            ),
+            (
+                row(PeerKey::Addr("pi:7400".into())),
+                format!(r#"{{"key":"addr:pi:7400","node_id":null,{rest}"#),
+            ),
+        ];
+        for (row, json) in cases {
+            assert_eq!(serde_json::to_string(&row).unwrap(), json);
+            assert_eq!(serde_json::from_str::<PeerRow>(&json).unwrap(), row);
+        }
+        let bad = format!(r#"{{"key":"zz","node_id":null,{rest}"#);
+        assert!(
+            serde_json::from_str::<PeerRow>(&bad).is_err(),
+            "a key is addr: or a node id"
+        );
+    }
 }
