@@ -24,7 +24,7 @@ fn free_udp_port() -> u16 {
 
 fn node(id_byte: &str, cluster: &str, quic_port: u16) -> LocalNode {
     LocalNode {
-        node_id: id_byte.repeat(32),
+        node_id: id_byte.repeat(16),
         name: format!("node-{id_byte}"),
         cluster: cluster.into(),
         quic_port,
@@ -85,8 +85,8 @@ async fn two_nodes_find_each_other_on_loopback() {
     let rb = start(&b, port, &root);
     let rc = start(&other, port, &root);
 
-    let b_key = PeerKey::Node(b.node_id.clone());
-    let a_key = PeerKey::Node(a.node_id.clone());
+    let b_key = PeerKey::Node(b.node_id.parse().unwrap());
+    let a_key = PeerKey::Node(a.node_id.parse().unwrap());
     wait_until(&ra.table, "a to see b", |t| t.get(&b_key).is_some()).await;
     wait_until(&rb.table, "b to see a", |t| t.get(&a_key).is_some()).await;
 
@@ -106,7 +106,7 @@ async fn two_nodes_find_each_other_on_loopback() {
             .filter_map(|r| r.node_id)
             .collect();
         assert!(
-            !ids.contains(&other.node_id),
+            !ids.contains(&other.node_id.parse().unwrap()),
             "foreign cluster leaked: {ids:?}"
         );
         assert_eq!(
@@ -201,7 +201,7 @@ async fn netns_child(spec: &str) {
     let table = PeerTable::new(cfg.peer_expiry());
     let root = CancellationToken::new();
     let discovery = Discovery::start(&cfg, &local, &table, &root).unwrap();
-    let peer_key = PeerKey::Node(peer.repeat(32));
+    let peer_key = PeerKey::Node(peer.repeat(16).parse().unwrap());
     wait_until(&table, "the peer namespace's node", |t| {
         t.get(&peer_key).is_some()
     })

@@ -271,7 +271,7 @@ async fn announcements_populate_the_peer_table() {
     let foreign = start(&cfg, local("node-x", "other-cluster"), &root).await;
     let b = start(&cfg, local("node-b", CLUSTER), &root).await;
 
-    let b_key = PeerKey::Node(b.local.node_id.clone());
+    let b_key = PeerKey::Node(b.local.node_id.parse().unwrap());
     wait_for("a learns b", || a.table.get(&b_key).is_some()).await;
     let row = a.table.get(&b_key).unwrap();
     assert_eq!(row.sources, [Source::Nats]);
@@ -288,7 +288,10 @@ async fn announcements_populate_the_peer_table() {
         .collect();
     assert_eq!(
         ids,
-        [b.local.node_id.as_str()],
+        [b.local
+            .node_id
+            .parse::<meshlite_mesh::fleet::NodeId>()
+            .unwrap()],
         "neither ourselves nor the other cluster"
     );
     assert!(foreign.table.get(&b_key).is_none());

@@ -115,30 +115,26 @@ impl Dialer {
         dialing: &mut HashSet<SocketAddr>,
         backoff: &HashMap<SocketAddr, DialState>,
     ) {
-        let connected: HashSet<String> = self
+        let connected: HashSet<NodeId> = self
             .net
             .peers()
             .await
             .into_iter()
-            .map(|p| p.node_id.to_string())
+            .map(|p| p.node_id)
             .collect();
-        let me = self.net.node_id().to_string();
+        let me = self.net.node_id();
         let now = Instant::now();
         for row in self.table.snapshot() {
-            if !wants_dial(&row, &me, &connected) {
+            if !wants_dial(&row, me, &connected) {
                 continue;
             }
-            let expected = row
-                .node_id
-                .as_deref()
-                .and_then(|id| id.parse::<NodeId>().ok());
             for addr in row.addresses.iter().copied() {
                 let waiting = backoff.get(&addr).is_some_and(|b| b.until > now);
                 if waiting || dialing.contains(&addr) || inflight.len() >= MAX_INFLIGHT_DIALS {
                     continue;
                 }
                 dialing.insert(addr);
-                let (net, key) = (self.net.clone(), row_key(&row));
+                let (net, key, expected) = (self.net.clone(), row.key.clone(), row.node_id);
                 inflight.spawn(async move { (addr, key, net.connect(addr, expected).await) });
                 break; // one address per peer at a time
             }
@@ -159,7 +155,7 @@ impl Dialer {
                 let state = backoff.entry(addr).or_insert_with(DialState::new);
                 state.backoff.reset();
                 state.until = Instant::now() + SUCCESS_HOLD;
-                self.table.identify(addr, &node.to_string());
+                self.table.identify(addr, node);
                 tracing::info!(%addr, %node, "connected to peer");
             }
             Err(e) => {
@@ -179,17 +175,10 @@ fn next_backoff_expiry(backoff: &HashMap<SocketAddr, DialState>, now: Instant) -
 }
 
 /// True for a peer that is not us and not connected yet.
-fn wants_dial(row: &PeerRow, me: &str, connected: &HashSet<String>) -> bool {
-    match row.node_id.as_deref() {
-        Some(id) => id != me && !connected.contains(id),
+fn wants_dial(row: &PeerRow, me: NodeId, connected: &HashSet<NodeId>) -> bool {
+    match row.node_id {
+        Some(id) => id != me && !connected.contains(&id),
         None => true,
-    }
-}
-
-fn row_key(row: &PeerRow) -> PeerKey {
-    match &row.node_id {
-        Some(id) => PeerKey::Node(id.clone()),
-        None => PeerKey::Addr(row.key.trim_start_matches("addr:").to_owned()),
     }
 }
 
@@ -197,10 +186,14 @@ fn row_key(row: &PeerRow) -> PeerKey {
 mod tests {
     use super::*;
 
-    fn row(node_id: Option<&str>) -> PeerRow {
+    fn id(b: u8) -> NodeId {
+        NodeId::from_bytes([b; 16])
+    }
+
+    fn row(node_id: Option<NodeId>) -> PeerRow {
         PeerRow {
-            key: node_id.map_or("addr:10.0.0.1:1".into(), str::to_owned),
-            node_id: node_id.map(str::to_owned),
+            key: node_id.map_or(PeerKey::Addr("10.0.0.1:1".into()), PeerKey::Node),
+            node_id,
             name: None,
             addresses: vec![],
             sources: vec![],
@@ -216,14 +209,14 @@ mod tests {
 
     #[test]
     fn dials_unknown_and_unconnected_peers_only() {
-        let connected: HashSet<String> = ["bb".to_owned()].into();
-        assert!(wants_dial(&row(None), "aa", &connected));
-        assert!(wants_dial(&row(Some("cc")), "aa", &connected));
+        let (me, bb) = (id(0xaa), id(0xbb));
+        let connected: HashSet<NodeId> = [bb].into();
+        assert!(wants_dial(&row(None), me, &connected));
+        assert!(wants_dial(&row(Some(id(0xcc))), me, &connected));
         assert!(
-            !wants_dial(&row(Some("bb")), "aa", &connected),
+            !wants_dial(&row(Some(bb)), me, &connected),
             "already connected"
         );
-        assert!(!wants_dial(&row(Some("aa")), "aa", &connected), "ourselves");
-        assert!(matches!(row_key(&row(None)), PeerKey::Addr(a) if a == "10.0.0.1:1"));
+        assert!(!wants_dial(&row(Some(me)), me, &connected), "ourselves");
     }
 }

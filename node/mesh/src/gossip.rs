@@ -149,7 +149,7 @@ impl<R: Replica> Gossip<R> {
             Ok(NetEvent::PeerUp { node_id, addr, .. }) => {
                 self.policy.add_peer(node_id);
                 self.policy.clear_backoff(&node_id);
-                self.table.identify(addr, &node_id.to_string());
+                self.table.identify(addr, node_id);
             }
             Ok(NetEvent::PeerDown { node_id, .. }) => {
                 self.policy.remove_peer(&node_id);
@@ -198,7 +198,7 @@ impl<R: Replica> Gossip<R> {
             tracing::error!("an anti-entropy task panicked");
             return;
         };
-        let key = PeerKey::Node(peer.to_string());
+        let key = PeerKey::Node(peer);
         let ok = result.is_ok();
         self.policy.on_sync_result(&peer, ok, Instant::now());
         match result {

@@ -3,7 +3,8 @@
 //! The responder ([`mdns_sd::ServiceDaemon`]) runs its own thread; this module registers one
 //! service instance whose TXT records carry the node id, cluster id, QUIC port and version, and
 //! turns resolved instances of other nodes of the same cluster into [`Sighting`]s. Instances
-//! without a node id, with our own node id or with another cluster id are skipped. A goodbye
+//! without a node id or with a malformed one, with our own node id or with another cluster id
+//! are skipped. A goodbye
 //! (`ServiceRemoved`) withdraws the mDNS source from the peer.
 //!
 //! Interfaces are configurable (`discovery.mdns_interfaces`, names or addresses) so that tests can
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::LocalNode;
 use super::config::DiscoveryConfig;
 use super::table::{PeerKey, PeerTable, Sighting, Source};
+use crate::fleet::NodeId;
 
 /// The DNS-SD service type of Meshlite nodes.
 pub const SERVICE_TYPE: &str = "_meshlite._udp.local.";
@@ -113,7 +115,7 @@ impl MdnsResponder {
 
     /// Feeds resolved peers into `table` until `cancel`, then says goodbye and stops.
     pub async fn run(self, table: PeerTable, cancel: CancellationToken) -> Result<(), MdnsError> {
-        let mut instances: HashMap<String, String> = HashMap::new();
+        let mut instances: HashMap<String, NodeId> = HashMap::new();
         let result = loop {
             let event = tokio::select! {
                 biased;
@@ -133,13 +135,13 @@ impl MdnsResponder {
         &self,
         event: ServiceEvent,
         table: &PeerTable,
-        instances: &mut HashMap<String, String>,
+        instances: &mut HashMap<String, NodeId>,
     ) {
         match event {
             ServiceEvent::ServiceResolved(service) => {
                 if let Some(sighting) = self.sighting(&service) {
-                    if let PeerKey::Node(id) = &sighting.key {
-                        instances.insert(service.get_fullname().to_owned(), id.clone());
+                    if let PeerKey::Node(id) = sighting.key {
+                        instances.insert(service.get_fullname().to_owned(), id);
                     }
                     tracing::debug!(peer = %sighting.key, addrs = ?sighting.addresses, "mdns peer");
                     table.observe(sighting);
@@ -154,7 +156,8 @@ impl MdnsResponder {
         }
     }
 
-    /// The sighting for a resolved instance, or `None` for ourselves and foreign clusters.
+    /// The sighting for a resolved instance, or `None` for ourselves, foreign clusters and
+    /// malformed node ids.
     fn sighting(&self, service: &ResolvedService) -> Option<Sighting> {
         peer_sighting(service, &self.node_id, &self.cluster)
     }
@@ -179,16 +182,23 @@ impl std::fmt::Debug for MdnsResponder {
 
 /// Reads a resolved instance's TXT records; `None` unless it is another node of `cluster`.
 fn peer_sighting(service: &ResolvedService, own_id: &str, cluster: &str) -> Option<Sighting> {
-    let node_id = service
+    let text = service
         .get_property_val_str(TXT_NODE_ID)
         .filter(|id| !id.is_empty())?;
-    if node_id == own_id {
+    if text == own_id {
         return None;
     }
     if service.get_property_val_str(TXT_CLUSTER) != Some(cluster) {
-        tracing::debug!(node_id, "mdns: ignoring node of another cluster");
+        tracing::debug!(node_id = text, "mdns: ignoring node of another cluster");
         return None;
     }
+    let node_id = match text.parse::<NodeId>() {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::debug!(error = %e, "mdns: ignoring node with a malformed node id");
+            return None;
+        }
+    };
     let port = service
         .get_property_val_str(TXT_PORT)
         .and_then(|p| p.parse::<u16>().ok())

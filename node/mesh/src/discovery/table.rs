@@ -20,11 +20,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::{self, Display, Write as _};
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::sync::watch;
+
+use crate::fleet::{IdError, NodeId};
 
 /// Where a peer was learned from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -55,10 +58,12 @@ impl Display for Source {
 }
 
 /// How a peer is keyed in the table.
+///
+/// Its text form (`Display`, `FromStr` and serde) is the node id in hex, or `addr:<label>`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PeerKey {
-    /// By node id (hex), once known.
-    Node(String),
+    /// By node id, once known.
+    Node(NodeId),
     /// By a source's stable label for an address, before the node id is known: the configured
     /// `host:port` of a static peer, `ip:port` of a Tailscale device.
     Addr(String),
@@ -67,9 +72,37 @@ pub enum PeerKey {
 impl Display for PeerKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PeerKey::Node(id) => f.write_str(id),
-            PeerKey::Addr(label) => write!(f, "addr:{label}"),
+            PeerKey::Node(id) => Display::fmt(id, f),
+            PeerKey::Addr(label) => write!(f, "{ADDR_PREFIX}{label}"),
         }
+    }
+}
+
+/// Marks an address label in the text form of a [`PeerKey`].
+const ADDR_PREFIX: &str = "addr:";
+
+impl FromStr for PeerKey {
+    type Err = IdError;
+
+    /// `addr:<label>` is an address key; anything else must be a node id.
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        match s.strip_prefix(ADDR_PREFIX) {
+            Some(label) => Ok(PeerKey::Addr(label.to_owned())),
+            None => s.parse().map(PeerKey::Node),
+        }
+    }
+}
+
+impl Serialize for PeerKey {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PeerKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -92,8 +125,8 @@ pub struct Sighting {
 
 impl Sighting {
     /// A sighting of a peer with a known node id.
-    pub fn node(source: Source, node_id: impl Into<String>) -> Self {
-        Self::new(source, PeerKey::Node(node_id.into()))
+    pub fn node(source: Source, node_id: NodeId) -> Self {
+        Self::new(source, PeerKey::Node(node_id))
     }
 
     /// A sighting of a peer known only by an address label.
@@ -141,9 +174,9 @@ impl Sighting {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerRow {
     /// The table key: the node id, or `addr:<label>` while the node id is unknown.
-    pub key: String,
+    pub key: PeerKey,
     /// The node id, when known.
-    pub node_id: Option<String>,
+    pub node_id: Option<NodeId>,
     /// Human name, when known.
     pub name: Option<String>,
     /// Candidate addresses, sorted.
@@ -263,9 +296,9 @@ impl Peer {
         let ago = now.saturating_duration_since(self.last_seen);
         let seen_wall = wall.checked_sub(ago).unwrap_or(UNIX_EPOCH);
         PeerRow {
-            key: key.to_string(),
+            key: key.clone(),
             node_id: match key {
-                PeerKey::Node(id) => Some(id.clone()),
+                PeerKey::Node(id) => Some(*id),
                 PeerKey::Addr(_) => None,
             },
             name: self.name.clone(),
@@ -290,7 +323,7 @@ fn millis(d: Duration) -> u64 {
 struct Inner {
     peers: BTreeMap<PeerKey, Peer>,
     /// Address labels whose peer turned out to have this node id.
-    aliases: HashMap<String, String>,
+    aliases: HashMap<String, NodeId>,
     expiry: Duration,
 }
 
@@ -298,7 +331,7 @@ impl Inner {
     fn resolve(&self, key: &PeerKey) -> PeerKey {
         match key {
             PeerKey::Addr(label) => match self.aliases.get(label) {
-                Some(id) => PeerKey::Node(id.clone()),
+                Some(id) => PeerKey::Node(*id),
                 None => key.clone(),
             },
             PeerKey::Node(_) => key.clone(),
@@ -329,13 +362,13 @@ impl Inner {
     }
 
     /// Merges the address-keyed peers `from` into the node-keyed peer `node_id`.
-    fn merge_into(&mut self, node_id: &str, from: Vec<PeerKey>, now: Instant) {
+    fn merge_into(&mut self, node_id: NodeId, from: Vec<PeerKey>, now: Instant) {
         for key in from {
             let (PeerKey::Addr(label), Some(peer)) = (&key, self.peers.remove(&key)) else {
                 continue;
             };
-            self.aliases.insert(label.clone(), node_id.to_owned());
-            let target = PeerKey::Node(node_id.to_owned());
+            self.aliases.insert(label.clone(), node_id);
+            let target = PeerKey::Node(node_id);
             self.peers
                 .entry(target)
                 .or_insert_with(|| Peer::new(now))
@@ -349,13 +382,12 @@ impl Inner {
         if let PeerKey::Addr(label) = &s.key
             && let Some(PeerKey::Node(id)) = self.node_with_any(&s.addresses)
         {
-            self.aliases.insert(label.clone(), id.clone());
+            self.aliases.insert(label.clone(), id);
             s.key = PeerKey::Node(id);
         }
-        if let PeerKey::Node(id) = &s.key {
+        if let PeerKey::Node(id) = s.key {
             let absorbed = self.addr_peers_with(&s.addresses);
-            let id = id.clone();
-            self.merge_into(&id, absorbed, now);
+            self.merge_into(id, absorbed, now);
         }
         let is_new = !self.peers.contains_key(&s.key);
         let peer = self
@@ -406,7 +438,7 @@ impl PeerTable {
 
     /// The transport learned that `addr` belongs to `node_id` (after a handshake): every
     /// address-keyed peer listing `addr` is merged into that node's entry.
-    pub fn identify(&self, addr: SocketAddr, node_id: &str) {
+    pub fn identify(&self, addr: SocketAddr, node_id: NodeId) {
         let now = Instant::now();
         let mut inner = self.lock();
         let from = inner.addr_peers_with(&[addr]);
@@ -457,7 +489,7 @@ impl PeerTable {
         let before = inner.peers.len();
         let Inner { peers, aliases, .. } = &mut *inner;
         peers.retain(|_, p| p.expire(now, expiry));
-        aliases.retain(|_, id| peers.contains_key(&PeerKey::Node(id.clone())));
+        aliases.retain(|_, id| peers.contains_key(&PeerKey::Node(*id)));
         before - peers.len()
     }
 
@@ -550,7 +582,11 @@ fn per_peer(
     gauge_header(out, name, help);
     for row in rows {
         if let Some(v) = value(row) {
-            let _ = writeln!(out, "{name}{{peer=\"{}\"}} {v}", escape_label(&row.key));
+            let _ = writeln!(
+                out,
+                "{name}{{peer=\"{}\"}} {v}",
+                escape_label(&row.key.to_string())
+            );
         }
     }
 }
@@ -569,14 +605,19 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// A node id of 16 copies of `b`.
+    fn id(b: u8) -> NodeId {
+        NodeId::from_bytes([b; 16])
+    }
+
     const EXPIRY: Duration = Duration::from_secs(60);
 
     #[test]
     fn sources_accumulate_on_one_node_entry() {
         let t = PeerTable::new(EXPIRY);
-        t.observe(Sighting::node(Source::Mdns, "aa").with_addresses([addr("10.0.0.2:7400")]));
+        t.observe(Sighting::node(Source::Mdns, id(0xaa)).with_addresses([addr("10.0.0.2:7400")]));
         t.observe(
-            Sighting::node(Source::Nats, "aa")
+            Sighting::node(Source::Nats, id(0xaa))
                 .with_addresses([addr("192.168.1.2:7400")])
                 .with_collections(vec!["jobs".into()])
                 .with_version("0.1.0"),
@@ -584,7 +625,7 @@ mod tests {
         let rows = t.snapshot();
         assert_eq!(rows.len(), 1);
         let row = &rows[0];
-        assert_eq!(row.node_id.as_deref(), Some("aa"));
+        assert_eq!(row.node_id, Some(id(0xaa)));
         assert_eq!(row.sources, vec![Source::Mdns, Source::Nats]);
         assert_eq!(
             row.addresses,
@@ -599,7 +640,7 @@ mod tests {
         let t = PeerTable::new(EXPIRY);
         let t0 = Instant::now();
         t.observe_at(
-            Sighting::node(Source::Mdns, "aa").with_addresses([addr("10.0.0.2:1")]),
+            Sighting::node(Source::Mdns, id(0xaa)).with_addresses([addr("10.0.0.2:1")]),
             t0,
         );
         t.observe_at(
@@ -610,7 +651,7 @@ mod tests {
         assert_eq!(t.expire_at(t0 + EXPIRY + Duration::from_secs(1)), 1);
         let rows = t.snapshot();
         assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0].key, "addr:pi:7400");
+        assert_eq!(rows[0].key, PeerKey::Addr("pi:7400".into()));
         assert_eq!(
             rows[0].addresses,
             vec![addr("10.0.0.3:7400")],
@@ -624,15 +665,15 @@ mod tests {
         let t0 = Instant::now();
         let later = t0 + Duration::from_secs(50);
         t.observe_at(
-            Sighting::node(Source::Mdns, "aa").with_addresses([addr("10.0.0.2:1")]),
+            Sighting::node(Source::Mdns, id(0xaa)).with_addresses([addr("10.0.0.2:1")]),
             t0,
         );
         t.observe_at(
-            Sighting::node(Source::Nats, "aa").with_addresses([addr("10.0.0.9:1")]),
+            Sighting::node(Source::Nats, id(0xaa)).with_addresses([addr("10.0.0.9:1")]),
             later,
         );
         t.expire_at(t0 + Duration::from_secs(100));
-        let row = t.get(&PeerKey::Node("aa".into())).unwrap();
+        let row = t.get(&PeerKey::Node(id(0xaa))).unwrap();
         assert_eq!(row.sources, vec![Source::Nats]);
         assert_eq!(
             row.addresses,
@@ -647,11 +688,11 @@ mod tests {
         let a = addr("10.0.0.3:7400");
         t.observe(Sighting::addr(Source::Static, "pi:7400").with_addresses([a]));
         t.record_failure(&PeerKey::Addr("pi:7400".into()), "connection refused");
-        t.identify(a, "bb");
+        t.identify(a, id(0xbb));
         let row = t
             .get(&PeerKey::Addr("pi:7400".into()))
             .expect("alias resolves");
-        assert_eq!(row.node_id.as_deref(), Some("bb"));
+        assert_eq!(row.node_id, Some(id(0xbb)));
         assert_eq!(row.last_error.as_deref(), Some("connection refused"));
         // Re-resolution by label lands on the merged entry and keeps the address pinned.
         t.observe(Sighting::addr(Source::Static, "pi:7400").with_addresses([a]));
@@ -665,7 +706,7 @@ mod tests {
         let t = PeerTable::new(EXPIRY);
         let a = addr("100.64.0.7:7400");
         t.observe(Sighting::addr(Source::Tailscale, "100.64.0.7:7400").with_addresses([a]));
-        t.observe(Sighting::node(Source::Nats, "cc").with_addresses([a]));
+        t.observe(Sighting::node(Source::Nats, id(0xcc)).with_addresses([a]));
         assert_eq!(t.len(), 1);
         let row = &t.snapshot()[0];
         assert_eq!(row.sources, vec![Source::Tailscale, Source::Nats]);
@@ -677,8 +718,8 @@ mod tests {
     #[test]
     fn health_is_recorded_and_reset() {
         let t = PeerTable::new(EXPIRY);
-        let key = PeerKey::Node("aa".into());
-        t.observe(Sighting::node(Source::Mdns, "aa"));
+        let key = PeerKey::Node(id(0xaa));
+        t.observe(Sighting::node(Source::Mdns, id(0xaa)));
         t.record_failure(&key, "timeout");
         t.record_failure(&key, "refused");
         let row = t.get(&key).unwrap();
@@ -692,15 +733,15 @@ mod tests {
         assert_eq!(row.rtt_ms, Some(3.0));
         assert!(row.sources.contains(&Source::Quic));
         // Unknown peers are not created by health reports.
-        t.record_failure(&PeerKey::Node("zz".into()), "x");
+        t.record_failure(&PeerKey::Node(id(0xee)), "x");
         assert_eq!(t.len(), 1);
     }
 
     #[test]
     fn removing_last_source_forgets_peer() {
         let t = PeerTable::new(EXPIRY);
-        t.observe(Sighting::node(Source::Mdns, "aa"));
-        t.remove_source(&PeerKey::Node("aa".into()), Source::Mdns);
+        t.observe(Sighting::node(Source::Mdns, id(0xaa)));
+        t.remove_source(&PeerKey::Node(id(0xaa)), Source::Mdns);
         assert!(t.is_empty());
     }
 
@@ -708,22 +749,22 @@ mod tests {
     fn changes_signal_new_peers_and_addresses_only() {
         let t = PeerTable::new(EXPIRY);
         let mut rx = t.changes();
-        let s = Sighting::node(Source::Mdns, "aa").with_addresses([addr("10.0.0.2:1")]);
+        let s = Sighting::node(Source::Mdns, id(0xaa)).with_addresses([addr("10.0.0.2:1")]);
         t.observe(s.clone());
         assert!(rx.has_changed().unwrap());
         rx.mark_unchanged();
         t.observe(s);
         assert!(!rx.has_changed().unwrap(), "a repeat sighting is not news");
-        t.observe(Sighting::node(Source::Mdns, "aa").with_addresses([addr("10.0.0.3:1")]));
+        t.observe(Sighting::node(Source::Mdns, id(0xaa)).with_addresses([addr("10.0.0.3:1")]));
         assert!(rx.has_changed().unwrap());
     }
 
     #[test]
     fn rows_serialize_as_json_lines_and_metrics() {
         let t = PeerTable::new(EXPIRY);
-        t.observe(Sighting::node(Source::Mdns, "a\"b").with_name("pi5"));
+        t.observe(Sighting::addr(Source::Mdns, "a\"b").with_name("pi5"));
         t.record_success(
-            &PeerKey::Node("a\"b".into()),
+            &PeerKey::Addr("a\"b".into()),
             Some(Duration::from_millis(5)),
         );
         let rows = t.snapshot();
@@ -739,8 +780,50 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("meshlite_peer_rtt_seconds{peer=\"a\\\"b\"} 0.005\n"),
+            text.contains("meshlite_peer_rtt_seconds{peer=\"addr:a\\\"b\"} 0.005\n"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn row_json_keeps_keys_and_ids_as_strings() {
+        let row = |key: PeerKey| PeerRow {
+            node_id: match &key {
+                PeerKey::Node(id) => Some(*id),
+                PeerKey::Addr(_) => None,
+            },
+            key,
+            name: Some("pi5".into()),
+            addresses: vec![addr("10.0.0.2:7400")],
+            sources: vec![Source::Static, Source::Quic],
+            last_seen_unix_ms: 1_700_000_000_000,
+            last_seen_ago_ms: 12,
+            rtt_ms: Some(1.5),
+            consecutive_errors: 0,
+            last_error: None,
+            collections: vec!["jobs".into()],
+            version: Some("0.1.0".into()),
+        };
+        let rest = r#""name":"pi5","addresses":["10.0.0.2:7400"],"sources":["static","quic"],"last_seen_unix_ms":1700000000000,"last_seen_ago_ms":12,"rtt_ms":1.5,"consecutive_errors":0,"last_error":null,"collections":["jobs"],"version":"0.1.0"}"#;
+        let hex = "ab".repeat(16);
+        let cases = [
+            (
+                row(PeerKey::Node(id(0xab))),
+                format!(r#"{{"key":"{hex}","node_id":"{hex}",{rest}"#),
+            ),
+            (
+                row(PeerKey::Addr("pi:7400".into())),
+                format!(r#"{{"key":"addr:pi:7400","node_id":null,{rest}"#),
+            ),
+        ];
+        for (row, json) in cases {
+            assert_eq!(serde_json::to_string(&row).unwrap(), json);
+            assert_eq!(serde_json::from_str::<PeerRow>(&json).unwrap(), row);
+        }
+        let bad = format!(r#"{{"key":"zz","node_id":null,{rest}"#);
+        assert!(
+            serde_json::from_str::<PeerRow>(&bad).is_err(),
+            "a key is addr: or a node id"
         );
     }
 }

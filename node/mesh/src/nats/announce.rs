@@ -3,7 +3,7 @@
 //! Every node publishes an [`Announcement`] at start and every `announce_interval_secs`, and
 //! listens to everyone's: announcements of other nodes of the same cluster become
 //! [`Source::Nats`] sightings in the peer table. Our own, other clusters', oversized and malformed
-//! messages are dropped (malformed ones with a warning). Core NATS is at-most-once, which is fine
+//! messages are dropped (malformed ones with a warning, a malformed node id with a debug line). Core NATS is at-most-once, which is fine
 //! here: the next announcement repeats everything.
 
 use std::net::SocketAddr;
@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::discovery::{LocalNode, PeerTable, Sighting, Source};
+use crate::fleet::{IdError, NodeId};
 use crate::tasks::Ticker;
 
 use super::rfc3339_now;
@@ -64,8 +65,8 @@ impl Announcement {
         }
     }
 
-    fn sighting(self) -> Sighting {
-        Sighting::node(Source::Nats, self.node_id)
+    fn sighting(self, node_id: NodeId) -> Sighting {
+        Sighting::node(Source::Nats, node_id)
             .with_addresses(self.addresses)
             .with_name(self.name)
             .with_collections(self.collections)
@@ -86,6 +87,9 @@ pub enum AnnouncementError {
     /// No node id.
     #[error("announcement without node id")]
     NoNodeId,
+    /// The node id is not a node id.
+    #[error("announcement with a malformed node id: {0}")]
+    BadNodeId(#[source] IdError),
 }
 
 /// What to do with a received announcement.
@@ -113,7 +117,8 @@ pub fn receive(payload: &[u8], local: &LocalNode) -> Result<Received, Announceme
     } else if a.cluster != local.cluster {
         Received::OtherCluster(a.cluster)
     } else {
-        Received::Peer(a.sighting())
+        let id = a.node_id.parse().map_err(AnnouncementError::BadNodeId)?;
+        Received::Peer(a.sighting(id))
     })
 }
 
@@ -173,6 +178,9 @@ pub async fn run_listener(
             Ok(Received::OtherCluster(cluster)) => {
                 tracing::debug!(%cluster, "ignoring announcement of another cluster");
             }
+            Err(e @ AnnouncementError::BadNodeId(_)) => {
+                tracing::debug!(error = %e, "dropped announcement");
+            }
             Err(e) => tracing::warn!(error = %e, "dropped announcement"),
         }
     }
@@ -202,7 +210,8 @@ mod tests {
         assert_eq!(receive(&own, &me).unwrap(), Received::Own);
 
         let mut other = Announcement::of(&me);
-        other.node_id = "bb".into();
+        let bb = "bb".repeat(16);
+        other.node_id = bb.clone();
         let json = serde_json::to_value(&other).unwrap();
         assert_eq!(json["addresses"][0], "10.0.0.1:7400");
         assert_eq!(json["capabilities"][0], "gpu");
@@ -210,7 +219,8 @@ mod tests {
         let Received::Peer(s) = receive(json.to_string().as_bytes(), &me).unwrap() else {
             panic!("expected a peer")
         };
-        assert_eq!(s.key, crate::discovery::PeerKey::Node("bb".into()));
+        let bb = bb.parse().unwrap();
+        assert_eq!(s.key, crate::discovery::PeerKey::Node(bb));
         assert_eq!(s.collections, Some(vec!["jobs".to_owned()]));
 
         other.cluster = "c2".into();
@@ -231,6 +241,12 @@ mod tests {
         assert!(matches!(
             receive(b"{\"node_id\":1}", &me),
             Err(AnnouncementError::Malformed(_))
+        ));
+        let mut bad_id = Announcement::of(&me);
+        bad_id.node_id = "bb".into();
+        assert!(matches!(
+            receive(&serde_json::to_vec(&bad_id).unwrap(), &me),
+            Err(AnnouncementError::BadNodeId(_))
         ));
         let big = vec![b' '; MAX_ANNOUNCEMENT_BYTES + 1];
         assert!(matches!(
