@@ -1,0 +1,121 @@
+//! What `meshlite-bridge run` and `migrate` do today: connect, migrate, create or extend the
+//! materialized tables, and (for `run`) serve `/healthz` and `/metrics` until shutdown.
+//!
+//! The mesh side (QUIC peer, anti-entropy, JetStream consumer, materialization and the outbox
+//! consumer) plugs in here later; [`prepare`] is the start-up step it will share.
+
+use std::future::Future;
+use std::path::Path;
+
+use meshlite_core::schema::Schema;
+
+use crate::config::{Config, ConfigError};
+use crate::ddl::{self, ApplyError, DdlError, TableSpec};
+use crate::http;
+use crate::migrations::{self, MigrateError, MigrateReport};
+use crate::pg::{PgConn, PgError};
+
+/// Error starting or running the bridge.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BridgeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The schema file could not be loaded.
+    #[error("bridge.schema: {0}")]
+    Schema(#[from] meshlite_core::schema::SchemaError),
+    /// The schema cannot be materialized.
+    #[error("bridge.schema: {0}")]
+    Ddl(#[from] DdlError),
+    /// Postgres could not be reached.
+    #[error(transparent)]
+    Pg(#[from] PgError),
+    /// A migration failed.
+    #[error(transparent)]
+    Migrate(#[from] MigrateError),
+    /// The tables could not be created or extended.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// The HTTP listener could not be opened or failed.
+    #[error("http.listen {addr}: {source}")]
+    Http {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The tables the configuration asks for: the schema's collections, limited to `sync.tables`.
+/// No schema file means no tables (and `sync.tables` must then be empty).
+pub fn load_tables(config: &Config) -> Result<Vec<TableSpec>, BridgeError> {
+    let Some(path) = &config.bridge.schema else {
+        if !config.sync.tables.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "sync.tables".into(),
+                reason: "names tables but no bridge.schema (MESHLITE_SCHEMA) declares them".into(),
+            }
+            .into());
+        }
+        return Ok(Vec::new());
+    };
+    let schema = Schema::from_file(Path::new(path))?;
+    Ok(ddl::tables_from_schema(&schema, &config.sync.tables)?)
+}
+
+/// Start-up on an open session: migrations, then the materialized tables and their exposure.
+pub async fn prepare(
+    conn: &mut PgConn,
+    config: &Config,
+    tables: &[TableSpec],
+) -> Result<MigrateReport, BridgeError> {
+    let schemas = config.schemas()?;
+    let report = migrations::migrate(conn.client_mut(), &schemas).await?;
+    ddl::apply(conn.client_mut(), &schemas, tables, &config.grants()?).await?;
+    Ok(report)
+}
+
+/// `meshlite-bridge migrate`: connect, migrate, create or extend the tables, disconnect.
+pub async fn migrate(config: &Config) -> Result<MigrateReport, BridgeError> {
+    let tables = load_tables(config)?;
+    let mut conn = config.pg_target()?.connect().await?;
+    prepare(&mut conn, config, &tables).await
+}
+
+/// `meshlite-bridge migrate --dry-run`: the SQL `migrate` would run on an empty database,
+/// without connecting (every statement is idempotent, so on an existing database it changes
+/// only what is missing).
+pub fn dry_run(config: &Config) -> Result<String, BridgeError> {
+    let schemas = config.schemas()?;
+    let tables = load_tables(config)?;
+    let mut sql = migrations::dry_run_sql(&schemas);
+    sql.push_str("\n-- materialized tables (one transaction, same advisory lock)\nBEGIN;\n");
+    sql.push_str(&ddl::schema_sql(&schemas, &tables, &config.grants()?));
+    sql.push_str("COMMIT;\n");
+    Ok(sql)
+}
+
+/// `meshlite-bridge run`: prepare the database, then serve health and metrics until `shutdown`.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), BridgeError> {
+    let tables = load_tables(&config)?;
+    let target = config.pg_target()?;
+    let mut conn = target.connect().await?;
+    let report = prepare(&mut conn, &config, &tables).await?;
+    tracing::info!(
+        url = target.redacted(),
+        applied = ?report.applied,
+        tables = tables.len(),
+        "database ready; serving health and metrics (mesh sync not yet wired in)"
+    );
+    let state = http::AppState::new(target, conn, config.schemas()?, tables.len());
+    http::serve(config.http.listen, state, shutdown)
+        .await
+        .map_err(|source| BridgeError::Http {
+            addr: config.http.listen,
+            source,
+        })
+}
