@@ -12,6 +12,8 @@
 //!   `updated_at` is an ordinary column; the bridge adds no timestamp of its own beside it.
 //! - log collections: an append table with the same columns (`id` is the row id); its rows are
 //!   immutable, enforced by a trigger that refuses UPDATE/DELETE by anyone but the bridge.
+//! - `TRUNCATE` is refused on every table (but for the bridge): it fires no row trigger, so it
+//!   could not be captured and the table would silently diverge from the fleet.
 //! - every declared `indexed` field gets a btree index.
 //!
 //! Evolution: new collections are `CREATE TABLE IF NOT EXISTS`, new fields `ALTER TABLE ... ADD
@@ -282,6 +284,11 @@ pub fn table_sql(schemas: &Schemas, t: &TableSpec) -> String {
         );
     }
     // CREATE OR REPLACE TRIGGER needs Postgres 14, which migration 1 requires.
+    let _ = writeln!(
+        sql,
+        "CREATE OR REPLACE TRIGGER meshlite_no_truncate BEFORE TRUNCATE ON {qt}\n    \
+         FOR EACH STATEMENT EXECUTE FUNCTION {st}.refuse_truncate();"
+    );
     match t.kind {
         TableKind::Document => {
             let _ = writeln!(

@@ -426,6 +426,20 @@ BEGIN
               HINT = 'append a new row instead; log collections are grow-only';
 END
 $fn$;
+
+-- TRUNCATE fires no row trigger, so it could not be captured: refuse it (but for the bridge).
+CREATE OR REPLACE FUNCTION {st}.refuse_truncate() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    IF current_setting('meshlite.bridge', true) = 'on' THEN
+        RETURN NULL;
+    END IF;
+    RAISE EXCEPTION 'meshlite: TRUNCATE of %.% is refused: it cannot be synced to the fleet',
+        TG_TABLE_SCHEMA, TG_TABLE_NAME
+        USING ERRCODE = 'restrict_violation',
+              HINT = 'DELETE the rows instead; each delete is captured and synced';
+END
+$fn$;
 "#
     )
 }

@@ -193,6 +193,16 @@ async fn tables_are_typed_extended_and_hostile_names_are_refused() {
         e.as_db_error().unwrap().message().contains("immutable"),
         "{e}"
     );
+    // TRUNCATE fires no row trigger, so it is refused rather than missed.
+    let e = conn
+        .client()
+        .batch_execute("TRUNCATE public.tasks")
+        .await
+        .unwrap_err();
+    assert!(
+        e.as_db_error().unwrap().message().contains("TRUNCATE"),
+        "{e}"
+    );
 
     // Reserved words are fine (always quoted); hostile names never reach SQL.
     let words = Schema::from_toml(
