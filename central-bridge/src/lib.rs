@@ -12,6 +12,8 @@
 //!   seed 002's `sync_status` and its health view.
 //! - [`ddl`]: typed materialized tables from core's schema, the capture triggers (and why
 //!   triggers), grants and Realtime publication for Supabase.
+//! - [`state`]: the bridge's persistent identity and [`state::bridge_transaction`], the only way
+//!   the bridge writes materialized tables (its writes are not captured again).
 //! - [`service`]: start-up (`prepare`) and the `run` / `migrate` commands; [`http`]: `/healthz`,
 //!   `/metrics`; [`cli`]: the command line.
 #![deny(missing_docs)]
@@ -23,3 +25,4 @@ pub mod http;
 pub mod migrations;
 pub mod pg;
 pub mod service;
+pub mod state;

@@ -37,6 +37,9 @@ pub enum BridgeError {
     /// The tables could not be created or extended.
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    /// The bridge's state could not be read or written.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     /// The HTTP listener could not be opened or failed.
     #[error("http.listen {addr}: {source}")]
     Http {
@@ -105,13 +108,18 @@ pub async fn run(
     let target = config.pg_target()?;
     let mut conn = target.connect().await?;
     let report = prepare(&mut conn, &config, &tables).await?;
+    let schemas = config.schemas()?;
+    let replica =
+        crate::state::bridge_replica_id(conn.client(), &schemas, &config.bridge.name).await?;
     tracing::info!(
         url = target.redacted(),
+        bridge = %config.bridge.name,
+        replica = %replica,
         applied = ?report.applied,
         tables = tables.len(),
         "database ready; serving health and metrics (mesh sync not yet wired in)"
     );
-    let state = http::AppState::new(target, conn, config.schemas()?, tables.len());
+    let state = http::AppState::new(target, conn, schemas, tables.len());
     http::serve(config.http.listen, state, shutdown)
         .await
         .map_err(|source| BridgeError::Http {

@@ -8,7 +8,7 @@ use meshlite_bridge::config::Config;
 use meshlite_bridge::ddl::{self, TableSpec};
 use meshlite_bridge::migrations::{self, MIGRATIONS, Schemas};
 use meshlite_bridge::pg::{PgConn, PgTarget};
-use meshlite_bridge::service;
+use meshlite_bridge::{service, state};
 use meshlite_core::schema::{CollectionDef, MergePolicy, Schema};
 use meshlite_fixtures::postgres::PgServer;
 
@@ -73,6 +73,22 @@ async fn migrations_are_idempotent_and_concurrent_migrators_do_not_conflict() {
 
     let again = migrations::migrate(a.client_mut(), &schemas).await.unwrap();
     assert!(again.applied.is_empty(), "{again:?}");
+
+    // A bridge keeps its origin across restarts, and two processes of one name agree.
+    let (id1, id2) = tokio::join!(
+        state::bridge_replica_id(a.client(), &schemas, "central-1"),
+        state::bridge_replica_id(b.client(), &schemas, "central-1")
+    );
+    assert_eq!(id1.unwrap(), id2.unwrap());
+    let other = state::bridge_replica_id(a.client(), &schemas, "central-2")
+        .await
+        .unwrap();
+    assert_ne!(
+        Some(other),
+        state::bridge_replica_id(a.client(), &schemas, "central-1")
+            .await
+            .ok()
+    );
     let tables = query_strings(
         &a,
         "SELECT table_name::text FROM information_schema.tables \
@@ -298,16 +314,19 @@ async fn outbox_captures_central_edits_but_not_the_bridges_own() {
         "INSERT INTO public.tasks (id, status, retry_count) VALUES ('a', '\"pending\"', 0); \
          UPDATE public.tasks SET status = '\"running\"', retry_count = 1 WHERE id = 'a';",
     );
-    // The bridge's own write, marked with SET LOCAL, is not captured.
-    let tx = conn.client_mut().transaction().await.unwrap();
+    // The bridge's own writes (SET LOCAL meshlite.bridge = 'on') are not captured.
+    let tx = state::bridge_transaction(conn.client_mut()).await.unwrap();
     tx.batch_execute(
-        "SET LOCAL meshlite.bridge = 'on'; \
-         UPDATE public.tasks SET status = '\"failed\"' WHERE id = 'a'; \
+        "UPDATE public.tasks SET status = '\"failed\"' WHERE id = 'a'; \
          INSERT INTO public.tasks (id) VALUES ('b');",
     )
     .await
     .unwrap();
     tx.commit().await.unwrap();
+    PgServer::psql(
+        &url,
+        "BEGIN; SET LOCAL meshlite.bridge = 'on'; UPDATE public.tasks SET retry_count = 2; COMMIT;",
+    );
     // ... and the setting does not leak into the session's next transaction.
     PgServer::psql(&url, "DELETE FROM public.tasks WHERE id = 'b'");
 
