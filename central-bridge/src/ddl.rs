@@ -18,7 +18,8 @@
 //!
 //! Evolution: new collections are `CREATE TABLE IF NOT EXISTS`, new fields `ALTER TABLE ... ADD
 //! COLUMN IF NOT EXISTS` (every column is always emitted, so re-running is a no-op). A column
-//! whose type changed is not altered (see [`column_type`]); the bridge never drops a column.
+//! whose type differs from the schema's is never altered: [`apply`] fails with every mismatch
+//! ([`ApplyError::TypeDrift`]) and changes nothing; the bridge never drops a column.
 //!
 //! # Capturing central edits: triggers, not logical decoding
 //! Each document table gets an `AFTER INSERT OR UPDATE OR DELETE ... FOR EACH ROW` trigger that
@@ -89,6 +90,39 @@ impl ColumnType {
             ColumnType::Uuid => "uuid",
             ColumnType::Jsonb => "jsonb",
         }
+    }
+}
+
+impl ColumnType {
+    /// The type as `format_type()` prints it in the catalogs.
+    pub fn catalog_name(self) -> &'static str {
+        match self {
+            ColumnType::Timestamptz => "timestamp with time zone",
+            other => other.sql(),
+        }
+    }
+}
+
+/// A column whose type in Postgres differs from the one the schema asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeDrift {
+    /// The table.
+    pub table: String,
+    /// The column.
+    pub column: String,
+    /// What the schema asks for (`format_type` spelling).
+    pub expected: &'static str,
+    /// What the table has.
+    pub found: String,
+}
+
+impl std::fmt::Display for TypeDrift {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}.{} is {} but the schema needs {}",
+            self.table, self.column, self.found, self.expected
+        )
     }
 }
 
@@ -388,6 +422,47 @@ fn sync_status_grants(schemas: &Schemas, grants: &Grants) -> String {
     exposure_sql(schemas, &[&status, &health], &no_pub)
 }
 
+/// Columns of `tables` whose existing type differs from the spec (the bridge never alters a
+/// column's type itself: converting stored values is an operator's decision).
+pub async fn type_drift(
+    client: &impl tokio_postgres::GenericClient,
+    schemas: &Schemas,
+    tables: &[TableSpec],
+) -> Result<Vec<TypeDrift>, tokio_postgres::Error> {
+    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    let rows = client
+        .query(
+            "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod)
+             FROM pg_attribute a
+             JOIN pg_class c ON c.oid = a.attrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = ANY($2) AND a.attnum > 0 AND NOT a.attisdropped",
+            &[&schemas.tables.as_str(), &names],
+        )
+        .await?;
+    let mut drift = Vec::new();
+    for row in rows {
+        let (table, column, found): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+        let Some(spec) = tables.iter().find(|t| t.name.as_str() == table) else {
+            continue;
+        };
+        let expected = std::iter::once(&spec.primary_key)
+            .chain(&spec.columns)
+            .find(|c| c.name.as_str() == column)
+            .map(|c| c.ty.catalog_name());
+        if let Some(expected) = expected.filter(|e| *e != found) {
+            drift.push(TypeDrift {
+                table,
+                column,
+                expected,
+                found,
+            });
+        }
+    }
+    drift.sort_by(|a, b| (&a.table, &a.column).cmp(&(&b.table, &b.column)));
+    Ok(drift)
+}
+
 /// Error applying DDL.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -401,6 +476,13 @@ pub enum ApplyError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// Existing columns have other types than the schema needs; nothing was changed.
+    #[error(
+        "existing columns do not have the types the schema needs (convert them, e.g. ALTER TABLE \
+         ... ALTER COLUMN ... TYPE ... USING ..., or change the schema): {}",
+        .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    TypeDrift(Vec<TypeDrift>),
 }
 
 /// Creates or extends every table in one transaction under the migrations' advisory lock
@@ -423,6 +505,11 @@ pub async fn apply(
     tx.batch_execute(&schema_sql(schemas, tables, grants))
         .await
         .map_err(fail)?;
+    let drift = type_drift(&tx, schemas, tables).await.map_err(fail)?;
+    if !drift.is_empty() {
+        // Dropping the transaction rolls back: a half-usable set of tables is worse than none.
+        return Err(ApplyError::TypeDrift(drift));
+    }
     tx.commit().await.map_err(fail)?;
     tracing::info!(
         tables = tables.len(),

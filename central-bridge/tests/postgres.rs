@@ -135,6 +135,24 @@ async fn tables_are_typed_extended_and_hostile_names_are_refused() {
     let (_, config) = setup("ddl");
     let mut conn = connect(&config).await;
     let tables = service::load_tables(&config).unwrap();
+    // A column of another type is reported, and nothing is created.
+    conn.client()
+        .batch_execute("CREATE TABLE public.jobs (id text PRIMARY KEY, retry_count text)")
+        .await
+        .unwrap();
+    let e = service::prepare(&mut conn, &config, &tables)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("jobs.retry_count is text but the schema needs bigint"),
+        "{e}"
+    );
+    assert!(column_types(&conn, "tasks").await.is_empty());
+    conn.client()
+        .batch_execute("DROP TABLE public.jobs")
+        .await
+        .unwrap();
     service::prepare(&mut conn, &config, &tables).await.unwrap();
 
     let tasks = column_types(&conn, "tasks").await;
