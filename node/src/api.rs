@@ -35,7 +35,7 @@ use serde_json::Value;
 use std::convert::Infallible;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::http::AppState;
+use crate::state::AppState;
 
 /// Most ops accepted in one request.
 pub const MAX_OPS_PER_REQUEST: usize = 10_000;

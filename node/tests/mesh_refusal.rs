@@ -14,7 +14,7 @@ use std::net::UdpSocket;
 
 use common::{Fleet, NodeConfig, NodeProc, converge, poll_until, wait_connected, wait_sync_rounds};
 use hyper::StatusCode;
-use meshlite_node::fleet::{self, ClusterId};
+use meshlite_mesh::fleet::{self, ClusterId};
 use rand::RngCore as _;
 use serde_json::{Value, json};
 

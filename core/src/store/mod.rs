@@ -14,6 +14,8 @@
 //!   materializes it back; [`docs`] keeps a bounded (2Q) cache of loaded documents in front of
 //!   their stored states; [`rows`] holds the SQL for rows and held ranges; [`migrations`]
 //!   describes the tables; [`open`] brings a data directory up to date.
+//! - [`record`] exposes one record's document (same encoding and merge rules) to replicas that
+//!   keep document states elsewhere: the central bridge merges in Postgres with it.
 //!
 //! # Durability
 //! The database runs in WAL mode. With [`Synchronous::Normal`] (the default) a write is
@@ -38,6 +40,7 @@ mod local;
 mod migrations;
 mod open;
 mod read;
+pub mod record;
 mod remote;
 mod rows;
 mod types;

@@ -1,5 +1,5 @@
 //! [`NetHandle`]: the cloneable handle the node uses to drive the transport, and the errors of
-//! its operations. Every call becomes a `MeshCommand` for the mesh actor ([`super::mesh`]) on
+//! its operations. Every call becomes a `MeshCommand` for the mesh actor (`net::mesh`) on
 //! a bounded channel; calls wait when the actor is busy rather than queueing without bound.
 
 use std::net::SocketAddr;
@@ -110,7 +110,7 @@ pub(super) enum MeshCommand {
     },
     Push {
         frame: PushFrame,
-        targets: Option<Vec<NodeId>>,
+        targets: Vec<NodeId>,
         reply: oneshot::Sender<PushReport>,
     },
     Peers {
@@ -188,24 +188,21 @@ impl NetHandle {
         rx.await.map_err(|_| SyncError::Closed)?
     }
 
-    /// Pushes encoded transactions to `push_fanout` random connected peers.
-    pub async fn push(&self, txns: Vec<Vec<u8>>) -> Result<PushReport, PushError> {
-        self.push_frame(txns, None).await
-    }
-
-    /// Pushes encoded transactions to the given peers (those connected).
+    /// Pushes encoded transactions to `peers` (those connected; others are skipped). Whom to
+    /// push to is the dissemination policy's decision (`meshlite_core::dissemination`), not the
+    /// transport's.
     pub async fn push_to(
         &self,
         peers: Vec<NodeId>,
         txns: Vec<Vec<u8>>,
     ) -> Result<PushReport, PushError> {
-        self.push_frame(txns, Some(peers)).await
+        self.push_frame(txns, peers).await
     }
 
     async fn push_frame(
         &self,
         txns: Vec<Vec<u8>>,
-        targets: Option<Vec<NodeId>>,
+        targets: Vec<NodeId>,
     ) -> Result<PushReport, PushError> {
         let frame = encode_frame(&Frame::Push { txns })?;
         if frame.len() > self.max_frame_bytes {
@@ -256,7 +253,7 @@ impl NetHandle {
     }
 
     /// Stops the transport: closes every connection and the endpoint (bounded by
-    /// [`super::mesh::SHUTDOWN_GRACE`] each) and waits for the actor to end.
+    /// [`crate::tasks::SHUTDOWN_GRACE`] each) and waits for the actor to end.
     pub async fn shutdown(&self) {
         self.cancel.cancel();
         let task = match self.task.lock() {

@@ -13,18 +13,21 @@
 //!   peer::PeerActor ── owns the Connection; child tasks per stream:
 //!        ├─ sync::SyncStream  (bidi stream: one anti-entropy round, a core Session)
 //!        ├─ push::run_writer  (uni stream out: queued Push frames, bounded queue)
-//!        └─ push::PushReader  (uni stream in: Push frames → backend)
+//!        └─ push::PushReader  (uni stream in: Push frames → the replica)
 //! ```
 //!
 //! - [`tls`]: rustls configurations (ring only) and the verifiers that refuse foreign CAs,
 //!   expired certificates, other clusters and denied node ids (see its module doc).
 //! - [`config`]: [`TransportConfig`], with every default documented.
-//! - [`backend`]: [`SyncBackend`], what the transport needs from the replica;
+//! - [`backend`]: [`Replica`], what the transport needs from the replica;
 //!   [`store_backend`] implements it for `meshlite_core::store::Store`.
 //! - [`mesh`]: also how a dial learns it was admitted (the push-stream preamble) and how
 //!   duplicate connections between two nodes are resolved.
 //! - [`frame_guard`]: refuses oversized frames from their length prefix.
-//! - [`events`]: [`NetEvent`], [`PeerInfo`], [`SyncStats`].
+//! - [`events`]: [`NetEvent`], [`PeerInfo`], [`SyncStats`], [`RefusalReason`].
+//! - Pushes go to the peers the caller names ([`NetHandle::push_to`]); whom to send to is the
+//!   dissemination policy's decision (`meshlite_core::dissemination`, driven by
+//!   [`crate::gossip`]).
 //!
 //! # Bounds (why a slow or hostile peer cannot grow our memory)
 //!
@@ -42,9 +45,8 @@
 //!
 //! Cancelling the token given to [`start`] (or [`NetHandle::shutdown`]) cancels every actor and
 //! stream task through child tokens; connections are closed with [`peer::CLOSE_SHUTDOWN`] and
-//! the endpoint drains, each step bounded by [`mesh::SHUTDOWN_GRACE`].
+//! the endpoint drains, each step bounded by [`crate::tasks::SHUTDOWN_GRACE`].
 
-pub mod backend;
 pub mod config;
 pub mod events;
 pub mod frame_guard;
@@ -52,14 +54,13 @@ pub mod handle;
 pub mod mesh;
 pub mod peer;
 pub mod push;
-pub mod store_backend;
+pub mod stats;
 pub mod sync;
 pub mod tls;
 
-pub use backend::{Applied, BackendError, LoadedTxns, LocalState, SyncBackend, TxnRanges};
 pub use config::{TransportConfig, TransportConfigError};
-pub use events::{Direction, NetEvent, PeerInfo, PushReport, SyncStats};
+pub use events::{Direction, NetEvent, PeerInfo, PushReport, RefusalReason, SyncStats};
 pub use handle::{ConnectError, NetHandle, PushError, StartError};
 pub use mesh::start;
 pub use sync::SyncError;
-pub use tls::{ALPN, RefusalReason, install_crypto_provider};
+pub use tls::{ALPN, install_crypto_provider};

@@ -18,16 +18,17 @@ use std::time::Instant;
 
 use meshlite_core::TxnId;
 use meshlite_core::dissemination::Disseminator;
-use meshlite_core::store::{Store, StoreEvent};
+use meshlite_core::store::StoreEvent;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::discovery::table::{PeerKey, PeerTable};
 use crate::fleet::NodeId;
-use crate::net::events::NetEvent;
+use crate::net::events::{NetEvent, SyncStats};
 use crate::net::handle::NetHandle;
-use crate::net::store_backend::encoded_txns;
+use crate::net::sync::SyncError;
+use crate::replica::Replica;
 
 /// Counters exported on `/metrics`.
 #[derive(Debug, Default)]
@@ -53,9 +54,9 @@ fn bump(counter: &AtomicU64, n: u64) {
 }
 
 /// The actor. Built by the daemon, consumed by [`Gossip::run`].
-pub struct Gossip {
-    /// The local store.
-    pub store: Store,
+pub struct Gossip<R> {
+    /// The replica whose commits are pushed.
+    pub store: R,
     /// The transport.
     pub net: NetHandle,
     /// The peer table (health of sync rounds).
@@ -68,7 +69,7 @@ pub struct Gossip {
     pub cancel: CancellationToken,
 }
 
-impl std::fmt::Debug for Gossip {
+impl<R> std::fmt::Debug for Gossip<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gossip")
             .field("peers", &self.policy.peer_count())
@@ -76,9 +77,9 @@ impl std::fmt::Debug for Gossip {
     }
 }
 
-type RoundResult = (NodeId, Result<crate::net::events::SyncStats, String>);
+type RoundResult = (NodeId, Result<SyncStats, SyncError>);
 
-impl Gossip {
+impl<R: Replica> Gossip<R> {
     /// Runs until cancelled; waits for in-flight rounds to stop before returning.
     pub async fn run(mut self) {
         let mut store_events = self.store.subscribe();
@@ -131,7 +132,7 @@ impl Gossip {
         if targets.is_empty() {
             return;
         }
-        match encoded_txns(&self.store, &txns).await {
+        match self.store.encoded(&txns).await.map(|loaded| loaded.txns) {
             Ok(encoded) if !encoded.is_empty() => {
                 bump(&self.stats.txns_pushed, encoded.len() as u64);
                 if let Err(e) = self.net.push_to(targets, encoded).await {
@@ -188,10 +189,7 @@ impl Gossip {
     fn start_rounds(&mut self, rounds: &mut JoinSet<RoundResult>) {
         for peer in self.policy.handle_timeout(Instant::now()) {
             let net = self.net.clone();
-            rounds.spawn(async move {
-                let result = net.sync_with(peer).await.map_err(|e| e.to_string());
-                (peer, result)
-            });
+            rounds.spawn(async move { (peer, net.sync_with(peer).await) });
         }
     }
 

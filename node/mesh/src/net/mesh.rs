@@ -27,12 +27,10 @@ use std::time::{Duration, SystemTime};
 
 use meshlite_core::protocol::SessionConfig;
 use quinn::{Connection, Endpoint, VarInt};
-use rand::seq::IndexedRandom;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::backend::SyncBackend;
 use super::config::TransportConfig;
 use super::events::{Direction, EVENTS_CAPACITY, NetEvent, PeerInfo, PushReport, SyncStats};
 use super::handle::{ConnectError, ConnectReply, MeshCommand, NetHandle, StartError};
@@ -44,11 +42,9 @@ use super::push::PushFrame;
 use super::sync::{SyncError, SyncParams};
 use super::tls::{self, PeerPolicy, SERVER_NAME, TlsContext};
 use crate::fleet::{NodeId, NodeIdentity};
+use crate::replica::Replica;
+use crate::tasks::SHUTDOWN_GRACE;
 
-/// Capacity of the mesh actor's command inbox; callers wait when it is full.
-pub const MESH_INBOX_CAPACITY: usize = 64;
-/// How long shutdown waits for peer actors and the endpoint before giving up on them.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Flow-control window per stream: what one stream may have in flight unread.
 pub const STREAM_RECEIVE_WINDOW: u32 = 1024 * 1024;
 /// Flow-control window per connection: bounds unread data buffered for one peer.
@@ -56,10 +52,13 @@ pub const CONNECTION_RECEIVE_WINDOW: u32 = 8 * 1024 * 1024;
 /// Most unacknowledged data we keep in flight to one peer.
 pub const SEND_WINDOW: u64 = 8 * 1024 * 1024;
 
+/// Capacity of the mesh actor's command inbox; callers wait when it is full.
+pub const MESH_INBOX_CAPACITY: usize = 64;
+
 /// Starts the transport: binds `cfg.listen`, accepts fleet peers, and serves `backend` to them.
 /// Runs until `shutdown` is cancelled or [`NetHandle::shutdown`] is called. Must be called
 /// inside a tokio runtime. Installs the ring crypto provider as the process default.
-pub fn start<B: SyncBackend>(
+pub fn start<B: Replica>(
     identity: NodeIdentity,
     cfg: TransportConfig,
     backend: B,
@@ -102,7 +101,6 @@ pub fn start<B: SyncBackend>(
         quic,
         max_peers: cfg.max_peers,
         connect_timeout: cfg.connect_timeout,
-        push_fanout: cfg.push_fanout,
         node_id,
         ctx,
         inbox,
@@ -244,7 +242,6 @@ struct MeshActor<B> {
     quic: Arc<quinn::TransportConfig>,
     max_peers: usize,
     connect_timeout: Duration,
-    push_fanout: usize,
     node_id: NodeId,
     ctx: Arc<PeerContext<B>>,
     inbox: mpsc::Receiver<MeshCommand>,
@@ -258,7 +255,7 @@ struct MeshActor<B> {
     cancel: CancellationToken,
 }
 
-impl<B: SyncBackend> MeshActor<B> {
+impl<B: Replica> MeshActor<B> {
     async fn run(mut self) {
         loop {
             tokio::select! {
@@ -569,8 +566,7 @@ impl<B: SyncBackend> MeshActor<B> {
         }
     }
 
-    fn push(&mut self, frame: &PushFrame, targets: Option<Vec<NodeId>>) -> PushReport {
-        let targets = targets.unwrap_or_else(|| self.random_peers(self.push_fanout));
+    fn push(&mut self, frame: &PushFrame, targets: Vec<NodeId>) -> PushReport {
         let mut report = PushReport::default();
         for node_id in targets {
             let Some(peer) = self.peers.get(&node_id) else {
@@ -586,12 +582,6 @@ impl<B: SyncBackend> MeshActor<B> {
             }
         }
         report
-    }
-
-    fn random_peers(&self, n: usize) -> Vec<NodeId> {
-        let mut ids: Vec<NodeId> = self.peers.keys().copied().collect();
-        ids.sort();
-        ids.choose_multiple(&mut rand::rng(), n).copied().collect()
     }
 
     fn drop_peer(&mut self, peer: &NodeId, code: VarInt, reason: &[u8]) -> bool {

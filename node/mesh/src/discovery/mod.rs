@@ -14,27 +14,28 @@
 //!   and browses for other nodes of the same cluster.
 //! - [`static_peers`]: `host:port` entries from the configuration, re-resolved periodically.
 //! - [`tailscale`]: devices of the tailnet from `tailscale status --json`.
-//! - [`tasks`]: the task group that runs the sources with one cancellation token and a bounded
-//!   shutdown (also used by the NATS service).
+//! - The sources run in one [`TaskGroup`] (one cancellation token, bounded shutdown).
+//! - mDNS is built with the crate feature `mdns` (the node has it; the bridge does not).
 //!
 //! [`Discovery::start`] runs every enabled source plus the expiry sweep as tasks of one group.
 //! Sources never fail the node: resolution and CLI errors are logged and recorded in the table.
 
 pub mod config;
+#[cfg(feature = "mdns")]
 pub mod mdns;
 pub mod static_peers;
 pub mod table;
 pub mod tailscale;
-pub mod tasks;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::tasks::{ShutdownReport, TaskExit, TaskGroup, Ticker};
+
 pub use config::{DiscoveryConfig, DiscoveryConfigError};
 pub use table::{PeerKey, PeerRow, PeerTable, Sighting, Source};
-pub use tasks::{ShutdownReport, TaskExit, TaskGroup};
 
 /// What this node tells others about itself (mDNS TXT records, NATS announcements).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,8 +97,12 @@ pub enum StartDiscoveryError {
     #[error(transparent)]
     Config(#[from] DiscoveryConfigError),
     /// The mDNS responder could not start.
+    #[cfg(feature = "mdns")]
     #[error(transparent)]
     Mdns(#[from] mdns::MdnsError),
+    /// `mdns = true` in a binary built without mDNS.
+    #[error("discovery.mdns = true, but this binary is built without mDNS discovery")]
+    MdnsUnavailable,
 }
 
 /// The running discovery sources.
@@ -120,8 +125,7 @@ impl Discovery {
         cfg.validate()?;
         let mut tasks = TaskGroup::new("discovery", cancel);
         if cfg.mdns {
-            let responder = mdns::MdnsResponder::start(cfg, local)?;
-            tasks.spawn("mdns", responder.run(table.clone(), tasks.token()));
+            start_mdns(cfg, local, table, &mut tasks)?;
         }
         if !cfg.static_peers.is_empty() {
             let run = static_peers::run(
@@ -156,23 +160,39 @@ impl Discovery {
     }
 }
 
+#[cfg(feature = "mdns")]
+fn start_mdns(
+    cfg: &DiscoveryConfig,
+    local: &LocalNode,
+    table: &PeerTable,
+    tasks: &mut TaskGroup,
+) -> Result<(), StartDiscoveryError> {
+    let responder = mdns::MdnsResponder::start(cfg, local)?;
+    tasks.spawn("mdns", responder.run(table.clone(), tasks.token()));
+    Ok(())
+}
+
+#[cfg(not(feature = "mdns"))]
+fn start_mdns(
+    _: &DiscoveryConfig,
+    _: &LocalNode,
+    _: &PeerTable,
+    _: &mut TaskGroup,
+) -> Result<(), StartDiscoveryError> {
+    Err(StartDiscoveryError::MdnsUnavailable)
+}
+
 async fn expire_loop(
     table: PeerTable,
     every: Duration,
     cancel: CancellationToken,
 ) -> Result<(), std::convert::Infallible> {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => return Ok(()),
-            _ = tick.tick() => {
-                let gone = table.expire_at(std::time::Instant::now());
-                if gone > 0 {
-                    tracing::info!(gone, "forgot peers not seen recently");
-                }
-            }
+    let mut ticker = Ticker::now_and_every(every, cancel);
+    while ticker.tick().await {
+        let gone = table.expire_at(std::time::Instant::now());
+        if gone > 0 {
+            tracing::info!(gone, "forgot peers not seen recently");
         }
     }
+    Ok(())
 }

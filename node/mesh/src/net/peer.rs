@@ -12,8 +12,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
 
 use meshlite_core::protocol::Role;
 use quinn::{Connection, VarInt};
@@ -21,11 +21,12 @@ use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::backend::SyncBackend;
 use super::events::{Direction, NetEvent, PeerInfo, SyncStats};
 use super::push::{self, PushQueue, PushQueueRx, PushReader};
+use super::stats::PeerStats;
 use super::sync::{SyncError, SyncParams, SyncStream};
 use crate::fleet::{NodeId, NodeName};
+use crate::replica::Replica;
 
 /// Most push streams a peer may have open towards us (it needs one).
 pub const MAX_UNI_STREAMS: u32 = 2;
@@ -42,53 +43,6 @@ pub const CLOSE_DUPLICATE: VarInt = VarInt::from_u32(0x2);
 pub const CLOSE_DENIED: VarInt = VarInt::from_u32(0x3);
 /// Application close code: the host asked to disconnect.
 pub const CLOSE_REQUESTED: VarInt = VarInt::from_u32(0x4);
-
-/// Counters of one peer connection, shared by the actor, its tasks and the mesh.
-#[derive(Debug)]
-pub struct PeerStats {
-    /// The peer.
-    pub node_id: NodeId,
-    /// Completed sync rounds.
-    pub syncs: AtomicU64,
-    /// Failed rounds, failed or refused streams.
-    pub errors: AtomicU64,
-    /// Push frames written.
-    pub pushes_sent: AtomicU64,
-    /// Push frames dropped at a full queue.
-    pub pushes_dropped: AtomicU64,
-    /// Push frames received.
-    pub pushes_received: AtomicU64,
-    /// Milliseconds since the Unix epoch of the last received data.
-    last_seen_ms: AtomicU64,
-}
-
-impl PeerStats {
-    fn new(node_id: NodeId) -> Self {
-        let stats = Self {
-            node_id,
-            syncs: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            pushes_sent: AtomicU64::new(0),
-            pushes_dropped: AtomicU64::new(0),
-            pushes_received: AtomicU64::new(0),
-            last_seen_ms: AtomicU64::new(0),
-        };
-        stats.touch();
-        stats
-    }
-
-    /// Records that data arrived from the peer now.
-    pub fn touch(&self) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        self.last_seen_ms.store(now, Ordering::Relaxed);
-    }
-
-    fn last_seen(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(self.last_seen_ms.load(Ordering::Relaxed))
-    }
-}
 
 /// What the mesh may ask of a peer actor.
 #[derive(Debug)]
@@ -194,7 +148,7 @@ impl<B> std::fmt::Debug for PeerActor<B> {
     }
 }
 
-impl<B: SyncBackend> PeerActor<B> {
+impl<B: Replica> PeerActor<B> {
     /// Creates the actor and the mesh's handle on it; the caller spawns [`PeerActor::run`].
     pub fn new(
         conn: Connection,
@@ -340,7 +294,7 @@ struct SyncRound<B> {
     cancel: CancellationToken,
 }
 
-impl<B: SyncBackend> SyncRound<B> {
+impl<B: Replica> SyncRound<B> {
     async fn run(
         self,
         role: Role,

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::table::{PeerKey, PeerTable, Sighting, Source};
+use crate::tasks::Ticker;
 
 /// Upper bound on one name resolution.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -77,18 +78,11 @@ pub async fn run(
     table: PeerTable,
     cancel: CancellationToken,
 ) -> Result<(), Infallible> {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => return Ok(()),
-            _ = tick.tick() => {}
-        }
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => return Ok(()),
-            () = resolve_all(&entries, &table) => {}
+    let mut ticker = Ticker::now_and_every(interval, cancel);
+    while ticker.tick().await {
+        if ticker.run(resolve_all(&entries, &table)).await.is_none() {
+            break;
         }
     }
+    Ok(())
 }

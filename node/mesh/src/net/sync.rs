@@ -22,9 +22,9 @@ use meshlite_core::{ReplicaId, Txn};
 use quinn::{RecvStream, SendStream, VarInt};
 use tokio_util::sync::CancellationToken;
 
-use super::backend::{BackendError, SyncBackend, TxnRanges};
 use super::events::SyncStats;
 use super::frame_guard::{FrameGuard, OversizedFrame};
+use crate::replica::{Replica, ReplicaError, TxnRanges};
 
 /// Largest chunk read from a stream at once.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -67,7 +67,7 @@ pub enum SyncError {
     Stream(String),
     /// The backend failed.
     #[error(transparent)]
-    Backend(#[from] BackendError),
+    Backend(#[from] ReplicaError),
     /// The round exceeded the configured sync timeout.
     #[error("sync round timed out")]
     Timeout,
@@ -132,7 +132,7 @@ impl<B> std::fmt::Debug for SyncStream<B> {
     }
 }
 
-impl<B: SyncBackend> SyncStream<B> {
+impl<B: Replica> SyncStream<B> {
     /// Prepares a round: reads our state from the backend and queues our `Hello`.
     pub async fn start(
         role: Role,

@@ -20,12 +20,12 @@ use quinn::{Connection, RecvStream, SendStream, VarInt};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::backend::SyncBackend;
 use super::events::NetEvent;
 use super::frame_guard::FrameGuard;
-use super::peer::PeerStats;
+use super::stats::PeerStats;
 use super::sync::{READ_CHUNK_BYTES, STREAM_FRAME_TOO_LARGE};
 use crate::fleet::NodeId;
+use crate::replica::{Replica, ReplicaError};
 
 /// Most bytes of push frames queued for one peer.
 pub const PER_PEER_QUEUE_BYTES: usize = 16 * 1024 * 1024;
@@ -82,7 +82,7 @@ impl PushQueue {
 }
 
 /// The first frame on every push stream: an empty `Push`. Opening the stream at once tells a
-/// dialing peer that we admitted it (see [`super::mesh`]).
+/// dialing peer that we admitted it (see `net::mesh`).
 pub fn preamble() -> Vec<u8> {
     // An empty list always encodes; the fallback is never used but avoids a panic path.
     encode_frame(&Frame::Push { txns: Vec::new() }).unwrap_or_default()
@@ -133,18 +133,51 @@ pub async fn run_writer(
     }
 }
 
+/// Why writing a push frame failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PushWriteError {
+    /// The push stream could not be opened.
+    #[error("cannot open push stream: {0}")]
+    Open(#[from] quinn::ConnectionError),
+    /// Writing to the stream failed.
+    #[error("push stream write: {0}")]
+    Write(#[from] quinn::WriteError),
+}
+
+/// Why an incoming push stream was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PushReadError {
+    /// The bytes are not a valid frame.
+    #[error("bad frame: {0}")]
+    Frame(#[from] meshlite_core::protocol::DecodeError),
+    /// A frame other than `Push` arrived on a push stream.
+    #[error("{0} frame on a push stream")]
+    UnexpectedFrame(&'static str),
+    /// A pushed transaction does not decode.
+    #[error("pushed txn #{index}: {source}")]
+    Txn {
+        /// Its position in the frame.
+        index: usize,
+        /// Why it does not decode.
+        source: meshlite_core::change::DecodeTxnError,
+    },
+    /// The replica could not apply the push.
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+}
+
 async fn write_frame(
     conn: &Connection,
     stream: &mut Option<SendStream>,
     frame: &[u8],
-) -> Result<(), String> {
-    if stream.is_none() {
-        *stream = Some(conn.open_uni().await.map_err(|e| e.to_string())?);
-    }
-    let Some(send) = stream.as_mut() else {
-        return Err("no push stream".into());
+) -> Result<(), PushWriteError> {
+    let send = match stream {
+        Some(send) => send,
+        None => stream.insert(conn.open_uni().await?),
     };
-    send.write_all(frame).await.map_err(|e| e.to_string())
+    Ok(send.write_all(frame).await?)
 }
 
 /// Everything a push reader needs besides its stream.
@@ -169,7 +202,7 @@ impl<B> std::fmt::Debug for PushReader<B> {
     }
 }
 
-impl<B: SyncBackend> PushReader<B> {
+impl<B: Replica> PushReader<B> {
     /// Reads `Push` frames until the stream ends, fails, or breaks the rules.
     pub async fn run(self, mut recv: RecvStream, cancel: CancellationToken) {
         let mut guard = FrameGuard::new(self.max_frame_bytes);
@@ -194,20 +227,24 @@ impl<B: SyncBackend> PushReader<B> {
                 return;
             }
             if let Err(reason) = self.consume(&mut decoder, &chunk.bytes).await {
-                self.refuse(&mut recv, STREAM_BAD_PUSH, &reason);
+                self.refuse(&mut recv, STREAM_BAD_PUSH, &reason.to_string());
                 return;
             }
         }
     }
 
     /// Decodes and applies every complete frame in `input`.
-    async fn consume(&self, decoder: &mut FrameDecoder, mut input: &[u8]) -> Result<(), String> {
+    async fn consume(
+        &self,
+        decoder: &mut FrameDecoder,
+        mut input: &[u8],
+    ) -> Result<(), PushReadError> {
         while !input.is_empty() {
             let taken = decoder.push(input);
             input = &input[taken..];
-            while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
+            while let Some(frame) = decoder.next_frame()? {
                 let Frame::Push { txns } = frame else {
-                    return Err(format!("{} frame on a push stream", frame.kind()));
+                    return Err(PushReadError::UnexpectedFrame(frame.kind()));
                 };
                 self.apply(txns).await?;
             }
@@ -215,21 +252,19 @@ impl<B: SyncBackend> PushReader<B> {
         Ok(())
     }
 
-    async fn apply(&self, encoded: Vec<Vec<u8>>) -> Result<(), String> {
+    async fn apply(&self, encoded: Vec<Vec<u8>>) -> Result<(), PushReadError> {
         if encoded.is_empty() {
             return Ok(()); // The preamble.
         }
         self.stats.pushes_received.fetch_add(1, Ordering::Relaxed);
         let mut txns = Vec::with_capacity(encoded.len());
         for (i, bytes) in encoded.iter().enumerate() {
-            txns.push(Txn::decode(bytes).map_err(|e| format!("pushed txn #{i}: {e}"))?);
+            let txn =
+                Txn::decode(bytes).map_err(|source| PushReadError::Txn { index: i, source })?;
+            txns.push(txn);
         }
         let ids = txns.iter().map(|t| t.id).collect();
-        let applied = self
-            .backend
-            .apply_txns(txns)
-            .await
-            .map_err(|e| e.to_string())?;
+        let applied = self.backend.apply_txns(txns).await?;
         // No subscriber is fine: the data is in the store either way.
         let _ = self.events.send(NetEvent::PushReceived {
             from: self.from,

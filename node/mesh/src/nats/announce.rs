@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::discovery::{LocalNode, PeerTable, Sighting, Source};
+use crate::tasks::Ticker;
 
 use super::rfc3339_now;
 
@@ -136,14 +137,8 @@ pub async fn run_announcer(
     every: Duration,
     cancel: CancellationToken,
 ) -> Result<(), AnnounceError> {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => return Ok(()),
-            _ = tick.tick() => {}
-        }
+    let mut ticker = Ticker::now_and_every(every, cancel);
+    while ticker.tick().await {
         let body = match serde_json::to_vec(&Announcement::of(&local)) {
             Ok(body) => body,
             Err(e) => {
@@ -155,6 +150,7 @@ pub async fn run_announcer(
             tracing::warn!(error = %e, "announcement not published");
         }
     }
+    Ok(())
 }
 
 /// Feeds other nodes' announcements into `table` until `cancel`.

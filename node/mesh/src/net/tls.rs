@@ -33,8 +33,8 @@ use rustls::{
 };
 use tokio::sync::broadcast;
 
-use super::events::{Direction, NetEvent};
-use crate::fleet::{CertIdentity, CertIdentityError, ClusterId, NodeId, NodeIdentity, identity_of};
+use super::events::{Direction, NetEvent, RefusalReason};
+use crate::fleet::{CertIdentity, ClusterId, NodeId, NodeIdentity, identity_of};
 
 /// The ALPN protocol id of Meshlite's sync protocol over QUIC.
 pub const ALPN: &[u8] = b"meshlite/1";
@@ -56,50 +56,13 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Why a peer was refused during the handshake.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum RefusalReason {
-    /// The certificate chain failed: unknown issuer (another CA), expired, not yet valid, bad
-    /// signature, wrong key usage, ...
-    #[error("certificate rejected: {0:?}")]
-    Certificate(CertificateError),
-    /// The certificate carries no usable Meshlite identity.
-    #[error("bad identity: {0}")]
-    Identity(#[from] CertIdentityError),
-    /// The peer belongs to another cluster.
-    #[error("peer is in cluster {presented}, we are in {expected}")]
-    WrongCluster {
-        /// Our cluster.
-        expected: ClusterId,
-        /// The peer's.
-        presented: ClusterId,
-    },
-    /// The peer's node id is on the deny list.
-    #[error("node {0} is on the deny list")]
-    Denied(NodeId),
-    /// We dialed a specific node and another one answered.
-    #[error("expected node {expected}, but {presented} answered")]
-    UnexpectedNode {
-        /// The node id we dialed.
-        expected: NodeId,
-        /// The node id presented.
-        presented: NodeId,
-    },
-    /// The peer presented our own node id (we reached ourselves, or a copied bundle).
-    #[error("peer presented our own node id {0}")]
-    OwnNode(NodeId),
-}
-
-impl RefusalReason {
-    /// The rustls error that fails the handshake (and picks the TLS alert).
-    fn to_tls_error(&self) -> rustls::Error {
-        let cert_error = match self {
-            Self::Certificate(e) => e.clone(),
-            other => CertificateError::Other(OtherError(Arc::new(other.clone()))),
-        };
-        rustls::Error::InvalidCertificate(cert_error)
-    }
+/// The rustls error that fails the handshake for `reason` (and picks the TLS alert).
+fn tls_error(reason: &RefusalReason) -> rustls::Error {
+    let cert_error = match reason {
+        RefusalReason::Certificate(e) => e.clone(),
+        other => CertificateError::Other(OtherError(Arc::new(other.clone()))),
+    };
+    rustls::Error::InvalidCertificate(cert_error)
 }
 
 /// The fleet policy applied to every peer certificate after its chain verified.
@@ -198,7 +161,7 @@ impl PeerPolicy {
             direction,
             reason: reason.clone(),
         });
-        reason.to_tls_error()
+        tls_error(&reason)
     }
 
     /// Chain result first, then the fleet policy.

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::table::{PeerTable, Sighting, Source};
+use crate::tasks::Ticker;
 
 /// Upper bound on one `tailscale status --json` run.
 const CLI_TIMEOUT: Duration = Duration::from_secs(10);
@@ -187,19 +188,11 @@ impl TailscaleSource {
         table: PeerTable,
         cancel: CancellationToken,
     ) -> Result<(), TailscaleError> {
-        let mut tick = tokio::time::interval(self.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticker = Ticker::now_and_every(self.interval, cancel);
         let mut failing = false;
-        loop {
-            tokio::select! {
-                biased;
-                () = cancel.cancelled() => return Ok(()),
-                _ = tick.tick() => {}
-            }
-            let polled = tokio::select! {
-                biased;
-                () = cancel.cancelled() => return Ok(()),
-                polled = self.poll_once(&table) => polled,
+        while ticker.tick().await {
+            let Some(polled) = ticker.run(self.poll_once(&table)).await else {
+                break;
             };
             match polled {
                 Ok(n) if failing => {
@@ -221,6 +214,7 @@ impl TailscaleSource {
                 Err(e) => tracing::debug!(error = %e, "tailscale discovery still failing"),
             }
         }
+        Ok(())
     }
 
     /// Runs the CLI once and reports its peers; returns how many were reported.

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use meshlite_core::TxnId;
+use rustls::CertificateError;
 use serde::Serialize;
 
-use super::tls::RefusalReason;
-use crate::fleet::{NodeId, NodeName};
+use crate::fleet::{CertIdentityError, ClusterId, NodeId, NodeName};
 
 /// Capacity of the event broadcast channel. A subscriber that falls further behind loses the
 /// oldest events (`RecvError::Lagged`) instead of holding memory.
@@ -144,4 +144,39 @@ pub struct PushReport {
 
 fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64() * 1000.0)
+}
+
+/// Why a peer was refused during the handshake.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RefusalReason {
+    /// The certificate chain failed: unknown issuer (another CA), expired, not yet valid, bad
+    /// signature, wrong key usage, ...
+    #[error("certificate rejected: {0:?}")]
+    Certificate(CertificateError),
+    /// The certificate carries no usable Meshlite identity.
+    #[error("bad identity: {0}")]
+    Identity(#[from] CertIdentityError),
+    /// The peer belongs to another cluster.
+    #[error("peer is in cluster {presented}, we are in {expected}")]
+    WrongCluster {
+        /// Our cluster.
+        expected: ClusterId,
+        /// The peer's.
+        presented: ClusterId,
+    },
+    /// The peer's node id is on the deny list.
+    #[error("node {0} is on the deny list")]
+    Denied(NodeId),
+    /// We dialed a specific node and another one answered.
+    #[error("expected node {expected}, but {presented} answered")]
+    UnexpectedNode {
+        /// The node id we dialed.
+        expected: NodeId,
+        /// The node id presented.
+        presented: NodeId,
+    },
+    /// The peer presented our own node id (we reached ourselves, or a copied bundle).
+    #[error("peer presented our own node id {0}")]
+    OwnNode(NodeId),
 }

@@ -1,4 +1,6 @@
-//! A named group of tokio tasks sharing one cancellation token, with bounded shutdown.
+//! Task helpers shared by every long-lived part of the mesh, the node and the bridge: a named
+//! group of tokio tasks sharing one cancellation token with bounded shutdown ([`TaskGroup`]),
+//! the periodic loop ([`Ticker`]) and the one shutdown bound ([`SHUTDOWN_GRACE`]).
 //!
 //! Discovery sources and the NATS parts each run as a few long-lived tasks. They live in one
 //! [`TaskGroup`] per service so that no task is detached: a task that returns an error is logged
@@ -11,6 +13,65 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+/// How long each part of a daemon (a task group, the transport, the HTTP listener) may take to
+/// stop before it is aborted.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A periodic wake-up that ends with a cancellation token: the one interval loop of the mesh
+/// and the daemons. Late ticks are delayed, never bunched.
+///
+/// ```ignore
+/// let mut ticker = Ticker::now_and_every(period, cancel);
+/// while ticker.tick().await {
+///     if ticker.run(work()).await.is_none() { break } // cancelled mid-work
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Ticker {
+    interval: tokio::time::Interval,
+    cancel: CancellationToken,
+}
+
+impl Ticker {
+    /// Ticks at once, then every `period`.
+    pub fn now_and_every(period: Duration, cancel: CancellationToken) -> Self {
+        Self::starting_at(tokio::time::Instant::now(), period, cancel)
+    }
+
+    /// Ticks after one `period`, then every `period`.
+    pub fn every(period: Duration, cancel: CancellationToken) -> Self {
+        Self::starting_at(tokio::time::Instant::now() + period, period, cancel)
+    }
+
+    fn starting_at(
+        start: tokio::time::Instant,
+        period: Duration,
+        cancel: CancellationToken,
+    ) -> Self {
+        let mut interval = tokio::time::interval_at(start, period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self { interval, cancel }
+    }
+
+    /// Waits for the next tick; `false` once cancelled (cancellation wins over a due tick).
+    pub async fn tick(&mut self) -> bool {
+        tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => false,
+            _ = self.interval.tick() => true,
+        }
+    }
+
+    /// Runs `work` unless cancelled first; `None` when cancelled.
+    pub async fn run<T>(&self, work: impl Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => None,
+            out = work => Some(out),
+        }
+    }
+}
 
 /// How one task of a [`TaskGroup`] ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

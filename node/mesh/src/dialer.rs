@@ -14,10 +14,11 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::discovery::table::{PeerKey, PeerRow, PeerTable};
 use crate::fleet::NodeId;
 use crate::net::events::NetEvent;
-use crate::net::handle::NetHandle;
+use crate::net::handle::{ConnectError, NetHandle};
 use tokio::sync::broadcast::error::RecvError;
 
 /// Longest wait before an address that failed is dialed again.
@@ -31,10 +32,20 @@ const TICK: Duration = Duration::from_secs(5);
 /// Dials in flight at once.
 const MAX_INFLIGHT_DIALS: usize = 8;
 
+/// When an address may be dialed again, and its retry delays.
 #[derive(Debug, Clone, Copy)]
-struct Backoff {
+struct DialState {
     until: Instant,
-    wait: Duration,
+    backoff: Backoff,
+}
+
+impl DialState {
+    fn new() -> Self {
+        Self {
+            until: Instant::now(),
+            backoff: Backoff::new(FIRST_BACKOFF, MAX_DIAL_BACKOFF),
+        }
+    }
 }
 
 /// The dialer actor.
@@ -48,14 +59,14 @@ pub struct Dialer {
     pub cancel: CancellationToken,
 }
 
-type DialResult = (SocketAddr, PeerKey, Result<NodeId, String>);
+type DialResult = (SocketAddr, PeerKey, Result<NodeId, ConnectError>);
 
 impl Dialer {
     /// Runs until cancelled.
     pub async fn run(self) {
         let mut changes = self.table.changes();
         let mut net_events = self.net.subscribe();
-        let mut backoff: HashMap<SocketAddr, Backoff> = HashMap::new();
+        let mut backoff: HashMap<SocketAddr, DialState> = HashMap::new();
         let mut inflight: JoinSet<DialResult> = JoinSet::new();
         let mut dialing: HashSet<SocketAddr> = HashSet::new();
         let mut tick = tokio::time::interval(TICK);
@@ -102,7 +113,7 @@ impl Dialer {
         &self,
         inflight: &mut JoinSet<DialResult>,
         dialing: &mut HashSet<SocketAddr>,
-        backoff: &HashMap<SocketAddr, Backoff>,
+        backoff: &HashMap<SocketAddr, DialState>,
     ) {
         let connected: HashSet<String> = self
             .net
@@ -128,10 +139,7 @@ impl Dialer {
                 }
                 dialing.insert(addr);
                 let (net, key) = (self.net.clone(), row_key(&row));
-                inflight.spawn(async move {
-                    let result = net.connect(addr, expected).await.map_err(|e| e.to_string());
-                    (addr, key, result)
-                });
+                inflight.spawn(async move { (addr, key, net.connect(addr, expected).await) });
                 break; // one address per peer at a time
             }
         }
@@ -141,32 +149,23 @@ impl Dialer {
         &self,
         addr: SocketAddr,
         key: PeerKey,
-        result: Result<NodeId, String>,
-        backoff: &mut HashMap<SocketAddr, Backoff>,
+        result: Result<NodeId, ConnectError>,
+        backoff: &mut HashMap<SocketAddr, DialState>,
     ) {
         match result {
             Ok(node) => {
                 // Hold the address briefly so a connection that drops at once is not redialed
                 // in a tight loop; a failure later starts the backoff from the first step.
-                let hold = Backoff {
-                    until: Instant::now() + SUCCESS_HOLD,
-                    wait: Duration::ZERO,
-                };
-                backoff.insert(addr, hold);
+                let state = backoff.entry(addr).or_insert_with(DialState::new);
+                state.backoff.reset();
+                state.until = Instant::now() + SUCCESS_HOLD;
                 self.table.identify(addr, &node.to_string());
                 tracing::info!(%addr, %node, "connected to peer");
             }
             Err(e) => {
-                let wait = backoff.get(&addr).map_or(FIRST_BACKOFF, |b| {
-                    (b.wait * 2).clamp(FIRST_BACKOFF, MAX_DIAL_BACKOFF)
-                });
-                backoff.insert(
-                    addr,
-                    Backoff {
-                        until: Instant::now() + wait,
-                        wait,
-                    },
-                );
+                let state = backoff.entry(addr).or_insert_with(DialState::new);
+                let wait = state.backoff.fail();
+                state.until = Instant::now() + wait;
                 tracing::debug!(%addr, error = %e, retry_in = ?wait, "dial failed");
                 self.table.record_failure(&key, e);
             }
@@ -175,7 +174,7 @@ impl Dialer {
 }
 
 /// The earliest backoff that has not expired yet: when a waiting address may be dialed again.
-fn next_backoff_expiry(backoff: &HashMap<SocketAddr, Backoff>, now: Instant) -> Option<Instant> {
+fn next_backoff_expiry(backoff: &HashMap<SocketAddr, DialState>, now: Instant) -> Option<Instant> {
     backoff.values().map(|b| b.until).filter(|&u| u > now).min()
 }
 

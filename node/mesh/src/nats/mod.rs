@@ -15,8 +15,8 @@
 //!
 //! - [`config`]: the `[nats]` section.
 //! - [`announce`], [`events`], [`relay`]: one task (or two) each, all in one [`TaskGroup`].
-//! - [`NatsStore`]: the handful of store operations these tasks need; [`store`] implements it
-//!   for `meshlite_core::Store`.
+//! - The store is any [`crate::replica::Replica`]: the node's SQLite store or the bridge's
+//!   Postgres.
 //!
 //! The connection ([`connect`]) retries the initial connect and reconnects forever, so the node
 //! starts and keeps working while the server is down. Announcements and events are best effort
@@ -29,18 +29,17 @@ pub mod announce;
 pub mod config;
 pub mod events;
 pub mod relay;
-pub mod store;
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshlite_core::{ReplicaId, Seq, Txn, TxnId};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::discovery::{LocalNode, PeerTable, ShutdownReport, TaskExit, TaskGroup};
+use crate::discovery::{LocalNode, PeerTable};
+use crate::replica::Replica;
+use crate::tasks::{ShutdownReport, TaskExit, TaskGroup};
 
 pub use config::{NatsConfig, NatsConfigError};
 pub use events::{ChangeEvent, EventStats};
@@ -87,47 +86,6 @@ pub struct ChangeView<'a> {
     pub value: Option<&'a serde_json::Value>,
 }
 
-/// Local transactions returned by [`NatsStore::local_txns`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LocalTxns {
-    /// Encoded transactions with their ids, in seq order.
-    pub txns: Vec<(TxnId, Vec<u8>)>,
-    /// True when a size budget cut the batch short: ask again after the last one.
-    pub more: bool,
-}
-
-/// The store operations NATS needs: implemented by `meshlite_core`'s store and by anything else
-/// that holds transactions (the central bridge).
-pub trait NatsStore: Send + Sync + 'static {
-    /// What the store broadcasts after each commit.
-    type Event: Clone + Send + Sync + 'static;
-    /// Errors of the store operations.
-    type Error: std::error::Error + Send + Sync + 'static;
-
-    /// The store's replica id: the origin of its local transactions.
-    fn replica_id(&self) -> ReplicaId;
-    /// A receiver of commit events.
-    fn subscribe(&self) -> broadcast::Receiver<Self::Event>;
-    /// Whether `event` is a local commit, and the rows it changed.
-    fn changes(event: &Self::Event) -> (bool, Vec<ChangeView<'_>>);
-    /// The highest local seq committed (0 when none).
-    fn local_head(&self) -> impl Future<Output = Result<Seq, Self::Error>> + Send;
-    /// Local transactions with seq in `from..=to` (skipping garbage-collected ones), up to about
-    /// `budget` bytes but at least one.
-    fn local_txns(
-        &self,
-        from: Seq,
-        to: Seq,
-        budget: usize,
-    ) -> impl Future<Output = Result<LocalTxns, Self::Error>> + Send;
-    /// Applies remote transactions durably (idempotent); returns the ids it refused, with why.
-    fn apply(
-        &self,
-        txns: Vec<Txn>,
-    ) -> impl Future<Output = Result<Vec<(TxnId, String)>, Self::Error>> + Send;
-}
-
-/// Error connecting to NATS.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectNatsError {
@@ -241,14 +199,14 @@ pub struct NatsContext<S> {
     /// The peer table announcements feed.
     pub table: PeerTable,
     /// The store.
-    pub store: Arc<S>,
+    pub store: S,
     /// File holding the relay's cursor (last local seq the stream acknowledged).
     pub cursor_path: PathBuf,
 }
 
 impl NatsService {
     /// Starts the enabled parts as tasks cancelled with `cancel`.
-    pub fn start<S: NatsStore>(
+    pub fn start<S: Replica>(
         cfg: &NatsConfig,
         ctx: NatsContext<S>,
         cancel: &CancellationToken,
@@ -287,10 +245,7 @@ impl NatsService {
                 relay_wake: cfg.relay.then_some(wake),
                 stats: stats.events.clone(),
             };
-            tasks.spawn(
-                "events",
-                feed.run::<S>(ctx.store.subscribe(), tasks.token()),
-            );
+            tasks.spawn("events", feed.run(ctx.store.subscribe(), tasks.token()));
         }
         Ok(Self { tasks, stats })
     }

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
-use super::{ChangeView, NatsStore, config::is_name_token, rfc3339_now};
+use meshlite_core::store::{ChangeKind, StoreEvent};
+
+use super::{ChangeView, Operation, config::is_name_token, rfc3339_now};
 
 /// Subject prefix of change events.
 pub const EVENTS_PREFIX: &str = "supabase.sync";
@@ -94,9 +96,9 @@ pub struct CommitFeed {
 
 impl CommitFeed {
     /// Runs until `cancel` (returns Ok) or until the store closes its broadcast (an error).
-    pub async fn run<S: NatsStore>(
+    pub async fn run(
         self,
-        mut rx: broadcast::Receiver<S::Event>,
+        mut rx: broadcast::Receiver<StoreEvent>,
         cancel: CancellationToken,
     ) -> Result<(), CommitFeedError> {
         loop {
@@ -106,7 +108,7 @@ impl CommitFeed {
                 received = rx.recv() => received,
             };
             match received {
-                Ok(event) => self.handle::<S>(&event).await,
+                Ok(event) => self.handle(&event).await,
                 Err(broadcast::error::RecvError::Lagged(n)) => self.lagged(n),
                 Err(broadcast::error::RecvError::Closed) if cancel.is_cancelled() => return Ok(()),
                 Err(broadcast::error::RecvError::Closed) => {
@@ -132,8 +134,8 @@ impl CommitFeed {
         }
     }
 
-    async fn handle<S: NatsStore>(&self, event: &S::Event) {
-        let (local, changes) = S::changes(event);
+    async fn handle(&self, event: &StoreEvent) {
+        let (local, changes) = changes(event);
         if local {
             self.wake_relay();
         }
@@ -178,6 +180,32 @@ impl CommitFeed {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed)
             }
         };
+    }
+}
+
+fn operation(kind: ChangeKind) -> Operation {
+    match kind {
+        ChangeKind::Insert => Operation::Insert,
+        ChangeKind::Update => Operation::Update,
+        ChangeKind::Delete => Operation::Delete,
+        ChangeKind::Append => Operation::Append,
+    }
+}
+
+/// Whether `event` is a local commit, and the rows it changed.
+fn changes(event: &StoreEvent) -> (bool, Vec<ChangeView<'_>>) {
+    match event {
+        StoreEvent::Committed { local, changes, .. } => {
+            let views = changes.iter().map(|c| ChangeView {
+                collection: &c.collection,
+                id: &c.id,
+                op: operation(c.kind),
+                value: c.value.as_ref(),
+            });
+            (*local, views.collect())
+        }
+        #[allow(unreachable_patterns)]
+        _ => (false, Vec::new()),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Fleet identifiers: the cluster id, node ids derived from keys, and validated node names.
 //!
-//! All three appear inside node certificates (see [`super::cert`]) and in configuration files, so
+//! All three appear inside node certificates (see `fleet::cert`) and in configuration files, so
 //! each has one canonical text form (lowercase hex for ids) that `Display`, `FromStr` and serde
 //! share.
 

@@ -36,8 +36,6 @@ pub const MIN_MAX_FRAME_BYTES: usize = meshlite_core::change::MAX_TXN_BYTES + 64
 pub const DEFAULT_PER_PEER_QUEUE: usize = 256;
 /// Default most simultaneous peer connections (inbound and outbound).
 pub const DEFAULT_MAX_PEERS: usize = 64;
-/// Default number of peers each push goes to.
-pub const DEFAULT_PUSH_FANOUT: usize = 3;
 
 /// Why a [`TransportConfig`] was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,10 +78,6 @@ pub struct TransportConfig {
     pub per_peer_queue: usize,
     /// Most simultaneous peer connections. Default 64 (1–4096).
     pub max_peers: usize,
-    /// Peers each push goes to. Default 3 (0 disables push).
-    /// Not a config key: the daemon sets it from `sync.push_fanout`.
-    #[serde(skip)]
-    pub push_fanout: usize,
     /// Revoked node ids, refused at the handshake in both directions. Default empty.
     pub deny_nodes: Vec<NodeId>,
 }
@@ -100,7 +94,6 @@ impl Default for TransportConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             per_peer_queue: DEFAULT_PER_PEER_QUEUE,
             max_peers: DEFAULT_MAX_PEERS,
-            push_fanout: DEFAULT_PUSH_FANOUT,
             deny_nodes: Vec::new(),
         }
     }

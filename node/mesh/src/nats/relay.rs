@@ -28,7 +28,9 @@ use meshlite_core::{ReplicaId, Seq, Txn, TxnId};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{NatsConfig, NatsContext, NatsStore, config::is_name_token};
+use super::{NatsConfig, NatsContext, config::is_name_token};
+use crate::backoff::Backoff;
+use crate::replica::{Replica, ReplicaError};
 
 /// Subject prefix of relayed transactions.
 pub const TXN_SUBJECT_PREFIX: &str = "meshlite.txn";
@@ -82,9 +84,9 @@ pub enum RelayError {
     /// Publishing or its acknowledgement failed.
     #[error("relay publish: {0}")]
     Publish(#[from] jetstream::context::PublishError),
-    /// The store failed.
+    /// The replica failed.
     #[error("store: {0}")]
-    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Store(#[from] ReplicaError),
     /// The cursor file could not be written.
     #[error("relay cursor {path}: {source}")]
     Cursor {
@@ -93,10 +95,6 @@ pub enum RelayError {
         /// The I/O error.
         source: std::io::Error,
     },
-}
-
-fn store_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> RelayError {
-    RelayError::Store(Box::new(e))
 }
 
 /// Counters of the relay.
@@ -216,39 +214,31 @@ fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Exponential retry delay.
+/// The relay's retry delay: the shared [`Backoff`], logging the first failure of a streak as
+/// a warning and the recovery as info.
 #[derive(Debug)]
-struct Backoff {
-    next: Duration,
-    failing: bool,
-}
+struct Retry(Backoff);
 
-impl Backoff {
+impl Retry {
     fn new() -> Self {
-        Self {
-            next: BACKOFF_MIN,
-            failing: false,
-        }
+        Self(Backoff::new(BACKOFF_MIN, BACKOFF_MAX))
     }
 
     fn reset(&mut self) {
-        if self.failing {
+        if self.0.failures() > 0 {
             tracing::info!("NATS relay working again");
         }
-        *self = Self::new();
+        self.0.reset();
     }
 
     /// Logs `e` (a warning for the first failure of a streak) and returns the delay to wait.
     fn fail(&mut self, what: &str, e: &RelayError) -> Duration {
-        if self.failing {
+        if self.0.failures() > 0 {
             tracing::debug!(error = %e, "{what} still failing");
         } else {
             tracing::warn!(error = %e, "{what} failed; retrying");
         }
-        self.failing = true;
-        let delay = self.next;
-        self.next = (self.next * 2).min(BACKOFF_MAX);
-        delay
+        self.0.fail()
     }
 }
 
@@ -265,7 +255,7 @@ async fn pause(d: Duration, cancel: &CancellationToken) -> bool {
 #[derive(Debug)]
 pub struct Relay<S> {
     js: jetstream::Context,
-    store: Arc<S>,
+    store: S,
     stream: String,
     max_age: Duration,
     batch: usize,
@@ -275,7 +265,7 @@ pub struct Relay<S> {
     stats: Arc<RelayStats>,
 }
 
-impl<S: NatsStore> Relay<S> {
+impl<S: Replica> Relay<S> {
     /// A relay for `ctx`'s node and store with `cfg`'s stream settings.
     pub fn new(cfg: &NatsConfig, ctx: &NatsContext<S>, stats: Arc<RelayStats>) -> Self {
         let js = jetstream::ContextBuilder::new()
@@ -346,7 +336,7 @@ impl<S: NatsStore> Relay<S> {
         cancel: CancellationToken,
     ) -> Result<(), RelayError> {
         let mut cursor = self.cursor.load().await;
-        let mut backoff = Backoff::new();
+        let mut backoff = Retry::new();
         let mut stream_ready = false;
         loop {
             let round = async {
@@ -383,17 +373,15 @@ impl<S: NatsStore> Relay<S> {
 
     /// Publishes every local transaction after `cursor`, advancing and persisting it.
     async fn publish_pending(&self, cursor: &mut Seq) -> Result<(), RelayError> {
-        let head = self.store.local_head().await.map_err(store_err)?;
+        let head = self.store.local_head().await?;
+        let me = self.store.replica_id();
         while *cursor < head {
-            let batch = self
-                .store
-                .local_txns(*cursor + 1, head, PUBLISH_BUDGET)
-                .await;
-            let batch = batch.map_err(store_err)?;
-            let published = self.publish_batch(&batch.txns, cursor).await;
+            let want = vec![(me, *cursor + 1..=head)];
+            let batch = self.store.load_txns(want, PUBLISH_BUDGET).await?;
+            let published = self.publish_batch(&batch.ids, &batch.txns, cursor).await;
             self.cursor.save(*cursor).await?;
             published?;
-            if !batch.more {
+            if batch.rest.is_empty() {
                 // Everything up to `head` was returned or garbage-collected.
                 *cursor = head;
                 self.cursor.save(head).await?;
@@ -408,11 +396,12 @@ impl<S: NatsStore> Relay<S> {
     /// Publishes `txns` pipelined, then awaits the acks in order, advancing `cursor` past each.
     async fn publish_batch(
         &self,
-        txns: &[(TxnId, Vec<u8>)],
+        ids: &[TxnId],
+        txns: &[Vec<u8>],
         cursor: &mut Seq,
     ) -> Result<(), RelayError> {
         let mut acks = Vec::with_capacity(txns.len());
-        for (id, bytes) in txns {
+        for (id, bytes) in ids.iter().zip(txns) {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(async_nats::header::NATS_MESSAGE_ID, id.to_key().as_str());
             let subject = txn_subject(&self.cluster, &id.origin);
@@ -438,7 +427,7 @@ impl<S: NatsStore> Relay<S> {
         self: Arc<Self>,
         cancel: CancellationToken,
     ) -> Result<(), RelayError> {
-        let mut backoff = Backoff::new();
+        let mut backoff = Retry::new();
         loop {
             let round = async {
                 let consumer = self.ensure_consumer().await?;
@@ -465,7 +454,7 @@ impl<S: NatsStore> Relay<S> {
         &self,
         consumer: PullConsumer,
         cancel: &CancellationToken,
-        backoff: &mut Backoff,
+        backoff: &mut Retry,
     ) -> Result<(), RelayError> {
         let mut messages = consumer
             .stream()
@@ -519,13 +508,13 @@ impl<S: NatsStore> Relay<S> {
         if txns.is_empty() {
             return Ok(());
         }
-        let refused = match self.store.apply(txns).await {
-            Ok(refused) => refused,
+        let refused = match self.store.apply_txns(txns).await {
+            Ok(applied) => applied.rejected,
             Err(e) => {
                 for (_, msg) in &accepted {
                     let _ = msg.ack_with(AckKind::Nak(Some(NAK_DELAY))).await;
                 }
-                return Err(store_err(e));
+                return Err(e.into());
             }
         };
         for (id, msg) in accepted {
