@@ -24,5 +24,6 @@ pub mod ddl;
 pub mod http;
 pub mod migrations;
 pub mod pg;
+pub mod replica;
 pub mod service;
 pub mod state;
