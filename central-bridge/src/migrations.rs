@@ -10,8 +10,8 @@
 //!
 //! # Where things live
 //! - the state schema (default `meshlite`): the bridge's replica state and its operator tables,
-//!   documented column by column in the SQL of [`state_tables`] (see also the `COMMENT`s, which
-//!   `\d+` in psql shows);
+//!   documented column by column in the SQL of migration 1 (`state_tables`; `meshlite-bridge
+//!   migrate --dry-run` prints it with its comments);
 //! - the table schema (default `public`): `sync_status` exactly as seed 002 defines it and the
 //!   `sync_health` view with the seed's health query, next to the materialized tables.
 //!
