@@ -121,13 +121,13 @@ async fn migrations_are_idempotent_and_concurrent_migrators_do_not_conflict() {
         .query_one(
             "INSERT INTO meshlite.origins (origin, held) VALUES ($1, \
              '{[1,3]}'::int8multirange + '{[4,4]}'::int8multirange + '{[9,9]}'::int8multirange) \
-             RETURNING held::text",
+             RETURNING held::text || ' max ' || max_seq",
             &[&vec![7u8; 16]],
         )
         .await
         .unwrap()
         .get(0);
-    assert_eq!(held, "{[1,5),[9,10)}");
+    assert_eq!(held, "{[1,5),[9,10)} max 9");
 }
 
 #[tokio::test]
