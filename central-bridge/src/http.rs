@@ -2,11 +2,11 @@
 //!
 //! Both probe Postgres on request (`SELECT count(*)` of the outbox, bounded by
 //! [`PROBE_TIMEOUT`]) over one session kept for that purpose and reopened after an error, so a
-//! scrape shows the database as it is now, never a stale flag.
+//! scrape shows the database as it is now, never a stale flag. Until start-up has migrated the
+//! database ([`AppState::set_ready`]) `/healthz` answers 503 `starting`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -33,18 +33,30 @@ struct Inner {
     schemas: Schemas,
     tables: usize,
     pg_errors: AtomicU64,
+    ready: AtomicBool,
 }
 
 impl AppState {
-    /// State over an open session.
-    pub fn new(target: PgTarget, conn: PgConn, schemas: Schemas, tables: usize) -> Self {
+    /// State of a bridge that is starting (not ready, no session yet).
+    pub fn new(target: PgTarget, schemas: Schemas, tables: usize) -> Self {
         Self(Arc::new(Inner {
             target,
-            conn: Mutex::new(Some(conn)),
+            conn: Mutex::new(None),
             schemas,
             tables,
             pg_errors: AtomicU64::new(0),
+            ready: AtomicBool::new(false),
         }))
+    }
+
+    /// Start-up is done; `conn` becomes the probe session.
+    pub async fn set_ready(&self, conn: PgConn) {
+        *self.0.conn.lock().await = Some(conn);
+        self.0.ready.store(true, Ordering::Release);
+    }
+
+    fn is_ready(&self) -> bool {
+        self.0.ready.load(Ordering::Acquire)
     }
 
     /// Rows waiting in the outbox, or `None` when Postgres does not answer in time.
@@ -88,20 +100,29 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` completes.
+/// Serves on `listener` until `shutdown` completes.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "http listening (/healthz, /metrics)");
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "http listening (/healthz, /metrics)");
+    }
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
 }
 
 async fn healthz(State(s): State<AppState>) -> Response {
+    if !s.is_ready() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"status":"starting"}"#,
+        )
+            .into_response();
+    }
     match s.probe().await {
         Some(_) => (
             StatusCode::OK,
@@ -131,6 +152,12 @@ async fn metrics(State(s): State<AppState>) -> Response {
         "gauge",
         "1 when the last probe of Postgres succeeded.",
         u8::from(outbox.is_some()).to_string(),
+    );
+    family(
+        "meshlite_bridge_ready",
+        "gauge",
+        "1 once start-up (connect, migrate, tables) has finished.",
+        u8::from(s.is_ready()).to_string(),
     );
     family(
         "meshlite_bridge_postgres_errors_total",

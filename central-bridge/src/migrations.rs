@@ -10,8 +10,8 @@
 //!
 //! # Where things live
 //! - the state schema (default `meshlite`): the bridge's replica state and its operator tables,
-//!   documented column by column in the SQL of [`state_tables`] (see also the `COMMENT`s, which
-//!   `\d+` in psql shows);
+//!   documented column by column in the SQL of migration 1 (`state_tables`; `meshlite-bridge
+//!   migrate --dry-run` prints it with its comments);
 //! - the table schema (default `public`): `sync_status` exactly as seed 002 defines it and the
 //!   `sync_health` view with the seed's health query, next to the materialized tables.
 //!
@@ -259,7 +259,9 @@ CREATE TABLE IF NOT EXISTS {st}.origins (
     held       int8multirange NOT NULL DEFAULT '{{}}',
                -- seqs held; a discrete multirange, so adding [n,n] merges adjacent ranges and
                -- gaps are int8multirange(int8range(1, upper(held))) - held
-    max_seq    bigint NOT NULL DEFAULT 0,      -- greatest seq held (upper(held) - 1), for lag
+    max_seq    bigint GENERATED ALWAYS AS (coalesce(upper(held), 1) - 1) STORED,
+                                               -- greatest seq held (0: none), for lag; derived,
+                                               -- so it can never disagree with held
     first_seen_at timestamptz NOT NULL DEFAULT now(),
     last_txn_at   timestamptz                  -- when a transaction of it was last stored
 );
@@ -324,7 +326,9 @@ CREATE TABLE IF NOT EXISTS {st}.outbox (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     table_schema text NOT NULL,
     table_name   text NOT NULL,
-    pk           text,                         -- primary key value (NEW's, else OLD's) as text
+    pk           text,                         -- primary key value (NEW's, else OLD's) as text;
+                                               -- an UPDATE of the key itself keeps the old key
+                                               -- in old_row (treat it as delete + insert)
     op           text NOT NULL CHECK (op IN ('INSERT', 'UPDATE', 'DELETE')),
     new_row      jsonb,                        -- to_jsonb(NEW); NULL for DELETE
     old_row      jsonb,                        -- to_jsonb(OLD); NULL for INSERT

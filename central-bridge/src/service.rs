@@ -6,14 +6,16 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::time::Duration;
 
 use meshlite_core::schema::Schema;
+use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError};
 use crate::ddl::{self, ApplyError, DdlError, TableSpec};
 use crate::http;
 use crate::migrations::{self, MigrateError, MigrateReport};
-use crate::pg::{PgConn, PgError};
+use crate::pg::{PgConn, PgError, PgTarget};
 
 /// Error starting or running the bridge.
 #[derive(Debug, thiserror::Error)]
@@ -99,31 +101,85 @@ pub fn dry_run(config: &Config) -> Result<String, BridgeError> {
     Ok(sql)
 }
 
-/// `meshlite-bridge run`: prepare the database, then serve health and metrics until `shutdown`.
+/// First wait before retrying an unreachable Postgres at start; doubles up to [`RETRY_MAX`].
+pub const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between connection attempts at start.
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+/// How long the HTTP server may take to finish open requests at shutdown.
+const HTTP_DRAIN: Duration = Duration::from_secs(5);
+
+/// `meshlite-bridge run`: serve `/healthz` (503 until the database is ready) and `/metrics` at
+/// once, connect to Postgres (retrying with backoff while it is unreachable: the fleet keeps its
+/// changes meanwhile), migrate and prepare the tables, then run until `shutdown`. Errors other
+/// than an unreachable server (bad credentials, failed migration, column type drift) stop it.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BridgeError> {
     let tables = load_tables(&config)?;
     let target = config.pg_target()?;
-    let mut conn = target.connect().await?;
-    let report = prepare(&mut conn, &config, &tables).await?;
     let schemas = config.schemas()?;
-    let replica =
-        crate::state::bridge_replica_id(conn.client(), &schemas, &config.bridge.name).await?;
-    tracing::info!(
-        url = target.redacted(),
-        bridge = %config.bridge.name,
-        replica = %replica,
-        applied = ?report.applied,
-        tables = tables.len(),
-        "database ready; serving health and metrics (mesh sync not yet wired in)"
-    );
-    let state = http::AppState::new(target, conn, schemas, tables.len());
-    http::serve(config.http.listen, state, shutdown)
+    let addr = config.http.listen;
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| BridgeError::Http {
-            addr: config.http.listen,
-            source,
-        })
+        .map_err(|source| BridgeError::Http { addr, source })?;
+    let state = http::AppState::new(target.clone(), schemas.clone(), tables.len());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = http::serve(listener, state.clone(), stopped(stop_rx.clone()));
+    let work = async {
+        let Some(mut conn) = connect_with_retry(&target, stopped(stop_rx.clone())).await else {
+            return Ok(());
+        };
+        let report = prepare(&mut conn, &config, &tables).await?;
+        let replica =
+            crate::state::bridge_replica_id(conn.client(), &schemas, &config.bridge.name).await?;
+        tracing::info!(
+            url = target.redacted(),
+            bridge = %config.bridge.name,
+            replica = %replica,
+            applied = ?report.applied,
+            tables = tables.len(),
+            "database ready (mesh sync not yet wired in)"
+        );
+        state.set_ready(conn).await;
+        std::future::pending::<Result<(), BridgeError>>().await
+    };
+    tokio::pin!(server, work, shutdown);
+    let (result, server_done) = tokio::select! {
+        biased;
+        _ = &mut shutdown => (Ok(()), false),
+        r = &mut work => (r, false),
+        r = &mut server => (r.map_err(|source| BridgeError::Http { addr, source }), true),
+    };
+    let _ = stop_tx.send(true);
+    if !server_done && tokio::time::timeout(HTTP_DRAIN, &mut server).await.is_err() {
+        tracing::warn!("http requests still open after {HTTP_DRAIN:?}; stopping anyway");
+    }
+    result
+}
+
+/// Completes when `rx` turns true (or its sender is gone).
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Connects, retrying with exponential backoff while the server is unreachable; `None` when
+/// `stop` completes first.
+async fn connect_with_retry(target: &PgTarget, stop: impl Future<Output = ()>) -> Option<PgConn> {
+    tokio::pin!(stop);
+    let mut wait = RETRY_FIRST;
+    loop {
+        match target.connect().await {
+            Ok(conn) => return Some(conn),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?wait, "Postgres unreachable; retrying");
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = &mut stop => return None,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(RETRY_MAX);
+    }
 }

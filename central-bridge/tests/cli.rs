@@ -1,13 +1,13 @@
-//! The `meshlite-bridge` binary: dry-run SQL, config errors naming the key, and `run` serving
-//! /healthz until SIGTERM.
+//! The `meshlite-bridge` binary: dry-run SQL, config errors naming the key, `run` serving
+//! /healthz until SIGTERM, and `run` waiting (unhealthy) for a Postgres that is down.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use meshlite_fixtures::postgres::PgServer;
+use meshlite_fixtures::postgres::{PgCluster, PgServer};
 
 fn bridge() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshlite-bridge"));
@@ -101,42 +101,79 @@ fn get(port: u16, path: &str) -> Option<String> {
     Some(body)
 }
 
-#[test]
-fn run_migrates_serves_health_and_stops_on_sigterm() {
-    let url = PgServer::shared().database("cli_run");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
         .local_addr()
-        .unwrap()
-        .port();
-    let mut child = bridge()
+        .expect("addr")
+        .port()
+}
+
+fn spawn_run(url: &str, port: u16) -> Child {
+    bridge()
         .arg("run")
-        .env("DATABASE_URL", &url)
+        .env("DATABASE_URL", url)
         .env("MESHLITE_SCHEMA", schema())
         .env("MESHLITE_HTTP_LISTEN", format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let health = loop {
-        if let Some(resp) = get(port, "/healthz") {
-            break resp;
+        .expect("spawn meshlite-bridge run")
+}
+
+/// Polls `path` until the response satisfies `done`; panics with the bridge's stderr if it
+/// exits, or after `within`.
+fn poll(
+    child: &mut Child,
+    port: u16,
+    path: &str,
+    within: Duration,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(resp) = get(port, path).filter(|r| done(r)) {
+            return resp;
         }
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.try_wait().expect("try_wait") {
             let mut err = String::new();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
+            let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
             panic!("bridge exited with {status}: {err}");
         }
-        assert!(Instant::now() < deadline, "bridge never served /healthz");
+        assert!(
+            Instant::now() < deadline,
+            "no matching {path} answer within {within:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    }
+}
+
+/// SIGTERM, then the exit status (bounded).
+fn terminate(mut child: Child) -> std::process::ExitStatus {
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(kill.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "bridge ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn run_migrates_serves_health_and_stops_on_sigterm() {
+    let url = PgServer::shared().database("cli_run");
+    let port = free_port();
+    let mut child = spawn_run(&url, port);
+    let health = poll(&mut child, port, "/healthz", Duration::from_secs(30), |r| {
+        r.starts_with("HTTP/1.1 200")
+    });
+    assert!(health.contains("\"postgres\":\"up\""), "{health}");
     let metrics = get(port, "/metrics").unwrap();
     assert!(
         metrics.contains("meshlite_bridge_postgres_up 1"),
@@ -148,19 +185,32 @@ fn run_migrates_serves_health_and_stops_on_sigterm() {
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
     );
     assert_eq!(tables.trim(), "11", "10 collections + sync_status");
+    let status = terminate(child);
+    assert!(status.success(), "exit status {status}");
+}
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "bridge ignored SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+#[test]
+fn run_reports_unhealthy_until_postgres_comes_up() {
+    let mut cluster = PgCluster::start();
+    cluster.stop();
+    let port = free_port();
+    let mut child = spawn_run(&cluster.url(), port);
+    let starting = poll(
+        &mut child,
+        port,
+        "/healthz",
+        Duration::from_secs(30),
+        |_| true,
+    );
+    assert!(starting.starts_with("HTTP/1.1 503"), "{starting}");
+    assert!(starting.contains("starting"), "{starting}");
+
+    cluster.restart();
+    poll(&mut child, port, "/healthz", Duration::from_secs(40), |r| {
+        r.starts_with("HTTP/1.1 200")
+    });
+    let migrated = PgServer::psql(&cluster.url(), "SELECT count(*) FROM meshlite.migrations");
+    assert_ne!(migrated.trim(), "0");
+    let status = terminate(child);
     assert!(status.success(), "exit status {status}");
 }

@@ -121,13 +121,13 @@ async fn migrations_are_idempotent_and_concurrent_migrators_do_not_conflict() {
         .query_one(
             "INSERT INTO meshlite.origins (origin, held) VALUES ($1, \
              '{[1,3]}'::int8multirange + '{[4,4]}'::int8multirange + '{[9,9]}'::int8multirange) \
-             RETURNING held::text",
+             RETURNING held::text || ' max ' || max_seq",
             &[&vec![7u8; 16]],
         )
         .await
         .unwrap()
         .get(0);
-    assert_eq!(held, "{[1,5),[9,10)}");
+    assert_eq!(held, "{[1,5),[9,10)} max 9");
 }
 
 #[tokio::test]
@@ -248,6 +248,31 @@ async fn tables_are_typed_extended_and_hostile_names_are_refused() {
         .await
         .unwrap();
     assert_eq!(column_types(&conn, "order").await.len(), 5);
+    // 63-byte names (Postgres' limit) arrive whole; their derived index name stays unique.
+    let (t63, f63) = ("t".repeat(63), "f".repeat(63));
+    let long = Schema::from_toml(&format!(
+        "[collections.{t63}]\nindexed = [\"{f63}\"]\n[collections.{t63}.fields]\n{f63} = {{ merge = \"max\" }}"
+    ))
+    .unwrap();
+    let long = ddl::tables_from_schema(&long, &[]).unwrap();
+    ddl::apply(conn.client_mut(), &schemas, &long, &grants)
+        .await
+        .unwrap();
+    assert!(
+        column_types(&conn, &t63)
+            .await
+            .contains(&format!("{f63} jsonb"))
+    );
+    let indexes = query_strings(
+        &conn,
+        &format!("SELECT indexname::text FROM pg_indexes WHERE tablename = '{t63}' ORDER BY 1"),
+    )
+    .await;
+    assert_eq!(
+        indexes.len(),
+        2,
+        "primary key + the field's index: {indexes:?}"
+    );
 
     let before = query_strings(&conn, "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'").await;
     for (table, field) in [

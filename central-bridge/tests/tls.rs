@@ -65,6 +65,20 @@ async fn uses_tls(url: &str) -> Result<bool, String> {
 #[tokio::test]
 async fn sslmodes_encrypt_and_verify_like_libpq() {
     let cluster = PgCluster::start();
+    let port = cluster.port();
+    let url =
+        |host: &str, query: &str| format!("postgres://postgres@{host}:{port}/postgres?{query}");
+    // Without TLS on the server: prefer falls back to plain, require refuses.
+    assert_eq!(
+        uses_tls(&url("127.0.0.1", "sslmode=prefer")).await,
+        Ok(false)
+    );
+    assert!(
+        uses_tls(&url("127.0.0.1", "sslmode=require"))
+            .await
+            .is_err()
+    );
+
     let ca = ca();
     enable_tls(&cluster, &ca);
     let dir = tempfile::tempdir().unwrap();
@@ -73,9 +87,6 @@ async fn sslmodes_encrypt_and_verify_like_libpq() {
     let other_file = dir.path().join("other.pem");
     std::fs::write(&other_file, self::ca().pem).unwrap();
 
-    let port = cluster.port();
-    let url =
-        |host: &str, query: &str| format!("postgres://postgres@{host}:{port}/postgres?{query}");
     let root = |mode: &str, file: &std::path::Path| {
         format!("sslmode={mode}&sslrootcert={}", file.display())
     };
