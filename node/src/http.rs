@@ -46,14 +46,12 @@ pub async fn serve(
 }
 
 async fn read_status(store: &Store) -> Option<Status> {
-    let store = store.clone();
-    match tokio::task::spawn_blocking(move || store.status()).await {
-        Ok(Ok(s)) => Some(s),
-        Ok(Err(e)) => {
+    match store.status_async().await {
+        Ok(s) => Some(s),
+        Err(e) => {
             tracing::warn!(error = %e, "store status unavailable");
             None
         }
-        Err(_) => None,
     }
 }
 

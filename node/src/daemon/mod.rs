@@ -75,8 +75,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     };
     let nats = start_nats(&config, &store, &table, mesh.as_ref(), &cancel).await?;
     let maintenance = [
-        (config.sync.gc_interval_seconds, gc as Job),
-        (config.node.compact_interval_seconds, compact as Job),
+        (config.sync.gc_interval_seconds, Maintenance::Gc),
+        (config.node.compact_interval_seconds, Maintenance::Compact),
     ];
     for (seconds, job) in maintenance.into_iter().filter(|(s, _)| *s > 0) {
         let every = Duration::from_secs(seconds);
@@ -238,36 +238,44 @@ async fn start_nats(
 /// and saves of small documents, a few tens of milliseconds).
 pub const COMPACT_BATCH: usize = 256;
 
-/// A store maintenance job: what it did worth a log line, if anything.
-type Job = fn(&Store) -> Result<Option<String>, WriteError>;
+/// A periodic store maintenance job.
+#[derive(Debug, Clone, Copy)]
+enum Maintenance {
+    /// Frees history every known peer acknowledged.
+    Gc,
+    /// Rewrites document states with appended changes as snapshots (loads get cheaper).
+    Compact,
+}
 
-/// Runs `job` on the blocking pool every `every` (first after one period) until `cancel`.
-async fn maintain(store: Store, every: Duration, job: Job, cancel: CancellationToken) {
-    let mut ticker = Ticker::every(every, cancel);
-    while ticker.tick().await {
-        let s = store.clone();
-        match tokio::task::spawn_blocking(move || job(&s)).await {
-            Ok(Ok(Some(done))) => tracing::info!("{done}"),
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "store maintenance failed"),
-            Err(e) => tracing::error!(error = %e, "store maintenance task panicked"),
-        }
+impl Maintenance {
+    /// Runs the job once; what it did worth a log line, if anything.
+    async fn run(self, store: &Store) -> Result<Option<String>, WriteError> {
+        Ok(match self {
+            Maintenance::Gc => {
+                let r = store.gc_async().await?;
+                Some(format!(
+                    "gc: {} transactions and {} document states freed",
+                    r.txns_deleted, r.docs_freed
+                ))
+            }
+            Maintenance::Compact => {
+                let n = store.compact_async(COMPACT_BATCH).await?;
+                (n > 0).then(|| format!("compaction: {n} document states rewritten as snapshots"))
+            }
+        })
     }
 }
 
-/// Frees history every known peer acknowledged.
-fn gc(store: &Store) -> Result<Option<String>, WriteError> {
-    let r = store.gc()?;
-    Ok(Some(format!(
-        "gc: {} transactions and {} document states freed",
-        r.txns_deleted, r.docs_freed
-    )))
-}
-
-/// Rewrites document states with appended changes as snapshots (loads get cheaper).
-fn compact(store: &Store) -> Result<Option<String>, WriteError> {
-    let n = store.compact(COMPACT_BATCH)?;
-    Ok((n > 0).then(|| format!("compaction: {n} document states rewritten as snapshots")))
+/// Runs `job` every `every` (first after one period) until `cancel`.
+async fn maintain(store: Store, every: Duration, job: Maintenance, cancel: CancellationToken) {
+    let mut ticker = Ticker::every(every, cancel);
+    while ticker.tick().await {
+        match job.run(&store).await {
+            Ok(Some(done)) => tracing::info!("{done}"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, ?job, "store maintenance failed"),
+        }
+    }
 }
 
 fn announce_ready(http: SocketAddr, mesh: Option<&Mesh>, store: &Store) {
@@ -325,7 +333,7 @@ async fn stop_all(
         m.net.shutdown().await;
     }
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, http_task).await;
-    tokio::task::spawn_blocking(move || store.close()).await??;
+    store.close_async().await?;
     tracing::info!("stopped; store closed cleanly");
     Ok(())
 }

@@ -1,10 +1,10 @@
 //! [`Replica`] for the core store: the node's replica.
 //!
-//! Reads and acks are the store's own async entry points (served by its reader connections and
-//! writer thread, never on a runtime worker); applying uses the writer's async command path.
+//! Reads and acks are the store's own async entry points (served off the runtime's workers);
+//! applying uses the writer's async command path.
 
 use meshlite_core::store::{ApplyError, ReadError, Store, StoreEvent, WriteError};
-use meshlite_core::{ReplicaId, Summary, Txn, TxnId};
+use meshlite_core::{ReplicaId, Summary, Txn};
 use tokio::sync::broadcast;
 
 use super::{Applied, LoadedTxns, Replica, ReplicaError, TxnRanges};
@@ -19,8 +19,7 @@ impl Replica for Store {
     }
 
     async fn summary(&self) -> Result<Summary, ReplicaError> {
-        let store = self.clone();
-        blocking(move || store.summary().map_err(read_error)).await
+        self.summary_async().await.map_err(read_error)
     }
 
     async fn load_txns(
@@ -28,25 +27,17 @@ impl Replica for Store {
         ranges: TxnRanges,
         budget_bytes: usize,
     ) -> Result<LoadedTxns, ReplicaError> {
-        let store = self.clone();
-        let (batch, ranges) = blocking(move || {
-            let batch = store.txns_for(&ranges, budget_bytes).map_err(read_error)?;
-            Ok((batch, ranges))
-        })
-        .await?;
-        let ids = batch
-            .txns
-            .iter()
-            .map(|bytes| Txn::decode(bytes).map(|t| t.id))
-            .collect::<Result<Vec<TxnId>, _>>()
-            .map_err(|e| ReplicaError::Corrupt(format!("stored transaction: {e}")))?;
-        let rest = match ids.last() {
+        let batch = self
+            .txns_for_async(&ranges, budget_bytes)
+            .await
+            .map_err(read_error)?;
+        let rest = match batch.ids.last() {
             Some(last) if batch.more => meshlite_core::version::ranges_after(&ranges, *last),
             _ => Vec::new(),
         };
         Ok(LoadedTxns {
             txns: batch.txns,
-            ids,
+            ids: batch.ids,
             rest,
         })
     }
@@ -64,8 +55,9 @@ impl Replica for Store {
     }
 
     async fn peer_summary(&self, peer: ReplicaId, summary: Summary) -> Result<(), ReplicaError> {
-        let store = self.clone();
-        blocking(move || store.record_peer_ack(peer, summary).map_err(write_error)).await
+        self.record_peer_ack_async(peer, summary)
+            .await
+            .map_err(write_error)
     }
 
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
@@ -93,13 +85,4 @@ fn apply_error(e: ApplyError) -> ReplicaError {
         ApplyError::Closed => ReplicaError::Closed,
         other => ReplicaError::unavailable(other),
     }
-}
-
-/// Runs a blocking store call on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ReplicaError> + Send + 'static,
-) -> Result<T, ReplicaError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(ReplicaError::unavailable)?
 }
