@@ -17,6 +17,12 @@
 //! | `SYNC_INTERVAL_SECONDS` | `sync.interval_seconds`   | `10`                      |
 //! | `SYNC_BATCH_SIZE`       | `sync.batch_size`         | `500`                     |
 //! | `NATS_URL`              | `nats.url`                | none (no NATS)            |
+//! | `MESHLITE_LISTEN`       | `transport.listen`        | `0.0.0.0:6374`            |
+//! | `MESHLITE_STATIC_PEERS` | `discovery.static_peers`  | empty                     |
+//!
+//! `[transport]` and `[discovery]` are the mesh's own sections, the same keys as the node's
+//! (`deploy/meshlite.example.toml`); the bridge is built without mDNS, so `discovery.mdns`
+//! defaults to false here. Without `bridge.fleet_dir` the bridge opens no peer port.
 //!
 //! `DATABASE_URL` accepts `postgres://` and `postgresql://` (the form Supabase prints) and libpq's
 //! `sslmode` (`disable`, `prefer` (default), `require`, `verify-ca`, `verify-full`) and
@@ -27,6 +33,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use meshlite_mesh::discovery::DiscoveryConfig;
+use meshlite_mesh::net::TransportConfig;
 
 use crate::ddl::Grants;
 use crate::migrations::Schemas;
@@ -179,8 +188,16 @@ impl Default for HttpSection {
     }
 }
 
+/// The bridge's discovery defaults: the mesh's, without mDNS (not built in).
+fn default_discovery() -> DiscoveryConfig {
+    DiscoveryConfig {
+        mdns: false,
+        ..DiscoveryConfig::default()
+    }
+}
+
 /// The whole configuration.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// `[postgres]`
@@ -193,6 +210,25 @@ pub struct Config {
     pub nats: NatsSection,
     /// `[http]`
     pub http: HttpSection,
+    /// `[transport]`: the QUIC listener and limits (the mesh's `TransportConfig`).
+    pub transport: TransportConfig,
+    /// `[discovery]`: static peers and Tailscale (the mesh's `DiscoveryConfig`).
+    #[serde(default = "default_discovery")]
+    pub discovery: DiscoveryConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            postgres: PostgresSection::default(),
+            bridge: BridgeSection::default(),
+            sync: SyncSection::default(),
+            nats: NatsSection::default(),
+            http: HttpSection::default(),
+            transport: TransportConfig::default(),
+            discovery: default_discovery(),
+        }
+    }
 }
 
 impl Config {
@@ -272,6 +308,16 @@ impl Config {
         if let Some(v) = get("NATS_URL") {
             self.nats.url = Some(v);
         }
+        if let Some(v) = get("MESHLITE_LISTEN") {
+            self.transport.listen = parse_env("MESHLITE_LISTEN", &v)?;
+        }
+        if let Some(v) = get("MESHLITE_STATIC_PEERS") {
+            self.discovery.static_peers = v
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
         Ok(())
     }
 
@@ -302,6 +348,18 @@ impl Config {
         }
         if !(1..=100_000).contains(&self.sync.batch_size) {
             return Err(invalid("sync.batch_size", "must be between 1 and 100000"));
+        }
+        self.transport
+            .validate()
+            .map_err(|e| invalid("transport", e.to_string()))?;
+        self.discovery
+            .validate()
+            .map_err(|e| invalid("discovery", e.to_string()))?;
+        if self.discovery.mdns {
+            return Err(invalid(
+                "discovery.mdns",
+                "the bridge is built without mDNS; use discovery.static_peers or Tailscale",
+            ));
         }
         if let Some(url) = &self.nats.url
             && !(url.starts_with("nats://") || url.starts_with("tls://"))

@@ -23,6 +23,7 @@ pub mod config;
 pub mod ddl;
 pub mod http;
 pub mod migrations;
+pub mod peer;
 pub mod pg;
 pub mod replica;
 pub mod service;

@@ -1,21 +1,28 @@
 //! What `meshlite-bridge run` and `migrate` do today: connect, migrate, create or extend the
 //! materialized tables, and (for `run`) serve `/healthz` and `/metrics` until shutdown.
 //!
-//! The mesh side (QUIC peer, anti-entropy, JetStream consumer, materialization and the outbox
-//! consumer) plugs in here later; [`prepare`] is the start-up step it will share.
+//! With `bridge.fleet_dir`, `run` also starts the fleet peer ([`crate::peer`]) over the bridge's
+//! Postgres replica ([`crate::replica`]): what peers send is merged and materialized.
 
 use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use meshlite_core::schema::Schema;
+use meshlite_mesh::backoff::Backoff;
+use meshlite_mesh::tasks::SHUTDOWN_GRACE;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
 use crate::ddl::{self, ApplyError, DdlError, TableSpec};
 use crate::http;
 use crate::migrations::{self, MigrateError, MigrateReport};
+use crate::peer::{Peer, PeerError};
 use crate::pg::{PgConn, PgError, PgTarget};
+use crate::replica::{self, PgReplica};
 
 /// Error starting or running the bridge.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +49,9 @@ pub enum BridgeError {
     /// The bridge's state could not be read or written.
     #[error(transparent)]
     State(#[from] crate::state::StateError),
+    /// The fleet peer could not start.
+    #[error(transparent)]
+    Peer(#[from] PeerError),
     /// The HTTP listener could not be opened or failed.
     #[error("http.listen {addr}: {source}")]
     Http {
@@ -50,6 +60,14 @@ pub enum BridgeError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// The schema file's schema (an empty schemaless one without a file).
+pub fn load_schema(config: &Config) -> Result<Schema, BridgeError> {
+    Ok(match &config.bridge.schema {
+        Some(path) => Schema::from_file(Path::new(path))?,
+        None => Schema::default(),
+    })
 }
 
 /// The tables the configuration asks for: the schema's collections, limited to `sync.tables`.
@@ -124,6 +142,7 @@ pub async fn run(
         .await
         .map_err(|source| BridgeError::Http { addr, source })?;
     let state = http::AppState::new(target.clone(), schemas.clone(), tables.len());
+    let cancel = CancellationToken::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = http::serve(listener, state.clone(), stopped(stop_rx.clone()));
     let work = async {
@@ -139,18 +158,40 @@ pub async fn run(
             replica = %replica,
             applied = ?report.applied,
             tables = tables.len(),
-            "database ready (mesh sync not yet wired in)"
+            "database ready"
         );
+        let ctx = replica::Context {
+            replica,
+            name: config.bridge.name.clone(),
+            schema: Arc::new(load_schema(&config)?),
+            tables: tables
+                .iter()
+                .map(|t| (t.name.as_str().to_owned(), t.clone()))
+                .collect(),
+            schemas: schemas.clone(),
+        };
+        let pg = PgReplica::new(target.clone(), ctx);
+        let peer = Peer::start(&config, pg, &cancel)?;
         state.set_ready(conn).await;
-        std::future::pending::<Result<(), BridgeError>>().await
+        cancel.cancelled().await;
+        if let Some(peer) = peer {
+            peer.shutdown().await;
+        }
+        Ok(())
     };
     tokio::pin!(server, work, shutdown);
     let (result, server_done) = tokio::select! {
         biased;
-        _ = &mut shutdown => (Ok(()), false),
+        _ = &mut shutdown => {
+            cancel.cancel();
+            let _ = stop_tx.send(true);
+            let stopped = tokio::time::timeout(SHUTDOWN_GRACE * 3, &mut work).await;
+            (stopped.unwrap_or(Ok(())), false)
+        }
         r = &mut work => (r, false),
         r = &mut server => (r.map_err(|source| BridgeError::Http { addr, source }), true),
     };
+    cancel.cancel();
     let _ = stop_tx.send(true);
     if !server_done && tokio::time::timeout(HTTP_DRAIN, &mut server).await.is_err() {
         tracing::warn!("http requests still open after {HTTP_DRAIN:?}; stopping anyway");
@@ -167,8 +208,9 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// `stop` completes first.
 async fn connect_with_retry(target: &PgTarget, stop: impl Future<Output = ()>) -> Option<PgConn> {
     tokio::pin!(stop);
-    let mut wait = RETRY_FIRST;
+    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
     loop {
+        let wait = backoff.fail();
         match target.connect().await {
             Ok(conn) => return Some(conn),
             Err(e) => {
@@ -180,6 +222,5 @@ async fn connect_with_retry(target: &PgTarget, stop: impl Future<Output = ()>) -
             _ = &mut stop => return None,
             _ = tokio::time::sleep(wait) => {}
         }
-        wait = (wait * 2).min(RETRY_MAX);
     }
 }

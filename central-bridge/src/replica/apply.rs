@@ -59,9 +59,17 @@ enum TxnError {
     /// Refused on its merits (recorded in `rejected`).
     #[error("{0}")]
     Invalid(String),
-    /// Postgres failed: retried as a whole batch later if the connection broke, else refused.
-    #[error(transparent)]
+    /// Postgres refused a statement (e.g. a value its typed column cannot hold).
+    #[error("{}", pg_reason(.0))]
     Postgres(#[from] tokio_postgres::Error),
+}
+
+/// Postgres' own message for an error (the driver's `Display` says only "db error").
+pub fn pg_reason(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }
 
 /// What became of one transaction.
@@ -129,7 +137,9 @@ async fn lock_and_read_held(
     )
     .await?;
     tx.query(
-        &format!("SELECT origin FROM {st}.origins WHERE origin = ANY($1) ORDER BY origin FOR UPDATE"),
+        &format!(
+            "SELECT origin FROM {st}.origins WHERE origin = ANY($1) ORDER BY origin FOR UPDATE"
+        ),
         &[&origins],
     )
     .await?;
@@ -152,12 +162,9 @@ async fn lock_and_read_held(
 }
 
 /// Applies (or parks) a transaction not held yet, then stores it and marks it held.
-async fn apply_new(
-    tx: &impl GenericClient,
-    ctx: &Context,
-    txn: &Txn,
-) -> Result<Done, TxnError> {
-    txn.validate().map_err(|e| TxnError::Invalid(e.to_string()))?;
+async fn apply_new(tx: &impl GenericClient, ctx: &Context, txn: &Txn) -> Result<Done, TxnError> {
+    txn.validate()
+        .map_err(|e| TxnError::Invalid(e.to_string()))?;
     let done = apply_ops(tx, ctx, txn).await?;
     rows::store_txn(tx, ctx, txn).await?;
     if matches!(done, Done::Parked) {
@@ -172,7 +179,7 @@ enum Checked {
         collection: String,
         id: String,
         incarnation: Incarnation,
-        doc: RecordDoc,
+        doc: Box<RecordDoc>,
         before: Vec<FieldConflict>,
         dead: bool,
     },
@@ -206,7 +213,11 @@ async fn apply_ops(tx: &impl GenericClient, ctx: &Context, txn: &Txn) -> Result<
 }
 
 /// `None` when a change's dependencies are missing.
-async fn check(tx: &impl GenericClient, ctx: &Context, op: &Op) -> Result<Option<Checked>, TxnError> {
+async fn check(
+    tx: &impl GenericClient,
+    ctx: &Context,
+    op: &Op,
+) -> Result<Option<Checked>, TxnError> {
     Ok(Some(match op {
         Op::Doc {
             collection,
@@ -233,7 +244,7 @@ async fn check(tx: &impl GenericClient, ctx: &Context, op: &Op) -> Result<Option
                 collection: collection.clone(),
                 id: id.clone(),
                 incarnation: *incarnation,
-                doc,
+                doc: Box::new(doc),
                 before,
                 dead,
             }
@@ -294,7 +305,11 @@ async fn write(
             Ok(Some(RecordChange {
                 collection,
                 id,
-                kind: if inserted { ChangeKind::Insert } else { ChangeKind::Update },
+                kind: if inserted {
+                    ChangeKind::Insert
+                } else {
+                    ChangeKind::Update
+                },
                 value: Some(value),
             }))
         }

@@ -125,7 +125,10 @@ fn pg(e: tokio_postgres::Error) -> ReplicaError {
 fn client<'a>(
     guard: &'a MutexGuard<'_, Option<PgConn>>,
 ) -> Result<&'a tokio_postgres::Client, ReplicaError> {
-    guard.as_ref().map(PgConn::client).ok_or(ReplicaError::Closed)
+    guard
+        .as_ref()
+        .map(PgConn::client)
+        .ok_or(ReplicaError::Closed)
 }
 
 impl Replica for PgReplica {
@@ -173,10 +176,7 @@ impl Replica for PgReplica {
         for (origin, range) in &ranges {
             let (lo, hi) = (as_i64(*range.start()), as_i64(*range.end()));
             let params: [&(dyn ToSql + Sync); 3] = [&origin.0.as_slice(), &lo, &hi];
-            let rows = client(&guard)?
-                .query(&sql, &params)
-                .await
-                .map_err(pg)?;
+            let rows = client(&guard)?.query(&sql, &params).await.map_err(pg)?;
             for row in rows {
                 if bytes_out >= budget_bytes && !out.txns.is_empty() {
                     let last = *out.ids.last().ok_or(ReplicaError::Closed)?;

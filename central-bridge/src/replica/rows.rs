@@ -233,8 +233,8 @@ pub async fn store_txn(tx: &impl GenericClient, ctx: &Context, txn: &Txn) -> Res
     .await?;
     tx.execute(
         &format!(
-            "UPDATE {st}.origins SET held = held + int8multirange(int8range($2, $2 + 1)), \
-             max_seq = greatest(max_seq, $2), last_txn_at = now() WHERE origin = $1"
+            "UPDATE {st}.origins SET held = held + int8multirange(int8range($2::int8, $2::int8 + 1)), \
+             last_txn_at = now() WHERE origin = $1"
         ),
         &[&origin, &seq],
     )
@@ -250,7 +250,11 @@ pub async fn park(tx: &impl GenericClient, ctx: &Context, txn: &Txn) -> Result<(
     );
     tx.execute(
         &sql,
-        &[&txn.id.origin.0.as_slice(), &as_i64(txn.id.seq), &txn.encode()],
+        &[
+            &txn.id.origin.0.as_slice(),
+            &as_i64(txn.id.seq),
+            &txn.encode(),
+        ],
     )
     .await?;
     Ok(())
