@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
 # Runs Meshlite's whole test suite on a fresh machine.
 #
-# Installs what the tests need when it is missing (nats-server and iproute2 from Debian's packages),
-# then runs every test of the workspace with cargo-nextest (or cargo test when nextest is absent).
+# Installs what the tests need when it is missing (nats-server, iproute2 and the Postgres 15 server
+# from Debian's packages; `useradd` and `setpriv` come with Debian's base system), then runs every
+# test of the workspace with cargo-nextest (or cargo test when nextest is absent).
 # Tests start their own servers (nats-server on free loopback ports, network namespaces with
-# unique names) and stop them; nothing is left running.
+# unique names, throwaway Postgres clusters run as the unprivileged user `meshlite-pg`, which the
+# harness creates when run as root) and stop them; nothing is left running. Set DATABASE_URL to run
+# the Postgres tests against an existing server instead (each test creates its own database).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+if [ -z "${DATABASE_URL:-}" ] && ! command -v initdb >/dev/null 2>&1 \
+  && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  need_apt+=(postgresql-15)
+fi
+command -v setpriv >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v useradd >/dev/null 2>&1 || [ -x /usr/sbin/useradd ] || need_apt+=(passwd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_apt[*]} from Debian's packages" >&2
   SUDO=""

@@ -1,0 +1,389 @@
+//! Applying received transactions to Postgres: one database transaction per batch.
+//!
+//! For each batch (see the parent module for locking):
+//! 1. lock the `origins` rows of every origin in the batch, in origin order, and read which of
+//!    the batch's transactions are already held (duplicates: skipped);
+//! 2. each new transaction runs in its own savepoint. First every op is checked against the
+//!    record states it touches (read `FOR UPDATE`): a change whose Automerge dependencies are
+//!    missing parks the whole transaction (stored in `parked`, counted as held), so no reader
+//!    ever sees half of one. Then the ops are written: the merged state, the conflicts the merge
+//!    resolved, the materialized row (or its deletion, or the log row), the encoded transaction
+//!    and the summary. A transaction Postgres refuses (a value its typed column cannot hold) is
+//!    rolled back to its savepoint, recorded in `rejected` and reported; the batch goes on;
+//! 3. parked transactions are retried until none makes progress;
+//! 4. COMMIT. Only then is the commit event broadcast.
+//!
+//! Deletes win: a tombstone of incarnation *k* makes every change to *k* (earlier or later) a
+//! no-op for the table, and the row disappears unless a later incarnation is alive.
+
+use std::collections::{BTreeSet, HashSet};
+
+use meshlite_core::change::Incarnation;
+use meshlite_core::schema::CollectionDef;
+use meshlite_core::store::record::{ChangeOutcome, FieldConflict, RecordDoc};
+use meshlite_core::store::{ChangeKind, RecordChange, StoreEvent};
+use meshlite_core::{Op, Txn, TxnId};
+use meshlite_mesh::replica::Applied;
+use serde_json::{Value, json};
+use tokio_postgres::{Client, GenericClient};
+
+use super::rows;
+use super::{Context, as_i64};
+use crate::state::bridge_transaction;
+
+/// What one batch did.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    /// Counts for the transport.
+    pub applied: Applied,
+    /// Transactions that became visible (including unparked ones).
+    pub txns: Vec<TxnId>,
+    /// The rows they changed.
+    pub changes: Vec<RecordChange>,
+}
+
+impl BatchOutcome {
+    /// The commit event for subscribers (gossip relays nothing on it: remote commits).
+    pub fn event(&self) -> StoreEvent {
+        StoreEvent::Committed {
+            txns: self.txns.clone(),
+            local: false,
+            changes: self.changes.clone(),
+        }
+    }
+}
+
+/// Why one transaction could not be applied.
+#[derive(Debug, thiserror::Error)]
+enum TxnError {
+    /// Refused on its merits (recorded in `rejected`).
+    #[error("{0}")]
+    Invalid(String),
+    /// Postgres refused a statement (e.g. a value its typed column cannot hold).
+    #[error("{}", pg_reason(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+}
+
+/// Postgres' own message for an error (the driver's `Display` says only "db error").
+pub fn pg_reason(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+/// What became of one transaction.
+enum Done {
+    Visible(Vec<RecordChange>),
+    Parked,
+}
+
+/// Applies `txns` in one Postgres transaction.
+pub async fn apply_batch(
+    client: &mut Client,
+    ctx: &Context,
+    txns: Vec<Txn>,
+) -> Result<BatchOutcome, tokio_postgres::Error> {
+    let mut tx = bridge_transaction(client).await?;
+    let held = lock_and_read_held(&tx, ctx, &txns).await?;
+    let mut out = BatchOutcome::default();
+    let mut seen = HashSet::new();
+    for txn in txns {
+        if held.contains(&txn.id) || !seen.insert(txn.id) {
+            out.applied.duplicates += 1;
+            continue;
+        }
+        let id = txn.id;
+        let sp = tx.savepoint("txn").await?;
+        match apply_new(&sp, ctx, &txn).await {
+            Ok(done) => {
+                sp.commit().await?;
+                out.applied.new += 1;
+                if let Done::Visible(changes) = done {
+                    out.txns.push(id);
+                    out.changes.extend(changes);
+                }
+            }
+            Err(e) => {
+                sp.rollback().await?;
+                let reason = e.to_string();
+                tracing::warn!(txn = ?id, %reason, "transaction refused");
+                rows::record_rejected(&tx, ctx, &txn, &reason).await?;
+                out.applied.rejected.push((id, reason));
+            }
+        }
+    }
+    unpark(&mut tx, ctx, &mut out).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// Locks the batch's origin rows (creating missing ones) in origin order and returns which of
+/// the batch's transactions are held.
+async fn lock_and_read_held(
+    tx: &impl GenericClient,
+    ctx: &Context,
+    txns: &[Txn],
+) -> Result<HashSet<TxnId>, tokio_postgres::Error> {
+    let st = &ctx.schemas.state;
+    let origins: BTreeSet<[u8; 16]> = txns.iter().map(|t| t.id.origin.0).collect();
+    let origins: Vec<&[u8]> = origins.iter().map(|o| o.as_slice()).collect();
+    tx.execute(
+        &format!(
+            "INSERT INTO {st}.origins (origin) SELECT unnest($1::bytea[]) ORDER BY 1 \
+             ON CONFLICT (origin) DO NOTHING"
+        ),
+        &[&origins],
+    )
+    .await?;
+    tx.query(
+        &format!(
+            "SELECT origin FROM {st}.origins WHERE origin = ANY($1) ORDER BY origin FOR UPDATE"
+        ),
+        &[&origins],
+    )
+    .await?;
+    let ids: Vec<&[u8]> = txns.iter().map(|t| t.id.origin.0.as_slice()).collect();
+    let seqs: Vec<i64> = txns.iter().map(|t| as_i64(t.id.seq)).collect();
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT t.n FROM unnest($1::bytea[], $2::int8[]) WITH ORDINALITY AS t(o, s, n) \
+                 JOIN {st}.origins g ON g.origin = t.o WHERE g.held @> t.s"
+            ),
+            &[&ids, &seqs],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| usize::try_from(r.get::<_, i64>(0) - 1).ok())
+        .filter_map(|i| txns.get(i).map(|t| t.id))
+        .collect())
+}
+
+/// Applies (or parks) a transaction not held yet, then stores it and marks it held.
+async fn apply_new(tx: &impl GenericClient, ctx: &Context, txn: &Txn) -> Result<Done, TxnError> {
+    txn.validate()
+        .map_err(|e| TxnError::Invalid(e.to_string()))?;
+    let done = apply_ops(tx, ctx, txn).await?;
+    rows::store_txn(tx, ctx, txn).await?;
+    if matches!(done, Done::Parked) {
+        rows::park(tx, ctx, txn).await?;
+    }
+    Ok(done)
+}
+
+/// One record op checked against the record's current state.
+enum Checked {
+    Doc {
+        collection: String,
+        id: String,
+        incarnation: Incarnation,
+        doc: Box<RecordDoc>,
+        before: Vec<FieldConflict>,
+        dead: bool,
+    },
+    Delete {
+        collection: String,
+        id: String,
+        incarnation: Incarnation,
+    },
+    Append {
+        collection: String,
+        id: String,
+        row: String,
+    },
+}
+
+/// Checks every op, then writes them all; parks the transaction if any change lacks its
+/// dependencies (nothing written).
+async fn apply_ops(tx: &impl GenericClient, ctx: &Context, txn: &Txn) -> Result<Done, TxnError> {
+    let mut checked = Vec::with_capacity(txn.ops.len());
+    for op in &txn.ops {
+        match check(tx, ctx, op).await? {
+            Some(c) => checked.push(c),
+            None => return Ok(Done::Parked),
+        }
+    }
+    let mut changes = Vec::with_capacity(checked.len());
+    for c in checked {
+        changes.extend(write(tx, ctx, txn.id, c).await?);
+    }
+    Ok(Done::Visible(changes))
+}
+
+/// `None` when a change's dependencies are missing.
+async fn check(
+    tx: &impl GenericClient,
+    ctx: &Context,
+    op: &Op,
+) -> Result<Option<Checked>, TxnError> {
+    Ok(Some(match op {
+        Op::Doc {
+            collection,
+            id,
+            incarnation,
+            change,
+        } => {
+            let def = def_of(ctx, collection);
+            let stored = rows::load_state(tx, ctx, collection, id, *incarnation).await?;
+            let mut doc = match stored {
+                Some(bytes) => RecordDoc::load(&bytes, &ctx.replica)
+                    .map_err(|e| TxnError::Invalid(format!("{collection}/{id}: {e}")))?,
+                None => RecordDoc::new(&ctx.replica),
+            };
+            let before = doc.conflicts(&def);
+            let outcome = doc
+                .apply(change)
+                .map_err(|e| TxnError::Invalid(format!("{collection}/{id}: {e}")))?;
+            if outcome == ChangeOutcome::MissingDeps {
+                return Ok(None);
+            }
+            let dead = rows::is_dead(tx, ctx, collection, id, *incarnation).await?;
+            Checked::Doc {
+                collection: collection.clone(),
+                id: id.clone(),
+                incarnation: *incarnation,
+                doc: Box::new(doc),
+                before,
+                dead,
+            }
+        }
+        Op::Delete {
+            collection,
+            id,
+            incarnation,
+        } => Checked::Delete {
+            collection: collection.clone(),
+            id: id.clone(),
+            incarnation: *incarnation,
+        },
+        Op::Append {
+            collection,
+            id,
+            row,
+        } => Checked::Append {
+            collection: collection.clone(),
+            id: id.clone(),
+            row: row.clone(),
+        },
+        #[allow(unreachable_patterns)]
+        _ => return Err(TxnError::Invalid("unknown op kind".into())),
+    }))
+}
+
+async fn write(
+    tx: &impl GenericClient,
+    ctx: &Context,
+    txn: TxnId,
+    checked: Checked,
+) -> Result<Option<RecordChange>, TxnError> {
+    match checked {
+        Checked::Doc {
+            collection,
+            id,
+            incarnation,
+            mut doc,
+            before,
+            dead,
+        } => {
+            let def = def_of(ctx, &collection);
+            rows::save_state(tx, ctx, &collection, &id, incarnation, &doc.save()).await?;
+            let after = doc.conflicts(&def);
+            let new: Vec<&FieldConflict> = after.iter().filter(|c| !before.contains(c)).collect();
+            rows::record_conflicts(tx, ctx, &collection, &id, incarnation, &new).await?;
+            if dead {
+                return Ok(None); // deleted or superseded: held and relayed, not shown
+            }
+            let fields = doc.materialize(&def);
+            let Some(table) = ctx.tables.get(&collection) else {
+                return Ok(None);
+            };
+            let inserted = rows::upsert(tx, ctx, table, &id, &fields, &txn.origin).await?;
+            let mut value = Value::Object(fields);
+            value[&table.primary_key.name.as_str().to_owned()] = json!(id);
+            Ok(Some(RecordChange {
+                collection,
+                id,
+                kind: if inserted {
+                    ChangeKind::Insert
+                } else {
+                    ChangeKind::Update
+                },
+                value: Some(value),
+            }))
+        }
+        Checked::Delete {
+            collection,
+            id,
+            incarnation,
+        } => {
+            let removed = rows::tombstone(tx, ctx, &collection, &id, incarnation, txn).await?;
+            Ok(removed.then_some(RecordChange {
+                collection,
+                id,
+                kind: ChangeKind::Delete,
+                value: None,
+            }))
+        }
+        Checked::Append {
+            collection,
+            id,
+            row,
+        } => {
+            let value: Value = serde_json::from_str(&row)
+                .map_err(|e| TxnError::Invalid(format!("{collection}/{id}: log row: {e}")))?;
+            let Some(table) = ctx.tables.get(&collection) else {
+                return Ok(None);
+            };
+            let appended = rows::append(tx, ctx, table, &id, &value, &txn.origin).await?;
+            Ok(appended.then_some(RecordChange {
+                collection,
+                id,
+                kind: ChangeKind::Append,
+                value: Some(value),
+            }))
+        }
+    }
+}
+
+/// Retries parked transactions until none makes progress.
+async fn unpark(
+    tx: &mut tokio_postgres::Transaction<'_>,
+    ctx: &Context,
+    out: &mut BatchOutcome,
+) -> Result<(), tokio_postgres::Error> {
+    loop {
+        let mut progress = false;
+        for txn in rows::parked(&*tx, ctx).await? {
+            let id = txn.id;
+            let sp = tx.savepoint("unpark").await?;
+            match apply_ops(&sp, ctx, &txn).await {
+                Ok(Done::Visible(changes)) => {
+                    rows::unpark(&sp, ctx, id).await?;
+                    sp.commit().await?;
+                    out.txns.push(id);
+                    out.changes.extend(changes);
+                    progress = true;
+                }
+                Ok(Done::Parked) => sp.rollback().await?,
+                Err(e) => {
+                    // Held and stored already; it stays parked and is reported once here.
+                    sp.rollback().await?;
+                    tracing::warn!(txn = ?id, error = %e, "parked transaction cannot be applied");
+                }
+            }
+        }
+        if !progress {
+            return Ok(());
+        }
+    }
+}
+
+fn def_of(ctx: &Context, collection: &str) -> CollectionDef {
+    ctx.schema
+        .collections
+        .get(collection)
+        .cloned()
+        .unwrap_or_default()
+}

@@ -1,0 +1,251 @@
+//! The bridge's replica: [`PgReplica`] implements the mesh's [`Replica`] over Postgres, so the
+//! bridge is a fleet peer like any node (sync sessions, pushes, gossip, the NATS relay) whose
+//! store is the central database.
+//!
+//! # How the parts fit
+//! - [`PgReplica`] holds two connections: a *writer* (one apply at a time, like the node's single
+//!   SQLite writer) and a *reader* (summaries, loading transactions for peers). Either is
+//!   re-established on the next call after Postgres went away; until then every call fails with
+//!   [`ReplicaError::Unavailable`], so peers keep their data and resend it later — the fleet is
+//!   the buffer.
+//! - [`apply`]: one Postgres transaction per batch of received transactions; the replica state
+//!   (summary, stored transactions, merged Automerge state, tombstones, parked transactions) and
+//!   the materialized rows it explains commit together, so a crash at any point leaves either
+//!   all of a batch or none of it, and a redelivered transaction is a duplicate.
+//! - [`rows`]: writing materialized rows (typed columns filled by `jsonb_populate_record`),
+//!   deleting them, appending log rows; every identifier comes from a validated [`TableSpec`].
+//!
+//! # Two bridges on one database
+//! Every apply first locks the `origins` rows of the transactions it carries (in a fixed order,
+//! so two bridges cannot deadlock on them), then re-reads what is held: a transaction another
+//! bridge committed meanwhile is a duplicate. Record states are read `FOR UPDATE`, so merges of
+//! one record serialize; nothing is ever overwritten with a state that lacks another bridge's
+//! changes.
+
+pub mod apply;
+pub mod rows;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use meshlite_core::store::StoreEvent;
+use meshlite_core::{ReplicaId, Schema, Summary, Txn};
+use meshlite_mesh::replica::{Applied, LoadedTxns, Replica, ReplicaError, TxnRanges};
+use tokio::sync::{Mutex, MutexGuard, broadcast};
+use tokio_postgres::types::ToSql;
+
+use crate::ddl::TableSpec;
+use crate::migrations::Schemas;
+use crate::pg::{PgConn, PgTarget};
+
+/// Capacity of the commit event channel (as the store's).
+pub const EVENT_CHANNEL: usize = 1024;
+
+/// What every apply needs to know, fixed at start-up.
+#[derive(Debug)]
+pub struct Context {
+    /// This bridge's origin (for its own transactions: central edits).
+    pub replica: ReplicaId,
+    /// The bridge's name (recorded with conflicts and rejections).
+    pub name: String,
+    /// The schema in force.
+    pub schema: Arc<Schema>,
+    /// Materialized tables by collection name (collections not here are held, stored and
+    /// relayed, but not materialized).
+    pub tables: HashMap<String, TableSpec>,
+    /// Where the state and the tables live.
+    pub schemas: Schemas,
+}
+
+/// One lazily (re)connected Postgres connection.
+#[derive(Debug)]
+struct Conn {
+    target: PgTarget,
+    conn: Mutex<Option<PgConn>>,
+}
+
+impl Conn {
+    /// The connection, reconnecting if it was never made or has closed.
+    async fn get(&self) -> Result<MutexGuard<'_, Option<PgConn>>, ReplicaError> {
+        let mut guard = self.conn.lock().await;
+        if guard.as_ref().is_none_or(|c| c.client().is_closed()) {
+            *guard = None;
+            let conn = self
+                .target
+                .connect()
+                .await
+                .map_err(ReplicaError::unavailable)?;
+            *guard = Some(conn);
+        }
+        Ok(guard)
+    }
+}
+
+/// The bridge's replica over Postgres. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PgReplica {
+    ctx: Arc<Context>,
+    writer: Arc<Conn>,
+    reader: Arc<Conn>,
+    events: broadcast::Sender<StoreEvent>,
+}
+
+impl PgReplica {
+    /// A replica over the database at `target` (connections are made on first use).
+    pub fn new(target: PgTarget, ctx: Context) -> Self {
+        let conn = |target| {
+            Arc::new(Conn {
+                target,
+                conn: Mutex::new(None),
+            })
+        };
+        Self {
+            ctx: Arc::new(ctx),
+            writer: conn(target.clone()),
+            reader: conn(target),
+            events: broadcast::channel(EVENT_CHANNEL).0,
+        }
+    }
+
+    /// The start-up context.
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Whether the writer can reach Postgres now (for `/healthz`).
+    pub async fn healthy(&self) -> bool {
+        self.writer.get().await.is_ok()
+    }
+}
+
+fn pg(e: tokio_postgres::Error) -> ReplicaError {
+    ReplicaError::unavailable(e)
+}
+
+fn client<'a>(
+    guard: &'a MutexGuard<'_, Option<PgConn>>,
+) -> Result<&'a tokio_postgres::Client, ReplicaError> {
+    guard
+        .as_ref()
+        .map(PgConn::client)
+        .ok_or(ReplicaError::Closed)
+}
+
+impl Replica for PgReplica {
+    fn replica_id(&self) -> ReplicaId {
+        self.ctx.replica
+    }
+
+    fn schema_version(&self) -> u32 {
+        self.ctx.schema.version
+    }
+
+    async fn summary(&self) -> Result<Summary, ReplicaError> {
+        let guard = self.reader.get().await?;
+        let sql = format!(
+            "SELECT o.origin, lower(r), upper(r) FROM {}.origins o, unnest(o.held) r \
+             ORDER BY o.origin, lower(r)",
+            self.ctx.schemas.state
+        );
+        let rows = client(&guard)?.query(&sql, &[]).await.map_err(pg)?;
+        let mut summary = Summary::new();
+        for row in rows {
+            let origin = origin_of(row.get(0))?;
+            let (lo, hi): (i64, i64) = (row.get(1), row.get(2));
+            let (lo, hi) = (seq_of(lo)?, seq_of(hi - 1)?);
+            let mut set = summary.get(&origin).cloned().unwrap_or_default();
+            set.insert_range(lo, hi);
+            summary.set(origin, set);
+        }
+        Ok(summary)
+    }
+
+    async fn load_txns(
+        &self,
+        ranges: TxnRanges,
+        budget_bytes: usize,
+    ) -> Result<LoadedTxns, ReplicaError> {
+        let guard = self.reader.get().await?;
+        let sql = format!(
+            "SELECT seq, bytes FROM {}.txns WHERE origin = $1 AND seq BETWEEN $2 AND $3 \
+             ORDER BY seq",
+            self.ctx.schemas.state
+        );
+        let mut out = LoadedTxns::default();
+        let mut bytes_out = 0usize;
+        for (origin, range) in &ranges {
+            let (lo, hi) = (as_i64(*range.start()), as_i64(*range.end()));
+            let params: [&(dyn ToSql + Sync); 3] = [&origin.0.as_slice(), &lo, &hi];
+            let rows = client(&guard)?.query(&sql, &params).await.map_err(pg)?;
+            for row in rows {
+                if bytes_out >= budget_bytes && !out.txns.is_empty() {
+                    let last = *out.ids.last().ok_or(ReplicaError::Closed)?;
+                    out.rest = meshlite_core::version::ranges_after(&ranges, last);
+                    return Ok(out);
+                }
+                let bytes: Vec<u8> = row.get(1);
+                bytes_out += bytes.len();
+                out.ids.push(meshlite_core::TxnId {
+                    origin: *origin,
+                    seq: seq_of(row.get(0))?,
+                });
+                out.txns.push(bytes);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn apply_txns(&self, txns: Vec<Txn>) -> Result<Applied, ReplicaError> {
+        let mut guard = self.writer.get().await?;
+        let conn = guard.as_mut().ok_or(ReplicaError::Closed)?;
+        let outcome = apply::apply_batch(conn.client_mut(), &self.ctx, txns).await;
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tracing::warn!(error = %e, "applying to Postgres failed; peers will resend");
+                return Err(pg(e));
+            }
+        };
+        if !outcome.txns.is_empty() {
+            // No subscriber is fine: the data is committed either way.
+            let _ = self.events.send(outcome.event());
+        }
+        Ok(outcome.applied)
+    }
+
+    async fn peer_summary(&self, peer: ReplicaId, summary: Summary) -> Result<(), ReplicaError> {
+        let bytes = postcard::to_stdvec(&summary)
+            .map_err(|e| ReplicaError::Corrupt(format!("cannot encode summary: {e}")))?;
+        let guard = self.reader.get().await?;
+        let sql = format!(
+            "INSERT INTO {}.peer_acks (peer, summary, updated_at) VALUES ($1, $2, now()) \
+             ON CONFLICT (peer) DO UPDATE SET summary = EXCLUDED.summary, updated_at = now()",
+            self.ctx.schemas.state
+        );
+        client(&guard)?
+            .execute(&sql, &[&peer.0.as_slice(), &bytes.as_slice()])
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
+        self.events.subscribe()
+    }
+}
+
+/// A stored origin column as a replica id.
+pub(crate) fn origin_of(bytes: &[u8]) -> Result<ReplicaId, ReplicaError> {
+    ReplicaId::from_slice(bytes)
+        .ok_or_else(|| ReplicaError::Corrupt(format!("origin of {} bytes", bytes.len())))
+}
+
+/// A stored seq as a core seq.
+pub(crate) fn seq_of(v: i64) -> Result<meshlite_core::Seq, ReplicaError> {
+    u64::try_from(v).map_err(|_| ReplicaError::Corrupt(format!("negative seq {v}")))
+}
+
+/// A core seq as a Postgres bigint (core caps seqs at `i64::MAX`).
+pub(crate) fn as_i64(seq: meshlite_core::Seq) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}

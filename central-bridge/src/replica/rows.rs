@@ -1,0 +1,375 @@
+//! The SQL of the bridge's replica: record states, tombstones, stored and parked transactions,
+//! the summary, conflicts, rejections, and the materialized rows.
+//!
+//! Every identifier spliced into SQL is an [`crate::pg::Ident`] (validated, always quoted); every
+//! value is a parameter. Materialized rows are written through `jsonb_populate_record`, which
+//! casts each JSON value to its column's declared type (a value the type cannot hold fails the
+//! statement, and the caller refuses that transaction).
+
+use meshlite_core::change::Incarnation;
+use meshlite_core::store::record::FieldConflict;
+use meshlite_core::{ReplicaId, Txn, TxnId};
+use serde_json::{Map, Value, json};
+use tokio_postgres::GenericClient;
+
+use super::{Context, as_i64};
+use crate::ddl::{EXTRA_COLUMN, ORIGIN_COLUMN, SYNCED_AT_COLUMN, TableSpec};
+use crate::pg::Ident;
+
+type Result<T> = std::result::Result<T, tokio_postgres::Error>;
+
+fn inc(incarnation: Incarnation) -> i32 {
+    i32::try_from(incarnation).unwrap_or(i32::MAX)
+}
+
+/// The stored state of one record incarnation, locked for this transaction.
+pub async fn load_state(
+    tx: &impl GenericClient,
+    ctx: &Context,
+    collection: &str,
+    id: &str,
+    incarnation: Incarnation,
+) -> Result<Option<Vec<u8>>> {
+    let sql = format!(
+        "SELECT state FROM {}.docs WHERE collection = $1 AND id = $2 AND incarnation = $3 \
+         FOR UPDATE",
+        ctx.schemas.state
+    );
+    let row = tx
+        .query_opt(&sql, &[&collection, &id, &inc(incarnation)])
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Saves a record incarnation's merged state.
+pub async fn save_state(
+    tx: &impl GenericClient,
+    ctx: &Context,
+    collection: &str,
+    id: &str,
+    incarnation: Incarnation,
+    state: &[u8],
+) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO {}.docs (collection, id, incarnation, state) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (collection, id, incarnation) \
+         DO UPDATE SET state = EXCLUDED.state, chunks = 0, updated_at = now()",
+        ctx.schemas.state
+    );
+    tx.execute(&sql, &[&collection, &id, &inc(incarnation), &state])
+        .await?;
+    Ok(())
+}
+
+/// Whether `incarnation` of the record is deleted or superseded by a later one (its changes
+/// are kept and relayed but never shown).
+pub async fn is_dead(
+    tx: &impl GenericClient,
+    ctx: &Context,
+    collection: &str,
+    id: &str,
+    incarnation: Incarnation,
+) -> Result<bool> {
+    let st = &ctx.schemas.state;
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM {st}.tombstones \
+                        WHERE collection = $1 AND id = $2 AND incarnation = $3) \
+             OR EXISTS (SELECT 1 FROM {st}.docs \
+                        WHERE collection = $1 AND id = $2 AND incarnation > $3)"
+    );
+    let row = tx
+        .query_one(&sql, &[&collection, &id, &inc(incarnation)])
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Records a tombstone; removes the row unless a later incarnation is alive. Returns whether a
+/// row was removed.
+pub async fn tombstone(
+    tx: &impl GenericClient,
+    ctx: &Context,
+    collection: &str,
+    id: &str,
+    incarnation: Incarnation,
+    by: TxnId,
+) -> Result<bool> {
+    let st = &ctx.schemas.state;
+    tx.execute(
+        &format!(
+            "INSERT INTO {st}.tombstones (collection, id, incarnation, origin, seq) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING"
+        ),
+        &[
+            &collection,
+            &id,
+            &inc(incarnation),
+            &by.origin.0.as_slice(),
+            &as_i64(by.seq),
+        ],
+    )
+    .await?;
+    tx.execute(
+        &format!(
+            "UPDATE {st}.docs SET deleted = true, updated_at = now() \
+             WHERE collection = $1 AND id = $2 AND incarnation = $3"
+        ),
+        &[&collection, &id, &inc(incarnation)],
+    )
+    .await?;
+    let later_alive = tx
+        .query_one(
+            &format!(
+                "SELECT EXISTS (SELECT 1 FROM {st}.docs WHERE collection = $1 AND id = $2 \
+                 AND incarnation > $3 AND NOT deleted)"
+            ),
+            &[&collection, &id, &inc(incarnation)],
+        )
+        .await?
+        .get::<_, bool>(0);
+    let Some(table) = ctx.tables.get(collection) else {
+        return Ok(false);
+    };
+    if later_alive {
+        return Ok(false);
+    }
+    let sql = format!(
+        "DELETE FROM {} WHERE {}::text = $1",
+        Ident::qualified(&ctx.schemas.tables, &table.name),
+        table.primary_key.name
+    );
+    Ok(tx.execute(&sql, &[&id]).await? > 0)
+}
+
+/// The row as `jsonb_populate_record` input: declared columns by name, the undeclared fields in
+/// `_extra`, and the origin of this change.
+fn row_json(table: &TableSpec, id: &str, fields: &Map<String, Value>, origin: &ReplicaId) -> Value {
+    let mut row = Map::new();
+    let mut extra = Map::new();
+    for (field, value) in fields {
+        if table.columns.iter().any(|c| c.name.as_str() == field) {
+            row.insert(field.clone(), value.clone());
+        } else if field != table.primary_key.name.as_str() {
+            extra.insert(field.clone(), value.clone());
+        }
+    }
+    row.insert(table.primary_key.name.as_str().to_owned(), json!(id));
+    row.insert(EXTRA_COLUMN.to_owned(), Value::Object(extra));
+    row.insert(ORIGIN_COLUMN.to_owned(), json!(origin.to_hex()));
+    Value::Object(row)
+}
+
+/// The columns written for a row (without `_synced_at`, which is `now()`).
+fn columns(table: &TableSpec) -> Vec<String> {
+    let mut cols = vec![table.primary_key.name.quoted()];
+    cols.extend(table.columns.iter().map(|c| c.name.quoted()));
+    cols.push(format!("\"{EXTRA_COLUMN}\""));
+    cols.push(format!("\"{ORIGIN_COLUMN}\""));
+    cols
+}
+
+/// Writes the merged row of a document record; returns true when it was inserted (not updated).
+pub async fn upsert(
+    tx: &impl GenericClient,
+    ctx: &Context,
+    table: &TableSpec,
+    id: &str,
+    fields: &Map<String, Value>,
+    origin: &ReplicaId,
+) -> Result<bool> {
+    let qt = Ident::qualified(&ctx.schemas.tables, &table.name);
+    let cols = columns(table);
+    let list = cols.join(", ");
+    let set: Vec<String> = cols
+        .iter()
+        .skip(1)
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect();
+    let sql = format!(
+        "INSERT INTO {qt} AS r ({list}, \"{SYNCED_AT_COLUMN}\") \
+         SELECT {list}, now() FROM jsonb_populate_record(NULL::{qt}, $1::jsonb) \
+         ON CONFLICT ({pk}) DO UPDATE SET {set}, \"{SYNCED_AT_COLUMN}\" = now() \
+         RETURNING (xmax = 0)",
+        pk = table.primary_key.name,
+        set = set.join(", "),
+    );
+    let row = row_json(table, id, fields, origin);
+    let inserted = tx.query_one(&sql, &[&row]).await?;
+    Ok(inserted.get(0))
+}
+
+/// Appends a log row (once: a redelivered row is ignored); returns whether it was new.
+pub async fn append(
+    tx: &impl GenericClient,
+    ctx: &Context,
+    table: &TableSpec,
+    id: &str,
+    value: &Value,
+    origin: &ReplicaId,
+) -> Result<bool> {
+    let qt = Ident::qualified(&ctx.schemas.tables, &table.name);
+    let list = columns(table).join(", ");
+    let sql = format!(
+        "INSERT INTO {qt} ({list}, \"{SYNCED_AT_COLUMN}\") \
+         SELECT {list}, now() FROM jsonb_populate_record(NULL::{qt}, $1::jsonb) \
+         ON CONFLICT ({pk}) DO NOTHING",
+        pk = table.primary_key.name,
+    );
+    let fields = value.as_object().cloned().unwrap_or_default();
+    let row = row_json(table, id, &fields, origin);
+    Ok(tx.execute(&sql, &[&row]).await? > 0)
+}
+
+/// Stores an encoded transaction (for relaying) and marks it held.
+pub async fn store_txn(tx: &impl GenericClient, ctx: &Context, txn: &Txn) -> Result<()> {
+    let st = &ctx.schemas.state;
+    let (origin, seq) = (txn.id.origin.0.as_slice(), as_i64(txn.id.seq));
+    tx.execute(
+        &format!(
+            "INSERT INTO {st}.txns (origin, seq, bytes) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING"
+        ),
+        &[&origin, &seq, &txn.encode()],
+    )
+    .await?;
+    tx.execute(
+        &format!(
+            "UPDATE {st}.origins SET held = held + int8multirange(int8range($2::int8, $2::int8 + 1)), \
+             last_txn_at = now() WHERE origin = $1"
+        ),
+        &[&origin, &seq],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Parks a transaction until its dependencies arrive.
+pub async fn park(tx: &impl GenericClient, ctx: &Context, txn: &Txn) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO {}.parked (origin, seq, bytes) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        ctx.schemas.state
+    );
+    tx.execute(
+        &sql,
+        &[
+            &txn.id.origin.0.as_slice(),
+            &as_i64(txn.id.seq),
+            &txn.encode(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Most parked transactions retried per pass.
+const UNPARK_BATCH: i64 = 1000;
+
+/// Parked transactions, oldest origins and seqs first. Undecodable rows are skipped (logged).
+pub async fn parked(tx: &impl GenericClient, ctx: &Context) -> Result<Vec<Txn>> {
+    let sql = format!(
+        "SELECT bytes FROM {}.parked ORDER BY origin, seq LIMIT $1",
+        ctx.schemas.state
+    );
+    let rows = tx.query(&sql, &[&UNPARK_BATCH]).await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| match Txn::decode(r.get(0)) {
+            Ok(txn) => Some(txn),
+            Err(e) => {
+                tracing::error!(error = %e, "a parked transaction does not decode");
+                None
+            }
+        })
+        .collect())
+}
+
+/// Removes a transaction from `parked` once applied.
+pub async fn unpark(tx: &impl GenericClient, ctx: &Context, id: TxnId) -> Result<()> {
+    let sql = format!(
+        "DELETE FROM {}.parked WHERE origin = $1 AND seq = $2",
+        ctx.schemas.state
+    );
+    tx.execute(&sql, &[&id.origin.0.as_slice(), &as_i64(id.seq)])
+        .await?;
+    Ok(())
+}
+
+/// Records the conflicts a merge resolved (those not already recorded for this state).
+pub async fn record_conflicts(
+    tx: &impl GenericClient,
+    ctx: &Context,
+    collection: &str,
+    id: &str,
+    incarnation: Incarnation,
+    conflicts: &[&FieldConflict],
+) -> Result<()> {
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO {}.conflicts \
+         (collection, record_id, incarnation, field, policy, candidates, winner, origins, recorded_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        ctx.schemas.state
+    );
+    for c in conflicts {
+        let candidates: Vec<Value> = c.candidates.iter().map(|v| json!({ "value": v })).collect();
+        let origins: Vec<String> = Vec::new();
+        tx.execute(
+            &sql,
+            &[
+                &collection,
+                &id,
+                &inc(incarnation),
+                &c.field,
+                &c.policy.name(),
+                &Value::Array(candidates),
+                &c.winner,
+                &origins,
+                &ctx.name,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Records a refused peer transaction where an operator sees it.
+pub async fn record_rejected(
+    tx: &impl GenericClient,
+    ctx: &Context,
+    txn: &Txn,
+    reason: &str,
+) -> Result<()> {
+    let first = txn.ops.first();
+    let sql = format!(
+        "INSERT INTO {}.rejected (source, collection, record_id, op, origin, seq, reason) \
+         VALUES ('peer', $1, $2, $3, $4, $5, $6)",
+        ctx.schemas.state
+    );
+    let op = first.map(|op| match op {
+        meshlite_core::Op::Doc { .. } => "doc",
+        meshlite_core::Op::Delete { .. } => "delete",
+        _ => "append",
+    });
+    tx.execute(
+        &sql,
+        &[
+            &first.map(|o| o.collection()),
+            &first.map(op_id),
+            &op,
+            &txn.id.origin.0.as_slice(),
+            &as_i64(txn.id.seq),
+            &reason,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+fn op_id(op: &meshlite_core::Op) -> &str {
+    match op {
+        meshlite_core::Op::Doc { id, .. }
+        | meshlite_core::Op::Delete { id, .. }
+        | meshlite_core::Op::Append { id, .. } => id,
+    }
+}
