@@ -101,15 +101,24 @@ pub(crate) fn put_fields(
 }
 
 /// Adds `by` to the replica's part of counter `field` as one change; returns its bytes.
+/// `defaults` (fields of a record being created, see `local`) are put first, in the same change.
 pub(crate) fn increment(
     doc: &mut Automerge,
+    def: &CollectionDef,
+    defaults: &Map<String, Value>,
     field: &str,
     by: i64,
     replica: &ReplicaId,
 ) -> Result<Vec<u8>, DocError> {
     let mut tx = doc.transaction();
-    let total = counter_value(&tx, field);
-    if let Err(e) = add_to_part(&mut tx, field, by, total, replica) {
+    let result = defaults
+        .iter()
+        .try_for_each(|(f, v)| put_field(&mut tx, def.policy(f), f, v, false, replica))
+        .and_then(|()| {
+            let total = counter_value(&tx, field);
+            add_to_part(&mut tx, field, by, total, replica)
+        });
+    if let Err(e) = result {
         tx.rollback();
         return Err(e);
     }
@@ -172,14 +181,7 @@ pub(crate) fn check_policy(
     field: &str,
     value: &Value,
 ) -> Result<(), DocError> {
-    let ok = match policy {
-        MergePolicy::Lww => true,
-        MergePolicy::Counter => value.is_i64(),
-        MergePolicy::Max | MergePolicy::Min => value.is_number() || value.is_string(),
-        MergePolicy::Priority { .. } => !value.is_object() && !value.is_array(),
-        MergePolicy::Text => value.is_string(),
-    };
-    if ok {
+    if policy.accepts(value) {
         return Ok(());
     }
     let want = match policy {

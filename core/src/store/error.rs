@@ -1,6 +1,6 @@
 //! One error enum per public store operation. Every message tells the user what to do next.
 
-use crate::schema::{NameError, SchemaError};
+use crate::schema::{NameError, SchemaError, TypeError};
 
 /// Error opening a store.
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +148,9 @@ pub enum WriteError {
     /// The store was closed.
     #[error("the store is closed; open it again")]
     Closed,
+    /// A value (or a key) does not have its field's declared type.
+    #[error("{0}; write a value of the declared type (or null), or change the type in the schema")]
+    Type(#[from] TypeError),
 }
 
 /// Error of a read.

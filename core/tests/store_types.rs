@@ -1,0 +1,404 @@
+//! Declared field and key types (see `meshlite_core::schema`, "Types"): every write path checks
+//! them, integer keys stay numbers, defaults fill new records only, and a type that stored data
+//! does not satisfy is refused.
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
+
+use meshlite_core::schema::{FieldType, SchemaError};
+use meshlite_core::store::{OpenError, OpenOptions, Query, Store, WriteError, WriteOp};
+use meshlite_core::{Schema, Txn};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+const TYPED: &str = r#"
+version = 2
+[collections.tasks]
+key_type = "uuid"
+[collections.tasks.fields]
+status = { merge = "priority", order = ["running", "pending"], type = "text", default = "pending" }
+title = { type = "text" }
+priority = { type = "integer" }
+score = { type = "float" }
+done = { type = "boolean" }
+due_at = { merge = "max", type = "timestamp" }
+agent_id = { type = "uuid" }
+input = { type = "json" }
+retry_count = { merge = "counter", type = "integer", default = 0 }
+[collections.counts]
+key_type = "integer"
+[collections.counts.fields]
+n = { merge = "counter", type = "integer" }
+label = { type = "text", default = "none" }
+[collections.events]
+kind = "log"
+key_type = "integer"
+[collections.events.fields]
+level = { type = "integer", default = 1 }
+"#;
+
+/// The same collections without types or defaults: a peer on an older schema.
+const UNTYPED: &str = r#"
+version = 1
+strict = false
+[collections.tasks]
+[collections.tasks.fields]
+status = { merge = "priority", order = ["running", "pending"] }
+due_at = { merge = "max" }
+retry_count = { merge = "counter" }
+[collections.counts]
+[collections.counts.fields]
+n = { merge = "counter" }
+[collections.events]
+kind = "log"
+"#;
+
+const A: &str = "0190b6a2-7c1e-7d3a-9f00-0000000000aa";
+const B: &str = "0190b6a2-7c1e-7d3a-9f00-0000000000bb";
+const C: &str = "0190b6a2-7c1e-7d3a-9f00-0000000000cc";
+
+fn try_open(dir: &TempDir, schema: &str) -> Result<Store, OpenError> {
+    let opts = OpenOptions {
+        schema: Some(Schema::from_toml(schema).unwrap()),
+        ..Default::default()
+    };
+    Store::open(dir.path(), opts)
+}
+
+fn open(dir: &TempDir, schema: &str) -> Store {
+    try_open(dir, schema).unwrap()
+}
+
+/// Applies everything `from` holds that `to` lacks; returns the rejections.
+fn push(from: &Store, to: &Store) -> Vec<String> {
+    let want = from.summary().unwrap().missing_from(&to.summary().unwrap());
+    let batch = from.txns_for(&want, usize::MAX).unwrap();
+    let txns = batch.txns.iter().map(|t| Txn::decode(t).unwrap()).collect();
+    let report = to.apply_remote(txns).unwrap();
+    report.rejected.into_iter().map(|(_, r)| r).collect()
+}
+
+fn type_error(e: WriteError) -> String {
+    match e {
+        WriteError::Type(t) => t.to_string(),
+        other => panic!("expected a type error, got {other:?}"),
+    }
+}
+
+#[test]
+fn local_writes_check_each_type_and_name_the_value() {
+    let dir = TempDir::new().unwrap();
+    let s = open(&dir, TYPED);
+    let good = json!({
+        "id": A, "title": "t", "priority": 3, "score": 0.5, "done": false,
+        "due_at": "2024-05-01T12:00:00Z", "agent_id": B, "input": {"any": [1, "x"]},
+        "retry_count": 2,
+    });
+    s.put("tasks", good).unwrap();
+    // null fits every type.
+    let nulls = json!({"id": A, "title": null, "priority": null, "score": null, "done": null,
+        "agent_id": null, "input": null});
+    s.put("tasks", nulls).unwrap();
+    let bad = [
+        ("title", json!(7), "tasks.title: expected text, got 7"),
+        (
+            "priority",
+            json!("three"),
+            "tasks.priority: expected integer, got \"three\"",
+        ),
+        (
+            "priority",
+            json!(3.0),
+            "tasks.priority: expected integer, got 3.0",
+        ),
+        (
+            "score",
+            json!("0.5"),
+            "tasks.score: expected float, got \"0.5\"",
+        ),
+        ("done", json!(1), "tasks.done: expected boolean, got 1"),
+        (
+            "due_at",
+            json!("2024-05-01"),
+            "tasks.due_at: expected timestamp, got \"2024-05-01\"",
+        ),
+        (
+            "agent_id",
+            json!("a1"),
+            "tasks.agent_id: expected uuid, got \"a1\"",
+        ),
+    ];
+    for (field, value, message) in bad {
+        let mut record = json!({"id": A});
+        record[field] = value;
+        let err = type_error(s.put("tasks", record).unwrap_err());
+        assert_eq!(err, message);
+    }
+    // A failed write leaves nothing behind: the record is as the null put left it.
+    assert_eq!(s.get("tasks", A).unwrap().unwrap()["title"], Value::Null);
+    // The whole transaction fails on one bad op.
+    let ops = vec![
+        WriteOp::Put {
+            collection: "tasks".into(),
+            value: json!({"id": B, "title": "fine"}),
+            recreate: false,
+        },
+        WriteOp::Append {
+            collection: "events".into(),
+            value: json!({"id": 1, "level": "high"}),
+        },
+    ];
+    let err = type_error(s.transact(ops).unwrap_err());
+    assert_eq!(err, "events.level: expected integer, got \"high\"");
+    assert_eq!(s.get("tasks", B).unwrap(), None);
+    // Undeclared fields stay schemaless.
+    s.put("tasks", json!({"id": A, "extra": [1, {"x": true}]}))
+        .unwrap();
+}
+
+#[test]
+fn the_full_error_says_what_to_do() {
+    let dir = TempDir::new().unwrap();
+    let s = open(&dir, TYPED);
+    let err = s
+        .put("counts", json!({"id": 1, "label": 5}))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("counts.label: expected text, got 5; write a value of the declared type"),
+        "{err}"
+    );
+}
+
+#[test]
+fn integer_keys_stay_numbers_end_to_end() {
+    let (da, db) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let (a, b) = (open(&da, TYPED), open(&db, TYPED));
+    let written = a.put("counts", json!({"id": 42, "n": 1})).unwrap();
+    assert_eq!(written, json!({"id": 42, "n": 1, "label": "none"}));
+    assert_eq!(a.get("counts", "42").unwrap().unwrap()["id"], json!(42));
+    let q = Query {
+        filters: vec![("id".into(), json!(42))],
+        ..Default::default()
+    };
+    assert_eq!(a.query("counts", &q).unwrap()[0]["id"], json!(42));
+    assert_eq!(
+        a.increment("counts", "42", "n", 2).unwrap()["id"],
+        json!(42)
+    );
+    assert_eq!(
+        a.append("events", json!({"id": 7})).unwrap()["id"],
+        json!(7)
+    );
+    a.put("counts", json!({"id": -5})).unwrap();
+    assert!(push(&a, &b).is_empty());
+    for s in [&a, &b] {
+        let rows = s.query("counts", &Query::default()).unwrap();
+        let ids: Vec<&Value> = rows.iter().map(|r| &r["id"]).collect();
+        assert!(
+            ids.contains(&&json!(42)) && ids.contains(&&json!(-5)),
+            "{rows:?}"
+        );
+        assert_eq!(s.get("counts", "42").unwrap().unwrap()["n"], json!(3));
+        assert_eq!(
+            s.get("events", "7").unwrap().unwrap(),
+            json!({"id": 7, "level": 1})
+        );
+    }
+    a.delete("counts", "42").unwrap();
+    assert!(push(&a, &b).is_empty());
+    assert_eq!(b.get("counts", "42").unwrap(), None);
+    let deleted = Query {
+        include_deleted: true,
+        filters: vec![("id".into(), json!(42))],
+        ..Default::default()
+    };
+    assert_eq!(b.query("counts", &deleted).unwrap()[0]["id"], json!(42));
+}
+
+#[test]
+fn typed_keys_refuse_other_forms() {
+    let dir = TempDir::new().unwrap();
+    let s = open(&dir, TYPED);
+    let err = type_error(s.put("counts", json!({"id": "42"})).unwrap_err());
+    assert_eq!(
+        err,
+        "counts.id: expected integer key in canonical form, got \"42\""
+    );
+    assert!(matches!(
+        s.put("counts", json!({"n": 1})),
+        Err(WriteError::InvalidId { .. })
+    ));
+    for id in ["042", "+1", "x"] {
+        let e = s.increment("counts", id, "n", 1).unwrap_err();
+        assert!(matches!(e, WriteError::Type(_)), "{id}: {e}");
+    }
+    let err = type_error(s.put("tasks", json!({"id": "t1"})).unwrap_err());
+    assert_eq!(
+        err,
+        "tasks.id: expected uuid key in canonical form, got \"t1\""
+    );
+    assert!(s.put("tasks", json!({"id": A.to_uppercase()})).is_err());
+    assert!(s.put("tasks", json!({"id": 7})).is_err());
+    // A generated id is a canonical uuid.
+    let generated = s.put("tasks", json!({"title": "x"})).unwrap();
+    let id = generated["id"].as_str().unwrap();
+    assert!(FieldType::Uuid.accepts_key(id), "{id}");
+}
+
+#[test]
+fn defaults_fill_new_records_only() {
+    let (da, db) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let (old, s) = (open(&da, UNTYPED), open(&db, TYPED));
+    let created = s.put("tasks", json!({"id": A, "title": "x"})).unwrap();
+    assert_eq!(created["status"], "pending");
+    assert_eq!(created["retry_count"], 0);
+    // Given values win over defaults, null included.
+    let given = s
+        .put(
+            "tasks",
+            json!({"id": B, "status": "running", "retry_count": null}),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(given, WriteError::PolicyViolation { .. }),
+        "{given}"
+    );
+    let given = s
+        .put("tasks", json!({"id": B, "status": null, "retry_count": 4}))
+        .unwrap();
+    assert_eq!(
+        (&given["status"], &given["retry_count"]),
+        (&json!(null), &json!(4))
+    );
+    // An increment that creates a record gets the defaults (its counter starts from its own).
+    let counted = s.increment("tasks", C, "retry_count", 2).unwrap();
+    assert_eq!(
+        (&counted["status"], &counted["retry_count"]),
+        (&json!("pending"), &json!(2))
+    );
+    assert_eq!(
+        s.increment("counts", "9", "n", 5).unwrap(),
+        json!({"id": 9, "n": 5, "label": "none"})
+    );
+    // An update never adds them: a record created by a replica without defaults stays without.
+    let remote = "0190b6a2-7c1e-7d3a-9f00-0000000000dd";
+    old.put("tasks", json!({"id": remote, "title": "from afar"}))
+        .unwrap();
+    assert!(push(&old, &s).is_empty());
+    let updated = s
+        .put("tasks", json!({"id": remote, "title": "edited"}))
+        .unwrap();
+    assert_eq!(updated, json!({"id": remote, "title": "edited"}));
+    // A re-created record is new again.
+    s.delete("tasks", remote).unwrap();
+    let back = s.recreate("tasks", json!({"id": remote})).unwrap();
+    assert_eq!(back["status"], "pending");
+}
+
+#[test]
+fn remote_apply_rejects_only_the_mistyped_transactions() {
+    let (da, db) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let (old, s) = (open(&da, UNTYPED), open(&db, TYPED));
+    old.put("tasks", json!({"id": A, "priority": 1})).unwrap();
+    old.put("tasks", json!({"id": B, "priority": "three"}))
+        .unwrap();
+    old.put("tasks", json!({"id": C, "due_at": "soon"}))
+        .unwrap();
+    old.put("tasks", json!({"id": "t1", "title": "bad key"}))
+        .unwrap();
+    old.put("counts", json!({"id": "abc"})).unwrap();
+    old.append("events", json!({"id": "8", "level": 2}))
+        .unwrap();
+    old.append("events", json!({"id": "9", "level": "loud"}))
+        .unwrap();
+    old.put("tasks", json!({"id": A, "priority": 2})).unwrap();
+    let mut rejected = push(&old, &s);
+    rejected.sort();
+    assert_eq!(
+        rejected,
+        [
+            "counts.id: expected integer key in canonical form, got \"abc\"",
+            "events.level: expected integer, got \"loud\"",
+            "tasks.due_at: expected timestamp, got \"soon\"",
+            "tasks.id: expected uuid key in canonical form, got \"t1\"",
+            "tasks.priority: expected integer, got \"three\"",
+        ]
+    );
+    assert_eq!(s.get("tasks", A).unwrap().unwrap()["priority"], 2);
+    assert_eq!(s.get("tasks", B).unwrap(), None);
+    assert_eq!(s.get("tasks", C).unwrap(), None);
+    // The log row written with a string key by the untyped replica shows the typed key.
+    assert_eq!(
+        s.get("events", "8").unwrap().unwrap(),
+        json!({"id": 8, "level": 2})
+    );
+    assert_eq!(s.get("events", "9").unwrap(), None);
+}
+
+#[test]
+fn a_type_that_stored_data_breaks_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let s = open(&dir, UNTYPED);
+    s.put(
+        "tasks",
+        json!({"id": "t1", "priority": "three", "title": "x"}),
+    )
+    .unwrap();
+    s.append("events", json!({"id": "e", "level": 3})).unwrap();
+    s.put("other", json!({"id": "o", "size": 1})).unwrap();
+    s.close().unwrap();
+    let refused = |schema: &str, needle: &str| {
+        let err = try_open(&dir, schema).unwrap_err();
+        assert!(
+            matches!(err, OpenError::Schema(SchemaError::Incompatible(_))),
+            "{err}"
+        );
+        assert!(err.to_string().contains(needle), "{err}");
+    };
+    refused(
+        &UNTYPED.replace(
+            "due_at = { merge = \"max\" }",
+            "due_at = { merge = \"max\" }\npriority = { type = \"integer\" }",
+        ),
+        "tasks.priority: expected integer, got \"three\" in stored row tasks/t1",
+    );
+    refused(
+        &UNTYPED.replace(
+            "[collections.tasks]",
+            "[collections.tasks]\nkey_type = \"uuid\"",
+        ),
+        "tasks.id: expected uuid key",
+    );
+    refused(
+        &UNTYPED.replace("kind = \"log\"", "kind = \"log\"\nkey_type = \"integer\""),
+        "already holds rows",
+    );
+    refused(
+        &format!("{UNTYPED}[collections.other.fields]\nsize = {{ type = \"text\" }}\n"),
+        "other.size: expected text, got 1",
+    );
+    // Types the data satisfies are accepted, and the store then enforces them.
+    let fits = UNTYPED
+        .replace("version = 1", "version = 2")
+        .replace(
+            "due_at = { merge = \"max\" }",
+            "due_at = { merge = \"max\" }\npriority = { type = \"json\" }\ntitle = { type = \"text\" }",
+        )
+        .replace("kind = \"log\"", "kind = \"log\"\nkey_type = \"text\"")
+        + "[collections.other.fields]\nsize = { type = \"float\" }\n";
+    let s = open(&dir, &fits);
+    assert!(s.put("tasks", json!({"id": "t1", "title": 1})).is_err());
+    s.close().unwrap();
+    // A declared key type cannot change, even to one the data fits.
+    refused(
+        &fits
+            .replace("version = 2", "version = 3")
+            .replace("key_type = \"text\"", "key_type = \"uuid\""),
+        "changes its key type",
+    );
+    // Removing a type is always allowed.
+    let s = open(
+        &dir,
+        &fits.replace("title = { type = \"text\" }", "title = {}"),
+    );
+    s.put("tasks", json!({"id": "t1", "title": 1})).unwrap();
+}
