@@ -584,6 +584,19 @@ kind = "log"
             panic!("tasks.status must be a priority field");
         };
         assert_eq!(order[0], "running");
+        // Seed 002's column types.
+        let ty = |c: &str, f: &str| s.collections[c].field_type(f);
+        assert_eq!(ty("tasks", "agent_id"), Some(FieldType::Uuid));
+        assert_eq!(ty("tasks", "retry_count"), Some(FieldType::Integer));
+        assert_eq!(ty("tasks", "input"), Some(FieldType::Json));
+        assert_eq!(ty("jobs", "updated_at"), Some(FieldType::Timestamp));
+        assert_eq!(ty("agents", "config"), Some(FieldType::Json));
+        assert_eq!(ty("metrics", "max_value"), Some(FieldType::Float));
+        assert_eq!(
+            ty("sync_status", "pending_records"),
+            Some(FieldType::Integer)
+        );
+        assert_eq!(ty("jobs", "_synced"), Some(FieldType::Boolean));
     }
 
     const TYPED: &str = r#"

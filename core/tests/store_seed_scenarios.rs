@@ -175,14 +175,14 @@ fn max_and_min_converge() {
     f.stores[0]
         .put(
             "jobs",
-            json!({"id": "j", "updated_at": "2024-05-01T00:00:00Z", "created_at": "2024-05-01"}),
+            json!({"id": "j", "updated_at": "2024-05-01T00:00:00Z", "created_at": "2024-05-01T00:00:00Z"}),
         )
         .unwrap();
     f.sync_all();
     let edits = [
-        ("2024-05-03T00:00:00Z", "2024-04-30"),
-        ("2024-05-02T00:00:00Z", "2024-04-01"),
-        ("2024-05-09T00:00:00Z", "2024-04-15"),
+        ("2024-05-03T00:00:00Z", "2024-04-30T00:00:00Z"),
+        ("2024-05-02T00:00:00Z", "2024-04-01T00:00:00Z"),
+        ("2024-05-09T00:00:00Z", "2024-04-15T00:00:00Z"),
     ];
     for (s, (up, cr)) in f.stores.iter().zip(edits) {
         s.put(
@@ -195,7 +195,7 @@ fn max_and_min_converge() {
     let j = f.agreed("jobs", "j").unwrap();
     assert_eq!(
         (j["updated_at"].as_str(), j["created_at"].as_str()),
-        (Some("2024-05-09T00:00:00Z"), Some("2024-04-01"))
+        (Some("2024-05-09T00:00:00Z"), Some("2024-04-01T00:00:00Z"))
     );
 }
 

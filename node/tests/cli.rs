@@ -98,7 +98,7 @@ fn record_commands_print_json() {
     );
     assert_eq!(json(&ok(d, &["get", "tasks", "t1"]))["status"], "pending");
     let status = json(&ok(d, &["status"]));
-    assert_eq!(status["schema_version"], 1);
+    assert_eq!(status["schema_version"], 2);
 }
 
 #[test]
