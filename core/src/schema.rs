@@ -597,6 +597,7 @@ kind = "log"
             Some(FieldType::Integer)
         );
         assert_eq!(ty("jobs", "_synced"), Some(FieldType::Boolean));
+        assert_eq!(s.collections["sync_status"].key_type, Some(FieldType::Uuid));
     }
 
     const TYPED: &str = r#"

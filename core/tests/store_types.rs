@@ -3,6 +3,7 @@
 //! does not satisfy is refused.
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
+use meshlite_core::protocol::{BundleHeader, BundleReader, BundleWriter};
 use meshlite_core::schema::{FieldType, SchemaError};
 use meshlite_core::store::{OpenError, OpenOptions, Query, Store, WriteError, WriteOp};
 use meshlite_core::{Schema, Txn};
@@ -332,6 +333,41 @@ fn remote_apply_rejects_only_the_mistyped_transactions() {
         json!({"id": 8, "level": 2})
     );
     assert_eq!(s.get("events", "9").unwrap(), None);
+}
+
+#[test]
+fn bundle_import_rejects_the_mistyped_transactions() {
+    let (da, db) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let (old, s) = (open(&da, UNTYPED), open(&db, TYPED));
+    old.put("tasks", json!({"id": A, "priority": 1})).unwrap();
+    old.put("tasks", json!({"id": B, "done": "yes"})).unwrap();
+    old.put("tasks", json!({"id": C, "score": 2.5})).unwrap();
+    let header = BundleHeader {
+        cluster: "c".into(),
+        exporter: old.replica_id(),
+        schema_version: 1,
+        summary: old.summary().unwrap(),
+        cut_for: None,
+    };
+    let mut writer = BundleWriter::new(Vec::new(), &header).unwrap();
+    let want = old.summary().unwrap().missing_from(&s.summary().unwrap());
+    writer
+        .write_txns(&old.txns_for(&want, usize::MAX).unwrap().txns)
+        .unwrap();
+    let bytes = writer.finish().unwrap();
+    // As `meshlite bundle import`: each batch of the file goes to `apply_remote`.
+    let mut reader = BundleReader::new(&bytes[..]).unwrap();
+    let (mut applied, mut rejected) = (0, Vec::new());
+    while let Some(batch) = reader.next_batch().unwrap() {
+        let txns = batch.iter().map(|t| Txn::decode(t).unwrap()).collect();
+        let report = s.apply_remote(txns).unwrap();
+        applied += report.applied;
+        rejected.extend(report.rejected.into_iter().map(|(_, why)| why));
+    }
+    assert_eq!(applied, 2);
+    assert_eq!(rejected, ["tasks.done: expected boolean, got \"yes\""]);
+    assert_eq!(s.get("tasks", C).unwrap().unwrap()["score"], 2.5);
+    assert_eq!(s.get("tasks", B).unwrap(), None);
 }
 
 #[test]
