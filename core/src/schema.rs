@@ -49,12 +49,18 @@
 //! stored data satisfies it: the store checks every live row when it installs the schema (one
 //! scan of the collection, in the upgrade's transaction) and refuses the schema otherwise;
 //! `integer` keys can only be added to a collection without rows, because stored rows carry
-//! their key as a string. Removing a type is always allowed. Replicas on different
-//! versions never corrupt each other because the replicated state (Automerge changes, tombstones,
-//! log rows) does not depend on the schema: counters and text are self-describing in the
-//! document, and policies only choose among concurrent values when a row is materialized. A
-//! replica stores and relays changes to collections and fields it does not know; once it
-//! upgrades, it re-materializes them under the new rules.
+//! their key as a string. Removing a type is always allowed.
+//!
+//! Replicas on different versions never corrupt each other because the replicated state
+//! (Automerge changes, tombstones, log rows) does not depend on the schema: counters and text are
+//! self-describing in the document, and policies only choose among concurrent values when a row
+//! is materialized. A replica stores and relays changes to collections and fields it does not
+//! know; once it upgrades, it re-materializes them under the new rules.
+//!
+//! Types are the exception to "never refused": declare a type once every writer writes values
+//! that fit it. A replica enforcing a type rejects a peer's transaction that breaks it (and does
+//! not hold it, so the peer offers it again), and that peer's later changes to the same record
+//! wait behind it (parked) until the schema or the data is fixed.
 
 use std::collections::BTreeMap;
 use std::path::Path;

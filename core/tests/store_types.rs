@@ -5,8 +5,11 @@
 
 use meshlite_core::protocol::{BundleHeader, BundleReader, BundleWriter};
 use meshlite_core::schema::{FieldType, SchemaError};
-use meshlite_core::store::{OpenError, OpenOptions, Query, Store, WriteError, WriteOp};
+use meshlite_core::store::{
+    ApplyReport, OpenError, OpenOptions, Query, Store, WriteError, WriteOp,
+};
 use meshlite_core::{Schema, Txn};
+use proptest::prelude::*;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -68,12 +71,17 @@ fn open(dir: &TempDir, schema: &str) -> Store {
     try_open(dir, schema).unwrap()
 }
 
-/// Applies everything `from` holds that `to` lacks; returns the rejections.
-fn push(from: &Store, to: &Store) -> Vec<String> {
+/// Applies everything `from` holds that `to` lacks.
+fn push_report(from: &Store, to: &Store) -> ApplyReport {
     let want = from.summary().unwrap().missing_from(&to.summary().unwrap());
     let batch = from.txns_for(&want, usize::MAX).unwrap();
     let txns = batch.txns.iter().map(|t| Txn::decode(t).unwrap()).collect();
-    let report = to.apply_remote(txns).unwrap();
+    to.apply_remote(txns).unwrap()
+}
+
+/// Applies everything `from` holds that `to` lacks; returns the rejections.
+fn push(from: &Store, to: &Store) -> Vec<String> {
+    let report = push_report(from, to);
     report.rejected.into_iter().map(|(_, r)| r).collect()
 }
 
@@ -333,6 +341,63 @@ fn remote_apply_rejects_only_the_mistyped_transactions() {
         json!({"id": 8, "level": 2})
     );
     assert_eq!(s.get("events", "9").unwrap(), None);
+    // The writer's later change to the rejected record depends on it: it waits, parked.
+    old.put("tasks", json!({"id": B, "priority": 4})).unwrap();
+    let report = push_report(&old, &s);
+    assert_eq!((report.applied, report.parked), (0, 1), "{report:?}");
+    assert_eq!(s.get("tasks", B).unwrap(), None);
+}
+
+/// JSON values of every kind, including strings shaped like timestamps and UUIDs.
+fn any_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        (-1e12f64..1e12).prop_map(Value::from),
+        "[a-z0-9 :.-]{0,12}".prop_map(Value::from),
+        "20[0-9]{2}-(0[1-9]|1[0-2])-[0-3][0-9][T ][0-2][0-9]:[0-5][0-9]:[0-6][0-9](\\.[0-9]{1,6})?(Z|[+-][01][0-9]:[0-5][0-9])"
+            .prop_map(Value::from),
+        any::<[u8; 16]>().prop_map(|b| Value::from(uuid::Uuid::from_bytes(b).to_string())),
+        prop::collection::vec(any::<i32>(), 0..3).prop_map(|v| json!(v)),
+        Just(json!({"nested": [1, "x"]})),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A local write of any value to a typed lww field succeeds exactly when the type accepts it.
+    #[test]
+    fn local_writes_accept_exactly_what_the_type_accepts(value in any_value()) {
+        let dir = TempDir::new().unwrap();
+        let s = open(&dir, TYPED);
+        let fields = [
+            ("title", FieldType::Text),
+            ("priority", FieldType::Integer),
+            ("score", FieldType::Float),
+            ("done", FieldType::Boolean),
+            ("agent_id", FieldType::Uuid),
+            ("input", FieldType::Json),
+        ];
+        for (field, ty) in fields {
+            let mut record = json!({"id": A});
+            record[field] = value.clone();
+            let result = s.put("tasks", record);
+            prop_assert_eq!(result.is_ok(), ty.accepts(&value), "{} = {}: {:?}", field, value, result);
+            if let Ok(row) = result {
+                prop_assert_eq!(&row[field], &value);
+            }
+        }
+        // A `max` field also needs its policy's number or string: null is refused there.
+        let mut record = json!({"id": A});
+        record["due_at"] = value.clone();
+        prop_assert_eq!(
+            s.put("tasks", record).is_ok(),
+            value.is_string() && FieldType::Timestamp.accepts(&value)
+        );
+    }
 }
 
 #[test]

@@ -114,6 +114,7 @@ impl FromStr for FieldType {
 
 /// A value that does not satisfy its field's declared type.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TypeError {
     /// The collection.
     pub collection: String,

@@ -144,8 +144,8 @@ pub struct ApplyReport {
     pub unparked: usize,
     /// Transactions outside this partial replica's collections: held, not stored.
     pub filtered: usize,
-    /// Transactions refused (malformed or unappliable), with the reason. Not held: a peer with a
-    /// good copy can still deliver them.
+    /// Transactions refused (malformed, unappliable, or breaking a declared type or key type),
+    /// with the reason. Not held: a peer with a good copy can still deliver them.
     pub rejected: Vec<(TxnId, String)>,
 }
 
