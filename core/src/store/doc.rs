@@ -101,23 +101,35 @@ pub(crate) fn put_fields(
 }
 
 /// Adds `by` to the replica's part of counter `field` as one change; returns its bytes.
-/// `defaults` (fields of a record being created, see `local`) are put first, in the same change.
 pub(crate) fn increment(
     doc: &mut Automerge,
-    def: &CollectionDef,
-    defaults: &Map<String, Value>,
+    field: &str,
+    by: i64,
+    replica: &ReplicaId,
+) -> Result<Vec<u8>, DocError> {
+    increment_creating(doc, None, field, by, replica)
+}
+
+/// [`increment`], first putting `defaults` under `def`'s policies in the same change (the
+/// fields a record created by this increment gets, see `local`).
+pub(crate) fn increment_creating(
+    doc: &mut Automerge,
+    defaults: Option<(&CollectionDef, &Map<String, Value>)>,
     field: &str,
     by: i64,
     replica: &ReplicaId,
 ) -> Result<Vec<u8>, DocError> {
     let mut tx = doc.transaction();
-    let result = defaults
-        .iter()
-        .try_for_each(|(f, v)| put_field(&mut tx, def.policy(f), f, v, false, replica))
-        .and_then(|()| {
-            let total = counter_value(&tx, field);
-            add_to_part(&mut tx, field, by, total, replica)
-        });
+    let mut result = Ok(());
+    if let Some((def, fields)) = defaults {
+        result = fields
+            .iter()
+            .try_for_each(|(f, v)| put_field(&mut tx, def.policy(f), f, v, false, replica));
+    }
+    let result = result.and_then(|()| {
+        let total = counter_value(&tx, field);
+        add_to_part(&mut tx, field, by, total, replica)
+    });
     if let Err(e) = result {
         tx.rollback();
         return Err(e);

@@ -72,7 +72,7 @@ fn concatenated_snapshot_and_chunks_load() {
     state.extend(put_fields(&mut doc, &def(), &obj(json!({"a": 2})), &r).unwrap());
     let before = materialize(&doc, &def());
     let mut snap = doc.save();
-    snap.extend(increment(&mut doc, &def(), &Map::new(), "n", 5, &r).unwrap());
+    snap.extend(increment(&mut doc, "n", 5, &r).unwrap());
     for (bytes, want) in [(state, before), (snap, materialize(&doc, &def()))] {
         let loaded = load_doc(&bytes, &r).unwrap();
         assert_eq!(materialize(&loaded, &def()), want);
@@ -126,8 +126,8 @@ fn unchanged_fields_are_not_rewritten() {
 #[test]
 fn counters_sum_concurrent_increments_and_puts() {
     let mut p = Pair::new(json!({"n": 10}));
-    let a1 = increment(&mut p.a, &def(), &Map::new(), "n", 5, &p.ra).unwrap();
-    let b1 = increment(&mut p.b, &def(), &Map::new(), "n", -3, &p.rb).unwrap();
+    let a1 = increment(&mut p.a, "n", 5, &p.ra).unwrap();
+    let b1 = increment(&mut p.b, "n", -3, &p.rb).unwrap();
     let b2 = put_fields(&mut p.b, &def(), &obj(json!({"n": 100})), &p.rb).unwrap();
     p.exchange(vec![a1], vec![b1, b2]);
     let (ma, mb) = p.both();
@@ -142,7 +142,7 @@ fn counters_sum_concurrent_increments_and_puts() {
         check_policy(&MergePolicy::Counter, "n", &json!("x")),
         Err(DocError::Policy { .. })
     ));
-    assert!(increment(&mut p.a, &def(), &Map::new(), "n", i64::MAX, &p.ra).is_err());
+    assert!(increment(&mut p.a, "n", i64::MAX, &p.ra).is_err());
 }
 
 #[test]

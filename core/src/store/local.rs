@@ -80,7 +80,12 @@ impl DocWrite {
                 field,
                 by,
                 defaults,
-            } => doc::increment(doc, def, defaults, field, *by, replica),
+            } if defaults.is_empty() => doc::increment(doc, field, *by, replica),
+            DocWrite::Increment {
+                field,
+                by,
+                defaults,
+            } => doc::increment_creating(doc, Some((def, defaults)), field, *by, replica),
         }
     }
 
