@@ -370,6 +370,38 @@ fn multi_record_transactions_commit_together_and_notify() {
     );
 }
 
+/// `TxnBatch::ids` are the ids of its transactions, in order, for every origin, without
+/// decoding them.
+#[test]
+fn a_txn_batch_carries_the_ids_of_its_transactions() {
+    let (dir_a, dir_b) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let (a, b) = (open(&dir_a, None), open(&dir_b, None));
+    for n in 0..3 {
+        a.put("tasks", json!({"id": format!("a{n}")})).unwrap();
+        b.put("tasks", json!({"id": format!("b{n}")})).unwrap();
+    }
+    let want_b = b.summary().unwrap().missing_from(&Default::default());
+    let from_b = b.txns_for(&want_b, usize::MAX).unwrap().txns;
+    let txns = from_b
+        .iter()
+        .map(|t| meshlite_core::Txn::decode(t).unwrap());
+    a.apply_remote(txns.collect()).unwrap();
+    let want = a.summary().unwrap().missing_from(&Default::default());
+    let all = a.txns_for(&want, usize::MAX).unwrap();
+    let decoded: Vec<_> = all
+        .txns
+        .iter()
+        .map(|t| meshlite_core::Txn::decode(t).unwrap().id)
+        .collect();
+    assert_eq!(all.ids, decoded);
+    assert_eq!(all.ids.len(), 6);
+    let one = a.txns_for(&want, 1).unwrap();
+    assert!(one.more);
+    assert_eq!((one.txns.len(), &one.ids[..]), (1, &all.ids[..1]));
+    a.close().unwrap();
+    b.close().unwrap();
+}
+
 #[test]
 fn reopen_keeps_data_and_schema_and_refuses_incompatible_upgrade() {
     let dir = TempDir::new().unwrap();

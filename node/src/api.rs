@@ -35,7 +35,7 @@ use serde_json::Value;
 use std::convert::Infallible;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::http::AppState;
+use crate::state::AppState;
 
 /// Most ops accepted in one request.
 pub const MAX_OPS_PER_REQUEST: usize = 10_000;
@@ -82,18 +82,6 @@ fn read_error(e: ReadError) -> ApiError {
     match e {
         ReadError::InvalidName(_) | ReadError::InvalidQuery(_) => error(StatusCode::BAD_REQUEST, e),
         _ => error(StatusCode::SERVICE_UNAVAILABLE, e),
-    }
-}
-
-/// Runs a blocking store read off the runtime's worker threads.
-async fn blocking<T: Send + 'static>(
-    store: &Store,
-    f: impl FnOnce(&Store) -> Result<T, ReadError> + Send + 'static,
-) -> Result<T, ApiError> {
-    let store = store.clone();
-    match tokio::task::spawn_blocking(move || f(&store)).await {
-        Ok(r) => r.map_err(read_error),
-        Err(_) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, "read task failed")),
     }
 }
 
@@ -164,7 +152,11 @@ async fn query(
     QueryParams(params): QueryParams<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let q = build_query(params)?;
-    let rows = blocking(&s.store, move |st| st.query(&collection, &q)).await?;
+    let rows = s
+        .store
+        .query_async(&collection, &q)
+        .await
+        .map_err(read_error)?;
     Ok(Json(rows).into_response())
 }
 
@@ -172,8 +164,12 @@ async fn get_one(
     State(s): State<AppState>,
     Path((collection, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let (c, i) = (collection.clone(), id.clone());
-    match blocking(&s.store, move |st| st.get(&c, &i)).await? {
+    match s
+        .store
+        .get_async(&collection, &id)
+        .await
+        .map_err(read_error)?
+    {
         Some(row) => Ok(Json(row).into_response()),
         None => Err(error(
             StatusCode::NOT_FOUND,

@@ -35,9 +35,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::discovery::DiscoveryConfig;
-use crate::nats::NatsConfig;
-use crate::net::TransportConfig;
+use meshlite_mesh::discovery::DiscoveryConfig;
+use meshlite_mesh::nats::NatsConfig;
+use meshlite_mesh::net::TransportConfig;
 
 /// Error loading or validating the configuration. Each names the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +122,7 @@ pub struct NodeSection {
     /// Loaded Automerge documents kept in memory (each costs ~7–17 KiB).
     pub doc_cache: usize,
     /// Period of the background compaction of document states (each pass rewrites up to
-    /// [`crate::daemon::COMPACT_BATCH`] states with appended changes as one snapshot, most
+    /// `COMPACT_BATCH` (256) states with appended changes as one snapshot, most
     /// chunks first); 0 = never (the writer still compacts a state at its 64th change).
     pub compact_interval_seconds: u64,
 }

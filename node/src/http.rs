@@ -2,8 +2,6 @@
 //! `/peers`, `/status` and the record API under `/v1` ([`crate::api`]).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
 use axum::extract::State;
@@ -13,31 +11,11 @@ use axum::routing::get;
 use meshlite_core::store::{Status, Store};
 use tokio_util::sync::CancellationToken;
 
-use crate::daemon::gossip::GossipStats;
-use crate::discovery::table::PeerTable;
-use crate::metrics::{Snapshot, render};
-use crate::nats::NatsStats;
-use crate::net::events::PeerInfo;
-use crate::net::handle::NetHandle;
+use meshlite_mesh::net::events::PeerInfo;
+use meshlite_mesh::net::handle::NetHandle;
 
-/// What the handlers read.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    /// The store.
-    pub store: Store,
-    /// The transport, when the mesh is on.
-    pub net: Option<NetHandle>,
-    /// The discovery peer table.
-    pub table: PeerTable,
-    /// Gossip counters, when the mesh is on.
-    pub gossip: Option<Arc<GossipStats>>,
-    /// NATS counters, when NATS is on.
-    pub nats: Option<NatsStats>,
-    /// This node's name.
-    pub node_name: String,
-    /// When the daemon started.
-    pub started: Instant,
-}
+use crate::metrics::{Snapshot, render};
+use crate::state::AppState;
 
 /// The router.
 pub fn router(state: AppState) -> Router {
@@ -68,14 +46,12 @@ pub async fn serve(
 }
 
 async fn read_status(store: &Store) -> Option<Status> {
-    let store = store.clone();
-    match tokio::task::spawn_blocking(move || store.status()).await {
-        Ok(Ok(s)) => Some(s),
-        Ok(Err(e)) => {
+    match store.status_async().await {
+        Ok(s) => Some(s),
+        Err(e) => {
             tracing::warn!(error = %e, "store status unavailable");
             None
         }
-        Err(_) => None,
     }
 }
 

@@ -5,22 +5,27 @@
 //! - [`cli`]: the command-line interface; every command prints JSON (one object per line for lists)
 //!   and reports errors on stderr with a non-zero exit status.
 //! - [`config`]: the daemon's TOML configuration with documented defaults and env overrides.
-//! - `fleet`: fleet identity (CA, node certificates, cluster id, node ids derived from keys).
-//! - `net`: the QUIC transport with mutual TLS, one actor per peer connection.
-//! - `discovery`: mDNS, static and Tailscale peers, all feeding one peer table.
-//! - `nats`: node announcements, change events and the JetStream relay.
-//! - `daemon`: wires the store, transport, discovery, NATS and the HTTP listener together.
+//! - [`daemon`]: wires the store, the mesh (transport, discovery, gossip, NATS) and the HTTP
+//!   listener together.
+//! - [`state`]: what the HTTP handlers share; [`http`] serves `/healthz`, `/metrics`, `/peers`,
+//!   `/status` and mounts [`api`] (`/v1`); [`metrics`] renders Prometheus text; [`httpc`] is the
+//!   client the CLI uses to ask a running daemon.
 //!
-//! The store itself (SQLite + Automerge) and the sync protocol live in `meshlite-core`.
+//! Layers, each depending only on the ones below it:
+//!
+//! ```text
+//!   meshlite-node   cli → daemon → http → api, metrics → state
+//!        │
+//!   meshlite-mesh   (node/mesh) fleet, net, discovery (+mDNS), gossip, dialer, nats, replica
+//!        │
+//!   meshlite-core   store (SQLite + Automerge), sync protocol, dissemination policy
+//! ```
 
 pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod discovery;
-pub mod fleet;
 pub mod http;
 pub mod httpc;
 pub mod metrics;
-pub mod nats;
-pub mod net;
+pub mod state;

@@ -6,10 +6,10 @@ use std::sync::atomic::Ordering;
 
 use meshlite_core::store::Status;
 
-use crate::daemon::gossip::GossipStats;
-use crate::discovery::table::{PeerRow, prometheus_text};
-use crate::nats::NatsStats;
-use crate::net::events::PeerInfo;
+use meshlite_mesh::discovery::table::{PeerRow, prometheus_text};
+use meshlite_mesh::gossip::GossipStats;
+use meshlite_mesh::nats::NatsStats;
+use meshlite_mesh::net::events::PeerInfo;
 
 /// Everything one scrape shows.
 #[derive(Debug)]

@@ -8,7 +8,7 @@ use std::net::UdpSocket;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use meshlite_node::discovery::{Discovery, DiscoveryConfig, LocalNode, PeerKey, PeerTable, Source};
+use meshlite_mesh::discovery::{Discovery, DiscoveryConfig, LocalNode, PeerKey, PeerTable, Source};
 use tokio_util::sync::CancellationToken;
 
 /// Failure guard only: resolution normally takes well under a second.

@@ -7,10 +7,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use meshlite_node::discovery::static_peers::resolve_all;
-use meshlite_node::discovery::{
-    Discovery, DiscoveryConfig, LocalNode, PeerKey, PeerTable, ShutdownReport, Source,
-};
+use meshlite_mesh::discovery::static_peers::resolve_all;
+use meshlite_mesh::discovery::{Discovery, DiscoveryConfig, LocalNode, PeerKey, PeerTable, Source};
+use meshlite_mesh::tasks::ShutdownReport;
 use tokio_util::sync::CancellationToken;
 
 /// Failure guard only.

@@ -6,8 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use meshlite_node::discovery::tailscale::{TailscaleError, TailscaleSource, TailscaleStatus};
-use meshlite_node::discovery::{PeerKey, PeerTable, Source};
+use meshlite_mesh::discovery::tailscale::{TailscaleError, TailscaleSource, TailscaleStatus};
+use meshlite_mesh::discovery::{PeerKey, PeerTable, Source};
 use tokio_util::sync::CancellationToken;
 
 const PORT: u16 = 7400;

@@ -15,7 +15,7 @@ use std::net::UdpSocket;
 use common::{Fleet, NodeConfig, NodeProc, converge, poll_until, wait_connected, wait_sync_rounds};
 use hyper::StatusCode;
 use meshlite_fixtures::records::named_id;
-use meshlite_node::fleet::{self, ClusterId};
+use meshlite_mesh::fleet::{self, ClusterId};
 use rand::RngCore as _;
 use serde_json::{Value, json};
 

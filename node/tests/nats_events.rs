@@ -9,8 +9,8 @@ use futures_util::StreamExt;
 use meshlite_core::Store;
 use meshlite_core::store::{EVENT_CHANNEL, OpenOptions, WriteOp};
 use meshlite_fixtures::nats::NatsServer;
-use meshlite_node::nats::events::CommitFeed;
-use meshlite_node::nats::{ChangeEvent, EventStats};
+use meshlite_mesh::nats::events::CommitFeed;
+use meshlite_mesh::nats::{ChangeEvent, EventStats};
 use serde_json::json;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -53,7 +53,7 @@ async fn lagging_feed_counts_lost_events_and_keeps_going() {
         stats: stats.clone(),
     };
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(feed.run::<Store>(rx, cancel.clone()));
+    let task = tokio::spawn(feed.run(rx, cancel.clone()));
     tokio::time::timeout(GUARD, wake.notified())
         .await
         .expect("relay woken");

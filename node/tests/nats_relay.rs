@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -13,8 +12,9 @@ use meshlite_core::store::{OpenOptions, Query, WriteOp};
 use meshlite_core::{Schema, Store};
 use meshlite_fixtures::nats::NatsServer;
 use meshlite_fixtures::records::named_id;
-use meshlite_node::discovery::{LocalNode, PeerKey, PeerTable, Source};
-use meshlite_node::nats::{self, ChangeEvent, NatsConfig, NatsContext, NatsService, NatsStore};
+use meshlite_mesh::discovery::{LocalNode, PeerKey, PeerTable, Source};
+use meshlite_mesh::nats::{self, ChangeEvent, NatsConfig, NatsContext, NatsService};
+use meshlite_mesh::replica::Replica;
 use serde_json::json;
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +24,7 @@ const GUARD: Duration = Duration::from_secs(90);
 const CLUSTER: &str = "c1";
 
 struct Node {
-    store: Arc<Store>,
+    store: Store,
     table: PeerTable,
     service: NatsService,
     local: LocalNode,
@@ -72,7 +72,7 @@ async fn start(cfg: &NatsConfig, local: LocalNode, root: &CancellationToken) -> 
         schema: Some(schema()),
         ..Default::default()
     };
-    let store = Arc::new(Store::open(&dir.path().join("data"), opts).unwrap());
+    let store = Store::open(&dir.path().join("data"), opts).unwrap();
     let client = nats::connect(cfg, &local.name)
         .await
         .unwrap()
@@ -423,11 +423,12 @@ fn store_adapter_reports_local_head_and_txns() {
             },
         )
         .unwrap();
-        assert_eq!(NatsStore::local_head(&store).await.unwrap(), 0);
+        assert_eq!(Replica::local_head(&store).await.unwrap(), 0);
         write_jobs(&store, "x", 3).await;
-        assert_eq!(NatsStore::local_head(&store).await.unwrap(), 3);
-        let batch = NatsStore::local_txns(&store, 2, 3, 1 << 20).await.unwrap();
-        let seqs: Vec<u64> = batch.txns.iter().map(|(id, _)| id.seq).collect();
-        assert_eq!((seqs, batch.more), (vec![2, 3], false));
+        assert_eq!(Replica::local_head(&store).await.unwrap(), 3);
+        let me = store.replica_id();
+        let batch = store.load_txns(vec![(me, 2..=3)], 1 << 20).await.unwrap();
+        let seqs: Vec<u64> = batch.ids.iter().map(|id| id.seq).collect();
+        assert_eq!((seqs, batch.rest.is_empty()), (vec![2, 3], true));
     });
 }

@@ -6,9 +6,9 @@ mod net_common;
 use std::net::UdpSocket;
 
 use meshlite_core::store::WriteOp;
-use meshlite_node::net::push::STREAM_BAD_PUSH;
-use meshlite_node::net::sync::{STREAM_FRAME_TOO_LARGE, STREAM_SESSION_FAILED};
-use meshlite_node::net::{SyncError, TransportConfig};
+use meshlite_mesh::net::push::STREAM_BAD_PUSH;
+use meshlite_mesh::net::sync::{STREAM_FRAME_TOO_LARGE, STREAM_SESSION_FAILED};
+use meshlite_mesh::net::{SyncError, TransportConfig};
 use net_common::{Fleet, RawClient, TestNode, TestResult, guard, init_tracing};
 use rand::RngCore;
 use serde_json::json;
@@ -160,7 +160,7 @@ async fn a_peer_that_never_reads_gets_its_pushes_dropped_not_buffered() -> TestR
     let client = RawClient::new(mallory)?;
     let _conn = client.connect(a.addr()).await?;
     a.wait_for(|e| {
-        matches!(e, meshlite_node::net::NetEvent::PeerUp { node_id, .. } if *node_id == mallory_id)
+        matches!(e, meshlite_mesh::net::NetEvent::PeerUp { node_id, .. } if *node_id == mallory_id)
             .then_some(())
     })
     .await?;

@@ -4,7 +4,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime};
 
-use meshlite_node::fleet::{
+use meshlite_mesh::fleet::{
     self, CertSpec, FleetCa, FleetError, IssueOptions, NodeIdentity, NodeName,
 };
 

@@ -3,9 +3,9 @@
 
 mod net_common;
 
-use meshlite_node::fleet::ClusterId;
-use meshlite_node::net::peer::CLOSE_DUPLICATE;
-use meshlite_node::net::{Direction, NetEvent, RefusalReason, TransportConfig};
+use meshlite_mesh::fleet::ClusterId;
+use meshlite_mesh::net::peer::CLOSE_DUPLICATE;
+use meshlite_mesh::net::{Direction, NetEvent, RefusalReason, TransportConfig};
 use net_common::{Fleet, RawClient, TestNode, TestResult, days_ago, init_tracing};
 use rustls::CertificateError;
 

@@ -5,8 +5,8 @@ mod net_common;
 
 use meshlite_core::TxnId;
 use meshlite_core::store::{Query, Store, WriteOp};
-use meshlite_node::net::store_backend::encoded_txns;
-use meshlite_node::net::{NetEvent, TransportConfig};
+use meshlite_mesh::net::{NetEvent, TransportConfig};
+use meshlite_mesh::replica::Replica;
 use net_common::{Fleet, TestNode, TestResult, guard, init_tracing};
 use serde_json::{Value, json};
 
@@ -153,7 +153,7 @@ async fn a_push_arrives_without_an_anti_entropy_round() -> TestResult {
         vec![put("jobs", json!({"id": "j1", "state": "queued"}))],
     )
     .await?;
-    let encoded = encoded_txns(&a.store, &[id]).await?;
+    let encoded = a.store.encoded(&[id]).await?.txns;
     assert_eq!(encoded.len(), 1);
 
     let report = a.net.push_to(vec![b.net.node_id()], encoded).await?;
@@ -175,10 +175,10 @@ async fn a_push_arrives_without_an_anti_entropy_round() -> TestResult {
     assert_eq!(peers[0].syncs, 0, "a sync round ran");
     assert_eq!(peers[0].pushes_received, 1);
 
-    // The fanout variant reaches the only peer too.
+    // A second push reuses the open push stream.
     let id2 = write(&a, vec![put("jobs", json!({"id": "j2"}))]).await?;
-    let encoded = encoded_txns(&a.store, &[id2]).await?;
-    a.net.push(encoded).await?;
+    let encoded = a.store.encoded(&[id2]).await?.txns;
+    a.net.push_to(vec![b.net.node_id()], encoded).await?;
     b.wait_for(|e| {
         matches!(e, NetEvent::PushReceived { txns, .. } if txns == &[id2]).then_some(())
     })
@@ -215,7 +215,7 @@ async fn a_node_restarted_from_its_data_dir_catches_up() -> TestResult {
 
 async fn connected_pair_with(
     fleet: &Fleet,
-    b_identity: meshlite_node::fleet::NodeIdentity,
+    b_identity: meshlite_mesh::fleet::NodeIdentity,
 ) -> anyhow::Result<(TestNode, TestNode)> {
     let a = TestNode::start(fleet.node("a")?)?;
     let b = TestNode::start(b_identity)?;

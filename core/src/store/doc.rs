@@ -552,6 +552,11 @@ fn by_priority<R: ReadDoc>(doc: &R, field: &str, order: &[Value]) -> Option<Valu
 }
 
 /// Converts an Automerge value to JSON. Nesting beyond [`MAX_DEPTH`] becomes null.
+/// One value of a field as JSON (a conflict candidate).
+pub(crate) fn value_json<R: ReadDoc>(doc: &R, value: &automerge::Value<'_>, id: &ObjId) -> Value {
+    to_json(doc, value, id, 0)
+}
+
 fn to_json<R: ReadDoc>(doc: &R, value: &automerge::Value<'_>, id: &ObjId, depth: usize) -> Value {
     if depth > MAX_DEPTH {
         return Value::Null;

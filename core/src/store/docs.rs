@@ -33,6 +33,7 @@ use lru::LruCache;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::doc::{load_doc, new_doc};
+use super::error::LoadError;
 use crate::change::Incarnation;
 use crate::ids::ReplicaId;
 
@@ -98,7 +99,7 @@ impl DocCache {
         conn: &Connection,
         key: &DocKey,
         unstored: bool,
-    ) -> Result<&mut DocEntry, String> {
+    ) -> Result<&mut DocEntry, LoadError> {
         self.touched.push(key.clone());
         if self.protected.contains(key) {
             return self.protected.get_mut(key).ok_or_else(lost);
@@ -129,7 +130,7 @@ impl DocCache {
         conn: &Connection,
         key: &DocKey,
         unstored: bool,
-    ) -> Result<&mut DocEntry, String> {
+    ) -> Result<&mut DocEntry, LoadError> {
         if self.protected.contains(key) {
             return self.protected.get_mut(key).ok_or_else(lost);
         }
@@ -236,8 +237,9 @@ impl DocCache {
     }
 }
 
-fn lost() -> String {
-    "the document cache lost an entry it just inserted".to_owned()
+/// Unreachable (a lookup right after an insert); reported as unreadable state, as before.
+fn lost() -> LoadError {
+    LoadError::Corrupt("the document cache lost an entry it just inserted".to_owned())
 }
 
 /// A new, empty document that has no row yet.
@@ -264,13 +266,12 @@ pub(crate) fn stored_state(
 }
 
 /// Loads the document of `key` from its row, or a new empty one when there is no row.
-fn load(conn: &Connection, key: &DocKey, replica: &ReplicaId) -> Result<DocEntry, String> {
-    let row = stored_state(conn, key).map_err(|e| e.to_string())?;
-    match row {
+fn load(conn: &Connection, key: &DocKey, replica: &ReplicaId) -> Result<DocEntry, LoadError> {
+    match stored_state(conn, key)? {
         None => Ok(empty_entry(replica)),
         Some((state, chunks)) => {
             let doc = load_doc(&state, replica)
-                .map_err(|e| format!("{}/{}: {e}", key.collection, key.id))?;
+                .map_err(|e| LoadError::Corrupt(format!("{}/{}: {e}", key.collection, key.id)))?;
             Ok(DocEntry {
                 doc,
                 chunks,

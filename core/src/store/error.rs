@@ -1,4 +1,8 @@
 //! One error enum per public store operation. Every message tells the user what to do next.
+//!
+//! Storage failures and corruption are kept apart: `Storage` carries the SQLite error of a
+//! database that is busy or failing (retry, or check the disk), `Corrupt` is only for bytes that
+//! were read but do not decode (restore a backup). A busy or failing disk is never "corrupt".
 
 use crate::schema::{NameError, SchemaError, TypeError};
 
@@ -14,8 +18,8 @@ pub enum OpenError {
         /// Why.
         source: std::io::Error,
     },
-    /// SQLite refused to open or set up the database.
-    #[error("cannot open the database: {0}; check the data directory and free disk space")]
+    /// SQLite refused to open, set up or read the database (busy, locked or failing).
+    #[error("cannot open the database: {0}; {hint}", hint = storage_hint(.0))]
     Storage(#[from] rusqlite::Error),
     /// A named migration step failed; the database is left at the previous step.
     #[error("database migration {name} failed: {source}; restore a backup or report a bug")]
@@ -30,9 +34,17 @@ pub enum OpenError {
         "{0}; fix the schema file (new fields and collections are fine) or use a new data directory"
     )]
     Schema(#[from] SchemaError),
-    /// Stored metadata is unreadable.
+    /// Stored bytes (metadata, the summary) were read but do not decode.
     #[error("corrupt store: {0}; restore a backup")]
     Corrupt(String),
+    /// SQLite kept another journal mode: the filesystem cannot hold a WAL.
+    #[error(
+        "cannot enable WAL journaling (the database stays in {mode} mode); put the data directory on a local filesystem"
+    )]
+    NoWal {
+        /// The journal mode SQLite reported.
+        mode: String,
+    },
     /// The writer thread could not be started.
     #[error("cannot start the writer thread: {0}")]
     Thread(std::io::Error),
@@ -139,11 +151,11 @@ pub enum WriteError {
         /// Which limit and by how much.
         what: String,
     },
-    /// Stored state of a record could not be loaded.
+    /// Stored state of a record (or the GC floor) was read but does not decode.
     #[error("corrupt record state: {0}; restore a backup or re-sync the record from a peer")]
     Corrupt(String),
-    /// SQLite failed.
-    #[error("storage error: {0}; check free disk space and permissions")]
+    /// SQLite failed (busy, locked or failing); nothing of the write was kept.
+    #[error("storage error: {0}; {hint}", hint = storage_hint(.0))]
     Storage(#[from] rusqlite::Error),
     /// The store was closed.
     #[error("the store is closed; open it again")]
@@ -163,12 +175,17 @@ pub enum ReadError {
     /// A query parameter is unusable.
     #[error("invalid query: {0}")]
     InvalidQuery(String),
-    /// Stored data is unreadable.
+    /// Stored bytes were read but do not decode.
     #[error("corrupt store: {0}; restore a backup")]
     Corrupt(String),
-    /// SQLite failed.
-    #[error("storage error: {0}")]
+    /// SQLite failed (busy, locked or failing).
+    #[error("cannot read the database: {0}; {hint}", hint = storage_hint(.0))]
     Storage(#[from] rusqlite::Error),
+    /// An `_async` read was dropped unrun because the async runtime is shutting down.
+    #[error(
+        "the read was cancelled because the async runtime is shutting down; retry in a running runtime"
+    )]
+    Cancelled,
 }
 
 /// Error applying remote transactions as a whole. Individual bad transactions do not fail the
@@ -197,6 +214,62 @@ pub enum CloseError {
     /// The writer thread stopped abnormally.
     #[error("the writer thread stopped abnormally; committed data is safe, reopen the store")]
     WriterDied,
+    /// [`super::Store::close_async`] was dropped unrun because the async runtime is shutting
+    /// down; the store closes when its last handle is dropped.
+    #[error(
+        "close was cancelled because the async runtime is shutting down; committed data is safe and is checkpointed on the next open"
+    )]
+    Cancelled,
+}
+
+/// Loading stored state (the summary, the GC floor, a document) failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LoadError {
+    /// SQLite could not read it.
+    #[error(transparent)]
+    Storage(#[from] rusqlite::Error),
+    /// It was read but does not decode.
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+impl From<LoadError> for ReadError {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::Storage(e) => Self::Storage(e),
+            LoadError::Corrupt(m) => Self::Corrupt(m),
+        }
+    }
+}
+
+impl From<LoadError> for WriteError {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::Storage(e) => Self::Storage(e),
+            LoadError::Corrupt(m) => Self::Corrupt(m),
+        }
+    }
+}
+
+impl From<LoadError> for OpenError {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::Storage(e) => Self::Storage(e),
+            LoadError::Corrupt(m) => Self::Corrupt(m),
+        }
+    }
+}
+
+/// What to do about a SQLite failure: a busy or locked database is worth a retry, anything else
+/// points at the disk.
+fn storage_hint(e: &rusqlite::Error) -> &'static str {
+    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+    match e.sqlite_error_code() {
+        Some(DatabaseBusy | DatabaseLocked) => {
+            "the database is busy (another connection holds a lock); retry shortly"
+        }
+        _ => "check free disk space, permissions and the disk's health",
+    }
 }
 
 /// Copies a SQLite error (they are not `Clone`) to report one failed COMMIT to every waiter.
@@ -211,3 +284,7 @@ pub(crate) fn copy_sql_error(e: &rusqlite::Error) -> rusqlite::Error {
         ),
     }
 }
+
+#[cfg(test)]
+#[path = "error_tests.rs"]
+mod tests;

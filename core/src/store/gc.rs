@@ -20,7 +20,7 @@ use rusqlite::params;
 
 use super::doc::load_doc;
 use super::docs::{DocKey, stored_state, write_snapshot};
-use super::error::WriteError;
+use super::error::{LoadError, WriteError};
 use super::migrations::{meta_get, meta_set};
 use super::types::GcReport;
 use super::writer::Writer;
@@ -69,7 +69,7 @@ impl Writer {
             }
         }
         drop(delete);
-        let mut floor = load_floor(&self.conn).map_err(WriteError::Corrupt)?;
+        let mut floor = load_floor(&self.conn)?;
         floor.union_with(&horizon);
         meta_set(
             &self.conn,
@@ -146,10 +146,11 @@ impl Writer {
 }
 
 /// Everything garbage-collected so far.
-pub(crate) fn load_floor(conn: &rusqlite::Connection) -> Result<Summary, String> {
-    let bytes = meta_get(conn, GC_FLOOR_KEY).map_err(|e| e.to_string())?;
-    match bytes {
+pub(crate) fn load_floor(conn: &rusqlite::Connection) -> Result<Summary, LoadError> {
+    match meta_get(conn, GC_FLOOR_KEY)? {
         None => Ok(Summary::new()),
-        Some(b) => postcard::from_bytes(&b).map_err(|e| format!("gc floor: {e}")),
+        Some(b) => {
+            postcard::from_bytes(&b).map_err(|e| LoadError::Corrupt(format!("gc floor: {e}")))
+        }
     }
 }

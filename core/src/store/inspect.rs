@@ -10,13 +10,13 @@ use super::error::ReadError;
 use super::gc::load_floor;
 use super::rows::load_summary;
 use super::types::{CollectionStatus, OriginStatus, PeerLag, Status, TxnBatch};
-use crate::ids::{ReplicaId, Seq};
+use crate::ids::{ReplicaId, Seq, TxnId};
 use crate::schema::{CollectionKind, Schema};
 use crate::version::{SeqSet, Summary};
 
 /// What this replica holds (one consistent read).
 pub(crate) fn summary(conn: &Connection) -> Result<Summary, ReadError> {
-    load_summary(conn).map_err(ReadError::Corrupt)
+    Ok(load_summary(conn)?)
 }
 
 /// Normalizes requested ranges (invalid ones are ignored) into a summary.
@@ -41,16 +41,17 @@ pub(crate) fn txns_for(
 ) -> Result<TxnBatch, ReadError> {
     let want = wanted(want);
     let tx = conn.unchecked_transaction()?;
-    let floor = load_floor(&tx).map_err(ReadError::Corrupt)?;
+    let floor = load_floor(&tx)?;
     let mut batch = TxnBatch::default();
     let mut used = 0usize;
     let mut stmt = tx.prepare_cached(
-        "SELECT bytes, packed FROM txns WHERE origin = ?1 AND seq BETWEEN ?2 AND ?3 ORDER BY seq",
+        "SELECT bytes, packed, seq FROM txns WHERE origin = ?1 AND seq BETWEEN ?2 AND ?3 ORDER BY seq",
     )?;
     'outer: for (origin, set) in want.iter() {
         for &(a, b) in set.ranges() {
             let mut rows = stmt.query(params![&origin.0[..], a as i64, b as i64])?;
             while let Some(row) = rows.next()? {
+                let seq = row.get::<_, i64>(2)? as Seq;
                 let mut bytes: Vec<u8> = row.get(0)?;
                 if row.get::<_, bool>(1)? {
                     bytes = super::rows::unpacked(&tx, &bytes)?;
@@ -61,6 +62,10 @@ pub(crate) fn txns_for(
                 }
                 used += bytes.len();
                 batch.txns.push(bytes);
+                batch.ids.push(TxnId {
+                    origin: *origin,
+                    seq,
+                });
             }
         }
     }
@@ -96,7 +101,7 @@ pub(crate) fn status(
         stored_txns: count("SELECT COUNT(*) FROM txns")?,
         parked: count("SELECT COUNT(*) FROM parked")?,
         db_bytes: page_bytes,
-        gc_floor: load_floor(&tx).map_err(ReadError::Corrupt)?,
+        gc_floor: load_floor(&tx)?,
         known_peers: count("SELECT COUNT(*) FROM peer_acks")?,
         peers: peer_lags(&tx, &held)?,
     };

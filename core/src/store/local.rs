@@ -295,10 +295,7 @@ impl Writer {
         let rowversion = self.next_rowversion();
         // Incarnation 1 inserted: the record had no row at all (`target_incarnation`).
         let unstored = kind == ChangeKind::Insert && incarnation == 1;
-        let entry = self
-            .docs
-            .entry_or_new(&self.conn, &key, unstored)
-            .map_err(WriteError::Corrupt)?;
+        let entry = self.docs.entry_or_new(&self.conn, &key, unstored)?;
         let fresh = entry.doc.get_heads().is_empty();
         let change = write
             .apply(&mut entry.doc, def, &self.replica)

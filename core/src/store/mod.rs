@@ -14,6 +14,8 @@
 //!   materializes it back; [`docs`] keeps a bounded (2Q) cache of loaded documents in front of
 //!   their stored states; [`rows`] holds the SQL for rows and held ranges; [`migrations`]
 //!   describes the tables; [`open`] brings a data directory up to date.
+//! - [`record`] exposes one record's document (same encoding and merge rules) to replicas that
+//!   keep document states elsewhere: the central bridge merges in Postgres with it.
 //!
 //! # Durability
 //! The database runs in WAL mode. With [`Synchronous::Normal`] (the default) a write is
@@ -25,9 +27,21 @@
 //! writes also survive power loss, at the cost of one fsync per group commit.
 //!
 //! # Blocking and async
-//! The blocking methods ([`Store::transact`], [`Store::apply_remote`], the reads) must not be
-//! called from inside an async runtime's worker thread; use the `_async` variants for writes
-//! there, and `spawn_blocking` for reads.
+//! The blocking methods ([`Store::transact`], [`Store::apply_remote`], the reads, the peer, GC
+//! and close calls) must not be called from an async runtime's worker thread; each has an
+//! `_async` variant for async code, which never blocks a worker:
+//! - Writes and the other writer commands send the same `writer::Command` and await its
+//!   oneshot reply instead of blocking on it.
+//! - Reads ([`Store::get_async`], [`Store::query_async`], [`Store::summary_async`],
+//!   [`Store::txns_for_async`], [`Store::status_async`]) run their blocking variant on Tokio's
+//!   blocking pool (`spawn_blocking`), as does [`Store::close_async`] (it joins the writer
+//!   thread). Chosen over a job queue served by threads of the store's own because the daemon
+//!   already runs on Tokio and core already depends on it, the `read` pool already bounds how
+//!   many reads touch SQLite at once (extra ones wait for a connection on a blocking thread,
+//!   never on a worker), and a panic comes back to the caller with no threads of our own to own,
+//!   restart or shut down. The cost: the `_async` reads must be called within a Tokio runtime
+//!   (like `tokio::task::spawn_blocking`, they panic outside one), and a read cannot be
+//!   cancelled once it started (dropping its future only discards the result).
 
 mod doc;
 mod docs;
@@ -38,6 +52,7 @@ mod local;
 mod migrations;
 mod open;
 mod read;
+pub mod record;
 mod remote;
 mod rows;
 mod types;
@@ -48,6 +63,7 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -103,6 +119,9 @@ pub struct OpenOptions {
     /// stored nor shown, which makes this replica a leaf for the other collections: it never
     /// relays them. `None` (default) keeps everything. Local writes are not restricted.
     pub replicate: Option<std::collections::BTreeSet<String>>,
+    /// How long a SQLite call waits on a lock held by another connection (a checkpoint, another
+    /// process) before failing with a storage (busy) error. Default 5 s.
+    pub busy_timeout: Duration,
 }
 
 impl Default for OpenOptions {
@@ -113,6 +132,7 @@ impl Default for OpenOptions {
             doc_cache: 1024,
             read_connections: 4,
             replicate: None,
+            busy_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -153,10 +173,10 @@ impl Store {
     pub fn open(dir: &Path, opts: OpenOptions) -> Result<Store, OpenError> {
         let (conn, replica, schema, dir_lock) = open::open_db(dir, &opts)?;
         let schema = Arc::new(schema);
-        let summary = rows::load_summary(&conn).map_err(OpenError::Corrupt)?;
+        let summary = rows::load_summary(&conn)?;
         let rowversion = rows::max_rowversion(&conn)?;
         let parked: i64 = conn.query_row("SELECT COUNT(*) FROM parked", [], |r| r.get(0))?;
-        let readers = ReadPool::open(&dir.join(DB_FILE), opts.read_connections)?;
+        let readers = ReadPool::open(&dir.join(DB_FILE), opts.read_connections, opts.busy_timeout)?;
         let (events, _) = broadcast::channel(EVENT_CHANNEL);
         let writer = Writer {
             conn,
@@ -228,6 +248,15 @@ impl Store {
             return Err(closed);
         }
         rx.await.unwrap_or(Err(closed))
+    }
+
+    /// Runs the blocking read `f` on Tokio's blocking pool (see "Blocking and async").
+    async fn read_async<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, ReadError> + Send + 'static,
+    ) -> Result<T, ReadError> {
+        let store = self.clone();
+        off_worker(move || f(&store), ReadError::Cancelled).await
     }
 
     /// Commits `ops` atomically as one transaction (blocking until durable).
@@ -310,6 +339,12 @@ impl Store {
             .with(|c| read::get(c, &self.inner.schema, collection, id))
     }
 
+    /// [`Store::get`] for async callers.
+    pub async fn get_async(&self, collection: &str, id: &str) -> Result<Option<Value>, ReadError> {
+        let (collection, id) = (collection.to_owned(), id.to_owned());
+        self.read_async(move |s| s.get(&collection, &id)).await
+    }
+
     /// Rows of a document or log collection matching `q`.
     pub fn query(&self, collection: &str, q: &Query) -> Result<Vec<Value>, ReadError> {
         self.inner
@@ -317,9 +352,20 @@ impl Store {
             .with(|c| read::query(c, &self.inner.schema, collection, q))
     }
 
+    /// [`Store::query`] for async callers.
+    pub async fn query_async(&self, collection: &str, q: &Query) -> Result<Vec<Value>, ReadError> {
+        let (collection, q) = (collection.to_owned(), q.clone());
+        self.read_async(move |s| s.query(&collection, &q)).await
+    }
+
     /// What this replica holds.
     pub fn summary(&self) -> Result<Summary, ReadError> {
         self.inner.readers.with(inspect::summary)
+    }
+
+    /// [`Store::summary`] for async callers.
+    pub async fn summary_async(&self) -> Result<Summary, ReadError> {
+        self.read_async(Store::summary).await
     }
 
     /// Stored transactions in the wanted ranges, in (origin, seq) order, up to `byte_budget`
@@ -332,6 +378,17 @@ impl Store {
         self.inner
             .readers
             .with(|c| inspect::txns_for(c, want, byte_budget))
+    }
+
+    /// [`Store::txns_for`] for async callers.
+    pub async fn txns_for_async(
+        &self,
+        want: &[(ReplicaId, RangeInclusive<Seq>)],
+        byte_budget: usize,
+    ) -> Result<TxnBatch, ReadError> {
+        let want = want.to_vec();
+        self.read_async(move |s| s.txns_for(&want, byte_budget))
+            .await
     }
 
     /// Applies remote transactions (blocking). Large inputs are split into commands of at most
@@ -374,12 +431,30 @@ impl Store {
             .with(|c| inspect::status(c, &self.inner.schema, self.inner.replica))
     }
 
+    /// [`Store::status`] for async callers.
+    pub async fn status_async(&self) -> Result<Status, ReadError> {
+        self.read_async(Store::status).await
+    }
+
     /// Records what `peer` acknowledged holding (feeds the GC horizon; persisted).
     pub fn record_peer_ack(&self, peer: ReplicaId, held: Summary) -> Result<(), WriteError> {
         self.call(
             |reply| Command::PeerAck { peer, held, reply },
             WriteError::Closed,
         )
+    }
+
+    /// [`Store::record_peer_ack`] for async callers.
+    pub async fn record_peer_ack_async(
+        &self,
+        peer: ReplicaId,
+        held: Summary,
+    ) -> Result<(), WriteError> {
+        self.call_async(
+            |reply| Command::PeerAck { peer, held, reply },
+            WriteError::Closed,
+        )
+        .await
     }
 
     /// Removes a peer from the GC horizon.
@@ -390,9 +465,24 @@ impl Store {
         )
     }
 
+    /// [`Store::forget_peer`] for async callers.
+    pub async fn forget_peer_async(&self, peer: ReplicaId) -> Result<(), WriteError> {
+        self.call_async(
+            |reply| Command::ForgetPeer { peer, reply },
+            WriteError::Closed,
+        )
+        .await
+    }
+
     /// Deletes stored transactions that every known peer holds (see [`gc`]).
     pub fn gc(&self) -> Result<GcReport, WriteError> {
         self.call(|reply| Command::Gc { reply }, WriteError::Closed)
+    }
+
+    /// [`Store::gc`] for async callers.
+    pub async fn gc_async(&self) -> Result<GcReport, WriteError> {
+        self.call_async(|reply| Command::Gc { reply }, WriteError::Closed)
+            .await
     }
 
     /// Rewrites up to `max_docs` document states with appended chunks as one snapshot each.
@@ -401,6 +491,15 @@ impl Store {
             |reply| Command::Compact { max_docs, reply },
             WriteError::Closed,
         )
+    }
+
+    /// [`Store::compact`] for async callers.
+    pub async fn compact_async(&self, max_docs: usize) -> Result<usize, WriteError> {
+        self.call_async(
+            |reply| Command::Compact { max_docs, reply },
+            WriteError::Closed,
+        )
+        .await
     }
 
     /// Finishes queued writes, stops the writer thread and checkpoints the WAL. Other clones of
@@ -417,6 +516,31 @@ impl Store {
             t.join().map_err(|_| CloseError::WriterDied)?;
         }
         result
+    }
+
+    /// [`Store::close`] for async callers: it waits for queued writes and joins the writer
+    /// thread on Tokio's blocking pool.
+    pub async fn close_async(self) -> Result<(), CloseError> {
+        off_worker(move || self.close(), CloseError::Cancelled).await
+    }
+}
+
+/// Runs the blocking call `f` on Tokio's blocking pool and awaits it. A panic in `f` resumes in
+/// the caller; `cancelled` is returned when the runtime shut down before `f` ran.
+async fn off_worker<T, E>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+    cancelled: E,
+) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => Err(cancelled),
+        },
     }
 }
 
@@ -448,3 +572,7 @@ fn chunks(txns: Vec<Txn>) -> Vec<Vec<Txn>> {
     }
     out
 }
+
+#[cfg(test)]
+#[path = "async_tests.rs"]
+mod async_tests;

@@ -35,7 +35,7 @@ pub(crate) fn open_db(
     })?;
     let lock = lock_dir(dir)?;
     let mut conn = Connection::open(dir.join(DB_FILE))?;
-    configure(&conn, opts.synchronous)?;
+    configure(&conn, opts)?;
     migrations::run(&mut conn)?;
     let replica = replica_id(&conn)?;
     let schema = resolve_schema(&mut conn, opts.schema.clone(), &replica)?;
@@ -67,14 +67,13 @@ fn lock_dir(dir: &Path) -> Result<File, OpenError> {
     }
 }
 
-fn configure(conn: &Connection, sync: Synchronous) -> Result<(), OpenError> {
+fn configure(conn: &Connection, opts: &OpenOptions) -> Result<(), OpenError> {
+    conn.busy_timeout(opts.busy_timeout)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(OpenError::Corrupt(format!(
-            "cannot enable WAL journaling (got {mode}); use a local filesystem"
-        )));
+        return Err(OpenError::NoWal { mode });
     }
-    let level = match sync {
+    let level = match opts.synchronous {
         Synchronous::Normal => "NORMAL",
         Synchronous::Full => "FULL",
     };
@@ -85,7 +84,6 @@ fn configure(conn: &Connection, sync: Synchronous) -> Result<(), OpenError> {
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {level}; PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -8192;"
     ))?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(())
 }
 

@@ -16,9 +16,6 @@ use super::error::ReadError;
 use super::types::Query;
 use crate::schema::{CollectionKind, Schema, validate_name};
 
-/// How long a reader waits on a lock held by a checkpoint before giving up.
-const READ_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// A fixed set of read-only connections handed out one at a time.
 #[derive(Debug)]
 pub(crate) struct ReadPool {
@@ -27,12 +24,14 @@ pub(crate) struct ReadPool {
 }
 
 impl ReadPool {
-    pub fn open(path: &Path, n: usize) -> rusqlite::Result<Self> {
+    /// Opens `n` connections (at least one); each waits up to `busy_timeout` on a lock held by
+    /// a checkpoint or another process before failing as busy.
+    pub fn open(path: &Path, n: usize, busy_timeout: Duration) -> rusqlite::Result<Self> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conns = (0..n.max(1))
             .map(|_| {
                 let c = Connection::open_with_flags(path, flags)?;
-                c.busy_timeout(READ_BUSY_TIMEOUT)?;
+                c.busy_timeout(busy_timeout)?;
                 Ok(c)
             })
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -47,25 +46,33 @@ impl ReadPool {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, ReadError>,
     ) -> Result<T, ReadError> {
-        let conn = {
-            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-            loop {
-                if let Some(c) = idle.pop() {
-                    break c;
-                }
-                idle = self
-                    .available
-                    .wait(idle)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-        };
+        let conn = self.take();
         let result = f(&conn);
+        self.give_back(conn);
+        result
+    }
+
+    /// An idle connection, waiting for one if all are busy.
+    pub(super) fn take(&self) -> Connection {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(c) = idle.pop() {
+                return c;
+            }
+            idle = self
+                .available
+                .wait(idle)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Returns a connection from [`Self::take`] and wakes one waiting reader.
+    pub(super) fn give_back(&self, conn: Connection) {
         self.idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(conn);
         self.available.notify_one();
-        result
     }
 }
 

@@ -7,7 +7,8 @@
 //! in the summary so peers stop resending it). *Apply*: apply the changes, tombstones and log
 //! rows and re-materialize the touched rows. A decoding error or a panic inside Automerge
 //! rejects the transaction: what it wrote is rolled back, the possibly poisoned cached documents
-//! are evicted, and the store carries on. After a batch that applied anything, parked
+//! are evicted, and the store carries on. A SQLite failure (even while loading a document) is
+//! not the transaction's fault: it fails the whole batch, which keeps nothing and can be retried. After a batch that applied anything, parked
 //! transactions are retried until no more progress is made.
 //!
 //! Savepoints: the check phase writes nothing, so the common path runs a whole batch inside one
@@ -38,6 +39,7 @@ use serde_json::Value;
 
 use super::doc;
 use super::docs::{DocKey, free_dead, store_change};
+use super::error::LoadError;
 use super::rows::{self, LogInsert, RecordState, with_pk};
 use super::types::{ApplyReport, ChangeKind, RecordChange, StoreEvent};
 use super::writer::Writer;
@@ -325,9 +327,12 @@ impl Writer {
                         id: id.clone(),
                         incarnation: *incarnation,
                     };
+                    // A storage error fails the batch (the caller may retry it); a state that
+                    // does not decode rejects this transaction only.
                     let entry = match self.docs.entry_or_new(&self.conn, &key, false) {
                         Ok(e) => e,
-                        Err(reason) => {
+                        Err(LoadError::Storage(e)) => return Err(e),
+                        Err(LoadError::Corrupt(reason)) => {
                             let reason = format!("local state unreadable: {reason}");
                             return Ok(Verdict::Reject(reason));
                         }
@@ -435,7 +440,8 @@ impl Writer {
         // `check` loaded the document of an existing record (its first use in this command).
         let entry = match self.docs.entry_again(&self.conn, &key, state.is_none()) {
             Ok(e) => e,
-            Err(reason) => return Ok(Err(reason)),
+            Err(LoadError::Storage(e)) => return Err(e),
+            Err(LoadError::Corrupt(reason)) => return Ok(Err(reason)),
         };
         let merged = match apply_and_materialize(&mut entry.doc, change, &def) {
             Ok(m) => m,

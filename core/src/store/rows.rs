@@ -3,6 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
 
+use super::error::LoadError;
 use crate::change::{Incarnation, Op, Txn};
 use crate::ids::{ReplicaId, Seq, TxnId};
 use crate::schema::CollectionDef;
@@ -245,24 +246,23 @@ pub(crate) fn save_held(
 }
 
 /// Reads the summary of held transactions.
-pub(crate) fn load_summary(conn: &Connection) -> Result<Summary, String> {
-    let mut stmt = conn
-        .prepare_cached("SELECT origin, start, end FROM held ORDER BY origin, start")
-        .map_err(|e| e.to_string())?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, Vec<u8>>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })
-        .map_err(|e| e.to_string())?;
+pub(crate) fn load_summary(conn: &Connection) -> Result<Summary, LoadError> {
+    let corrupt = |what: &str| LoadError::Corrupt(format!("held: {what}"));
+    let mut stmt =
+        conn.prepare_cached("SELECT origin, start, end FROM held ORDER BY origin, start")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, Vec<u8>>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
     let mut summary = Summary::new();
     for row in rows {
-        let (origin, a, b) = row.map_err(|e| e.to_string())?;
-        let origin = ReplicaId::from_slice(&origin).ok_or("held: bad origin id")?;
-        let range = SeqSet::from_ranges(&[(a as Seq, b as Seq)]).ok_or("held: bad range")?;
+        let (origin, a, b) = row?;
+        let origin = ReplicaId::from_slice(&origin).ok_or_else(|| corrupt("bad origin id"))?;
+        let range =
+            SeqSet::from_ranges(&[(a as Seq, b as Seq)]).ok_or_else(|| corrupt("bad range"))?;
         let mut set = summary.get(&origin).cloned().unwrap_or_default();
         set.union_with(&range);
         summary.set(origin, set);

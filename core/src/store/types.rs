@@ -125,6 +125,9 @@ pub struct Query {
 pub struct TxnBatch {
     /// Encoded [`crate::Txn`]s in (origin, seq) order.
     pub txns: Vec<Vec<u8>>,
+    /// The id of each transaction in `txns` (same order and length), read from the store's
+    /// keys: callers need not decode a transaction to learn its id.
+    pub ids: Vec<TxnId>,
     /// True when the byte budget stopped the batch early: ask again for the rest.
     pub more: bool,
     /// Ranges that were held but have been garbage-collected: they cannot be sent.

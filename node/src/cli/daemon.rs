@@ -30,7 +30,7 @@ pub enum FleetCommand {
 pub(crate) fn fleet(cmd: FleetCommand) -> Result<(), CliError> {
     match cmd {
         FleetCommand::Init { dir } => {
-            let info = crate::fleet::init(&dir)?;
+            let info = meshlite_mesh::fleet::init(&dir)?;
             print_json(&serde_json::json!({
                 "dir": dir, "cluster_id": info.cluster_id.to_string(),
             }))
@@ -40,7 +40,7 @@ pub(crate) fn fleet(cmd: FleetCommand) -> Result<(), CliError> {
             node_name,
             days,
         } => {
-            let issued = crate::fleet::issue(&dir, &node_name, days)?;
+            let issued = meshlite_mesh::fleet::issue(&dir, &node_name, days)?;
             print_json(&serde_json::json!({
                 "node_name": node_name,
                 "node_id": issued.node_id.to_string(),

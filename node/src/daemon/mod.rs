@@ -15,9 +15,6 @@
 //! part, waits for each within [`SHUTDOWN_GRACE`], and closes the store last: the writer finishes
 //! queued writes before the process exits, so nothing acknowledged is lost.
 
-pub mod dialer;
-pub mod gossip;
-
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,21 +23,21 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use meshlite_core::Schema;
 use meshlite_core::dissemination::{DisseminationConfig, Disseminator};
-use meshlite_core::store::{OpenOptions, Store, Synchronous};
+use meshlite_core::store::{OpenOptions, Store, Synchronous, WriteError};
+use meshlite_mesh::dialer::Dialer;
+use meshlite_mesh::discovery::{Discovery, LocalNode, PeerTable};
+use meshlite_mesh::fleet;
+use meshlite_mesh::gossip::{Gossip, GossipStats};
+use meshlite_mesh::nats::{self, NatsContext, NatsService};
+use meshlite_mesh::net::handle::NetHandle;
+use meshlite_mesh::net::mesh;
+use meshlite_mesh::tasks::{SHUTDOWN_GRACE, Ticker};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::discovery::{Discovery, LocalNode, PeerTable};
-use crate::fleet;
-use crate::http::{self, AppState};
-use crate::nats::{self, NatsContext, NatsService};
-use crate::net::handle::NetHandle;
-use crate::net::mesh;
-use gossip::{Gossip, GossipStats};
-
-/// How long each part may take to stop.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+use crate::http;
+use crate::state::AppState;
 
 /// What `meshlite run` prints on stdout once it serves (one JSON line), for scripts and tests.
 #[derive(Debug, serde::Serialize)]
@@ -67,7 +64,7 @@ struct Mesh {
 
 /// Runs the daemon until `shutdown` completes (or a part fails), then stops everything.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    crate::net::tls::install_crypto_provider();
+    meshlite_mesh::net::tls::install_crypto_provider();
     let store = open_store(&config).await?;
     let cancel = CancellationToken::new();
     let table = PeerTable::new(config.discovery.peer_expiry());
@@ -78,8 +75,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     };
     let nats = start_nats(&config, &store, &table, mesh.as_ref(), &cancel).await?;
     let maintenance = [
-        (config.sync.gc_interval_seconds, gc as Job),
-        (config.node.compact_interval_seconds, compact as Job),
+        (config.sync.gc_interval_seconds, Maintenance::Gc),
+        (config.node.compact_interval_seconds, Maintenance::Compact),
     ];
     for (seconds, job) in maintenance.into_iter().filter(|(s, _)| *s > 0) {
         let every = Duration::from_secs(seconds);
@@ -146,10 +143,7 @@ fn start_mesh(
         )
     })?;
     let cluster = identity.cluster_id().to_string();
-    let transport = crate::net::TransportConfig {
-        push_fanout: config.sync.push_fanout,
-        ..config.transport.clone()
-    };
+    let transport = config.transport.clone();
     let net = mesh::start(identity, transport, store.clone(), cancel.child_token()).with_context(
         || {
             format!(
@@ -176,7 +170,7 @@ fn start_mesh(
         cancel: cancel.child_token(),
     };
     actors.spawn(gossip.run());
-    let dialer = dialer::Dialer {
+    let dialer = Dialer {
         net: net.clone(),
         table: table.clone(),
         cancel: cancel.child_token(),
@@ -234,7 +228,7 @@ async fn start_nats(
         client,
         local,
         table: table.clone(),
-        store: Arc::new(store.clone()),
+        store: store.clone(),
         cursor_path: config.node.data.join("nats-relay.cursor"),
     };
     Ok(Some(NatsService::start(&config.nats, ctx, cancel)?))
@@ -244,45 +238,44 @@ async fn start_nats(
 /// and saves of small documents, a few tens of milliseconds).
 pub const COMPACT_BATCH: usize = 256;
 
-/// A store maintenance job: what it did worth a log line, if anything.
-type Job = fn(&Store) -> Result<Option<String>, String>;
+/// A periodic store maintenance job.
+#[derive(Debug, Clone, Copy)]
+enum Maintenance {
+    /// Frees history every known peer acknowledged.
+    Gc,
+    /// Rewrites document states with appended changes as snapshots (loads get cheaper).
+    Compact,
+}
 
-/// Runs `job` on the blocking pool every `every` until `cancel`.
-async fn maintain(store: Store, every: Duration, job: Job, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await; // the first tick is immediate
-    loop {
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let s = store.clone();
-        match tokio::task::spawn_blocking(move || job(&s)).await {
-            Ok(Ok(Some(done))) => tracing::info!("{done}"),
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "store maintenance failed"),
-            Err(e) => tracing::error!(error = %e, "store maintenance task panicked"),
-        }
+impl Maintenance {
+    /// Runs the job once; what it did worth a log line, if anything.
+    async fn run(self, store: &Store) -> Result<Option<String>, WriteError> {
+        Ok(match self {
+            Maintenance::Gc => {
+                let r = store.gc_async().await?;
+                Some(format!(
+                    "gc: {} transactions and {} document states freed",
+                    r.txns_deleted, r.docs_freed
+                ))
+            }
+            Maintenance::Compact => {
+                let n = store.compact_async(COMPACT_BATCH).await?;
+                (n > 0).then(|| format!("compaction: {n} document states rewritten as snapshots"))
+            }
+        })
     }
 }
 
-/// Frees history every known peer acknowledged.
-fn gc(store: &Store) -> Result<Option<String>, String> {
-    let r = store.gc().map_err(|e| format!("gc: {e}"))?;
-    Ok(Some(format!(
-        "gc: {} transactions and {} document states freed",
-        r.txns_deleted, r.docs_freed
-    )))
-}
-
-/// Rewrites document states with appended changes as snapshots (loads get cheaper).
-fn compact(store: &Store) -> Result<Option<String>, String> {
-    let n = store
-        .compact(COMPACT_BATCH)
-        .map_err(|e| format!("compaction: {e}"))?;
-    Ok((n > 0).then(|| format!("compaction: {n} document states rewritten as snapshots")))
+/// Runs `job` every `every` (first after one period) until `cancel`.
+async fn maintain(store: Store, every: Duration, job: Maintenance, cancel: CancellationToken) {
+    let mut ticker = Ticker::every(every, cancel);
+    while ticker.tick().await {
+        match job.run(&store).await {
+            Ok(Some(done)) => tracing::info!("{done}"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, ?job, "store maintenance failed"),
+        }
+    }
 }
 
 fn announce_ready(http: SocketAddr, mesh: Option<&Mesh>, store: &Store) {
@@ -340,7 +333,7 @@ async fn stop_all(
         m.net.shutdown().await;
     }
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, http_task).await;
-    tokio::task::spawn_blocking(move || store.close()).await??;
+    store.close_async().await?;
     tracing::info!("stopped; store closed cleanly");
     Ok(())
 }

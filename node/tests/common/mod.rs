@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
 use meshlite_core::store::{OpenOptions as StoreOptions, Query, Store};
-use meshlite_node::fleet::files::FleetFile;
-use meshlite_node::fleet::{self, CertSpec, ClusterId, FleetCa, NodeName};
+use meshlite_mesh::fleet::files::FleetFile;
+use meshlite_mesh::fleet::{self, CertSpec, ClusterId, FleetCa, NodeName};
 use meshlite_node::httpc;
 use serde_json::{Value, json};
 use tempfile::TempDir;

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use meshlite_core::store::{OpenOptions, Store};
-use meshlite_node::fleet::{self, CertSpec, ClusterId, FleetCa, NodeIdentity, NodeName};
-use meshlite_node::net::tls::{PeerPolicy, TlsContext};
-use meshlite_node::net::{self, NetEvent, NetHandle, TransportConfig};
+use meshlite_mesh::fleet::{self, CertSpec, ClusterId, FleetCa, NodeIdentity, NodeName};
+use meshlite_mesh::net::tls::{PeerPolicy, TlsContext};
+use meshlite_mesh::net::{self, NetEvent, NetHandle, TransportConfig};
 use tempfile::TempDir;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;

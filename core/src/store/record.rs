@@ -1,0 +1,191 @@
+//! One record's Automerge document, for replicas that keep document states outside the core
+//! store: the central bridge keeps them in Postgres and merges there.
+//!
+//! [`RecordDoc`] is the same encoding and the same merge rules as the store's own documents
+//! (see the `doc` module: counters as per-replica parts, max/min/priority resolved over
+//! concurrent values, `lww` by Automerge's deterministic winner), so a record materializes to the
+//! same JSON on a node and in Postgres. It is pure computation: bytes in, bytes and JSON out.
+//! Every load and apply of foreign bytes runs behind a `catch_unwind` boundary (automerge 0.6
+//! can panic on malformed input), and a panic is an error, never a crash.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use automerge::{Automerge, Change, ROOT, ReadDoc};
+use serde_json::{Map, Value};
+
+use super::doc::{self, COUNTER_SEP, DocError};
+use crate::ids::ReplicaId;
+use crate::schema::{CollectionDef, MergePolicy};
+
+/// Why a record document operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// A stored state does not load: the bytes are corrupt.
+    #[error("stored document state does not load: {0}")]
+    Load(String),
+    /// A change's bytes do not decode, or Automerge refused to apply it.
+    #[error("bad change: {0}")]
+    Change(String),
+    /// A written value breaks the field's merge policy.
+    #[error("field {field}: {reason}")]
+    Policy {
+        /// The field.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// Automerge refused a local operation (not expected for well-formed documents).
+    #[error("automerge: {0}")]
+    Automerge(String),
+}
+
+impl From<DocError> for RecordError {
+    fn from(e: DocError) -> Self {
+        match e {
+            DocError::Policy { field, reason } => RecordError::Policy { field, reason },
+            DocError::Automerge(m) => RecordError::Automerge(m),
+        }
+    }
+}
+
+/// What [`RecordDoc::apply`] did with a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeOutcome {
+    /// The change is now part of the document.
+    Applied,
+    /// The document already had it.
+    Duplicate,
+    /// Some of its dependencies are missing; nothing was applied (park it and retry later).
+    MissingDeps,
+}
+
+/// Concurrent values of one field that a merge resolved (for a conflict audit).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldConflict {
+    /// The field.
+    pub field: String,
+    /// The policy that resolved it.
+    pub policy: MergePolicy,
+    /// Every concurrent value, in Automerge's order.
+    pub candidates: Vec<Value>,
+    /// The materialized result.
+    pub winner: Option<Value>,
+}
+
+/// One record's document, written as `replica`.
+#[derive(Debug)]
+pub struct RecordDoc {
+    doc: Automerge,
+    replica: ReplicaId,
+}
+
+impl RecordDoc {
+    /// An empty document (a record not seen before).
+    pub fn new(replica: &ReplicaId) -> Self {
+        Self {
+            doc: doc::new_doc(replica),
+            replica: *replica,
+        }
+    }
+
+    /// Loads a state saved by [`RecordDoc::save`] (or by the store).
+    pub fn load(bytes: &[u8], replica: &ReplicaId) -> Result<Self, RecordError> {
+        Ok(Self {
+            doc: doc::load_doc(bytes, replica).map_err(RecordError::Load)?,
+            replica: *replica,
+        })
+    }
+
+    /// Applies one received change (the bytes of a `change::Op::Doc`), idempotently.
+    pub fn apply(&mut self, change: &[u8]) -> Result<ChangeOutcome, RecordError> {
+        let change = decode(change)?;
+        let hash = change.hash();
+        if self.doc.get_change_by_hash(&hash).is_some() {
+            return Ok(ChangeOutcome::Duplicate);
+        }
+        let missing = change
+            .deps()
+            .iter()
+            .any(|dep| self.doc.get_change_by_hash(dep).is_none());
+        if missing {
+            return Ok(ChangeOutcome::MissingDeps);
+        }
+        let doc = &mut self.doc;
+        let applied = catch_unwind(AssertUnwindSafe(|| doc.apply_changes([change])));
+        match applied {
+            Ok(Ok(())) => Ok(ChangeOutcome::Applied),
+            Ok(Err(e)) => Err(RecordError::Change(e.to_string())),
+            Err(_) => Err(RecordError::Change("automerge panicked applying it".into())),
+        }
+    }
+
+    /// Merge-patches `fields` into the document under `def`'s policies as one local change and
+    /// returns its bytes (for a `change::Op::Doc`).
+    pub fn put(
+        &mut self,
+        def: &CollectionDef,
+        fields: &Map<String, Value>,
+    ) -> Result<Vec<u8>, RecordError> {
+        Ok(doc::put_fields(&mut self.doc, def, fields, &self.replica)?)
+    }
+
+    /// Adds `by` to counter `field` as one local change and returns its bytes.
+    pub fn increment(&mut self, field: &str, by: i64) -> Result<Vec<u8>, RecordError> {
+        Ok(doc::increment(&mut self.doc, field, by, &self.replica)?)
+    }
+
+    /// The merged record (without its primary key), exactly as the store materializes it.
+    pub fn materialize(&self, def: &CollectionDef) -> Map<String, Value> {
+        doc::materialize(&self.doc, def)
+    }
+
+    /// The document as compact bytes for storage.
+    pub fn save(&mut self) -> Vec<u8> {
+        self.doc.save()
+    }
+
+    /// Fields that currently hold concurrent values, with the candidates and the merged winner.
+    /// Counter parts never conflict (each replica writes its own), so counters do not appear.
+    pub fn conflicts(&self, def: &CollectionDef) -> Vec<FieldConflict> {
+        let materialized = self.materialize(def);
+        let mut out = Vec::new();
+        for key in self.doc.keys(&ROOT) {
+            let policy = def.policy(&key);
+            if key.contains(COUNTER_SEP) || *policy == MergePolicy::Counter {
+                continue;
+            }
+            let Ok(values) = self.doc.get_all(&ROOT, key.as_str()) else {
+                continue;
+            };
+            if values.len() < 2 {
+                continue;
+            }
+            let candidates = values
+                .iter()
+                .map(|(value, id)| doc::value_json(&self.doc, value, id))
+                .collect();
+            out.push(FieldConflict {
+                winner: materialized.get(&key).cloned(),
+                policy: policy.clone(),
+                field: key,
+                candidates,
+            });
+        }
+        out
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<Change, RecordError> {
+    match catch_unwind(|| Change::from_bytes(bytes.to_vec())) {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(RecordError::Change(format!("malformed change: {e}"))),
+        Err(_) => Err(RecordError::Change(
+            "automerge panicked decoding a change".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+#[path = "record_tests.rs"]
+mod tests;

@@ -1,0 +1,158 @@
+use serde_json::{Map, Value, json};
+
+use super::{ChangeOutcome, RecordDoc, RecordError};
+use crate::ids::ReplicaId;
+use crate::schema::{CollectionDef, MergePolicy, Schema};
+
+fn tasks() -> CollectionDef {
+    let schema = Schema::from_toml(
+        r#"
+        version = 1
+        [collections.tasks.fields]
+        status = { merge = "priority", order = ["running", "done", "pending"] }
+        retry_count = { merge = "counter" }
+        "#,
+    )
+    .expect("schema");
+    schema.collections["tasks"].clone()
+}
+
+fn fields(v: Value) -> Map<String, Value> {
+    v.as_object().cloned().expect("object")
+}
+
+/// Two replicas start from the same record and edit it concurrently.
+fn concurrent_pair(def: &CollectionDef) -> (RecordDoc, RecordDoc, Vec<u8>, Vec<u8>) {
+    let (ra, rb) = (ReplicaId::random(), ReplicaId::random());
+    let mut a = RecordDoc::new(&ra);
+    let base = a
+        .put(def, &fields(json!({"status": "pending", "title": "t"})))
+        .expect("base");
+    let mut b = RecordDoc::new(&rb);
+    assert_eq!(b.apply(&base), Ok(ChangeOutcome::Applied));
+    let ca = a
+        .put(
+            def,
+            &fields(json!({"status": "running", "title": "from a"})),
+        )
+        .expect("a");
+    let cb = b
+        .put(def, &fields(json!({"status": "done", "title": "from b"})))
+        .expect("b");
+    (a, b, ca, cb)
+}
+
+#[test]
+fn concurrent_edits_merge_by_policy_and_report_conflicts() {
+    let def = tasks();
+    let (mut a, mut b, ca, cb) = concurrent_pair(&def);
+    let inc_a = a.increment("retry_count", 2).expect("inc a");
+    let inc_b = b.increment("retry_count", 3).expect("inc b");
+    for change in [&cb, &inc_b] {
+        assert_eq!(a.apply(change), Ok(ChangeOutcome::Applied));
+    }
+    for change in [&ca, &inc_a] {
+        assert_eq!(b.apply(change), Ok(ChangeOutcome::Applied));
+    }
+    let (ma, mb) = (a.materialize(&def), b.materialize(&def));
+    assert_eq!(ma, mb, "both replicas converge");
+    assert_eq!(ma["status"], json!("running"), "running beats done");
+    assert_eq!(ma["retry_count"], json!(5), "no increment lost");
+
+    let conflicts = a.conflicts(&def);
+    let status = conflicts
+        .iter()
+        .find(|c| c.field == "status")
+        .expect("status");
+    let mut candidates = status.candidates.clone();
+    candidates.sort_by_key(|v| v.to_string());
+    assert_eq!(candidates, [json!("done"), json!("running")]);
+    assert_eq!(status.winner, Some(json!("running")));
+    assert!(matches!(status.policy, MergePolicy::Priority { .. }));
+    let title = conflicts
+        .iter()
+        .find(|c| c.field == "title")
+        .expect("title");
+    assert_eq!(title.policy, MergePolicy::Lww);
+    assert_eq!(title.winner.as_ref(), ma.get("title"));
+    assert!(conflicts.iter().all(|c| c.field != "retry_count"));
+}
+
+#[test]
+fn duplicates_and_missing_dependencies_are_told_apart() {
+    let def = tasks();
+    let (mut a, _, ca, _) = concurrent_pair(&def);
+    let mut fresh = RecordDoc::new(&ReplicaId::random());
+    assert_eq!(fresh.apply(&ca), Ok(ChangeOutcome::MissingDeps));
+    assert!(fresh.materialize(&def).is_empty(), "nothing applied");
+    assert_eq!(a.apply(&ca), Ok(ChangeOutcome::Duplicate), "a's own change");
+}
+
+#[test]
+fn saved_states_reload_and_garbage_is_an_error() {
+    let def = tasks();
+    let (mut a, _, _, _) = concurrent_pair(&def);
+    let replica = ReplicaId::random();
+    let reloaded = RecordDoc::load(&a.save(), &replica).expect("reload");
+    assert_eq!(reloaded.materialize(&def), a.materialize(&def));
+
+    assert!(matches!(
+        RecordDoc::load(b"not automerge", &replica),
+        Err(RecordError::Load(_))
+    ));
+    assert!(matches!(
+        a.apply(&[0x85, 0x6f, 0x4a, 0x83, 1, 2, 3]),
+        Err(RecordError::Change(_))
+    ));
+    let bad = a.put(&def, &fields(json!({"retry_count": "x"})));
+    assert!(matches!(bad, Err(RecordError::Policy { .. })), "{bad:?}");
+}
+
+#[test]
+fn a_record_doc_fed_a_stores_changes_materializes_what_the_store_reads() {
+    use crate::change::{Op, Txn};
+    use crate::store::{OpenOptions, Store};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let schema = Schema::from_toml(
+        r#"
+        version = 1
+        [collections.tasks.fields]
+        status = { merge = "priority", order = ["running", "done", "pending"] }
+        retry_count = { merge = "counter" }
+        "#,
+    )
+    .expect("schema");
+    let def = schema.collections["tasks"].clone();
+    let opts = OpenOptions {
+        schema: Some(schema),
+        ..OpenOptions::default()
+    };
+    let store = Store::open(dir.path(), opts).expect("open");
+    store
+        .put(
+            "tasks",
+            json!({"id": "t1", "status": "pending", "n": {"a": 1}}),
+        )
+        .expect("put");
+    store
+        .increment("tasks", "t1", "retry_count", 4)
+        .expect("incr");
+    store
+        .put("tasks", json!({"id": "t1", "status": "running"}))
+        .expect("put");
+    let me = store.replica_id();
+    let batch = store.txns_for(&[(me, 1..=3)], usize::MAX).expect("txns");
+    let mut doc = RecordDoc::new(&ReplicaId::random());
+    for bytes in &batch.txns {
+        for op in Txn::decode(bytes).expect("decode").ops {
+            let Op::Doc { change, .. } = op else {
+                panic!("document op expected")
+            };
+            assert_eq!(doc.apply(&change), Ok(ChangeOutcome::Applied));
+        }
+    }
+    let mut read = store.get("tasks", "t1").expect("get").expect("row");
+    read.as_object_mut().expect("object").remove("id");
+    assert_eq!(Value::Object(doc.materialize(&def)), read);
+    store.close().expect("close");
+}

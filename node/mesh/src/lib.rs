@@ -1,0 +1,33 @@
+//! The Meshlite mesh as a library: everything a fleet peer needs to exchange transactions with
+//! other peers, over one [`replica::Replica`] trait, so that the node (`meshlite run`, over its
+//! SQLite store) and the central bridge (`meshlite-bridge`, over Postgres) run the same code.
+//!
+//! # How the parts fit
+//!
+//! ```text
+//!   replica::Replica ◄──────────── the store a process serves (core Store, Postgres, ...)
+//!      ▲        ▲        ▲
+//!      │        │        └── nats   (events, announcements, JetStream relay)
+//!      │        └─────────── net    (QUIC + fleet mTLS: sync sessions, pushes)
+//!      └──────────────────── gossip (commits → push to the policy's targets; anti-entropy)
+//!   dialer ── keeps connections to the peers in discovery::table::PeerTable
+//!   discovery ── static list, Tailscale, and mDNS (feature `mdns`) feed the PeerTable
+//!   fleet ── CA, node certificates, cluster and node ids          tasks, backoff ── shared helpers
+//! ```
+//!
+//! Dependency direction (no module imports one that imports it back): `tasks`, `backoff`,
+//! `fleet` and `replica` are leaves; `net` uses `fleet` and `replica`; `discovery` uses `tasks`;
+//! `nats` uses `discovery`, `replica` and `tasks`; `gossip` and `dialer` sit on top of `net`,
+//! `discovery` and `replica`. Who gets a transaction is decided by the sans-IO policy in
+//! `meshlite_core::dissemination`, which `gossip` drives; `net` only sends to the peers it is given.
+//! Nothing here knows about the node's CLI, HTTP server or configuration file.
+
+pub mod backoff;
+pub mod dialer;
+pub mod discovery;
+pub mod fleet;
+pub mod gossip;
+pub mod nats;
+pub mod net;
+pub mod replica;
+pub mod tasks;

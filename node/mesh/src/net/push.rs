@@ -1,0 +1,283 @@
+//! Push path: unsolicited `Push` frames on one unidirectional stream per direction.
+//!
+//! The sender side is a writer task per peer that owns the peer's bounded push queue
+//! ([`PushQueue`]): the mesh enqueues pre-encoded frames with `try_send`, never waiting; when the
+//! queue is full in count ([`super::TransportConfig::per_peer_queue`]) or bytes
+//! ([`PER_PEER_QUEUE_BYTES`]) the frame is dropped for that peer and anti-entropy delivers it
+//! later. A peer that stops reading therefore costs at most one queue, and QUIC flow control
+//! bounds what sits in quinn's buffers.
+//!
+//! The receiver side reads frames through the [`FrameGuard`] and the protocol's
+//! [`FrameDecoder`], decodes each transaction, and hands them to the backend. Anything other than
+//! a well-formed `Push` frame resets the stream; the connection and its syncs carry on.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use meshlite_core::Txn;
+use meshlite_core::protocol::{Frame, FrameDecoder, encode_frame};
+use quinn::{Connection, RecvStream, SendStream, VarInt};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::events::NetEvent;
+use super::frame_guard::FrameGuard;
+use super::stats::PeerStats;
+use super::sync::{READ_CHUNK_BYTES, STREAM_FRAME_TOO_LARGE};
+use crate::fleet::NodeId;
+use crate::replica::{Replica, ReplicaError};
+
+/// Most bytes of push frames queued for one peer.
+pub const PER_PEER_QUEUE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Stream error code: the push stream carried something other than valid `Push` frames.
+pub const STREAM_BAD_PUSH: VarInt = VarInt::from_u32(0x12);
+
+/// One encoded `Push` frame, shared by every peer it is queued for.
+pub type PushFrame = Arc<Vec<u8>>;
+
+/// The sending half of a peer's push queue.
+#[derive(Debug, Clone)]
+pub struct PushQueue {
+    tx: mpsc::Sender<PushFrame>,
+    bytes: Arc<AtomicUsize>,
+}
+
+/// The receiving half, owned by the writer task.
+#[derive(Debug)]
+pub struct PushQueueRx {
+    rx: mpsc::Receiver<PushFrame>,
+    bytes: Arc<AtomicUsize>,
+}
+
+/// A bounded push queue of `capacity` frames and [`PER_PEER_QUEUE_BYTES`] bytes.
+pub fn push_queue(capacity: usize) -> (PushQueue, PushQueueRx) {
+    let (tx, rx) = mpsc::channel(capacity);
+    let bytes = Arc::new(AtomicUsize::new(0));
+    (
+        PushQueue {
+            tx,
+            bytes: bytes.clone(),
+        },
+        PushQueueRx { rx, bytes },
+    )
+}
+
+impl PushQueue {
+    /// Enqueues `frame` unless the queue is full; never waits.
+    pub fn try_push(&self, frame: &PushFrame) -> bool {
+        let len = frame.len();
+        let before = self.bytes.fetch_add(len, Ordering::AcqRel);
+        if before + len > PER_PEER_QUEUE_BYTES || self.tx.try_send(frame.clone()).is_err() {
+            self.bytes.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Frames waiting.
+    pub fn depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
+/// The first frame on every push stream: an empty `Push`. Opening the stream at once tells a
+/// dialing peer that we admitted it (see `net::mesh`).
+pub fn preamble() -> Vec<u8> {
+    // An empty list always encodes; the fallback is never used but avoids a panic path.
+    encode_frame(&Frame::Push { txns: Vec::new() }).unwrap_or_default()
+}
+
+/// Writes the preamble, then queued push frames, to one unidirectional stream.
+pub async fn run_writer(
+    conn: Connection,
+    mut queue: PushQueueRx,
+    stats: Arc<PeerStats>,
+    cancel: CancellationToken,
+) {
+    let mut stream: Option<SendStream> = None;
+    let first = preamble();
+    let opened = tokio::select! {
+        biased;
+        () = cancel.cancelled() => return,
+        result = write_frame(&conn, &mut stream, &first) => result,
+    };
+    if let Err(e) = opened {
+        tracing::debug!(peer = %stats.node_id, error = %e, "cannot open push stream");
+    }
+    loop {
+        let frame = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return,
+            frame = queue.rx.recv() => match frame {
+                Some(frame) => frame,
+                None => return,
+            },
+        };
+        queue.bytes.fetch_sub(frame.len(), Ordering::AcqRel);
+        let written = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return,
+            result = write_frame(&conn, &mut stream, &frame) => result,
+        };
+        match written {
+            Ok(()) => stats.pushes_sent.fetch_add(1, Ordering::Relaxed),
+            Err(e) => {
+                tracing::debug!(peer = %stats.node_id, error = %e, "push stream failed");
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                // A new stream next time; if the connection is gone the actor ends us.
+                stream = None;
+                continue;
+            }
+        };
+    }
+}
+
+/// Why writing a push frame failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PushWriteError {
+    /// The push stream could not be opened.
+    #[error("cannot open push stream: {0}")]
+    Open(#[from] quinn::ConnectionError),
+    /// Writing to the stream failed.
+    #[error("push stream write: {0}")]
+    Write(#[from] quinn::WriteError),
+}
+
+/// Why an incoming push stream was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PushReadError {
+    /// The bytes are not a valid frame.
+    #[error("bad frame: {0}")]
+    Frame(#[from] meshlite_core::protocol::DecodeError),
+    /// A frame other than `Push` arrived on a push stream.
+    #[error("{0} frame on a push stream")]
+    UnexpectedFrame(&'static str),
+    /// A pushed transaction does not decode.
+    #[error("pushed txn #{index}: {source}")]
+    Txn {
+        /// Its position in the frame.
+        index: usize,
+        /// Why it does not decode.
+        source: meshlite_core::change::DecodeTxnError,
+    },
+    /// The replica could not apply the push.
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+}
+
+async fn write_frame(
+    conn: &Connection,
+    stream: &mut Option<SendStream>,
+    frame: &[u8],
+) -> Result<(), PushWriteError> {
+    let send = match stream {
+        Some(send) => send,
+        None => stream.insert(conn.open_uni().await?),
+    };
+    Ok(send.write_all(frame).await?)
+}
+
+/// Everything a push reader needs besides its stream.
+pub struct PushReader<B> {
+    /// The sending peer.
+    pub from: NodeId,
+    /// Where received transactions go.
+    pub backend: B,
+    /// The peer's counters.
+    pub stats: Arc<PeerStats>,
+    /// Where `PushReceived` is published.
+    pub events: broadcast::Sender<NetEvent>,
+    /// Largest frame accepted.
+    pub max_frame_bytes: usize,
+}
+
+impl<B> std::fmt::Debug for PushReader<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushReader")
+            .field("from", &self.from)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Replica> PushReader<B> {
+    /// Reads `Push` frames until the stream ends, fails, or breaks the rules.
+    pub async fn run(self, mut recv: RecvStream, cancel: CancellationToken) {
+        let mut guard = FrameGuard::new(self.max_frame_bytes);
+        let mut decoder = FrameDecoder::new();
+        loop {
+            let chunk = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return,
+                chunk = recv.read_chunk(READ_CHUNK_BYTES, true) => chunk,
+            };
+            let chunk = match chunk {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(peer = %self.from, error = %e, "push stream ended");
+                    return;
+                }
+            };
+            self.stats.touch();
+            if let Err(e) = guard.check(&chunk.bytes) {
+                self.refuse(&mut recv, STREAM_FRAME_TOO_LARGE, &e.to_string());
+                return;
+            }
+            if let Err(reason) = self.consume(&mut decoder, &chunk.bytes).await {
+                self.refuse(&mut recv, STREAM_BAD_PUSH, &reason.to_string());
+                return;
+            }
+        }
+    }
+
+    /// Decodes and applies every complete frame in `input`.
+    async fn consume(
+        &self,
+        decoder: &mut FrameDecoder,
+        mut input: &[u8],
+    ) -> Result<(), PushReadError> {
+        while !input.is_empty() {
+            let taken = decoder.push(input);
+            input = &input[taken..];
+            while let Some(frame) = decoder.next_frame()? {
+                let Frame::Push { txns } = frame else {
+                    return Err(PushReadError::UnexpectedFrame(frame.kind()));
+                };
+                self.apply(txns).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply(&self, encoded: Vec<Vec<u8>>) -> Result<(), PushReadError> {
+        if encoded.is_empty() {
+            return Ok(()); // The preamble.
+        }
+        self.stats.pushes_received.fetch_add(1, Ordering::Relaxed);
+        let mut txns = Vec::with_capacity(encoded.len());
+        for (i, bytes) in encoded.iter().enumerate() {
+            let txn =
+                Txn::decode(bytes).map_err(|source| PushReadError::Txn { index: i, source })?;
+            txns.push(txn);
+        }
+        let ids = txns.iter().map(|t| t.id).collect();
+        let applied = self.backend.apply_txns(txns).await?;
+        // No subscriber is fine: the data is in the store either way.
+        let _ = self.events.send(NetEvent::PushReceived {
+            from: self.from,
+            txns: ids,
+            encoded: Arc::new(encoded),
+            applied: applied.new,
+        });
+        Ok(())
+    }
+
+    fn refuse(&self, recv: &mut RecvStream, code: VarInt, reason: &str) {
+        tracing::warn!(peer = %self.from, %reason, "closing push stream");
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        let _ = recv.stop(code);
+    }
+}

@@ -1,0 +1,30 @@
+//! What the HTTP handlers share ([`AppState`]): a leaf, so the listener (`http`) and the
+//! record API (`api`) both depend on it and not on each other.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use meshlite_core::store::Store;
+use meshlite_mesh::discovery::table::PeerTable;
+use meshlite_mesh::gossip::GossipStats;
+use meshlite_mesh::nats::NatsStats;
+use meshlite_mesh::net::handle::NetHandle;
+
+/// What the handlers read.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The store.
+    pub store: Store,
+    /// The transport, when the mesh is on.
+    pub net: Option<NetHandle>,
+    /// The discovery peer table.
+    pub table: PeerTable,
+    /// Gossip counters, when the mesh is on.
+    pub gossip: Option<Arc<GossipStats>>,
+    /// NATS counters, when NATS is on.
+    pub nats: Option<NatsStats>,
+    /// This node's name.
+    pub node_name: String,
+    /// When the daemon started.
+    pub started: Instant,
+}
