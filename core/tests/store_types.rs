@@ -224,6 +224,32 @@ fn integer_keys_stay_numbers_end_to_end() {
 }
 
 #[test]
+fn integer_keys_order_as_numbers() {
+    let dir = TempDir::new().unwrap();
+    let s = open(&dir, TYPED);
+    for id in [10, -5, 9, 100, 42] {
+        s.put("counts", json!({"id": id, "n": id})).unwrap();
+    }
+    let ids = |q: &Query| -> Vec<Value> {
+        let rows = s.query("counts", q).unwrap();
+        rows.iter().map(|r| r["id"].clone()).collect()
+    };
+    assert_eq!(ids(&Query::default()), [-5, 9, 10, 42, 100]);
+    let desc = Query {
+        order: Some(("id".into(), true)),
+        limit: Some(2),
+        ..Default::default()
+    };
+    assert_eq!(ids(&desc), [100, 42]);
+    let by_n = Query {
+        order: Some(("n".into(), false)),
+        offset: 1,
+        ..Default::default()
+    };
+    assert_eq!(ids(&by_n), [9, 10, 42, 100]);
+}
+
+#[test]
 fn typed_keys_refuse_other_forms() {
     let dir = TempDir::new().unwrap();
     let s = open(&dir, TYPED);
