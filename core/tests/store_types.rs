@@ -374,6 +374,26 @@ fn remote_apply_rejects_only_the_mistyped_transactions() {
     assert_eq!(s.get("tasks", B).unwrap(), None);
 }
 
+#[test]
+fn a_rejected_change_leaves_no_trace_in_the_record() {
+    let (da, db) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let (old, s) = (open(&da, UNTYPED), open(&db, TYPED));
+    old.put("tasks", json!({"id": A, "priority": 1})).unwrap();
+    assert!(push(&old, &s).is_empty());
+    // The bad change touches a record whose document is loaded (and cached) on `s`.
+    old.put("tasks", json!({"id": A, "priority": "three"}))
+        .unwrap();
+    old.put("tasks", json!({"id": B, "priority": 2})).unwrap();
+    assert_eq!(push(&old, &s).len(), 1);
+    let row = s.put("tasks", json!({"id": A, "title": "local"})).unwrap();
+    assert_eq!(row["priority"], 1, "{row}");
+    assert_eq!(s.get("tasks", A).unwrap().unwrap()["priority"], 1);
+    assert_eq!(s.get("tasks", B).unwrap().unwrap()["priority"], 2);
+    // The local change does not depend on the rejected one: the old replica applies it.
+    let back = push_report(&s, &old);
+    assert_eq!((back.applied, back.parked), (1, 0), "{back:?}");
+}
+
 /// JSON values of every kind, including strings shaped like timestamps and UUIDs.
 fn any_value() -> impl Strategy<Value = Value> {
     prop_oneof![
