@@ -9,30 +9,70 @@
 //! [collections.tasks]
 //! kind = "document"      # or "log"; default "document"
 //! primary_key = "id"     # default "id"
+//! key_type = "uuid"      # optional: "text", "integer" or "uuid"
 //! indexed = ["status"]   # fields with a SQLite expression index for `query --where`
 //! [collections.tasks.fields]
-//! status = { merge = "priority", order = ["running", "failed", "completed", "pending"] }
-//! updated_at = { merge = "max" }
-//! retry_count = { merge = "counter" }
+//! status = { merge = "priority", order = ["running", "failed", "completed", "pending"], type = "text", default = "pending" }
+//! updated_at = { merge = "max", type = "timestamp" }
+//! retry_count = { merge = "counter", type = "integer" }
+//! input = { type = "json" }   # merge defaults to "lww"
 //! ```
 //!
 //! With no schema at all ([`Schema::schemaless`]) any valid collection name is accepted as a
 //! document collection whose fields are all `lww`.
 //!
+//! # Types
+//! A field may declare a [`FieldType`]: `text` (a JSON string), `integer` (a JSON integer in the
+//! `i64` range; `3.0` is not one), `float` (any JSON number), `boolean`, `timestamp` (an RFC 3339
+//! string with an offset, `T` or a space between date and time), `uuid` (the 8-4-4-4-12 hex
+//! form) or `json` (anything). `null` is accepted by every type: every column is nullable. An
+//! undeclared or untyped field is schemaless JSON. Every write is checked against the types:
+//! local writes fail with the field and value named, remote transactions that break them are
+//! rejected (the materialized rows always satisfy the types in force). A `counter` needs
+//! `integer` or `float`, a `text` merge needs `text`, `max`/`min` cannot be `boolean`.
+//!
+//! A `default` (any TOML value that satisfies the field's type and policy) fills the field when
+//! a local write creates a record (put, increment or append) without it; updates and remote
+//! transactions never add it (the writing replica did).
+//!
+//! `key_type` types the primary key: `text`, `integer` or `uuid`. Ids are stored as strings in
+//! their canonical form (decimal without sign or leading zeros, lowercase UUID), but records are
+//! returned with the typed key: `{"id": 42}` stays a number. Integer keys are never generated;
+//! text and uuid keys are generated (a UUIDv7) when absent. Without `key_type` a key may be a
+//! string or an integer and is returned as a string (as before types existed).
+//!
 //! # Evolution
 //! [`Schema::check_upgrade`] allows new collections, new fields, new indexes and new values at the
-//! end of a priority order; it refuses changing a collection's kind or primary key, a field's
-//! merge policy, reordering priority values, or lowering the version. Replicas on different
-//! versions never corrupt each other because the replicated state (Automerge changes, tombstones,
-//! log rows) does not depend on the schema: counters and text are self-describing in the
-//! document, and policies only choose among concurrent values when a row is materialized. A
-//! replica stores and relays changes to collections and fields it does not know; once it
-//! upgrades, it re-materializes them under the new rules.
+//! end of a priority order; it refuses changing a collection's kind or primary key (its name or
+//! a declared key type), a field's merge policy, reordering priority values, or lowering the
+//! version. Adding or changing a field's type, or adding a key type, is allowed when the
+//! stored data satisfies it: the store checks every live row when it installs the schema (one
+//! scan of the collection, in the upgrade's transaction) and refuses the schema otherwise;
+//! `integer` keys can only be added to a collection without rows, because stored rows carry
+//! their key as a string. Removing a type is always allowed.
+//!
+//! Replicas on different versions never corrupt each other because the replicated state
+//! (Automerge changes, tombstones, log rows) does not depend on the schema: counters and text are
+//! self-describing in the document, and policies only choose among concurrent values when a row
+//! is materialized. A replica stores and relays changes to collections and fields it does not
+//! know; once it upgrades, it re-materializes them under the new rules.
+//!
+//! Types are the exception to "never refused": declare a type once every writer writes values
+//! that fit it. A replica enforcing a type rejects a peer's transaction that breaks it (and does
+//! not hold it, so the peer offers it again), and that peer's later changes to the same record
+//! wait behind it (parked) until the schema or the data is fixed.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+mod field;
+mod field_type;
+
+pub use field::FieldDef;
+pub use field_type::{FieldType, TypeError};
 
 /// Longest accepted collection or field name.
 pub const MAX_NAME_LEN: usize = 63;
@@ -71,6 +111,34 @@ pub enum MergePolicy {
 }
 
 impl MergePolicy {
+    /// The names of the policies, as written in the schema file.
+    pub const NAMES: [&'static str; 6] = ["lww", "counter", "max", "min", "priority", "text"];
+
+    /// True when the policy can hold `value` (a counter an `i64`, `max`/`min` a number or a
+    /// string, `priority` a scalar, `text` a string).
+    pub fn accepts(&self, value: &Value) -> bool {
+        match self {
+            MergePolicy::Lww => true,
+            MergePolicy::Counter => value.is_i64(),
+            MergePolicy::Max | MergePolicy::Min => value.is_number() || value.is_string(),
+            MergePolicy::Priority { .. } => !value.is_object() && !value.is_array(),
+            MergePolicy::Text => value.is_string(),
+        }
+    }
+
+    /// The types this policy can be declared with (`None`: any).
+    fn allowed_types(&self) -> Option<&'static [FieldType]> {
+        use FieldType::*;
+        match self {
+            MergePolicy::Counter => Some(&[Integer, Float]),
+            MergePolicy::Text => Some(&[Text]),
+            MergePolicy::Max | MergePolicy::Min => {
+                Some(&[Text, Integer, Float, Timestamp, Uuid, Json])
+            }
+            MergePolicy::Lww | MergePolicy::Priority { .. } => None,
+        }
+    }
+
     /// The policy's name as written in the schema file.
     pub fn name(&self) -> &'static str {
         match self {
@@ -94,12 +162,16 @@ pub struct CollectionDef {
     /// Name of the primary-key field.
     #[serde(default = "default_primary_key")]
     pub primary_key: String,
+    /// Type of the primary key (`text`, `integer` or `uuid`); `None`: a string or an integer,
+    /// returned as a string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_type: Option<FieldType>,
     /// Fields with an expression index.
     #[serde(default)]
     pub indexed: Vec<String>,
-    /// Declared fields and their policies; undeclared fields are `lww`.
+    /// Declared fields; undeclared fields are untyped `lww`.
     #[serde(default)]
-    pub fields: BTreeMap<String, MergePolicy>,
+    pub fields: BTreeMap<String, FieldDef>,
 }
 
 fn default_primary_key() -> String {
@@ -115,6 +187,7 @@ impl Default for CollectionDef {
         Self {
             kind: CollectionKind::Document,
             primary_key: default_primary_key(),
+            key_type: None,
             indexed: Vec::new(),
             fields: BTreeMap::new(),
         }
@@ -125,7 +198,99 @@ impl CollectionDef {
     /// The policy of `field` (`lww` when undeclared).
     pub fn policy(&self, field: &str) -> &MergePolicy {
         static LWW: MergePolicy = MergePolicy::Lww;
-        self.fields.get(field).unwrap_or(&LWW)
+        self.fields.get(field).map_or(&LWW, |f| &f.merge)
+    }
+
+    /// The declared type of `field` (`None` when undeclared or untyped).
+    pub fn field_type(&self, field: &str) -> Option<FieldType> {
+        self.fields.get(field).and_then(|f| f.field_type)
+    }
+
+    /// Checks `value` against the declared type of `collection.field`.
+    pub fn check_value(
+        &self,
+        collection: &str,
+        field: &str,
+        value: &Value,
+    ) -> Result<(), TypeError> {
+        match self.field_type(field) {
+            Some(ty) if !ty.accepts(value) => Err(TypeError::new(collection, field, ty, value)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks every typed field present in `row` (a record without its key).
+    pub fn check_row(
+        &self,
+        collection: &str,
+        row: &serde_json::Map<String, Value>,
+    ) -> Result<(), TypeError> {
+        for (field, def) in &self.fields {
+            if let (Some(ty), Some(v)) = (def.field_type, row.get(field))
+                && !ty.accepts(v)
+            {
+                return Err(TypeError::new(collection, field, ty, v));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a record id (the store's string form of a key) against the key type.
+    pub fn check_key(&self, collection: &str, id: &str) -> Result<(), TypeError> {
+        match self.key_type {
+            Some(ty) if !ty.accepts_key(id) => {
+                let mut e = TypeError::new(collection, &self.primary_key, ty, &Value::from(id));
+                e.key = true;
+                Err(e)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The key as records show it: a number for `integer` keys, else the id string.
+    pub fn key_value(&self, id: &str) -> Value {
+        match self.key_type {
+            Some(FieldType::Integer) => id
+                .parse::<i64>()
+                .map_or_else(|_| Value::from(id), Value::from),
+            _ => Value::from(id),
+        }
+    }
+
+    /// Declared fields with a default, and their defaults.
+    pub fn defaults(&self) -> impl Iterator<Item = (&String, &Value)> {
+        self.fields
+            .iter()
+            .filter_map(|(name, f)| Some((name, f.default.as_ref()?)))
+    }
+
+    /// Checks one field's type against its policy, default and priority order.
+    fn validate_field(&self, field: &str, def: &FieldDef) -> Result<(), String> {
+        let policy = &def.merge;
+        if let (Some(ty), Some(allowed)) = (def.field_type, policy.allowed_types())
+            && !allowed.contains(&ty)
+        {
+            let names: Vec<&str> = allowed.iter().map(|t| t.as_str()).collect();
+            return Err(format!(
+                "field {field:?}: a {} field cannot have type {ty}; use {}",
+                policy.name(),
+                names.join(" or ")
+            ));
+        }
+        let ty = def.field_type.unwrap_or(FieldType::Json);
+        if let MergePolicy::Priority { order } = policy
+            && let Some(v) = order.iter().find(|v| !ty.accepts(v))
+        {
+            return Err(format!("field {field:?}: priority value {v} is not a {ty}"));
+        }
+        match &def.default {
+            Some(v) if !ty.accepts(v) => Err(format!("field {field:?}: default {v} is not a {ty}")),
+            Some(v) if !policy.accepts(v) => Err(format!(
+                "field {field:?}: default {v} cannot be held by a {} field",
+                policy.name()
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -253,8 +418,15 @@ impl Schema {
             for f in def.fields.keys().chain(&def.indexed) {
                 validate_name("field", f)?;
             }
+            if let Some(ty) = def.key_type
+                && !FieldType::KEY_TYPES.contains(&ty)
+            {
+                return Err(bad(format!(
+                    "key_type {ty} is not allowed; use text, integer or uuid"
+                )));
+            }
             if def.kind == CollectionKind::Log && !def.fields.is_empty() {
-                let has_merge = def.fields.values().any(|p| *p != MergePolicy::Lww);
+                let has_merge = def.fields.values().any(|f| f.merge != MergePolicy::Lww);
                 if has_merge {
                     return Err(bad(
                         "log rows are immutable: fields take no merge policy".into()
@@ -263,12 +435,13 @@ impl Schema {
             }
             if def.fields.contains_key(&def.primary_key) {
                 return Err(bad(format!(
-                    "primary key {:?} cannot have a merge policy",
+                    "primary key {:?} cannot be declared as a field; type it with key_type",
                     def.primary_key
                 )));
             }
-            for (field, policy) in &def.fields {
-                if let MergePolicy::Priority { order } = policy {
+            for (field, f) in &def.fields {
+                def.validate_field(field, f).map_err(bad)?;
+                if let MergePolicy::Priority { order } = &f.merge {
                     if order.is_empty() {
                         return Err(bad(format!(
                             "field {field:?}: priority needs a non-empty order"
@@ -330,8 +503,16 @@ impl Schema {
             if def.primary_key != old.primary_key {
                 return incompatible(format!("collection {name:?} changes its primary key"));
             }
-            for (field, policy) in &old.fields {
-                match (policy, def.fields.get(field)) {
+            if old.key_type.is_some() && def.key_type != old.key_type {
+                return incompatible(format!(
+                    "collection {name:?} changes its key type from {} to {}; stored ids and peers' records keep the old one",
+                    old.key_type.map_or("untyped", FieldType::as_str),
+                    def.key_type.map_or("untyped", FieldType::as_str),
+                ));
+            }
+            for (field, f) in &old.fields {
+                let policy = &f.merge;
+                match (policy, def.fields.get(field).map(|f| &f.merge)) {
                     (
                         MergePolicy::Priority { order: a },
                         Some(MergePolicy::Priority { order: b }),
@@ -409,6 +590,120 @@ kind = "log"
             panic!("tasks.status must be a priority field");
         };
         assert_eq!(order[0], "running");
+        // Seed 002's column types.
+        let ty = |c: &str, f: &str| s.collections[c].field_type(f);
+        assert_eq!(ty("tasks", "agent_id"), Some(FieldType::Uuid));
+        assert_eq!(ty("tasks", "retry_count"), Some(FieldType::Integer));
+        assert_eq!(ty("tasks", "input"), Some(FieldType::Json));
+        assert_eq!(ty("jobs", "updated_at"), Some(FieldType::Timestamp));
+        assert_eq!(ty("agents", "config"), Some(FieldType::Json));
+        assert_eq!(ty("metrics", "max_value"), Some(FieldType::Float));
+        assert_eq!(
+            ty("sync_status", "pending_records"),
+            Some(FieldType::Integer)
+        );
+        assert_eq!(ty("jobs", "_synced"), Some(FieldType::Boolean));
+        assert_eq!(s.collections["sync_status"].key_type, Some(FieldType::Uuid));
+    }
+
+    const TYPED: &str = r#"
+version = 1
+[collections.tasks]
+key_type = "uuid"
+[collections.tasks.fields]
+status = { merge = "priority", order = ["running", "done"], type = "text", default = "done" }
+retries = { merge = "counter", type = "integer", default = 0 }
+due = { type = "timestamp", default = 2024-05-01T00:00:00Z }
+input = { type = "json", default = { a = [1, 2.5] } }
+plain = {}
+"#;
+
+    #[test]
+    fn parses_types_and_defaults() {
+        let s = Schema::from_toml(TYPED).unwrap();
+        let t = &s.collections["tasks"];
+        assert_eq!(t.key_type, Some(FieldType::Uuid));
+        assert_eq!(t.field_type("retries"), Some(FieldType::Integer));
+        assert_eq!(t.field_type("plain"), None);
+        assert_eq!(t.field_type("undeclared"), None);
+        assert_eq!(t.policy("plain"), &MergePolicy::Lww);
+        assert_eq!(t.policy("retries"), &MergePolicy::Counter);
+        let defaults: BTreeMap<&str, &serde_json::Value> =
+            t.defaults().map(|(k, v)| (k.as_str(), v)).collect();
+        assert_eq!(defaults.len(), 4);
+        assert_eq!(defaults["due"], &serde_json::json!("2024-05-01T00:00:00Z"));
+        assert_eq!(defaults["input"], &serde_json::json!({"a": [1, 2.5]}));
+        assert_eq!(Schema::from_toml(&s.to_toml()).unwrap(), s);
+        assert_eq!(t.key_value("7"), serde_json::json!("7"));
+        let ints = Schema::from_toml("[collections.n]\nkey_type = \"integer\"").unwrap();
+        assert_eq!(ints.collections["n"].key_value("7"), serde_json::json!(7));
+    }
+
+    #[test]
+    fn rejects_inconsistent_types_and_defaults() {
+        for (bad, why) in [
+            (r#"x = { merge = "counter", type = "text" }"#, "counter"),
+            (r#"x = { merge = "text", type = "integer" }"#, "text field"),
+            (r#"x = { merge = "max", type = "boolean" }"#, "max"),
+            (r#"x = { type = "integer", default = "three" }"#, "default"),
+            (
+                r#"x = { type = "timestamp", default = "2024-05-01" }"#,
+                "default",
+            ),
+            (r#"x = { merge = "counter", default = 1.5 }"#, "default"),
+            (
+                r#"x = { merge = "priority", order = [1, "a"], type = "integer" }"#,
+                "priority value",
+            ),
+            (r#"x = { type = "int" }"#, "int"),
+            (r#"x = { merge = "lww", order = [1] }"#, "order"),
+            (r#"x = { merge = "priority" }"#, "order"),
+            (r#"x = { typo = 1 }"#, "typo"),
+        ] {
+            let text = format!("[collections.t.fields]\n{bad}");
+            let err = Schema::from_toml(&text).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        for key in ["float", "json", "timestamp", "boolean"] {
+            let text = format!("[collections.t]\nkey_type = \"{key}\"");
+            assert!(Schema::from_toml(&text).is_err(), "{key}");
+        }
+        let pk = "[collections.t.fields]\nid = { type = \"uuid\" }";
+        assert!(
+            Schema::from_toml(pk)
+                .unwrap_err()
+                .to_string()
+                .contains("key_type")
+        );
+    }
+
+    #[test]
+    fn type_upgrade_rules() {
+        let old = Schema::from_toml(TYPED).unwrap();
+        // Field types may be added, changed or removed here: the store checks stored data.
+        for ok in [
+            TYPED.replace(r#"type = "timestamp", "#, ""),
+            TYPED
+                .replace(r#"type = "json""#, r#"type = "text""#)
+                .replace("{ a = [1, 2.5] }", "\"x\""),
+            TYPED.replace("plain = {}", r#"plain = { type = "boolean" }"#),
+        ] {
+            old.check_upgrade(&Schema::from_toml(&ok).unwrap()).unwrap();
+        }
+        let untyped = TYPED.replace("key_type = \"uuid\"\n", "");
+        Schema::from_toml(&untyped)
+            .unwrap()
+            .check_upgrade(&old)
+            .unwrap();
+        for bad in [
+            untyped,
+            TYPED.replace(r#"key_type = "uuid""#, r#"key_type = "text""#),
+        ] {
+            let err = old
+                .check_upgrade(&Schema::from_toml(&bad).unwrap())
+                .unwrap_err();
+            assert!(err.to_string().contains("key type"), "{err}");
+        }
     }
 
     #[test]

@@ -9,6 +9,12 @@ use meshlite_core::{Schema, Txn};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+// Record ids: the PMOVES tables are keyed by UUIDs (`key_type = "uuid"`).
+const T1: &str = "0190b6a2-0000-7000-8000-0000000000a1";
+const T: &str = "0190b6a2-0000-7000-8000-0000000000a2";
+const J: &str = "0190b6a2-0000-7000-8000-0000000000b1";
+const W: &str = "0190b6a2-0000-7000-8000-0000000000c1";
+
 fn pmoves() -> Schema {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/schemas/pmoves.toml");
     Schema::from_file(&path).unwrap()
@@ -91,21 +97,21 @@ fn concurrent_status_edits_running_wins() {
     f.stores[0]
         .put(
             "tasks",
-            json!({"id": "t1", "status": "pending", "title": "build"}),
+            json!({"id": T1, "status": "pending", "title": "build"}),
         )
         .unwrap();
     f.sync_all();
     f.stores[0]
-        .put("tasks", json!({"id": "t1", "status": "completed"}))
+        .put("tasks", json!({"id": T1, "status": "completed"}))
         .unwrap();
     f.stores[1]
-        .put("tasks", json!({"id": "t1", "status": "running"}))
+        .put("tasks", json!({"id": T1, "status": "running"}))
         .unwrap();
     f.stores[2]
-        .put("tasks", json!({"id": "t1", "status": "failed"}))
+        .put("tasks", json!({"id": T1, "status": "failed"}))
         .unwrap();
     f.sync_all();
-    let t = f.agreed("tasks", "t1").unwrap();
+    let t = f.agreed("tasks", T1).unwrap();
     assert_eq!(t["status"], json!("running"));
     assert_eq!(t["title"], json!("build"));
     let running = Query {
@@ -121,16 +127,16 @@ fn concurrent_status_edits_running_wins() {
 fn concurrent_increments_sum() {
     let f = Fleet::new(3);
     f.stores[0]
-        .put("jobs", json!({"id": "j", "retry_count": 1}))
+        .put("jobs", json!({"id": J, "retry_count": 1}))
         .unwrap();
     f.sync_all();
     for (i, s) in f.stores.iter().enumerate() {
         for _ in 0..=i {
-            s.increment("jobs", "j", "retry_count", 10).unwrap();
+            s.increment("jobs", J, "retry_count", 10).unwrap();
         }
     }
     f.sync_all();
-    assert_eq!(f.agreed("jobs", "j").unwrap()["retry_count"], json!(1 + 60));
+    assert_eq!(f.agreed("jobs", J).unwrap()["retry_count"], json!(1 + 60));
 }
 
 #[test]
@@ -139,33 +145,33 @@ fn concurrent_delete_and_update_is_deleted_everywhere() {
     f.stores[0]
         .put(
             "workers",
-            json!({"id": "w", "status": "idle", "hostname": "pi5"}),
+            json!({"id": W, "status": "idle", "hostname": "pi5"}),
         )
         .unwrap();
     f.sync_all();
-    f.stores[0].delete("workers", "w").unwrap();
+    f.stores[0].delete("workers", W).unwrap();
     f.stores[1]
-        .put("workers", json!({"id": "w", "status": "running"}))
+        .put("workers", json!({"id": W, "status": "running"}))
         .unwrap();
     f.stores[2]
-        .increment("workers", "w", "jobs_completed", 1)
+        .increment("workers", W, "jobs_completed", 1)
         .unwrap();
     f.sync_all();
-    assert_eq!(f.agreed("workers", "w"), None);
+    assert_eq!(f.agreed("workers", W), None);
     // A late update on a replica that already saw the delete is refused locally...
     assert!(
         f.stores[1]
-            .put("workers", json!({"id": "w", "status": "busy"}))
+            .put("workers", json!({"id": W, "status": "busy"}))
             .is_err()
     );
     // ...and an explicit re-create starts a fresh incarnation that wins everywhere.
     f.stores[2]
-        .recreate("workers", json!({"id": "w", "status": "idle"}))
+        .recreate("workers", json!({"id": W, "status": "idle"}))
         .unwrap();
     f.sync_all();
     assert_eq!(
-        f.agreed("workers", "w").unwrap(),
-        json!({"id": "w", "status": "idle"})
+        f.agreed("workers", W).unwrap(),
+        json!({"id": W, "status": "idle"})
     );
 }
 
@@ -175,27 +181,24 @@ fn max_and_min_converge() {
     f.stores[0]
         .put(
             "jobs",
-            json!({"id": "j", "updated_at": "2024-05-01T00:00:00Z", "created_at": "2024-05-01"}),
+            json!({"id": J, "updated_at": "2024-05-01T00:00:00Z", "created_at": "2024-05-01T00:00:00Z"}),
         )
         .unwrap();
     f.sync_all();
     let edits = [
-        ("2024-05-03T00:00:00Z", "2024-04-30"),
-        ("2024-05-02T00:00:00Z", "2024-04-01"),
-        ("2024-05-09T00:00:00Z", "2024-04-15"),
+        ("2024-05-03T00:00:00Z", "2024-04-30T00:00:00Z"),
+        ("2024-05-02T00:00:00Z", "2024-04-01T00:00:00Z"),
+        ("2024-05-09T00:00:00Z", "2024-04-15T00:00:00Z"),
     ];
     for (s, (up, cr)) in f.stores.iter().zip(edits) {
-        s.put(
-            "jobs",
-            json!({"id": "j", "updated_at": up, "created_at": cr}),
-        )
-        .unwrap();
+        s.put("jobs", json!({"id": J, "updated_at": up, "created_at": cr}))
+            .unwrap();
     }
     f.sync_all();
-    let j = f.agreed("jobs", "j").unwrap();
+    let j = f.agreed("jobs", J).unwrap();
     assert_eq!(
         (j["updated_at"].as_str(), j["created_at"].as_str()),
-        (Some("2024-05-09T00:00:00Z"), Some("2024-04-01"))
+        (Some("2024-05-09T00:00:00Z"), Some("2024-04-01T00:00:00Z"))
     );
 }
 
@@ -203,21 +206,21 @@ fn max_and_min_converge() {
 fn concurrent_text_edits_merge() {
     let f = Fleet::new(3);
     f.stores[0]
-        .put("tasks", json!({"id": "t", "notes": "check GPU"}))
+        .put("tasks", json!({"id": T, "notes": "check GPU"}))
         .unwrap();
     f.sync_all();
     f.stores[0]
-        .put("tasks", json!({"id": "t", "notes": "Please check GPU"}))
+        .put("tasks", json!({"id": T, "notes": "Please check GPU"}))
         .unwrap();
     f.stores[1]
-        .put("tasks", json!({"id": "t", "notes": "check GPU temps"}))
+        .put("tasks", json!({"id": T, "notes": "check GPU temps"}))
         .unwrap();
     f.stores[2]
-        .put("tasks", json!({"id": "t", "notes": "check the GPU"}))
+        .put("tasks", json!({"id": T, "notes": "check the GPU"}))
         .unwrap();
     f.sync_all();
     assert_eq!(
-        f.agreed("tasks", "t").unwrap()["notes"],
+        f.agreed("tasks", T).unwrap()["notes"],
         json!("Please check the GPU temps")
     );
 }

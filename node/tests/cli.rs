@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use meshlite_fixtures::records::named_id;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_meshlite");
@@ -47,6 +48,14 @@ fn fails(data: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stderr).expect("utf-8 stderr")
 }
 
+/// A JSON record whose `id` is a name, with the id as the UUID of that name (`named_id`): the
+/// PMOVES tables are keyed by UUIDs.
+fn rec(json: &str) -> String {
+    let mut v: Value = serde_json::from_str(json).unwrap();
+    v["id"] = Value::from(named_id(v["id"].as_str().unwrap()));
+    v.to_string()
+}
+
 fn json(line: &str) -> Value {
     serde_json::from_str(line.trim()).expect("command printed JSON")
 }
@@ -61,20 +70,29 @@ fn record_commands_print_json() {
         &[
             "put",
             "tasks",
-            r#"{"id":"t1","status":"pending","retry_count":0}"#,
+            &rec(r#"{"id":"t1","status":"pending","retry_count":0}"#),
         ],
     ));
     assert_eq!(put["status"], "pending");
-    let incr = json(&ok(d, &["incr", "tasks", "t1", "retry_count", "3"]));
+    let incr = json(&ok(
+        d,
+        &["incr", "tasks", &named_id("t1"), "retry_count", "3"],
+    ));
     assert_eq!(incr["retry_count"], 3);
-    let dec = json(&ok(d, &["incr", "tasks", "t1", "retry_count", "-1"]));
+    let dec = json(&ok(
+        d,
+        &["incr", "tasks", &named_id("t1"), "retry_count", "-1"],
+    ));
     assert_eq!(dec["retry_count"], 2);
-    ok(d, &["put", "tasks", r#"{"id":"t2","status":"running"}"#]);
+    ok(
+        d,
+        &["put", "tasks", &rec(r#"{"id":"t2","status":"running"}"#)],
+    );
     let running = ok(d, &["query", "tasks", "--where", "status=running"]);
     assert_eq!(running.lines().count(), 1);
-    assert_eq!(json(running.lines().next().unwrap())["id"], "t2");
+    assert_eq!(json(running.lines().next().unwrap())["id"], named_id("t2"));
     let limited = ok(d, &["query", "tasks", "--order", "id:desc", "--limit", "1"]);
-    assert_eq!(json(&limited)["id"], "t2");
+    assert_eq!(json(&limited)["id"], named_id("t2"));
     let row = json(&ok(
         d,
         &["append", "sensor_data", r#"{"device_id":"pi","t":1.5}"#],
@@ -83,22 +101,28 @@ fn record_commands_print_json() {
         row["id"].as_str().is_some_and(|id| id.len() == 36),
         "generated UUIDv7 id"
     );
-    ok(d, &["delete", "tasks", "t1"]);
-    assert!(fails(d, &["get", "tasks", "t1"]).contains("not found"));
-    let refused = fails(d, &["put", "tasks", r#"{"id":"t1","status":"pending"}"#]);
+    ok(d, &["delete", "tasks", &named_id("t1")]);
+    assert!(fails(d, &["get", "tasks", &named_id("t1")]).contains("not found"));
+    let refused = fails(
+        d,
+        &["put", "tasks", &rec(r#"{"id":"t1","status":"pending"}"#)],
+    );
     assert!(refused.contains("recreate"), "{refused}");
     ok(
         d,
         &[
             "put",
             "tasks",
-            r#"{"id":"t1","status":"pending"}"#,
+            &rec(r#"{"id":"t1","status":"pending"}"#),
             "--recreate",
         ],
     );
-    assert_eq!(json(&ok(d, &["get", "tasks", "t1"]))["status"], "pending");
+    assert_eq!(
+        json(&ok(d, &["get", "tasks", &named_id("t1")]))["status"],
+        "pending"
+    );
     let status = json(&ok(d, &["status"]));
-    assert_eq!(status["schema_version"], 1);
+    assert_eq!(status["schema_version"], 2);
 }
 
 #[test]
@@ -107,12 +131,13 @@ fn bad_input_is_refused_and_writes_nothing() {
     let d = dir.path();
     ok(d, &["init", "--schema", &schema_path()]);
     let before = ok(d, &["summary"]);
+    let t9 = named_id("t9");
     for (args, expect) in [
         (vec!["put", "tasks", "{not json"], "invalid JSON"),
         (vec!["put", "tasks", "[1,2]"], "JSON object"),
         (vec!["put", "undeclared", r#"{"id":"x"}"#], "undeclared"),
         (vec!["put", "bad-name", r#"{"id":"x"}"#], "name"),
-        (vec!["incr", "tasks", "t9", "status", "1"], "counter"),
+        (vec!["incr", "tasks", t9.as_str(), "status", "1"], "counter"),
         (
             vec!["append", "tasks", r#"{"id":"x"}"#],
             "document collection",
@@ -148,29 +173,41 @@ fn bundles_sync_two_replicas_both_ways() {
         &[
             "put",
             "tasks",
-            r#"{"id":"t1","status":"pending","retry_count":0}"#,
+            &rec(r#"{"id":"t1","status":"pending","retry_count":0}"#),
         ],
     );
-    ok(&b, &["put", "tasks", r#"{"id":"t2","status":"queued"}"#]);
+    ok(
+        &b,
+        &["put", "tasks", &rec(r#"{"id":"t2","status":"queued"}"#)],
+    );
     ok(
         &a,
         &["append", "sensor_data", r#"{"id":"s1","device_id":"a"}"#],
     );
     sync_both_ways(dir.path(), &a, &b);
     // Concurrent edits on both sides of the air gap.
-    ok(&a, &["put", "tasks", r#"{"id":"t1","status":"running"}"#]);
-    ok(&b, &["put", "tasks", r#"{"id":"t1","status":"completed"}"#]);
-    ok(&a, &["incr", "tasks", "t1", "retry_count", "2"]);
-    ok(&b, &["incr", "tasks", "t1", "retry_count", "5"]);
-    ok(&b, &["delete", "tasks", "t2"]);
-    ok(&a, &["put", "tasks", r#"{"id":"t2","status":"running"}"#]);
+    ok(
+        &a,
+        &["put", "tasks", &rec(r#"{"id":"t1","status":"running"}"#)],
+    );
+    ok(
+        &b,
+        &["put", "tasks", &rec(r#"{"id":"t1","status":"completed"}"#)],
+    );
+    ok(&a, &["incr", "tasks", &named_id("t1"), "retry_count", "2"]);
+    ok(&b, &["incr", "tasks", &named_id("t1"), "retry_count", "5"]);
+    ok(&b, &["delete", "tasks", &named_id("t2")]);
+    ok(
+        &a,
+        &["put", "tasks", &rec(r#"{"id":"t2","status":"running"}"#)],
+    );
     sync_both_ways(dir.path(), &a, &b);
     for d in [&a, &b] {
-        let t1 = json(&ok(d, &["get", "tasks", "t1"]));
+        let t1 = json(&ok(d, &["get", "tasks", &named_id("t1")]));
         assert_eq!(t1["status"], "running", "running beats other statuses");
         assert_eq!(t1["retry_count"], 7, "increments add up");
         assert!(
-            fails(d, &["get", "tasks", "t2"]).contains("not found"),
+            fails(d, &["get", "tasks", &named_id("t2")]).contains("not found"),
             "delete wins"
         );
     }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use common::{Fleet, NodeProc, converge, wait_connected};
 use hyper::StatusCode;
+use meshlite_fixtures::records::named_id;
 use serde_json::{Value, json};
 
 const COLLECTIONS: &[&str] = &["tasks", "jobs", "agents"];
@@ -70,13 +71,13 @@ async fn four_nodes_in_a_ring_converge_after_concurrent_writes() {
     check_final(&snap);
     for n in &all {
         assert_eq!(
-            n.record("tasks", "doomed").await,
+            n.record("tasks", &named_id("doomed")).await,
             None,
             "doomed on {}",
             n.name()
         );
         assert_eq!(
-            n.record("tasks", "contested").await,
+            n.record("tasks", &named_id("contested")).await,
             None,
             "contested on {}",
             n.name()
@@ -88,16 +89,16 @@ async fn seed(n0: &NodeProc) {
     n0.put(
         "tasks",
         json!([
-            { "id": "shared", "status": "pending", "retry_count": 0, "title": "shared task" },
-            { "id": "doomed", "status": "queued", "title": "deleted while others edit it" },
-            { "id": "contested", "status": "queued", "title": "deleted in phase 2" },
-            { "id": "gone", "status": "queued", "title": "deleted by the transaction" },
+            { "id": named_id("shared"), "status": "pending", "retry_count": 0, "title": "shared task" },
+            { "id": named_id("doomed"), "status": "queued", "title": "deleted while others edit it" },
+            { "id": named_id("contested"), "status": "queued", "title": "deleted in phase 2" },
+            { "id": named_id("gone"), "status": "queued", "title": "deleted by the transaction" },
         ]),
     )
     .await;
     n0.put(
         "agents",
-        json!({ "id": "agent-x", "status": "idle", "tasks_completed": 0 }),
+        json!({ "id": named_id("agent-x"), "status": "idle", "tasks_completed": 0 }),
     )
     .await;
 }
@@ -135,7 +136,7 @@ async fn phase_one(nodes: &Arc<Vec<NodeProc>>) {
 /// One node's share of phase 1; the writes of different kinds are interleaved.
 async fn burst(node: &NodeProc, i: usize) {
     for k in 0..DISTINCT_PER_NODE {
-        let id = format!("n{i}-t{k}");
+        let id = named_id(&format!("n{i}-t{k}"));
         node.put(
             "tasks",
             json!({ "id": id, "status": "queued", "origin": node.name(), "k": k }),
@@ -143,22 +144,27 @@ async fn burst(node: &NodeProc, i: usize) {
         .await;
         if k < STATUSES.len() {
             let status = STATUSES[(i + k) % STATUSES.len()];
-            node.put("tasks", json!({ "id": "shared", "status": status }))
-                .await;
+            node.put(
+                "tasks",
+                json!({ "id": named_id("shared"), "status": status }),
+            )
+            .await;
         }
         if (k as i64) < INCRS_PER_NODE {
-            node.incr("tasks", "shared", "retry_count", i as i64 + 1)
+            node.incr("tasks", &named_id("shared"), "retry_count", i as i64 + 1)
                 .await;
-            node.incr("agents", "agent-x", "tasks_completed", 1).await;
+            node.incr("agents", &named_id("agent-x"), "tasks_completed", 1)
+                .await;
         }
         match (i, k) {
             (1, 3) => {
-                let (status, body) = node.delete("tasks", "doomed").await;
+                let (status, body) = node.delete("tasks", &named_id("doomed")).await;
                 assert_eq!(status, StatusCode::OK, "delete doomed: {body}");
             }
             (3, _) => {
                 // Racing the delete: accepted before it arrives here, refused (409) after.
-                let update = json!({ "id": "doomed", "title": format!("edit {k} by n3") });
+                let update =
+                    json!({ "id": named_id("doomed"), "title": format!("edit {k} by n3") });
                 let (status, body) = node.post("/v1/tasks", &update).await;
                 assert!(
                     status == StatusCode::OK || status == StatusCode::CONFLICT,
@@ -171,7 +177,7 @@ async fn burst(node: &NodeProc, i: usize) {
     }
     node.put(
         "agents",
-        json!({ "id": format!("agent-{i}"), "status": "running" }),
+        json!({ "id": named_id(&format!("agent-{i}")), "status": "running" }),
     )
     .await;
 }
@@ -179,10 +185,10 @@ async fn burst(node: &NodeProc, i: usize) {
 async fn multi_record_txn(node: &NodeProc) {
     let mut ops: Vec<Value> = TXN_JOBS
         .iter()
-        .map(|id| json!({ "op": "put", "collection": "jobs", "value": { "id": id, "status": "queued" } }))
+        .map(|id| json!({ "op": "put", "collection": "jobs", "value": { "id": named_id(id), "status": "queued" } }))
         .collect();
-    ops.push(json!({ "op": "incr", "collection": "tasks", "id": "shared", "field": "retry_count", "by": 100 }));
-    ops.push(json!({ "op": "delete", "collection": "tasks", "id": "gone" }));
+    ops.push(json!({ "op": "incr", "collection": "tasks", "id": named_id("shared"), "field": "retry_count", "by": 100 }));
+    ops.push(json!({ "op": "delete", "collection": "tasks", "id": named_id("gone") }));
     let (status, body) = node.txn(&Value::Array(ops)).await;
     assert_eq!(status, StatusCode::OK, "multi-record txn: {body}");
 }
@@ -196,7 +202,7 @@ async fn watch_txn_atomicity(n0: &NodeProc) -> usize {
             let jobs = n0.query("jobs").await;
             let seen = TXN_JOBS
                 .iter()
-                .filter(|id| jobs.iter().any(|j| j["id"] == **id))
+                .filter(|id| jobs.iter().any(|j| j["id"] == named_id(id)))
                 .count();
             assert!(
                 seen == 0 || seen == TXN_JOBS.len(),
@@ -219,25 +225,33 @@ async fn phase_two(nodes: &Arc<Vec<NodeProc>>) {
     n1.signal("STOP");
     n3.signal("STOP");
 
-    n0.put("tasks", json!({ "id": "shared", "status": "running" }))
+    n0.put(
+        "tasks",
+        json!({ "id": named_id("shared"), "status": "running" }),
+    )
+    .await;
+    n0.incr("tasks", &named_id("shared"), "retry_count", 7)
         .await;
-    n0.incr("tasks", "shared", "retry_count", 7).await;
-    let (status, body) = n0.delete("tasks", "contested").await;
+    let (status, body) = n0.delete("tasks", &named_id("contested")).await;
     assert_eq!(status, StatusCode::OK, "delete contested: {body}");
 
     // n2 has seen none of it, and writes later by the wall clock.
-    let before = n2.record("tasks", "shared").await.unwrap();
+    let before = n2.record("tasks", &named_id("shared")).await.unwrap();
     assert_ne!(
         before["status"], "running",
         "n2 is not cut off from n0: {before}"
     );
-    n2.put("tasks", json!({ "id": "shared", "status": "completed" }))
+    n2.put(
+        "tasks",
+        json!({ "id": named_id("shared"), "status": "completed" }),
+    )
+    .await;
+    n2.incr("tasks", &named_id("shared"), "retry_count", 11)
         .await;
-    n2.incr("tasks", "shared", "retry_count", 11).await;
     let (status, body) = n2
         .post(
             "/v1/tasks",
-            &json!({ "id": "contested", "title": "edited after the delete" }),
+            &json!({ "id": named_id("contested"), "title": "edited after the delete" }),
         )
         .await;
     assert_eq!(
@@ -250,10 +264,12 @@ async fn phase_two(nodes: &Arc<Vec<NodeProc>>) {
     n3.signal("CONT");
 }
 
-fn find<'a>(rows: &'a [Value], id: &str) -> &'a Value {
+/// The row of the record named `name` (see `named_id`).
+fn find<'a>(rows: &'a [Value], name: &str) -> &'a Value {
+    let id = named_id(name);
     rows.iter()
         .find(|r| r["id"] == id)
-        .unwrap_or_else(|| panic!("{id} missing from {rows:?}"))
+        .unwrap_or_else(|| panic!("{name} ({id}) missing from {rows:?}"))
 }
 
 fn check_final(snap: &common::Snapshot) {
@@ -270,7 +286,7 @@ fn check_final(snap: &common::Snapshot) {
     );
     for gone in ["doomed", "contested", "gone"] {
         assert!(
-            tasks.iter().all(|r| r["id"] != gone),
+            tasks.iter().all(|r| r["id"] != named_id(gone)),
             "{gone} was deleted: {tasks:?}"
         );
     }
@@ -285,7 +301,8 @@ fn check_final(snap: &common::Snapshot) {
         .iter()
         .filter_map(|j| j["id"].as_str())
         .collect();
-    assert_eq!(jobs, TXN_JOBS, "the transaction's jobs, and nothing else");
+    let txn_jobs: Vec<String> = TXN_JOBS.iter().map(|j| named_id(j)).collect();
+    assert_eq!(jobs, txn_jobs, "the transaction's jobs, and nothing else");
     let agents = &snap["agents"];
     let agent = find(agents, "agent-x");
     assert_eq!(

@@ -8,6 +8,7 @@ mod common;
 use std::net::Ipv4Addr;
 
 use common::{Fleet, Mdns, NodeProc, converge, free_udp_port, poll_until, wait_connected};
+use meshlite_fixtures::records::named_id;
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -31,21 +32,26 @@ async fn two_daemons_without_static_peers_find_each_other_by_mdns_and_converge()
 
     a.put(
         "tasks",
-        json!({ "id": "written-on-a", "status": "queued", "retry_count": 1 }),
+        json!({ "id": named_id("written-on-a"), "status": "queued", "retry_count": 1 }),
     )
     .await;
     b.put(
         "tasks",
-        json!({ "id": "written-on-b", "status": "running" }),
+        json!({ "id": named_id("written-on-b"), "status": "running" }),
     )
     .await;
     wait_connected(a, &[b]).await;
     wait_connected(b, &[a]).await;
-    a.incr("tasks", "written-on-a", "retry_count", 2).await;
+    a.incr("tasks", &named_id("written-on-a"), "retry_count", 2)
+        .await;
     let (snap, t) = converge(&[a, b], &["tasks"]).await;
     eprintln!("mDNS peers converged {t:?} after the last write");
     let ids: Vec<&Value> = snap["tasks"].iter().map(|r| &r["id"]).collect();
-    assert_eq!(ids, [&json!("written-on-a"), &json!("written-on-b")]);
+    let want = [
+        json!(named_id("written-on-a")),
+        json!(named_id("written-on-b")),
+    ];
+    assert_eq!(ids, [&want[0], &want[1]]);
     assert_eq!(snap["tasks"][0]["retry_count"], 3);
 
     // Each learns the other from mDNS (one side may have been dialed by the other first, so

@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use common::{Fleet, NodeConfig, NodeProc, converge_within, ip_command, poll_until};
 use hyper::StatusCode;
+use meshlite_fixtures::records::named_id;
 use serde_json::{Value, json};
 
 const NODES: usize = 3;
@@ -240,17 +241,17 @@ async fn a_node_cut_off_by_a_partition_converges_after_the_heal() {
     edit_both_sides(n1, n2, n3).await;
     // The cut holds: neither side sees the other's writes.
     assert_eq!(
-        n3.record("tasks", "majority-0").await,
+        n3.record("tasks", &named_id("majority-0")).await,
         None,
         "n3 is not cut off"
     );
     assert_eq!(
-        n1.record("tasks", "minority-0").await,
+        n1.record("tasks", &named_id("minority-0")).await,
         None,
         "n1 reached n3"
     );
     assert_eq!(
-        n2.record("tasks", "minority-0").await,
+        n2.record("tasks", &named_id("minority-0")).await,
         None,
         "n2 reached n3"
     );
@@ -263,13 +264,13 @@ async fn a_node_cut_off_by_a_partition_converges_after_the_heal() {
     check_merged(&snap);
     for n in [n1, n2, n3] {
         assert_eq!(
-            n.record("tasks", "deleted-by-majority").await,
+            n.record("tasks", &named_id("del-by-majority")).await,
             None,
             "on {}",
             n.name()
         );
         assert_eq!(
-            n.record("tasks", "deleted-by-minority").await,
+            n.record("tasks", &named_id("del-by-minority")).await,
             None,
             "on {}",
             n.name()
@@ -281,15 +282,15 @@ async fn seed(n1: &NodeProc) {
     n1.put(
         "tasks",
         json!([
-            { "id": "job", "status": "queued", "retry_count": 0, "notes": "seeded" },
-            { "id": "deleted-by-majority", "status": "queued" },
-            { "id": "deleted-by-minority", "status": "queued" },
+            { "id": named_id("job"), "status": "queued", "retry_count": 0, "notes": "seeded" },
+            { "id": named_id("del-by-majority"), "status": "queued" },
+            { "id": named_id("del-by-minority"), "status": "queued" },
         ]),
     )
     .await;
     n1.put(
         "agents",
-        json!({ "id": "worker", "status": "idle", "tasks_completed": 0 }),
+        json!({ "id": named_id("worker"), "status": "idle", "tasks_completed": 0 }),
     )
     .await;
 }
@@ -297,40 +298,51 @@ async fn seed(n1: &NodeProc) {
 /// The minority (n3) writes first by the wall clock, so last-writer-wins would lose its
 /// `running`; the majority (n1, n2) writes after it.
 async fn edit_both_sides(n1: &NodeProc, n2: &NodeProc, n3: &NodeProc) {
-    n3.put("tasks", json!({ "id": "job", "status": "running" }))
-        .await;
+    n3.put(
+        "tasks",
+        json!({ "id": named_id("job"), "status": "running" }),
+    )
+    .await;
     for _ in 0..2 {
-        n3.incr("tasks", "job", "retry_count", 5).await;
+        n3.incr("tasks", &named_id("job"), "retry_count", 5).await;
     }
-    n3.incr("agents", "worker", "tasks_completed", 1).await;
-    let (status, body) = n3.delete("tasks", "deleted-by-minority").await;
+    n3.incr("agents", &named_id("worker"), "tasks_completed", 1)
+        .await;
+    let (status, body) = n3.delete("tasks", &named_id("del-by-minority")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     n3.put(
         "tasks",
-        json!({ "id": "deleted-by-majority", "notes": "edited on n3" }),
+        json!({ "id": named_id("del-by-majority"), "notes": "edited on n3" }),
     )
     .await;
     for k in 0..5 {
         n3.put(
             "tasks",
-            json!({ "id": format!("minority-{k}"), "status": "queued" }),
+            json!({ "id": named_id(&format!("minority-{k}")), "status": "queued" }),
         )
         .await;
     }
 
-    n1.put("tasks", json!({ "id": "job", "status": "completed" }))
-        .await;
+    n1.put(
+        "tasks",
+        json!({ "id": named_id("job"), "status": "completed" }),
+    )
+    .await;
     for _ in 0..3 {
-        n2.incr("tasks", "job", "retry_count", 2).await;
+        n2.incr("tasks", &named_id("job"), "retry_count", 2).await;
     }
-    n1.incr("agents", "worker", "tasks_completed", 10).await;
-    n2.put("agents", json!({ "id": "worker", "status": "busy" }))
+    n1.incr("agents", &named_id("worker"), "tasks_completed", 10)
         .await;
-    let (status, body) = n1.delete("tasks", "deleted-by-majority").await;
+    n2.put(
+        "agents",
+        json!({ "id": named_id("worker"), "status": "busy" }),
+    )
+    .await;
+    let (status, body) = n1.delete("tasks", &named_id("del-by-majority")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     n2.put(
         "tasks",
-        json!({ "id": "deleted-by-minority", "status": "failed" }),
+        json!({ "id": named_id("del-by-minority"), "status": "failed" }),
     )
     .await;
     for k in 0..5 {
@@ -338,7 +350,7 @@ async fn edit_both_sides(n1: &NodeProc, n2: &NodeProc, n3: &NodeProc) {
         writer
             .put(
                 "tasks",
-                json!({ "id": format!("majority-{k}"), "status": "queued" }),
+                json!({ "id": named_id(&format!("majority-{k}")), "status": "queued" }),
             )
             .await;
     }
@@ -361,10 +373,12 @@ async fn edit_both_sides(n1: &NodeProc, n2: &NodeProc, n3: &NodeProc) {
     .await;
 }
 
-fn find<'a>(rows: &'a [Value], id: &str) -> &'a Value {
+/// The row of the record named `name` (see `named_id`).
+fn find<'a>(rows: &'a [Value], name: &str) -> &'a Value {
+    let id = named_id(name);
     rows.iter()
         .find(|r| r["id"] == id)
-        .unwrap_or_else(|| panic!("{id} missing: {rows:?}"))
+        .unwrap_or_else(|| panic!("{name} ({id}) missing: {rows:?}"))
 }
 
 fn check_merged(snap: &common::Snapshot) {
@@ -380,9 +394,9 @@ fn check_merged(snap: &common::Snapshot) {
         "increments from both sides add up: {job}"
     );
     assert_eq!(job["notes"], "seeded", "{job}");
-    for gone in ["deleted-by-majority", "deleted-by-minority"] {
+    for gone in ["del-by-majority", "del-by-minority"] {
         assert!(
-            tasks.iter().all(|r| r["id"] != gone),
+            tasks.iter().all(|r| r["id"] != named_id(gone)),
             "{gone} edited on the other side still deleted: {tasks:?}"
         );
     }

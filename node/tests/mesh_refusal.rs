@@ -14,6 +14,7 @@ use std::net::UdpSocket;
 
 use common::{Fleet, NodeConfig, NodeProc, converge, poll_until, wait_connected, wait_sync_rounds};
 use hyper::StatusCode;
+use meshlite_fixtures::records::named_id;
 use meshlite_mesh::fleet::{self, ClusterId};
 use rand::RngCore as _;
 use serde_json::{Value, json};
@@ -49,6 +50,11 @@ fn ids(rows: &[Value]) -> Vec<&str> {
     rows.iter().filter_map(|r| r["id"].as_str()).collect()
 }
 
+/// The ids of the records named `names` (see `named_id`), in the same order.
+fn named(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| named_id(n)).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_foreign_ca_and_another_cluster_are_refused_and_never_exchange_data() {
     let fleet = Fleet::new();
@@ -78,18 +84,24 @@ async fn a_foreign_ca_and_another_cluster_are_refused_and_never_exchange_data() 
 
     x.put(
         "tasks",
-        json!({ "id": "from-foreign-ca", "status": "running" }),
+        json!({ "id": named_id("from-foreign-ca"), "status": "running" }),
     )
     .await;
     y.put(
         "tasks",
-        json!({ "id": "from-other-cluster", "status": "running" }),
+        json!({ "id": named_id("from-2nd-cluster"), "status": "running" }),
     )
     .await;
-    f1.put("tasks", json!({ "id": "from-f1", "status": "queued" }))
-        .await;
-    f2.put("tasks", json!({ "id": "from-f2", "status": "queued" }))
-        .await;
+    f1.put(
+        "tasks",
+        json!({ "id": named_id("from-f1"), "status": "queued" }),
+    )
+    .await;
+    f2.put(
+        "tasks",
+        json!({ "id": named_id("from-f2"), "status": "queued" }),
+    )
+    .await;
     let (snap, _) = converge(&[f1, f2], COLLECTIONS).await;
     // Give the outsiders every chance: the fleet completes several rounds after their writes.
     wait_sync_rounds(&[f1, f2], 3.0).await;
@@ -104,16 +116,16 @@ async fn a_foreign_ca_and_another_cluster_are_refused_and_never_exchange_data() 
         wait_logged(f, &wrong_cluster).await;
         assert_eq!(
             ids(&f.query("tasks").await),
-            ["from-f1", "from-f2"],
+            named(&["from-f1", "from-f2"]),
             "on {}",
             f.name()
         );
-        assert_eq!(f.record("tasks", "from-foreign-ca").await, None);
-        assert_eq!(f.record("tasks", "from-other-cluster").await, None);
+        assert_eq!(f.record("tasks", &named_id("from-foreign-ca")).await, None);
+        assert_eq!(f.record("tasks", &named_id("from-2nd-cluster")).await, None);
     }
-    assert_eq!(ids(&snap["tasks"]), ["from-f1", "from-f2"]);
-    assert_eq!(ids(&x.query("tasks").await), ["from-foreign-ca"]);
-    assert_eq!(ids(&y.query("tasks").await), ["from-other-cluster"]);
+    assert_eq!(ids(&snap["tasks"]), named(&["from-f1", "from-f2"]));
+    assert_eq!(ids(&x.query("tasks").await), named(&["from-foreign-ca"]));
+    assert_eq!(ids(&y.query("tasks").await), named(&["from-2nd-cluster"]));
     for outsider in [x, y] {
         assert!(
             outsider.connected().await.is_empty(),
@@ -158,17 +170,20 @@ async fn garbage_on_the_quic_port_leaves_the_node_healthy_and_syncing() {
     // Writes on both sides still spread, and the node reports itself healthy.
     b.put(
         "tasks",
-        json!({ "id": "after-garbage-b", "status": "queued" }),
+        json!({ "id": named_id("after-garbage-b"), "status": "queued" }),
     )
     .await;
     a.put(
         "tasks",
-        json!({ "id": "after-garbage-a", "status": "queued" }),
+        json!({ "id": named_id("after-garbage-a"), "status": "queued" }),
     )
     .await;
     let (snap, t) = converge(&[a, b], COLLECTIONS).await;
     eprintln!("{sent} garbage datagrams and three garbage streams later, converged in {t:?}");
-    assert_eq!(ids(&snap["tasks"]), ["after-garbage-a", "after-garbage-b"]);
+    assert_eq!(
+        ids(&snap["tasks"]),
+        named(&["after-garbage-a", "after-garbage-b"])
+    );
     wait_sync_rounds(&[a, b], 2.0).await;
     let (status, health) = a.healthz().await;
     assert_eq!(

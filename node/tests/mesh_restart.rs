@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use common::{Fleet, NodeProc, converge, wait_connected};
 use hyper::{Method, StatusCode};
+use meshlite_fixtures::records::named_id;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
@@ -42,7 +43,7 @@ async fn full_mesh(fleet: &Fleet) -> Vec<NodeProc> {
     nodes[0]
         .put(
             "tasks",
-            json!({ "id": "stress", "status": "running", "retry_count": 0 }),
+            json!({ "id": named_id("stress"), "status": "running", "retry_count": 0 }),
         )
         .await;
     for (i, n) in nodes.iter().enumerate() {
@@ -69,10 +70,10 @@ async fn write_until_refused(
 ) -> Vec<String> {
     let mut ids = Vec::new();
     for k in 0..MAX_WRITES_PER_WRITER {
-        let id = format!("w{writer}-{k}");
+        let id = named_id(&format!("w{writer}-{k}"));
         let ops = json!([
             { "op": "put", "collection": "jobs", "value": { "id": id, "status": "queued", "writer": writer } },
-            { "op": "incr", "collection": "tasks", "id": "stress", "field": "retry_count", "by": 1 },
+            { "op": "incr", "collection": "tasks", "id": named_id("stress"), "field": "retry_count", "by": 1 },
         ]);
         match node.try_request(Method::POST, "/v1/txn", Some(&ops)).await {
             Ok((StatusCode::OK, _)) => ids.push(id),
@@ -138,7 +139,7 @@ fn ids(rows: &[Value]) -> Vec<String> {
 
 fn stress_count(rows: &[Value]) -> i64 {
     rows.iter()
-        .find(|r| r["id"] == "stress")
+        .find(|r| r["id"] == named_id("stress"))
         .and_then(|r| r["retry_count"].as_i64())
         .unwrap_or(0)
 }
@@ -169,10 +170,11 @@ async fn write_meanwhile(up: &[&NodeProc], acked: &[String]) {
     for k in 0..10 {
         x.put(
             "tasks",
-            json!({ "id": format!("meanwhile-{k}"), "status": "queued" }),
+            json!({ "id": named_id(&format!("meanwhile-{k}")), "status": "queued" }),
         )
         .await;
-        y.incr("tasks", "stress", "retry_count", 1000).await;
+        y.incr("tasks", &named_id("stress"), "retry_count", 1000)
+            .await;
     }
     let (status, body) = x.delete("jobs", &acked[0]).await;
     assert_eq!(status, StatusCode::OK, "delete {}: {body}", acked[0]);
@@ -201,7 +203,7 @@ async fn check_caught_up(how: &str, nodes: &[&NodeProc], acked: &[String], count
     assert_eq!(updated["status"], "running", "{updated}");
     let tasks = ids(&snap["tasks"]);
     assert!(
-        (0..10).all(|k| tasks.contains(&format!("meanwhile-{k}"))),
+        (0..10).all(|k| tasks.contains(&named_id(&format!("meanwhile-{k}")))),
         "{tasks:?}"
     );
     assert_eq!(stress_count(&snap["tasks"]), counter + 10 * 1000);

@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use meshlite_core::store::{OpenOptions, Query, WriteOp};
 use meshlite_core::{Schema, Store};
 use meshlite_fixtures::nats::NatsServer;
+use meshlite_fixtures::records::named_id;
 use meshlite_mesh::discovery::{LocalNode, PeerKey, PeerTable, Source};
 use meshlite_mesh::nats::{self, ChangeEvent, NatsConfig, NatsContext, NatsService};
 use meshlite_mesh::replica::Replica;
@@ -124,7 +125,8 @@ fn put(collection: &str, value: serde_json::Value) -> WriteOp {
 
 async fn write_jobs(store: &Store, prefix: &str, n: usize) {
     for i in 0..n {
-        let value = json!({"id": format!("{prefix}-{i}"), "status": "queued", "priority": i});
+        let value =
+            json!({"id": named_id(&format!("{prefix}-{i}")), "status": "queued", "priority": i});
         write(store, put("jobs", value)).await;
     }
 }
@@ -321,19 +323,19 @@ async fn change_events_carry_the_seed_shape() {
 
     write(
         &a.store,
-        put("jobs", json!({"id": "j1", "status": "queued"})),
+        put("jobs", json!({"id": named_id("j1"), "status": "queued"})),
     )
     .await;
     write(
         &a.store,
-        put("jobs", json!({"id": "j1", "status": "running"})),
+        put("jobs", json!({"id": named_id("j1"), "status": "running"})),
     )
     .await;
     write(
         &a.store,
         WriteOp::Delete {
             collection: "jobs".into(),
-            id: "j1".into(),
+            id: named_id("j1"),
         },
     )
     .await;
@@ -393,10 +395,10 @@ async fn change_events_carry_the_seed_shape() {
             update.operation.as_str(),
             update.id.as_str()
         ),
-        ("jobs", "update", "j1")
+        ("jobs", "update", named_id("j1").as_str())
     );
     assert_eq!(update.data.as_ref().unwrap()["status"], "running");
-    assert_eq!(update.data.as_ref().unwrap()["id"], "j1");
+    assert_eq!(update.data.as_ref().unwrap()["id"], named_id("j1"));
     assert!(
         update.timestamp.ends_with('Z') && update.timestamp.contains('T'),
         "{}",

@@ -107,9 +107,30 @@ pub(crate) fn increment(
     by: i64,
     replica: &ReplicaId,
 ) -> Result<Vec<u8>, DocError> {
+    increment_creating(doc, None, field, by, replica)
+}
+
+/// [`increment`], first putting `defaults` under `def`'s policies in the same change (the
+/// fields a record created by this increment gets, see `local`).
+pub(crate) fn increment_creating(
+    doc: &mut Automerge,
+    defaults: Option<(&CollectionDef, &Map<String, Value>)>,
+    field: &str,
+    by: i64,
+    replica: &ReplicaId,
+) -> Result<Vec<u8>, DocError> {
     let mut tx = doc.transaction();
-    let total = counter_value(&tx, field);
-    if let Err(e) = add_to_part(&mut tx, field, by, total, replica) {
+    let mut result = Ok(());
+    if let Some((def, fields)) = defaults {
+        result = fields
+            .iter()
+            .try_for_each(|(f, v)| put_field(&mut tx, def.policy(f), f, v, false, replica));
+    }
+    let result = result.and_then(|()| {
+        let total = counter_value(&tx, field);
+        add_to_part(&mut tx, field, by, total, replica)
+    });
+    if let Err(e) = result {
         tx.rollback();
         return Err(e);
     }
@@ -172,14 +193,7 @@ pub(crate) fn check_policy(
     field: &str,
     value: &Value,
 ) -> Result<(), DocError> {
-    let ok = match policy {
-        MergePolicy::Lww => true,
-        MergePolicy::Counter => value.is_i64(),
-        MergePolicy::Max | MergePolicy::Min => value.is_number() || value.is_string(),
-        MergePolicy::Priority { .. } => !value.is_object() && !value.is_array(),
-        MergePolicy::Text => value.is_string(),
-    };
-    if ok {
+    if policy.accepts(value) {
         return Ok(());
     }
     let want = match policy {

@@ -4,7 +4,7 @@
 //! database that is busy or failing (retry, or check the disk), `Corrupt` is only for bytes that
 //! were read but do not decode (restore a backup). A busy or failing disk is never "corrupt".
 
-use crate::schema::{NameError, SchemaError};
+use crate::schema::{NameError, SchemaError, TypeError};
 
 /// Error opening a store.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +160,9 @@ pub enum WriteError {
     /// The store was closed.
     #[error("the store is closed; open it again")]
     Closed,
+    /// A value (or a key) does not have its field's declared type.
+    #[error("{0}; write a value of the declared type (or null), or change the type in the schema")]
+    Type(#[from] TypeError),
 }
 
 /// Error of a read.

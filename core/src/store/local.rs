@@ -1,10 +1,11 @@
 //! Local writes: validate a batch of [`WriteOp`]s, turn each into one replicated [`Op`], and
 //! commit them as one [`Txn`] with the next sequence number of this replica.
 //!
-//! Stateless checks (names, kinds, JSON shape, ids, policy value types, sizes) run first for
-//! every op; state-dependent checks (deleted records, existing log ids, max/min type mismatch)
-//! run while applying. Either way the writer's savepoint rolls the whole transaction back on the
-//! first error, so nothing is written.
+//! Stateless checks (names, kinds, JSON shape, ids and key types, declared field types, policy
+//! value types, sizes) run first for every op; state-dependent checks (deleted records, existing
+//! log ids, max/min type mismatch) run while applying, where the schema's defaults are added to
+//! a write that creates a record. Either way the writer's savepoint rolls the whole transaction
+//! back on the first error, so nothing is written.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use super::types::{ChangeKind, Committed, RecordChange, StoreEvent, WriteOp};
 use super::writer::Writer;
 use crate::change::{MAX_TXN_BYTES, MAX_TXN_OPS, Op, Txn};
 use crate::ids::{ReplicaId, TxnId, new_record_id};
-use crate::schema::{CollectionDef, CollectionKind, Schema, validate_name};
+use crate::schema::{CollectionDef, CollectionKind, FieldType, Schema, TypeError, validate_name};
 
 /// Longest accepted record id, in bytes.
 pub const MAX_ID_LEN: usize = 256;
@@ -58,8 +59,12 @@ enum Planned<'s> {
 enum DocWrite {
     /// Merge-patch these fields.
     Put(Map<String, Value>),
-    /// Add `by` to counter `field`.
-    Increment { field: String, by: i64 },
+    /// Add `by` to counter `field`, after putting `defaults` (when it creates the record).
+    Increment {
+        field: String,
+        by: i64,
+        defaults: Map<String, Value>,
+    },
 }
 
 impl DocWrite {
@@ -71,7 +76,16 @@ impl DocWrite {
     ) -> Result<Vec<u8>, DocError> {
         match self {
             DocWrite::Put(fields) => doc::put_fields(doc, def, fields, replica),
-            DocWrite::Increment { field, by } => doc::increment(doc, field, *by, replica),
+            DocWrite::Increment {
+                field,
+                by,
+                defaults,
+            } if defaults.is_empty() => doc::increment(doc, field, *by, replica),
+            DocWrite::Increment {
+                field,
+                by,
+                defaults,
+            } => doc::increment_creating(doc, Some((def, defaults)), field, *by, replica),
         }
     }
 
@@ -83,7 +97,16 @@ impl DocWrite {
     fn into_fresh_row(self) -> Map<String, Value> {
         match self {
             DocWrite::Put(fields) => fields,
-            DocWrite::Increment { field, by } => Map::from_iter([(field, Value::from(by))]),
+            DocWrite::Increment {
+                field,
+                by,
+                mut defaults,
+            } => {
+                // A counter's default is its starting value (the increment did not overflow).
+                let base = defaults.get(&field).and_then(Value::as_i64).unwrap_or(0);
+                defaults.insert(field, Value::from(base.saturating_add(by)));
+                defaults
+            }
         }
     }
 }
@@ -193,10 +216,13 @@ impl Writer {
                 collection,
                 def,
                 id,
-                fields,
+                mut fields,
                 recreate,
             } => {
                 let target = self.target(collection, &def, id, recreate)?;
+                for (field, value) in creation_defaults(&def, target.kind) {
+                    fields.entry(field).or_insert(value);
+                }
                 self.write_doc(target, DocWrite::Put(fields), &mut out.ops)
             }
             Planned::Increment {
@@ -207,7 +233,13 @@ impl Writer {
                 by,
             } => {
                 let target = self.target(collection, &def, id, false)?;
-                self.write_doc(target, DocWrite::Increment { field, by }, &mut out.ops)
+                let defaults = creation_defaults(&def, target.kind);
+                let write = DocWrite::Increment {
+                    field,
+                    by,
+                    defaults,
+                };
+                self.write_doc(target, write, &mut out.ops)
             }
             Planned::Delete {
                 collection,
@@ -281,7 +313,7 @@ impl Writer {
             key.id
         );
         let DocKey { collection, id, .. } = key;
-        let json = with_pk(row, &def.primary_key, &id);
+        let json = with_pk(row, def, &id);
         if kind == ChangeKind::Insert && incarnation > 1 {
             free_dead(&self.conn, &collection, &id, incarnation - 1)?;
         }
@@ -316,7 +348,7 @@ impl Writer {
         else {
             return Err(WriteError::NotFound { collection, id });
         };
-        let stub = with_pk(Map::new(), &def.primary_key, &id).to_string();
+        let stub = with_pk(Map::new(), def, &id).to_string();
         let rowversion = self.next_rowversion();
         rows::tombstone(&self.conn, &collection, &id, incarnation, &stub, rowversion)?;
         free_dead(&self.conn, &collection, &id, incarnation)?;
@@ -390,6 +422,16 @@ fn target_incarnation(
     }
 }
 
+/// The declared defaults, when a write of `kind` creates the record (else none).
+fn creation_defaults(def: &CollectionDef, kind: ChangeKind) -> Map<String, Value> {
+    if kind != ChangeKind::Insert {
+        return Map::new();
+    }
+    def.defaults()
+        .map(|(field, value)| (field.clone(), value.clone()))
+        .collect()
+}
+
 fn doc_error(e: DocError) -> WriteError {
     match e {
         DocError::Policy { field, reason } => WriteError::PolicyViolation { field, reason },
@@ -423,6 +465,7 @@ fn plan(schema: &Schema, op: WriteOp) -> Result<Planned<'_>, WriteError> {
         } => {
             let def = collection_def(schema, &collection, CollectionKind::Document, "increment")?;
             check_id(&collection, &id)?;
+            def.check_key(&collection, &id)?;
             validate_name("field", &field)?;
             // Without a strict schema, undeclared fields become counters on first increment
             // (counter parts are self-describing); otherwise the field must be declared `counter`.
@@ -445,6 +488,7 @@ fn plan(schema: &Schema, op: WriteOp) -> Result<Planned<'_>, WriteError> {
         WriteOp::Delete { collection, id } => {
             let def = collection_def(schema, &collection, CollectionKind::Document, "delete")?;
             check_id(&collection, &id)?;
+            def.check_key(&collection, &id)?;
             Ok(Planned::Delete {
                 collection,
                 def,
@@ -453,8 +497,11 @@ fn plan(schema: &Schema, op: WriteOp) -> Result<Planned<'_>, WriteError> {
         }
         WriteOp::Append { collection, value } => {
             let def = collection_def(schema, &collection, CollectionKind::Log, "append")?;
-            let (id, fields) = split_record(&collection, &def, value, false)?;
-            let row = with_pk(fields, &def.primary_key, &id);
+            let (id, mut fields) = split_record(&collection, &def, value, false)?;
+            for (field, value) in creation_defaults(&def, ChangeKind::Insert) {
+                fields.entry(field).or_insert(value);
+            }
+            let row = with_pk(fields, &def, &id);
             Ok(Planned::Append {
                 collection,
                 id,
@@ -493,8 +540,8 @@ fn collection_def<'s>(
     })
 }
 
-/// Splits a record into its id (given or generated) and its other fields, checking names,
-/// nesting and (for documents) each field's policy.
+/// Splits a record into its id (given or generated) and its other fields, checking the key,
+/// names, nesting, declared types and (for documents) each field's policy.
 fn split_record(
     collection: &str,
     def: &CollectionDef,
@@ -507,11 +554,22 @@ fn split_record(
             got: json_type(&value),
         });
     };
-    let id = match fields.remove(&def.primary_key) {
-        None | Some(Value::Null) => new_record_id(),
-        Some(Value::String(s)) => s,
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
-        Some(other) => {
+    let id = match (def.key_type, fields.remove(&def.primary_key)) {
+        (Some(FieldType::Integer), None | Some(Value::Null)) => {
+            let reason = format!(
+                "integer keys are not generated; give the record its {:?}",
+                def.primary_key
+            );
+            return Err(WriteError::InvalidId {
+                collection: collection.to_owned(),
+                reason,
+            });
+        }
+        (_, None | Some(Value::Null)) => new_record_id(),
+        (Some(ty), Some(key)) => typed_id(collection, def, ty, key)?,
+        (None, Some(Value::String(s))) => s,
+        (None, Some(Value::Number(n))) if n.is_i64() || n.is_u64() => n.to_string(),
+        (None, Some(other)) => {
             let reason = format!(
                 "primary key {:?} must be a string or an integer, got {}",
                 def.primary_key,
@@ -531,11 +589,33 @@ fn split_record(
                 what: format!("field {field:?} nests deeper than {MAX_DEPTH} levels"),
             });
         }
+        def.check_value(collection, field, v)?;
         if document {
             doc::check_policy(def.policy(field), field, v).map_err(doc_error)?;
         }
     }
     Ok((id, fields))
+}
+
+/// The id of a typed key: the decimal string of an `integer`, the string of a `text` or a
+/// canonical (lowercase) `uuid`.
+fn typed_id(
+    collection: &str,
+    def: &CollectionDef,
+    ty: FieldType,
+    key: Value,
+) -> Result<String, WriteError> {
+    let id = match key {
+        Value::Number(n) if ty == FieldType::Integer && n.is_i64() => n.to_string(),
+        Value::String(s) if ty != FieldType::Integer => s,
+        other => {
+            let mut e = TypeError::new(collection, &def.primary_key, ty, &other);
+            e.key = true;
+            return Err(e.into());
+        }
+    };
+    def.check_key(collection, &id)?;
+    Ok(id)
 }
 
 fn check_id(collection: &str, id: &str) -> Result<(), WriteError> {

@@ -552,7 +552,7 @@ pub fn query_sql(
     q: &Query,
 ) -> Result<(String, Vec<rusqlite::types::Value>), ReadError> {
     crate::schema::validate_name("collection", collection)?;
-    read::build_query(def.kind, collection, &def.primary_key, &def.indexed, q)
+    read::build_query(def.kind, collection, def, q)
 }
 
 /// Splits transactions into groups of at most [`APPLY_CHUNK_OPS`] ops (at least one txn each).

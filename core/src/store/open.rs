@@ -1,5 +1,6 @@
 //! Opening a store: the database file, migrations, replica id, schema upgrade with
-//! re-materialization of affected collections, and indexes.
+//! re-materialization of affected collections and a check of stored data against new types, and
+//! indexes.
 
 use std::fs::{File, TryLockError};
 use std::path::Path;
@@ -13,7 +14,7 @@ use super::read::ensure_indexes;
 use super::rows::{max_rowversion, with_pk};
 use super::{OpenOptions, Synchronous};
 use crate::ids::ReplicaId;
-use crate::schema::{CollectionKind, Schema};
+use crate::schema::{CollectionKind, FieldType, Schema, SchemaError};
 
 /// Name of the database file inside the data directory.
 pub const DB_FILE: &str = "meshlite.db";
@@ -98,8 +99,9 @@ fn replica_id(conn: &Connection) -> Result<ReplicaId, OpenError> {
 }
 
 /// Picks the schema in force. A new schema must be a compatible upgrade of the stored one (no
-/// stored schema counts as schemaless); it is stored and the rows of every collection whose
-/// definition changed are re-materialized, all in one transaction.
+/// stored schema counts as schemaless); it is stored, the rows of every collection whose
+/// definition changed are re-materialized, and the rows are checked against the types it adds
+/// or changes, all in one transaction (refused, nothing changes).
 fn resolve_schema(
     conn: &mut Connection,
     given: Option<Schema>,
@@ -124,6 +126,7 @@ fn resolve_schema(
     meta_set(&tx, SCHEMA_KEY, new.to_toml().as_bytes())?;
     for name in changed_collections(&stored, &new) {
         rematerialize(&tx, &new, &name, replica)?;
+        check_stored_types(&tx, &stored, &new, &name)?;
     }
     tx.commit()?;
     Ok(new)
@@ -169,8 +172,77 @@ fn rematerialize(
         let doc = load_doc(&state, replica)
             .map_err(|e| OpenError::Corrupt(format!("{collection}/{id}: {e}")))?;
         rowversion += 1;
-        let json = with_pk(materialize(&doc, &def), &def.primary_key, &id);
+        let json = with_pk(materialize(&doc, &def), &def, &id);
         update.execute(params![collection, id, json.to_string(), rowversion])?;
     }
     Ok(())
+}
+
+/// Checks the live rows of `collection` against the field and key types that `new` declares and
+/// `old` did not (after re-materialization, so values are those shown under `new`). Integer keys
+/// can only be added to a collection without rows: stored rows and tombstones show the key as a
+/// string.
+fn check_stored_types(
+    conn: &Connection,
+    old: &Schema,
+    new: &Schema,
+    collection: &str,
+) -> Result<(), OpenError> {
+    let (before, def) = (
+        old.collection_or_default(collection),
+        new.collection_or_default(collection),
+    );
+    let fields: Vec<&String> = def
+        .fields
+        .iter()
+        .filter(|(f, d)| d.field_type.is_some() && d.field_type != before.field_type(f))
+        .map(|(f, _)| f)
+        .collect();
+    let key = def.key_type.filter(|_| before.key_type != def.key_type);
+    if fields.is_empty() && key.is_none() {
+        return Ok(());
+    }
+    let refuse = |what: String| Err(OpenError::Schema(SchemaError::Incompatible(what)));
+    if key == Some(FieldType::Integer) && has_rows(conn, collection)? {
+        return refuse(format!(
+            "collection {collection:?} gets key_type integer but already holds rows (keyed by strings); declare it before writing, or use text"
+        ));
+    }
+    let sql = match def.kind {
+        CollectionKind::Document => {
+            "SELECT id, json FROM records WHERE collection = ?1 AND deleted = 0"
+        }
+        CollectionKind::Log => "SELECT id, json FROM log_rows WHERE collection = ?1",
+    };
+    let mut select = conn.prepare(sql)?;
+    let mut rows = select.query([collection])?;
+    while let Some(row) = rows.next()? {
+        let (id, json): (String, String) = (row.get(0)?, row.get(1)?);
+        let value: serde_json::Value = serde_json::from_str(&json)
+            .map_err(|e| OpenError::Corrupt(format!("{collection}/{id}: {e}")))?;
+        let checked = key
+            .map_or(Ok(()), |_| def.check_key(collection, &id))
+            .and_then(|()| {
+                fields.iter().try_for_each(|f| match value.get(f.as_str()) {
+                    Some(v) => def.check_value(collection, f, v),
+                    None => Ok(()),
+                })
+            });
+        if let Err(e) = checked {
+            return refuse(format!(
+                "{e} in stored row {collection}/{id}; the new type does not fit stored data: fix the data first or keep the old type"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// True when `collection` has any row, live or deleted, document or log.
+fn has_rows(conn: &Connection, collection: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM records WHERE collection = ?1)
+             OR EXISTS (SELECT 1 FROM log_rows WHERE collection = ?1)",
+        [collection],
+        |r| r.get(0),
+    )
 }

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::error::ReadError;
 use super::types::Query;
-use crate::schema::{CollectionKind, Schema, validate_name};
+use crate::schema::{CollectionDef, CollectionKind, FieldType, Schema, validate_name};
 
 /// A fixed set of read-only connections handed out one at a time.
 #[derive(Debug)]
@@ -127,7 +127,7 @@ pub(crate) fn query(
     validate_name("collection", collection)?;
     let kind = kind_of(conn, schema, collection)?;
     let def = schema.collection_or_default(collection);
-    let (sql, params) = build_query(kind, collection, &def.primary_key, &def.indexed, q)?;
+    let (sql, params) = build_query(kind, collection, &def, q)?;
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(params), |r| r.get::<_, String>(0))?;
     rows.map(|j| parse_row(&j?)).collect()
@@ -137,14 +137,18 @@ pub(crate) fn query(
 /// are inlined: the literal `collection = '<name>'` lets SQLite use the partial expression
 /// indexes created for declared `indexed` fields. The first filter on an indexed field forces
 /// its index (`INDEXED BY`): without statistics SQLite would rather scan the primary key for
-/// its order.
+/// its order. Integer keys order as numbers (a sort: the primary key index orders ids as text).
 pub(crate) fn build_query(
     kind: CollectionKind,
     collection: &str,
-    pk: &str,
-    indexed: &[String],
+    def: &CollectionDef,
     q: &Query,
 ) -> Result<(String, Vec<SqlValue>), ReadError> {
+    let (pk, indexed) = (def.primary_key.as_str(), &def.indexed);
+    let id_order = match def.key_type {
+        Some(FieldType::Integer) => "CAST(id AS INTEGER)",
+        _ => "id",
+    };
     let table = table_of(kind);
     let index = q
         .filters
@@ -175,12 +179,13 @@ pub(crate) fn build_query(
         Some((field, desc)) => {
             validate_name("field", field)?;
             let dir = if *desc { "DESC" } else { "ASC" };
-            sql.push_str(&format!(
-                " ORDER BY {} {dir}, id {dir}",
-                field_expr(field, pk)
-            ));
+            let by = match field == pk {
+                true => id_order.to_owned(),
+                false => field_expr(field, pk),
+            };
+            sql.push_str(&format!(" ORDER BY {by} {dir}, {id_order} {dir}"));
         }
-        None => sql.push_str(" ORDER BY id"),
+        None => sql.push_str(&format!(" ORDER BY {id_order}")),
     }
     let limit = q.limit.map_or(-1, |l| l.min(i64::MAX as usize) as i64);
     sql.push_str(" LIMIT ? OFFSET ?");

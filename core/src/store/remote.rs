@@ -18,6 +18,12 @@
 //! one SAVEPOINT per transaction, so the bad one is rolled back alone. Parked transactions are
 //! always retried guarded.
 //!
+//! Declared types: the check phase rejects an op whose id is not a canonical key of its
+//! collection's `key_type`; the apply phase rejects a transaction that leaves a materialized row
+//! with a value its field's type refuses (the rows in force always satisfy the schema's types;
+//! a peer on an older schema can still send such values). The reason names the collection, the
+//! field and the value, and only that transaction is rejected.
+//!
 //! Changes to a dead incarnation (deleted, or superseded by a re-creation) are held and relayed
 //! but never materialized. Data for collections the local schema does not declare is applied
 //! with the default definition (all fields `lww`), never dropped.
@@ -282,8 +288,11 @@ impl Writer {
         outcome
     }
 
-    /// Phase 1: decode changes and check their dependencies.
+    /// Phase 1: check key types, decode changes and check their dependencies.
     fn check(&mut self, txn: &Txn) -> rusqlite::Result<Verdict> {
+        if let Err(e) = check_keys(&self.schema, txn) {
+            return Ok(Verdict::Reject(e.to_string()));
+        }
         // Changes of earlier ops of this transaction, by record (a later op may depend on them);
         // searched only for a dependency the document lacks.
         let mut seen: Vec<(&str, &str, Incarnation, ChangeHash)> = Vec::new();
@@ -438,12 +447,15 @@ impl Writer {
             Ok(m) => m,
             Err(reason) => return Ok(Err(reason)),
         };
+        if let Err(e) = def.check_row(collection, &merged) {
+            return Ok(Err(e.to_string()));
+        }
         store_change(&self.conn, &key, entry, bytes)?;
         let newer = state.is_none_or(|s| incarnation > s.incarnation);
         if let Some(s) = state.filter(|_| newer) {
             free_dead(&self.conn, collection, id, s.incarnation)?;
         }
-        let json = with_pk(merged, &def.primary_key, id);
+        let json = with_pk(merged, &def, id);
         rows::upsert_record(
             &self.conn,
             collection,
@@ -479,7 +491,7 @@ impl Writer {
         };
         let schema = Arc::clone(&self.schema);
         let def = def_or_default(&schema, collection);
-        let stub = with_pk(serde_json::Map::new(), &def.primary_key, id).to_string();
+        let stub = with_pk(serde_json::Map::new(), &def, id).to_string();
         let rowversion = self.next_rowversion();
         rows::tombstone(&self.conn, collection, id, incarnation, &stub, rowversion)?;
         free_dead(&self.conn, collection, id, incarnation)?;
@@ -504,20 +516,16 @@ impl Writer {
         row: &str,
         txn: TxnId,
     ) -> rusqlite::Result<Result<Option<RecordChange>, String>> {
-        let value: Value = match serde_json::from_str(row) {
-            Ok(v @ Value::Object(_)) => v,
+        let mut fields = match serde_json::from_str(row) {
+            Ok(Value::Object(fields)) => fields,
             _ => {
                 return Ok(Err(format!(
                     "log row {collection}/{id} is not a JSON object"
                 )));
             }
         };
-        if self
-            .schema
-            .collections
-            .get(collection)
-            .is_some_and(|d| d.kind == CollectionKind::Document)
-        {
+        let def = self.schema.collections.get(collection);
+        if def.is_some_and(|d| d.kind == CollectionKind::Document) {
             tracing::warn!(
                 collection,
                 id,
@@ -525,6 +533,25 @@ impl Writer {
             );
             return Ok(Ok(None));
         }
+        let mut retyped = false;
+        if let Some(def) = def {
+            let key = fields.remove(&def.primary_key);
+            if let Err(e) = def.check_row(collection, &fields) {
+                return Ok(Err(e.to_string()));
+            }
+            // The id was checked with the other ops' keys. A replica on an older schema may
+            // have written a typed key untyped (`"42"`): the row shows it typed.
+            let shown = def.key_value(id);
+            if def.key_type.is_some() && key.as_ref() != Some(&shown) {
+                fields.insert(def.primary_key.clone(), shown);
+                retyped = true;
+            } else if let Some(key) = key {
+                fields.insert(def.primary_key.clone(), key);
+            }
+        }
+        let value = Value::Object(fields);
+        let text = retyped.then(|| rows::json_text(&value));
+        let row = text.as_deref().unwrap_or(row);
         let rowversion = self.next_rowversion();
         let kind = match rows::insert_log_row(&self.conn, collection, id, txn, row, rowversion)? {
             LogInsert::Inserted => ChangeKind::Append,
@@ -546,6 +573,16 @@ fn def_or_default<'s>(schema: &'s Schema, collection: &str) -> Cow<'s, Collectio
         Some(def) => Cow::Borrowed(def),
         None => Cow::Owned(CollectionDef::default()),
     }
+}
+
+/// Checks the id of every op of a collection with a declared key type.
+fn check_keys(schema: &Schema, txn: &Txn) -> Result<(), crate::schema::TypeError> {
+    for op in &txn.ops {
+        if let Some(def) = schema.collections.get(op.collection()) {
+            def.check_key(op.collection(), op.record_id())?;
+        }
+    }
+    Ok(())
 }
 
 fn reject(batch: &mut Batch, id: TxnId, reason: String) {

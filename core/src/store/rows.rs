@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 use super::error::LoadError;
 use crate::change::{Incarnation, Op, Txn};
 use crate::ids::{ReplicaId, Seq, TxnId};
+use crate::schema::CollectionDef;
 use crate::version::{SeqSet, Summary};
 
 /// The materialized state of a document record.
@@ -290,8 +291,8 @@ pub(crate) fn json_text(value: &Value) -> String {
     String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-/// A record's JSON with its primary key added.
-pub(crate) fn with_pk(mut fields: Map<String, Value>, pk: &str, id: &str) -> Value {
-    fields.insert(pk.to_owned(), Value::String(id.to_owned()));
+/// A record's JSON with its primary key added (typed by the collection's key type).
+pub(crate) fn with_pk(mut fields: Map<String, Value>, def: &CollectionDef, id: &str) -> Value {
+    fields.insert(def.primary_key.clone(), def.key_value(id));
     Value::Object(fields)
 }

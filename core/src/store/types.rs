@@ -12,10 +12,13 @@ use crate::version::Summary;
 /// One operation of a local transaction.
 #[derive(Clone, Debug, PartialEq)]
 pub enum WriteOp {
-    /// Upsert with merge-patch semantics: fields absent from `value` are left alone. The primary
-    /// key may be a string or an integer (stored as its decimal string); absent, a UUIDv7 is
-    /// generated. Refused on a deleted record unless `recreate` is true, which starts a new
-    /// incarnation (the deleted state is not revived: the record starts empty plus `value`).
+    /// Upsert with merge-patch semantics: fields absent from `value` are left alone. Without a
+    /// declared `key_type` the primary key may be a string or an integer (stored and shown as its
+    /// decimal string); with one it must have that type (an `integer` key is stored as its
+    /// decimal string and shown as a number). Absent, a UUIDv7 is generated (never for integer
+    /// keys). Declared defaults fill the fields a new record lacks. Refused on a deleted record
+    /// unless `recreate` is true, which starts a new incarnation (the deleted state is not
+    /// revived: the record starts empty plus `value` and the defaults).
     Put {
         /// Collection name.
         collection: String,
@@ -28,7 +31,7 @@ pub enum WriteOp {
     Increment {
         /// Collection name.
         collection: String,
-        /// Record id.
+        /// Record id (for an `integer` key, its decimal string).
         id: String,
         /// A field whose policy is `counter`.
         field: String,
@@ -144,8 +147,8 @@ pub struct ApplyReport {
     pub unparked: usize,
     /// Transactions outside this partial replica's collections: held, not stored.
     pub filtered: usize,
-    /// Transactions refused (malformed or unappliable), with the reason. Not held: a peer with a
-    /// good copy can still deliver them.
+    /// Transactions refused (malformed, unappliable, or breaking a declared type or key type),
+    /// with the reason. Not held: a peer with a good copy can still deliver them.
     pub rejected: Vec<(TxnId, String)>,
 }
 
