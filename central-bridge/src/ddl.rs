@@ -44,7 +44,7 @@
 
 use std::fmt::Write;
 
-use meshlite_core::schema::{CollectionDef, CollectionKind, MergePolicy, Schema};
+use meshlite_core::schema::{CollectionDef, CollectionKind, FieldType, MergePolicy, Schema};
 use tokio_postgres::Client;
 
 use crate::migrations::{Schemas, lock_key};
@@ -58,6 +58,10 @@ pub const ORIGIN_COLUMN: &str = "_origin";
 pub const SYNCED_AT_COLUMN: &str = "_synced_at";
 /// Field names a collection may not declare (they are the bridge's metadata columns).
 pub const RESERVED_COLUMNS: &[&str] = &[EXTRA_COLUMN, ORIGIN_COLUMN, SYNCED_AT_COLUMN];
+
+/// Tables and views the bridge keeps in the table schema itself (seed 002's report table and
+/// its health view); no collection may take these names.
+pub const RESERVED_TABLES: &[&str] = &["sync_status", "sync_health"];
 
 /// Postgres type of a materialized column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -180,16 +184,25 @@ pub enum DdlError {
     /// `sync.tables` names a collection the schema does not have.
     #[error("sync.tables names {0:?}, which the schema does not declare")]
     UnknownTable(String),
+    /// A collection has the name of one of the bridge's own tables or views.
+    #[error(
+        "collection {0:?} has the name of the bridge's own table or view in the table schema ({reserved}); rename the collection",
+        reserved = RESERVED_TABLES.join(", ")
+    )]
+    ReservedTable(String),
 }
 
 /// The one place that maps core's field definitions to Postgres types.
 ///
-/// Core has no field types yet, so the type follows from what the merge policy guarantees:
-/// `counter` is always an integer (`bigint`), `text` always a string (`text`); every other
-/// declared field is `jsonb`, which holds any JSON value without loss. When core's `FieldType`
-/// lands, map it here first (text→Text, integer→BigInt, float→Double, boolean→Boolean,
-/// timestamp→Timestamptz, uuid→Uuid, json→Jsonb) and fall back to the policy.
+/// A declared type maps one to one (text→text, integer→bigint, float→double precision,
+/// boolean→boolean, timestamp→timestamptz, uuid→uuid, json→jsonb). An untyped field follows
+/// from what its merge policy guarantees: `counter` is always an integer (`bigint`), `text`
+/// always a string (`text`); every other untyped field is `jsonb`, which holds any JSON value
+/// without loss.
 pub fn column_type(def: &CollectionDef, field: &str) -> ColumnType {
+    if let Some(ty) = def.field_type(field) {
+        return of_field_type(ty);
+    }
     match def.policy(field) {
         MergePolicy::Counter => ColumnType::BigInt,
         MergePolicy::Text => ColumnType::Text,
@@ -197,13 +210,33 @@ pub fn column_type(def: &CollectionDef, field: &str) -> ColumnType {
     }
 }
 
-/// The type of a collection's primary key: record ids are strings in core today.
-pub fn primary_key_type(_def: &CollectionDef) -> ColumnType {
-    ColumnType::Text
+fn of_field_type(ty: FieldType) -> ColumnType {
+    match ty {
+        FieldType::Text => ColumnType::Text,
+        FieldType::Integer => ColumnType::BigInt,
+        FieldType::Float => ColumnType::Double,
+        FieldType::Boolean => ColumnType::Boolean,
+        FieldType::Timestamp => ColumnType::Timestamptz,
+        FieldType::Uuid => ColumnType::Uuid,
+        FieldType::Json => ColumnType::Jsonb,
+    }
+}
+
+/// The type of a collection's primary key: its declared key type (text, integer, uuid), else
+/// text (record ids are strings by default).
+pub fn primary_key_type(def: &CollectionDef) -> ColumnType {
+    def.key_type.map_or(ColumnType::Text, of_field_type)
 }
 
 /// The tables for `schema`, restricted to `only` when it is not empty (`sync.tables`).
 pub fn tables_from_schema(schema: &Schema, only: &[String]) -> Result<Vec<TableSpec>, DdlError> {
+    if let Some(name) = schema
+        .collections
+        .keys()
+        .find(|n| RESERVED_TABLES.contains(&n.as_str()))
+    {
+        return Err(DdlError::ReservedTable(name.clone()));
+    }
     for name in only {
         if !schema.collections.contains_key(name) {
             return Err(DdlError::UnknownTable(name.clone()));
@@ -229,6 +262,9 @@ pub fn table_spec(name: &str, def: &CollectionDef) -> Result<TableSpec, DdlError
     fields.dedup();
     let mut columns = Vec::with_capacity(fields.len());
     for field in fields.into_iter().filter(|f| **f != def.primary_key) {
+        if is_synced_at(def, field) {
+            continue; // the seed's own `_synced_at`: the bridge's column, filled by the bridge
+        }
         if RESERVED_COLUMNS.contains(&field.as_str()) {
             return Err(DdlError::Reserved {
                 collection: name.to_owned(),
@@ -254,6 +290,13 @@ pub fn table_spec(name: &str, def: &CollectionDef) -> Result<TableSpec, DdlError
         },
         columns,
     })
+}
+
+/// Whether `field` is the seeds' `_synced_at` (declared untyped or as a timestamp): it means
+/// what the bridge's own column means — when the row reached central — so the bridge's column
+/// stands for it and the bridge fills it; values written on devices are not copied.
+pub fn is_synced_at(def: &CollectionDef, field: &str) -> bool {
+    field == SYNCED_AT_COLUMN && matches!(def.field_type(field), None | Some(FieldType::Timestamp))
 }
 
 /// Roles and publication the tables are exposed to (see the module doc).
@@ -546,7 +589,10 @@ mod tests {
         let col = |n: &str| tasks.columns.iter().find(|c| c.name.as_str() == n).unwrap();
         assert_eq!(col("retry_count").ty, ColumnType::BigInt);
         assert_eq!(col("notes").ty, ColumnType::Text);
-        assert_eq!(col("status").ty, ColumnType::Jsonb);
+        assert_eq!(col("status").ty, ColumnType::Text, "declared type");
+        assert_eq!(col("agent_id").ty, ColumnType::Uuid);
+        assert_eq!(col("input").ty, ColumnType::Jsonb);
+        assert_eq!(tasks.primary_key.ty, ColumnType::Uuid, "key_type");
         assert!(col("agent_id").indexed);
         let metrics = tables
             .iter()

@@ -42,6 +42,10 @@ async fn query_strings(conn: &PgConn, sql: &str) -> Vec<String> {
     rows.iter().map(|r| r.get::<_, String>(0)).collect()
 }
 
+/// Task ids for SQL written by hand (the PMOVES tables are keyed by uuid).
+const A: &str = "00000000-0000-4000-8000-00000000000a";
+const B: &str = "00000000-0000-4000-8000-00000000000b";
+
 /// (table, pk, op, new status, old status) of one outbox row.
 type OutboxRow = (String, String, String, Option<String>, Option<String>);
 
@@ -160,12 +164,13 @@ async fn tables_are_typed_extended_and_hostile_names_are_refused() {
         "_extra jsonb",
         "_origin text",
         "_synced_at timestamp with time zone",
-        "agent_id jsonb",
-        "id text",
+        "agent_id uuid",
+        "id uuid",
+        "input jsonb",
         "notes text",
         "retry_count bigint",
-        "status jsonb",
-        "updated_at jsonb",
+        "status text",
+        "updated_at timestamp with time zone",
     ] {
         assert!(
             tasks.iter().any(|c| c == col),
@@ -182,7 +187,8 @@ async fn tables_are_typed_extended_and_hostile_names_are_refused() {
     // A field added to the schema becomes a column; running again changes nothing else.
     let mut schema = Schema::from_file(&fixture("schemas/pmoves.toml")).unwrap();
     let def = schema.collections.get_mut("tasks").unwrap();
-    def.fields.insert("attempts".into(), MergePolicy::Counter);
+    def.fields
+        .insert("attempts".into(), MergePolicy::Counter.into());
     schema
         .collections
         .insert("new_things".into(), CollectionDef::default());
@@ -190,7 +196,7 @@ async fn tables_are_typed_extended_and_hostile_names_are_refused() {
     let schemas = config.schemas().unwrap();
     let grants = config.grants().unwrap();
     conn.client()
-        .batch_execute("INSERT INTO public.tasks (id, status) VALUES ('t1', '\"running\"')")
+        .batch_execute("INSERT INTO public.tasks (id, status) VALUES ('00000000-0000-4000-8000-00000000000a', 'running')")
         .await
         .unwrap();
     ddl::apply(conn.client_mut(), &schemas, &tables, &grants)
@@ -208,10 +214,10 @@ async fn tables_are_typed_extended_and_hostile_names_are_refused() {
     assert_eq!(column_types(&conn, "new_things").await.len(), 4);
     let kept = query_strings(
         &conn,
-        "SELECT status::text FROM public.tasks WHERE id = 't1'",
+        &format!("SELECT status::text FROM public.tasks WHERE id = '{A}'"),
     )
     .await;
-    assert_eq!(kept, ["\"running\""]);
+    assert_eq!(kept, ["running"]);
 
     // Log rows are immutable for everyone but the bridge.
     conn.client()
@@ -284,7 +290,7 @@ async fn tables_are_typed_extended_and_hostile_names_are_refused() {
         ("Tasks", "x"),
     ] {
         let mut def = CollectionDef::default();
-        def.fields.insert(field.to_owned(), MergePolicy::Lww);
+        def.fields.insert(field.to_owned(), MergePolicy::Lww.into());
         let refused: Result<TableSpec, _> = ddl::table_spec(table, &def);
         assert!(refused.is_err(), "{table:?}.{field:?} accepted");
     }
@@ -307,7 +313,7 @@ async fn supabase_roles_get_grants_and_tables_join_the_realtime_publication() {
     // A table already in the publication must not make the bridge fail.
     conn.client()
         .batch_execute(
-            "CREATE TABLE public.jobs (id text PRIMARY KEY); \
+            "CREATE TABLE public.jobs (id uuid PRIMARY KEY); \
              ALTER PUBLICATION supabase_realtime ADD TABLE public.jobs;",
         )
         .await
@@ -354,14 +360,14 @@ async fn outbox_captures_central_edits_but_not_the_bridges_own() {
     // Another session (psql) edits the table with plain SQL.
     PgServer::psql(
         &url,
-        "INSERT INTO public.tasks (id, status, retry_count) VALUES ('a', '\"pending\"', 0); \
-         UPDATE public.tasks SET status = '\"running\"', retry_count = 1 WHERE id = 'a';",
+        "INSERT INTO public.tasks (id, status, retry_count) VALUES ('00000000-0000-4000-8000-00000000000a', 'pending', 0); \
+         UPDATE public.tasks SET status = 'running', retry_count = 1 WHERE id = '00000000-0000-4000-8000-00000000000a';",
     );
     // The bridge's own writes (SET LOCAL meshlite.bridge = 'on') are not captured.
     let tx = state::bridge_transaction(conn.client_mut()).await.unwrap();
     tx.batch_execute(
-        "UPDATE public.tasks SET status = '\"failed\"' WHERE id = 'a'; \
-         INSERT INTO public.tasks (id) VALUES ('b');",
+        "UPDATE public.tasks SET status = 'failed' WHERE id = '00000000-0000-4000-8000-00000000000a'; \
+         INSERT INTO public.tasks (id) VALUES ('00000000-0000-4000-8000-00000000000b');",
     )
     .await
     .unwrap();
@@ -371,7 +377,10 @@ async fn outbox_captures_central_edits_but_not_the_bridges_own() {
         "BEGIN; SET LOCAL meshlite.bridge = 'on'; UPDATE public.tasks SET retry_count = 2; COMMIT;",
     );
     // ... and the setting does not leak into the session's next transaction.
-    PgServer::psql(&url, "DELETE FROM public.tasks WHERE id = 'b'");
+    PgServer::psql(
+        &url,
+        "DELETE FROM public.tasks WHERE id = '00000000-0000-4000-8000-00000000000b'",
+    );
 
     let rows = conn
         .client()
@@ -392,24 +401,24 @@ async fn outbox_captures_central_edits_but_not_the_bridges_own() {
         [
             (
                 "tasks".into(),
-                "a".into(),
+                A.into(),
                 "INSERT".into(),
                 s("pending"),
                 None
             ),
             (
                 "tasks".into(),
-                "a".into(),
+                A.into(),
                 "UPDATE".into(),
                 s("running"),
                 s("pending")
             ),
-            ("tasks".into(), "b".into(), "DELETE".into(), None, None),
+            ("tasks".into(), B.into(), "DELETE".into(), None, None),
         ]
     );
     // The bridge session's later transaction (without SET LOCAL) is captured again.
     conn.client()
-        .batch_execute("UPDATE public.tasks SET retry_count = 5 WHERE id = 'a'")
+        .batch_execute("UPDATE public.tasks SET retry_count = 5 WHERE id = '00000000-0000-4000-8000-00000000000a'")
         .await
         .unwrap();
     let n: i64 = conn

@@ -12,6 +12,7 @@ use meshlite_bridge::{service, state};
 use meshlite_core::store::{OpenOptions, Store};
 use meshlite_core::{Schema, Txn};
 use meshlite_fixtures::postgres::PgServer;
+use meshlite_fixtures::records::named_id;
 use meshlite_mesh::replica::Replica;
 use serde_json::{Value, json};
 
@@ -91,7 +92,7 @@ async fn task_row(conn: &PgConn, id: &str) -> Option<Value> {
         .client()
         .query_opt(
             "SELECT jsonb_strip_nulls(to_jsonb(t) - '_extra' - '_origin' - '_synced_at' || t._extra) \
-             FROM public.tasks t WHERE id = $1",
+             FROM public.tasks t WHERE id::text = $1",
             &[&id],
         )
         .await
@@ -109,14 +110,15 @@ async fn a_nodes_transactions_materialize_once_and_are_served_back() {
     let b = bridge("materialize").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let store = node(&dir);
+    let (t1, t2) = (named_id("t1"), named_id("t2"));
     blocking(|| {
         store.put(
             "tasks",
-            json!({"id": "t1", "status": "pending", "retry_count": 0, "owner": "pi-01"}),
+            json!({"id": t1, "status": "pending", "retry_count": 0, "owner": "pi-01"}),
         )?;
-        store.increment("tasks", "t1", "retry_count", 2)?;
-        store.put("tasks", json!({"id": "t2", "status": "queued"}))?;
-        store.delete("tasks", "t2")?;
+        store.increment("tasks", &t1, "retry_count", 2)?;
+        store.put("tasks", json!({"id": t2, "status": "queued"}))?;
+        store.delete("tasks", &t2)?;
         store.append(
             "sensor_data",
             json!({"id": "s1", "device_id": "pi-01", "temp_c": 41.5}),
@@ -140,13 +142,13 @@ async fn a_nodes_transactions_materialize_once_and_are_served_back() {
         "exactly once"
     );
 
-    let expected = blocking(|| store.get("tasks", "t1"))
+    let expected = blocking(|| store.get("tasks", &t1))
         .expect("get")
         .expect("t1");
-    let row = task_row(&b.conn, "t1").await.expect("t1 row");
+    let row = task_row(&b.conn, &t1).await.expect("t1 row");
     assert_eq!(row, expected);
     assert_eq!(
-        task_row(&b.conn, "t2").await,
+        task_row(&b.conn, &t2).await,
         None,
         "deleted records leave the table"
     );
@@ -185,10 +187,11 @@ async fn concurrent_edits_from_two_nodes_merge_by_policy_and_are_audited() {
         tempfile::tempdir().expect("b"),
     );
     let (a, n2) = (node(&da), node(&db));
+    let t1 = named_id("t1");
     blocking(|| {
         a.put(
             "tasks",
-            json!({"id": "t1", "status": "pending", "title": "x"}),
+            json!({"id": t1, "status": "pending", "title": "x"}),
         )
     })
     .expect("put");
@@ -197,14 +200,14 @@ async fn concurrent_edits_from_two_nodes_merge_by_policy_and_are_audited() {
     blocking(|| {
         a.put(
             "tasks",
-            json!({"id": "t1", "status": "running", "title": "from a"}),
+            json!({"id": t1, "status": "running", "title": "from a"}),
         )?;
-        a.increment("tasks", "t1", "retry_count", 2)?;
+        a.increment("tasks", &t1, "retry_count", 2)?;
         n2.put(
             "tasks",
-            json!({"id": "t1", "status": "completed", "title": "from b"}),
+            json!({"id": t1, "status": "completed", "title": "from b"}),
         )?;
-        n2.increment("tasks", "t1", "retry_count", 3)?;
+        n2.increment("tasks", &t1, "retry_count", 3)?;
         Ok::<_, meshlite_core::store::WriteError>(())
     })
     .expect("concurrent edits");
@@ -221,14 +224,14 @@ async fn concurrent_edits_from_two_nodes_merge_by_policy_and_are_audited() {
     // The nodes exchange too, and must agree with the bridge's table.
     let from_b = all_txns(&n2).await;
     blocking(|| a.apply_remote(from_b)).expect("a gets b");
-    let merged = blocking(|| a.get("tasks", "t1")).expect("get").expect("t1");
+    let merged = blocking(|| a.get("tasks", &t1)).expect("get").expect("t1");
     assert_eq!(
         merged["status"],
         json!("running"),
         "running beats completed"
     );
     assert_eq!(merged["retry_count"], json!(5), "no increment lost");
-    let row = task_row(&b.conn, "t1").await.expect("row");
+    let row = task_row(&b.conn, &t1).await.expect("row");
     assert_eq!(row, merged);
 
     let audit = b
@@ -236,8 +239,8 @@ async fn concurrent_edits_from_two_nodes_merge_by_policy_and_are_audited() {
         .client()
         .query(
             "SELECT field, policy, winner FROM meshlite.conflicts \
-             WHERE collection = 'tasks' AND record_id = 't1' ORDER BY field",
-            &[],
+             WHERE collection = 'tasks' AND record_id = $1 ORDER BY field",
+            &[&t1],
         )
         .await
         .expect("conflicts");
@@ -273,8 +276,11 @@ async fn two_bridges_on_one_database_apply_overlapping_changes_once() {
     let store = node(&dir);
     blocking(|| {
         for i in 0..40 {
-            store.put("tasks", json!({"id": format!("t{i}"), "status": "queued"}))?;
-            store.increment("tasks", &format!("t{}", i / 2), "retry_count", 1)?;
+            store.put(
+                "tasks",
+                json!({"id": named_id(&format!("t{i}")), "status": "queued"}),
+            )?;
+            store.increment("tasks", &named_id(&format!("t{}", i / 2)), "retry_count", 1)?;
         }
         Ok::<_, meshlite_core::store::WriteError>(())
     })
@@ -294,7 +300,7 @@ async fn two_bridges_on_one_database_apply_overlapping_changes_once() {
         "the overlap is a duplicate for one of them"
     );
     for i in 0..40 {
-        let id = format!("t{i}");
+        let id = named_id(&format!("t{i}"));
         let expected = blocking(|| store.get("tasks", &id))
             .expect("get")
             .expect("row");

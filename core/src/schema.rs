@@ -598,12 +598,10 @@ kind = "log"
         assert_eq!(ty("jobs", "updated_at"), Some(FieldType::Timestamp));
         assert_eq!(ty("agents", "config"), Some(FieldType::Json));
         assert_eq!(ty("metrics", "max_value"), Some(FieldType::Float));
-        assert_eq!(
-            ty("sync_status", "pending_records"),
-            Some(FieldType::Integer)
-        );
         assert_eq!(ty("jobs", "_synced"), Some(FieldType::Boolean));
-        assert_eq!(s.collections["sync_status"].key_type, Some(FieldType::Uuid));
+        assert_eq!(s.collections["tasks"].key_type, Some(FieldType::Uuid));
+        // sync_status is the central bridge's own report table, not a replicated collection.
+        assert!(!s.collections.contains_key("sync_status"));
     }
 
     const TYPED: &str = r#"

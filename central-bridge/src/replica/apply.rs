@@ -24,7 +24,7 @@ use meshlite_core::store::record::{ChangeOutcome, FieldConflict, RecordDoc};
 use meshlite_core::store::{ChangeKind, RecordChange, StoreEvent};
 use meshlite_core::{Op, Txn, TxnId};
 use meshlite_mesh::replica::Applied;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_postgres::{Client, GenericClient};
 
 use super::rows;
@@ -226,6 +226,8 @@ async fn check(
             change,
         } => {
             let def = def_of(ctx, collection);
+            def.check_key(collection, id)
+                .map_err(|e| TxnError::Invalid(e.to_string()))?;
             let stored = rows::load_state(tx, ctx, collection, id, *incarnation).await?;
             let mut doc = match stored {
                 Some(bytes) => RecordDoc::load(&bytes, &ctx.replica)
@@ -239,6 +241,10 @@ async fn check(
             if outcome == ChangeOutcome::MissingDeps {
                 return Ok(None);
             }
+            // Every live row satisfies the declared types (as on every node): a change that
+            // would break one is refused before anything is written.
+            def.check_row(collection, &doc.materialize(&def))
+                .map_err(|e| TxnError::Invalid(e.to_string()))?;
             let dead = rows::is_dead(tx, ctx, collection, id, *incarnation).await?;
             Checked::Doc {
                 collection: collection.clone(),
@@ -301,7 +307,7 @@ async fn write(
             };
             let inserted = rows::upsert(tx, ctx, table, &id, &fields, &txn.origin).await?;
             let mut value = Value::Object(fields);
-            value[&table.primary_key.name.as_str().to_owned()] = json!(id);
+            value[&table.primary_key.name.as_str().to_owned()] = def.key_value(&id);
             Ok(Some(RecordChange {
                 collection,
                 id,
@@ -333,6 +339,13 @@ async fn write(
         } => {
             let value: Value = serde_json::from_str(&row)
                 .map_err(|e| TxnError::Invalid(format!("{collection}/{id}: log row: {e}")))?;
+            let def = def_of(ctx, &collection);
+            def.check_key(&collection, &id)
+                .map_err(|e| TxnError::Invalid(e.to_string()))?;
+            if let Some(fields) = value.as_object() {
+                def.check_row(&collection, fields)
+                    .map_err(|e| TxnError::Invalid(e.to_string()))?;
+            }
             let Some(table) = ctx.tables.get(&collection) else {
                 return Ok(None);
             };

@@ -148,7 +148,7 @@ fn row_json(table: &TableSpec, id: &str, fields: &Map<String, Value>, origin: &R
     for (field, value) in fields {
         if table.columns.iter().any(|c| c.name.as_str() == field) {
             row.insert(field.clone(), value.clone());
-        } else if field != table.primary_key.name.as_str() {
+        } else if field != table.primary_key.name.as_str() && field != SYNCED_AT_COLUMN {
             extra.insert(field.clone(), value.clone());
         }
     }
