@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use meshlite_fixtures::records::named_id;
+use meshlite_fixtures::wait::{block_until, check};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_meshlite");
@@ -409,13 +410,14 @@ fn run_compacts_document_states_in_the_background() {
         db.query_row("SELECT chunks FROM docs WHERE id = 't1'", [], |r| r.get(0))
             .unwrap()
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let mut seen = chunks();
-    while seen != 0 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        seen = chunks();
-    }
-    assert_eq!(seen, 0, "the state was not compacted within 20 s");
+    block_until(
+        "the state compacted (no chunks left)",
+        std::time::Duration::from_secs(20),
+        || {
+            let seen = chunks();
+            check(seen == 0, format!("chunks: {seen}"))
+        },
+    );
     drop(db);
     stop_daemon(&mut child);
     let got = json(&ok(&data, &["get", "tasks", "t1"]));

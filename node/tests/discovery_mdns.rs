@@ -3,24 +3,16 @@
 //! concurrent runs (and the host's own responder) are not heard.
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
-use std::net::UdpSocket;
-
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use meshlite_fixtures::ports::SharedUdpPort;
+use meshlite_fixtures::wait::{check, wait_until};
 use meshlite_mesh::discovery::{Discovery, DiscoveryConfig, LocalNode, PeerKey, PeerTable, Source};
 use tokio_util::sync::CancellationToken;
 
 /// Failure guard only: resolution normally takes well under a second.
 const GUARD: Duration = Duration::from_secs(60);
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn node(id_byte: &str, cluster: &str, quic_port: u16) -> LocalNode {
     LocalNode {
@@ -53,28 +45,19 @@ fn start(local: &LocalNode, mdns_port: u16, root: &CancellationToken) -> Running
     Running { table, discovery }
 }
 
-async fn wait_until(table: &PeerTable, what: &str, pred: impl Fn(&PeerTable) -> bool) {
-    let mut changes = table.changes();
-    let poll = async {
-        loop {
-            if pred(table) {
-                return;
-            }
-            // Removals do not signal `changes`; poll as well.
-            let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
-        }
-    };
-    if tokio::time::timeout(GUARD, poll).await.is_err() {
-        panic!(
-            "timed out waiting for {what}; table: {:#?}",
-            table.snapshot()
-        );
-    }
+/// Waits until `pred` holds for `table` (polled: removals do not signal `changes`).
+async fn wait_table(table: &PeerTable, what: &str, pred: impl Fn(&PeerTable) -> bool) {
+    wait_until(what, GUARD, || {
+        check(pred(table), format_args!("table: {:#?}", table.snapshot()))
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_find_each_other_on_loopback() {
-    let port = free_udp_port();
+    // Held for the whole test: the responders share it, nobody else can take it.
+    let mdns_port = SharedUdpPort::bind().unwrap();
+    let port = mdns_port.port();
     let root = CancellationToken::new();
     let (a, b, other) = (
         node("a1", "c1", 7401),
@@ -87,8 +70,8 @@ async fn two_nodes_find_each_other_on_loopback() {
 
     let b_key = PeerKey::Node(b.node_id.parse().unwrap());
     let a_key = PeerKey::Node(a.node_id.parse().unwrap());
-    wait_until(&ra.table, "a to see b", |t| t.get(&b_key).is_some()).await;
-    wait_until(&rb.table, "b to see a", |t| t.get(&a_key).is_some()).await;
+    wait_table(&ra.table, "a to see b", |t| t.get(&b_key).is_some()).await;
+    wait_table(&rb.table, "b to see a", |t| t.get(&a_key).is_some()).await;
 
     let row = ra.table.get(&b_key).unwrap();
     assert_eq!(row.sources, [Source::Mdns]);
@@ -119,7 +102,7 @@ async fn two_nodes_find_each_other_on_loopback() {
     // B stops: its goodbye withdraws it from A's table.
     let report = rb.discovery.shutdown(GUARD).await;
     assert_eq!((report.crashed, report.aborted), (0, 0));
-    wait_until(&ra.table, "b's goodbye", |t| t.get(&b_key).is_none()).await;
+    wait_table(&ra.table, "b's goodbye", |t| t.get(&b_key).is_none()).await;
 
     ra.discovery.shutdown(GUARD).await;
     rc.discovery.shutdown(GUARD).await;
@@ -202,7 +185,7 @@ async fn netns_child(spec: &str) {
     let root = CancellationToken::new();
     let discovery = Discovery::start(&cfg, &local, &table, &root).unwrap();
     let peer_key = PeerKey::Node(peer.repeat(16).parse().unwrap());
-    wait_until(&table, "the peer namespace's node", |t| {
+    wait_table(&table, "the peer namespace's node", |t| {
         t.get(&peer_key).is_some()
     })
     .await;

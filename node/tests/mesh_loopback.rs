@@ -33,7 +33,9 @@ const TXN_JOBS: &[&str] = &["txn-job-a", "txn-job-b", "txn-job-c"];
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_nodes_in_a_ring_converge_after_concurrent_writes() {
     let fleet = Fleet::new();
-    let mut cfgs: Vec<_> = (0..NODES).map(|i| fleet.node(&format!("n{i}"))).collect();
+    let mut cfgs: Vec<_> = (0..NODES)
+        .map(|i| fleet.linked_node(&format!("n{i}")))
+        .collect();
     for i in 0..NODES {
         cfgs[i].static_peers = vec![cfgs[(i + 1) % NODES].peer_addr()];
     }
@@ -211,7 +213,7 @@ async fn watch_txn_atomicity(n0: &NodeProc) -> usize {
             if seen == TXN_JOBS.len() {
                 Ok(())
             } else {
-                Err("not yet".into())
+                Err(format!("none yet; jobs: {jobs:?}"))
             }
         }
     })

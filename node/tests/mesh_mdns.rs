@@ -5,18 +5,19 @@
 
 mod common;
 
-use std::net::Ipv4Addr;
-
-use common::{Fleet, Mdns, NodeProc, converge, free_udp_port, poll_until, wait_connected};
+use common::{Fleet, Mdns, NodeProc, converge, poll_until, wait_connected};
+use meshlite_fixtures::ports::SharedUdpPort;
 use meshlite_fixtures::records::named_id;
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_daemons_without_static_peers_find_each_other_by_mdns_and_converge() {
     let fleet = Fleet::new();
+    // Held for the whole test: both daemons share it, nobody else can take it.
+    let mdns_port = SharedUdpPort::bind().unwrap();
     let mdns = Mdns {
         interfaces: vec!["lo".into()],
-        port: free_udp_port(Ipv4Addr::UNSPECIFIED),
+        port: mdns_port.port(),
     };
     let cfgs: Vec<_> = ["a", "b"]
         .into_iter()

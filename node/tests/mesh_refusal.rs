@@ -62,11 +62,12 @@ async fn a_foreign_ca_and_another_cluster_are_refused_and_never_exchange_data() 
     let other_cluster = ClusterId::random();
     assert_ne!(other_cluster, fleet.cluster_id);
 
-    let mut f1 = fleet.node("f1");
-    let mut f2 = fleet.node("f2");
-    let mut x = foreign.node("x");
+    let mut f1 = fleet.linked_node("f1");
+    let mut f2 = fleet.linked_node("f2");
+    let mut x = foreign.linked_node("x");
     let y_bundle = fleet.issue_other_cluster("y", other_cluster);
     let mut y = NodeConfig::loopback("y", fleet.root().join("nodes").join("y"), Some(y_bundle));
+    y.reserve_quic();
     // Everybody lists everybody: refusals are exercised in both directions.
     let addrs = [f1.peer_addr(), f2.peer_addr(), x.peer_addr(), y.peer_addr()];
     for (i, cfg) in [&mut f1, &mut f2, &mut x, &mut y].into_iter().enumerate() {
@@ -156,8 +157,8 @@ async fn a_foreign_ca_and_another_cluster_are_refused_and_never_exchange_data() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn garbage_on_the_quic_port_leaves_the_node_healthy_and_syncing() {
     let fleet = Fleet::new();
-    let mut a = fleet.node("a");
-    let mut b = fleet.node("b");
+    let mut a = fleet.linked_node("a");
+    let mut b = fleet.linked_node("b");
     a.static_peers = vec![b.peer_addr()];
     b.static_peers = vec![a.peer_addr()];
     let nodes = NodeProc::start_all(vec![a, b]).await;

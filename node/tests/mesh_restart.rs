@@ -29,7 +29,10 @@ const MAX_WRITES_PER_WRITER: usize = 5_000;
 
 /// Three nodes, each listing the other two as static peers.
 async fn full_mesh(fleet: &Fleet) -> Vec<NodeProc> {
-    let mut cfgs: Vec<_> = ["a", "b", "c"].iter().map(|n| fleet.node(n)).collect();
+    let mut cfgs: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|n| fleet.linked_node(n))
+        .collect();
     let addrs: Vec<String> = cfgs.iter().map(|c| c.peer_addr()).collect();
     for (i, c) in cfgs.iter_mut().enumerate() {
         c.static_peers = addrs

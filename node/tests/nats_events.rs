@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use meshlite_core::Store;
 use meshlite_core::store::{EVENT_CHANNEL, OpenOptions, WriteOp};
 use meshlite_fixtures::nats::NatsServer;
+use meshlite_fixtures::wait::{check, wait_until};
 use meshlite_mesh::nats::events::CommitFeed;
 use meshlite_mesh::nats::{ChangeEvent, EventStats};
 use serde_json::json;
@@ -59,14 +60,14 @@ async fn lagging_feed_counts_lost_events_and_keeps_going() {
         .expect("relay woken");
     // Let the feed drain the backlog it kept: a write before that would overwrite an unread
     // event and be (rightly) counted as one more lost.
-    let drained = async {
-        while stats.published() < EVENT_CHANNEL as u64 {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(GUARD, drained)
-        .await
-        .expect("backlog published");
+    wait_until("backlog published", GUARD, || {
+        let published = stats.published();
+        check(
+            published >= EVENT_CHANNEL as u64,
+            format!("published {published} of {EVENT_CHANNEL}"),
+        )
+    })
+    .await;
 
     // The feed survives the lag: a later write still becomes an event.
     put(&store, overflow).await;

@@ -12,6 +12,7 @@ use meshlite_core::store::{OpenOptions, Query, WriteOp};
 use meshlite_core::{Schema, Store};
 use meshlite_fixtures::nats::NatsServer;
 use meshlite_fixtures::records::named_id;
+use meshlite_fixtures::wait::{check, wait_until};
 use meshlite_mesh::discovery::{LocalNode, PeerKey, PeerTable, Source};
 use meshlite_mesh::nats::{self, ChangeEvent, NatsConfig, NatsContext, NatsService};
 use meshlite_mesh::replica::Replica;
@@ -95,19 +96,17 @@ async fn start(cfg: &NatsConfig, local: LocalNode, root: &CancellationToken) -> 
     }
 }
 
-async fn wait_for(what: &str, mut pred: impl FnMut() -> bool) {
-    let poll = async {
-        while !pred() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(GUARD, poll)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"));
-}
-
 fn jobs(store: &Store) -> usize {
     store.query("jobs", &Query::default()).unwrap().len()
+}
+
+/// Waits until `store` holds `total` jobs.
+async fn wait_jobs(what: &str, store: &Store, total: usize) {
+    wait_until(what, GUARD, || {
+        let n = jobs(store);
+        check(n == total, format!("{n} of {total} jobs"))
+    })
+    .await;
 }
 
 /// One local transaction (the store's blocking API must not be used inside the runtime).
@@ -132,14 +131,8 @@ async fn write_jobs(store: &Store, prefix: &str, n: usize) {
 }
 
 async fn converge(a: &Node, b: &Node, total: usize, step: &str) {
-    wait_for(&format!("{step}: a has {total}"), || {
-        jobs(&a.store) == total
-    })
-    .await;
-    wait_for(&format!("{step}: b has {total}"), || {
-        jobs(&b.store) == total
-    })
-    .await;
+    wait_jobs(&format!("{step}: a has {total}"), &a.store, total).await;
+    wait_jobs(&format!("{step}: b has {total}"), &b.store, total).await;
     assert_eq!(
         a.store.summary().unwrap(),
         b.store.summary().unwrap(),
@@ -205,7 +198,7 @@ async fn relay_cursor_survives_a_node_restart() {
         cursor_path: a._dir.path().join("nats-relay.cursor"),
     };
     let restarted = NatsService::start(&cfg, ctx, &root).unwrap();
-    wait_for("b gets what a wrote while stopped", || jobs(&b.store) == 7).await;
+    wait_jobs("b gets what a wrote while stopped", &b.store, 7).await;
     assert_eq!(
         restarted.stats().relay.published(),
         4,
@@ -238,8 +231,9 @@ async fn garbage_on_the_relay_subject_is_rejected_without_harm() {
     }
     write_jobs(&b.store, "after-garbage", 2).await;
     converge(&a, &b, 3, "valid txns after garbage").await;
-    wait_for("garbage terminated", || {
-        a.service.stats().relay.rejected() == 3
+    wait_until("garbage terminated", GUARD, || {
+        let rejected = a.service.stats().relay.rejected();
+        check(rejected == 3, format!("rejected: {rejected}"))
     })
     .await;
     assert_eq!(b.service.stats().relay.rejected(), 3);
@@ -274,7 +268,13 @@ async fn announcements_populate_the_peer_table() {
     let b = start(&cfg, local("node-b", CLUSTER), &root).await;
 
     let b_key = PeerKey::Node(b.local.node_id.parse().unwrap());
-    wait_for("a learns b", || a.table.get(&b_key).is_some()).await;
+    wait_until("a learns b", GUARD, || {
+        check(
+            a.table.get(&b_key).is_some(),
+            format!("{:#?}", a.table.snapshot()),
+        )
+    })
+    .await;
     let row = a.table.get(&b_key).unwrap();
     assert_eq!(row.sources, [Source::Nats]);
     assert_eq!(row.name.as_deref(), Some("node-b"));

@@ -3,9 +3,10 @@
 
 mod net_common;
 
+use meshlite_fixtures::wait::{check, poll_until};
 use meshlite_mesh::fleet::ClusterId;
 use meshlite_mesh::net::peer::CLOSE_DUPLICATE;
-use meshlite_mesh::net::{Direction, NetEvent, RefusalReason, TransportConfig};
+use meshlite_mesh::net::{Direction, NetEvent, PeerInfo, RefusalReason, TransportConfig};
 use net_common::{Fleet, RawClient, TestNode, TestResult, days_ago, init_tracing};
 use rustls::CertificateError;
 
@@ -254,12 +255,15 @@ async fn simultaneous_dials_leave_one_connection() -> TestResult {
     } else {
         (Direction::Inbound, Direction::Outbound)
     };
-    net_common::guard(async {
-        while !(only_peer_is(&a, a_dir).await && only_peer_is(&b, b_dir).await) {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+    let what = "a and b to keep only the connection dialed by the smaller node id";
+    poll_until(what, net_common::GUARD, || async {
+        let (on_a, on_b) = (a.net.peers().await, b.net.peers().await);
+        check(
+            only_peer_is(&on_a, a_dir) && only_peer_is(&on_b, b_dir),
+            format!("a: {on_a:?}\nb: {on_b:?}"),
+        )
     })
-    .await?;
+    .await;
     let stats = net_common::guard(a.net.sync_with(b.net.node_id())).await??;
     assert_eq!(stats.txns_received, 0);
     assert_eq!(a.net.peers().await.len(), 1);
@@ -267,9 +271,8 @@ async fn simultaneous_dials_leave_one_connection() -> TestResult {
     Ok(())
 }
 
-async fn only_peer_is(node: &TestNode, direction: Direction) -> bool {
-    let peers = node.net.peers().await;
-    peers.len() == 1 && peers[0].direction == direction
+fn only_peer_is(peers: &[PeerInfo], direction: Direction) -> bool {
+    matches!(peers, [p] if p.direction == direction)
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 //!   another cluster signed by the same CA, for refusal tests) and hands out [`NodeConfig`]s
 //!   whose data directory, config file and log live under the same temporary directory.
 //! - [`NodeConfig`]: what one daemon is started with, rendered to a TOML file (the daemon's own
-//!   format, so the tests also exercise it). Ports are picked free by binding port 0.
+//!   format, so the tests also exercise it). Ports: see "Ports" below.
 //! - [`NodeProc`]: one running daemon. Started from its config (optionally inside a network
 //!   namespace), it is ready when it prints its `ready` line; its stderr goes to a log file that
 //!   tests search and that is printed when a test fails (level `info`, or `MESHLITE_TEST_LOG`).
@@ -14,22 +14,39 @@
 //! - Convergence helpers: [`converge`] polls `GET /v1/{collection}` on every node until all
 //!   answers are identical, and panics with a per-record diff when the failure guard expires.
 //!
-//! Every wait is bounded by a generous failure guard; none is a timing assertion.
+//! Every wait is bounded by a generous failure guard; none is a timing assertion. Polling uses
+//! the shared [`meshlite_fixtures::wait`] helpers.
+//!
+//! # Ports
+//!
+//! - HTTP and QUIC listen on port 0 by default: the daemon binds and reports the ports in its
+//!   `ready` line, which pins them in [`NodeProc::cfg`]. Nothing can take them in between.
+//! - Nodes that name each other as static peers before any of them starts (rings, full meshes)
+//!   need their QUIC address up front, and the daemon can neither inherit a bound socket nor
+//!   learn peers later. [`Fleet::linked_node`] / [`NodeConfig::reserve_quic`] pick a port that
+//!   is free when reserved; if another process binds it before the daemon does, the daemon exits
+//!   with "address in use", and [`NodeProc::start_all`] stops the whole batch, wipes its
+//!   directories, moves every reserved node to a fresh port (rewriting the static peers that
+//!   named the old ones) and starts again. A lost race costs a retry, never a wrong peer.
+//! - [`NodeProc::restart`] binds the ports the node itself just released: its peers must find
+//!   it where they knew it (after SIGKILL, its stateless resets must reach the peers' stale
+//!   connections). No socket can hold a port across the gap between two processes; if another
+//!   process took it, the restart fails loudly with the daemon's "address in use" in the log.
 
 #![allow(dead_code)] // Each test binary uses a different subset.
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
-use std::future::Future;
 use std::io::Write as _;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
 use meshlite_core::store::{OpenOptions as StoreOptions, Query, Store};
+pub use meshlite_fixtures::wait::poll_until;
 use meshlite_mesh::fleet::files::FleetFile;
 use meshlite_mesh::fleet::{self, CertSpec, ClusterId, FleetCa, NodeName};
 use meshlite_node::httpc;
@@ -44,8 +61,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_meshlite");
 pub const GUARD: Duration = Duration::from_secs(30);
 /// Failure guard for a daemon to print its ready line or to exit after a signal.
 pub const PROCESS_GUARD: Duration = Duration::from_secs(30);
-/// Pause between polls.
-pub const POLL: Duration = Duration::from_millis(100);
+/// Starts of a batch of nodes with reserved QUIC ports, each on fresh ports after a conflict.
+const START_ATTEMPTS: usize = 3;
 
 /// Environment variables that override the config file: cleared so the host cannot leak in.
 const OVERRIDES: &[&str] = &[
@@ -69,18 +86,10 @@ pub fn pmoves_schema() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/schemas/pmoves.toml")
 }
 
-/// A UDP port that was free a moment ago on `ip`.
-pub fn free_udp_port(ip: Ipv4Addr) -> u16 {
+/// A UDP port free on `ip` when reserved, for a daemon that must be named before it starts
+/// (see "Ports" in the module doc: only [`NodeProc::start_all`]'s retry makes this safe).
+fn reserve_udp_port(ip: Ipv4Addr) -> u16 {
     UdpSocket::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A TCP port that was free a moment ago on `ip`.
-pub fn free_tcp_port(ip: Ipv4Addr) -> u16 {
-    TcpListener::bind((ip, 0))
         .unwrap()
         .local_addr()
         .unwrap()
@@ -146,10 +155,18 @@ impl Fleet {
     }
 
     /// Issues `name` and returns a loopback config for it: pmoves schema, 1 s anti-entropy,
-    /// free ports, no discovery but the static peers the caller adds.
+    /// ports chosen by the daemon, no discovery but the static peers the caller adds.
     pub fn node(&self, name: &str) -> NodeConfig {
         let bundle = self.issue(name);
         NodeConfig::loopback(name, self.root().join("nodes").join(name), Some(bundle))
+    }
+
+    /// [`Self::node`] with a reserved QUIC port, for nodes listed as static peers by nodes that
+    /// start with them.
+    pub fn linked_node(&self, name: &str) -> NodeConfig {
+        let mut cfg = self.node(name);
+        cfg.reserve_quic();
+        cfg
     }
 }
 
@@ -186,8 +203,10 @@ pub struct NodeConfig {
     pub schema: Option<PathBuf>,
     /// `http.listen` (port 0 on the first start; pinned to the bound port afterwards).
     pub http: SocketAddr,
-    /// `transport.listen`.
+    /// `transport.listen` (port 0 unless reserved; pinned to the bound port after the start).
     pub quic: SocketAddr,
+    /// Whether `quic` is a reserved port that others name (moved on a start conflict).
+    pub reserved_quic: bool,
     /// `discovery.static_peers`.
     pub static_peers: Vec<String>,
     /// `sync.interval_seconds`.
@@ -203,7 +222,7 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// A node on 127.0.0.1 with free ports.
+    /// A node on 127.0.0.1; the daemon picks its ports.
     pub fn loopback(name: &str, dir: PathBuf, fleet_dir: Option<PathBuf>) -> Self {
         let ip = Ipv4Addr::LOCALHOST;
         Self {
@@ -212,7 +231,8 @@ impl NodeConfig {
             fleet_dir,
             schema: Some(pmoves_schema()),
             http: SocketAddr::from((ip, 0)),
-            quic: SocketAddr::from((ip, free_udp_port(ip))),
+            quic: SocketAddr::from((ip, 0)),
+            reserved_quic: false,
             static_peers: Vec::new(),
             interval_seconds: 1,
             mdns: None,
@@ -222,8 +242,25 @@ impl NodeConfig {
         }
     }
 
-    /// The peer address other nodes list to reach this one.
+    /// Reserves a QUIC port now, so that nodes starting together can name this one.
+    pub fn reserve_quic(&mut self) {
+        let Self { quic, .. } = self;
+        let SocketAddr::V4(v4) = quic else {
+            panic!("{}: only IPv4 QUIC addresses are reserved", self.name)
+        };
+        *quic = SocketAddr::from((*v4.ip(), reserve_udp_port(*v4.ip())));
+        self.reserved_quic = true;
+    }
+
+    /// The peer address other nodes list to reach this one (known once it started, or
+    /// reserved with [`Self::reserve_quic`]).
     pub fn peer_addr(&self) -> String {
+        assert_ne!(
+            self.quic.port(),
+            0,
+            "{} has no QUIC port before it starts: reserve one (Fleet::linked_node) to name it",
+            self.name
+        );
         self.quic.to_string()
     }
 
@@ -317,32 +354,88 @@ impl std::fmt::Debug for NodeProc {
     }
 }
 
+/// Why a daemon did not become ready.
+#[derive(Debug)]
+struct StartFailure {
+    /// What happened, with the daemon's log.
+    report: String,
+    /// The daemon could not bind a port another process holds.
+    addr_in_use: bool,
+}
+
 impl NodeProc {
     /// Writes the config, starts the daemon and waits for its ready line.
     pub async fn start(cfg: NodeConfig) -> Self {
+        Self::start_all(vec![cfg]).await.pop().unwrap()
+    }
+
+    /// Starts every config at once (in parallel: each start waits for its ready line). If a
+    /// reserved QUIC port was taken by another process, the batch starts again from empty node
+    /// directories on fresh ports (see "Ports" in the module doc).
+    pub async fn start_all(mut cfgs: Vec<NodeConfig>) -> Vec<NodeProc> {
+        let mut attempt = 1;
+        loop {
+            let failure = match Self::try_start_all(&cfgs).await {
+                Ok(nodes) => return nodes,
+                Err(failure) => failure,
+            };
+            let retry = failure.addr_in_use && cfgs.iter().any(|c| c.reserved_quic);
+            if !retry || attempt == START_ATTEMPTS {
+                panic!("{}", failure.report);
+            }
+            eprintln!(
+                "start attempt {attempt}: a port was taken; starting again on fresh ports\n{}",
+                failure.report
+            );
+            move_reserved_ports(&mut cfgs);
+            attempt += 1;
+        }
+    }
+
+    /// Starts every config; on any failure stops those that started.
+    async fn try_start_all(cfgs: &[NodeConfig]) -> Result<Vec<NodeProc>, StartFailure> {
+        let tasks: Vec<_> = cfgs
+            .iter()
+            .map(|c| tokio::spawn(NodeProc::try_start(c.clone())))
+            .collect();
+        let (mut nodes, mut failure) = (Vec::new(), None);
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(node) => nodes.push(node),
+                // Report a port conflict (retried) over any other failure.
+                Err(f)
+                    if failure
+                        .as_ref()
+                        .is_none_or(|p: &StartFailure| !p.addr_in_use) =>
+                {
+                    failure = Some(f)
+                }
+                Err(_) => {}
+            }
+        }
+        let Some(failure) = failure else {
+            return Ok(nodes);
+        };
+        for node in &mut nodes {
+            node.kill().await;
+        }
+        Err(failure)
+    }
+
+    /// Starts one daemon and pins the ports it reports.
+    async fn try_start(mut cfg: NodeConfig) -> Result<Self, StartFailure> {
         std::fs::create_dir_all(&cfg.dir).unwrap();
-        let (child, stdout, ready) = spawn(&cfg).await;
-        let mut node = Self {
+        let (child, stdout, ready) = spawn(&cfg).await?;
+        cfg.http = ready.http;
+        if let Some(quic) = ready.quic {
+            cfg.quic = quic;
+        }
+        Ok(Self {
             cfg,
             ready,
             child: Some(child),
             _stdout: Some(stdout),
-        };
-        node.cfg.http = node.ready.http;
-        node
-    }
-
-    /// Starts every config at once (in parallel: each start waits for its ready line).
-    pub async fn start_all(cfgs: Vec<NodeConfig>) -> Vec<NodeProc> {
-        let tasks: Vec<_> = cfgs
-            .into_iter()
-            .map(|c| tokio::spawn(NodeProc::start(c)))
-            .collect();
-        let mut nodes = Vec::new();
-        for t in tasks {
-            nodes.push(t.await.unwrap());
-        }
-        nodes
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -405,10 +498,14 @@ impl NodeProc {
         status
     }
 
-    /// Starts the daemon again on the same data directory, ports and config.
+    /// Starts the daemon again on the same data directory, ports and config (rebinding the
+    /// ports it released; see "Ports" in the module doc).
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "restart of a running node");
-        let (child, stdout, ready) = spawn(&self.cfg).await;
+        let (child, stdout, ready) = match spawn(&self.cfg).await {
+            Ok(started) => started,
+            Err(failure) => panic!("restart: {}", failure.report),
+        };
         assert_eq!(
             ready.http, self.ready.http,
             "restarted on another HTTP port"
@@ -617,8 +714,29 @@ impl Drop for NodeProc {
     }
 }
 
+/// Moves every reserved QUIC port of `cfgs` to a fresh one, rewrites the static peers naming
+/// the old ones, and empties every node directory for a clean start.
+fn move_reserved_ports(cfgs: &mut [NodeConfig]) {
+    let mut moved = BTreeMap::new();
+    for cfg in cfgs.iter_mut().filter(|c| c.reserved_quic) {
+        let old = cfg.quic.to_string();
+        cfg.reserve_quic();
+        moved.insert(old, cfg.quic.to_string());
+    }
+    for cfg in cfgs.iter_mut() {
+        for peer in &mut cfg.static_peers {
+            if let Some(new) = moved.get(peer.as_str()) {
+                peer.clone_from(new);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&cfg.dir);
+    }
+}
+
 /// Spawns the daemon for `cfg` and waits for its ready line.
-async fn spawn(cfg: &NodeConfig) -> (Child, Lines<BufReader<ChildStdout>>, Ready) {
+async fn spawn(
+    cfg: &NodeConfig,
+) -> Result<(Child, Lines<BufReader<ChildStdout>>, Ready), StartFailure> {
     std::fs::write(cfg.config_path(), cfg.render()).unwrap();
     let log = OpenOptions::new()
         .create(true)
@@ -662,18 +780,23 @@ async fn spawn(cfg: &NodeConfig) -> (Child, Lines<BufReader<ChildStdout>>, Ready
         format!("--- log of {} ---\n{log}", cfg.name)
     };
     match tokio::time::timeout(PROCESS_GUARD, ready).await {
-        Ok(Some(r)) => (child, lines, r),
-        Ok(None) => panic!(
-            "{} exited before it was ready: {:?}\n{}",
-            cfg.name,
-            child.wait().await,
-            tail()
-        ),
-        Err(_) => panic!(
-            "{} was not ready within {PROCESS_GUARD:?}\n{}",
-            cfg.name,
-            tail()
-        ),
+        Ok(Some(r)) => Ok((child, lines, r)),
+        Ok(None) => {
+            let status = child.wait().await;
+            let log = tail();
+            Err(StartFailure {
+                addr_in_use: log.contains("Address already in use"),
+                report: format!("{} exited before it was ready: {status:?}\n{log}", cfg.name),
+            })
+        }
+        Err(_) => Err(StartFailure {
+            addr_in_use: false,
+            report: format!(
+                "{} was not ready within {PROCESS_GUARD:?}\n{}",
+                cfg.name,
+                tail()
+            ),
+        }),
     }
 }
 
@@ -694,26 +817,6 @@ pub fn metric_value(text: &str, sample: &str) -> f64 {
         })
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
-}
-
-/// Polls `probe` every [`POLL`] until it returns `Some`, or panics after `guard` with the last
-/// `Err` description.
-pub async fn poll_until<T, F, Fut>(what: &str, guard: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let start = Instant::now();
-    loop {
-        let last = match probe().await {
-            Ok(v) => return v,
-            Err(e) => e,
-        };
-        if start.elapsed() > guard {
-            panic!("{what}: not done within the {guard:?} failure guard\n{last}");
-        }
-        tokio::time::sleep(POLL).await;
-    }
 }
 
 /// Each node's answer to `GET /v1/{collection}` for every collection.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use meshlite_core::store::{OpenOptions, Store};
+use meshlite_fixtures::wait::next_matching;
 use meshlite_mesh::fleet::{self, CertSpec, ClusterId, FleetCa, NodeIdentity, NodeName};
 use meshlite_mesh::net::tls::{PeerPolicy, TlsContext};
 use meshlite_mesh::net::{self, NetEvent, NetHandle, TransportConfig};
@@ -155,22 +156,9 @@ pub fn open_store(dir: &Path) -> anyhow::Result<Store> {
 /// Waits (bounded by [`GUARD`]) for an event matching `pick`.
 pub async fn wait_for<T>(
     rx: &mut broadcast::Receiver<NetEvent>,
-    mut pick: impl FnMut(&NetEvent) -> Option<T>,
+    pick: impl FnMut(&NetEvent) -> Option<T>,
 ) -> anyhow::Result<T> {
-    guard(async {
-        loop {
-            match rx.recv().await {
-                Ok(event) => {
-                    if let Some(found) = pick(&event) {
-                        return Ok(found);
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(e) => anyhow::bail!("event channel closed: {e}"),
-            }
-        }
-    })
-    .await?
+    Ok(next_matching(rx, GUARD, pick).await?)
 }
 
 /// Fails the test if `f` does not finish within [`GUARD`].
