@@ -84,6 +84,10 @@ impl<R: Replica> Gossip<R> {
     pub async fn run(mut self) {
         let mut store_events = self.store.subscribe();
         let mut net_events = self.net.subscribe();
+        // Peers that connected before we subscribed sent their `PeerUp` to nobody.
+        for peer in self.net.peers().await {
+            self.policy.add_peer(peer.node_id);
+        }
         let mut rounds: JoinSet<RoundResult> = JoinSet::new();
         loop {
             let wake = self
