@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use meshlite_core::schema::Schema;
 use meshlite_mesh::backoff::Backoff;
-use meshlite_mesh::tasks::SHUTDOWN_GRACE;
+use meshlite_mesh::tasks::{SHUTDOWN_GRACE, Ticker};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -171,12 +171,15 @@ pub async fn run(
             schemas: schemas.clone(),
         };
         let pg = PgReplica::new(target.clone(), ctx);
-        let peer = Peer::start(&config, pg, &cancel)?;
+        let peer = Peer::start(&config, pg.clone(), &cancel)?;
+        let batch = i64::try_from(config.sync.batch_size).unwrap_or(i64::MAX);
+        let outbox = tokio::spawn(consume_central_edits(pg, batch, cancel.child_token()));
         state.set_ready(conn).await;
         cancel.cancelled().await;
         if let Some(peer) = peer {
             peer.shutdown().await;
         }
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, outbox).await;
         Ok(())
     };
     tokio::pin!(server, work, shutdown);
@@ -197,6 +200,27 @@ pub async fn run(
         tracing::warn!("http requests still open after {HTTP_DRAIN:?}; stopping anyway");
     }
     result
+}
+
+/// How often the outbox of central edits is looked at.
+pub const OUTBOX_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Turns captured central edits into the bridge's transactions until `cancel` (draining a
+/// backlog batch by batch; a failing Postgres is retried at the next tick).
+async fn consume_central_edits(pg: PgReplica, batch: i64, cancel: CancellationToken) {
+    let mut ticker = Ticker::every(OUTBOX_INTERVAL, cancel);
+    while ticker.tick().await {
+        loop {
+            match ticker.run(pg.consume_outbox(batch)).await {
+                Some(Ok(n)) if n as i64 >= batch => continue,
+                Some(Ok(_)) | None => break,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "central edits not consumed; retrying");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Completes when `rx` turns true (or its sender is gone).

@@ -316,3 +316,107 @@ async fn two_bridges_on_one_database_apply_overlapping_changes_once() {
     );
     blocking(|| store.close()).expect("close");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn central_sql_edits_merge_with_offline_node_edits_both_ways() {
+    let b = bridge("central").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = node(&dir);
+    let (t1, t2) = (named_id("t1"), named_id("t2"));
+    blocking(|| {
+        store.put(
+            "tasks",
+            json!({"id": t1, "status": "queued", "retry_count": 0, "title": "a"}),
+        )?;
+        store.put("tasks", json!({"id": t2, "status": "queued"}))?;
+        Ok::<_, meshlite_core::store::WriteError>(())
+    })
+    .expect("node writes");
+    b.replica
+        .apply_txns(all_txns(&store).await)
+        .await
+        .expect("bridge gets the records");
+
+    // Central: plain SQL by another session, while the node is offline and edits too.
+    let mut events = b.replica.subscribe();
+    b.conn
+        .client()
+        .batch_execute(&format!(
+            "UPDATE public.tasks SET status = 'running', retry_count = retry_count + 1, \
+             _extra = _extra || '{{\"title\": \"central\"}}' WHERE id = '{t1}'; \
+             DELETE FROM public.tasks WHERE id = '{t2}';"
+        ))
+        .await
+        .expect("central SQL");
+    blocking(|| {
+        store.increment("tasks", &t1, "retry_count", 2)?;
+        store.put("tasks", json!({"id": t1, "status": "completed"}))?;
+        store.put("tasks", json!({"id": t2, "status": "failed"}))?;
+        Ok::<_, meshlite_core::store::WriteError>(())
+    })
+    .expect("offline node edits");
+
+    let made = b.replica.consume_outbox(100).await.expect("consume outbox");
+    assert_eq!(made, 2, "one transaction per captured row");
+    let event = events.recv().await.expect("commit event");
+    let meshlite_core::store::StoreEvent::Committed { local, txns, .. } = event else {
+        panic!("unexpected event")
+    };
+    assert!(
+        local,
+        "central edits are the bridge's own, pushed by gossip"
+    );
+    assert_eq!(txns.len(), 2);
+    assert_eq!(
+        b.replica.consume_outbox(100).await.expect("again"),
+        0,
+        "the bridge's own writes are not captured again"
+    );
+
+    // Reconnect: each side gets what the other made.
+    let me = b.replica.replica_id();
+    let central = b
+        .replica
+        .load_txns(vec![(me, 1..=2)], usize::MAX)
+        .await
+        .expect("bridge txns");
+    let central: Vec<Txn> = central
+        .txns
+        .iter()
+        .map(|t| Txn::decode(t).expect("decode"))
+        .collect();
+    let report = blocking(|| store.apply_remote(central)).expect("node applies central edits");
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    let applied = b
+        .replica
+        .apply_txns(all_txns(&store).await)
+        .await
+        .expect("apply");
+    assert!(applied.rejected.is_empty(), "{:?}", applied.rejected);
+
+    let on_node = blocking(|| store.get("tasks", &t1))
+        .expect("get")
+        .expect("t1");
+    assert_eq!(
+        on_node["status"],
+        json!("running"),
+        "priority: running beats completed"
+    );
+    assert_eq!(
+        on_node["retry_count"],
+        json!(3),
+        "central +1 and offline +2"
+    );
+    assert_eq!(
+        task_row(&b.conn, &t1).await,
+        Some(on_node),
+        "Postgres equals the node"
+    );
+    assert_eq!(
+        blocking(|| store.get("tasks", &t2)).expect("get"),
+        None,
+        "delete wins on the node"
+    );
+    assert_eq!(task_row(&b.conn, &t2).await, None, "and in Postgres");
+    blocking(|| store.close()).expect("close");
+}

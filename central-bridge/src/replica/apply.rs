@@ -43,11 +43,12 @@ pub struct BatchOutcome {
 }
 
 impl BatchOutcome {
-    /// The commit event for subscribers (gossip relays nothing on it: remote commits).
-    pub fn event(&self) -> StoreEvent {
+    /// The commit event for subscribers; `local` for the bridge's own transactions (central
+    /// edits), which the gossip actor pushes to the fleet.
+    pub fn event(&self, local: bool) -> StoreEvent {
         StoreEvent::Committed {
             txns: self.txns.clone(),
-            local: false,
+            local,
             changes: self.changes.clone(),
         }
     }
@@ -159,6 +160,19 @@ async fn lock_and_read_held(
         .filter_map(|r| usize::try_from(r.get::<_, i64>(0) - 1).ok())
         .filter_map(|i| txns.get(i).map(|t| t.id))
         .collect())
+}
+
+/// Applies a transaction of the bridge's own (a central edit: its dependencies are the state it
+/// was made from), stores it and marks it held; the rows it changed.
+pub(super) async fn apply_own(
+    tx: &impl GenericClient,
+    ctx: &Context,
+    txn: &Txn,
+) -> Result<Vec<RecordChange>, String> {
+    match apply_new(tx, ctx, txn).await.map_err(|e| e.to_string())? {
+        Done::Visible(changes) => Ok(changes),
+        Done::Parked => Err("own change lacks its dependencies".into()),
+    }
 }
 
 /// Applies (or parks) a transaction not held yet, then stores it and marks it held.

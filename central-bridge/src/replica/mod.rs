@@ -12,6 +12,7 @@
 //!   (summary, stored transactions, merged Automerge state, tombstones, parked transactions) and
 //!   the materialized rows it explains commit together, so a crash at any point leaves either
 //!   all of a batch or none of it, and a redelivered transaction is a duplicate.
+//! - [`central`]: central edits captured in the outbox become the bridge's own transactions.
 //! - [`rows`]: writing materialized rows (typed columns filled by `jsonb_populate_record`),
 //!   deleting them, appending log rows; every identifier comes from a validated [`TableSpec`].
 //!
@@ -23,6 +24,7 @@
 //! changes.
 
 pub mod apply;
+pub mod central;
 pub mod rows;
 
 use std::collections::HashMap;
@@ -110,6 +112,21 @@ impl PgReplica {
     /// The start-up context.
     pub fn context(&self) -> &Context {
         &self.ctx
+    }
+
+    /// Turns up to `limit` captured central edits into the bridge's own transactions (see
+    /// [`central`]); they are announced as local commits, so gossip pushes them to the fleet.
+    /// Returns how many transactions were made.
+    pub async fn consume_outbox(&self, limit: i64) -> Result<usize, ReplicaError> {
+        let mut guard = self.writer.get().await?;
+        let conn = guard.as_mut().ok_or(ReplicaError::Closed)?;
+        let outcome = central::consume(conn.client_mut(), &self.ctx, limit)
+            .await
+            .map_err(pg)?;
+        if !outcome.txns.is_empty() {
+            let _ = self.events.send(outcome.event(true));
+        }
+        Ok(outcome.txns.len())
     }
 
     /// Whether the writer can reach Postgres now (for `/healthz`).
@@ -208,7 +225,7 @@ impl Replica for PgReplica {
         };
         if !outcome.txns.is_empty() {
             // No subscriber is fine: the data is committed either way.
-            let _ = self.events.send(outcome.event());
+            let _ = self.events.send(outcome.event(false));
         }
         Ok(outcome.applied)
     }

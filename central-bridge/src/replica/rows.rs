@@ -132,6 +132,16 @@ pub async fn tombstone(
     if later_alive {
         return Ok(false);
     }
+    delete_row(tx, ctx, table, id).await
+}
+
+/// Removes a record's materialized row; whether there was one.
+pub async fn delete_row(
+    tx: &impl GenericClient,
+    ctx: &Context,
+    table: &TableSpec,
+    id: &str,
+) -> Result<bool> {
     let sql = format!(
         "DELETE FROM {} WHERE {}::text = $1",
         Ident::qualified(&ctx.schemas.tables, &table.name),
