@@ -420,3 +420,70 @@ async fn central_sql_edits_merge_with_offline_node_edits_both_ways() {
     assert_eq!(task_row(&b.conn, &t2).await, None, "and in Postgres");
     blocking(|| store.close()).expect("close");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mistyped_changes_are_refused_recorded_and_reported_in_sync_status() {
+    let b = bridge("refuse").await;
+    // A node on an older, untyped schema writes values the PMOVES types refuse.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sloppy = Store::open(dir.path(), OpenOptions::default()).expect("schemaless store");
+    let (good, bad) = (named_id("good"), named_id("bad"));
+    blocking(|| {
+        sloppy.put(
+            "tasks",
+            json!({"id": good, "status": "queued", "retry_count": 1}),
+        )?;
+        sloppy.put("tasks", json!({"id": bad, "status": 7, "retry_count": 1}))?;
+        sloppy.put("tasks", json!({"id": "not-a-uuid", "status": "queued"}))?;
+        Ok::<_, meshlite_core::store::WriteError>(())
+    })
+    .expect("schemaless writes");
+    let applied = b
+        .replica
+        .apply_txns(all_txns(&sloppy).await)
+        .await
+        .expect("apply");
+    assert_eq!(
+        applied.new, 1,
+        "only the well-typed record: {:?}",
+        applied.rejected
+    );
+    assert_eq!(applied.rejected.len(), 2, "{:?}", applied.rejected);
+    let reasons: Vec<&str> = applied.rejected.iter().map(|(_, r)| r.as_str()).collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("tasks.status") && r.contains('7')),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("not-a-uuid")),
+        "{reasons:?}"
+    );
+    assert!(task_row(&b.conn, &good).await.is_some());
+    assert_eq!(task_row(&b.conn, &bad).await, None, "never written");
+
+    let client = b.conn.client();
+    let recorded: i64 = client
+        .query_one(
+            "SELECT count(*) FROM meshlite.rejected WHERE source = 'peer' AND collection = 'tasks'",
+            &[],
+        )
+        .await
+        .expect("rejected")
+        .get(0);
+    assert_eq!(recorded, 2, "operators see what was refused");
+    let status = client
+        .query_one(
+            "SELECT s.last_sync_status, s.failed_records, s.last_error IS NOT NULL, h.health_status \
+             FROM public.sync_status s JOIN public.sync_health h USING (service_name, table_name) \
+             WHERE s.service_name = $1 AND s.table_name = 'tasks'",
+            &[&sloppy.replica_id().to_hex()],
+        )
+        .await
+        .expect("sync_status row for the node");
+    let status: (String, i32, bool, String) =
+        (status.get(0), status.get(1), status.get(2), status.get(3));
+    assert_eq!(status, ("failed".into(), 2, true, "healthy".into()));
+    blocking(|| sloppy.close()).expect("close");
+}

@@ -16,13 +16,13 @@
 //! Deletes win: a tombstone of incarnation *k* makes every change to *k* (earlier or later) a
 //! no-op for the table, and the row disappears unless a later incarnation is alive.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use meshlite_core::change::Incarnation;
 use meshlite_core::schema::CollectionDef;
 use meshlite_core::store::record::{ChangeOutcome, FieldConflict, RecordDoc};
 use meshlite_core::store::{ChangeKind, RecordChange, StoreEvent};
-use meshlite_core::{Op, Txn, TxnId};
+use meshlite_core::{Op, ReplicaId, Txn, TxnId};
 use meshlite_mesh::replica::Applied;
 use serde_json::Value;
 use tokio_postgres::{Client, GenericClient};
@@ -89,6 +89,7 @@ pub async fn apply_batch(
     let held = lock_and_read_held(&tx, ctx, &txns).await?;
     let mut out = BatchOutcome::default();
     let mut seen = HashSet::new();
+    let mut status = SyncStatus::default();
     for txn in txns {
         if held.contains(&txn.id) || !seen.insert(txn.id) {
             out.applied.duplicates += 1;
@@ -100,6 +101,7 @@ pub async fn apply_batch(
             Ok(done) => {
                 sp.commit().await?;
                 out.applied.new += 1;
+                status.record(&txn, None);
                 if let Done::Visible(changes) = done {
                     out.txns.push(id);
                     out.changes.extend(changes);
@@ -110,13 +112,37 @@ pub async fn apply_batch(
                 let reason = e.to_string();
                 tracing::warn!(txn = ?id, %reason, "transaction refused");
                 rows::record_rejected(&tx, ctx, &txn, &reason).await?;
+                status.record(&txn, Some(&reason));
                 out.applied.rejected.push((id, reason));
             }
         }
     }
     unpark(&mut tx, ctx, &mut out).await?;
+    for ((origin, collection), entry) in &status.0 {
+        rows::record_sync_status(&tx, ctx, origin, collection, entry).await?;
+    }
     tx.commit().await?;
     Ok(out)
+}
+
+/// What one batch did per (origin, collection), for seed 002's `sync_status`.
+#[derive(Debug, Default)]
+struct SyncStatus(BTreeMap<(ReplicaId, String), rows::StatusEntry>);
+
+impl SyncStatus {
+    fn record(&mut self, txn: &Txn, refused: Option<&str>) {
+        let collections: BTreeSet<&str> = txn.ops.iter().map(Op::collection).collect();
+        for c in collections {
+            let e = self.0.entry((txn.id.origin, c.to_owned())).or_default();
+            match refused {
+                Some(reason) => {
+                    e.failed += 1;
+                    e.last_error = Some(reason.to_owned());
+                }
+                None => e.applied += 1,
+            }
+        }
+    }
 }
 
 /// Locks the batch's origin rows (creating missing ones) in origin order and returns which of

@@ -243,6 +243,9 @@ impl Replica for PgReplica {
             .execute(&sql, &[&peer.0.as_slice(), &bytes.as_slice()])
             .await
             .map_err(pg)?;
+        rows::touch_sync_status(client(&guard)?, &self.ctx, &peer)
+            .await
+            .map_err(pg)?;
         Ok(())
     }
 

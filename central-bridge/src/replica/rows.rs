@@ -383,3 +383,71 @@ fn op_id(op: &meshlite_core::Op) -> &str {
         | meshlite_core::Op::Append { id, .. } => id,
     }
 }
+
+/// Per (origin, collection) counts of one batch.
+#[derive(Debug, Default)]
+pub struct StatusEntry {
+    /// Transactions applied (or parked).
+    pub applied: u32,
+    /// Transactions refused.
+    pub failed: u32,
+    /// The last refusal's reason.
+    pub last_error: Option<String>,
+}
+
+/// Keeps seed 002's `sync_status` current: one row per node (`service_name` = the origin's
+/// replica id, hex) and table; `pending_records` counts that origin's parked transactions,
+/// `failed_records` accumulates refusals.
+pub async fn record_sync_status(
+    tx: &impl GenericClient,
+    ctx: &Context,
+    origin: &ReplicaId,
+    collection: &str,
+    entry: &StatusEntry,
+) -> Result<()> {
+    let (t, st) = (&ctx.schemas.tables, &ctx.schemas.state);
+    let status = if entry.failed > 0 {
+        "failed"
+    } else {
+        "success"
+    };
+    let failed = i32::try_from(entry.failed).unwrap_or(i32::MAX);
+    let sql = format!(
+        "INSERT INTO {t}.sync_status AS s (service_name, table_name, last_sync_at, last_sync_status, \
+                                          pending_records, failed_records, last_error, updated_at) \
+         VALUES ($1, $2, now(), $3, \
+                 (SELECT count(*)::int FROM {st}.parked WHERE origin = $4), $5, $6, now()) \
+         ON CONFLICT (service_name, table_name) DO UPDATE SET \
+             last_sync_at = now(), last_sync_status = EXCLUDED.last_sync_status, \
+             pending_records = EXCLUDED.pending_records, \
+             failed_records = coalesce(s.failed_records, 0) + EXCLUDED.failed_records, \
+             last_error = coalesce(EXCLUDED.last_error, s.last_error), updated_at = now()"
+    );
+    tx.execute(
+        &sql,
+        &[
+            &origin.to_hex(),
+            &collection,
+            &status,
+            &origin.0.as_slice(),
+            &failed,
+            &entry.last_error,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A completed session with `peer`: its rows are fresh even when it had nothing new.
+pub async fn touch_sync_status(
+    tx: &impl GenericClient,
+    ctx: &Context,
+    peer: &ReplicaId,
+) -> Result<()> {
+    let sql = format!(
+        "UPDATE {}.sync_status SET last_sync_at = now(), updated_at = now() WHERE service_name = $1",
+        ctx.schemas.tables
+    );
+    tx.execute(&sql, &[&peer.to_hex()]).await?;
+    Ok(())
+}
