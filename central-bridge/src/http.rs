@@ -18,6 +18,7 @@ use tokio::sync::Mutex;
 
 use crate::migrations::Schemas;
 use crate::pg::{PgConn, PgTarget};
+use crate::replica::ReplicaStats;
 
 /// Longest a health or metrics probe waits for Postgres.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -34,6 +35,7 @@ struct Inner {
     tables: usize,
     pg_errors: AtomicU64,
     ready: AtomicBool,
+    replica: std::sync::OnceLock<Arc<ReplicaStats>>,
 }
 
 impl AppState {
@@ -46,11 +48,14 @@ impl AppState {
             tables,
             pg_errors: AtomicU64::new(0),
             ready: AtomicBool::new(false),
+            replica: std::sync::OnceLock::new(),
         }))
     }
 
-    /// Start-up is done; `conn` becomes the probe session.
-    pub async fn set_ready(&self, conn: PgConn) {
+    /// Start-up is done; `conn` becomes the probe session and `replica`'s counters are
+    /// exported.
+    pub async fn set_ready(&self, conn: PgConn, replica: Arc<ReplicaStats>) {
+        let _ = self.0.replica.set(replica);
         *self.0.conn.lock().await = Some(conn);
         self.0.ready.store(true, Ordering::Release);
     }
@@ -179,10 +184,79 @@ async fn metrics(State(s): State<AppState>) -> Response {
             n.to_string(),
         );
     }
+    if let Some(r) = s.0.replica.get() {
+        replica_families(&mut out, r);
+    }
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         out,
     )
         .into_response()
+}
+
+/// The replica's counters in Prometheus text.
+fn replica_families(out: &mut String, r: &ReplicaStats) {
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let families: [(&str, &str, &str, String); 9] = [
+        (
+            "meshlite_bridge_batches_total",
+            "counter",
+            "Batches of peer transactions committed to Postgres.",
+            get(&r.batches).to_string(),
+        ),
+        (
+            "meshlite_bridge_batch_seconds_total",
+            "counter",
+            "Time spent committing those batches.",
+            format!("{:.6}", get(&r.batch_micros) as f64 / 1e6),
+        ),
+        (
+            "meshlite_bridge_last_batch_txns",
+            "gauge",
+            "Transactions in the last committed batch.",
+            get(&r.last_batch_txns).to_string(),
+        ),
+        (
+            "meshlite_bridge_txns_applied_total",
+            "counter",
+            "Peer transactions applied (or parked until their dependencies arrive).",
+            get(&r.txns_applied).to_string(),
+        ),
+        (
+            "meshlite_bridge_txns_duplicate_total",
+            "counter",
+            "Peer transactions received that were already held.",
+            get(&r.txns_duplicate).to_string(),
+        ),
+        (
+            "meshlite_bridge_txns_rejected_total",
+            "counter",
+            "Peer transactions refused (see the rejected table).",
+            get(&r.txns_rejected).to_string(),
+        ),
+        (
+            "meshlite_bridge_rows_written_total",
+            "counter",
+            "Materialized rows written or deleted.",
+            get(&r.rows_written).to_string(),
+        ),
+        (
+            "meshlite_bridge_central_edits_total",
+            "counter",
+            "Central edits turned into CRDT changes.",
+            get(&r.central_edits).to_string(),
+        ),
+        (
+            "meshlite_bridge_replica_postgres_errors_total",
+            "counter",
+            "Replica operations that failed in Postgres (peers resend).",
+            get(&r.postgres_errors).to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    }
 }

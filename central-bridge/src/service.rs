@@ -173,8 +173,12 @@ pub async fn run(
         let pg = PgReplica::new(target.clone(), ctx);
         let peer = Peer::start(&config, pg.clone(), &cancel)?;
         let batch = i64::try_from(config.sync.batch_size).unwrap_or(i64::MAX);
-        let outbox = tokio::spawn(consume_central_edits(pg, batch, cancel.child_token()));
-        state.set_ready(conn).await;
+        let outbox = tokio::spawn(consume_central_edits(
+            pg.clone(),
+            batch,
+            cancel.child_token(),
+        ));
+        state.set_ready(conn, pg.stats()).await;
         cancel.cancelled().await;
         if let Some(peer) = peer {
             peer.shutdown().await;

@@ -180,6 +180,13 @@ fn run_migrates_serves_health_and_stops_on_sigterm() {
         "{metrics}"
     );
     assert!(metrics.contains("meshlite_bridge_tables 10"), "{metrics}");
+    for family in [
+        "meshlite_bridge_txns_applied_total 0",
+        "meshlite_bridge_rows_written_total 0",
+        "meshlite_bridge_central_edits_total 0",
+    ] {
+        assert!(metrics.contains(family), "missing {family}: {metrics}");
+    }
     let tables = PgServer::psql(
         &url,
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",

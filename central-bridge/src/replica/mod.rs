@@ -29,6 +29,8 @@ pub mod rows;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use meshlite_core::store::StoreEvent;
 use meshlite_core::{ReplicaId, Schema, Summary, Txn};
@@ -83,9 +85,37 @@ impl Conn {
     }
 }
 
+/// Counters of the replica, exported on `/metrics`.
+#[derive(Debug, Default)]
+pub struct ReplicaStats {
+    /// Batches of received transactions committed.
+    pub batches: AtomicU64,
+    /// Time spent applying committed batches, in microseconds.
+    pub batch_micros: AtomicU64,
+    /// Transactions in the last committed batch.
+    pub last_batch_txns: AtomicU64,
+    /// Transactions applied (or parked) from peers.
+    pub txns_applied: AtomicU64,
+    /// Transactions received that were already held.
+    pub txns_duplicate: AtomicU64,
+    /// Transactions refused (recorded in `rejected`).
+    pub txns_rejected: AtomicU64,
+    /// Materialized rows written or deleted.
+    pub rows_written: AtomicU64,
+    /// Central edits turned into the bridge's own transactions.
+    pub central_edits: AtomicU64,
+    /// Replica operations that failed because Postgres failed (peers resend).
+    pub postgres_errors: AtomicU64,
+}
+
+fn add(counter: &AtomicU64, n: usize) {
+    counter.fetch_add(n as u64, Ordering::Relaxed);
+}
+
 /// The bridge's replica over Postgres. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct PgReplica {
+    stats: Arc<ReplicaStats>,
     ctx: Arc<Context>,
     writer: Arc<Conn>,
     reader: Arc<Conn>,
@@ -102,11 +132,17 @@ impl PgReplica {
             })
         };
         Self {
+            stats: Arc::default(),
             ctx: Arc::new(ctx),
             writer: conn(target.clone()),
             reader: conn(target),
             events: broadcast::channel(EVENT_CHANNEL).0,
         }
+    }
+
+    /// The replica's counters.
+    pub fn stats(&self) -> Arc<ReplicaStats> {
+        self.stats.clone()
     }
 
     /// The start-up context.
@@ -122,7 +158,12 @@ impl PgReplica {
         let conn = guard.as_mut().ok_or(ReplicaError::Closed)?;
         let outcome = central::consume(conn.client_mut(), &self.ctx, limit)
             .await
-            .map_err(pg)?;
+            .map_err(|e| {
+                add(&self.stats.postgres_errors, 1);
+                pg(e)
+            })?;
+        add(&self.stats.central_edits, outcome.txns.len());
+        add(&self.stats.rows_written, outcome.changes.len());
         if !outcome.txns.is_empty() {
             let _ = self.events.send(outcome.event(true));
         }
@@ -215,14 +256,24 @@ impl Replica for PgReplica {
     async fn apply_txns(&self, txns: Vec<Txn>) -> Result<Applied, ReplicaError> {
         let mut guard = self.writer.get().await?;
         let conn = guard.as_mut().ok_or(ReplicaError::Closed)?;
+        let (started, n) = (Instant::now(), txns.len());
         let outcome = apply::apply_batch(conn.client_mut(), &self.ctx, txns).await;
         let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(e) => {
-                tracing::warn!(error = %e, "applying to Postgres failed; peers will resend");
+                add(&self.stats.postgres_errors, 1);
+                tracing::warn!(error = %apply::pg_reason(&e), "applying to Postgres failed; peers will resend");
                 return Err(pg(e));
             }
         };
+        let s = &self.stats;
+        add(&s.batches, 1);
+        add(&s.batch_micros, started.elapsed().as_micros() as usize);
+        s.last_batch_txns.store(n as u64, Ordering::Relaxed);
+        add(&s.txns_applied, outcome.applied.new);
+        add(&s.txns_duplicate, outcome.applied.duplicates);
+        add(&s.txns_rejected, outcome.applied.rejected.len());
+        add(&s.rows_written, outcome.changes.len());
         if !outcome.txns.is_empty() {
             // No subscriber is fine: the data is committed either way.
             let _ = self.events.send(outcome.event(false));
