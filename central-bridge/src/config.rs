@@ -20,9 +20,10 @@
 //! | `MESHLITE_LISTEN`       | `transport.listen`        | `0.0.0.0:6374`            |
 //! | `MESHLITE_STATIC_PEERS` | `discovery.static_peers`  | empty                     |
 //!
-//! `[transport]` and `[discovery]` are the mesh's own sections, the same keys as the node's
+//! `[transport]`, `[discovery]` and `[nats]` are the mesh's own sections, the same keys as the node's
 //! (`deploy/meshlite.example.toml`); the bridge is built without mDNS, so `discovery.mdns`
-//! defaults to false here. Without `bridge.fleet_dir` the bridge opens no peer port.
+//! defaults to false here, and `nats.relay` to true. Without `bridge.fleet_dir` the bridge opens
+//! no peer port.
 //!
 //! `DATABASE_URL` accepts `postgres://` and `postgresql://` (the form Supabase prints) and libpq's
 //! `sslmode` (`disable`, `prefer` (default), `require`, `verify-ca`, `verify-full`) and
@@ -35,6 +36,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use meshlite_mesh::discovery::DiscoveryConfig;
+use meshlite_mesh::nats::NatsConfig;
 use meshlite_mesh::net::TransportConfig;
 
 use crate::ddl::Grants;
@@ -122,6 +124,10 @@ pub struct BridgeSection {
     pub fleet_dir: Option<PathBuf>,
     /// Schema file whose collections become tables.
     pub schema: Option<PathBuf>,
+    /// Where the NATS relay remembers the last of the bridge's own transactions it published.
+    /// Disposable: without it the bridge republishes them, which is harmless (deduplicated
+    /// and idempotent).
+    pub relay_cursor: PathBuf,
 }
 
 impl Default for BridgeSection {
@@ -130,6 +136,7 @@ impl Default for BridgeSection {
             name: default_name(),
             fleet_dir: None,
             schema: None,
+            relay_cursor: PathBuf::from("meshlite-bridge-relay.cursor"),
         }
     }
 }
@@ -164,12 +171,13 @@ impl Default for SyncSection {
     }
 }
 
-/// `[nats]`: the optional relay.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NatsSection {
-    /// Server URL (`nats://host:4222`); none = no NATS.
-    pub url: Option<String>,
+/// The bridge's NATS defaults: the mesh's, with the JetStream relay on (the bridge is the
+/// fleet's durable consumer of the relay stream when NATS is configured).
+fn default_nats() -> NatsConfig {
+    NatsConfig {
+        relay: true,
+        ..NatsConfig::default()
+    }
 }
 
 /// `[http]`: health and metrics.
@@ -206,8 +214,9 @@ pub struct Config {
     pub bridge: BridgeSection,
     /// `[sync]`
     pub sync: SyncSection,
-    /// `[nats]`
-    pub nats: NatsSection,
+    /// `[nats]`: the mesh's NATS section (announcements, change events, the relay).
+    #[serde(default = "default_nats")]
+    pub nats: NatsConfig,
     /// `[http]`
     pub http: HttpSection,
     /// `[transport]`: the QUIC listener and limits (the mesh's `TransportConfig`).
@@ -223,7 +232,7 @@ impl Default for Config {
             postgres: PostgresSection::default(),
             bridge: BridgeSection::default(),
             sync: SyncSection::default(),
-            nats: NatsSection::default(),
+            nats: default_nats(),
             http: HttpSection::default(),
             transport: TransportConfig::default(),
             discovery: default_discovery(),
@@ -369,6 +378,9 @@ impl Config {
                 format!("{url:?}: expected nats://host:port"),
             ));
         }
+        self.nats
+            .validate()
+            .map_err(|e| invalid("nats", e.to_string()))?;
         Ok(())
     }
 

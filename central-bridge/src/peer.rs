@@ -18,8 +18,10 @@ use meshlite_mesh::dialer::Dialer;
 use meshlite_mesh::discovery::{Discovery, LocalNode, PeerTable, StartDiscoveryError};
 use meshlite_mesh::fleet::{self, FleetError};
 use meshlite_mesh::gossip::{Gossip, GossipStats};
+use meshlite_mesh::nats::{self, NatsContext, NatsService};
 use meshlite_mesh::net::handle::{NetHandle, StartError};
 use meshlite_mesh::net::mesh;
+use meshlite_mesh::replica::Replica;
 use meshlite_mesh::tasks::SHUTDOWN_GRACE;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +42,12 @@ pub enum PeerError {
     /// Discovery could not start.
     #[error("discovery: {0}")]
     Discovery(#[from] StartDiscoveryError),
+    /// NATS could not be configured or reached.
+    #[error("nats: {0}")]
+    NatsConnect(#[from] nats::ConnectNatsError),
+    /// The NATS service could not start.
+    #[error("nats: {0}")]
+    NatsStart(#[from] nats::StartNatsError),
     /// The dissemination policy refused its configuration.
     #[error("sync: {0}")]
     Policy(#[from] meshlite_core::dissemination::ConfigError),
@@ -51,6 +59,8 @@ pub struct Peer {
     net: NetHandle,
     discovery: Discovery,
     actors: JoinSet<()>,
+    table: PeerTable,
+    local: LocalNode,
     /// Gossip counters (for `/metrics`).
     pub stats: Arc<GossipStats>,
 }
@@ -77,6 +87,7 @@ impl Peer {
         let table = PeerTable::new(config.discovery.peer_expiry());
         let local = local_node(config, &net, cluster);
         let discovery = Discovery::start(&config.discovery, &local, &table, cancel)?;
+        let peer_table = table.clone();
         let dissemination = DisseminationConfig::with_interval(std::time::Duration::from_secs(
             config.sync.interval_seconds,
         ));
@@ -107,6 +118,8 @@ impl Peer {
             net,
             discovery,
             actors,
+            table: peer_table,
+            local,
             stats,
         }))
     }
@@ -114,6 +127,16 @@ impl Peer {
     /// The QUIC listener's address.
     pub fn local_addr(&self) -> std::net::SocketAddr {
         self.net.local_addr()
+    }
+
+    /// The peer table (NATS announcements feed it too).
+    pub fn table(&self) -> &PeerTable {
+        &self.table
+    }
+
+    /// What this bridge announces about itself.
+    pub fn local(&self) -> &LocalNode {
+        &self.local
     }
 
     /// Stops the actors, discovery and the transport (the token was cancelled by the caller).
@@ -130,12 +153,51 @@ impl Peer {
 fn local_node(config: &Config, net: &NetHandle, cluster: String) -> LocalNode {
     LocalNode {
         node_id: net.node_id().to_string(),
+        quic_port: net.local_addr().port(),
+        ..local_without_mesh(config, String::new(), cluster)
+    }
+}
+
+/// What a bridge without fleet files announces: its replica id under the `local` cluster (as a
+/// node without a mesh does).
+pub fn local_without_mesh(config: &Config, node_id: String, cluster: String) -> LocalNode {
+    LocalNode {
+        node_id,
         name: config.bridge.name.clone(),
         cluster,
-        quic_port: net.local_addr().port(),
+        quic_port: 0,
         version: env!("CARGO_PKG_VERSION").to_owned(),
         addresses: Vec::new(),
         collections: config.sync.tables.clone(),
         capabilities: vec!["bridge".into(), "sync".into()],
     }
+}
+
+/// Starts NATS (announcements, change events, the JetStream relay) over the bridge's replica
+/// when `nats.url` is set: relayed transactions are applied to Postgres and acked after commit;
+/// the bridge's own transactions (central edits) are published.
+pub async fn start_nats(
+    config: &Config,
+    replica: &PgReplica,
+    peer: Option<&Peer>,
+    cancel: &CancellationToken,
+) -> Result<Option<NatsService>, PeerError> {
+    let Some(client) = nats::connect(&config.nats, &config.bridge.name).await? else {
+        return Ok(None);
+    };
+    let (local, table) = match peer {
+        Some(p) => (p.local().clone(), p.table().clone()),
+        None => (
+            local_without_mesh(config, replica.replica_id().to_hex(), "local".into()),
+            PeerTable::new(config.discovery.peer_expiry()),
+        ),
+    };
+    let ctx = NatsContext {
+        client,
+        local,
+        table,
+        store: replica.clone(),
+        cursor_path: config.bridge.relay_cursor.clone(),
+    };
+    Ok(Some(NatsService::start(&config.nats, ctx, cancel)?))
 }

@@ -172,6 +172,7 @@ pub async fn run(
         };
         let pg = PgReplica::new(target.clone(), ctx);
         let peer = Peer::start(&config, pg.clone(), &cancel)?;
+        let nats = crate::peer::start_nats(&config, &pg, peer.as_ref(), &cancel).await?;
         let batch = i64::try_from(config.sync.batch_size).unwrap_or(i64::MAX);
         let outbox = tokio::spawn(consume_central_edits(
             pg.clone(),
@@ -180,6 +181,9 @@ pub async fn run(
         ));
         state.set_ready(conn, pg.stats()).await;
         cancel.cancelled().await;
+        if let Some(nats) = nats {
+            nats.shutdown(SHUTDOWN_GRACE).await;
+        }
         if let Some(peer) = peer {
             peer.shutdown().await;
         }

@@ -222,3 +222,136 @@ async fn concurrent_edits_on_two_nodes_reach_postgres_merged() {
         node.store.close_async().await.expect("close");
     }
 }
+
+/// A node with no QUIC path to the bridge: the NATS JetStream relay carries its transactions to
+/// the bridge (applied, acked after commit) and the bridge's central edits back to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nats_relay_carries_changes_both_ways_without_quic() {
+    use meshlite_fixtures::nats::NatsServer;
+    use meshlite_mesh::discovery::LocalNode;
+    use meshlite_mesh::nats::{self, NatsConfig, NatsContext, NatsService};
+
+    let server = NatsServer::start();
+    let cancel = CancellationToken::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = OpenOptions {
+        schema: Some(Schema::from_file(&pmoves()).expect("schema")),
+        ..OpenOptions::default()
+    };
+    let store = Store::open(&dir.path().join("data"), opts).expect("store");
+    let cfg = NatsConfig {
+        url: Some(server.url()),
+        relay: true,
+        request_timeout_secs: 2,
+        ..NatsConfig::default()
+    };
+    let client = nats::connect(&cfg, "node-n")
+        .await
+        .expect("nats")
+        .expect("url");
+    let local = LocalNode {
+        node_id: store.replica_id().to_hex(),
+        name: "node-n".into(),
+        cluster: "local".into(),
+        quic_port: 0,
+        version: "test".into(),
+        addresses: Vec::new(),
+        collections: Vec::new(),
+        capabilities: Vec::new(),
+    };
+    let ctx = NatsContext {
+        client,
+        local,
+        table: PeerTable::new(Duration::from_secs(300)),
+        store: store.clone(),
+        cursor_path: dir.path().join("relay.cursor"),
+    };
+    let service = NatsService::start(&cfg, ctx, &cancel).expect("node relay");
+
+    let url = PgServer::shared().database("relay");
+    let bridge_dir = tempfile::tempdir().expect("bridge dir");
+    let _bridge = BridgeProc(
+        Command::new(env!("CARGO_BIN_EXE_meshlite-bridge"))
+            .arg("run")
+            .current_dir(bridge_dir.path())
+            .env_remove("MESHLITE_CONFIG")
+            .env_remove("MESHLITE_FLEET_DIR")
+            .env("DATABASE_URL", &url)
+            .env("MESHLITE_SCHEMA", pmoves())
+            .env("MESHLITE_NAME", "bridge-relay")
+            .env("MESHLITE_HTTP_LISTEN", "127.0.0.1:0")
+            .env("NATS_URL", server.url())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn meshlite-bridge"),
+    );
+    let (pg, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+
+    let id = named_id("relayed");
+    tokio::task::spawn_blocking({
+        let (store, id) = (store.clone(), id.clone());
+        move || {
+            store.put(
+                "tasks",
+                json!({"id": id, "status": "queued", "retry_count": 1}),
+            )
+        }
+    })
+    .await
+    .expect("join")
+    .expect("put");
+    let ids = [id.clone()];
+    poll_until("the node's write in Postgres", GUARD, || async {
+        let rows = task_rows(&pg, &ids).await?;
+        let node = node_rows(&store, &ids).await;
+        if rows == node {
+            Ok(())
+        } else {
+            Err(format!("pg {rows:?} node {node:?}"))
+        }
+    })
+    .await;
+
+    // A central edit travels back over the relay.
+    pg.execute(
+        "UPDATE public.tasks SET status = 'running', retry_count = retry_count + 1 WHERE id::text = $1",
+        &[&id],
+    )
+    .await
+    .expect("central update");
+    poll_until("the central edit on the node", GUARD, || async {
+        let node = node_rows(&store, &ids).await;
+        let want = (json!("running"), json!(2));
+        match node[0]
+            .get("status")
+            .cloned()
+            .zip(node[0].get("retry_count").cloned())
+        {
+            Some(got) if got == want => Ok(()),
+            _ => {
+                let state = pg
+                    .query_one(
+                        "SELECT (SELECT count(*) FROM meshlite.outbox), \
+                                (SELECT count(*) FROM meshlite.txns t JOIN meshlite.bridges b \
+                                 ON t.origin = b.replica_id)",
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let (outbox, own): (i64, i64) = (state.get(0), state.get(1));
+                Err(format!(
+                    "node {node:?}; outbox {outbox}, bridge's own txns {own}"
+                ))
+            }
+        }
+    })
+    .await;
+    service.shutdown(GUARD).await;
+    cancel.cancel();
+    store.close_async().await.expect("close");
+}

@@ -375,6 +375,12 @@ async fn central_sql_edits_merge_with_offline_node_edits_both_ways() {
 
     // Reconnect: each side gets what the other made.
     let me = b.replica.replica_id();
+    let summary = b.replica.summary().await.expect("summary");
+    assert_eq!(
+        summary.get(&me).map(|set| set.max()),
+        Some(2),
+        "the bridge's own transactions are in its summary (anti-entropy and the relay offer them)"
+    );
     let central = b
         .replica
         .load_txns(vec![(me, 1..=2)], usize::MAX)

@@ -243,8 +243,9 @@ pub async fn store_txn(tx: &impl GenericClient, ctx: &Context, txn: &Txn) -> Res
     .await?;
     tx.execute(
         &format!(
-            "UPDATE {st}.origins SET held = held + int8multirange(int8range($2::int8, $2::int8 + 1)), \
-             last_txn_at = now() WHERE origin = $1"
+            "INSERT INTO {st}.origins AS o (origin, held, last_txn_at) \
+             VALUES ($1, int8multirange(int8range($2::int8, $2::int8 + 1)), now()) \
+             ON CONFLICT (origin) DO UPDATE SET held = o.held + EXCLUDED.held, last_txn_at = now()"
         ),
         &[&origin, &seq],
     )
