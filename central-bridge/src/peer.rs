@@ -19,10 +19,12 @@ use meshlite_mesh::discovery::{Discovery, LocalNode, PeerTable, StartDiscoveryEr
 use meshlite_mesh::fleet::{self, FleetError};
 use meshlite_mesh::gossip::{Gossip, GossipStats};
 use meshlite_mesh::nats::{self, NatsContext, NatsService};
+use meshlite_mesh::net::events::NetEvent;
 use meshlite_mesh::net::handle::{NetHandle, StartError};
 use meshlite_mesh::net::mesh;
 use meshlite_mesh::replica::Replica;
 use meshlite_mesh::tasks::SHUTDOWN_GRACE;
+use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -96,7 +98,7 @@ impl Peer {
         let mut actors = JoinSet::new();
         actors.spawn(
             Gossip {
-                store: replica,
+                store: replica.clone(),
                 net: net.clone(),
                 table: table.clone(),
                 policy,
@@ -105,6 +107,11 @@ impl Peer {
             }
             .run(),
         );
+        actors.spawn(record_nodes(
+            net.clone(),
+            replica.clone(),
+            cancel.child_token(),
+        ));
         actors.spawn(
             Dialer {
                 net: net.clone(),
@@ -147,6 +154,36 @@ impl Peer {
         }
         self.discovery.shutdown(SHUTDOWN_GRACE).await;
         self.net.shutdown().await;
+    }
+}
+
+/// Keeps `<state>.nodes` current from the transport's peer events until `cancel`.
+async fn record_nodes(net: NetHandle, replica: PgReplica, cancel: CancellationToken) {
+    let mut events = net.subscribe();
+    loop {
+        let event = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return,
+            event = events.recv() => event,
+        };
+        match event {
+            Ok(NetEvent::PeerUp {
+                node_id,
+                node_name,
+                addr,
+                ..
+            }) => {
+                let name = node_name.as_ref().map(|n| n.as_str().to_owned());
+                let recorded = replica
+                    .record_node(&node_id.to_string(), name.as_deref(), &addr.to_string())
+                    .await;
+                if let Err(e) = recorded {
+                    tracing::debug!(error = %e, %node_id, "node not recorded");
+                }
+            }
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return,
+        }
     }
 }
 

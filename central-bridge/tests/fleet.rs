@@ -216,6 +216,18 @@ async fn concurrent_edits_on_two_nodes_reach_postgres_merged() {
         .expect("conflicts")
         .get(0);
     assert_eq!(audited, 3, "each merged status is in the audit table");
+    let nodes: Vec<String> = pg
+        .query("SELECT name FROM meshlite.nodes ORDER BY name", &[])
+        .await
+        .expect("nodes")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        nodes,
+        ["node-a", "node-b"],
+        "the fleet as the bridge sees it"
+    );
     cancel.cancel();
     for node in [a, b] {
         node.net.shutdown().await;
