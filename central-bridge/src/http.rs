@@ -23,6 +23,19 @@ use crate::replica::ReplicaStats;
 /// Longest a health or metrics probe waits for Postgres.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// What one probe of the database saw.
+#[derive(Debug)]
+struct Probe {
+    /// Central edits captured and not yet consumed.
+    outbox: i64,
+    /// Conflict audit rows ever inserted (Postgres' table statistics).
+    conflicts: i64,
+    /// Refusals ever recorded.
+    rejected: i64,
+    /// Per origin (hex): the highest seq held and the transactions parked.
+    origins: Vec<(String, i64, i64)>,
+}
+
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct AppState(Arc<Inner>);
@@ -64,22 +77,45 @@ impl AppState {
         self.0.ready.load(Ordering::Acquire)
     }
 
-    /// Rows waiting in the outbox, or `None` when Postgres does not answer in time.
-    async fn probe(&self) -> Option<i64> {
+    /// The database as it is now, or `None` when Postgres does not answer in time.
+    async fn probe(&self) -> Option<Probe> {
         let inner = &self.0;
         let mut guard = inner.conn.lock().await;
         let attempt = async {
             if guard.is_none() {
                 *guard = Some(inner.target.connect().await.map_err(|e| e.to_string())?);
             }
-            let conn = guard.as_ref().ok_or("no session")?;
-            let sql = format!("SELECT count(*) FROM {}.outbox", inner.schemas.state);
-            let row = conn
-                .client()
-                .query_one(&sql, &[])
+            let client = guard.as_ref().ok_or("no session")?.client();
+            let st = &inner.schemas.state;
+            let sql = format!(
+                "SELECT (SELECT count(*) FROM {st}.outbox), \
+                        coalesce((SELECT n_tup_ins FROM pg_stat_user_tables \
+                                  WHERE schemaname = $1 AND relname = 'conflicts'), 0), \
+                        coalesce((SELECT n_tup_ins FROM pg_stat_user_tables \
+                                  WHERE schemaname = $1 AND relname = 'rejected'), 0)"
+            );
+            let row = client
+                .query_one(&sql, &[&st.as_str()])
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok::<i64, String>(row.get(0))
+            let sql = format!(
+                "SELECT encode(o.origin, 'hex'), o.max_seq, \
+                        (SELECT count(*) FROM {st}.parked p WHERE p.origin = o.origin) \
+                 FROM {st}.origins o ORDER BY 1 LIMIT 1000"
+            );
+            let origins = client
+                .query(&sql, &[])
+                .await
+                .map_err(|e| e.to_string())?
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect();
+            Ok::<Probe, String>(Probe {
+                outbox: row.get(0),
+                conflicts: row.get(1),
+                rejected: row.get(2),
+                origins,
+            })
         };
         match tokio::time::timeout(PROBE_TIMEOUT, attempt).await {
             Ok(Ok(n)) => Some(n),
@@ -176,16 +212,31 @@ async fn metrics(State(s): State<AppState>) -> Response {
         "Materialized tables managed by this bridge.",
         s.0.tables.to_string(),
     );
-    if let Some(n) = outbox {
+    if let Some(p) = &outbox {
         family(
             "meshlite_bridge_outbox_pending",
             "gauge",
             "Central edits captured and not yet turned into CRDT changes.",
-            n.to_string(),
+            p.outbox.to_string(),
+        );
+        family(
+            "meshlite_bridge_conflicts_recorded_total",
+            "counter",
+            "Fields whose concurrent values were merged, recorded in the conflicts table.",
+            p.conflicts.to_string(),
+        );
+        family(
+            "meshlite_bridge_rejected_total",
+            "counter",
+            "Inputs refused and recorded in the rejected table (peers, relay, central edits).",
+            p.rejected.to_string(),
         );
     }
     if let Some(r) = s.0.replica.get() {
         replica_families(&mut out, r);
+    }
+    if let Some(p) = &outbox {
+        origin_families(&mut out, &p.origins);
     }
     (
         StatusCode::OK,
@@ -193,6 +244,29 @@ async fn metrics(State(s): State<AppState>) -> Response {
         out,
     )
         .into_response()
+}
+
+/// Per-origin progress: what each node's transactions the bridge holds (compare with the node's
+/// own head for lag) and how many wait for dependencies.
+fn origin_families(out: &mut String, origins: &[(String, i64, i64)]) {
+    out.push_str(
+        "# HELP meshlite_bridge_origin_max_seq Highest transaction seq of an origin held by the bridge.\n\
+         # TYPE meshlite_bridge_origin_max_seq gauge\n",
+    );
+    for (origin, max, _) in origins {
+        out.push_str(&format!(
+            "meshlite_bridge_origin_max_seq{{origin=\"{origin}\"}} {max}\n"
+        ));
+    }
+    out.push_str(
+        "# HELP meshlite_bridge_origin_parked Transactions of an origin parked until their dependencies arrive.\n\
+         # TYPE meshlite_bridge_origin_parked gauge\n",
+    );
+    for (origin, _, parked) in origins {
+        out.push_str(&format!(
+            "meshlite_bridge_origin_parked{{origin=\"{origin}\"}} {parked}\n"
+        ));
+    }
 }
 
 /// The replica's counters in Prometheus text.

@@ -184,6 +184,9 @@ fn run_migrates_serves_health_and_stops_on_sigterm() {
         "meshlite_bridge_txns_applied_total 0",
         "meshlite_bridge_rows_written_total 0",
         "meshlite_bridge_central_edits_total 0",
+        "meshlite_bridge_conflicts_recorded_total 0",
+        "meshlite_bridge_rejected_total 0",
+        "# TYPE meshlite_bridge_origin_max_seq gauge",
     ] {
         assert!(metrics.contains(family), "missing {family}: {metrics}");
     }
