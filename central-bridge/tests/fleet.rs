@@ -32,20 +32,59 @@ fn pmoves() -> PathBuf {
 struct Node {
     store: Store,
     net: NetHandle,
+    bundle: PathBuf,
+    name: String,
+    cancel: CancellationToken,
     _dir: tempfile::TempDir,
+}
+
+impl Node {
+    /// Cuts the node off the network (transport and gossip stop; its store keeps working).
+    async fn cut_off(&mut self) {
+        self.cancel.cancel();
+        self.net.shutdown().await;
+    }
+
+    /// Brings the node back on the same address (peers redial it).
+    fn heal(&mut self, root: &CancellationToken) {
+        let addr = self.net.local_addr();
+        self.cancel = root.child_token();
+        self.net = serve(&self.store, &self.bundle, &self.name, addr, &self.cancel);
+    }
 }
 
 async fn start_node(fleet_dir: &Path, name: &str, cancel: &CancellationToken) -> Node {
     let issued = fleet::issue(fleet_dir, name, 30).expect("issue");
-    let identity = fleet::load_node_identity(&issued.bundle_dir).expect("identity");
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = OpenOptions {
         schema: Some(Schema::from_file(&pmoves()).expect("schema")),
         ..OpenOptions::default()
     };
     let store = Store::open(dir.path(), opts).expect("store");
+    let cancel = cancel.child_token();
+    let listen = "127.0.0.1:0".parse().expect("addr");
+    let net = serve(&store, &issued.bundle_dir, name, listen, &cancel);
+    Node {
+        store,
+        net,
+        bundle: issued.bundle_dir,
+        name: name.to_owned(),
+        cancel,
+        _dir: dir,
+    }
+}
+
+/// The transport and gossip actor over `store`, as `meshlite run` starts them.
+fn serve(
+    store: &Store,
+    bundle: &Path,
+    name: &str,
+    listen: std::net::SocketAddr,
+    cancel: &CancellationToken,
+) -> NetHandle {
+    let identity = fleet::load_node_identity(bundle).expect("identity");
     let transport = TransportConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
+        listen,
         ..TransportConfig::default()
     };
     let net = mesh::start(identity, transport, store.clone(), cancel.child_token()).expect("quic");
@@ -64,11 +103,7 @@ async fn start_node(fleet_dir: &Path, name: &str, cancel: &CancellationToken) ->
         cancel: cancel.child_token(),
     };
     tokio::spawn(gossip.run());
-    Node {
-        store,
-        net,
-        _dir: dir,
-    }
+    net
 }
 
 fn rand_seed(name: &str) -> u64 {
@@ -124,9 +159,27 @@ async fn task_rows(conn: &tokio_postgres::Client, ids: &[String]) -> Result<Vec<
             )
             .await
             .map_err(|e| e.to_string())?;
-        out.push(row.map_or(Value::Null, |r| r.get(0)));
+        out.push(row.map_or(Value::Null, |r| utc_z(r.get(0))));
     }
     Ok(out)
+}
+
+/// Postgres renders a `timestamptz` as `...+00:00` (the test sessions use UTC), nodes keep the
+/// RFC 3339 text they were given (`...Z`): the same instant, written two ways.
+fn utc_z(row: Value) -> Value {
+    match row {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) if s.ends_with("+00:00") => {
+                        (k, Value::String(format!("{}Z", &s[..s.len() - 6])))
+                    }
+                    v => (k, v),
+                })
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 async fn node_rows(store: &Store, ids: &[String]) -> Vec<Value> {
@@ -180,6 +233,7 @@ async fn concurrent_edits_on_two_nodes_reach_postgres_merged() {
         .await
         .expect("connect");
     tokio::spawn(connection);
+    pg.batch_execute("SET TIME ZONE 'UTC'").await.expect("utc");
     // The nodes never connect to each other: everything flows through the bridge, which pulls
     // from both and serves each the other's transactions.
     let mut all = ids.clone();
@@ -303,6 +357,7 @@ async fn the_nats_relay_carries_changes_both_ways_without_quic() {
         .await
         .expect("connect");
     tokio::spawn(connection);
+    pg.batch_execute("SET TIME ZONE 'UTC'").await.expect("utc");
 
     let id = named_id("relayed");
     tokio::task::spawn_blocking({
@@ -366,4 +421,174 @@ async fn the_nats_relay_carries_changes_both_ways_without_quic() {
     service.shutdown(GUARD).await;
     cancel.cancel();
     store.close_async().await.expect("close");
+}
+
+/// Every node's rows equal Postgres' rows: those rows, or what differs.
+async fn everyone(
+    pg: &tokio_postgres::Client,
+    nodes: &[&Node],
+    all: &[String],
+) -> Result<Vec<Value>, String> {
+    let pg_rows = task_rows(pg, all).await?;
+    for n in nodes {
+        let rows = node_rows(&n.store, all).await;
+        if rows != pg_rows {
+            return Err(format!("{}: {rows:?}\npostgres: {pg_rows:?}", n.name));
+        }
+    }
+    Ok(pg_rows)
+}
+
+/// Writes `ops` on `node` in one blocking call.
+async fn write(node: &Node, ops: impl FnOnce(&Store) -> Result<(), WriteError> + Send + 'static) {
+    let store = node.store.clone();
+    tokio::task::spawn_blocking(move || ops(&store))
+        .await
+        .expect("join")
+        .expect("node writes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_one_cut_off_and_healed_converge_in_postgres_with_every_policy() {
+    let root = CancellationToken::new();
+    let fleet_root = tempfile::tempdir().expect("fleet");
+    fleet::init(fleet_root.path()).expect("fleet init");
+    let a = start_node(fleet_root.path(), "node-a", &root).await;
+    let b = start_node(fleet_root.path(), "node-b", &root).await;
+    let mut c = start_node(fleet_root.path(), "node-c", &root).await;
+    let url = PgServer::shared().database("three");
+    let _bridge = start_bridge(&url, fleet_root.path(), &[&a, &b, &c]);
+    let (pg, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    pg.batch_execute("SET TIME ZONE 'UTC'").await.expect("utc");
+
+    let ids: Vec<String> = (0..3).map(|i| named_id(&format!("rec{i}"))).collect();
+    let gone = named_id("gone");
+    // A common starting point, then c is cut off.
+    write(&a, {
+        let (ids, gone) = (ids.clone(), gone.clone());
+        move |s| {
+            for id in &ids {
+                s.put(
+                    "tasks",
+                    json!({"id": id, "status": "queued", "title": "start",
+                    "created_at": "2026-11-30T10:00:00Z", "updated_at": "2026-11-30T10:00:00Z"}),
+                )?;
+            }
+            s.put("tasks", json!({"id": gone, "status": "queued"}))?;
+            Ok(())
+        }
+    })
+    .await;
+    let mut all = ids.clone();
+    all.push(gone.clone());
+    {
+        let nodes = [&a, &b, &c];
+        poll_until("the start everywhere", GUARD, || {
+            everyone(&pg, &nodes, &all)
+        })
+        .await;
+    }
+    c.cut_off().await;
+
+    // Concurrent edits of every policy; c's happen while it is cut off.
+    for (node, status, by, minute) in [
+        (&a, "running", 1, 11),
+        (&b, "completed", 2, 12),
+        (&c, "failed", 4, 13),
+    ] {
+        let ids = ids.clone();
+        write(node, move |s| {
+            for id in &ids {
+                s.put(
+                    "tasks",
+                    json!({"id": id, "status": status, "title": status,
+                    "created_at": format!("2026-11-30T09:{minute}:00Z"),
+                    "updated_at": format!("2026-11-30T10:{minute}:00Z")}),
+                )?;
+                s.increment("tasks", id, "retry_count", by)?;
+            }
+            Ok(())
+        })
+        .await;
+    }
+    write(&b, {
+        let gone = gone.clone();
+        move |s| s.delete("tasks", &gone)
+    })
+    .await;
+    write(&c, {
+        let gone = gone.clone();
+        move |s| {
+            s.put("tasks", json!({"id": gone, "status": "running"}))
+                .map(|_| ())
+        }
+    })
+    .await;
+    c.heal(&root);
+
+    let nodes = [&a, &b, &c];
+    let merged = poll_until("Postgres equals every node", GUARD, || {
+        everyone(&pg, &nodes, &all)
+    })
+    .await;
+    for row in &merged[..3] {
+        assert_eq!(
+            row["status"],
+            json!("running"),
+            "priority: running beats failed and completed"
+        );
+        assert_eq!(row["retry_count"], json!(7), "counter: 1 + 2 + 4");
+        assert_eq!(row["updated_at"], json!("2026-11-30T10:13:00Z"), "max");
+        assert_eq!(row["created_at"], json!("2026-11-30T09:11:00Z"), "min");
+        assert!(["running", "completed", "failed"].contains(&row["title"].as_str().unwrap_or("")));
+    }
+    assert_eq!(
+        merged[3],
+        Value::Null,
+        "delete wins over the cut-off node's edit"
+    );
+
+    let health = pg
+        .query(
+            "SELECT service_name, health_status FROM public.sync_health WHERE table_name = 'tasks'",
+            &[],
+        )
+        .await
+        .expect("sync_health");
+    let origins: Vec<String> = [&a, &b, &c]
+        .iter()
+        .map(|n| n.store.replica_id().to_hex())
+        .collect();
+    for origin in &origins {
+        let row = health.iter().find(|r| r.get::<_, String>(0) == *origin);
+        assert_eq!(
+            row.map(|r| r.get::<_, String>(1)),
+            Some("healthy".into()),
+            "{origin}"
+        );
+    }
+    let fields: Vec<String> = pg
+        .query(
+            "SELECT DISTINCT field FROM meshlite.conflicts WHERE collection = 'tasks' ORDER BY field",
+            &[],
+        )
+        .await
+        .expect("conflicts")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for field in ["created_at", "status", "title", "updated_at"] {
+        assert!(
+            fields.iter().any(|f| f == field),
+            "{field} merges audited: {fields:?}"
+        );
+    }
+    root.cancel();
+    for node in [a, b, c] {
+        node.net.shutdown().await;
+        node.store.close_async().await.expect("close");
+    }
 }
