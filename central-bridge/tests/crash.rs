@@ -202,7 +202,7 @@ impl BridgeSpec {
                 format!("127.0.0.1:{}", self.http_port),
             )
             .env("SYNC_INTERVAL_SECONDS", "1")
-            .env("RUST_LOG", "warn")
+            .env("MESHLITE_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
