@@ -311,7 +311,7 @@ async fn converged(url: &str, store: &Store, tasks: usize) -> Result<Vec<Value>,
     let stored = count(&pg, "SELECT count(*) FROM meshlite.txns").await?;
     let parked = count(&pg, "SELECT count(*) FROM meshlite.parked").await?;
     check(
-        held == want && stored as u64 == want.txn_count() && parked == 0,
+        held == want && u64::try_from(stored) == Ok(want.txn_count()) && parked == 0,
         format!(
             "bridge holds {} txns ({stored} stored, {parked} parked), node {}",
             held.txn_count(),
@@ -375,54 +375,33 @@ async fn sigkill_mid_apply_loses_and_duplicates_nothing() {
     let plan = plan(CRASH_TASKS, CRASH_TXNS);
     write(&node.store, plan[..CRASH_BACKLOG].to_vec()).await;
 
-    // The rest is written in small steps while the bridge dies and restarts, so it arrives both
-    // as pushes and in the anti-entropy rounds that follow each restart.
-    let rest = plan[CRASH_BACKLOG..].to_vec();
-    let writer = tokio::spawn({
-        let store = node.store.clone();
-        async move {
-            for chunk in rest.chunks(10) {
-                write(&store, chunk.to_vec()).await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    });
+    // The rest is written while the bridge lives, a share per incarnation, so it arrives as
+    // pushes as well as in the anti-entropy round that follows each restart.
+    let rest = &plan[CRASH_BACKLOG..];
     let pg = connect(&url).await.expect("connect");
-    let mut mid_transaction = 0;
-    for kill in 0..KILLS {
+    let (mut kills, mut mid_transaction) = (0, 0);
+    let started = Instant::now();
+    for writes in rest.chunks(rest.len().div_ceil(KILLS)) {
         let mut bridge = spec.spawn();
-        // Each incarnation first gets somewhere (or finds nothing left to do), so every kill
-        // interrupts a bridge that is pulling, applying or pushing-in.
-        let before = stored(&pg).await;
-        poll_until(
-            &format!("bridge incarnation {kill} applies"),
-            GUARD,
-            || async {
-                let now = stored(&pg).await;
-                let node = node
-                    .store
-                    .summary_async()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                check(
-                    now > before || now as u64 == node.txn_count(),
-                    format!(
-                        "{now} stored (was {before}), node holds {}",
-                        node.txn_count()
-                    ),
-                )
-            },
-        )
-        .await;
-        tokio::time::sleep(Duration::from_millis(rng.random_range(50..=400))).await;
+        // Most incarnations die while their first batch is under way; some first commit one.
+        gets_to_work(&pg, &node.store, kills, rng.random_bool(0.4)).await;
+        let pause = Duration::from_millis(rng.random_range(50..=400));
+        tokio::join!(
+            write(&node.store, writes.to_vec()),
+            tokio::time::sleep(pause)
+        );
         mid_transaction += writing_transactions(&pg).await;
         bridge.child.kill().expect("SIGKILL");
         bridge.child.wait().expect("reap");
-        eprintln!("kill {kill}: {} stored", stored(&pg).await);
+        eprintln!("kill {kills}: {} stored", stored(&pg).await);
+        kills += 1;
     }
-    writer.await.expect("writer");
-    eprintln!("{mid_transaction} of {KILLS} kills interrupted a writing transaction");
+    eprintln!(
+        "{mid_transaction} of {kills} kills interrupted a writing transaction ({:?})",
+        started.elapsed()
+    );
 
+    let started = Instant::now();
     let _bridge = spec.spawn();
     let rows = poll_until(
         "Postgres equals the node after the last restart",
@@ -430,6 +409,7 @@ async fn sigkill_mid_apply_loses_and_duplicates_nothing() {
         || converged(&url, &node.store, CRASH_TASKS),
     )
     .await;
+    eprintln!("converged {:?} after the last restart", started.elapsed());
     let node_txns = node
         .store
         .summary_async()
@@ -441,6 +421,30 @@ async fn sigkill_mid_apply_loses_and_duplicates_nothing() {
     assert_nothing_rejected(&url).await;
     cancel.cancel();
     node.stop().await;
+}
+
+/// Waits until incarnation `n` of the bridge is at work: it has stored something, or (unless
+/// `commit` asks for stored progress) has a writing transaction open, or it finds nothing left
+/// to do. So no kill lands before the bridge started.
+async fn gets_to_work(pg: &tokio_postgres::Client, store: &Store, n: usize, commit: bool) {
+    let before = stored(pg).await;
+    poll_until(
+        &format!("bridge incarnation {n} at work"),
+        GUARD,
+        || async {
+            let now = stored(pg).await;
+            let node = store.summary_async().await.map_err(|e| e.to_string())?;
+            let writing = !commit && writing_transactions(pg).await > 0;
+            check(
+                now > before || writing || u64::try_from(now) == Ok(node.txn_count()),
+                format!(
+                    "{now} stored (was {before}), node holds {}",
+                    node.txn_count()
+                ),
+            )
+        },
+    )
+    .await;
 }
 
 /// Transactions stored in Postgres (0 until the first bridge has created the tables).
