@@ -222,7 +222,14 @@ fn free_port() -> u16 {
 }
 
 /// `GET /healthz`: the status code and body, or `None` when the bridge does not answer.
-fn healthz(port: u16) -> Option<(u16, String)> {
+async fn healthz(port: u16) -> Option<(u16, String)> {
+    // A blocking request (as `cli.rs`), off the workers the node runs on.
+    tokio::task::spawn_blocking(move || get_healthz(port))
+        .await
+        .expect("join")
+}
+
+fn get_healthz(port: u16) -> Option<(u16, String)> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     write!(
@@ -473,7 +480,7 @@ const OUTAGE: Duration = Duration::from_secs(3);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outage_keeps_the_bridge_up_and_loses_nothing() {
-    let mut cluster = PgCluster::start();
+    let mut cluster = tokio::task::block_in_place(PgCluster::start);
     let url = cluster.url();
     let cancel = CancellationToken::new();
     let fleet_root = tempfile::tempdir().expect("fleet");
@@ -489,11 +496,11 @@ async fn postgres_outage_keeps_the_bridge_up_and_loses_nothing() {
         converged(&url, &node.store, OUTAGE_TASKS)
     })
     .await;
-    assert_eq!(healthz(spec.http_port).map(|h| h.0), Some(200));
+    assert_eq!(healthz(spec.http_port).await.map(|h| h.0), Some(200));
 
-    cluster.stop();
+    tokio::task::block_in_place(|| cluster.stop());
     let health = poll_until("/healthz reports Postgres down", GUARD, || async {
-        match healthz(spec.http_port) {
+        match healthz(spec.http_port).await {
             Some((503, body)) => Ok(body),
             other => Err(format!("{other:?}")),
         }
@@ -507,11 +514,11 @@ async fn postgres_outage_keeps_the_bridge_up_and_loses_nothing() {
         bridge.child.try_wait().expect("try_wait").is_none(),
         "the bridge exited while Postgres was down"
     );
-    assert_eq!(healthz(spec.http_port).map(|h| h.0), Some(503));
+    assert_eq!(healthz(spec.http_port).await.map(|h| h.0), Some(503));
 
-    cluster.restart();
+    tokio::task::block_in_place(|| cluster.restart());
     poll_until("/healthz recovers", GUARD, || async {
-        let h = healthz(spec.http_port);
+        let h = healthz(spec.http_port).await;
         check(matches!(h, Some((200, _))), format!("{h:?}"))
     })
     .await;
