@@ -5,7 +5,8 @@
 //!   the same database from an empty working directory: Postgres must end up equal to the node,
 //!   with every transaction stored and applied exactly once and nothing left parked.
 //! - Postgres is stopped (like a crash) and restarted while the node keeps writing: the bridge
-//!   must stay up, report it on `/healthz`, and lose nothing.
+//!   must stay up, report it on `/healthz`, and lose nothing. An ignored test shows what start-up
+//!   does not survive yet (Postgres going away during the start-up migration).
 //!
 //! Both compare the same things once the bridge has caught up (see [`converged`]): every task row
 //! field by field, the summaries, the number of stored transactions, and the parked ones; then
