@@ -157,7 +157,8 @@ pub struct SyncSection {
     pub tables: Vec<String>,
     /// Anti-entropy period in seconds.
     pub interval_seconds: u64,
-    /// Transactions per Postgres batch.
+    /// Most transactions applied in one Postgres transaction (a peer's frame can carry
+    /// thousands; larger inputs commit in several batches); also the outbox batch.
     pub batch_size: usize,
 }
 

@@ -146,12 +146,11 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = http::serve(listener, state.clone(), stopped(stop_rx.clone()));
     let work = async {
-        let Some(mut conn) = connect_with_retry(&target, stopped(stop_rx.clone())).await else {
+        let Some((conn, report, replica)) =
+            start_database(&target, &config, &tables, stopped(stop_rx.clone())).await?
+        else {
             return Ok(());
         };
-        let report = prepare(&mut conn, &config, &tables).await?;
-        let replica =
-            crate::state::bridge_replica_id(conn.client(), &schemas, &config.bridge.name).await?;
         tracing::info!(
             url = target.redacted(),
             bridge = %config.bridge.name,
@@ -169,6 +168,7 @@ pub async fn run(
                 .map(|t| (t.name.as_str().to_owned(), t.clone()))
                 .collect(),
             schemas: schemas.clone(),
+            batch_size: config.sync.batch_size,
         };
         let pg = PgReplica::new(target.clone(), ctx);
         let peer = Peer::start(&config, pg.clone(), &cancel)?;
@@ -234,6 +234,47 @@ async fn consume_central_edits(pg: PgReplica, batch: i64, cancel: CancellationTo
 /// Completes when `rx` turns true (or its sender is gone).
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Connects, migrates, prepares the tables and reads the bridge's origin; a connection lost on
+/// the way (Postgres restarting while we wait for another bridge's migration lock, say) starts
+/// over after a backoff, like an unreachable server. `None` when `stop` completes first.
+async fn start_database(
+    target: &PgTarget,
+    config: &Config,
+    tables: &[TableSpec],
+    stop: impl Future<Output = ()>,
+) -> Result<Option<(PgConn, MigrateReport, meshlite_core::ReplicaId)>, BridgeError> {
+    tokio::pin!(stop);
+    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
+    loop {
+        let Some(mut conn) = connect_with_retry(target, &mut stop).await else {
+            return Ok(None);
+        };
+        let attempt = async {
+            let report = prepare(&mut conn, config, tables).await?;
+            let replica = crate::state::bridge_replica_id(
+                conn.client(),
+                &config.schemas()?,
+                &config.bridge.name,
+            )
+            .await?;
+            Ok::<_, BridgeError>((report, replica))
+        };
+        match attempt.await {
+            Ok((report, replica)) => return Ok(Some((conn, report, replica))),
+            Err(e) if conn.client().is_closed() => {
+                let wait = backoff.fail();
+                tracing::warn!(error = %e, retry_in = ?wait, "Postgres went away during start-up; retrying");
+                tokio::select! {
+                    biased;
+                    _ = &mut stop => return Ok(None),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Connects, retrying with exponential backoff while the server is unreachable; `None` when

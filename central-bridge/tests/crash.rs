@@ -5,8 +5,8 @@
 //!   the same database from an empty working directory: Postgres must end up equal to the node,
 //!   with every transaction stored and applied exactly once and nothing left parked.
 //! - Postgres is stopped (like a crash) and restarted while the node keeps writing: the bridge
-//!   must stay up, report it on `/healthz`, and lose nothing. An ignored test shows what start-up
-//!   does not survive yet (Postgres going away during the start-up migration).
+//!   must stay up, report it on `/healthz`, and lose nothing; the same while start-up waits for
+//!   another bridge's migration lock.
 //!
 //! Both compare the same things once the bridge has caught up (see [`converged`]): every task row
 //! field by field, the summaries, the number of stored transactions, and the parked ones; then
@@ -551,8 +551,6 @@ async fn postgres_outage_keeps_the_bridge_up_and_loses_nothing() {
 /// it goes away while the bridge waits inside its first migration for the migration lock (held
 /// by another bridge migrating the same database).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bridge bug: `run` exits with status 1 (`cannot read or lock meshlite.migrations: \
-            connection closed`) when Postgres goes away during start-up migration"]
 async fn postgres_outage_during_startup_migration_is_waited_out() {
     let mut cluster = tokio::task::block_in_place(PgCluster::start);
     let url = cluster.url();

@@ -138,7 +138,7 @@ fn start_bridge(url: &str, fleet_dir: &Path, peers: &[&Node]) -> BridgeProc {
         .env("MESHLITE_LISTEN", "127.0.0.1:0")
         .env("MESHLITE_HTTP_LISTEN", "127.0.0.1:0")
         .env("SYNC_INTERVAL_SECONDS", "1")
-        .env("RUST_LOG", "info")
+        .env("MESHLITE_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -55,6 +55,7 @@ async fn bridge_on(url: String, name: &str) -> Bridge {
             .map(|t| (t.name.as_str().to_owned(), t.clone()))
             .collect(),
         schemas,
+        batch_size: config.sync.batch_size,
     };
     Bridge {
         replica: PgReplica::new(target, ctx),

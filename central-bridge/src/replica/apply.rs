@@ -73,6 +73,19 @@ pub fn pg_reason(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Whether a Postgres error says nothing about the transaction itself: the connection, the
+/// server's resources or concurrency (deadlock, serialization, lock or statement timeout,
+/// shutdown) — retry later rather than refuse.
+fn transient(e: &tokio_postgres::Error) -> bool {
+    let Some(db) = e.as_db_error() else {
+        return true; // I/O, closed connection
+    };
+    let code = db.code().code();
+    ["08", "40", "53", "55P03", "57"]
+        .iter()
+        .any(|class| code.starts_with(class))
+}
+
 /// What became of one transaction.
 enum Done {
     Visible(Vec<RecordChange>),
@@ -106,6 +119,10 @@ pub async fn apply_batch(
                     out.txns.push(id);
                     out.changes.extend(changes);
                 }
+            }
+            Err(TxnError::Postgres(e)) if transient(&e) => {
+                // Not the transaction's fault: the whole batch fails and peers resend it.
+                return Err(e);
             }
             Err(e) => {
                 sp.rollback().await?;

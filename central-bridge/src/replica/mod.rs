@@ -59,6 +59,10 @@ pub struct Context {
     pub tables: HashMap<String, TableSpec>,
     /// Where the state and the tables live.
     pub schemas: Schemas,
+    /// Most transactions applied in one Postgres transaction (`sync.batch_size`): larger inputs
+    /// (a peer's frame can carry thousands) commit in several batches, so progress survives a
+    /// crash and other writers get their turn.
+    pub batch_size: usize,
 }
 
 /// One lazily (re)connected Postgres connection.
@@ -193,6 +197,35 @@ impl PgReplica {
         Ok(())
     }
 
+    /// Applies one batch in one Postgres transaction.
+    async fn apply_batch(&self, txns: Vec<Txn>) -> Result<Applied, ReplicaError> {
+        let mut guard = self.writer.get().await?;
+        let conn = guard.as_mut().ok_or(ReplicaError::Closed)?;
+        let (started, n) = (Instant::now(), txns.len());
+        let outcome = apply::apply_batch(conn.client_mut(), &self.ctx, txns).await;
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                add(&self.stats.postgres_errors, 1);
+                tracing::warn!(error = %apply::pg_reason(&e), "applying to Postgres failed; peers will resend");
+                return Err(pg(e));
+            }
+        };
+        let s = &self.stats;
+        add(&s.batches, 1);
+        add(&s.batch_micros, started.elapsed().as_micros() as usize);
+        s.last_batch_txns.store(n as u64, Ordering::Relaxed);
+        add(&s.txns_applied, outcome.applied.new);
+        add(&s.txns_duplicate, outcome.applied.duplicates);
+        add(&s.txns_rejected, outcome.applied.rejected.len());
+        add(&s.rows_written, outcome.changes.len());
+        if !outcome.txns.is_empty() {
+            // No subscriber is fine: the data is committed either way.
+            let _ = self.events.send(outcome.event(false));
+        }
+        Ok(outcome.applied)
+    }
+
     /// Whether the writer can reach Postgres now (for `/healthz`).
     pub async fn healthy(&self) -> bool {
         self.writer.get().await.is_ok()
@@ -276,32 +309,16 @@ impl Replica for PgReplica {
         Ok(out)
     }
 
-    async fn apply_txns(&self, txns: Vec<Txn>) -> Result<Applied, ReplicaError> {
-        let mut guard = self.writer.get().await?;
-        let conn = guard.as_mut().ok_or(ReplicaError::Closed)?;
-        let (started, n) = (Instant::now(), txns.len());
-        let outcome = apply::apply_batch(conn.client_mut(), &self.ctx, txns).await;
-        let outcome = match outcome {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                add(&self.stats.postgres_errors, 1);
-                tracing::warn!(error = %apply::pg_reason(&e), "applying to Postgres failed; peers will resend");
-                return Err(pg(e));
-            }
-        };
-        let s = &self.stats;
-        add(&s.batches, 1);
-        add(&s.batch_micros, started.elapsed().as_micros() as usize);
-        s.last_batch_txns.store(n as u64, Ordering::Relaxed);
-        add(&s.txns_applied, outcome.applied.new);
-        add(&s.txns_duplicate, outcome.applied.duplicates);
-        add(&s.txns_rejected, outcome.applied.rejected.len());
-        add(&s.rows_written, outcome.changes.len());
-        if !outcome.txns.is_empty() {
-            // No subscriber is fine: the data is committed either way.
-            let _ = self.events.send(outcome.event(false));
+    async fn apply_txns(&self, mut txns: Vec<Txn>) -> Result<Applied, ReplicaError> {
+        let mut total = Applied::default();
+        while !txns.is_empty() {
+            let rest = txns.split_off(txns.len().min(self.ctx.batch_size.max(1)));
+            let applied = self.apply_batch(std::mem::replace(&mut txns, rest)).await?;
+            total.new += applied.new;
+            total.duplicates += applied.duplicates;
+            total.rejected.extend(applied.rejected);
         }
-        Ok(outcome.applied)
+        Ok(total)
     }
 
     async fn peer_summary(&self, peer: ReplicaId, summary: Summary) -> Result<(), ReplicaError> {
