@@ -19,27 +19,21 @@ use std::time::{Duration, Instant};
 
 use meshlite_bridge::config::Config;
 use meshlite_bridge::migrations::lock_key;
-use meshlite_core::dissemination::{DisseminationConfig, Disseminator};
-use meshlite_core::store::{OpenOptions, Store, WriteError};
-use meshlite_core::{ReplicaId, Schema, Summary};
+use meshlite_core::store::{Store, WriteError};
+use meshlite_core::{ReplicaId, Summary};
 use meshlite_fixtures::postgres::{PgCluster, PgServer};
 use meshlite_fixtures::records::named_id;
 use meshlite_fixtures::wait::{check, poll_until};
-use meshlite_mesh::discovery::PeerTable;
 use meshlite_mesh::fleet;
-use meshlite_mesh::gossip::Gossip;
-use meshlite_mesh::net::handle::NetHandle;
-use meshlite_mesh::net::{TransportConfig, mesh};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+mod support;
+use support::{Node, connect_utc, node_task_rows, pg_task_rows, pmoves};
+
 /// Failure guard only: each wait is expected to end within a few anti-entropy rounds (1 s each).
 const GUARD: Duration = Duration::from_secs(60);
-
-fn pmoves() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/schemas/pmoves.toml")
-}
 
 /// One write of the workload, on task number `.0`.
 #[derive(Debug, Clone, Copy)]
@@ -102,56 +96,6 @@ async fn write(store: &Store, writes: Vec<Write>) {
     .await
     .expect("join")
     .expect("node writes");
-}
-
-/// A node: a real store served by the mesh library's transport and gossip actor.
-struct Node {
-    store: Store,
-    net: NetHandle,
-    _dir: tempfile::TempDir,
-}
-
-async fn start_node(fleet_dir: &Path, cancel: &CancellationToken) -> Node {
-    let issued = fleet::issue(fleet_dir, "node", 30).expect("issue");
-    let identity = fleet::load_node_identity(&issued.bundle_dir).expect("identity");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let opts = OpenOptions {
-        schema: Some(Schema::from_file(&pmoves()).expect("schema")),
-        ..OpenOptions::default()
-    };
-    let store = Store::open(dir.path(), opts).expect("store");
-    let transport = TransportConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        ..TransportConfig::default()
-    };
-    let net = mesh::start(identity, transport, store.clone(), cancel.child_token()).expect("quic");
-    let policy = Disseminator::new(
-        DisseminationConfig::with_interval(Duration::from_secs(1)),
-        7,
-        Instant::now(),
-    )
-    .expect("policy");
-    let gossip = Gossip {
-        store: store.clone(),
-        net: net.clone(),
-        table: PeerTable::new(Duration::from_secs(300)),
-        policy,
-        stats: Default::default(),
-        cancel: cancel.child_token(),
-    };
-    tokio::spawn(gossip.run());
-    Node {
-        store,
-        net,
-        _dir: dir,
-    }
-}
-
-impl Node {
-    async fn stop(self) {
-        self.net.shutdown().await;
-        self.store.close_async().await.expect("close");
-    }
 }
 
 /// How to start a `meshlite-bridge run` process (the same every time: one fleet identity, one
@@ -247,14 +191,6 @@ fn get_healthz(port: u16) -> Option<(u16, String)> {
     Some((code, body))
 }
 
-async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
 async fn count(pg: &tokio_postgres::Client, sql: &str) -> Result<i64, String> {
     let row = pg.query_one(sql, &[]).await.map_err(|e| e.to_string())?;
     Ok(row.get(0))
@@ -285,37 +221,15 @@ async fn bridge_summary(pg: &tokio_postgres::Client) -> Result<Summary, String> 
     Ok(summary)
 }
 
-/// Task rows in the node's shape (typed columns back to JSON, `_extra` merged, NULLs left out),
-/// `Null` for a missing row.
-async fn pg_tasks(pg: &tokio_postgres::Client, tasks: usize) -> Result<Vec<Value>, String> {
-    let mut out = Vec::with_capacity(tasks);
-    for t in 0..tasks {
-        let row = pg
-            .query_opt(
-                "SELECT jsonb_strip_nulls(to_jsonb(t) - '_extra' - '_origin' - '_synced_at' || t._extra) \
-                 FROM public.tasks t WHERE id::text = $1",
-                &[&task_id(t)],
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        out.push(row.map_or(Value::Null, |r| r.get(0)));
-    }
-    Ok(out)
-}
-
-async fn node_tasks(store: &Store, tasks: usize) -> Vec<Value> {
-    let mut out = Vec::with_capacity(tasks);
-    for t in 0..tasks {
-        let row = store.get_async("tasks", &task_id(t)).await.expect("read");
-        out.push(row.unwrap_or(Value::Null));
-    }
-    out
+/// Every task's id.
+fn task_ids(tasks: usize) -> Vec<String> {
+    (0..tasks).map(task_id).collect()
 }
 
 /// `Ok(rows)` once Postgres holds exactly what the node holds: the same summary, every
 /// transaction stored once, none parked, and every task row equal field by field.
 async fn converged(url: &str, store: &Store, tasks: usize) -> Result<Vec<Value>, String> {
-    let pg = connect(url).await?;
+    let pg = connect_utc(url).await?;
     let want = store.summary_async().await.map_err(|e| e.to_string())?;
     let held = bridge_summary(&pg).await?;
     let stored = count(&pg, "SELECT count(*) FROM meshlite.txns").await?;
@@ -328,7 +242,10 @@ async fn converged(url: &str, store: &Store, tasks: usize) -> Result<Vec<Value>,
             want.txn_count()
         ),
     )?;
-    let (node_rows, pg_rows) = (node_tasks(store, tasks).await, pg_tasks(&pg, tasks).await?);
+    let (node_rows, pg_rows) = (
+        node_task_rows(store, &task_ids(tasks)).await,
+        pg_task_rows(&pg, &task_ids(tasks)).await?,
+    );
     let differ = node_rows.iter().zip(&pg_rows).filter(|(a, b)| a != b);
     match differ.clone().next() {
         None => Ok(pg_rows),
@@ -351,7 +268,7 @@ fn assert_counters(rows: &[Value], expected: &[Option<i64>]) {
 
 /// What nothing may have produced: refused transactions.
 async fn assert_nothing_rejected(url: &str) {
-    let pg = connect(url).await.expect("connect");
+    let pg = connect_utc(url).await.expect("connect");
     let rejected = count(&pg, "SELECT count(*) FROM meshlite.rejected")
         .await
         .expect("rejected");
@@ -379,7 +296,7 @@ async fn sigkill_mid_apply_loses_and_duplicates_nothing() {
     let cancel = CancellationToken::new();
     let fleet_root = tempfile::tempdir().expect("fleet");
     fleet::init(fleet_root.path()).expect("fleet init");
-    let node = start_node(fleet_root.path(), &cancel).await;
+    let node = Node::start(fleet_root.path(), "node", &cancel);
     let url = PgServer::shared().database("crash");
     let spec = BridgeSpec::new(url.clone(), fleet_root.path(), &node);
     let plan = plan(CRASH_TASKS, CRASH_TXNS);
@@ -388,7 +305,7 @@ async fn sigkill_mid_apply_loses_and_duplicates_nothing() {
     // The rest is written while the bridge lives, a share per incarnation, so it arrives as
     // pushes as well as in the anti-entropy round that follows each restart.
     let rest = &plan[CRASH_BACKLOG..];
-    let pg = connect(&url).await.expect("connect");
+    let pg = connect_utc(&url).await.expect("connect");
     let (mut kills, mut mid_transaction) = (0, 0);
     let started = Instant::now();
     for writes in rest.chunks(rest.len().div_ceil(KILLS)) {
@@ -490,14 +407,14 @@ async fn postgres_outage_keeps_the_bridge_up_and_loses_nothing() {
     let cancel = CancellationToken::new();
     let fleet_root = tempfile::tempdir().expect("fleet");
     fleet::init(fleet_root.path()).expect("fleet init");
-    let node = start_node(fleet_root.path(), &cancel).await;
+    let node = Node::start(fleet_root.path(), "node", &cancel);
     let spec = BridgeSpec::new(url.clone(), fleet_root.path(), &node);
     let plan = plan(OUTAGE_TASKS, OUTAGE_TXNS);
     let (before, during) = plan.split_at(OUTAGE_BACKLOG);
     write(&node.store, before.to_vec()).await;
 
     let mut bridge = spec.spawn();
-    let pg = connect(&url).await.expect("connect");
+    let pg = connect_utc(&url).await.expect("connect");
     // Ready (migrated) and writing: the first batch is under way.
     poll_until("the bridge applies its first batch", GUARD, || async {
         let ready = healthz(spec.http_port).await;
@@ -557,9 +474,9 @@ async fn postgres_outage_during_startup_migration_is_waited_out() {
     let cancel = CancellationToken::new();
     let fleet_root = tempfile::tempdir().expect("fleet");
     fleet::init(fleet_root.path()).expect("fleet init");
-    let node = start_node(fleet_root.path(), &cancel).await;
+    let node = Node::start(fleet_root.path(), "node", &cancel);
     let spec = BridgeSpec::new(url.clone(), fleet_root.path(), &node);
-    let other = connect(&url).await.expect("connect");
+    let other = connect_utc(&url).await.expect("connect");
     let schemas = Config::default().schemas().expect("schemas");
     other.batch_execute("BEGIN").await.expect("begin");
     other

@@ -3,113 +3,25 @@
 //! process dials them with its own fleet certificate and materializes the merged state into a
 //! real Postgres, where every row equals what the nodes read.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use meshlite_core::Schema;
-use meshlite_core::dissemination::{DisseminationConfig, Disseminator};
 use meshlite_core::store::{OpenOptions, Store, WriteError};
 use meshlite_fixtures::postgres::PgServer;
 use meshlite_fixtures::records::named_id;
 use meshlite_fixtures::wait::poll_until;
 use meshlite_mesh::discovery::PeerTable;
 use meshlite_mesh::fleet;
-use meshlite_mesh::gossip::Gossip;
-use meshlite_mesh::net::handle::NetHandle;
-use meshlite_mesh::net::{TransportConfig, mesh};
 use serde_json::{Value, json};
+
+mod support;
+use support::{Node, connect_utc, node_task_rows, pg_task_rows, pmoves};
 use tokio_util::sync::CancellationToken;
 
 /// Failure guard only: convergence is expected within a few anti-entropy rounds (1 s each).
 const GUARD: Duration = Duration::from_secs(60);
-
-fn pmoves() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/schemas/pmoves.toml")
-}
-
-/// A node: a real store served by the mesh library's transport and gossip actor.
-struct Node {
-    store: Store,
-    net: NetHandle,
-    bundle: PathBuf,
-    name: String,
-    cancel: CancellationToken,
-    _dir: tempfile::TempDir,
-}
-
-impl Node {
-    /// Cuts the node off the network (transport and gossip stop; its store keeps working).
-    async fn cut_off(&mut self) {
-        self.cancel.cancel();
-        self.net.shutdown().await;
-    }
-
-    /// Brings the node back on the same address (peers redial it).
-    fn heal(&mut self, root: &CancellationToken) {
-        let addr = self.net.local_addr();
-        self.cancel = root.child_token();
-        self.net = serve(&self.store, &self.bundle, &self.name, addr, &self.cancel);
-    }
-}
-
-async fn start_node(fleet_dir: &Path, name: &str, cancel: &CancellationToken) -> Node {
-    let issued = fleet::issue(fleet_dir, name, 30).expect("issue");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let opts = OpenOptions {
-        schema: Some(Schema::from_file(&pmoves()).expect("schema")),
-        ..OpenOptions::default()
-    };
-    let store = Store::open(dir.path(), opts).expect("store");
-    let cancel = cancel.child_token();
-    let listen = "127.0.0.1:0".parse().expect("addr");
-    let net = serve(&store, &issued.bundle_dir, name, listen, &cancel);
-    Node {
-        store,
-        net,
-        bundle: issued.bundle_dir,
-        name: name.to_owned(),
-        cancel,
-        _dir: dir,
-    }
-}
-
-/// The transport and gossip actor over `store`, as `meshlite run` starts them.
-fn serve(
-    store: &Store,
-    bundle: &Path,
-    name: &str,
-    listen: std::net::SocketAddr,
-    cancel: &CancellationToken,
-) -> NetHandle {
-    let identity = fleet::load_node_identity(bundle).expect("identity");
-    let transport = TransportConfig {
-        listen,
-        ..TransportConfig::default()
-    };
-    let net = mesh::start(identity, transport, store.clone(), cancel.child_token()).expect("quic");
-    let policy = Disseminator::new(
-        DisseminationConfig::with_interval(Duration::from_secs(1)),
-        rand_seed(name),
-        Instant::now(),
-    )
-    .expect("policy");
-    let gossip = Gossip {
-        store: store.clone(),
-        net: net.clone(),
-        table: PeerTable::new(Duration::from_secs(300)),
-        policy,
-        stats: Default::default(),
-        cancel: cancel.child_token(),
-    };
-    tokio::spawn(gossip.run());
-    net
-}
-
-fn rand_seed(name: &str) -> u64 {
-    name.bytes()
-        .fold(7, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
-}
 
 /// Kills the bridge process when the test ends, however it ends.
 struct BridgeProc(Child);
@@ -147,57 +59,13 @@ fn start_bridge(url: &str, fleet_dir: &Path, peers: &[&Node]) -> BridgeProc {
     BridgeProc(child)
 }
 
-/// The node's view of a task, and the bridge's row in the same shape.
-async fn task_rows(conn: &tokio_postgres::Client, ids: &[String]) -> Result<Vec<Value>, String> {
-    let mut out = Vec::new();
-    for id in ids {
-        let row = conn
-            .query_opt(
-                "SELECT jsonb_strip_nulls(to_jsonb(t) - '_extra' - '_origin' - '_synced_at' || t._extra) \
-                 FROM public.tasks t WHERE id::text = $1",
-                &[id],
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        out.push(row.map_or(Value::Null, |r| utc_z(r.get(0))));
-    }
-    Ok(out)
-}
-
-/// Postgres renders a `timestamptz` as `...+00:00` (the test sessions use UTC), nodes keep the
-/// RFC 3339 text they were given (`...Z`): the same instant, written two ways.
-fn utc_z(row: Value) -> Value {
-    match row {
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| match v {
-                    Value::String(s) if s.ends_with("+00:00") => {
-                        (k, Value::String(format!("{}Z", &s[..s.len() - 6])))
-                    }
-                    v => (k, v),
-                })
-                .collect(),
-        ),
-        other => other,
-    }
-}
-
-async fn node_rows(store: &Store, ids: &[String]) -> Vec<Value> {
-    let mut out = Vec::new();
-    for id in ids {
-        let row = store.get_async("tasks", id).await.expect("read");
-        out.push(row.unwrap_or(Value::Null));
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_edits_on_two_nodes_reach_postgres_merged() {
     let cancel = CancellationToken::new();
     let fleet_root = tempfile::tempdir().expect("fleet");
     fleet::init(fleet_root.path()).expect("fleet init");
-    let a = start_node(fleet_root.path(), "node-a", &cancel).await;
-    let b = start_node(fleet_root.path(), "node-b", &cancel).await;
+    let a = Node::start(fleet_root.path(), "node-a", &cancel);
+    let b = Node::start(fleet_root.path(), "node-b", &cancel);
     let url = PgServer::shared().database("fleet");
     let _bridge = start_bridge(&url, fleet_root.path(), &[&a, &b]);
 
@@ -229,21 +97,17 @@ async fn concurrent_edits_on_two_nodes_reach_postgres_merged() {
     .expect("join")
     .expect("delete");
 
-    let (pg, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
-    pg.batch_execute("SET TIME ZONE 'UTC'").await.expect("utc");
+    let pg = connect_utc(&url).await.expect("connect");
     // The nodes never connect to each other: everything flows through the bridge, which pulls
     // from both and serves each the other's transactions.
     let mut all = ids.clone();
     all.push(gone.clone());
     let merged = poll_until("Postgres rows equal both nodes' rows", GUARD, || async {
         let (ra, rb) = (
-            node_rows(&a.store, &all).await,
-            node_rows(&b.store, &all).await,
+            node_task_rows(&a.store, &all).await,
+            node_task_rows(&b.store, &all).await,
         );
-        let pg_rows = task_rows(&pg, &all).await?;
+        let pg_rows = pg_task_rows(&pg, &all).await?;
         if ra == rb && ra == pg_rows {
             Ok(ra)
         } else {
@@ -284,8 +148,7 @@ async fn concurrent_edits_on_two_nodes_reach_postgres_merged() {
     );
     cancel.cancel();
     for node in [a, b] {
-        node.net.shutdown().await;
-        node.store.close_async().await.expect("close");
+        node.stop().await;
     }
 }
 
@@ -353,11 +216,7 @@ async fn the_nats_relay_carries_changes_both_ways_without_quic() {
             .spawn()
             .expect("spawn meshlite-bridge"),
     );
-    let (pg, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
-    pg.batch_execute("SET TIME ZONE 'UTC'").await.expect("utc");
+    let pg = connect_utc(&url).await.expect("connect");
 
     let id = named_id("relayed");
     tokio::task::spawn_blocking({
@@ -374,8 +233,8 @@ async fn the_nats_relay_carries_changes_both_ways_without_quic() {
     .expect("put");
     let ids = [id.clone()];
     poll_until("the node's write in Postgres", GUARD, || async {
-        let rows = task_rows(&pg, &ids).await?;
-        let node = node_rows(&store, &ids).await;
+        let rows = pg_task_rows(&pg, &ids).await?;
+        let node = node_task_rows(&store, &ids).await;
         if rows == node {
             Ok(())
         } else {
@@ -392,7 +251,7 @@ async fn the_nats_relay_carries_changes_both_ways_without_quic() {
     .await
     .expect("central update");
     poll_until("the central edit on the node", GUARD, || async {
-        let node = node_rows(&store, &ids).await;
+        let node = node_task_rows(&store, &ids).await;
         let want = (json!("running"), json!(2));
         match node[0]
             .get("status")
@@ -429,9 +288,9 @@ async fn everyone(
     nodes: &[&Node],
     all: &[String],
 ) -> Result<Vec<Value>, String> {
-    let pg_rows = task_rows(pg, all).await?;
+    let pg_rows = pg_task_rows(pg, all).await?;
     for n in nodes {
-        let rows = node_rows(&n.store, all).await;
+        let rows = node_task_rows(&n.store, all).await;
         if rows != pg_rows {
             return Err(format!("{}: {rows:?}\npostgres: {pg_rows:?}", n.name));
         }
@@ -453,16 +312,12 @@ async fn three_nodes_one_cut_off_and_healed_converge_in_postgres_with_every_poli
     let root = CancellationToken::new();
     let fleet_root = tempfile::tempdir().expect("fleet");
     fleet::init(fleet_root.path()).expect("fleet init");
-    let a = start_node(fleet_root.path(), "node-a", &root).await;
-    let b = start_node(fleet_root.path(), "node-b", &root).await;
-    let mut c = start_node(fleet_root.path(), "node-c", &root).await;
+    let a = Node::start(fleet_root.path(), "node-a", &root);
+    let b = Node::start(fleet_root.path(), "node-b", &root);
+    let mut c = Node::start(fleet_root.path(), "node-c", &root);
     let url = PgServer::shared().database("three");
     let _bridge = start_bridge(&url, fleet_root.path(), &[&a, &b, &c]);
-    let (pg, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
-    pg.batch_execute("SET TIME ZONE 'UTC'").await.expect("utc");
+    let pg = connect_utc(&url).await.expect("connect");
 
     let ids: Vec<String> = (0..3).map(|i| named_id(&format!("rec{i}"))).collect();
     let gone = named_id("gone");
@@ -588,7 +443,6 @@ async fn three_nodes_one_cut_off_and_healed_converge_in_postgres_with_every_poli
     }
     root.cancel();
     for node in [a, b, c] {
-        node.net.shutdown().await;
-        node.store.close_async().await.expect("close");
+        node.stop().await;
     }
 }
