@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 mod support;
-use support::{Node, connect_utc, node_task_rows, pg_task_rows, pmoves};
+use support::{Node, connect_utc, node_task_rows, pg_task_rows, pmoves, start_node};
 
 /// Failure guard only: each wait is expected to end within a few anti-entropy rounds (1 s each).
 const GUARD: Duration = Duration::from_secs(60);
@@ -296,7 +296,7 @@ async fn sigkill_mid_apply_loses_and_duplicates_nothing() {
     let cancel = CancellationToken::new();
     let fleet_root = tempfile::tempdir().expect("fleet");
     fleet::init(fleet_root.path()).expect("fleet init");
-    let node = Node::start(fleet_root.path(), "node", &cancel);
+    let (node, _node_data) = start_node(fleet_root.path(), "node", &cancel);
     let url = PgServer::shared().database("crash");
     let spec = BridgeSpec::new(url.clone(), fleet_root.path(), &node);
     let plan = plan(CRASH_TASKS, CRASH_TXNS);
@@ -407,7 +407,7 @@ async fn postgres_outage_keeps_the_bridge_up_and_loses_nothing() {
     let cancel = CancellationToken::new();
     let fleet_root = tempfile::tempdir().expect("fleet");
     fleet::init(fleet_root.path()).expect("fleet init");
-    let node = Node::start(fleet_root.path(), "node", &cancel);
+    let (node, _node_data) = start_node(fleet_root.path(), "node", &cancel);
     let spec = BridgeSpec::new(url.clone(), fleet_root.path(), &node);
     let plan = plan(OUTAGE_TASKS, OUTAGE_TXNS);
     let (before, during) = plan.split_at(OUTAGE_BACKLOG);
@@ -474,7 +474,7 @@ async fn postgres_outage_during_startup_migration_is_waited_out() {
     let cancel = CancellationToken::new();
     let fleet_root = tempfile::tempdir().expect("fleet");
     fleet::init(fleet_root.path()).expect("fleet init");
-    let node = Node::start(fleet_root.path(), "node", &cancel);
+    let (node, _node_data) = start_node(fleet_root.path(), "node", &cancel);
     let spec = BridgeSpec::new(url.clone(), fleet_root.path(), &node);
     let other = connect_utc(&url).await.expect("connect");
     let schemas = Config::default().schemas().expect("schemas");

@@ -17,7 +17,7 @@ use meshlite_mesh::fleet;
 use serde_json::{Value, json};
 
 mod support;
-use support::{Node, connect_utc, node_task_rows, pg_task_rows, pmoves};
+use support::{Node, connect_utc, node_task_rows, pg_task_rows, pmoves, start_node};
 use tokio_util::sync::CancellationToken;
 
 /// Failure guard only: convergence is expected within a few anti-entropy rounds (1 s each).
@@ -64,8 +64,8 @@ async fn concurrent_edits_on_two_nodes_reach_postgres_merged() {
     let cancel = CancellationToken::new();
     let fleet_root = tempfile::tempdir().expect("fleet");
     fleet::init(fleet_root.path()).expect("fleet init");
-    let a = Node::start(fleet_root.path(), "node-a", &cancel);
-    let b = Node::start(fleet_root.path(), "node-b", &cancel);
+    let (a, _a_data) = start_node(fleet_root.path(), "node-a", &cancel);
+    let (b, _b_data) = start_node(fleet_root.path(), "node-b", &cancel);
     let url = PgServer::shared().database("fleet");
     let _bridge = start_bridge(&url, fleet_root.path(), &[&a, &b]);
 
@@ -312,9 +312,9 @@ async fn three_nodes_one_cut_off_and_healed_converge_in_postgres_with_every_poli
     let root = CancellationToken::new();
     let fleet_root = tempfile::tempdir().expect("fleet");
     fleet::init(fleet_root.path()).expect("fleet init");
-    let a = Node::start(fleet_root.path(), "node-a", &root);
-    let b = Node::start(fleet_root.path(), "node-b", &root);
-    let mut c = Node::start(fleet_root.path(), "node-c", &root);
+    let (a, _a_data) = start_node(fleet_root.path(), "node-a", &root);
+    let (b, _b_data) = start_node(fleet_root.path(), "node-b", &root);
+    let (mut c, _c_data) = start_node(fleet_root.path(), "node-c", &root);
     let url = PgServer::shared().database("three");
     let _bridge = start_bridge(&url, fleet_root.path(), &[&a, &b, &c]);
     let pg = connect_utc(&url).await.expect("connect");

@@ -1,20 +1,13 @@
 //! Test support shared by the bridge's end-to-end tests (`fleet.rs`, `crash.rs`): in-process
-//! fleet nodes (the mesh library over real SQLite stores, as `meshlite run` starts them) and
-//! rows read back in the node's shape from either side.
+//! fleet nodes on the PMOVES schema (`meshlite_mesh::testkit`) and rows read back in the node's
+//! shape from either side.
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use meshlite_core::Schema;
-use meshlite_core::dissemination::{DisseminationConfig, Disseminator};
-use meshlite_core::store::{OpenOptions, Store};
-use meshlite_mesh::discovery::PeerTable;
-use meshlite_mesh::fleet;
-use meshlite_mesh::gossip::Gossip;
-use meshlite_mesh::net::handle::NetHandle;
-use meshlite_mesh::net::{TransportConfig, mesh};
+use meshlite_core::store::Store;
+pub use meshlite_mesh::testkit::Node;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -23,94 +16,19 @@ pub fn pmoves() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/schemas/pmoves.toml")
 }
 
-/// A node: a real store served by the mesh library's transport and gossip actor.
-pub struct Node {
-    pub store: Store,
-    pub net: NetHandle,
-    pub name: String,
-    bundle: PathBuf,
-    cancel: CancellationToken,
-    _dir: tempfile::TempDir,
-}
-
-impl Node {
-    /// Issues `name` a certificate of the fleet in `fleet_dir` and serves a new store on a port
-    /// of its own choosing (loopback).
-    pub fn start(fleet_dir: &Path, name: &str, root: &CancellationToken) -> Node {
-        let issued = fleet::issue(fleet_dir, name, 30).expect("issue");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let opts = OpenOptions {
-            schema: Some(Schema::from_file(&pmoves()).expect("schema")),
-            ..OpenOptions::default()
-        };
-        let store = Store::open(dir.path(), opts).expect("store");
-        let cancel = root.child_token();
-        let listen = "127.0.0.1:0".parse().expect("addr");
-        let net = serve(&store, &issued.bundle_dir, name, listen, &cancel);
-        Node {
-            store,
-            net,
-            name: name.to_owned(),
-            bundle: issued.bundle_dir,
-            cancel,
-            _dir: dir,
-        }
-    }
-
-    /// Cuts the node off the network (transport and gossip stop; its store keeps working).
-    pub async fn cut_off(&mut self) {
-        self.cancel.cancel();
-        self.net.shutdown().await;
-    }
-
-    /// Brings the node back on the same address (peers redial it).
-    pub fn heal(&mut self, root: &CancellationToken) {
-        let addr = self.net.local_addr();
-        self.cancel = root.child_token();
-        self.net = serve(&self.store, &self.bundle, &self.name, addr, &self.cancel);
-    }
-
-    /// Stops the transport and closes the store.
-    pub async fn stop(self) {
-        self.cancel.cancel();
-        self.net.shutdown().await;
-        self.store.close_async().await.expect("close");
-    }
-}
-
-/// The transport and gossip actor over `store`, as `meshlite run` starts them.
-fn serve(
-    store: &Store,
-    bundle: &Path,
+/// A node of the fleet in `fleet_dir` on the PMOVES schema, with its store in a temporary
+/// directory (removed when the returned guard drops).
+pub fn start_node(
+    fleet_dir: &Path,
     name: &str,
-    listen: SocketAddr,
-    cancel: &CancellationToken,
-) -> NetHandle {
-    let identity = fleet::load_node_identity(bundle).expect("identity");
-    let transport = TransportConfig {
-        listen,
-        ..TransportConfig::default()
-    };
-    let net = mesh::start(identity, transport, store.clone(), cancel.child_token()).expect("quic");
-    let seed = name
-        .bytes()
-        .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-    let policy = Disseminator::new(
-        DisseminationConfig::with_interval(Duration::from_secs(1)),
-        seed,
-        Instant::now(),
+    root: &CancellationToken,
+) -> (Node, tempfile::TempDir) {
+    let data = tempfile::tempdir().expect("tempdir");
+    let schema = Schema::from_file(&pmoves()).expect("schema");
+    (
+        Node::start(fleet_dir, name, data.path(), schema, root),
+        data,
     )
-    .expect("policy");
-    let gossip = Gossip {
-        store: store.clone(),
-        net: net.clone(),
-        table: PeerTable::new(Duration::from_secs(300)),
-        policy,
-        stats: Default::default(),
-        cancel: cancel.child_token(),
-    };
-    tokio::spawn(gossip.run());
-    net
 }
 
 /// Task rows in Postgres in the node's shape (typed columns back to JSON, `_extra` merged,

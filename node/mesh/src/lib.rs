@@ -31,3 +31,5 @@ pub mod nats;
 pub mod net;
 pub mod replica;
 pub mod tasks;
+#[cfg(feature = "testkit")]
+pub mod testkit;
