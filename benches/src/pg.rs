@@ -133,6 +133,70 @@ impl PlainTable {
         Ok(n)
     }
 
+    /// Appends `rows` in one transaction, shaped as `shape` says (see [`Shape`]).
+    pub async fn append_shaped(
+        &self,
+        client: &mut Client,
+        rows: Vec<Value>,
+        shape: Shape,
+    ) -> Result<usize, BenchError> {
+        let n = rows.len();
+        if shape == Shape::Copy {
+            return self.copy_append(client, rows).await;
+        }
+        let list = self.column_list();
+        let insert = |source: &str| {
+            format!(
+                "INSERT INTO {t} ({list}, \"{SYNCED_AT}\") SELECT {list}, now() \
+                 FROM {source}(NULL::{t}, $1::jsonb) ON CONFLICT (\"{k}\") DO NOTHING",
+                t = self.name,
+                k = self.key,
+            )
+        };
+        let tx = client.transaction().await?;
+        match shape {
+            Shape::Copy => {}
+            Shape::RowEach => {
+                let sql = insert("jsonb_populate_record");
+                for row in rows {
+                    tx.execute(sql.as_str(), &[&self.populate_json(row)])
+                        .await?;
+                }
+            }
+            Shape::RowEachPrepared => {
+                let statement = tx.prepare(&insert("jsonb_populate_record")).await?;
+                for row in rows {
+                    tx.execute(&statement, &[&self.populate_json(row)]).await?;
+                }
+            }
+            Shape::Recordset => {
+                let all: Vec<Value> = rows.into_iter().map(|r| self.populate_json(r)).collect();
+                let sql = insert("jsonb_populate_recordset");
+                tx.execute(sql.as_str(), &[&Value::Array(all)]).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// A row as `jsonb_populate_record` input, as the bridge builds it: declared columns by
+    /// name, the other fields in `_extra`, and `_origin`.
+    fn populate_json(&self, row: Value) -> Value {
+        let Value::Object(mut fields) = row else {
+            return row;
+        };
+        fields.remove(SYNCED_AT);
+        let mut out = serde_json::Map::new();
+        for (column, _) in &self.columns {
+            if let Some(v) = fields.remove(column) {
+                out.insert(column.clone(), v);
+            }
+        }
+        out.insert(EXTRA.into(), Value::Object(fields));
+        out.insert(ORIGIN.into(), Value::String(self.origin.clone()));
+        Value::Object(out)
+    }
+
     fn column_list(&self) -> String {
         let quoted: Vec<String> = self
             .columns
@@ -172,6 +236,42 @@ impl PlainTable {
             out.push(b'\n');
         }
         out
+    }
+}
+
+/// How [`PlainTable::append_shaped`] writes a batch of log rows: the statement shapes behind
+/// the bridge's cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// One `COPY` (the baseline).
+    Copy,
+    /// One `INSERT … FROM jsonb_populate_record($1)` per row, parsed and planned each time
+    /// (what the bridge's `rows::append` does: the driver prepares a `&str` statement on every
+    /// call, one extra round trip).
+    RowEach,
+    /// The same statement prepared once per batch.
+    RowEachPrepared,
+    /// One `INSERT … FROM jsonb_populate_recordset($1)` for the whole batch.
+    Recordset,
+}
+
+impl Shape {
+    /// Every shape, baseline first.
+    pub const ALL: [Shape; 4] = [
+        Shape::Copy,
+        Shape::RowEach,
+        Shape::RowEachPrepared,
+        Shape::Recordset,
+    ];
+
+    /// Its name in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Copy => "copy",
+            Shape::RowEach => "insert_per_row",
+            Shape::RowEachPrepared => "insert_per_row_prepared",
+            Shape::Recordset => "insert_recordset",
+        }
     }
 }
 

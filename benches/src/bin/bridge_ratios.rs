@@ -18,7 +18,8 @@
 //! batch rates (wall clock), and rates per CPU-second of this process (the bench, the bridge's
 //! code, the Postgres driver) plus the Postgres server's processes (`/proc/<pid>/schedstat`).
 //! After each race both tables must hold the same rows. Prints one JSON object per figure and
-//! a table.
+//! a table. `--shapes` adds a breakdown: the log rows written per row as the bridge writes them
+//! (unprepared, then prepared), in one `INSERT` per batch, and by `COPY`.
 //!
 //! ```sh
 //! cargo run --release -p meshlite-benches --bin bridge_ratios            # N = 100k
@@ -34,7 +35,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use meshlite_benches::BenchError;
 use meshlite_benches::measure::{Batch, Race, Target, emit, machine, process_cpu_time, round3};
-use meshlite_benches::pg::{PlainTable, ServerCpu};
+use meshlite_benches::pg::{PlainTable, ServerCpu, Shape};
 use meshlite_benches::workload::{
     METRICS, TASKS, append_ops, decode_all, default_doc_cache, export, export_all, metrics,
     open_store_with, put_ops, tasks,
@@ -73,6 +74,10 @@ struct Args {
     /// Only this figure (default: both).
     #[arg(long, value_enum)]
     only: Option<Figure>,
+    /// After the figures, write the log rows once more in each statement shape (per-row
+    /// INSERT as the bridge issues it, the same prepared once, one INSERT per batch, COPY).
+    #[arg(long)]
+    shapes: bool,
 }
 
 /// The figures, for `--only`.
@@ -122,6 +127,9 @@ fn run(args: &Args) -> Result<(), BenchError> {
     }
     for r in &results {
         emit(&r.to_json());
+    }
+    if args.shapes {
+        emit(&bench.shapes(&rt, n, per_txn * batch, args.seed)?);
     }
     emit(&json!({ "machine_after": machine(), "server_cpu_measured": bench.server.is_some() }));
     print_table(&results);
@@ -207,6 +215,54 @@ impl Bench {
         self.race(rt, "append_metrics", 0.5, work, |plain, rows| {
             rt.block_on(table.copy_append(plain.client(), rows))
         })
+    }
+
+    /// The log rows written by each [`Shape`] into a fresh table of its own, the shapes
+    /// alternating batch by batch; rates and ratios against `COPY`.
+    fn shapes(
+        &mut self,
+        rt: &Runtime,
+        n: usize,
+        per_batch: usize,
+        seed: u64,
+    ) -> Result<Value, BenchError> {
+        let rows = metrics(&mut RecordGen::new(3, seed), 0..n as u64);
+        let mut tables = Vec::new();
+        for shape in Shape::ALL {
+            let name = format!("metrics_{}", shape.name());
+            let source = "public.device_metrics";
+            let fresh =
+                PlainTable::create_like(self.plain.client(), source, BASELINE_SCHEMA, &name, "id");
+            tables.push((shape, rt.block_on(fresh)?, Timed::default()));
+        }
+        for chunk in rows.chunks(per_batch.max(1)) {
+            for (shape, table, timed) in &mut tables {
+                let (plain, batch, shape) = (&mut self.plain, chunk.to_vec(), *shape);
+                timed.time(self.server, || {
+                    rt.block_on(table.append_shaped(plain.client_mut(), batch, shape))
+                })?;
+            }
+        }
+        let copy = &tables[0].2;
+        let mut out = serde_json::Map::new();
+        for (shape, _, timed) in &tables {
+            let (wall, cpu) = (
+                race_of("", 0.0, timed, copy, false),
+                race_of("", 0.0, timed, copy, true),
+            );
+            out.insert(
+                shape.name().into(),
+                json!({
+                    "per_s": wall.subject.rate().round(),
+                    "per_cpu_s": cpu.subject.cpu_rate().round(),
+                    "ratio_vs_copy": round3(wall.ratio()),
+                    "cpu_ratio_vs_copy": round3(cpu.cpu_ratio()),
+                }),
+            );
+        }
+        Ok(
+            json!({ "figure": "log_statement_shapes", "rows": n, "rows_per_batch": per_batch, "shapes": out }),
+        )
     }
 
     /// Alternates one bridge call and one baseline batch per round, then checks that both
@@ -441,6 +497,22 @@ impl Timed {
         self.total.push(Batch { wall, cpu, items });
         Ok(())
     }
+}
+
+/// `subject` against `baseline`, with CPU of this process only (`total = false`) or with the
+/// server's.
+fn race_of(name: &str, target: f64, subject: &Timed, baseline: &Timed, total: bool) -> Race {
+    let pick = |t: &Timed| {
+        if total {
+            t.total.clone()
+        } else {
+            t.client.clone()
+        }
+    };
+    let mut race = Race::new(name, Target::Ratio(target));
+    race.subject.batches = pick(subject);
+    race.baseline.batches = pick(baseline);
+    race
 }
 
 /// One figure's result.
