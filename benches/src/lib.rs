@@ -13,6 +13,8 @@
 //! - [`sync`]: two real [`meshlite_core::protocol::Session`]s wired back to back in memory, each
 //!   hosted by a real store (`summary`, `txns_for`, `apply_remote`), counting round trips and
 //!   bytes each way.
+//! - [`pg`]: the bridge bench's plain-Postgres baseline (`COPY`, staged upserts) and the
+//!   Postgres server's CPU time.
 //! - [`measure`]: interleaved timing of a subject against its baseline (median batch rates),
 //!   peak RSS from `/proc/self/status`, and JSON result lines.
 //!
@@ -21,6 +23,7 @@
 
 pub mod baseline;
 pub mod measure;
+pub mod pg;
 pub mod sync;
 pub mod workload;
 
@@ -59,7 +62,21 @@ pub enum BenchError {
     /// The workload produced a wrong result (the bench measured something else than intended).
     #[error("check failed: {0}")]
     Check(String),
+    /// Postgres refused a statement of the bridge bench (setup or baseline).
+    #[error("postgres: {}", pg_message(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The bridge failed (setup or apply).
+    #[error("bridge: {0}")]
+    Bridge(String),
     /// A file or process operation failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Postgres' own message for an error (the driver's `Display` says only "db error").
+fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }

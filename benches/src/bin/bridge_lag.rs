@@ -147,7 +147,10 @@ async fn run(args: Args) -> Result<(), String> {
         nodes.push(Node::start(&fleet_dir, &name, &data, schema.clone(), &root));
     }
     let issued = fleet::issue(&fleet_dir, "bridge", 30).map_err(|e| e.to_string())?;
-    let peers: Vec<String> = nodes.iter().map(|n| n.net.local_addr().to_string()).collect();
+    let peers: Vec<String> = nodes
+        .iter()
+        .map(|n| n.net.local_addr().to_string())
+        .collect();
     let child = Command::new(&bridge_bin)
         .arg("run")
         .current_dir(work.path())
@@ -182,7 +185,10 @@ async fn run(args: Args) -> Result<(), String> {
             write_steadily(n.store.clone(), per_node, args.seconds, book.clone())
         })
         .collect();
-    let written: usize = futures_util::future::join_all(writers).await.into_iter().sum();
+    let written: usize = futures_util::future::join_all(writers)
+        .await
+        .into_iter()
+        .sum();
     let wall = started.elapsed();
     let deadline = Instant::now() + Duration::from_secs(30);
     while book.lock().map_or(0, |b| b.acked.len()) > 0 && Instant::now() < deadline {
@@ -252,8 +258,7 @@ async fn listen_for_rows(url: &str, book: Arc<Mutex<Book>>) -> Result<(), String
 
 /// Whether the bridge has recorded a session with every node (its `nodes` table).
 async fn wait_connected(url: &str, n: usize) -> bool {
-    let Ok((client, connection)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await
-    else {
+    let Ok((client, connection)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await else {
         return false;
     };
     tokio::spawn(connection);
