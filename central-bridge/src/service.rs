@@ -141,6 +141,7 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| BridgeError::Http { addr, source })?;
+    announce_listening(&listener);
     let state = http::AppState::new(target.clone(), schemas.clone(), tables.len());
     let cancel = CancellationToken::new();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -228,6 +229,14 @@ async fn consume_central_edits(pg: PgReplica, batch: i64, cancel: CancellationTo
                 }
             }
         }
+    }
+}
+
+/// Prints `{"event":"listening","http":"ADDR"}` on stdout once the HTTP listener is bound, so
+/// scripts and tests that pass port 0 learn the port (as the node's `ready` line does).
+fn announce_listening(listener: &tokio::net::TcpListener) {
+    if let Ok(addr) = listener.local_addr() {
+        println!(r#"{{"event":"listening","http":"{addr}"}}"#);
     }
 }
 

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use meshlite_fixtures::postgres::{PgCluster, PgServer};
 
+mod support;
+
 fn bridge() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshlite-bridge"));
     // The tests choose every input; nothing leaks in from the environment.
@@ -101,24 +103,19 @@ fn get(port: u16, path: &str) -> Option<String> {
     Some(body)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-fn spawn_run(url: &str, port: u16) -> Child {
-    bridge()
+/// A `meshlite-bridge run` on a port of its own choosing, and that port.
+fn spawn_run(url: &str) -> (Child, u16) {
+    let mut child = bridge()
         .arg("run")
         .env("DATABASE_URL", url)
         .env("MESHLITE_SCHEMA", schema())
-        .env("MESHLITE_HTTP_LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
+        .env("MESHLITE_HTTP_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn meshlite-bridge run")
+        .expect("spawn meshlite-bridge run");
+    let port = support::reported_http_port(&mut child);
+    (child, port)
 }
 
 /// Polls `path` until the response satisfies `done`; panics with the bridge's stderr if it
@@ -168,8 +165,7 @@ fn terminate(mut child: Child) -> std::process::ExitStatus {
 #[test]
 fn run_migrates_serves_health_and_stops_on_sigterm() {
     let url = PgServer::shared().database("cli_run");
-    let port = free_port();
-    let mut child = spawn_run(&url, port);
+    let (mut child, port) = spawn_run(&url);
     let health = poll(&mut child, port, "/healthz", Duration::from_secs(30), |r| {
         r.starts_with("HTTP/1.1 200")
     });
@@ -203,8 +199,7 @@ fn run_migrates_serves_health_and_stops_on_sigterm() {
 fn run_reports_unhealthy_until_postgres_comes_up() {
     let mut cluster = PgCluster::start();
     cluster.stop();
-    let port = free_port();
-    let mut child = spawn_run(&cluster.url(), port);
+    let (mut child, port) = spawn_run(&cluster.url());
     let starting = poll(
         &mut child,
         port,

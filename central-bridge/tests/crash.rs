@@ -30,7 +30,9 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 mod support;
-use support::{Node, connect_utc, node_task_rows, pg_task_rows, pmoves, start_node};
+use support::{
+    Node, connect_utc, node_task_rows, pg_task_rows, pmoves, reported_http_port, start_node,
+};
 
 /// Failure guard only: each wait is expected to end within a few anti-entropy rounds (1 s each).
 const GUARD: Duration = Duration::from_secs(60);
@@ -104,12 +106,13 @@ struct BridgeSpec {
     url: String,
     bundle_dir: PathBuf,
     node: String,
-    http_port: u16,
 }
 
 /// A running bridge process, killed (SIGKILL) when dropped, with its own empty working directory.
 struct Bridge {
     child: Child,
+    /// The HTTP port it reported (it listens on a port of its own choosing).
+    http_port: u16,
     _cwd: tempfile::TempDir,
 }
 
@@ -127,7 +130,6 @@ impl BridgeSpec {
             url,
             bundle_dir: issued.bundle_dir,
             node: node.net.local_addr().to_string(),
-            http_port: free_port(),
         }
     }
 
@@ -144,28 +146,22 @@ impl BridgeSpec {
             .env("MESHLITE_FLEET_DIR", &self.bundle_dir)
             .env("MESHLITE_STATIC_PEERS", &self.node)
             .env("MESHLITE_LISTEN", "127.0.0.1:0")
-            .env(
-                "MESHLITE_HTTP_LISTEN",
-                format!("127.0.0.1:{}", self.http_port),
-            )
+            .env("MESHLITE_HTTP_LISTEN", "127.0.0.1:0")
             .env("SYNC_INTERVAL_SECONDS", "1")
             .env("MESHLITE_LOG", "warn")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn meshlite-bridge");
-        Bridge { child, _cwd: cwd }
+        let mut child = child;
+        let http_port = reported_http_port(&mut child);
+        Bridge {
+            child,
+            http_port,
+            _cwd: cwd,
+        }
     }
-}
-
-/// A loopback TCP port that was free a moment ago (as `cli.rs`: the bridge reports its HTTP
-/// address only in its log).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 /// `GET /healthz`: the status code and body, or `None` when the bridge does not answer.
@@ -417,7 +413,7 @@ async fn postgres_outage_keeps_the_bridge_up_and_loses_nothing() {
     let pg = connect_utc(&url).await.expect("connect");
     // Ready (migrated) and writing: the first batch is under way.
     poll_until("the bridge applies its first batch", GUARD, || async {
-        let ready = healthz(spec.http_port).await;
+        let ready = healthz(bridge.http_port).await;
         let writing = writing_transactions(&pg).await;
         check(
             matches!(ready, Some((200, _))) && writing > 0,
@@ -428,7 +424,7 @@ async fn postgres_outage_keeps_the_bridge_up_and_loses_nothing() {
     eprintln!("Postgres stops with {} stored", stored(&pg).await);
     tokio::task::block_in_place(|| cluster.stop());
     let health = poll_until("/healthz reports Postgres down", GUARD, || async {
-        match healthz(spec.http_port).await {
+        match healthz(bridge.http_port).await {
             Some((503, body)) => Ok(body),
             other => Err(format!("{other:?}")),
         }
@@ -442,11 +438,11 @@ async fn postgres_outage_keeps_the_bridge_up_and_loses_nothing() {
         bridge.child.try_wait().expect("try_wait").is_none(),
         "the bridge exited while Postgres was down"
     );
-    assert_eq!(healthz(spec.http_port).await.map(|h| h.0), Some(503));
+    assert_eq!(healthz(bridge.http_port).await.map(|h| h.0), Some(503));
 
     tokio::task::block_in_place(|| cluster.restart());
     poll_until("/healthz recovers", GUARD, || async {
-        let h = healthz(spec.http_port).await;
+        let h = healthz(bridge.http_port).await;
         check(matches!(h, Some((200, _))), format!("{h:?}"))
     })
     .await;
@@ -501,7 +497,7 @@ async fn postgres_outage_during_startup_migration_is_waited_out() {
         let exited = bridge.child.try_wait().expect("try_wait");
         async move {
             assert!(exited.is_none(), "the bridge exited: {exited:?}");
-            let h = healthz(spec.http_port).await;
+            let h = healthz(bridge.http_port).await;
             check(matches!(h, Some((200, _))), format!("{h:?}"))
         }
     })

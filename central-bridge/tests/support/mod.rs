@@ -91,3 +91,25 @@ pub async fn connect_utc(url: &str) -> Result<tokio_postgres::Client, String> {
         .map_err(|e| e.to_string())?;
     Ok(pg)
 }
+
+/// The HTTP port a `meshlite-bridge run` child reports on its first stdout line
+/// (`{"event":"listening","http":"127.0.0.1:PORT"}`); the child must have been spawned with
+/// `MESHLITE_HTTP_LISTEN=127.0.0.1:0` and a piped stdout.
+pub fn reported_http_port(child: &mut std::process::Child) -> u16 {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut reader = std::io::BufReader::new(stdout);
+    let mut line = String::new();
+    reader
+        .read_line(&mut line)
+        .expect("read the bridge's first line");
+    // Keep reading, so the bridge never writes into a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    let event: Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("bridge's first line is not JSON ({e}): {line:?}"));
+    let addr: std::net::SocketAddr = event["http"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no http address in {line:?}"));
+    addr.port()
+}
