@@ -25,8 +25,9 @@ use meshlite_core::store::{ChangeKind, RecordChange, StoreEvent};
 use meshlite_core::{Op, ReplicaId, Txn, TxnId};
 use meshlite_mesh::replica::Applied;
 use serde_json::Value;
-use tokio_postgres::{Client, GenericClient};
+use tokio_postgres::Client;
 
+use super::db::{Db, Prepared};
 use super::rows;
 use super::{Context, as_i64};
 use crate::state::bridge_transaction;
@@ -95,11 +96,12 @@ enum Done {
 /// Applies `txns` in one Postgres transaction.
 pub async fn apply_batch(
     client: &mut Client,
+    prepared: &Prepared,
     ctx: &Context,
     txns: Vec<Txn>,
 ) -> Result<BatchOutcome, tokio_postgres::Error> {
     let mut tx = bridge_transaction(client).await?;
-    let held = lock_and_read_held(&tx, ctx, &txns).await?;
+    let held = lock_and_read_held(&Db::new(&tx, prepared), ctx, &txns).await?;
     let mut out = BatchOutcome::default();
     let mut seen = HashSet::new();
     let mut status = SyncStatus::default();
@@ -110,7 +112,7 @@ pub async fn apply_batch(
         }
         let id = txn.id;
         let sp = tx.savepoint("txn").await?;
-        match apply_new(&sp, ctx, &txn).await {
+        match apply_new(&Db::new(&sp, prepared), ctx, &txn).await {
             Ok(done) => {
                 sp.commit().await?;
                 out.applied.new += 1;
@@ -128,15 +130,16 @@ pub async fn apply_batch(
                 sp.rollback().await?;
                 let reason = e.to_string();
                 tracing::warn!(txn = ?id, %reason, "transaction refused");
-                rows::record_rejected(&tx, ctx, &txn, &reason).await?;
+                rows::record_rejected(&Db::new(&tx, prepared), ctx, &txn, &reason).await?;
                 status.record(&txn, Some(&reason));
                 out.applied.rejected.push((id, reason));
             }
         }
     }
-    unpark(&mut tx, ctx, &mut out).await?;
+    unpark(&mut tx, prepared, ctx, &mut out).await?;
+    let db = Db::new(&tx, prepared);
     for ((origin, collection), entry) in &status.0 {
-        rows::record_sync_status(&tx, ctx, origin, collection, entry).await?;
+        rows::record_sync_status(&db, ctx, origin, collection, entry).await?;
     }
     tx.commit().await?;
     Ok(out)
@@ -165,7 +168,7 @@ impl SyncStatus {
 /// Locks the batch's origin rows (creating missing ones) in origin order and returns which of
 /// the batch's transactions are held.
 async fn lock_and_read_held(
-    tx: &impl GenericClient,
+    tx: &Db<'_, '_>,
     ctx: &Context,
     txns: &[Txn],
 ) -> Result<HashSet<TxnId>, tokio_postgres::Error> {
@@ -208,7 +211,7 @@ async fn lock_and_read_held(
 /// Applies a transaction of the bridge's own (a central edit: its dependencies are the state it
 /// was made from), stores it and marks it held; the rows it changed.
 pub(super) async fn apply_own(
-    tx: &impl GenericClient,
+    tx: &Db<'_, '_>,
     ctx: &Context,
     txn: &Txn,
 ) -> Result<Vec<RecordChange>, String> {
@@ -219,7 +222,7 @@ pub(super) async fn apply_own(
 }
 
 /// Applies (or parks) a transaction not held yet, then stores it and marks it held.
-async fn apply_new(tx: &impl GenericClient, ctx: &Context, txn: &Txn) -> Result<Done, TxnError> {
+async fn apply_new(tx: &Db<'_, '_>, ctx: &Context, txn: &Txn) -> Result<Done, TxnError> {
     txn.validate()
         .map_err(|e| TxnError::Invalid(e.to_string()))?;
     let done = apply_ops(tx, ctx, txn).await?;
@@ -254,7 +257,7 @@ enum Checked {
 
 /// Checks every op, then writes them all; parks the transaction if any change lacks its
 /// dependencies (nothing written).
-async fn apply_ops(tx: &impl GenericClient, ctx: &Context, txn: &Txn) -> Result<Done, TxnError> {
+async fn apply_ops(tx: &Db<'_, '_>, ctx: &Context, txn: &Txn) -> Result<Done, TxnError> {
     let mut checked = Vec::with_capacity(txn.ops.len());
     for op in &txn.ops {
         match check(tx, ctx, op).await? {
@@ -270,11 +273,7 @@ async fn apply_ops(tx: &impl GenericClient, ctx: &Context, txn: &Txn) -> Result<
 }
 
 /// `None` when a change's dependencies are missing.
-async fn check(
-    tx: &impl GenericClient,
-    ctx: &Context,
-    op: &Op,
-) -> Result<Option<Checked>, TxnError> {
+async fn check(tx: &Db<'_, '_>, ctx: &Context, op: &Op) -> Result<Option<Checked>, TxnError> {
     Ok(Some(match op {
         Op::Doc {
             collection,
@@ -336,7 +335,7 @@ async fn check(
 }
 
 async fn write(
-    tx: &impl GenericClient,
+    tx: &Db<'_, '_>,
     ctx: &Context,
     txn: TxnId,
     checked: Checked,
@@ -420,17 +419,19 @@ async fn write(
 /// Retries parked transactions until none makes progress.
 async fn unpark(
     tx: &mut tokio_postgres::Transaction<'_>,
+    prepared: &Prepared,
     ctx: &Context,
     out: &mut BatchOutcome,
 ) -> Result<(), tokio_postgres::Error> {
     loop {
         let mut progress = false;
-        for txn in rows::parked(&*tx, ctx).await? {
+        for txn in rows::parked(&Db::new(tx, prepared), ctx).await? {
             let id = txn.id;
             let sp = tx.savepoint("unpark").await?;
-            match apply_ops(&sp, ctx, &txn).await {
+            let db = Db::new(&sp, prepared);
+            match apply_ops(&db, ctx, &txn).await {
                 Ok(Done::Visible(changes)) => {
-                    rows::unpark(&sp, ctx, id).await?;
+                    rows::unpark(&db, ctx, id).await?;
                     sp.commit().await?;
                     out.txns.push(id);
                     out.changes.extend(changes);

@@ -27,9 +27,10 @@ use meshlite_core::schema::CollectionDef;
 use meshlite_core::store::record::RecordDoc;
 use meshlite_core::{Op, Txn, TxnId};
 use serde_json::{Map, Value};
-use tokio_postgres::{Client, GenericClient};
+use tokio_postgres::Client;
 
 use super::apply::{BatchOutcome, apply_own, pg_reason};
+use super::db::{Db, Prepared};
 use super::{Context, rows};
 use crate::ddl::{EXTRA_COLUMN, ORIGIN_COLUMN, SYNCED_AT_COLUMN, TableKind};
 use crate::state::bridge_transaction;
@@ -47,6 +48,7 @@ struct Edit {
 /// Consumes up to `limit` outbox rows in one Postgres transaction.
 pub async fn consume(
     client: &mut Client,
+    prepared: &Prepared,
     ctx: &Context,
     limit: i64,
 ) -> Result<BatchOutcome, tokio_postgres::Error> {
@@ -71,7 +73,7 @@ pub async fn consume(
             new_row: row.get(4),
         };
         let sp = tx.savepoint("edit").await?;
-        match turn_into_txn(&sp, ctx, &edit).await {
+        match turn_into_txn(&Db::new(&sp, prepared), ctx, &edit).await {
             Ok(Some((txn, changes))) => {
                 sp.commit().await?;
                 out.applied.new += 1;
@@ -82,7 +84,7 @@ pub async fn consume(
             Err(reason) => {
                 sp.rollback().await?;
                 tracing::warn!(table = %edit.table, pk = ?edit.pk, %reason, "central edit refused");
-                refuse(&tx, ctx, &edit, &reason).await?;
+                refuse(&Db::new(&tx, prepared), ctx, &edit, &reason).await?;
             }
         }
         tx.execute(
@@ -98,11 +100,7 @@ pub async fn consume(
 type Turned = Option<(TxnId, Vec<meshlite_core::store::RecordChange>)>;
 
 /// The edit as a transaction of the bridge, applied; `None` when it changes nothing.
-async fn turn_into_txn(
-    tx: &impl GenericClient,
-    ctx: &Context,
-    edit: &Edit,
-) -> Result<Turned, String> {
+async fn turn_into_txn(tx: &Db<'_, '_>, ctx: &Context, edit: &Edit) -> Result<Turned, String> {
     let (Some(table), Some(id)) = (ctx.tables.get(&edit.table), edit.pk.as_deref()) else {
         return Err(format!("{} is not a materialized collection", edit.table));
     };
@@ -153,7 +151,7 @@ async fn turn_into_txn(
 /// The Doc op that writes `fields` into the record's live document (a new incarnation when the
 /// record was deleted or never existed); `None` when nothing differs.
 async fn put_op(
-    tx: &impl GenericClient,
+    tx: &Db<'_, '_>,
     ctx: &Context,
     def: &CollectionDef,
     collection: &str,
@@ -211,7 +209,7 @@ fn record_fields(edit: &Edit, pk: &str) -> Result<Map<String, Value>, String> {
 
 /// The highest incarnation of the record that is alive, with its state.
 async fn live_incarnation(
-    tx: &impl GenericClient,
+    tx: &Db<'_, '_>,
     ctx: &Context,
     collection: &str,
     id: &str,
@@ -234,7 +232,7 @@ async fn live_incarnation(
 
 /// The highest incarnation ever seen for the record (0 when none).
 async fn last_incarnation(
-    tx: &impl GenericClient,
+    tx: &Db<'_, '_>,
     ctx: &Context,
     collection: &str,
     id: &str,
@@ -254,7 +252,7 @@ async fn last_incarnation(
 }
 
 /// Allocates the bridge's next transaction seq (rolls back with the transaction).
-async fn next_seq(tx: &impl GenericClient, ctx: &Context) -> Result<u64, tokio_postgres::Error> {
+async fn next_seq(tx: &Db<'_, '_>, ctx: &Context) -> Result<u64, tokio_postgres::Error> {
     let row = tx
         .query_one(
             &format!(
@@ -270,7 +268,7 @@ async fn next_seq(tx: &impl GenericClient, ctx: &Context) -> Result<u64, tokio_p
 
 /// Records a refused edit and puts the table row back to the merged state.
 async fn refuse(
-    tx: &impl GenericClient,
+    tx: &Db<'_, '_>,
     ctx: &Context,
     edit: &Edit,
     reason: &str,

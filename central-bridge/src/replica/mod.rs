@@ -25,6 +25,7 @@
 
 pub mod apply;
 pub mod central;
+pub mod db;
 pub mod rows;
 
 use std::collections::HashMap;
@@ -65,11 +66,12 @@ pub struct Context {
     pub batch_size: usize,
 }
 
-/// One lazily (re)connected Postgres connection.
+/// One lazily (re)connected Postgres connection, with the statements prepared on it.
 #[derive(Debug)]
 struct Conn {
     target: PgTarget,
     conn: Mutex<Option<PgConn>>,
+    prepared: db::Prepared,
 }
 
 impl Conn {
@@ -78,6 +80,7 @@ impl Conn {
         let mut guard = self.conn.lock().await;
         if guard.as_ref().is_none_or(|c| c.client().is_closed()) {
             *guard = None;
+            self.prepared.clear();
             let conn = self
                 .target
                 .connect()
@@ -133,6 +136,7 @@ impl PgReplica {
             Arc::new(Conn {
                 target,
                 conn: Mutex::new(None),
+                prepared: db::Prepared::default(),
             })
         };
         Self {
@@ -160,7 +164,7 @@ impl PgReplica {
     pub async fn consume_outbox(&self, limit: i64) -> Result<usize, ReplicaError> {
         let mut guard = self.writer.get().await?;
         let conn = guard.as_mut().ok_or(ReplicaError::Closed)?;
-        let outcome = central::consume(conn.client_mut(), &self.ctx, limit)
+        let outcome = central::consume(conn.client_mut(), &self.writer.prepared, &self.ctx, limit)
             .await
             .map_err(|e| {
                 add(&self.stats.postgres_errors, 1);
@@ -202,7 +206,8 @@ impl PgReplica {
         let mut guard = self.writer.get().await?;
         let conn = guard.as_mut().ok_or(ReplicaError::Closed)?;
         let (started, n) = (Instant::now(), txns.len());
-        let outcome = apply::apply_batch(conn.client_mut(), &self.ctx, txns).await;
+        let outcome =
+            apply::apply_batch(conn.client_mut(), &self.writer.prepared, &self.ctx, txns).await;
         let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(e) => {

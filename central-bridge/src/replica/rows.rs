@@ -10,8 +10,8 @@ use meshlite_core::change::Incarnation;
 use meshlite_core::store::record::FieldConflict;
 use meshlite_core::{ReplicaId, Txn, TxnId};
 use serde_json::{Map, Value, json};
-use tokio_postgres::GenericClient;
 
+use super::db::Db;
 use super::{Context, as_i64};
 use crate::ddl::{EXTRA_COLUMN, ORIGIN_COLUMN, SYNCED_AT_COLUMN, TableSpec};
 use crate::pg::Ident;
@@ -24,7 +24,7 @@ fn inc(incarnation: Incarnation) -> i32 {
 
 /// The stored state of one record incarnation, locked for this transaction.
 pub async fn load_state(
-    tx: &impl GenericClient,
+    tx: &Db<'_, '_>,
     ctx: &Context,
     collection: &str,
     id: &str,
@@ -43,7 +43,7 @@ pub async fn load_state(
 
 /// Saves a record incarnation's merged state.
 pub async fn save_state(
-    tx: &impl GenericClient,
+    tx: &Db<'_, '_>,
     ctx: &Context,
     collection: &str,
     id: &str,
@@ -64,7 +64,7 @@ pub async fn save_state(
 /// Whether `incarnation` of the record is deleted or superseded by a later one (its changes
 /// are kept and relayed but never shown).
 pub async fn is_dead(
-    tx: &impl GenericClient,
+    tx: &Db<'_, '_>,
     ctx: &Context,
     collection: &str,
     id: &str,
@@ -86,7 +86,7 @@ pub async fn is_dead(
 /// Records a tombstone; removes the row unless a later incarnation is alive. Returns whether a
 /// row was removed.
 pub async fn tombstone(
-    tx: &impl GenericClient,
+    tx: &Db<'_, '_>,
     ctx: &Context,
     collection: &str,
     id: &str,
@@ -137,7 +137,7 @@ pub async fn tombstone(
 
 /// Removes a record's materialized row; whether there was one.
 pub async fn delete_row(
-    tx: &impl GenericClient,
+    tx: &Db<'_, '_>,
     ctx: &Context,
     table: &TableSpec,
     id: &str,
@@ -179,7 +179,7 @@ fn columns(table: &TableSpec) -> Vec<String> {
 
 /// Writes the merged row of a document record; returns true when it was inserted (not updated).
 pub async fn upsert(
-    tx: &impl GenericClient,
+    tx: &Db<'_, '_>,
     ctx: &Context,
     table: &TableSpec,
     id: &str,
@@ -209,7 +209,7 @@ pub async fn upsert(
 
 /// Appends a log row (once: a redelivered row is ignored); returns whether it was new.
 pub async fn append(
-    tx: &impl GenericClient,
+    tx: &Db<'_, '_>,
     ctx: &Context,
     table: &TableSpec,
     id: &str,
@@ -230,7 +230,7 @@ pub async fn append(
 }
 
 /// Stores an encoded transaction (for relaying) and marks it held.
-pub async fn store_txn(tx: &impl GenericClient, ctx: &Context, txn: &Txn) -> Result<()> {
+pub async fn store_txn(tx: &Db<'_, '_>, ctx: &Context, txn: &Txn) -> Result<()> {
     let st = &ctx.schemas.state;
     let (origin, seq) = (txn.id.origin.0.as_slice(), as_i64(txn.id.seq));
     tx.execute(
@@ -254,7 +254,7 @@ pub async fn store_txn(tx: &impl GenericClient, ctx: &Context, txn: &Txn) -> Res
 }
 
 /// Parks a transaction until its dependencies arrive.
-pub async fn park(tx: &impl GenericClient, ctx: &Context, txn: &Txn) -> Result<()> {
+pub async fn park(tx: &Db<'_, '_>, ctx: &Context, txn: &Txn) -> Result<()> {
     let sql = format!(
         "INSERT INTO {}.parked (origin, seq, bytes) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         ctx.schemas.state
@@ -275,7 +275,7 @@ pub async fn park(tx: &impl GenericClient, ctx: &Context, txn: &Txn) -> Result<(
 const UNPARK_BATCH: i64 = 1000;
 
 /// Parked transactions, oldest origins and seqs first. Undecodable rows are skipped (logged).
-pub async fn parked(tx: &impl GenericClient, ctx: &Context) -> Result<Vec<Txn>> {
+pub async fn parked(tx: &Db<'_, '_>, ctx: &Context) -> Result<Vec<Txn>> {
     let sql = format!(
         "SELECT bytes FROM {}.parked ORDER BY origin, seq LIMIT $1",
         ctx.schemas.state
@@ -294,7 +294,7 @@ pub async fn parked(tx: &impl GenericClient, ctx: &Context) -> Result<Vec<Txn>> 
 }
 
 /// Removes a transaction from `parked` once applied.
-pub async fn unpark(tx: &impl GenericClient, ctx: &Context, id: TxnId) -> Result<()> {
+pub async fn unpark(tx: &Db<'_, '_>, ctx: &Context, id: TxnId) -> Result<()> {
     let sql = format!(
         "DELETE FROM {}.parked WHERE origin = $1 AND seq = $2",
         ctx.schemas.state
@@ -306,7 +306,7 @@ pub async fn unpark(tx: &impl GenericClient, ctx: &Context, id: TxnId) -> Result
 
 /// Records the conflicts a merge resolved (those not already recorded for this state).
 pub async fn record_conflicts(
-    tx: &impl GenericClient,
+    tx: &Db<'_, '_>,
     ctx: &Context,
     collection: &str,
     id: &str,
@@ -346,7 +346,7 @@ pub async fn record_conflicts(
 
 /// Records a refused peer transaction where an operator sees it.
 pub async fn record_rejected(
-    tx: &impl GenericClient,
+    tx: &Db<'_, '_>,
     ctx: &Context,
     txn: &Txn,
     reason: &str,
@@ -400,7 +400,7 @@ pub struct StatusEntry {
 /// replica id, hex) and table; `pending_records` counts that origin's parked transactions,
 /// `failed_records` accumulates refusals.
 pub async fn record_sync_status(
-    tx: &impl GenericClient,
+    tx: &Db<'_, '_>,
     ctx: &Context,
     origin: &ReplicaId,
     collection: &str,
@@ -441,7 +441,7 @@ pub async fn record_sync_status(
 
 /// A completed session with `peer`: its rows are fresh even when it had nothing new.
 pub async fn touch_sync_status(
-    tx: &impl GenericClient,
+    client: &tokio_postgres::Client,
     ctx: &Context,
     peer: &ReplicaId,
 ) -> Result<()> {
@@ -449,6 +449,6 @@ pub async fn touch_sync_status(
         "UPDATE {}.sync_status SET last_sync_at = now(), updated_at = now() WHERE service_name = $1",
         ctx.schemas.tables
     );
-    tx.execute(&sql, &[&peer.to_hex()]).await?;
+    client.execute(&sql, &[&peer.to_hex()]).await?;
     Ok(())
 }
