@@ -169,8 +169,13 @@ pub fn parse(pairs: &[(String, String)]) -> Result<UrlQuery, RestError> {
 }
 
 /// A plain identifier: `[A-Za-z_][A-Za-z0-9_]*`, at most [`MAX_NAME`] bytes.
+/// Double quotes around a name are accepted (postgrest-js quotes `columns=`) but not needed.
 pub fn parse_name(what: &str, s: &str) -> Result<String, RestError> {
     let s = s.trim();
+    let s = s
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(s);
     let mut chars = s.chars();
     let ok_first = chars
         .next()

@@ -63,6 +63,8 @@ fn raw_query_strings_are_decoded() {
     assert_eq!(q.filters[0].op, Op::Cmp(CmpOp::Eq, "a b".into()));
     assert_eq!(q.filters[1].op, Op::Cmp(CmpOp::Neq, "c d".into()));
     assert_eq!(parse_raw(None).unwrap(), UrlQuery::default());
+    let q = parse_raw(Some("columns=%22id%22,%22title%22")).unwrap();
+    assert_eq!(q.columns, Some(vec!["id".to_owned(), "title".to_owned()]));
 }
 
 #[test]
