@@ -4,6 +4,8 @@
 //! fails fails the test with npm's output, it is never skipped. The script
 //! `tests/js/supabase_slice.mjs` asserts every answer and exits non-zero on the first mismatch.
 
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
 mod common;
 
 use std::path::{Path, PathBuf};
