@@ -18,7 +18,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use meshlite_core::store::{Query, Store, WriteOp};
+use meshlite_core::store::{Query, Store, WriteError, WriteOp};
 use serde_json::{Map, Value};
 
 use super::error::RestError;
@@ -58,7 +58,8 @@ impl Request {
         })
     }
 
-    /// Commits `ops` and answers with `rows_after` (what the representation shows).
+    /// Commits `ops` (nothing when empty) and answers: the representation shows `before` when
+    /// given (DELETE: the rows as they were), else the rows as the commit left them.
     async fn answer(
         &self,
         store: &Store,
@@ -67,26 +68,24 @@ impl Request {
         before: Option<Vec<Value>>,
     ) -> Result<Response, RestError> {
         if ops.len() > MAX_ROWS_PER_WRITE {
-            return Err(RestError::from_write(
-                &self.table.name,
-                meshlite_core::store::WriteError::TooLarge {
-                    what: format!(
-                        "{} rows; at most {MAX_ROWS_PER_WRITE} per request",
-                        ops.len()
-                    ),
-                },
-            ));
+            let what = format!(
+                "{} rows; at most {MAX_ROWS_PER_WRITE} per request",
+                ops.len()
+            );
+            let e = WriteError::TooLarge { what };
+            return Err(RestError::from_write(&self.table.name, e));
         }
-        let mut shown = before.unwrap_or_default();
-        if !ops.is_empty() {
-            let c = store
-                .transact_async(ops)
-                .await
-                .map_err(|e| RestError::from_write(&self.table.name, e))?;
-            if shown.is_empty() {
-                shown = c.changes.into_iter().filter_map(|ch| ch.value).collect();
+        let after = match ops.is_empty() {
+            true => Vec::new(),
+            false => {
+                let c = store
+                    .transact_async(ops)
+                    .await
+                    .map_err(|e| RestError::from_write(&self.table.name, e))?;
+                c.changes.into_iter().filter_map(|ch| ch.value).collect()
             }
-        }
+        };
+        let shown = before.unwrap_or(after);
         match self.prefer.ret {
             Return::Minimal if status == StatusCode::CREATED => Ok(empty(status)),
             Return::Minimal => Ok(empty(StatusCode::NO_CONTENT)),
