@@ -331,6 +331,9 @@ fn hostile_requests_are_refused_and_write_nothing() {
                 assert!(err.get(key).is_some(), "{err} lacks {key}");
             }
         }
+        let big = vec![json!({"s": "x".repeat(1000)}); 3000];
+        let (st, err) = call(addr, Method::POST, "/rest/v1/items", Some(json!(big))).await;
+        assert_eq!((st.as_u16(), &err["code"]), (413, &json!("54000")), "{err}");
         let bad_json = httpc::request(addr, Method::POST, "/rest/v1/items", Some(b"{".to_vec()));
         let (st, _) = bad_json.await.unwrap();
         assert_eq!(st, StatusCode::BAD_REQUEST);

@@ -60,6 +60,17 @@ impl RestError {
         Self::new(StatusCode::BAD_REQUEST, "PGRST102", "Empty or invalid json").details(details)
     }
 
+    /// 54000 (413) for a body over the listener's limit, else PGRST102 (400): the body could
+    /// not be read at all.
+    pub fn unreadable_body(too_large: bool, details: impl Into<String>) -> Self {
+        match too_large {
+            true => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "54000", "Payload too large")
+                .details(details)
+                .hint("split the rows over several requests"),
+            false => Self::bad_body(details),
+        }
+    }
+
     /// PGRST103 (416): the requested range is empty or inverted.
     pub fn bad_range(details: impl Into<String>) -> Self {
         Self::new(

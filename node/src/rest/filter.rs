@@ -86,7 +86,8 @@ fn row_key(ty: Option<FieldType>, v: &Value) -> Key {
 fn typed_operand(ty: Option<FieldType>, raw: &str) -> Result<Option<Key>, RestError> {
     let bad = |name| RestError::invalid_input(name, raw);
     let key = match ty {
-        None => return Ok(None),
+        // JSON values compare as untyped ones do: by the row value's own JSON type.
+        None | Some(FieldType::Json) => return Ok(None),
         Some(FieldType::Integer) => Key::Int(raw.trim().parse().map_err(|_| bad("bigint"))?),
         Some(FieldType::Float) => Key::Float(
             raw.trim()
@@ -99,7 +100,7 @@ fn typed_operand(ty: Option<FieldType>, raw: &str) -> Result<Option<Key>, RestEr
             Key::Time(s, n)
         }
         Some(FieldType::Uuid) => Key::Text(raw.to_ascii_lowercase()),
-        Some(FieldType::Text | FieldType::Json) => Key::Text(raw.to_owned()),
+        Some(FieldType::Text) => Key::Text(raw.to_owned()),
     };
     Ok(Some(key))
 }

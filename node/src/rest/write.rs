@@ -15,6 +15,7 @@
 use std::collections::BTreeSet;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -116,6 +117,14 @@ impl Request {
     }
 }
 
+/// The body as received; 413 when it exceeds the listener's body limit.
+fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, RestError> {
+    body.map_err(|e| {
+        let too_large = e.status() == StatusCode::PAYLOAD_TOO_LARGE;
+        RestError::unreadable_body(too_large, e.body_text())
+    })
+}
+
 /// A JSON object, or an array of objects; PGRST102 otherwise.
 fn objects(body: &[u8]) -> Result<Vec<Map<String, Value>>, RestError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| RestError::bad_body(e.to_string()))?;
@@ -140,9 +149,10 @@ pub async fn insert(
     Path(collection): Path<String>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, RestError> {
     let r = Request::new(&s, &collection, raw.as_deref(), &headers)?;
+    let body = read_body(body)?;
     let table = &r.table;
     if let Some(c) = r.q.on_conflict.as_deref().filter(|c| *c != table.key()) {
         return Err(RestError::bad_on_conflict(c));
@@ -221,9 +231,10 @@ pub async fn update(
     Path(collection): Path<String>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, RestError> {
     let r = Request::new(&s, &collection, raw.as_deref(), &headers)?;
+    let body = read_body(body)?;
     if r.table.is_log() {
         return Err(RestError::log_immutable(&r.table.name, "update"));
     }
