@@ -1,8 +1,9 @@
 //! Evaluating a [`UrlQuery`] over JSON rows: filters, order and paging, in Rust.
 //!
-//! Cost: every request reads all live rows of the collection and filters them here (O(rows)
-//! per request, plus a sort). Pushing indexed equality filters and `order` down to the store's
-//! SQL is left for later; the semantics below are what such a pushdown must preserve.
+//! Cost: a request reads all live rows of the collection and filters them here (O(rows) per
+//! request, plus a sort), except `key=eq.v`, which reads that one record ([`Plan::pinned_id`]).
+//! Pushing indexed equality filters and `order` down to the store's SQL is left for later; the
+//! semantics below are what such a pushdown must preserve.
 //!
 //! Comparisons follow the column's declared type: numbers as numbers, timestamps as instants,
 //! UUIDs case-insensitively, booleans as false < true, text by bytes (Postgres' "C" collation).
@@ -311,6 +312,23 @@ impl Plan {
             .map(|t| Ok((t.clone(), table.read_column(&t.column)?)))
             .collect::<Result<_, RestError>>()?;
         Ok(Self { filters, order })
+    }
+
+    /// The one record id a plain `key=eq.v` filter pins (integer and text keys), so that a
+    /// read can fetch that record instead of scanning; [`Plan::apply`] still runs over it.
+    /// UUID keys compare case-insensitively, so they are not pinned to one spelling.
+    pub fn pinned_id(&self, table: &Table) -> Option<String> {
+        self.filters
+            .iter()
+            .find_map(|b| match (&b.filter.op, b.ty) {
+                _ if b.filter.negate || b.filter.column != table.key() => None,
+                (Op::Cmp(CmpOp::Eq, _), Some(FieldType::Integer)) => match b.operands.first() {
+                    Some(Key::Int(i)) => Some(i.to_string()),
+                    _ => None,
+                },
+                (Op::Cmp(CmpOp::Eq, raw), None | Some(FieldType::Text)) => Some(raw.clone()),
+                _ => None,
+            })
     }
 
     /// True when every filter holds for `row`.

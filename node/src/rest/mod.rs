@@ -13,7 +13,8 @@
 //! listener is loopback by default) and the `apikey` and `Authorization` headers are ignored.
 //!
 //! Modules, each depending only on those listed after it:
-//! `read`, `write` (handlers) → `filter` (evaluation) → `table` (columns, types, shaping) →
+//! `read`, `write` (handlers) → `rows` (store reads) → `filter` (evaluation) → `table`
+//! (columns, types, shaping) →
 //! `query` (URL grammar), `prefer` (`Prefer`), `response` (`Accept`, bodies) → `error`.
 
 pub mod error;
@@ -22,6 +23,7 @@ pub mod prefer;
 pub mod query;
 pub mod read;
 pub mod response;
+pub mod rows;
 pub mod table;
 pub mod write;
 

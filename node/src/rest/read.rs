@@ -3,7 +3,6 @@
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use meshlite_core::store::Query;
 use serde_json::Value;
 
 use super::error::RestError;
@@ -11,6 +10,7 @@ use super::filter::Plan;
 use super::prefer::Prefer;
 use super::query::{UrlQuery, parse_range, parse_raw};
 use super::response::{Accept, rows};
+use super::rows::matching;
 use super::table::Table;
 use crate::state::AppState;
 
@@ -75,12 +75,7 @@ pub async fn select(
     let window = Window::new(&q, &headers)?;
     let accept = Accept::from_headers(&headers)?;
     let prefer = Prefer::from_headers(&headers);
-    let all = s
-        .store
-        .query_async(&table.name, &Query::default())
-        .await
-        .map_err(|e| RestError::from_read(&table.name, e))?;
-    let matched = plan.apply(all);
+    let matched = matching(&s.store, &table, &plan).await?;
     let total = matched.len();
     if prefer.count && window.start > total as u64 {
         return Err(RestError::bad_range(format!(

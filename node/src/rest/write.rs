@@ -19,7 +19,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use meshlite_core::store::{Query, Store, WriteError, WriteOp};
+use meshlite_core::store::{Store, WriteError, WriteOp};
 use serde_json::{Map, Value};
 
 use super::error::RestError;
@@ -27,6 +27,7 @@ use super::filter::Plan;
 use super::prefer::{Prefer, Resolution, Return};
 use super::query::{UrlQuery, parse_raw};
 use super::response::{Accept, empty, rows};
+use super::rows::matching;
 use super::table::Table;
 use crate::state::AppState;
 
@@ -109,11 +110,7 @@ impl Request {
             ));
         }
         let plan = Plan::bind(&self.table, &self.q)?;
-        let all = store
-            .query_async(&self.table.name, &Query::default())
-            .await
-            .map_err(|e| RestError::from_read(&self.table.name, e))?;
-        Ok(plan.apply(all))
+        matching(store, &self.table, &plan).await
     }
 }
 
