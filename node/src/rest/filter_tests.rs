@@ -152,6 +152,15 @@ fn like_patterns() {
     assert!(like(&"a".repeat(5000), &"%a".repeat(100), false));
 }
 
+proptest! {
+    #[test]
+    fn like_and_timestamps_never_panic(t in "\\PC{0,30}", p in "[%_\\\\a-c\\PC]{0,12}") {
+        let _ = like(&t, &p, true);
+        let _ = like(&t, &p, false);
+        let _ = timestamp(&t);
+    }
+}
+
 #[test]
 fn timestamps_normalize_offsets() {
     assert_eq!(timestamp("1970-01-01T00:00:00Z"), Some((0, 0)));
