@@ -1,5 +1,6 @@
 //! The node's local HTTP listener (127.0.0.1:8100 by default): `/healthz`, `/metrics`,
-//! `/peers`, `/status` and the record API under `/v1` ([`crate::api`]).
+//! `/peers`, `/status`, the record API under `/v1` ([`crate::api`]) and the PostgREST dialect
+//! under `/rest/v1` ([`crate::rest`]).
 
 use std::net::SocketAddr;
 
@@ -25,6 +26,7 @@ pub fn router(state: AppState) -> Router {
         .route("/peers", get(peers))
         .route("/status", get(status))
         .merge(crate::api::routes())
+        .merge(crate::rest::routes())
         .with_state(state)
 }
 

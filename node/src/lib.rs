@@ -8,13 +8,14 @@
 //! - [`daemon`]: wires the store, the mesh (transport, discovery, gossip, NATS) and the HTTP
 //!   listener together.
 //! - [`state`]: what the HTTP handlers share; [`http`] serves `/healthz`, `/metrics`, `/peers`,
-//!   `/status` and mounts [`api`] (`/v1`); [`metrics`] renders Prometheus text; [`httpc`] is the
-//!   client the CLI uses to ask a running daemon.
+//!   `/status` and mounts [`api`] (`/v1`) and [`rest`] (`/rest/v1`, the PostgREST dialect);
+//!   [`metrics`] renders Prometheus text; [`httpc`] is the client the CLI uses to ask a running
+//!   daemon.
 //!
 //! Layers, each depending only on the ones below it:
 //!
 //! ```text
-//!   meshlite-node   cli → daemon → http → api, metrics → state
+//!   meshlite-node   cli → daemon → http → api, rest, metrics → state
 //!        │
 //!   meshlite-mesh   (node/mesh) fleet, net, discovery (+mDNS), gossip, dialer, nats, replica
 //!        │
@@ -28,4 +29,5 @@ pub mod daemon;
 pub mod http;
 pub mod httpc;
 pub mod metrics;
+pub mod rest;
 pub mod state;

@@ -1,0 +1,234 @@
+//! PostgREST-shaped errors: `{"code", "message", "details", "hint"}` with the HTTP status
+//! PostgREST gives each code (its `errors.rst`). Store errors map onto the Postgres SQLSTATE a
+//! Postgres-backed PostgREST would report for the same mistake.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use meshlite_core::store::{ReadError, WriteError};
+
+/// One error answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// PostgREST (`PGRSTxxx`) or Postgres SQLSTATE code.
+    pub code: &'static str,
+    /// What went wrong.
+    pub message: String,
+    /// More detail, when there is any.
+    pub details: Option<String>,
+    /// What to do, when known.
+    pub hint: Option<String>,
+}
+
+impl RestError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+            hint: None,
+        }
+    }
+
+    fn details(mut self, details: impl Into<String>) -> Self {
+        self.details = Some(details.into());
+        self
+    }
+
+    fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// PGRST100 (400): the URL does not parse.
+    pub fn parse(message: impl Into<String>, details: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "PGRST100", message).details(details)
+    }
+
+    /// PGRST100 (400): valid PostgREST syntax that this node does not implement yet.
+    pub fn unsupported(what: &str) -> Self {
+        Self::parse(
+            format!("{what} is not supported by this node yet"),
+            "see the README section \"Supabase clients (first slice)\"",
+        )
+    }
+
+    /// PGRST102 (400): the body is not JSON of the expected shape.
+    pub fn bad_body(details: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "PGRST102", "Empty or invalid json").details(details)
+    }
+
+    /// 54000 (413) for a body over the listener's limit, else PGRST102 (400): the body could
+    /// not be read at all.
+    pub fn unreadable_body(too_large: bool, details: impl Into<String>) -> Self {
+        match too_large {
+            true => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "54000", "Payload too large")
+                .details(details)
+                .hint("split the rows over several requests"),
+            false => Self::bad_body(details),
+        }
+    }
+
+    /// PGRST103 (416): the requested range is empty or inverted.
+    pub fn bad_range(details: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "PGRST103",
+            "Requested range not satisfiable",
+        )
+        .details(details)
+    }
+
+    /// PGRST107 (406): an `Accept` media type this node cannot produce.
+    pub fn not_acceptable(accept: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "PGRST107",
+            format!("None of these media types are available: {accept}"),
+        )
+    }
+
+    /// PGRST116 (406): `Accept: application/vnd.pgrst.object+json` and not exactly one row.
+    pub fn not_one(rows: usize) -> Self {
+        Self::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "PGRST116",
+            "JSON object requested, multiple (or no) rows returned",
+        )
+        .details(format!("The result contains {rows} rows"))
+    }
+
+    /// PGRST204 (400): a write names a column the table does not declare.
+    pub fn unknown_write_column(table: &str, column: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "PGRST204",
+            format!("Could not find the '{column}' column of '{table}' in the schema cache"),
+        )
+    }
+
+    /// 42703 (400): a read names a column the table does not declare.
+    pub fn unknown_read_column(table: &str, column: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "42703",
+            format!("column {table}.{column} does not exist"),
+        )
+    }
+
+    /// PGRST205 (404): no such table in the schema.
+    pub fn unknown_table(table: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "PGRST205",
+            format!("Could not find the table 'public.{table}' in the schema cache"),
+        )
+    }
+
+    /// 22P02 (400): a filter value that the column's type cannot hold.
+    pub fn invalid_input(type_name: &str, value: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "22P02",
+            format!("invalid input syntax for type {type_name}: \"{value}\""),
+        )
+    }
+
+    /// 23505 (409): a plain insert of a live primary key.
+    pub fn duplicate(table: &str, key: &str, id: &str) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "23505",
+            format!("duplicate key value violates unique constraint \"{table}_pkey\""),
+        )
+        .details(format!("Key ({key})=({id}) already exists."))
+        .hint("upsert with Prefer: resolution=merge-duplicates to merge into the existing row")
+    }
+
+    /// 42P10 (400): `on_conflict` names something other than the primary key.
+    pub fn bad_on_conflict(column: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "42P10",
+            "there is no unique or exclusion constraint matching the ON CONFLICT specification",
+        )
+        .details(format!(
+            "on_conflict={column}: only the primary key is unique here"
+        ))
+    }
+
+    /// 42809 (405): update or delete of an append-only log collection.
+    pub fn log_immutable(table: &str, op: &str) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "42809",
+            format!("cannot {op} rows of log collection \"{table}\": log rows are immutable"),
+        )
+    }
+
+    /// Maps a store write error.
+    pub fn from_write(table: &str, e: WriteError) -> Self {
+        let text = e.to_string();
+        let (status, code) = match &e {
+            WriteError::UnknownCollection(_) => return Self::unknown_table(table),
+            WriteError::Type(_) | WriteError::InvalidId { .. } => {
+                (StatusCode::BAD_REQUEST, "22P02")
+            }
+            WriteError::PolicyViolation { .. } => (StatusCode::BAD_REQUEST, "22023"),
+            WriteError::InvalidName(_) => (StatusCode::BAD_REQUEST, "PGRST204"),
+            WriteError::NotAnObject { .. } | WriteError::InvalidJson(_) => {
+                (StatusCode::BAD_REQUEST, "PGRST102")
+            }
+            WriteError::Exists { .. } => (StatusCode::CONFLICT, "23505"),
+            WriteError::Deleted { .. } | WriteError::NotFound { .. } => {
+                (StatusCode::CONFLICT, "40001")
+            }
+            WriteError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "54000"),
+            WriteError::WrongKind { .. } => (StatusCode::METHOD_NOT_ALLOWED, "42809"),
+            WriteError::Corrupt(_) => (StatusCode::INTERNAL_SERVER_ERROR, "XX001"),
+            _ => (StatusCode::SERVICE_UNAVAILABLE, "PGRST000"),
+        };
+        Self::new(status, code, text)
+    }
+
+    /// Maps a store read error.
+    pub fn from_read(table: &str, e: ReadError) -> Self {
+        match e {
+            ReadError::InvalidName(_) => Self::unknown_table(table),
+            ReadError::InvalidQuery(q) => Self::parse("invalid query", q),
+            ReadError::Corrupt(m) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "XX001", m),
+            e => Self::new(StatusCode::SERVICE_UNAVAILABLE, "PGRST000", e.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for RestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl IntoResponse for RestError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "code": self.code,
+            "details": self.details,
+            "hint": self.hint,
+            "message": self.message,
+        });
+        let mut r = (self.status, axum::Json(body)).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        r
+    }
+}

@@ -1,0 +1,28 @@
+//! The store reads behind a request: the candidate rows a [`Plan`] is evaluated over, in the
+//! store's order (by key).
+
+use meshlite_core::store::{Query, Store};
+use serde_json::Value;
+
+use super::error::RestError;
+use super::filter::Plan;
+use super::table::Table;
+
+/// The live rows matching `plan`, filtered and sorted: one record when the plan pins a key,
+/// else every live row of the table (see the cost note in `filter`).
+pub async fn matching(store: &Store, table: &Table, plan: &Plan) -> Result<Vec<Value>, RestError> {
+    let read_error = |e| RestError::from_read(&table.name, e);
+    let candidates = match plan.pinned_id(table) {
+        Some(id) => store
+            .get_async(&table.name, &id)
+            .await
+            .map_err(read_error)?
+            .into_iter()
+            .collect(),
+        None => store
+            .query_async(&table.name, &Query::default())
+            .await
+            .map_err(read_error)?,
+    };
+    Ok(plan.apply(candidates))
+}

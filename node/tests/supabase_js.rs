@@ -1,0 +1,120 @@
+//! The real `@supabase/supabase-js` client against a `meshlite run` daemon: the first slice of
+//! the PostgREST dialect (`/rest/v1`, issue 9). The client is installed once with npm (with `ws`)
+//! into `<target>/js-clients` (a fresh machine needs node and npm, nothing else); an install that
+//! fails fails the test with npm's output, it is never skipped. The script
+//! `tests/js/supabase_slice.mjs` asserts every answer and exits non-zero on the first mismatch.
+
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{NodeConfig, NodeProc};
+
+/// The schema the script writes to: typed columns of every kind the slice compares.
+const SCHEMA: &str = r#"
+version = 1
+strict = true
+
+[collections.todos]
+key_type = "integer"
+[collections.todos.fields]
+title = { type = "text" }
+qty = { type = "integer" }
+done = { type = "boolean" }
+hits = { merge = "counter", type = "integer" }
+due = { type = "timestamp" }
+tags = { type = "json" }
+"#;
+
+/// What the script needs: the client, and `ws` because Node 20 has no native WebSocket and
+/// supabase-js builds its Realtime client (unused here) at construction.
+const PACKAGES: &[(&str, &str)] = &[("@supabase/supabase-js", "2"), ("ws", "8")];
+
+/// Bounds the script (it takes about a second).
+const SCRIPT_GUARD: Duration = Duration::from_secs(60);
+
+/// `<target>/js-clients/node_modules`, installing supabase-js there when it is missing.
+fn supabase_js() -> PathBuf {
+    let target = Path::new(common::BIN)
+        .ancestors()
+        .nth(2)
+        .expect("the binary lives in <target>/<profile>/");
+    let dir = target.join("js-clients");
+    let modules = dir.join("node_modules");
+    let complete = |m: &Path| {
+        PACKAGES
+            .iter()
+            .all(|(p, _)| m.join(p).join("package.json").exists())
+    };
+    if complete(&modules) {
+        return modules;
+    }
+    // Install into a private directory and rename it into place, so that concurrent runs never
+    // see a half-installed tree.
+    let staging = target.join(format!("js-clients.tmp-{}", std::process::id()));
+    std::fs::create_dir_all(&staging).unwrap();
+    let specs = PACKAGES.iter().map(|(p, v)| format!("{p}@{v}"));
+    let out = Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--no-save"])
+        .args(specs)
+        .current_dir(&staging)
+        .output()
+        .expect("npm must be installed (node 20 and npm are on the machine image)");
+    assert!(
+        out.status.success(),
+        "npm install {PACKAGES:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if dir.exists() && !complete(&modules) {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if std::fs::rename(&staging, &dir).is_err() {
+        // Another run installed it first.
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    assert!(complete(&modules), "{} is incomplete", modules.display());
+    modules
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supabase_js_first_slice() {
+    let modules = tokio::task::spawn_blocking(supabase_js).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let schema = tmp.path().join("schema.toml");
+    std::fs::write(&schema, SCHEMA).unwrap();
+    let mut cfg = NodeConfig::loopback("rest", tmp.path().join("node"), None);
+    cfg.schema = Some(schema);
+    let node = NodeProc::start(cfg).await;
+    let url = format!("http://{}", node.http());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js/supabase_slice.mjs");
+
+    let started = Instant::now();
+    let run = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(&modules)
+        .arg(&url)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(SCRIPT_GUARD, run)
+        .await
+        .expect("the supabase-js script hangs")
+        .expect("node must be installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "supabase-js script failed ({}):\n{stdout}\n{}\n--- node log ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        node.log_tail(40)
+    );
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(summary["ok"], true);
+    assert_eq!(summary["steps"].as_array().unwrap().len(), 13, "{summary}");
+    eprintln!("supabase-js script: {:?}", started.elapsed());
+}
