@@ -284,7 +284,11 @@ async fn check(tx: &Db<'_, '_>, ctx: &Context, op: &Op) -> Result<Option<Checked
             let def = def_of(ctx, collection);
             def.check_key(collection, id)
                 .map_err(|e| TxnError::Invalid(e.to_string()))?;
-            let stored = rows::load_state(tx, ctx, collection, id, *incarnation).await?;
+            // Pipelined: both queries go out before either answer is awaited.
+            let (stored, dead) = tokio::try_join!(
+                rows::load_state(tx, ctx, collection, id, *incarnation),
+                rows::is_dead(tx, ctx, collection, id, *incarnation),
+            )?;
             let mut doc = match stored {
                 Some(bytes) => RecordDoc::load(&bytes, &ctx.replica)
                     .map_err(|e| TxnError::Invalid(format!("{collection}/{id}: {e}")))?,
@@ -301,7 +305,6 @@ async fn check(tx: &Db<'_, '_>, ctx: &Context, op: &Op) -> Result<Option<Checked
             // would break one is refused before anything is written.
             def.check_row(collection, &doc.materialize(&def))
                 .map_err(|e| TxnError::Invalid(e.to_string()))?;
-            let dead = rows::is_dead(tx, ctx, collection, id, *incarnation).await?;
             Checked::Doc {
                 collection: collection.clone(),
                 id: id.clone(),
@@ -350,18 +353,29 @@ async fn write(
             dead,
         } => {
             let def = def_of(ctx, &collection);
-            rows::save_state(tx, ctx, &collection, &id, incarnation, &doc.save()).await?;
+            let state = doc.save();
             let after = doc.conflicts(&def);
             let new: Vec<&FieldConflict> = after.iter().filter(|c| !before.contains(c)).collect();
-            rows::record_conflicts(tx, ctx, &collection, &id, incarnation, &new).await?;
-            if dead {
-                return Ok(None); // deleted or superseded: held and relayed, not shown
-            }
+            // A deleted or superseded incarnation is held and relayed, not shown.
+            let table = ctx.tables.get(&collection).filter(|_| !dead);
             let fields = doc.materialize(&def);
-            let Some(table) = ctx.tables.get(&collection) else {
+            let upsert = async {
+                match table {
+                    Some(t) => rows::upsert(tx, ctx, t, &id, &fields, &txn.origin)
+                        .await
+                        .map(Some),
+                    None => Ok(None),
+                }
+            };
+            // Pipelined: the state, the audit rows and the table row go out together.
+            let (_, _, inserted) = tokio::try_join!(
+                rows::save_state(tx, ctx, &collection, &id, incarnation, &state),
+                rows::record_conflicts(tx, ctx, &collection, &id, incarnation, &new),
+                upsert,
+            )?;
+            let (Some(table), Some(inserted)) = (table, inserted) else {
                 return Ok(None);
             };
-            let inserted = rows::upsert(tx, ctx, table, &id, &fields, &txn.origin).await?;
             let mut value = Value::Object(fields);
             value[&table.primary_key.name.as_str().to_owned()] = def.key_value(&id);
             Ok(Some(RecordChange {

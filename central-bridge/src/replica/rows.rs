@@ -10,6 +10,7 @@ use meshlite_core::change::Incarnation;
 use meshlite_core::store::record::FieldConflict;
 use meshlite_core::{ReplicaId, Txn, TxnId};
 use serde_json::{Map, Value, json};
+use tokio_postgres::types::ToSql;
 
 use super::db::Db;
 use super::{Context, as_i64};
@@ -233,23 +234,25 @@ pub async fn append(
 pub async fn store_txn(tx: &Db<'_, '_>, ctx: &Context, txn: &Txn) -> Result<()> {
     let st = &ctx.schemas.state;
     let (origin, seq) = (txn.id.origin.0.as_slice(), as_i64(txn.id.seq));
-    tx.execute(
-        &format!(
+    let (store, hold) = (
+        format!(
             "INSERT INTO {st}.txns (origin, seq, bytes) VALUES ($1, $2, $3) \
              ON CONFLICT DO NOTHING"
         ),
-        &[&origin, &seq, &txn.encode()],
-    )
-    .await?;
-    tx.execute(
-        &format!(
+        format!(
             "INSERT INTO {st}.origins AS o (origin, held, last_txn_at) \
              VALUES ($1, int8multirange(int8range($2::int8, $2::int8 + 1)), now()) \
              ON CONFLICT (origin) DO UPDATE SET held = o.held + EXCLUDED.held, last_txn_at = now()"
         ),
-        &[&origin, &seq],
-    )
-    .await?;
+    );
+    let bytes = txn.encode();
+    let store_params: [&(dyn ToSql + Sync); 3] = [&origin, &seq, &bytes];
+    let hold_params: [&(dyn ToSql + Sync); 2] = [&origin, &seq];
+    // Pipelined: both statements go out before either answer is awaited.
+    tokio::try_join!(
+        tx.execute(&store, &store_params),
+        tx.execute(&hold, &hold_params),
+    )?;
     Ok(())
 }
 
