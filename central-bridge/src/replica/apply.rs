@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
+use futures_util::future::try_join_all;
 use meshlite_core::change::Incarnation;
 use meshlite_core::schema::CollectionDef;
 use meshlite_core::store::record::{ChangeOutcome, FieldConflict, RecordDoc};
@@ -225,8 +226,9 @@ pub(super) async fn apply_own(
 async fn apply_new(tx: &Db<'_, '_>, ctx: &Context, txn: &Txn) -> Result<Done, TxnError> {
     txn.validate()
         .map_err(|e| TxnError::Invalid(e.to_string()))?;
-    let done = apply_ops(tx, ctx, txn).await?;
-    rows::store_txn(tx, ctx, txn).await?;
+    let (done, ()) = tokio::try_join!(apply_ops(tx, ctx, txn), async {
+        Ok(rows::store_txn(tx, ctx, txn).await?)
+    })?;
     if matches!(done, Done::Parked) {
         rows::park(tx, ctx, txn).await?;
     }
@@ -258,18 +260,42 @@ enum Checked {
 /// Checks every op, then writes them all; parks the transaction if any change lacks its
 /// dependencies (nothing written).
 async fn apply_ops(tx: &Db<'_, '_>, ctx: &Context, txn: &Txn) -> Result<Done, TxnError> {
+    if !one_op_per_record(txn) {
+        return apply_ops_in_order(tx, ctx, txn).await;
+    }
+    // Ops touch distinct records: their reads, then their writes, are pipelined.
+    let checked = try_join_all(txn.ops.iter().map(|op| check(tx, ctx, op))).await?;
+    let Some(checked) = checked.into_iter().collect::<Option<Vec<Checked>>>() else {
+        return Ok(Done::Parked);
+    };
+    let written = try_join_all(checked.into_iter().map(|c| write(tx, ctx, txn.id, c))).await?;
+    Ok(Done::Visible(written.into_iter().flatten().collect()))
+}
+
+/// [`apply_ops`] one op after the other, for a transaction that touches a record twice (never
+/// written by a node; kept in order so the statements on that record do not race): every op is
+/// checked before any is written, so a parked transaction writes nothing.
+async fn apply_ops_in_order(tx: &Db<'_, '_>, ctx: &Context, txn: &Txn) -> Result<Done, TxnError> {
     let mut checked = Vec::with_capacity(txn.ops.len());
     for op in &txn.ops {
-        match check(tx, ctx, op).await? {
-            Some(c) => checked.push(c),
-            None => return Ok(Done::Parked),
-        }
+        let Some(c) = check(tx, ctx, op).await? else {
+            return Ok(Done::Parked);
+        };
+        checked.push(c);
     }
     let mut changes = Vec::with_capacity(checked.len());
     for c in checked {
         changes.extend(write(tx, ctx, txn.id, c).await?);
     }
     Ok(Done::Visible(changes))
+}
+
+/// Whether every op of `txn` touches a different record (as local writes always do).
+fn one_op_per_record(txn: &Txn) -> bool {
+    let mut seen = HashSet::with_capacity(txn.ops.len());
+    txn.ops
+        .iter()
+        .all(|op| seen.insert((op.collection(), op.record_id())))
 }
 
 /// `None` when a change's dependencies are missing.
