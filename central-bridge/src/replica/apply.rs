@@ -3,13 +3,15 @@
 //! For each batch (see the parent module for locking):
 //! 1. lock the `origins` rows of every origin in the batch, in origin order, and read which of
 //!    the batch's transactions are already held (duplicates: skipped);
-//! 2. each new transaction runs in its own savepoint. First every op is checked against the
-//!    record states it touches (read `FOR UPDATE`): a change whose Automerge dependencies are
+//! 2. each new transaction: first every op is checked against the record states it touches
+//!    (read `FOR UPDATE`, the ops' reads pipelined): a change whose Automerge dependencies are
 //!    missing parks the whole transaction (stored in `parked`, counted as held), so no reader
-//!    ever sees half of one. Then the ops are written: the merged state, the conflicts the merge
-//!    resolved, the materialized row (or its deletion, or the log row), the encoded transaction
-//!    and the summary. A transaction Postgres refuses (a value its typed column cannot hold) is
-//!    rolled back to its savepoint, recorded in `rejected` and reported; the batch goes on;
+//!    ever sees half of one. Then the ops are written (pipelined): the merged state, the
+//!    conflicts the merge resolved, the materialized row (or its deletion, or the log row), the
+//!    encoded transaction and the summary. The batch is first tried without savepoints; if a
+//!    transaction is refused on its merits (a type, a value its column cannot hold), that attempt
+//!    is rolled back and the batch runs again with a savepoint per transaction, so only the
+//!    refused ones are rolled back, recorded in `rejected` and reported;
 //! 3. parked transactions are retried until none makes progress;
 //! 4. COMMIT. Only then is the commit event broadcast.
 //!
@@ -95,14 +97,34 @@ enum Done {
 }
 
 /// Applies `txns` in one Postgres transaction.
+///
+/// Optimistic first: no savepoints (two round trips fewer per transaction). A transaction
+/// refused on its merits aborts that attempt, and the batch is applied again with a savepoint
+/// per transaction, which rolls back and records only the refused ones.
 pub async fn apply_batch(
     client: &mut Client,
     prepared: &Prepared,
     ctx: &Context,
     txns: Vec<Txn>,
 ) -> Result<BatchOutcome, tokio_postgres::Error> {
+    if let Some(out) = attempt(client, prepared, ctx, &txns, false).await? {
+        return Ok(out);
+    }
+    let careful = attempt(client, prepared, ctx, &txns, true).await?;
+    Ok(careful.unwrap_or_default())
+}
+
+/// One attempt at a batch; `None` when `careful` is false and a transaction was refused (the
+/// attempt was rolled back). With `careful` it always finishes.
+async fn attempt(
+    client: &mut Client,
+    prepared: &Prepared,
+    ctx: &Context,
+    txns: &[Txn],
+    careful: bool,
+) -> Result<Option<BatchOutcome>, tokio_postgres::Error> {
     let mut tx = bridge_transaction(client).await?;
-    let held = lock_and_read_held(&Db::new(&tx, prepared), ctx, &txns).await?;
+    let held = lock_and_read_held(&Db::new(&tx, prepared), ctx, txns).await?;
     let mut out = BatchOutcome::default();
     let mut seen = HashSet::new();
     let mut status = SyncStatus::default();
@@ -111,15 +133,25 @@ pub async fn apply_batch(
             out.applied.duplicates += 1;
             continue;
         }
-        let id = txn.id;
-        let sp = tx.savepoint("txn").await?;
-        match apply_new(&Db::new(&sp, prepared), ctx, &txn).await {
+        let result = match careful {
+            false => apply_new(&Db::new(&tx, prepared), ctx, txn).await,
+            true => {
+                let sp = tx.savepoint("txn").await?;
+                let result = apply_new(&Db::new(&sp, prepared), ctx, txn).await;
+                match &result {
+                    Ok(_) => sp.commit().await?,
+                    Err(TxnError::Postgres(e)) if transient(e) => {}
+                    Err(_) => sp.rollback().await?,
+                }
+                result
+            }
+        };
+        match result {
             Ok(done) => {
-                sp.commit().await?;
                 out.applied.new += 1;
-                status.record(&txn, None);
+                status.record(txn, None);
                 if let Done::Visible(changes) = done {
-                    out.txns.push(id);
+                    out.txns.push(txn.id);
                     out.changes.extend(changes);
                 }
             }
@@ -127,13 +159,16 @@ pub async fn apply_batch(
                 // Not the transaction's fault: the whole batch fails and peers resend it.
                 return Err(e);
             }
+            Err(_) if !careful => {
+                tx.rollback().await?;
+                return Ok(None);
+            }
             Err(e) => {
-                sp.rollback().await?;
                 let reason = e.to_string();
-                tracing::warn!(txn = ?id, %reason, "transaction refused");
-                rows::record_rejected(&Db::new(&tx, prepared), ctx, &txn, &reason).await?;
-                status.record(&txn, Some(&reason));
-                out.applied.rejected.push((id, reason));
+                tracing::warn!(txn = ?txn.id, %reason, "transaction refused");
+                rows::record_rejected(&Db::new(&tx, prepared), ctx, txn, &reason).await?;
+                status.record(txn, Some(&reason));
+                out.applied.rejected.push((txn.id, reason));
             }
         }
     }
@@ -143,7 +178,7 @@ pub async fn apply_batch(
         rows::record_sync_status(&db, ctx, origin, collection, entry).await?;
     }
     tx.commit().await?;
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// What one batch did per (origin, collection), for seed 002's `sync_status`.
