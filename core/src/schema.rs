@@ -705,6 +705,14 @@ plain = {}
     }
 
     #[test]
+    fn unknown_keys_in_a_field_declaration_are_named() {
+        let err = Schema::from_toml("[collections.t.fields]\nx = { merge = \"lww\", odrer = 1 }")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("odrer"), "{err}");
+    }
+
+    #[test]
     fn schemaless_accepts_any_valid_name() {
         let s = Schema::schemaless();
         assert!(s.collection("anything").is_some());

@@ -578,3 +578,22 @@ tx = { merge = "text" }
     );
     s.close().unwrap();
 }
+
+/// A schemaless store keeps every undeclared collection a document collection (the kind is not
+/// replicated state, so a first append cannot decide it); the refusal says what to declare.
+#[test]
+fn append_to_an_undeclared_collection_says_what_to_declare() {
+    let dir = TempDir::new().unwrap();
+    let s = open(&dir, None);
+    let err = s
+        .append("sensor_data", json!({"t": 1}))
+        .unwrap_err()
+        .to_string();
+    for part in [
+        "[collections.sensor_data]",
+        "kind = \"log\"",
+        "init --schema",
+    ] {
+        assert!(err.contains(part), "{part}: {err}");
+    }
+}

@@ -5,7 +5,7 @@
 //!
 //! | method and path                       | body                          | does                          |
 //! |---------------------------------------|-------------------------------|-------------------------------|
-//! | `GET /v1/{collection}?f=v&order=f.desc&limit=n&offset=n` |            | query (equality filters)      |
+//! | `GET /v1/{collection}?f=v&order=f.desc&limit=n&offset=n` |            | query (equality filters; at most [`DEFAULT_LIMIT`] rows unless `limit` says otherwise) |
 //! | `GET /v1/{collection}/{id}`           |                               | one record (404 if absent)    |
 //! | `POST /v1/{collection}[?recreate=true]` | object, or array (one txn)  | upsert; returns merged rows   |
 //! | `DELETE /v1/{collection}/{id}`        |                               | tombstone                     |
@@ -13,6 +13,14 @@
 //! | `POST /v1/{collection}/append`        | object, or array (one txn)    | log rows                      |
 //! | `POST /v1/txn`                        | `[{"op": "put"|"delete"|"incr"|"append", ...}]` | one atomic multi-record transaction |
 //! | `GET /v1/changes[?collection=c]`      |                               | live change stream (server-sent events) |
+//! | `GET`/`POST /v1/{collection}/`        | as without the slash          | the collection, whatever its name |
+//!
+//! No name is unreachable: a record id is always the segment after the collection (also
+//! `append`, which the `append` route answers for GET and DELETE), and the trailing-slash form
+//! reaches collections named `changes` or `txn`, whose slash-less paths are the routes above.
+//! Query parameters other than `order`, `limit` and `offset` are equality filters on field names;
+//! PostgREST syntax (`select`, `status=eq.x`, `id=in.(a,b)`) is refused with a pointer to
+//! `/rest/v1`, so a filter is never silently wrong. Bodies over [`MAX_BODY_BYTES`] get a JSON 413.
 //!
 //! The change stream sends one `change` event per committed record change, local or from a
 //! peer: `{"txns": ["<origin>-<seq>", ...], "local": bool, "collection", "id", "kind", "value"}`.
@@ -22,13 +30,16 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query as QueryParams, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query as QueryParams, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
+use meshlite_core::change::MAX_TXN_BYTES;
+use meshlite_core::schema::validate_name;
 use meshlite_core::store::{Query, ReadError, Store, StoreEvent, WriteError, WriteOp};
 use serde::Deserialize;
 use serde_json::Value;
@@ -40,15 +51,26 @@ use crate::state::AppState;
 /// Most ops accepted in one request.
 pub const MAX_OPS_PER_REQUEST: usize = 10_000;
 
+/// Largest request body: one transaction's limit (a bigger body cannot commit anyway).
+pub const MAX_BODY_BYTES: usize = MAX_TXN_BYTES;
+
+/// Rows a query returns when it names no `limit`; page on with `offset`.
+pub const DEFAULT_LIMIT: usize = 1000;
+
 /// The `/v1` routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/txn", post(txn))
         .route("/v1/changes", get(changes))
         .route("/v1/{collection}", get(query).post(put))
-        .route("/v1/{collection}/append", post(append))
+        .route("/v1/{collection}/", get(query).post(put))
+        .route(
+            "/v1/{collection}/append",
+            post(append).get(get_append).delete(delete_append),
+        )
         .route("/v1/{collection}/{id}", get(get_one).delete(delete))
         .route("/v1/{collection}/{id}/incr", post(incr))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
 /// An error answer: a status and a message, sent as `{"error": message}`.
@@ -95,9 +117,21 @@ async fn commit(store: &Store, ops: Vec<WriteOp>) -> Result<Response, ApiError> 
     Ok(Json(serde_json::json!({ "txn": c.txn.to_key(), "rows": rows })).into_response())
 }
 
-/// Parses a JSON request body (any content type: curl users often omit it).
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
+/// Parses a JSON request body (any content type: curl users often omit it); a body over
+/// [`MAX_BODY_BYTES`] gets the same JSON error shape as every other refusal.
+fn parse_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body exceeds the limit of {MAX_BODY_BYTES} bytes (1 MiB); split it into smaller requests"
+            ),
+        ),
+        status => error(status, e.body_text()),
+    })?;
+    serde_json::from_slice(&body)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
 }
 
@@ -121,8 +155,66 @@ fn parse_order(s: &str) -> (String, bool) {
     }
 }
 
+/// Where a refused query parameter sends the user.
+const QUERY_SYNTAX: &str = "the native API takes ?field=value (equality; quote a value that looks like an operator: ?f=\"eq.x\") &order=field.desc &limit=N &offset=N; for PostgREST filters use /rest/v1/{collection}";
+
+/// PostgREST parameters that are not field filters here.
+const POSTGREST_PARAMS: &[&str] = &["select", "or", "and", "not", "on_conflict", "columns"];
+
+/// PostgREST operators: an unquoted filter value `op.x` is a PostgREST filter, not a value.
+const POSTGREST_OPERATORS: &[&str] = &[
+    "eq",
+    "neq",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "like",
+    "ilike",
+    "match",
+    "imatch",
+    "in",
+    "is",
+    "isdistinct",
+    "fts",
+    "plfts",
+    "phfts",
+    "wfts",
+    "cs",
+    "cd",
+    "ov",
+    "sl",
+    "sr",
+    "nxr",
+    "nxl",
+    "adj",
+    "not",
+];
+
+/// Refuses a filter the native API would read differently from what was meant.
+fn check_filter(field: &str, value: &str) -> Result<(), ApiError> {
+    let refuse = |what: String| error(StatusCode::BAD_REQUEST, format!("{what}: {QUERY_SYNTAX}"));
+    if POSTGREST_PARAMS.contains(&field) {
+        return Err(refuse(format!("unsupported query parameter {field:?}")));
+    }
+    if validate_name("field", field).is_err() {
+        return Err(refuse(format!("unknown query parameter {field:?}")));
+    }
+    if let Some((op, _)) = value.split_once('.')
+        && POSTGREST_OPERATORS.contains(&op)
+    {
+        return Err(refuse(format!(
+            "{field}={value}: PostgREST operator {op:?} in a native filter"
+        )));
+    }
+    Ok(())
+}
+
 fn build_query(params: HashMap<String, String>) -> Result<Query, ApiError> {
-    let mut q = Query::default();
+    let mut q = Query {
+        limit: Some(DEFAULT_LIMIT),
+        ..Query::default()
+    };
     for (k, v) in params {
         match k.as_str() {
             "order" => q.order = Some(parse_order(&v)),
@@ -137,9 +229,11 @@ fn build_query(params: HashMap<String, String>) -> Result<Query, ApiError> {
                     .parse()
                     .map_err(|_| error(StatusCode::BAD_REQUEST, "offset: not a number"))?
             }
-            _ => q
-                .filters
-                .push((k, serde_json::from_str(&v).unwrap_or(Value::String(v)))),
+            _ => {
+                check_filter(&k, &v)?;
+                q.filters
+                    .push((k, serde_json::from_str(&v).unwrap_or(Value::String(v))))
+            }
         }
     }
     q.filters.sort_by(|a, b| a.0.cmp(&b.0));
@@ -188,9 +282,9 @@ async fn put(
     State(s): State<AppState>,
     Path(collection): Path<String>,
     QueryParams(p): QueryParams<PutParams>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let ops = parse_body(&body).and_then(objects)?.into_iter();
+    let ops = parse_body(body).and_then(objects)?.into_iter();
     let ops = ops.map(|value| WriteOp::Put {
         collection: collection.clone(),
         value,
@@ -202,9 +296,9 @@ async fn put(
 async fn append(
     State(s): State<AppState>,
     Path(collection): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let ops = parse_body(&body).and_then(objects)?.into_iter();
+    let ops = parse_body(body).and_then(objects)?.into_iter();
     let ops = ops.map(|value| WriteOp::Append {
         collection: collection.clone(),
         value,
@@ -219,6 +313,22 @@ async fn delete(
     commit(&s.store, vec![WriteOp::Delete { collection, id }]).await
 }
 
+/// `GET /v1/{collection}/append`: the record whose id is `append` (the static route wins).
+async fn get_append(
+    state: State<AppState>,
+    Path(collection): Path<String>,
+) -> Result<Response, ApiError> {
+    get_one(state, Path((collection, "append".to_owned()))).await
+}
+
+/// `DELETE /v1/{collection}/append`: as [`get_append`].
+async fn delete_append(
+    state: State<AppState>,
+    Path(collection): Path<String>,
+) -> Result<Response, ApiError> {
+    delete(state, Path((collection, "append".to_owned()))).await
+}
+
 #[derive(Debug, Deserialize)]
 struct IncrBody {
     field: String,
@@ -228,9 +338,9 @@ struct IncrBody {
 async fn incr(
     State(s): State<AppState>,
     Path((collection, id)): Path<(String, String)>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let b: IncrBody = parse_body(&body)?;
+    let b: IncrBody = parse_body(body)?;
     let op = WriteOp::Increment {
         collection,
         id,
@@ -351,8 +461,11 @@ impl From<TxnOp> for WriteOp {
     }
 }
 
-async fn txn(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let ops: Vec<TxnOp> = parse_body(&body)?;
+async fn txn(
+    State(s): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let ops: Vec<TxnOp> = parse_body(body)?;
     commit(&s.store, ops.into_iter().map(WriteOp::from).collect()).await
 }
 
@@ -382,6 +495,10 @@ mod tests {
         assert_eq!(q.order, Some(("at".into(), true)));
         assert_eq!(q.limit, Some(5));
         assert!(build_query([("limit".to_owned(), "x".to_owned())].into()).is_err());
+        let q = build_query(HashMap::new()).unwrap();
+        assert_eq!(q.limit, Some(DEFAULT_LIMIT));
+        let quoted = build_query([("s".to_owned(), "\"eq.x\"".to_owned())].into()).unwrap();
+        assert_eq!(quoted.filters, vec![("s".into(), Value::from("eq.x"))]);
     }
 
     #[test]

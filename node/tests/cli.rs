@@ -261,7 +261,7 @@ fn corrupt_bundles_are_refused_and_write_nothing() {
     let f = file.to_str().unwrap();
     ok(&a, &["bundle", "export", f]);
     let good = std::fs::read(&file).unwrap();
-    ok(&b, &["status"]);
+    ok(&b, &["init"]); // reads no longer create a store
     let before = ok(&b, &["summary"]);
     let mut flipped = good.clone();
     let mid = flipped.len() / 2;
@@ -456,5 +456,56 @@ fn run_refuses_invalid_configuration_naming_the_key() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("listen"),
         "{out:?}"
+    );
+}
+
+#[test]
+fn append_to_an_undeclared_collection_says_what_to_declare() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let err = fails(d, &["append", "sensor_data", r#"{"t":1}"#]);
+    assert!(
+        err.contains("[collections.sensor_data]") && err.contains("init --schema"),
+        "{err}"
+    );
+}
+
+#[test]
+fn reads_on_a_directory_without_a_store_say_so_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("mistyped");
+    for args in [
+        &["get", "tasks", "t1"][..],
+        &["query", "tasks"],
+        &["status"],
+        &["summary"],
+    ] {
+        let err = fails(&missing, args);
+        assert!(err.contains("no store in"), "{args:?}: {err}");
+        assert!(!missing.exists(), "{args:?} created {}", missing.display());
+    }
+}
+
+#[test]
+fn run_on_a_busy_port_creates_no_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let out = Command::new(BIN)
+        .args(["--data", data.to_str().unwrap(), "run"])
+        .env_remove("NATS_URL")
+        .env_remove("MESHLITE_FLEET_DIR")
+        .env_remove("MESHLITE_CONFIG")
+        .env("MESHLITE_HTTP_LISTEN", &addr)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "run on a busy port succeeded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&addr), "{err}");
+    assert!(
+        !data.exists(),
+        "a failed run left {} behind",
+        data.display()
     );
 }

@@ -106,6 +106,12 @@ pub enum WriteError {
         /// What to use instead.
         hint: &'static str,
     },
+    /// An append to a collection the (non-strict) schema does not declare: undeclared
+    /// collections are document collections, and a log must be declared.
+    #[error(
+        "append needs a log collection, but {0:?} is not declared and undeclared collections are documents; declare it in a schema file (version = 1, strict = false, [collections.{0}] kind = \"log\") and install it with `meshlite init --schema FILE`"
+    )]
+    UndeclaredLog(String),
     /// The record was deleted; writing to it requires an explicit re-create.
     #[error(
         "record {collection}/{id} was deleted; to bring it back, put it again with recreate = true (CLI: put --recreate), which starts a new incarnation"

@@ -522,6 +522,11 @@ fn collection_def<'s>(
     // As `Schema::collection`, without cloning a declared definition.
     let def = match schema.collections.get(collection) {
         Some(def) => Cow::Borrowed(def),
+        // An undeclared collection is a document collection: its kind is not replicated state,
+        // so a first append cannot make it a log (another replica may put to it meanwhile).
+        None if !schema.strict && want == CollectionKind::Log => {
+            return Err(WriteError::UndeclaredLog(collection.to_owned()));
+        }
         None if !schema.strict => Cow::Owned(CollectionDef::default()),
         None => return Err(WriteError::UnknownCollection(collection.to_owned())),
     };

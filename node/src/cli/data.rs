@@ -4,7 +4,7 @@ use std::io::Read;
 use std::path::Path;
 
 use meshlite_core::Schema;
-use meshlite_core::store::{OpenOptions, Query, Store, WriteOp};
+use meshlite_core::store::{DB_FILE, OpenOptions, Query, Store, WriteOp};
 use serde_json::Value;
 
 use super::output::{CliError, Context, print_json};
@@ -37,7 +37,28 @@ pub(crate) fn open(dir: &Path) -> Result<Store, CliError> {
 
 /// Runs `f` on the opened store, then closes it cleanly (flushing the writer).
 fn with_store<T>(dir: &Path, f: impl FnOnce(&Store) -> Result<T, CliError>) -> Result<T, CliError> {
-    let store = open(dir)?;
+    with_opened(open(dir)?, f)
+}
+
+/// As [`with_store`] for reads: a directory that holds no store is an error, not a new store
+/// (a mistyped `--data` must not answer "nothing").
+fn with_existing_store<T>(
+    dir: &Path,
+    f: impl FnOnce(&Store) -> Result<T, CliError>,
+) -> Result<T, CliError> {
+    if !dir.join(DB_FILE).is_file() {
+        return Err(CliError::msg(format!(
+            "no store in {}: check --data (or MESHLITE_DATA); `meshlite init` creates one",
+            dir.display()
+        )));
+    }
+    with_store(dir, f)
+}
+
+fn with_opened<T>(
+    store: Store,
+    f: impl FnOnce(&Store) -> Result<T, CliError>,
+) -> Result<T, CliError> {
     let out = f(&store);
     store
         .close()
@@ -96,7 +117,7 @@ pub(crate) fn put(
 }
 
 pub(crate) fn get(dir: &Path, collection: &str, id: &str) -> Result<(), CliError> {
-    match with_store(dir, |s| Ok(s.get(collection, id)?))? {
+    match with_existing_store(dir, |s| Ok(s.get(collection, id)?))? {
         Some(record) => print_json(&record),
         None => Err(CliError::msg(format!(
             "{collection}/{id}: not found (never written, or deleted)"
@@ -157,17 +178,17 @@ pub(crate) fn query(dir: &Path, args: &QueryArgs) -> Result<(), CliError> {
         offset: args.offset,
         include_deleted: false,
     };
-    let rows = with_store(dir, |s| Ok(s.query(&args.collection, &q)?))?;
+    let rows = with_existing_store(dir, |s| Ok(s.query(&args.collection, &q)?))?;
     rows.iter().try_for_each(print_json)
 }
 
 pub(crate) fn summary(dir: &Path) -> Result<(), CliError> {
-    let summary = with_store(dir, |s| Ok(s.summary()?))?;
+    let summary = with_existing_store(dir, |s| Ok(s.summary()?))?;
     print_json(&summary)
 }
 
 pub(crate) fn status(dir: &Path) -> Result<(), CliError> {
-    let status = with_store(dir, |s| Ok(s.status()?))?;
+    let status = with_existing_store(dir, |s| Ok(s.status()?))?;
     print_json(&status)
 }
 

@@ -65,6 +65,7 @@ struct Mesh {
 /// Runs the daemon until `shutdown` completes (or a part fails), then stops everything.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     meshlite_mesh::net::tls::install_crypto_provider();
+    check_ports(&config)?;
     let store = open_store(&config).await?;
     let cancel = CancellationToken::new();
     let table = PeerTable::new(config.discovery.peer_expiry());
@@ -97,6 +98,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     announce_ready(http_addr, mesh.as_ref(), &store);
     wait_for_stop(shutdown, &mut actors, &cancel).await;
     stop_all(store, mesh, nats, actors, http_task, cancel).await
+}
+
+/// Checks that the listen ports are free before the store is opened, so a run that cannot listen
+/// creates no store. A probe: the sockets are closed at once and bound again by their owners.
+fn check_ports(config: &Config) -> anyhow::Result<()> {
+    let http = config.http.listen;
+    std::net::TcpListener::bind(http)
+        .with_context(|| format!("cannot listen on http.listen = {http}"))?;
+    if config.mesh_enabled() {
+        let quic = config.transport.listen;
+        std::net::UdpSocket::bind(quic)
+            .with_context(|| format!("cannot start QUIC on transport.listen = {quic}"))?;
+    }
+    Ok(())
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
