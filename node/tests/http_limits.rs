@@ -1,0 +1,116 @@
+//! The local HTTP listener under hostile or stalled clients (issue 11, "found by an independent
+//! run"): trickled headers, idle and half-sent connections are closed; connections beyond
+//! `http.max_connections` wait without starving `/healthz`. Real daemons on loopback, plain TCP
+//! clients; every wait is a failure guard.
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Fleet, NodeConfig, NodeProc};
+use hyper::StatusCode;
+use meshlite_fixtures::wait::poll_until;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Failure guard for a connection the daemon should close.
+const CLOSE_GUARD: Duration = Duration::from_secs(15);
+
+fn node(fleet: &Fleet, name: &str, limits: &[(&str, i64)]) -> NodeConfig {
+    let mut cfg = NodeConfig::loopback(name, fleet.root().join(name), None);
+    cfg.schema = None;
+    for (k, v) in limits {
+        cfg.http_limits.insert((*k).into(), (*v).into());
+    }
+    cfg
+}
+
+/// Reads until the daemon closes `conn` (EOF or reset); panics after [`CLOSE_GUARD`].
+async fn closed_by_daemon(conn: &mut TcpStream, what: &str) {
+    let mut buf = [0u8; 4096];
+    let reading = async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    if tokio::time::timeout(CLOSE_GUARD, reading).await.is_err() {
+        panic!("{what}: still open after {CLOSE_GUARD:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickled_headers_and_idle_keep_alive_are_closed() {
+    let fleet = Fleet::new();
+    let node = NodeProc::start(node(&fleet, "n1", &[("header_timeout_ms", 500)])).await;
+
+    // One header line every 100 ms: the connection makes progress but never finishes its head.
+    let mut trickle = TcpStream::connect(node.http()).await.unwrap();
+    trickle
+        .write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let trickling = async {
+        for i in 0.. {
+            let line = format!("x-slow-{i}: a\r\n");
+            if trickle.write_all(line.as_bytes()).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    if tokio::time::timeout(CLOSE_GUARD, trickling).await.is_err() {
+        panic!("trickled headers: still accepted after {CLOSE_GUARD:?}");
+    }
+
+    // A keep-alive connection that answered once and then sends nothing.
+    let mut idle = TcpStream::connect(node.http()).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    closed_by_daemon(&mut idle, "idle keep-alive connection").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_body_is_cut_off() {
+    let fleet = Fleet::new();
+    let node = NodeProc::start(node(&fleet, "n1", &[("idle_timeout_ms", 500)])).await;
+    let mut conn = TcpStream::connect(node.http()).await.unwrap();
+    let head = "POST /v1/txn HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+                content-length: 1000\r\n\r\n[{\"op\":";
+    conn.write_all(head.as_bytes()).await.unwrap();
+    closed_by_daemon(&mut conn, "half-sent body").await;
+    let (status, _) = node.healthz().await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// Lowers the daemon's descriptor limit, as a small `ulimit -n` would (prlimit(1)).
+fn limit_descriptors(pid: u32, n: u64) {
+    let status = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--nofile={n}:{n}")])
+        .status()
+        .unwrap();
+    assert!(status.success(), "prlimit --pid {pid} failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_beyond_the_cap_leave_healthz_answering() {
+    let fleet = Fleet::new();
+    let limits = [("max_connections", 16), ("header_timeout_ms", 500)];
+    let node = NodeProc::start(node(&fleet, "n1", &limits)).await;
+    // Fewer descriptors than idle clients: without a cap the daemon runs out of them.
+    limit_descriptors(node.pid(), 64);
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        idle.push(TcpStream::connect(node.http()).await.unwrap());
+    }
+    let (status, body) = poll_until("/healthz behind 100 idle connections", CLOSE_GUARD, || {
+        node.try_request(hyper::Method::GET, "/healthz", None)
+    })
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    drop(idle);
+}
