@@ -25,7 +25,7 @@
 //! client gets what was queued, then a `lagged` event (data: the changes dropped at that point)
 //! and the stream ends: reconnect, then re-read with a query. Dropping the slow subscriber,
 //! rather than carrying ids and re-reading rows, keeps the fast path free of reads and tells
-//! the client plainly that it missed something.
+//! the client plainly that it missed something. The stream also ends when the daemon stops.
 
 use std::collections::HashMap;
 
@@ -45,6 +45,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
 
@@ -319,12 +320,18 @@ impl Queue {
     }
 }
 
-/// Drains the store's broadcast into `queue` until the budget is spent, the client leaves or the
-/// store closes.
-async fn forward(mut rx: broadcast::Receiver<StoreEvent>, filter: Option<String>, queue: Queue) {
+/// Drains the store's broadcast into `queue` until the budget is spent, the client leaves, the
+/// store closes or the daemon stops (so the listener's graceful shutdown does not wait for it).
+async fn forward(
+    mut rx: broadcast::Receiver<StoreEvent>,
+    filter: Option<String>,
+    queue: Queue,
+    shutdown: CancellationToken,
+) {
     loop {
         let ev = tokio::select! {
             biased;
+            _ = shutdown.cancelled() => return,
             _ = queue.tx.closed() => return,
             ev = rx.recv() => ev,
         };
@@ -350,7 +357,7 @@ async fn changes(
         budget: s.http.changes_buffer_bytes,
     };
     // Ends on its own when the response is dropped (`tx.closed()`), so nothing waits for it.
-    tokio::spawn(forward(rx, p.collection, queue));
+    tokio::spawn(forward(rx, p.collection, queue, s.shutdown.clone()));
     let stream = futures_util::stream::unfold((out, bytes), |(mut out, bytes)| async move {
         let (event, len) = out.recv().await?;
         bytes.fetch_sub(len, Ordering::AcqRel);

@@ -1,13 +1,14 @@
 //! The local HTTP listener under hostile or stalled clients (issue 11, "found by an independent
 //! run"): trickled headers, idle and half-sent connections are closed; connections beyond
 //! `http.max_connections` wait without starving `/healthz`; a `/v1/changes` subscriber that
-//! never reads holds a bounded amount of the daemon's memory. Real daemons on loopback, plain
-//! TCP clients; every wait is a failure guard.
+//! never reads holds a bounded amount of the daemon's memory; an open change stream does not
+//! hold up shutdown. Real daemons on loopback, plain TCP clients; every wait is a failure
+//! guard.
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Fleet, NodeConfig, NodeProc};
 use hyper::StatusCode;
@@ -222,5 +223,21 @@ async fn stalled_change_subscriber_holds_bounded_memory() {
     assert!(
         seen.lagged,
         "the stalled subscriber is told it lagged: {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_change_stream_does_not_delay_shutdown() {
+    let fleet = Fleet::new();
+    let mut node = NodeProc::start(node(&fleet, "n1", &[])).await;
+    let _stream = subscribe(&node).await;
+    let started = Instant::now();
+    let status = node.stop().await;
+    let took = started.elapsed();
+    assert!(status.success(), "{status:?}");
+    // Below the 5 s shutdown grace the HTTP task used to wait out with a stream open.
+    assert!(
+        took < Duration::from_secs(4),
+        "shutdown took {took:?} with a change stream open"
     );
 }
