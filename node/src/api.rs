@@ -26,6 +26,14 @@
 //! peer: `{"txns": ["<origin>-<seq>", ...], "local": bool, "collection", "id", "kind", "value"}`.
 //! A subscriber that falls behind gets a `lagged` event with the number of changes it missed
 //! (re-read with a query).
+//!
+//! Memory per subscriber is bounded in bytes: a forwarding task drains the store's broadcast at
+//! once (so a stalled client never pins the store's 1,024 whole commits) and queues the rendered
+//! events, counting their bytes. When the queue would pass `http.changes_buffer_bytes`, the
+//! client gets what was queued, then a `lagged` event (data: the changes dropped at that point)
+//! and the stream ends: reconnect, then re-read with a query. Dropping the slow subscriber,
+//! rather than carrying ids and re-reading rows, keeps the fast path free of reads and tells
+//! the client plainly that it missed something. The stream also ends when the daemon stops.
 
 use std::collections::HashMap;
 
@@ -37,14 +45,18 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures_util::StreamExt;
 use meshlite_core::change::MAX_TXN_BYTES;
 use meshlite_core::schema::validate_name;
 use meshlite_core::store::{Query, ReadError, Store, StoreEvent, WriteError, WriteOp};
 use serde::Deserialize;
 use serde_json::Value;
 use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
 
@@ -355,8 +367,8 @@ struct ChangesParams {
     collection: Option<String>,
 }
 
-/// Turns store events into SSE events (one per record change).
-fn sse_events(ev: Result<StoreEvent, RecvError>, filter: Option<&str>) -> Vec<Event> {
+/// Turns store events into SSE events (one per record change), each with its size in bytes.
+fn sse_events(ev: Result<StoreEvent, RecvError>, filter: Option<&str>) -> Vec<(Event, usize)> {
     match ev {
         Ok(StoreEvent::Committed {
             txns,
@@ -372,13 +384,73 @@ fn sse_events(ev: Result<StoreEvent, RecvError>, filter: Option<&str>) -> Vec<Ev
                         "txns": txns, "local": local, "collection": c.collection,
                         "id": c.id, "kind": c.kind, "value": c.value,
                     });
-                    Event::default().event("change").json_data(body).ok()
+                    let data = serde_json::to_string(&body).ok()?;
+                    let len = data.len();
+                    Some((Event::default().event("change").data(data), len))
                 })
                 .collect()
         }
         Ok(_) => Vec::new(),
-        Err(RecvError::Lagged(n)) => vec![Event::default().event("lagged").data(n.to_string())],
+        Err(RecvError::Lagged(n)) => vec![lagged(n as usize)],
         Err(RecvError::Closed) => Vec::new(),
+    }
+}
+
+fn lagged(missed: usize) -> (Event, usize) {
+    let data = missed.to_string();
+    let len = data.len();
+    (Event::default().event("lagged").data(data), len)
+}
+
+/// Events rendered for one subscriber and not yet taken by its response, with their total size.
+struct Queue {
+    tx: mpsc::UnboundedSender<(Event, usize)>,
+    bytes: Arc<AtomicUsize>,
+    budget: usize,
+}
+
+impl Queue {
+    /// Queues `events`; false when the budget is spent (a `lagged` event was queued instead of
+    /// the rest) or the response is gone.
+    fn push(&self, events: Vec<(Event, usize)>) -> bool {
+        let total = events.len();
+        for (i, (event, len)) in events.into_iter().enumerate() {
+            let queued = self.bytes.load(Ordering::Acquire);
+            // An event larger than the budget still goes through an empty queue.
+            if queued > 0 && queued + len > self.budget {
+                let _ = self.tx.send(lagged(total - i));
+                return false;
+            }
+            self.bytes.fetch_add(len, Ordering::AcqRel);
+            if self.tx.send((event, len)).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Drains the store's broadcast into `queue` until the budget is spent, the client leaves, the
+/// store closes or the daemon stops (so the listener's graceful shutdown does not wait for it).
+async fn forward(
+    mut rx: broadcast::Receiver<StoreEvent>,
+    filter: Option<String>,
+    queue: Queue,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let ev = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            _ = queue.tx.closed() => return,
+            ev = rx.recv() => ev,
+        };
+        if matches!(ev, Err(RecvError::Closed)) {
+            return;
+        }
+        if !queue.push(sse_events(ev, filter.as_deref())) {
+            return;
+        }
     }
 }
 
@@ -387,22 +459,24 @@ async fn changes(
     QueryParams(p): QueryParams<ChangesParams>,
 ) -> Response {
     let rx = s.store.subscribe();
-    let stream = futures_util::stream::unfold((rx, p.collection), |(mut rx, filter)| async move {
-        loop {
-            let ev = rx.recv().await;
-            if matches!(ev, Err(RecvError::Closed)) {
-                return None;
-            }
-            let events = sse_events(ev, filter.as_deref());
-            if !events.is_empty() {
-                let batch = futures_util::stream::iter(events.into_iter().map(Ok::<_, Infallible>));
-                return Some((batch, (rx, filter)));
-            }
-        }
-    })
-    .flatten();
+    let (tx, out) = mpsc::unbounded_channel();
+    let bytes = Arc::new(AtomicUsize::new(0));
+    let queue = Queue {
+        tx,
+        bytes: bytes.clone(),
+        budget: s.http.changes_buffer_bytes,
+    };
+    // Ends on its own when the response is dropped (`tx.closed()`), so nothing waits for it.
+    tokio::spawn(forward(rx, p.collection, queue, s.shutdown.clone()));
+    let stream = futures_util::stream::unfold((out, bytes), |(mut out, bytes)| async move {
+        let (event, len) = out.recv().await?;
+        bytes.fetch_sub(len, Ordering::AcqRel);
+        Some((Ok::<_, Infallible>(event), (out, bytes)))
+    });
+    // Keep-alive comments count as progress for the listener's idle timeout.
+    let keep_alive = (s.http.idle_timeout() / 3).min(Duration::from_secs(15));
     Sse::new(stream)
-        .keep_alive(KeepAlive::default())
+        .keep_alive(KeepAlive::new().interval(keep_alive))
         .into_response()
 }
 

@@ -198,19 +198,78 @@ impl SyncSection {
     }
 }
 
-/// `[http]`: the local HTTP listener (health, metrics, later the local API).
+/// `[http]`: the local HTTP listener (health, metrics, the local APIs) and its limits.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpSection {
     /// Listen address; keep it on loopback unless the API is authenticated.
     pub listen: SocketAddr,
+    /// Connections served at once (default 256); further clients wait in the kernel's accept
+    /// queue, holding no descriptor of the daemon, until one closes. Keep it well below the
+    /// process's descriptor limit (`ulimit -n`, 1024 under systemd).
+    pub max_connections: usize,
+    /// A request's headers must arrive within this many ms (default 10000); the clock also runs
+    /// while a keep-alive connection waits for its next request, so it is the keep-alive idle
+    /// timeout too.
+    pub header_timeout_ms: u64,
+    /// A connection on which no byte moved either way for this many ms is closed (default
+    /// 60000): a half-sent body, a client that stopped reading its response. The change
+    /// stream's keep-alive comments are sent at a third of it, so an idle stream stays open.
+    pub idle_timeout_ms: u64,
+    /// Bytes of events queued for one `/v1/changes` subscriber (default 8 MiB); one that falls
+    /// further behind gets a `lagged` event and its stream ends.
+    pub changes_buffer_bytes: usize,
 }
 
 impl Default for HttpSection {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8100)),
+            max_connections: 256,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            changes_buffer_bytes: 8 << 20,
         }
+    }
+}
+
+impl HttpSection {
+    /// The header-read (and keep-alive idle) timeout.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
+    }
+
+    /// The no-progress timeout of a connection.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=65_536).contains(&self.max_connections) {
+            return Err(invalid(
+                "http.max_connections",
+                "must be between 1 and 65536",
+            ));
+        }
+        if !(100..=3_600_000).contains(&self.header_timeout_ms) {
+            return Err(invalid(
+                "http.header_timeout_ms",
+                "must be between 100 and 3600000",
+            ));
+        }
+        if !(300..=3_600_000).contains(&self.idle_timeout_ms) {
+            return Err(invalid(
+                "http.idle_timeout_ms",
+                "must be between 300 and 3600000",
+            ));
+        }
+        if self.changes_buffer_bytes < 64 << 10 {
+            return Err(invalid(
+                "http.changes_buffer_bytes",
+                "must be at least 65536 (one large transaction must fit)",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -339,6 +398,7 @@ impl Config {
                 "fanout and anti_entropy_peers must be at most 64",
             ));
         }
+        self.http.validate()?;
         self.transport
             .validate()
             .map_err(|e| invalid("transport", e.to_string()))?;

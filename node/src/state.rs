@@ -9,6 +9,9 @@ use meshlite_mesh::discovery::table::PeerTable;
 use meshlite_mesh::gossip::GossipStats;
 use meshlite_mesh::nats::NatsStats;
 use meshlite_mesh::net::handle::NetHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::HttpSection;
 
 /// What the handlers read.
 #[derive(Clone, Debug)]
@@ -27,4 +30,8 @@ pub struct AppState {
     pub node_name: String,
     /// When the daemon started.
     pub started: Instant,
+    /// The listener's limits (the change stream reads its buffer budget and idle timeout).
+    pub http: HttpSection,
+    /// Fires when the daemon stops: long-lived responses (the change stream) end at once.
+    pub shutdown: CancellationToken,
 }

@@ -12,6 +12,7 @@ use hyper::{Method, StatusCode};
 use meshlite_core::store::{OpenOptions, Store};
 use meshlite_mesh::discovery::table::PeerTable;
 use meshlite_node::api::{DEFAULT_LIMIT, MAX_BODY_BYTES};
+use meshlite_node::config::HttpSection;
 use meshlite_node::httpc;
 use meshlite_node::state::AppState;
 use serde_json::{Value, json};
@@ -37,6 +38,7 @@ async fn serve() -> Server {
         .await
         .unwrap()
         .unwrap();
+    let cancel = CancellationToken::new();
     let state = AppState {
         store,
         net: None,
@@ -45,12 +47,15 @@ async fn serve() -> Server {
         nats: None,
         node_name: "native".into(),
         started: Instant::now(),
+        http: HttpSection {
+            listen: ([127, 0, 0, 1], 0).into(),
+            ..HttpSection::default()
+        },
+        shutdown: cancel.clone(),
     };
-    let cancel = CancellationToken::new();
-    let (addr, _task) =
-        meshlite_node::http::serve(([127, 0, 0, 1], 0).into(), state, cancel.clone())
-            .await
-            .unwrap();
+    let (addr, _task) = meshlite_node::http::serve(state, cancel.clone())
+        .await
+        .unwrap();
     Server {
         addr,
         _dir: dir,

@@ -15,6 +15,7 @@ use hyper::{Method, StatusCode};
 use meshlite_core::schema::Schema;
 use meshlite_core::store::{OpenOptions, Store};
 use meshlite_mesh::discovery::table::PeerTable;
+use meshlite_node::config::HttpSection;
 use meshlite_node::httpc;
 use meshlite_node::state::AppState;
 use proptest::prelude::*;
@@ -158,6 +159,7 @@ async fn serve() -> (SocketAddr, tempfile::TempDir, CancellationToken) {
         .await
         .unwrap()
         .unwrap();
+    let cancel = CancellationToken::new();
     let state = AppState {
         store,
         net: None,
@@ -166,12 +168,15 @@ async fn serve() -> (SocketAddr, tempfile::TempDir, CancellationToken) {
         nats: None,
         node_name: "model".into(),
         started: Instant::now(),
+        http: HttpSection {
+            listen: ([127, 0, 0, 1], 0).into(),
+            ..HttpSection::default()
+        },
+        shutdown: cancel.clone(),
     };
-    let cancel = CancellationToken::new();
-    let (addr, _task) =
-        meshlite_node::http::serve(([127, 0, 0, 1], 0).into(), state, cancel.clone())
-            .await
-            .unwrap();
+    let (addr, _task) = meshlite_node::http::serve(state, cancel.clone())
+        .await
+        .unwrap();
     (addr, dir, cancel)
 }
 

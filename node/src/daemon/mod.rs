@@ -91,8 +91,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         nats: nats.as_ref().map(|n| n.stats().clone()),
         node_name: config.node.name.clone(),
         started: Instant::now(),
+        http: config.http.clone(),
+        shutdown: cancel.clone(),
     };
-    let (http_addr, http_task) = http::serve(config.http.listen, state, cancel.clone())
+    let (http_addr, http_task) = http::serve(state, cancel.clone())
         .await
         .with_context(|| format!("cannot listen on http.listen = {}", config.http.listen))?;
     announce_ready(http_addr, mesh.as_ref(), &store);

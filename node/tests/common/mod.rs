@@ -215,6 +215,8 @@ pub struct NodeConfig {
     pub mdns: Option<Mdns>,
     /// Extra `[transport]` keys (timers for partition tests).
     pub transport: toml::Table,
+    /// Extra `[http]` keys (listener limits).
+    pub http_limits: toml::Table,
     /// Run inside this network namespace (`ip netns exec`).
     pub netns: Option<String>,
     /// Extra environment variables of the process.
@@ -237,6 +239,7 @@ impl NodeConfig {
             interval_seconds: 1,
             mdns: None,
             transport: toml::Table::new(),
+            http_limits: toml::Table::new(),
             netns: None,
             env: Vec::new(),
         }
@@ -298,6 +301,8 @@ impl NodeConfig {
         }
         let mut transport = self.transport.clone();
         transport.insert("listen".into(), self.quic.to_string().into());
+        let mut http = self.http_limits.clone();
+        http.insert("listen".into(), self.http.to_string().into());
         let section = |k: &str, v: toml::Value| (k.to_owned(), v);
         let table: toml::Table = [
             ("node".to_owned(), node.into()),
@@ -308,10 +313,7 @@ impl NodeConfig {
                     (self.interval_seconds as i64).into(),
                 )]),
             ),
-            (
-                "http".to_owned(),
-                table([section("listen", self.http.to_string().into())]),
-            ),
+            ("http".to_owned(), http.into()),
             ("transport".to_owned(), transport.into()),
             ("discovery".to_owned(), discovery.into()),
         ]
