@@ -509,3 +509,52 @@ fn run_on_a_busy_port_creates_no_store() {
         data.display()
     );
 }
+
+#[test]
+fn bundle_reports_tell_the_truth_size_and_what_stays_parked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (x, y, z) = (
+        dir.path().join("x"),
+        dir.path().join("y"),
+        dir.path().join("z"),
+    );
+    for d in [&x, &y, &z] {
+        ok(d, &["init", "--schema", &schema_path()]);
+    }
+    let bundle = |from: &Path, to: &Path, name: &str| {
+        let file = dir.path().join(name);
+        let f = file.to_str().unwrap();
+        ok(from, &["bundle", "export", f]);
+        ok(to, &["bundle", "import", f]);
+    };
+    // Each replica edits a record the other created, so whichever origin a bundle lists first,
+    // one of its transactions depends on one listed after it (parked, then applied).
+    ok(
+        &x,
+        &["put", "tasks", &rec(r#"{"id":"t1","status":"queued"}"#)],
+    );
+    bundle(&x, &y, "x2y.bundle");
+    ok(
+        &y,
+        &["put", "tasks", &rec(r#"{"id":"t2","status":"queued"}"#)],
+    );
+    ok(
+        &y,
+        &["put", "tasks", &rec(r#"{"id":"t1","status":"running"}"#)],
+    );
+    bundle(&y, &x, "y2x.bundle");
+    ok(
+        &x,
+        &["put", "tasks", &rec(r#"{"id":"t2","status":"failed"}"#)],
+    );
+
+    let file = dir.path().join("all.bundle");
+    let f = file.to_str().unwrap();
+    let exported = json(&ok(&x, &["bundle", "export", f]));
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert_eq!(exported["bytes"], size, "the size printed is the file's");
+    let imported = json(&ok(&z, &["bundle", "import", f]));
+    assert_eq!(imported["applied"], 4, "{imported}");
+    assert_eq!(imported["parked"], 0, "nothing stays parked: {imported}");
+    assert_eq!(ok(&x, &["query", "tasks"]), ok(&z, &["query", "tasks"]));
+}

@@ -91,8 +91,8 @@ fn export(store: &Store, file: &Path, for_summary: Option<&Path>) -> Result<(), 
         };
     }
     let txns = writer.txn_count();
-    let bytes = writer.bytes_written();
-    writer.finish()?;
+    let out = writer.finish()?;
+    let bytes = durable(out, file)?;
     if !pruned.is_empty() {
         tracing::warn!(
             ranges = pruned.len(),
@@ -102,6 +102,15 @@ fn export(store: &Store, file: &Path, for_summary: Option<&Path>) -> Result<(), 
     print_json(&serde_json::json!({
         "file": file, "txns": txns, "bytes": bytes, "pruned_ranges": pruned.len(),
     }))
+}
+
+/// Flushes the finished bundle to disk (`fsync`) before success is reported, and returns its
+/// size as written.
+fn durable(out: BufWriter<File>, file: &Path) -> Result<u64, CliError> {
+    let what = || format!("cannot write {} to disk", file.display());
+    let f = out.into_inner().map_err(|e| e.into_error()).context(what)?;
+    f.sync_all().context(what)?;
+    Ok(f.metadata().context(what)?.len())
 }
 
 fn progress_bar(total: u64, what: &str) -> ProgressBar {
@@ -147,7 +156,8 @@ fn import(store: &Store, file: &Path) -> Result<(), CliError> {
         "txns": info.txn_count,
         "applied": report.applied + report.unparked,
         "duplicates": report.duplicates,
-        "parked": report.parked,
+        // Transactions parked during the import and applied before its end are not left parked.
+        "parked": report.parked.saturating_sub(report.unparked),
         "rejected": report.rejected.iter().map(|(id, why)| format!("{id:?}: {why}")).collect::<Vec<_>>(),
     }))
 }
