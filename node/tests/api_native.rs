@@ -5,62 +5,16 @@
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
-
 use hyper::{Method, StatusCode};
-use meshlite_core::store::{OpenOptions, Store};
-use meshlite_mesh::discovery::table::PeerTable;
 use meshlite_node::api::{DEFAULT_LIMIT, MAX_BODY_BYTES};
-use meshlite_node::config::HttpSection;
 use meshlite_node::httpc;
-use meshlite_node::state::AppState;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
-/// A listener on a fresh schemaless store; the guard holds the directory and stops the server.
-struct Server {
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-    cancel: CancellationToken,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
-}
+mod inproc;
+use inproc::Server;
 
 async fn serve() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_owned();
-    let store = tokio::task::spawn_blocking(move || Store::open(&path, OpenOptions::default()))
-        .await
-        .unwrap()
-        .unwrap();
-    let cancel = CancellationToken::new();
-    let state = AppState {
-        store,
-        net: None,
-        table: PeerTable::new(Duration::from_secs(60)),
-        gossip: None,
-        nats: None,
-        node_name: "native".into(),
-        started: Instant::now(),
-        http: HttpSection {
-            listen: ([127, 0, 0, 1], 0).into(),
-            ..HttpSection::default()
-        },
-        shutdown: cancel.clone(),
-    };
-    let (addr, _task) = meshlite_node::http::serve(state, cancel.clone())
-        .await
-        .unwrap();
-    Server {
-        addr,
-        _dir: dir,
-        cancel,
-    }
+    inproc::serve(None, "native").await
 }
 
 /// Sends a request; returns the status and the body as JSON (`Value::String` when not JSON).

@@ -9,19 +9,13 @@
 
 use std::cmp::Ordering;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
 use meshlite_core::schema::Schema;
-use meshlite_core::store::{OpenOptions, Store};
-use meshlite_mesh::discovery::table::PeerTable;
-use meshlite_node::config::HttpSection;
 use meshlite_node::httpc;
-use meshlite_node::state::AppState;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 const SCHEMA: &str = r#"
 version = 1
@@ -148,36 +142,10 @@ async fn call(
     (status, v)
 }
 
-async fn serve() -> (SocketAddr, tempfile::TempDir, CancellationToken) {
-    let dir = tempfile::tempdir().unwrap();
-    let opts = OpenOptions {
-        schema: Some(Schema::from_toml(SCHEMA).unwrap()),
-        ..OpenOptions::default()
-    };
-    let path = dir.path().to_owned();
-    let store = tokio::task::spawn_blocking(move || Store::open(&path, opts))
-        .await
-        .unwrap()
-        .unwrap();
-    let cancel = CancellationToken::new();
-    let state = AppState {
-        store,
-        net: None,
-        table: PeerTable::new(Duration::from_secs(60)),
-        gossip: None,
-        nats: None,
-        node_name: "model".into(),
-        started: Instant::now(),
-        http: HttpSection {
-            listen: ([127, 0, 0, 1], 0).into(),
-            ..HttpSection::default()
-        },
-        shutdown: cancel.clone(),
-    };
-    let (addr, _task) = meshlite_node::http::serve(state, cancel.clone())
-        .await
-        .unwrap();
-    (addr, dir, cancel)
+mod inproc;
+
+async fn serve() -> inproc::Server {
+    inproc::serve(Some(Schema::from_toml(SCHEMA).unwrap()), "model").await
 }
 
 #[test]
@@ -187,7 +155,8 @@ fn queries_equal_a_naive_reference() {
         .enable_all()
         .build()
         .unwrap();
-    let (addr, _dir, cancel) = rt.block_on(serve());
+    let server = rt.block_on(serve());
+    let addr = server.addr;
     let mut runner = TestRunner::new(Config::with_cases(40));
     let result = runner.run(&case(), |c| {
         rt.block_on(async {
@@ -215,7 +184,7 @@ fn queries_equal_a_naive_reference() {
             Ok(())
         })
     });
-    cancel.cancel();
+    drop(server);
     result.unwrap();
 }
 
@@ -227,7 +196,8 @@ fn hostile_requests_are_refused_and_write_nothing() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let (addr, _dir, cancel) = serve().await;
+        let server = serve().await;
+        let addr = server.addr;
         let seed = json!([{"id": 1, "n": 1, "s": "a"}, {"id": 2, "n": 2}]);
         let (st, _) = call(addr, Method::POST, "/rest/v1/items", Some(seed)).await;
         assert_eq!(st, StatusCode::CREATED);
@@ -352,6 +322,6 @@ fn hostile_requests_are_refused_and_write_nothing() {
             rows,
             json!([{"id": 1, "n": 1, "s": "a"}, {"id": 2, "n": 2, "s": null}])
         );
-        cancel.cancel();
+        drop(server);
     });
 }

@@ -1,0 +1,62 @@
+//! The node's HTTP listener in the test's own process, over a fresh store: shared by the API
+//! tests that need real HTTP but no daemon process (`api_native.rs`, `rest_model.rs`).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use meshlite_core::schema::Schema;
+use meshlite_core::store::{OpenOptions, Store};
+use meshlite_mesh::discovery::table::PeerTable;
+use meshlite_node::config::HttpSection;
+use meshlite_node::state::AppState;
+use tokio_util::sync::CancellationToken;
+
+/// A listener on a fresh store; the guard holds the directory and stops the server when dropped.
+pub struct Server {
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+    cancel: CancellationToken,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Serves a store opened with `schema` (schemaless when `None`) on a loopback port.
+pub async fn serve(schema: Option<Schema>, node_name: &str) -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = OpenOptions {
+        schema,
+        ..OpenOptions::default()
+    };
+    let path = dir.path().to_owned();
+    let store = tokio::task::spawn_blocking(move || Store::open(&path, opts))
+        .await
+        .expect("join")
+        .expect("open the store");
+    let cancel = CancellationToken::new();
+    let state = AppState {
+        store,
+        net: None,
+        table: PeerTable::new(Duration::from_secs(60)),
+        gossip: None,
+        nats: None,
+        node_name: node_name.into(),
+        started: Instant::now(),
+        http: HttpSection {
+            listen: ([127, 0, 0, 1], 0).into(),
+            ..HttpSection::default()
+        },
+        shutdown: cancel.clone(),
+    };
+    let (addr, _task) = meshlite_node::http::serve(state, cancel.clone())
+        .await
+        .expect("serve");
+    Server {
+        addr,
+        _dir: dir,
+        cancel,
+    }
+}
