@@ -16,6 +16,9 @@
 //! updated_at = { merge = "max", type = "timestamp" }
 //! retry_count = { merge = "counter", type = "integer" }
 //! input = { type = "json" }   # merge defaults to "lww"
+//! [collections.tasks.access]  # optional: who may use it through /rest/v1 (see `Access`)
+//! anon = "read"
+//! owner_field = "agent_id"
 //! ```
 //!
 //! With no schema at all ([`Schema::schemaless`]) any valid collection name is accepted as a
@@ -68,9 +71,11 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod access;
 mod field;
 mod field_type;
 
+pub use access::{Access, Grant};
 pub use field::FieldDef;
 pub use field_type::{FieldType, TypeError};
 
@@ -172,6 +177,9 @@ pub struct CollectionDef {
     /// Declared fields; undeclared fields are untyped `lww`.
     #[serde(default)]
     pub fields: BTreeMap<String, FieldDef>,
+    /// Which JWT roles may read and write it through the node's API (local policy).
+    #[serde(default, skip_serializing_if = "Access::is_default")]
+    pub access: Access,
 }
 
 fn default_primary_key() -> String {
@@ -190,6 +198,7 @@ impl Default for CollectionDef {
             key_type: None,
             indexed: Vec::new(),
             fields: BTreeMap::new(),
+            access: Access::default(),
         }
     }
 }
@@ -439,6 +448,7 @@ impl Schema {
                     def.primary_key
                 )));
             }
+            def.access.validate(def).map_err(bad)?;
             for (field, f) in &def.fields {
                 def.validate_field(field, f).map_err(bad)?;
                 if let MergePolicy::Priority { order } = &f.merge {
