@@ -18,6 +18,13 @@
 //! | `MESHLITE_LISTEN`       | `transport.listen`         | `0.0.0.0:6374`     |
 //! | `MESHLITE_STATIC_PEERS` | `discovery.static_peers`   | empty              |
 //! | `MESHLITE_MDNS`         | `discovery.mdns`           | `true`             |
+//! | `JWT_SECRET`            | `auth.jwt_secret`          | none (auth off)    |
+//! | `ANON_KEY`              | `auth.anon_key`            | none               |
+//! | `SERVICE_ROLE_KEY`      | `auth.service_role_key`    | none               |
+//!
+//! Without `JWT_SECRET` the HTTP listener must stay on loopback: [`Config::validate`] refuses a
+//! non-loopback `http.listen` then, because every request would be served as `service_role`
+//! (see [`AuthSection`] and `crate::auth`).
 //!
 //! The `[transport]`, `[discovery]` and `[nats]` sections are documented field by field on
 //! [`TransportConfig`], [`DiscoveryConfig`] and [`NatsConfig`]; `deploy/meshlite.example.toml`
@@ -273,6 +280,95 @@ impl HttpSection {
     }
 }
 
+/// A secret read from the configuration: never printed (`Debug` and `--print-config` show
+/// `<redacted>`).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret's text.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// `[auth]`: the Supabase-style keys that guard `/rest/v1` and the native API (`crate::auth`).
+///
+/// Without `jwt_secret` auth is off (the embedded default): the listener must be on loopback
+/// and every request is `service_role`. With it, requests carry an `apikey` header and/or
+/// `Authorization: Bearer <JWT>` signed with the secret (HS256); the token's `role` claim
+/// (`anon`, `authenticated`, `service_role`) decides what it may do, per collection, as the
+/// schema's `access` tables say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// HS256 secret shared with the apps' key generator (`JWT_SECRET`, at least 32 characters).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_secret: Option<Secret>,
+    /// The anon key apps present (`ANON_KEY`): a JWT signed with `jwt_secret` whose role is
+    /// `anon` (checked at start-up), or an opaque key of at least 32 characters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anon_key: Option<Secret>,
+    /// The service key (`SERVICE_ROLE_KEY`), as `anon_key` with role `service_role`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_role_key: Option<Secret>,
+    /// Serve requests from 127.0.0.1 / ::1 that carry no key as `service_role` (default true,
+    /// so local tools need no key). Turn it off on hosts where other local users or a local
+    /// reverse proxy forwarding outside traffic must not get that role.
+    pub trust_loopback: bool,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            anon_key: None,
+            service_role_key: None,
+            trust_loopback: true,
+        }
+    }
+}
+
+impl AuthSection {
+    /// Refuses keys without a secret and a short secret.
+    fn validate(&self) -> Result<(), ConfigError> {
+        match &self.jwt_secret {
+            Some(s) if s.expose().len() < crate::auth::MIN_SECRET_LEN => Err(invalid(
+                "auth.jwt_secret",
+                format!(
+                    "JWT_SECRET has {} characters; use at least {} (e.g. `openssl rand -base64 48`)",
+                    s.expose().len(),
+                    crate::auth::MIN_SECRET_LEN
+                ),
+            )),
+            None if self.anon_key.is_some() || self.service_role_key.is_some() => Err(invalid(
+                "auth.jwt_secret",
+                "ANON_KEY or SERVICE_ROLE_KEY is set but JWT_SECRET is not: keys are checked with the secret",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -289,6 +385,8 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     /// `[nats]`: announcements, change events, JetStream relay (see [`NatsConfig`]).
     pub nats: NatsConfig,
+    /// `[auth]`: JWT secret and keys (see [`AuthSection`]).
+    pub auth: AuthSection,
 }
 
 impl Config {
@@ -368,6 +466,15 @@ impl Config {
         if let Some(v) = get("MESHLITE_MDNS") {
             self.discovery.mdns = parse_env("MESHLITE_MDNS", &v)?;
         }
+        if let Some(v) = get("JWT_SECRET") {
+            self.auth.jwt_secret = Some(Secret(v));
+        }
+        if let Some(v) = get("ANON_KEY") {
+            self.auth.anon_key = Some(Secret(v.trim().to_owned()));
+        }
+        if let Some(v) = get("SERVICE_ROLE_KEY") {
+            self.auth.service_role_key = Some(Secret(v.trim().to_owned()));
+        }
         Ok(())
     }
 
@@ -399,6 +506,19 @@ impl Config {
             ));
         }
         self.http.validate()?;
+        self.auth.validate()?;
+        let listen = self.http.listen;
+        if !listen.ip().is_loopback() && self.auth.jwt_secret.is_none() {
+            return Err(invalid(
+                "http.listen",
+                format!(
+                    "{listen} is not a loopback address and JWT_SECRET (auth.jwt_secret) is not set: \
+                     anyone who can reach it could read and write every collection. Set JWT_SECRET \
+                     (at least 32 characters; `meshlite keys --secret ...` prints matching anon and \
+                     service_role keys) or listen on 127.0.0.1"
+                ),
+            ));
+        }
         self.transport
             .validate()
             .map_err(|e| invalid("transport", e.to_string()))?;
@@ -495,6 +615,33 @@ mod tests {
             toml::to_string(&c).unwrap()
         };
         assert_eq!(render(&example), render(&defaults));
+    }
+
+    #[test]
+    fn a_public_listener_needs_a_jwt_secret() {
+        let public = [("MESHLITE_HTTP_LISTEN", "0.0.0.0:8100")];
+        let e = Config::load(None, env(&public)).unwrap_err().to_string();
+        assert!(e.contains("http.listen") && e.contains("JWT_SECRET"), "{e}");
+        let secret = "s".repeat(32);
+        let with = [public[0], ("JWT_SECRET", secret.as_str())];
+        let c = Config::load(None, env(&with)).unwrap();
+        assert_eq!(
+            c.auth.jwt_secret.as_ref().map(Secret::expose),
+            Some(secret.as_str())
+        );
+        let printed = toml::to_string(&c).unwrap();
+        assert!(
+            !printed.contains(&secret) && printed.contains("<redacted>"),
+            "{printed}"
+        );
+        assert!(!format!("{c:?}").contains(&secret));
+        let short = [public[0], ("JWT_SECRET", "short")];
+        let e = Config::load(None, env(&short)).unwrap_err().to_string();
+        assert!(e.contains("at least 32"), "{e}");
+        let e = Config::load(None, env(&[("ANON_KEY", "k")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("JWT_SECRET is not"), "{e}");
     }
 
     #[test]

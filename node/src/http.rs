@@ -1,6 +1,12 @@
 //! The node's local HTTP listener (127.0.0.1:8100 by default): `/healthz`, `/metrics`,
 //! `/peers`, `/status`, the record API under `/v1` ([`crate::api`]) and the PostgREST dialect
 //! under `/rest/v1` ([`crate::rest`]).
+//!
+//! Every request carries its peer's address (`ConnectInfo<SocketAddr>`), which
+//! [`crate::auth`] reads to trust keyless loopback requests. `/healthz` is open; `/metrics`,
+//! `/peers`, `/status` and the native `/v1` API need the `service_role`
+//! ([`crate::auth::require_service_role`]); `/rest/v1` applies the schema's per-collection
+//! access rules in its handlers.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -10,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -33,12 +39,17 @@ use crate::state::AppState;
 
 /// The router.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
+    let service_only =
+        axum::middleware::from_fn_with_state(state.clone(), crate::auth::require_service_role);
+    let native = Router::new()
         .route("/metrics", get(metrics))
         .route("/peers", get(peers))
         .route("/status", get(status))
         .merge(crate::api::routes())
+        .route_layer(service_only);
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(native)
         .merge(crate::rest::routes())
         .with_state(state)
 }
@@ -126,6 +137,13 @@ async fn serve_connection(
     cancel: CancellationToken,
 ) {
     let progress = Progress::new();
+    let peer = stream.peer_addr().ok();
+    let app = tower::ServiceExt::map_request(app, move |mut req: axum::extract::Request<_>| {
+        if let Some(peer) = peer {
+            req.extensions_mut().insert(ConnectInfo(peer));
+        }
+        req
+    });
     let io = TokioIo::new(Watched {
         inner: stream,
         progress: progress.clone(),

@@ -34,26 +34,42 @@ pub async fn request(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> Result<(StatusCode, Bytes), HttpcError> {
+    let (status, _, body) = request_with(addr, method, path, &[], body).await?;
+    Ok((status, body))
+}
+
+/// Sends one request with extra `headers`; returns the status, the headers and the body.
+pub async fn request_with(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> Result<(StatusCode, hyper::HeaderMap, Bytes), HttpcError> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|source| HttpcError::Connect { addr, source })?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     let driver = tokio::spawn(conn);
-    let req = hyper::Request::builder()
+    let mut req = hyper::Request::builder()
         .method(method)
         .uri(path)
         .header("host", addr.to_string())
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
     let res = sender.send_request(req).await;
     let out = match res {
         Ok(res) => {
             let status = res.status();
+            let headers = res.headers().clone();
             res.into_body()
                 .collect()
                 .await
-                .map(|b| (status, b.to_bytes()))
+                .map(|b| (status, headers, b.to_bytes()))
         }
         Err(e) => Err(e),
     };

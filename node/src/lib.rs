@@ -7,6 +7,8 @@
 //! - [`config`]: the daemon's TOML configuration with documented defaults and env overrides.
 //! - [`daemon`]: wires the store, the mesh (transport, discovery, gossip, NATS) and the HTTP
 //!   listener together.
+//! - [`auth`]: who a request is (`apikey` / `Authorization: Bearer` JWTs, `JWT_SECRET`) and
+//!   what its role may do with each collection (the schema's `access` tables).
 //! - [`state`]: what the HTTP handlers share; [`http`] serves `/healthz`, `/metrics`, `/peers`,
 //!   `/status` and mounts [`api`] (`/v1`) and [`rest`] (`/rest/v1`, the PostgREST dialect);
 //!   [`metrics`] renders Prometheus text; [`httpc`] is the client the CLI uses to ask a running
@@ -15,7 +17,7 @@
 //! Layers, each depending only on the ones below it:
 //!
 //! ```text
-//!   meshlite-node   cli → daemon → http → api, rest, metrics → state
+//!   meshlite-node   cli → daemon → http → api, rest, metrics → state → auth → config
 //!        │
 //!   meshlite-mesh   (node/mesh) fleet, net, discovery (+mDNS), gossip, dialer, nats, replica
 //!        │
@@ -23,6 +25,7 @@
 //! ```
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod daemon;

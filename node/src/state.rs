@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::extract::FromRef;
 use meshlite_core::store::Store;
 use meshlite_mesh::discovery::table::PeerTable;
 use meshlite_mesh::gossip::GossipStats;
@@ -11,6 +12,7 @@ use meshlite_mesh::nats::NatsStats;
 use meshlite_mesh::net::handle::NetHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Auth;
 use crate::config::HttpSection;
 
 /// What the handlers read.
@@ -34,4 +36,12 @@ pub struct AppState {
     pub http: HttpSection,
     /// Fires when the daemon stops: long-lived responses (the change stream) end at once.
     pub shutdown: CancellationToken,
+    /// Who may call (the `crate::auth::Caller` extractor reads it).
+    pub auth: Arc<Auth>,
+}
+
+impl FromRef<AppState> for Arc<Auth> {
+    fn from_ref(s: &AppState) -> Self {
+        s.auth.clone()
+    }
 }

@@ -558,3 +558,85 @@ fn bundle_reports_tell_the_truth_size_and_what_stays_parked() {
     assert_eq!(imported["parked"], 0, "nothing stays parked: {imported}");
     assert_eq!(ok(&x, &["query", "tasks"]), ok(&z, &["query", "tasks"]));
 }
+
+#[test]
+fn a_public_listener_without_jwt_secret_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(BIN)
+        .args(["--data", data.to_str().unwrap(), "run"])
+        .env_remove("NATS_URL")
+        .env_remove("MESHLITE_FLEET_DIR")
+        .env_remove("MESHLITE_CONFIG")
+        .env_remove("JWT_SECRET")
+        .env_remove("ANON_KEY")
+        .env_remove("SERVICE_ROLE_KEY")
+        .env("MESHLITE_HTTP_LISTEN", "0.0.0.0:0")
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a public listener without a secret started"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("http.listen") && err.contains("JWT_SECRET") && err.contains("meshlite keys"),
+        "{err}"
+    );
+    assert!(
+        !data.exists(),
+        "a refused run left {} behind",
+        data.display()
+    );
+    // With a secret it serves, and keyless requests from elsewhere would be refused (unit
+    // tests in `auth`); from loopback the embedded default still needs no key.
+    let secret = "cli-test-secret-with-at-least-32-characters";
+    let (mut child, ready) = start_daemon(
+        &["--data", data.to_str().unwrap(), "run"],
+        &[
+            ("MESHLITE_HTTP_LISTEN", "0.0.0.0:0"),
+            ("JWT_SECRET", secret),
+        ],
+    );
+    let port = ready["http"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (status, _) = runtime()
+        .block_on(meshlite_node::httpc::get(addr, "/rest/v1/anything"))
+        .unwrap();
+    assert_eq!(status, 200);
+    stop_daemon(&mut child);
+}
+
+#[test]
+fn keys_prints_anon_and_service_role_keys_for_a_secret() {
+    use meshlite_node::auth::{Role, RoleClaim, Verifier, unix_now};
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "keys-test-secret-with-at-least-32-characters";
+    let out = ok(dir.path(), &["keys", "--secret", secret, "--expiry", "600"]);
+    let keys = json(&out);
+    let verifier = Verifier::new(secret);
+    for (field, role) in [
+        ("anon_key", Role::Anon),
+        ("service_role_key", Role::ServiceRole),
+    ] {
+        let v = verifier
+            .verify(keys[field].as_str().unwrap(), unix_now())
+            .unwrap();
+        assert_eq!(v.role, RoleClaim::Known(role));
+    }
+    assert_eq!(
+        keys["exp"].as_i64().unwrap() - keys["iat"].as_i64().unwrap(),
+        600
+    );
+    let expired_soon = keys["exp"].as_i64().unwrap() + 31;
+    let e = verifier.verify(keys["anon_key"].as_str().unwrap(), expired_soon);
+    assert!(e.is_err(), "the key outlives its expiry");
+    let err = fails(dir.path(), &["keys", "--secret", "short"]);
+    assert!(err.contains("at least 32"), "{err}");
+}

@@ -118,3 +118,76 @@ async fn supabase_js_first_slice() {
     assert_eq!(summary["steps"].as_array().unwrap().len(), 13, "{summary}");
     eprintln!("supabase-js script: {:?}", started.elapsed());
 }
+
+/// The auth script's schema: `posts` readable by anon, `todos` under the owner rule.
+const AUTH_SCHEMA: &str = r#"
+version = 1
+strict = true
+
+[collections.posts]
+[collections.posts.fields]
+title = { type = "text" }
+[collections.posts.access]
+anon = "read"
+
+[collections.todos]
+[collections.todos.fields]
+title = { type = "text" }
+user_id = { type = "text" }
+[collections.todos.access]
+owner_field = "user_id"
+"#;
+
+/// A secret of the length Supabase's generator makes.
+const JWT_SECRET: &str = "supabase-js-auth-test-secret-of-forty-characters";
+
+/// supabase-js with keys signed by the node's `JWT_SECRET` (`tests/js/supabase_auth.mjs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supabase_js_auth_with_signed_keys() {
+    use meshlite_node::auth::jwt::{sign_claims, sign_key};
+    use meshlite_node::auth::{Role, unix_now};
+
+    let modules = tokio::task::spawn_blocking(supabase_js).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let schema = tmp.path().join("schema.toml");
+    std::fs::write(&schema, AUTH_SCHEMA).unwrap();
+    let mut cfg = NodeConfig::loopback("auth", tmp.path().join("node"), None);
+    cfg.schema = Some(schema);
+    cfg.env.push(("JWT_SECRET".into(), JWT_SECRET.into()));
+    let node = NodeProc::start(cfg).await;
+
+    let now = unix_now();
+    let key = |role| sign_key(JWT_SECRET, role, now, 3600).unwrap();
+    let user = serde_json::json!({"role": "authenticated", "sub": "u1", "exp": now + 3600});
+    let other = "not-the-node-secret-but-as-long-as-one-should-be";
+    let args = [
+        format!("http://{}", node.http()),
+        key(Role::Anon),
+        key(Role::ServiceRole),
+        sign_claims(JWT_SECRET, &user).unwrap(),
+        sign_key(JWT_SECRET, Role::Anon, now - 7200, 3600).unwrap(),
+        sign_key(other, Role::Anon, now, 3600).unwrap(),
+    ];
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js/supabase_auth.mjs");
+    let run = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(&modules)
+        .args(&args)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(SCRIPT_GUARD, run)
+        .await
+        .expect("the supabase-js script hangs")
+        .expect("node must be installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "supabase-js auth script failed ({}):\n{stdout}\n{}\n--- node log ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        node.log_tail(40)
+    );
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(summary["ok"], true);
+    assert_eq!(summary["steps"].as_array().unwrap().len(), 8, "{summary}");
+}

@@ -8,6 +8,7 @@
 mod bundle;
 mod daemon;
 mod data;
+mod keys;
 mod output;
 
 use std::net::SocketAddr;
@@ -133,6 +134,8 @@ pub enum Command {
     /// Sneakernet sync through bundle files.
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
+    /// Print an anon and a service_role key (HS256 JWTs) for a JWT secret, as JSON.
+    Keys(keys::KeysArgs),
 }
 
 /// The data directory when neither `--data` nor `MESHLITE_DATA` is given.
@@ -189,6 +192,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Summary => data::summary(data),
         Command::Status => data::status(data),
         Command::Bundle(cmd) => bundle::run(data, cmd),
+        Command::Keys(args) => keys::run(&args),
     }
 }
 

@@ -35,7 +35,8 @@ use meshlite_mesh::tasks::{SHUTDOWN_GRACE, Ticker};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::auth::{Auth, Role, unix_now};
+use crate::config::{AuthSection, Config};
 use crate::http;
 use crate::state::AppState;
 
@@ -66,6 +67,7 @@ struct Mesh {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     meshlite_mesh::net::tls::install_crypto_provider();
     check_ports(&config)?;
+    let auth = auth_of(&config.auth)?;
     let store = open_store(&config).await?;
     let cancel = CancellationToken::new();
     let table = PeerTable::new(config.discovery.peer_expiry());
@@ -93,6 +95,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         started: Instant::now(),
         http: config.http.clone(),
         shutdown: cancel.clone(),
+        auth: Arc::new(auth),
     };
     let (http_addr, http_task) = http::serve(state, cancel.clone())
         .await
@@ -100,6 +103,36 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     announce_ready(http_addr, mesh.as_ref(), &store);
     wait_for_stop(shutdown, &mut actors, &cancel).await;
     stop_all(store, mesh, nats, actors, http_task, cancel).await
+}
+
+/// The HTTP listener's auth from `[auth]`: configured keys must fit the secret and their role.
+fn auth_of(section: &AuthSection) -> anyhow::Result<Auth> {
+    let Some(secret) = &section.jwt_secret else {
+        tracing::info!(
+            "auth off (no JWT_SECRET): the loopback listener serves every request as service_role"
+        );
+        return Ok(Auth::off());
+    };
+    let mut auth = Auth::with_secret(secret.expose()).trust_loopback(section.trust_loopback);
+    let now = unix_now();
+    let keys = [
+        ("ANON_KEY", Role::Anon, &section.anon_key),
+        (
+            "SERVICE_ROLE_KEY",
+            Role::ServiceRole,
+            &section.service_role_key,
+        ),
+    ];
+    for (env, role, key) in keys {
+        if let Some(key) = key {
+            auth.add_key(env, role, key.expose(), now)?;
+        }
+    }
+    tracing::info!(
+        trust_loopback = section.trust_loopback,
+        "auth on: JWT_SECRET checks apikey and bearer tokens"
+    );
+    Ok(auth)
 }
 
 /// Checks that the listen ports are free before the store is opened, so a run that cannot listen

@@ -9,14 +9,16 @@
 //! | `PATCH /rest/v1/{t}?f`      | update the matching rows                                    |
 //! | `DELETE /rest/v1/{t}?f`     | delete the matching rows                                    |
 //!
-//! Auth is NOT in this slice: requests are served as the native `/v1` API serves them (the
-//! listener is loopback by default) and the `apikey` and `Authorization` headers are ignored.
+//! Auth: every handler takes a [`crate::auth::Caller`] (401 in PostgREST's shape for a bad
+//! key) and binds its table with [`access`]'s `Table::authorize` (403 42501 for a role without
+//! the schema's grant); the owner rule narrows the rows the request sees and writes.
 //!
 //! Modules, each depending only on those listed after it:
 //! `read`, `write` (handlers) → `rows` (store reads) → `filter` (evaluation) → `table`
 //! (columns, types, shaping) →
 //! `query` (URL grammar), `prefer` (`Prefer`), `response` (`Accept`, bodies) → `error`.
 
+pub mod access;
 pub mod error;
 pub mod filter;
 pub mod prefer;

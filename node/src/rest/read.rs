@@ -12,6 +12,7 @@ use super::query::{UrlQuery, parse_range, parse_raw};
 use super::response::{Accept, rows};
 use super::rows::matching;
 use super::table::Table;
+use crate::auth::{Action, Caller};
 use crate::state::AppState;
 
 /// The page a request asks for: the intersection of `offset`/`limit` and the `Range` header.
@@ -65,11 +66,12 @@ pub fn content_range(start: u64, len: usize, total: Option<usize>) -> String {
 /// The handler.
 pub async fn select(
     State(s): State<AppState>,
+    caller: Caller,
     Path(collection): Path<String>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, RestError> {
-    let table = Table::resolve(&s.store.schema(), &collection)?;
+    let table = Table::resolve(&s.store.schema(), &collection)?.authorize(&caller, Action::Read)?;
     let q = parse_raw(raw.as_deref())?;
     let plan = Plan::bind(&table, &q)?;
     let window = Window::new(&q, &headers)?;

@@ -8,8 +8,9 @@ use super::error::RestError;
 use super::filter::Plan;
 use super::table::Table;
 
-/// The live rows matching `plan`, filtered and sorted: one record when the plan pins a key,
-/// else every live row of the table (see the cost note in `filter`).
+/// The live rows matching `plan` that the table's scope admits, filtered and sorted: one
+/// record when the plan pins a key, else every live row of the table (see the cost note in
+/// `filter`).
 pub async fn matching(store: &Store, table: &Table, plan: &Plan) -> Result<Vec<Value>, RestError> {
     let read_error = |e| RestError::from_read(&table.name, e);
     let candidates = match plan.pinned_id(table) {
@@ -24,5 +25,9 @@ pub async fn matching(store: &Store, table: &Table, plan: &Plan) -> Result<Vec<V
             .await
             .map_err(read_error)?,
     };
-    Ok(plan.apply(candidates))
+    let visible = candidates
+        .into_iter()
+        .filter(|r| r.as_object().is_some_and(|o| table.scope.admits(o)))
+        .collect();
+    Ok(plan.apply(visible))
 }

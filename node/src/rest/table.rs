@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use super::error::RestError;
 use super::query::SelectItem;
+use crate::auth::Scope;
 
 /// A collection bound for one request.
 #[derive(Clone, Debug)]
@@ -19,6 +20,8 @@ pub struct Table {
     pub name: String,
     /// Its definition (the default one for undeclared collections of a non-strict schema).
     pub def: CollectionDef,
+    /// The rows the caller may see and write (every row until [`Table::authorize`] narrows it).
+    pub scope: Scope,
 }
 
 impl Table {
@@ -33,6 +36,7 @@ impl Table {
         Ok(Table {
             name: name.to_owned(),
             def,
+            scope: Scope::All,
         })
     }
 

@@ -29,6 +29,7 @@ use super::query::{UrlQuery, parse_raw};
 use super::response::{Accept, empty, rows};
 use super::rows::matching;
 use super::table::Table;
+use crate::auth::{Action, Caller};
 use crate::state::AppState;
 
 /// Most rows one write request may touch.
@@ -45,11 +46,13 @@ struct Request {
 impl Request {
     fn new(
         s: &AppState,
+        caller: &Caller,
         collection: &str,
         raw: Option<&str>,
         h: &HeaderMap,
     ) -> Result<Self, RestError> {
-        let table = Table::resolve(&s.store.schema(), collection)?;
+        let table =
+            Table::resolve(&s.store.schema(), collection)?.authorize(caller, Action::Write)?;
         let q = parse_raw(raw)?;
         table.check_select(&q.select)?;
         Ok(Self {
@@ -143,12 +146,13 @@ fn objects(body: &[u8]) -> Result<Vec<Map<String, Value>>, RestError> {
 /// `POST`: insert one object or an array in one transaction; upsert with `resolution=`.
 pub async fn insert(
     State(s): State<AppState>,
+    caller: Caller,
     Path(collection): Path<String>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, RestError> {
-    let r = Request::new(&s, &collection, raw.as_deref(), &headers)?;
+    let r = Request::new(&s, &caller, &collection, raw.as_deref(), &headers)?;
     let body = read_body(body)?;
     let table = &r.table;
     if let Some(c) = r.q.on_conflict.as_deref().filter(|c| *c != table.key()) {
@@ -166,6 +170,7 @@ pub async fn insert(
     for k in objs.iter().flat_map(|o| o.keys()) {
         table.write_column(k)?;
     }
+    table.claim_all(&mut objs)?;
     let name = table.name.clone();
     let ops: Vec<WriteOp> = if table.is_log() {
         objs.into_iter()
@@ -175,6 +180,9 @@ pub async fn insert(
             })
             .collect()
     } else {
+        table
+            .check_upsert(&s.store, r.prefer.resolution, &objs)
+            .await?;
         let keep = unique_or_existing(&s.store, &r, &objs).await?;
         objs.into_iter()
             .zip(keep)
@@ -225,12 +233,13 @@ async fn unique_or_existing(
 /// `PATCH`: sets the body's fields on every matching row.
 pub async fn update(
     State(s): State<AppState>,
+    caller: Caller,
     Path(collection): Path<String>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, RestError> {
-    let r = Request::new(&s, &collection, raw.as_deref(), &headers)?;
+    let r = Request::new(&s, &caller, &collection, raw.as_deref(), &headers)?;
     let body = read_body(body)?;
     if r.table.is_log() {
         return Err(RestError::log_immutable(&r.table.name, "update"));
@@ -242,6 +251,7 @@ pub async fn update(
     for k in patch.keys() {
         r.table.write_column(k)?;
     }
+    r.table.check_patch(&patch)?;
     let key = r.table.key().to_owned();
     let new_key = patch.remove(&key);
     let matched = r.matching(&s.store).await?;
@@ -265,11 +275,12 @@ pub async fn update(
 /// `DELETE`: deletes every matching row; the representation is the rows as they were.
 pub async fn delete(
     State(s): State<AppState>,
+    caller: Caller,
     Path(collection): Path<String>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, RestError> {
-    let r = Request::new(&s, &collection, raw.as_deref(), &headers)?;
+    let r = Request::new(&s, &caller, &collection, raw.as_deref(), &headers)?;
     if r.table.is_log() {
         return Err(RestError::log_immutable(&r.table.name, "delete"));
     }

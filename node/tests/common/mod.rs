@@ -79,6 +79,9 @@ const OVERRIDES: &[&str] = &[
     "SYNC_INTERVAL_SECONDS",
     "SYNC_BATCH_SIZE",
     "NATS_URL",
+    "JWT_SECRET",
+    "ANON_KEY",
+    "SERVICE_ROLE_KEY",
 ];
 
 /// The PMOVES schema (tasks.status is a priority field, tasks.retry_count a counter).

@@ -1,5 +1,8 @@
 //! The node's HTTP listener in the test's own process, over a fresh store: shared by the API
-//! tests that need real HTTP but no daemon process (`api_native.rs`, `rest_model.rs`).
+//! tests that need real HTTP but no daemon process (`api_native.rs`, `rest_model.rs`,
+//! `rest_auth.rs`).
+
+#![allow(dead_code)] // Each test binary uses a different subset.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -7,6 +10,7 @@ use std::time::{Duration, Instant};
 use meshlite_core::schema::Schema;
 use meshlite_core::store::{OpenOptions, Store};
 use meshlite_mesh::discovery::table::PeerTable;
+use meshlite_node::auth::Auth;
 use meshlite_node::config::HttpSection;
 use meshlite_node::state::AppState;
 use tokio_util::sync::CancellationToken;
@@ -24,8 +28,14 @@ impl Drop for Server {
     }
 }
 
-/// Serves a store opened with `schema` (schemaless when `None`) on a loopback port.
+/// Serves a store opened with `schema` (schemaless when `None`) on a loopback port, auth off
+/// (the embedded default).
 pub async fn serve(schema: Option<Schema>, node_name: &str) -> Server {
+    serve_with(schema, node_name, Auth::off()).await
+}
+
+/// As [`serve`], with `auth`.
+pub async fn serve_with(schema: Option<Schema>, node_name: &str, auth: Auth) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = OpenOptions {
         schema,
@@ -50,6 +60,7 @@ pub async fn serve(schema: Option<Schema>, node_name: &str) -> Server {
             ..HttpSection::default()
         },
         shutdown: cancel.clone(),
+        auth: std::sync::Arc::new(auth),
     };
     let (addr, _task) = meshlite_node::http::serve(state, cancel.clone())
         .await
