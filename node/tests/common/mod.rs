@@ -64,6 +64,10 @@ pub const PROCESS_GUARD: Duration = Duration::from_secs(30);
 /// Starts of a batch of nodes with reserved QUIC ports, each on fresh ports after a conflict.
 const START_ATTEMPTS: usize = 3;
 
+/// The `JWT_SECRET` of nodes whose HTTP listener is not on loopback (network-namespace tests);
+/// [`NodeProc::try_request`] sends them a service_role key.
+const HARNESS_JWT_SECRET: &str = "mesh-harness-secret-for-public-http-listeners";
+
 /// Environment variables that override the config file: cleared so the host cannot leak in.
 const OVERRIDES: &[&str] = &[
     "MESHLITE_DATA",
@@ -307,7 +311,7 @@ impl NodeConfig {
         let mut http = self.http_limits.clone();
         http.insert("listen".into(), self.http.to_string().into());
         let section = |k: &str, v: toml::Value| (k.to_owned(), v);
-        let table: toml::Table = [
+        let mut table: toml::Table = [
             ("node".to_owned(), node.into()),
             (
                 "sync".to_owned(),
@@ -322,6 +326,11 @@ impl NodeConfig {
         ]
         .into_iter()
         .collect();
+        if !self.http.ip().is_loopback() {
+            // A public listener needs a secret; the harness presents the service key.
+            let secret = section("jwt_secret", HARNESS_JWT_SECRET.into());
+            table.insert("auth".into(), self::table([secret]));
+        }
         toml::to_string(&table).unwrap()
     }
 }
@@ -564,8 +573,15 @@ impl NodeProc {
         body: Option<&Value>,
     ) -> Result<(StatusCode, Value), String> {
         let bytes = body.map(|b| b.to_string().into_bytes());
-        let request = httpc::request(self.http(), method, path, bytes);
-        let (status, body) = match tokio::time::timeout(GUARD, request).await {
+        let http = self.http();
+        let key = (!http.ip().is_loopback()).then(|| {
+            let now = meshlite_node::auth::unix_now();
+            let role = meshlite_node::auth::Role::ServiceRole;
+            meshlite_node::auth::jwt::sign_key(HARNESS_JWT_SECRET, role, now, 3600).unwrap()
+        });
+        let headers: Vec<(&str, &str)> = key.iter().map(|k| ("apikey", k.as_str())).collect();
+        let request = httpc::request_with(http, method, path, &headers, bytes);
+        let (status, _, body) = match tokio::time::timeout(GUARD, request).await {
             Ok(answer) => answer.map_err(|e| e.to_string())?,
             Err(_) => return Err(format!("no answer within the {GUARD:?} failure guard")),
         };
