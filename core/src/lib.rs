@@ -13,11 +13,15 @@
 //!   and backoff) shared by the daemon and the deterministic simulator.
 //! - [`protocol`]: sans-IO sync sessions (bytes in, bytes out, time passed in) and the bundle file
 //!   format for sneakernet sync; shared by QUIC peers, the NATS relay and the central bridge.
+//! - `convergence` (feature `testkit`): the merge-convergence harness behind the fuzz target
+//!   `merge_convergence` and the convergence property tests.
 //!
 //! See ARCHITECTURE.md at the repository root for the invariants.
 #![deny(missing_docs)]
 
 pub mod change;
+#[cfg(any(test, feature = "testkit"))]
+pub mod convergence;
 pub mod dissemination;
 pub mod ids;
 pub mod protocol;
