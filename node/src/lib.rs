@@ -8,14 +8,15 @@
 //! - [`daemon`]: wires the store, the mesh (transport, discovery, gossip, NATS) and the HTTP
 //!   listener together.
 //! - [`state`]: what the HTTP handlers share; [`http`] serves `/healthz`, `/metrics`, `/peers`,
-//!   `/status` and mounts [`api`] (`/v1`) and [`rest`] (`/rest/v1`, the PostgREST dialect);
+//!   `/status` and mounts [`api`] (`/v1`), [`rest`] (`/rest/v1`, the PostgREST dialect) and
+//!   [`realtime`] (`/realtime/v1/websocket`, Supabase Realtime's `postgres_changes`);
 //!   [`metrics`] renders Prometheus text; [`httpc`] is the client the CLI uses to ask a running
 //!   daemon.
 //!
 //! Layers, each depending only on the ones below it:
 //!
 //! ```text
-//!   meshlite-node   cli → daemon → http → api, rest, metrics → state
+//!   meshlite-node   cli → daemon → http → api, realtime, rest, metrics → state  (realtime → rest)
 //!        │
 //!   meshlite-mesh   (node/mesh) fleet, net, discovery (+mDNS), gossip, dialer, nats, replica
 //!        │
@@ -29,5 +30,6 @@ pub mod daemon;
 pub mod http;
 pub mod httpc;
 pub mod metrics;
+pub mod realtime;
 pub mod rest;
 pub mod state;
