@@ -116,7 +116,10 @@ async fn heartbeat_join_and_changes_in_vsn_2() {
     assert_eq!(change[4]["ids"], json!([id]));
     let data = &change[4]["data"];
     assert_eq!(data["type"], "INSERT");
-    assert_eq!(data["record"], json!({"id": "high", "status": "running", "n": 10}));
+    assert_eq!(
+        data["record"],
+        json!({"id": "high", "status": "running", "n": 10})
+    );
     assert_eq!(
         data["columns"],
         json!([{"name": "id", "type": "text"}, {"name": "n", "type": "int8"}, {"name": "status", "type": "text"}])
@@ -142,10 +145,9 @@ async fn vsn_1_objects() {
     assert_eq!(reply["payload"]["status"], "ok");
     assert_eq!(next_json(&mut ws).await["event"], "system");
     put(s.addr, json!({"id": "gone", "status": "running"})).await;
-    let (status, _) =
-        meshlite_node::httpc::request(s.addr, Method::DELETE, "/v1/tasks/gone", None)
-            .await
-            .unwrap();
+    let (status, _) = meshlite_node::httpc::request(s.addr, Method::DELETE, "/v1/tasks/gone", None)
+        .await
+        .unwrap();
     assert_eq!(status, StatusCode::OK);
     let change = next_json(&mut ws).await;
     assert_eq!(change["event"], "postgres_changes");
@@ -162,10 +164,22 @@ async fn unknown_topics_and_events_get_error_replies() {
     let s = server().await;
     let mut ws = connect(s.addr, "2.0.0").await;
     let cases = [
-        (json!([null, "1", "rooms:lobby", "phx_join", {}]), "unmatched topic"),
-        (json!([null, "2", "realtime:x", "phx_leave", {}]), "unmatched topic"),
-        (json!([null, "3", "phoenix", "phx_join", {}]), "unmatched topic"),
-        (json!([null, "4", "realtime:x", "broadcast", {"event": "e"}]), "broadcast is not supported"),
+        (
+            json!([null, "1", "rooms:lobby", "phx_join", {}]),
+            "unmatched topic",
+        ),
+        (
+            json!([null, "2", "realtime:x", "phx_leave", {}]),
+            "unmatched topic",
+        ),
+        (
+            json!([null, "3", "phoenix", "phx_join", {}]),
+            "unmatched topic",
+        ),
+        (
+            json!([null, "4", "realtime:x", "broadcast", {"event": "e"}]),
+            "broadcast is not supported",
+        ),
         (
             json!(["5", "5", "realtime:x", "phx_join", {"config": {"postgres_changes": [{"event": "*", "schema": "public", "table": "tasks", "filter": "n=eq.abc"}]}}]),
             "invalid filter",
@@ -193,7 +207,10 @@ async fn malformed_frames_close_with_1007() {
     let s = server().await;
     for (vsn, text) in [
         ("2.0.0", "not json"),
-        ("2.0.0", r#"{"topic":"phoenix","event":"heartbeat","payload":{},"ref":"1"}"#),
+        (
+            "2.0.0",
+            r#"{"topic":"phoenix","event":"heartbeat","payload":{},"ref":"1"}"#,
+        ),
         ("2.0.0", r#"[null,"1","phoenix"]"#),
         ("2.0.0", r#"[null,{"x":1},"phoenix","heartbeat",{}]"#),
         ("1.0.0", r#"[null,"1","phoenix","heartbeat",{}]"#),
@@ -211,7 +228,10 @@ async fn malformed_frames_close_with_1007() {
 async fn oversized_and_binary_messages() {
     let s = server().await;
     let mut ws = connect(s.addr, "2.0.0").await;
-    let huge = format!(r#"[null,"1","phoenix","heartbeat",{{"x":"{}"}}]"#, "a".repeat(300 << 10));
+    let huge = format!(
+        r#"[null,"1","phoenix","heartbeat",{{"x":"{}"}}]"#,
+        "a".repeat(300 << 10)
+    );
     // The server may close before it has read the whole message.
     let _ = ws.send(Message::text(huge)).await;
     let (code, reason) = close_of(&mut ws).await;

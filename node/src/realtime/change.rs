@@ -87,12 +87,16 @@ fn columns(table: &Table, row: &Map<String, Value>) -> Value {
     let mut names: Vec<&String> = vec![];
     let key_name = key.to_owned();
     let declared = def.fields.keys().filter(|f| f.as_str() != key);
-    let others = row.keys().filter(|k| k.as_str() != key && !def.fields.contains_key(*k));
+    let others = row
+        .keys()
+        .filter(|k| k.as_str() != key && !def.fields.contains_key(*k));
     let mut out = vec![json!({ "name": key_name, "type": pg_type(def.key_type, row.get(key)) })];
     names.extend(declared.chain(others));
-    out.extend(names.into_iter().map(|n| {
-        json!({ "name": n, "type": pg_type(def.field_type(n), row.get(n)) })
-    }));
+    out.extend(
+        names
+            .into_iter()
+            .map(|n| json!({ "name": n, "type": pg_type(def.field_type(n), row.get(n)) })),
+    );
     Value::Array(out)
 }
 
@@ -173,7 +177,12 @@ done = { type = "boolean" }
     #[test]
     fn insert_update_delete_shapes() {
         let s = schema();
-        let ins = render(&s, &change(ChangeKind::Insert, Some(json!({"id":7,"title":"a"}))), None, "t");
+        let ins = render(
+            &s,
+            &change(ChangeKind::Insert, Some(json!({"id":7,"title":"a"}))),
+            None,
+            "t",
+        );
         assert_eq!(ins.data["type"], "INSERT");
         assert_eq!(ins.data["record"], json!({"id":7,"title":"a","done":null}));
         assert!(ins.data.get("old_record").is_none());
@@ -181,10 +190,23 @@ done = { type = "boolean" }
             ins.data["columns"],
             json!([{"name":"id","type":"int8"},{"name":"done","type":"bool"},{"name":"title","type":"text"}])
         );
-        let upd = render(&s, &change(ChangeKind::Update, Some(json!({"id":7,"title":"b"}))), None, "t");
+        let upd = render(
+            &s,
+            &change(ChangeKind::Update, Some(json!({"id":7,"title":"b"}))),
+            None,
+            "t",
+        );
         assert_eq!(upd.data["old_record"], json!({"id":7}));
-        let del = render(&s, &change(ChangeKind::Delete, None), Some(json!({"id":7,"title":"b"})), "t");
-        assert_eq!(del.data["old_record"], json!({"id":7,"title":"b","done":null}));
+        let del = render(
+            &s,
+            &change(ChangeKind::Delete, None),
+            Some(json!({"id":7,"title":"b"})),
+            "t",
+        );
+        assert_eq!(
+            del.data["old_record"],
+            json!({"id":7,"title":"b","done":null})
+        );
         assert!(del.data.get("record").is_none());
         assert_eq!(del.row["title"], "b");
         let gone = render(&s, &change(ChangeKind::Delete, None), None, "t");
@@ -194,7 +216,10 @@ done = { type = "boolean" }
     #[test]
     fn undeclared_columns_are_typed_by_value() {
         let s = schema();
-        let mut c = change(ChangeKind::Append, Some(json!({"id":"x","n":1.5,"tags":[1]})));
+        let mut c = change(
+            ChangeKind::Append,
+            Some(json!({"id":"x","n":1.5,"tags":[1]})),
+        );
         c.collection = "logs".into();
         let r = render(&s, &c, None, "t");
         assert_eq!(r.kind, EventKind::Insert);

@@ -135,9 +135,10 @@ impl Frame {
         let v: Value = serde_json::from_str(text).map_err(|e| FrameError::Json(e.to_string()))?;
         let (join_ref, msg_ref, topic, event, payload) = match (vsn, v) {
             (Vsn::V2, Value::Array(a)) => {
-                let [join_ref, msg_ref, topic, event, payload]: [Value; 5] = a
-                    .try_into()
-                    .map_err(|_| FrameError::Shape("an array [join_ref, ref, topic, event, payload]"))?;
+                let [join_ref, msg_ref, topic, event, payload]: [Value; 5] =
+                    a.try_into().map_err(|_| {
+                        FrameError::Shape("an array [join_ref, ref, topic, event, payload]")
+                    })?;
                 (join_ref, msg_ref, topic, event, payload)
             }
             (Vsn::V2, _) => {
@@ -163,7 +164,10 @@ impl Frame {
         };
         let text_field = |v: Value, what: &'static str| match v {
             Value::String(s) if !s.is_empty() && s.len() <= MAX_TOPIC => Ok(s),
-            _ => Err(FrameError::Field(what, "a non-empty string of at most 255 bytes")),
+            _ => Err(FrameError::Field(
+                what,
+                "a non-empty string of at most 255 bytes",
+            )),
         };
         Ok(Frame {
             join_ref: Ref::from_value(join_ref, "join_ref")?,
@@ -247,7 +251,10 @@ mod tests {
         for vsn in [Vsn::V1, Vsn::V2] {
             assert_eq!(Frame::decode(&f.encode(vsn), vsn).unwrap(), f);
         }
-        assert!(f.encode(Vsn::V2).starts_with(r#"["1","2","realtime:x","phx_join""#));
+        assert!(
+            f.encode(Vsn::V2)
+                .starts_with(r#"["1","2","realtime:x","phx_join""#)
+        );
     }
 
     #[test]
@@ -278,8 +285,11 @@ mod tests {
 
     #[test]
     fn numeric_refs_are_echoed() {
-        let f = Frame::decode(r#"{"topic":"phoenix","event":"heartbeat","payload":{},"ref":7}"#, Vsn::V1)
-            .unwrap();
+        let f = Frame::decode(
+            r#"{"topic":"phoenix","event":"heartbeat","payload":{},"ref":7}"#,
+            Vsn::V1,
+        )
+        .unwrap();
         let r = Frame::reply(&f, Status::Ok, json!({}));
         assert!(r.encode(Vsn::V1).contains(r#""ref":7"#));
     }
@@ -293,7 +303,10 @@ mod tests {
         assert_eq!(f.topic, "topi");
         assert_eq!(f.msg_ref, Some(Ref(json!("2"))));
         assert_eq!(decode_binary(&[4]), Err(FrameError::BinaryKind(4)));
-        assert_eq!(decode_binary(&[3, 9, 9, 9, 0, 0, 1]), Err(FrameError::Truncated));
+        assert_eq!(
+            decode_binary(&[3, 9, 9, 9, 0, 0, 1]),
+            Err(FrameError::Truncated)
+        );
         assert_eq!(decode_binary(&[]), Err(FrameError::Truncated));
     }
 }

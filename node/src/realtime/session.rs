@@ -99,7 +99,12 @@ impl Channel {
             return None;
         }
         let payload = json!({ "ids": ids, "data": change.data });
-        Some(Frame::push(&self.topic, &self.join_ref, "postgres_changes", payload))
+        Some(Frame::push(
+            &self.topic,
+            &self.join_ref,
+            "postgres_changes",
+            payload,
+        ))
     }
 }
 
@@ -114,9 +119,10 @@ pub fn deliveries(routes: &[Channel], change: &Rendered) -> Vec<Frame> {
 /// True when some entry may receive a delete from `table` (its last state is then read, to be
 /// sent as `old_record` and matched by filters).
 pub fn wants_deletes(routes: &[Channel], table: &str) -> bool {
-    routes.iter().flat_map(|c| &c.subs).any(|s| {
-        s.event.wants(EventKind::Delete) && s.table.as_deref().is_none_or(|t| t == table)
-    })
+    routes
+        .iter()
+        .flat_map(|c| &c.subs)
+        .any(|s| s.event.wants(EventKind::Delete) && s.table.as_deref().is_none_or(|t| t == table))
 }
 
 /// What handling one client frame produced.
@@ -164,8 +170,12 @@ impl Session {
     pub fn handle(&mut self, f: Frame) -> Outcome {
         match (f.topic.as_str(), f.event.as_str()) {
             ("phoenix", "heartbeat") => Outcome::send(Frame::reply(&f, Status::Ok, json!({}))),
-            (_, "broadcast") => Outcome::send(Frame::error_reply(&f, format!("broadcast {UNSUPPORTED}"))),
-            (_, "presence") => Outcome::send(Frame::error_reply(&f, format!("presence {UNSUPPORTED}"))),
+            (_, "broadcast") => {
+                Outcome::send(Frame::error_reply(&f, format!("broadcast {UNSUPPORTED}")))
+            }
+            (_, "presence") => {
+                Outcome::send(Frame::error_reply(&f, format!("presence {UNSUPPORTED}")))
+            }
             (t, "phx_join") if t.starts_with(TOPIC_PREFIX) => self.join(f),
             (t, _) if !self.channels.contains_key(t) => {
                 Outcome::send(Frame::error_reply(&f, "unmatched topic"))
@@ -173,7 +183,9 @@ impl Session {
             (_, "phx_leave") => self.leave(f),
             (_, "access_token") => self.access_token(f),
             (_, event) => {
-                let reason = format!("unknown event {event:?}: a Realtime channel takes phx_join, phx_leave, access_token");
+                let reason = format!(
+                    "unknown event {event:?}: a Realtime channel takes phx_join, phx_leave, access_token"
+                );
                 Outcome::send(Frame::error_reply(&f, reason))
             }
         }
@@ -188,14 +200,23 @@ impl Session {
                 };
                 if let Some(old) = self.channels.remove(&f.topic) {
                     // Phoenix closes the previous join of the same topic.
-                    out.frames.push(Frame::push(&old.topic, &old.join_ref, "phx_close", json!({})));
+                    out.frames.push(Frame::push(
+                        &old.topic,
+                        &old.join_ref,
+                        "phx_close",
+                        json!({}),
+                    ));
                 }
                 let ids: Vec<&Value> = channel.subs.iter().map(|s| &s.echo).collect();
-                out.frames
-                    .push(Frame::reply(&f, Status::Ok, json!({ "postgres_changes": ids })));
+                out.frames.push(Frame::reply(
+                    &f,
+                    Status::Ok,
+                    json!({ "postgres_changes": ids }),
+                ));
                 if !channel.subs.is_empty() {
                     let msg = "Subscribed to PostgreSQL";
-                    out.frames.push(channel.system("postgres_changes", "ok", msg));
+                    out.frames
+                        .push(channel.system("postgres_changes", "ok", msg));
                 }
                 if replication_ready(&f.payload) {
                     let msg = "Replication connection established";
@@ -319,7 +340,10 @@ mod tests {
         assert_eq!(echo["filter"], "status=eq.running");
         assert!(echo["id"].is_u64());
         assert_eq!(join.frames[1].event, "system");
-        assert_eq!(join.frames[1].payload["message"], "Subscribed to PostgreSQL");
+        assert_eq!(
+            join.frames[1].payload["message"],
+            "Subscribed to PostgreSQL"
+        );
         assert_eq!(join.frames[1].payload["channel"], "x");
         assert_eq!(s.routes().len(), 1);
         let leave = s.handle(frame(r#"["2","3","realtime:x","phx_leave",{}]"#));
@@ -332,13 +356,18 @@ mod tests {
         let mut s = session();
         let reason = |o: Outcome| {
             assert_eq!(status(&o.frames[0]), "error", "{:?}", o.frames);
-            o.frames[0].payload["response"]["reason"].as_str().unwrap().to_owned()
+            o.frames[0].payload["response"]["reason"]
+                .as_str()
+                .unwrap()
+                .to_owned()
         };
         let presence = s.handle(frame(
             r#"["1","1","realtime:p","phx_join",{"config":{"presence":{"enabled":true}}}]"#,
         ));
         assert!(reason(presence).starts_with("presence is not supported"));
-        let bcast = s.handle(frame(r#"[null,"2","realtime:p","broadcast",{"event":"e"}]"#));
+        let bcast = s.handle(frame(
+            r#"[null,"2","realtime:p","broadcast",{"event":"e"}]"#,
+        ));
         assert!(reason(bcast).starts_with("broadcast is not supported"));
         let unknown_table = s.handle(frame(
             r#"["1","3","realtime:t","phx_join",{"config":{"postgres_changes":[{"event":"*","schema":"public","table":"nope"}]}}]"#,
@@ -363,14 +392,19 @@ mod tests {
         assert_eq!(again.frames[0].event, "phx_close");
         assert_eq!(status(&again.frames[1]), "ok");
         assert_eq!(s.routes().len(), 1);
-        assert_eq!(s.routes()[0].join_ref, Some(frame(r#"["2",null,"t","e",{}]"#).join_ref.unwrap()));
+        assert_eq!(
+            s.routes()[0].join_ref,
+            Some(frame(r#"["2",null,"t","e",{}]"#).join_ref.unwrap())
+        );
     }
 
     #[test]
     fn channel_limit() {
         let mut s = session();
         for i in 0..MAX_CHANNELS {
-            let o = s.handle(frame(&format!(r#"["{i}","{i}","realtime:c{i}","phx_join",{{}}]"#)));
+            let o = s.handle(frame(&format!(
+                r#"["{i}","{i}","realtime:c{i}","phx_join",{{}}]"#
+            )));
             assert_eq!(status(&o.frames[0]), "ok");
         }
         let o = s.handle(frame(r#"["x","x","realtime:more","phx_join",{}]"#));

@@ -168,7 +168,13 @@ async fn send(ws: &mut WebSocket, msg: Message, idle: Duration) -> bool {
 }
 
 /// Tells every joined channel it missed changes; the close to send.
-async fn lagged(ws: &mut WebSocket, session: &Session, missed: u64, vsn: Vsn, idle: Duration) -> Close {
+async fn lagged(
+    ws: &mut WebSocket,
+    session: &Session,
+    missed: u64,
+    vsn: Vsn,
+    idle: Duration,
+) -> Close {
     let why = format!(
         "this subscriber fell behind and missed {missed} change(s): reconnect, rejoin, and re-read the rows you follow"
     );
@@ -195,14 +201,21 @@ fn incoming(
         Some(Ok(Message::Ping(_) | Message::Pong(_))) => return Ok(None),
         Some(Ok(Message::Text(t))) => Frame::decode(t.as_str(), vsn)
             .map_err(|e| Close(close_code::INVALID, format!("malformed message: {e}")))?,
-        Some(Ok(Message::Binary(b))) => decode_binary(&b)
-            .map_err(|e| Close(close_code::UNSUPPORTED, format!("unsupported binary message: {e}")))?,
+        Some(Ok(Message::Binary(b))) => decode_binary(&b).map_err(|e| {
+            Close(
+                close_code::UNSUPPORTED,
+                format!("unsupported binary message: {e}"),
+            )
+        })?,
     };
     let out = session.handle(frame);
     for f in out.frames {
         if !outbox.push(f.encode(vsn)) {
             // The client sends but does not read its replies.
-            return Err(Some(Close(close_code::POLICY, "replies are not being read".into())));
+            return Err(Some(Close(
+                close_code::POLICY,
+                "replies are not being read".into(),
+            )));
         }
     }
     Ok(out.routes_changed.then(|| session.routes()))
@@ -219,9 +232,10 @@ fn read_error(e: axum::Error) -> Option<Close> {
         Some(tungstenite::Error::Protocol(p)) => {
             Some(Close(close_code::PROTOCOL, format!("protocol error: {p}")))
         }
-        Some(tungstenite::Error::Utf8(_)) => {
-            Some(Close(close_code::INVALID, "text message is not UTF-8".into()))
-        }
+        Some(tungstenite::Error::Utf8(_)) => Some(Close(
+            close_code::INVALID,
+            "text message is not UTF-8".into(),
+        )),
         _ => {
             tracing::debug!(error = %inner, "realtime socket read failed");
             None
@@ -269,7 +283,12 @@ async fn forward(
 }
 
 /// The pushes of one change to the channels of `routes`.
-async fn deliver(store: &Store, routes: &[super::session::Channel], change: &RecordChange, at: &str) -> Vec<Frame> {
+async fn deliver(
+    store: &Store,
+    routes: &[super::session::Channel],
+    change: &RecordChange,
+    at: &str,
+) -> Vec<Frame> {
     let last = match kind_of(change.kind) {
         EventKind::Delete if wants_deletes(routes, &change.collection) => {
             last_state(store, change).await

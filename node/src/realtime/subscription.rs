@@ -76,7 +76,9 @@ pub enum SubscriptionError {
     #[error("postgres_changes.event must be one of *, INSERT, UPDATE, DELETE; got {0:?}")]
     Event(String),
     /// A schema other than `public`.
-    #[error("schema {0:?} does not exist: this node's collections are the tables of schema \"public\"")]
+    #[error(
+        "schema {0:?} does not exist: this node's collections are the tables of schema \"public\""
+    )]
     Schema(String),
     /// A table the store's schema does not declare.
     #[error("table {0:?}: {1}")]
@@ -112,7 +114,10 @@ fn rest_reason(e: RestError) -> String {
     }
 }
 
-fn text<'a>(o: &'a Map<String, Value>, key: &'static str) -> Result<Option<&'a str>, SubscriptionError> {
+fn text<'a>(
+    o: &'a Map<String, Value>,
+    key: &'static str,
+) -> Result<Option<&'a str>, SubscriptionError> {
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -223,16 +228,28 @@ n = { type = "integer" }
 
     #[test]
     fn filters_follow_the_column_type() {
-        let s = sub(json!({"event":"*","schema":"public","table":"tasks","filter":"status=eq.running"}))
-            .unwrap();
-        assert!(s.matches(EventKind::Insert, "tasks", &json!({"id":"a","status":"running"})));
-        assert!(!s.matches(EventKind::Insert, "tasks", &json!({"id":"a","status":"queued"})));
+        let s = sub(
+            json!({"event":"*","schema":"public","table":"tasks","filter":"status=eq.running"}),
+        )
+        .unwrap();
+        assert!(s.matches(
+            EventKind::Insert,
+            "tasks",
+            &json!({"id":"a","status":"running"})
+        ));
+        assert!(!s.matches(
+            EventKind::Insert,
+            "tasks",
+            &json!({"id":"a","status":"queued"})
+        ));
         assert!(!s.matches(EventKind::Insert, "jobs", &json!({"status":"running"})));
-        let n = sub(json!({"event":"UPDATE","schema":"public","table":"tasks","filter":"n=in.(1,10)"}))
-            .unwrap();
+        let n =
+            sub(json!({"event":"UPDATE","schema":"public","table":"tasks","filter":"n=in.(1,10)"}))
+                .unwrap();
         assert!(n.matches(EventKind::Update, "tasks", &json!({"n":10})));
         assert!(!n.matches(EventKind::Insert, "tasks", &json!({"n":10})));
-        let gt = sub(json!({"event":"*","schema":"public","table":"tasks","filter":"n=gt.9"})).unwrap();
+        let gt =
+            sub(json!({"event":"*","schema":"public","table":"tasks","filter":"n=gt.9"})).unwrap();
         assert!(gt.matches(EventKind::Delete, "tasks", &json!({"n":10})));
         assert!(!gt.matches(EventKind::Delete, "tasks", &json!({"n":9})));
     }

@@ -60,7 +60,6 @@ pub fn supabase_js() -> PathBuf {
     modules
 }
 
-
 /// Runs `tests/js/<script>` with node, giving it the modules directory and `args`; bounded by
 /// `guard`. A failing script fails the test with its output and `context` (the nodes' logs);
 /// on success returns the JSON summary the script prints last.
@@ -71,7 +70,9 @@ pub async fn run_script(
     context: impl Fn() -> String,
 ) -> serde_json::Value {
     let modules = tokio::task::spawn_blocking(supabase_js).await.unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js").join(script);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/js")
+        .join(script);
     let run = tokio::process::Command::new("node")
         .arg(&script)
         .arg(&modules)
