@@ -119,8 +119,8 @@ pub async fn serve(mut ws: WebSocket, cfg: SocketConfig) {
     };
     let mut session = Session::new(cfg.store.schema(), cfg.apikey.clone());
     let (routes_tx, routes_rx) = watch::channel(session.routes());
-    // Ends on its own when the outbox's receiver is dropped.
-    tokio::spawn(forward(
+    // Ends on its own once the outbox's receiver is dropped; joined below.
+    let forwarder = tokio::spawn(forward(
         cfg.store.subscribe(),
         cfg.store.clone(),
         cfg.vsn,
@@ -159,6 +159,10 @@ pub async fn serve(mut ws: WebSocket, cfg: SocketConfig) {
     };
     if let Some(close) = close {
         let _ = tokio::time::timeout(cfg.idle, ws.send(close.frame())).await;
+    }
+    drop(rx);
+    if let Err(e) = forwarder.await {
+        tracing::error!(error = %e, "realtime change forwarder failed");
     }
 }
 
