@@ -1,6 +1,6 @@
 //! The node's local HTTP listener (127.0.0.1:8100 by default): `/healthz`, `/metrics`,
-//! `/peers`, `/status`, the record API under `/v1` ([`crate::api`]) and the PostgREST dialect
-//! under `/rest/v1` ([`crate::rest`]).
+//! `/peers`, `/status`, the record API under `/v1` ([`crate::api`]), the PostgREST dialect
+//! under `/rest/v1` ([`crate::rest`]) and the Realtime websocket ([`crate::realtime`]).
 //!
 //! Every request carries its peer's address (`ConnectInfo<SocketAddr>`), which
 //! [`crate::auth`] reads to trust keyless loopback requests. `/healthz` is open; `/metrics`,
@@ -51,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .merge(native)
         .merge(crate::rest::routes())
+        .merge(crate::realtime::routes())
         .with_state(state)
 }
 
@@ -63,7 +64,9 @@ pub fn router(state: AppState) -> Router {
 /// header-read timeout bounds trickled headers and keep-alive waits; a watchdog closes a
 /// connection on which no byte moved for `http.idle_timeout_ms` (a half-sent body, a client
 /// that stopped reading). On `cancel`, connections finish their current request (long-lived
-/// streams end on the same token) within [`CONNECTION_DRAIN`].
+/// streams end on the same token) within [`CONNECTION_DRAIN`]. An upgraded connection (the
+/// Realtime websocket) keeps its permit until its socket is dropped; the websocket enforces its
+/// own idle timeout and ends on the same token.
 pub async fn serve(
     state: AppState,
     cancel: CancellationToken,
@@ -144,29 +147,44 @@ async fn serve_connection(
         }
         req
     });
+    // Cancelled when the socket is dropped: by hyper, or by the websocket it was upgraded to.
+    let closed = CancellationToken::new();
     let io = TokioIo::new(Watched {
         inner: stream,
         progress: progress.clone(),
+        _closed: closed.clone().drop_guard(),
     });
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout());
-    let conn = builder.serve_connection(io, TowerToHyperService::new(app));
-    tokio::pin!(conn);
+    let mut conn = Box::pin(
+        builder
+            .serve_connection(io, TowerToHyperService::new(app))
+            .with_upgrades(),
+    );
     tokio::select! {
         biased;
         _ = cancel.cancelled() => {
             conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(CONNECTION_DRAIN, conn).await;
+            let _ = tokio::time::timeout(CONNECTION_DRAIN, conn.as_mut()).await;
         }
         _ = progress.stalled(limits.idle_timeout()) => {
             tracing::debug!("closing an http connection on which nothing moved");
+            return;
         }
         r = conn.as_mut() => {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "http connection ended");
             }
+        }
+    }
+    // After an upgrade the socket lives on in the websocket task: hold the permit until it ends.
+    drop(conn);
+    tokio::select! {
+        _ = closed.cancelled() => {}
+        _ = cancel.cancelled() => {
+            let _ = tokio::time::timeout(CONNECTION_DRAIN, closed.cancelled()).await;
         }
     }
 }
@@ -208,6 +226,7 @@ impl Progress {
 struct Watched {
     inner: TcpStream,
     progress: Progress,
+    _closed: tokio_util::sync::DropGuard,
 }
 
 impl AsyncRead for Watched {

@@ -10,14 +10,16 @@
 //! - [`auth`]: who a request is (`apikey` / `Authorization: Bearer` JWTs, `JWT_SECRET`) and
 //!   what its role may do with each collection (the schema's `access` tables).
 //! - [`state`]: what the HTTP handlers share; [`http`] serves `/healthz`, `/metrics`, `/peers`,
-//!   `/status` and mounts [`api`] (`/v1`) and [`rest`] (`/rest/v1`, the PostgREST dialect);
+//!   `/status` and mounts [`api`] (`/v1`), [`rest`] (`/rest/v1`, the PostgREST dialect) and
+//!   [`realtime`] (`/realtime/v1/websocket`, Supabase Realtime's `postgres_changes`);
 //!   [`metrics`] renders Prometheus text; [`httpc`] is the client the CLI uses to ask a running
 //!   daemon.
 //!
 //! Layers, each depending only on the ones below it:
 //!
 //! ```text
-//!   meshlite-node   cli → daemon → http → api, rest, metrics → state → auth → config
+//!   meshlite-node   cli → daemon → http → api, realtime, rest, metrics → state → auth → config
+//!                   (realtime → rest)
 //!        │
 //!   meshlite-mesh   (node/mesh) fleet, net, discovery (+mDNS), gossip, dialer, nats, replica
 //!        │
@@ -32,5 +34,6 @@ pub mod daemon;
 pub mod http;
 pub mod httpc;
 pub mod metrics;
+pub mod realtime;
 pub mod rest;
 pub mod state;

@@ -7,12 +7,13 @@
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
 mod common;
+mod js_clients;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{NodeConfig, NodeProc};
+use js_clients::supabase_js;
 
 /// The schema the script writes to: typed columns of every kind the slice compares.
 const SCHEMA: &str = r#"
@@ -30,57 +31,8 @@ due = { type = "timestamp" }
 tags = { type = "json" }
 "#;
 
-/// What the script needs: the client, and `ws` because Node 20 has no native WebSocket and
-/// supabase-js builds its Realtime client (unused here) at construction.
-const PACKAGES: &[(&str, &str)] = &[("@supabase/supabase-js", "2"), ("ws", "8")];
-
 /// Bounds the script (it takes about a second).
 const SCRIPT_GUARD: Duration = Duration::from_secs(60);
-
-/// `<target>/js-clients/node_modules`, installing supabase-js there when it is missing.
-fn supabase_js() -> PathBuf {
-    let target = Path::new(common::BIN)
-        .ancestors()
-        .nth(2)
-        .expect("the binary lives in <target>/<profile>/");
-    let dir = target.join("js-clients");
-    let modules = dir.join("node_modules");
-    let complete = |m: &Path| {
-        PACKAGES
-            .iter()
-            .all(|(p, _)| m.join(p).join("package.json").exists())
-    };
-    if complete(&modules) {
-        return modules;
-    }
-    // Install into a private directory and rename it into place, so that concurrent runs never
-    // see a half-installed tree.
-    let staging = target.join(format!("js-clients.tmp-{}", std::process::id()));
-    std::fs::create_dir_all(&staging).unwrap();
-    let specs = PACKAGES.iter().map(|(p, v)| format!("{p}@{v}"));
-    let out = Command::new("npm")
-        .args(["install", "--no-audit", "--no-fund", "--no-save"])
-        .args(specs)
-        .current_dir(&staging)
-        .output()
-        .expect("npm must be installed (node 20 and npm are on the machine image)");
-    assert!(
-        out.status.success(),
-        "npm install {PACKAGES:?} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if dir.exists() && !complete(&modules) {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    if std::fs::rename(&staging, &dir).is_err() {
-        // Another run installed it first.
-        let _ = std::fs::remove_dir_all(&staging);
-    }
-    assert!(complete(&modules), "{} is incomplete", modules.display());
-    modules
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supabase_js_first_slice() {
