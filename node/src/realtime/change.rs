@@ -105,6 +105,8 @@ pub fn render(schema: &Schema, change: &RecordChange, last: Option<Value>, at: &
     let table = Table {
         name: change.collection.clone(),
         def: schema.collection_or_default(&change.collection),
+        // Rendering only shapes the row; who may see it is decided per subscription.
+        scope: crate::auth::Scope::All,
     };
     let kind = kind_of(change.kind);
     let key_only = || {
