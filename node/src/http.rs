@@ -1,6 +1,10 @@
 //! The node's local HTTP listener (127.0.0.1:8100 by default): `/healthz`, `/metrics`,
-//! `/peers`, `/status`, the record API under `/v1` ([`crate::api`]) and the PostgREST dialect
-//! under `/rest/v1` ([`crate::rest`]).
+//! `/peers`, `/status`, the record API under `/v1` ([`crate::api`]), the PostgREST dialect
+//! under `/rest/v1` ([`crate::rest`]) and the service registry under `/api` ([`crate::registry`]) and sync
+//! visibility under `/api/sync` ([`crate::syncview`]).
+//!
+//! `/healthz` is also the seed registry's health check: 200 with `"status": "ok"` and
+//! `"health_status": "healthy"` (the registry's vocabulary), 503 when the store is unavailable.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -40,6 +44,8 @@ pub fn router(state: AppState) -> Router {
         .route("/status", get(status))
         .merge(crate::api::routes())
         .merge(crate::rest::routes())
+        .merge(crate::registry::routes())
+        .merge(crate::syncview::routes())
         .with_state(state)
 }
 
@@ -255,6 +261,7 @@ async fn healthz(State(s): State<AppState>) -> Response {
     };
     let body = serde_json::json!({
         "status": if status.is_some() { "ok" } else { "store unavailable" },
+        "health_status": if status.is_some() { "healthy" } else { "unhealthy" },
         "node": s.node_name,
         "replica": s.store.replica_id(),
         "node_id": s.net.as_ref().map(|n| n.node_id().to_string()),

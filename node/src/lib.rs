@@ -9,13 +9,15 @@
 //!   listener together.
 //! - [`state`]: what the HTTP handlers share; [`http`] serves `/healthz`, `/metrics`, `/peers`,
 //!   `/status` and mounts [`api`] (`/v1`) and [`rest`] (`/rest/v1`, the PostgREST dialect);
-//!   [`metrics`] renders Prometheus text; [`httpc`] is the client the CLI uses to ask a running
+//!   [`registry`] is seed 003's service registry (`/api/services`, over a replicated `services`
+//!   collection); [`syncview`] answers which peers hold each record's latest change
+//!   (`/api/sync`); [`metrics`] renders Prometheus text; [`httpc`] is the client the CLI uses to ask a running
 //!   daemon.
 //!
 //! Layers, each depending only on the ones below it:
 //!
 //! ```text
-//!   meshlite-node   cli → daemon → http → api, rest, metrics → state
+//!   meshlite-node   cli → daemon → http → api, rest, registry, syncview, metrics → state
 //!        │
 //!   meshlite-mesh   (node/mesh) fleet, net, discovery (+mDNS), gossip, dialer, nats, replica
 //!        │
@@ -29,5 +31,7 @@ pub mod daemon;
 pub mod http;
 pub mod httpc;
 pub mod metrics;
+pub mod registry;
 pub mod rest;
 pub mod state;
+pub mod syncview;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use meshlite_core::schema::Schema;
 use meshlite_core::store::{OpenOptions, Store};
 use meshlite_mesh::discovery::table::PeerTable;
-use meshlite_node::config::HttpSection;
+use meshlite_node::config::{HttpSection, RegistrySection, SyncSection};
 use meshlite_node::state::AppState;
 use tokio_util::sync::CancellationToken;
 
@@ -49,6 +49,8 @@ pub async fn serve(schema: Option<Schema>, node_name: &str) -> Server {
             listen: ([127, 0, 0, 1], 0).into(),
             ..HttpSection::default()
         },
+        registry: RegistrySection::default(),
+        sync: SyncSection::default(),
         shutdown: cancel.clone(),
     };
     let (addr, _task) = meshlite_node::http::serve(state, cancel.clone())
