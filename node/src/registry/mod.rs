@@ -10,7 +10,7 @@
 //! | `POST /api/discover`       | `{"capabilities": [...], "match"?: "all"\|"any", "include_unhealthy"?: bool}` | `{"services": [...], "count"}` |
 //! | `GET /api/status`          |                                        | `{"status", "node", "replica", "registry": {"services", "healthy", "unhealthy", "ttl_seconds"}}` |
 //!
-//! `GET /healthz` (the node's own, in [`crate::http`]) is the seed's health check.
+//! `GET /healthz` (the listener's own) is the seed's health check.
 //!
 //! # How the parts fit
 //!
