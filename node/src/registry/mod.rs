@@ -52,7 +52,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use meshlite_core::schema::{CollectionDef, CollectionKind, Schema};
+use meshlite_core::schema::{CollectionKind, Schema};
 use meshlite_core::store::{Query, ReadError, WriteError, WriteOp};
 use serde_json::{Map, Value, json};
 
@@ -78,10 +78,7 @@ pub fn routes() -> Router<AppState> {
 /// `schema` with `services` declared as a plain document collection when it lacks it (see the
 /// module doc).
 pub fn declare(mut schema: Schema) -> Schema {
-    schema
-        .collections
-        .entry(COLLECTION.to_owned())
-        .or_insert_with(CollectionDef::default);
+    schema.collections.entry(COLLECTION.to_owned()).or_default();
     schema
 }
 
