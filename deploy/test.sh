@@ -2,8 +2,10 @@
 # Runs Meshlite's whole test suite on a fresh machine.
 #
 # Installs what the tests need when it is missing (nats-server, iproute2, the Postgres 15 server and
-# node + npm from Debian's packages; `useradd` and `setpriv` come with Debian's base system; the
-# supabase-js test installs the npm packages it drives into the target directory), then runs every
+# node + npm and python3 with venv from Debian's packages; `useradd` and `setpriv` come with Debian's
+# base system; the supabase-js test installs the npm packages it drives into the target directory,
+# the supabase-py and registry tests pinned PyPI packages (`supabase`, `requests`) into virtual
+# environments under <target>/py-clients), then runs every
 # test of the workspace with cargo-nextest (or cargo test when nextest is absent).
 # Tests start their own servers (nats-server on free loopback ports, network namespaces with
 # unique names, throwaway Postgres clusters run as the unprivileged user `meshlite-pg`, which the
@@ -21,6 +23,8 @@ if [ -z "${DATABASE_URL:-}" ] && ! command -v initdb >/dev/null 2>&1 \
 fi
 command -v setpriv >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v useradd >/dev/null 2>&1 || [ -x /usr/sbin/useradd ] || need_apt+=(passwd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_apt[*]} from Debian's packages" >&2

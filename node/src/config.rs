@@ -18,6 +18,8 @@
 //! | `MESHLITE_LISTEN`       | `transport.listen`         | `0.0.0.0:6374`     |
 //! | `MESHLITE_STATIC_PEERS` | `discovery.static_peers`   | empty              |
 //! | `MESHLITE_MDNS`         | `discovery.mdns`           | `true`             |
+//! | `MESHLITE_CENTRAL_REPLICAS` | `sync.central_replicas` | empty              |
+//! | `MESHLITE_REGISTRY_TTL_SECONDS` | `registry.ttl_seconds` | `60`         |
 //! | `JWT_SECRET`            | `auth.jwt_secret`          | none (auth off)    |
 //! | `ANON_KEY`              | `auth.anon_key`            | none               |
 //! | `SERVICE_ROLE_KEY`      | `auth.service_role_key`    | none               |
@@ -42,6 +44,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use meshlite_core::ids::ReplicaId;
 use meshlite_mesh::discovery::DiscoveryConfig;
 use meshlite_mesh::nats::NatsConfig;
 use meshlite_mesh::net::TransportConfig;
@@ -178,6 +181,10 @@ pub struct SyncSection {
     /// that history from this one (snapshot transfer is not implemented yet): enable it only
     /// on fleets whose membership is fixed, or where other nodes keep full history.
     pub gc_interval_seconds: u64,
+    /// Replica ids (32 hex characters) of the central bridge(s): sync visibility reports
+    /// whether they hold each record's latest change (`_synced_central`). A bridge logs its
+    /// replica id at start-up (`replica=...`), and `meshlite status` lists it among the peers.
+    pub central_replicas: Vec<ReplicaId>,
 }
 
 impl Default for SyncSection {
@@ -189,6 +196,7 @@ impl Default for SyncSection {
             push_fanout: 3,
             anti_entropy_peers: 2,
             gc_interval_seconds: 0,
+            central_replicas: Vec::new(),
         }
     }
 }
@@ -369,6 +377,29 @@ impl AuthSection {
     }
 }
 
+/// `[registry]`: the service registry of seed 003 (`/api/services`) on the HTTP listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrySection {
+    /// A service whose last registration (its heartbeat) is older than this many seconds is
+    /// reported with `health_status = "unhealthy"` (default 60; 1 to 86400). Services re-register
+    /// to heartbeat, so pick a TTL a few times their period and above the fleet's clock skew.
+    pub ttl_seconds: u64,
+}
+
+impl Default for RegistrySection {
+    fn default() -> Self {
+        Self { ttl_seconds: 60 }
+    }
+}
+
+impl RegistrySection {
+    /// The heartbeat TTL.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.ttl_seconds)
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -387,6 +418,8 @@ pub struct Config {
     pub nats: NatsConfig,
     /// `[auth]`: JWT secret and keys (see [`AuthSection`]).
     pub auth: AuthSection,
+    /// `[registry]`
+    pub registry: RegistrySection,
 }
 
 impl Config {
@@ -475,6 +508,17 @@ impl Config {
         if let Some(v) = get("SERVICE_ROLE_KEY") {
             self.auth.service_role_key = Some(Secret(v.trim().to_owned()));
         }
+        if let Some(v) = get("MESHLITE_CENTRAL_REPLICAS") {
+            self.sync.central_replicas = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| parse_env("MESHLITE_CENTRAL_REPLICAS", s))
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(v) = get("MESHLITE_REGISTRY_TTL_SECONDS") {
+            self.registry.ttl_seconds = parse_env("MESHLITE_REGISTRY_TTL_SECONDS", &v)?;
+        }
         Ok(())
     }
 
@@ -503,6 +547,12 @@ impl Config {
             return Err(invalid(
                 "sync.push_fanout",
                 "fanout and anti_entropy_peers must be at most 64",
+            ));
+        }
+        if !(1..=86_400).contains(&self.registry.ttl_seconds) {
+            return Err(invalid(
+                "registry.ttl_seconds",
+                "must be between 1 and 86400",
             ));
         }
         self.http.validate()?;
@@ -652,6 +702,12 @@ mod tests {
         assert!(e.to_string().contains("SUPABASE_MODE"), "{e}");
         let e = Config::load(None, env(&[("MESHLITE_LISTEN", "nowhere")])).unwrap_err();
         assert!(e.to_string().contains("MESHLITE_LISTEN"), "{e}");
+        let e = Config::load(None, env(&[("SYNC_TABLES", "jobs,bad-name")])).unwrap_err();
+        assert!(e.to_string().contains("sync.tables"), "{e}");
+        let e = Config::load(None, env(&[("MESHLITE_CENTRAL_REPLICAS", "abc")])).unwrap_err();
+        assert!(e.to_string().contains("MESHLITE_CENTRAL_REPLICAS"), "{e}");
+        let e = Config::load(None, env(&[("MESHLITE_REGISTRY_TTL_SECONDS", "0")])).unwrap_err();
+        assert!(e.to_string().contains("registry.ttl_seconds"), "{e}");
         let e = Config::load(None, env(&[("SYNC_TABLES", "jobs,bad-name")])).unwrap_err();
         assert!(e.to_string().contains("sync.tables"), "{e}");
         let dir = tempfile::tempdir().unwrap();

@@ -1,12 +1,16 @@
 //! The node's local HTTP listener (127.0.0.1:8100 by default): `/healthz`, `/metrics`,
 //! `/peers`, `/status`, the record API under `/v1` ([`crate::api`]), the PostgREST dialect
-//! under `/rest/v1` ([`crate::rest`]) and the Realtime websocket ([`crate::realtime`]).
+//! under `/rest/v1` ([`crate::rest`]) the Realtime websocket ([`crate::realtime`]), the service registry
+//! under `/api` ([`crate::registry`]) and sync visibility under `/api/sync` ([`crate::syncview`]).
 //!
 //! Every request carries its peer's address (`ConnectInfo<SocketAddr>`), which
 //! [`crate::auth`] reads to trust keyless loopback requests. `/healthz` is open; `/metrics`,
 //! `/peers`, `/status` and the native `/v1` API need the `service_role`
 //! ([`crate::auth::require_service_role`]); `/rest/v1` applies the schema's per-collection
 //! access rules in its handlers.
+//!
+//! `/healthz` is also the seed registry's health check: 200 with `"status": "ok"` and
+//! `"health_status": "healthy"` (the registry's vocabulary), 503 when the store is unavailable.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -52,6 +56,8 @@ pub fn router(state: AppState) -> Router {
         .merge(native)
         .merge(crate::rest::routes())
         .merge(crate::realtime::routes())
+        .merge(crate::registry::routes())
+        .merge(crate::syncview::routes())
         .with_state(state)
 }
 
@@ -292,6 +298,7 @@ async fn healthz(State(s): State<AppState>) -> Response {
     };
     let body = serde_json::json!({
         "status": if status.is_some() { "ok" } else { "store unavailable" },
+        "health_status": if status.is_some() { "healthy" } else { "unhealthy" },
         "node": s.node_name,
         "replica": s.store.replica_id(),
         "node_id": s.net.as_ref().map(|n| n.node_id().to_string()),

@@ -12,14 +12,16 @@
 //! - [`state`]: what the HTTP handlers share; [`http`] serves `/healthz`, `/metrics`, `/peers`,
 //!   `/status` and mounts [`api`] (`/v1`), [`rest`] (`/rest/v1`, the PostgREST dialect) and
 //!   [`realtime`] (`/realtime/v1/websocket`, Supabase Realtime's `postgres_changes`);
-//!   [`metrics`] renders Prometheus text; [`httpc`] is the client the CLI uses to ask a running
+//!   [`registry`] is seed 003's service registry (`/api/services`, over a replicated `services`
+//!   collection); [`syncview`] answers which peers hold each record's latest change
+//!   (`/api/sync`); [`metrics`] renders Prometheus text; [`httpc`] is the client the CLI uses to ask a running
 //!   daemon.
 //!
 //! Layers, each depending only on the ones below it:
 //!
 //! ```text
-//!   meshlite-node   cli → daemon → http → api, realtime, rest, metrics → state → auth → config
-//!                   (realtime → rest)
+//!   meshlite-node   cli → daemon → http → api, realtime, rest, registry, syncview, metrics
+//!                   → state → auth → config   (realtime → rest)
 //!        │
 //!   meshlite-mesh   (node/mesh) fleet, net, discovery (+mDNS), gossip, dialer, nats, replica
 //!        │
@@ -35,5 +37,7 @@ pub mod http;
 pub mod httpc;
 pub mod metrics;
 pub mod realtime;
+pub mod registry;
 pub mod rest;
 pub mod state;
+pub mod syncview;

@@ -13,7 +13,7 @@ use meshlite_mesh::net::handle::NetHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
-use crate::config::HttpSection;
+use crate::config::{HttpSection, RegistrySection, SyncSection};
 
 /// What the handlers read.
 #[derive(Clone, Debug)]
@@ -34,6 +34,10 @@ pub struct AppState {
     pub started: Instant,
     /// The listener's limits (the change stream reads its buffer budget and idle timeout).
     pub http: HttpSection,
+    /// The service registry's settings (heartbeat TTL).
+    pub registry: RegistrySection,
+    /// What this node replicates and which peers are the central bridge (sync visibility).
+    pub sync: SyncSection,
     /// Fires when the daemon stops: long-lived responses (the change stream) end at once.
     pub shutdown: CancellationToken,
     /// Who may call (the `crate::auth::Caller` extractor reads it).

@@ -9,7 +9,7 @@ use rusqlite::{Connection, params};
 use super::error::ReadError;
 use super::gc::load_floor;
 use super::rows::load_summary;
-use super::types::{CollectionStatus, OriginStatus, PeerLag, Status, TxnBatch};
+use super::types::{CollectionStatus, OriginStatus, PeerAck, PeerAcks, PeerLag, Status, TxnBatch};
 use crate::ids::{ReplicaId, Seq, TxnId};
 use crate::schema::{CollectionKind, Schema};
 use crate::version::{SeqSet, Summary};
@@ -109,9 +109,20 @@ pub(crate) fn status(
     Ok(status)
 }
 
-/// Lag of every known peer against `held`. An unreadable acknowledgement is reported as
-/// lagging by everything rather than skipped.
-fn peer_lags(conn: &Connection, held: &Summary) -> Result<Vec<PeerLag>, ReadError> {
+/// This replica's summary and every known peer's acknowledgement (one consistent read).
+pub(crate) fn peer_acks(conn: &Connection) -> Result<PeerAcks, ReadError> {
+    let tx = conn.unchecked_transaction()?;
+    let acks = PeerAcks {
+        held: summary(&tx)?,
+        peers: load_acks(&tx)?,
+    };
+    tx.finish()?;
+    Ok(acks)
+}
+
+/// Every known peer's acknowledgement. An unreadable one counts as holding nothing, so the
+/// peer is reported as lagging by everything rather than skipped.
+fn load_acks(conn: &Connection) -> Result<Vec<PeerAck>, ReadError> {
     let mut stmt =
         conn.prepare_cached("SELECT peer, summary, updated_at FROM peer_acks ORDER BY peer")?;
     let rows = stmt.query_map([], |r| {
@@ -127,19 +138,27 @@ fn peer_lags(conn: &Connection, held: &Summary) -> Result<Vec<PeerLag>, ReadErro
         let Some(replica) = ReplicaId::from_slice(&peer) else {
             continue;
         };
-        let acked: Summary = postcard::from_bytes(&bytes).unwrap_or_default();
-        let missing = held
-            .missing_from(&acked)
-            .iter()
-            .map(|(_, r)| r.end() - r.start() + 1)
-            .sum();
-        out.push(PeerLag {
+        out.push(PeerAck {
             replica,
-            missing,
+            held: postcard::from_bytes(&bytes).unwrap_or_default(),
             acked_at_ms: at.max(0) as u64,
         });
     }
     Ok(out)
+}
+
+/// Lag of every known peer against `held`.
+fn peer_lags(conn: &Connection, held: &Summary) -> Result<Vec<PeerLag>, ReadError> {
+    let lags = load_acks(conn)?.into_iter().map(|ack| PeerLag {
+        replica: ack.replica,
+        missing: held
+            .missing_from(&ack.held)
+            .iter()
+            .map(|(_, r)| r.end() - r.start() + 1)
+            .sum(),
+        acked_at_ms: ack.acked_at_ms,
+    });
+    Ok(lags.collect())
 }
 
 fn origin_status(origin: ReplicaId, set: &SeqSet) -> OriginStatus {

@@ -72,8 +72,8 @@ pub use error::{ApplyError, CloseError, OpenError, ReadError, WriteError};
 pub use local::MAX_ID_LEN;
 pub use open::DB_FILE;
 pub use types::{
-    ApplyReport, ChangeKind, CollectionStatus, Committed, GcReport, OriginStatus, PeerLag, Query,
-    RecordChange, Status, StoreEvent, TxnBatch, WriteOp,
+    ApplyReport, ChangeKind, CollectionStatus, Committed, GcReport, OriginStatus, PeerAck,
+    PeerAcks, PeerLag, Query, RecordChange, Status, StoreEvent, TxnBatch, WriteOp,
 };
 pub use writer::COMMAND_QUEUE;
 
@@ -434,6 +434,17 @@ impl Store {
     /// [`Store::status`] for async callers.
     pub async fn status_async(&self) -> Result<Status, ReadError> {
         self.read_async(Store::status).await
+    }
+
+    /// This replica's summary and what every known peer last acknowledged holding, read at one
+    /// instant: what each peer lacks of this replica's history (sync visibility).
+    pub fn peer_acks(&self) -> Result<PeerAcks, ReadError> {
+        self.inner.readers.with(inspect::peer_acks)
+    }
+
+    /// [`Store::peer_acks`] for async callers.
+    pub async fn peer_acks_async(&self) -> Result<PeerAcks, ReadError> {
+        self.read_async(Store::peer_acks).await
     }
 
     /// Records what `peer` acknowledged holding (feeds the GC horizon; persisted).

@@ -237,3 +237,23 @@ pub struct PeerLag {
     /// When the acknowledgement was recorded, ms since the Unix epoch.
     pub acked_at_ms: u64,
 }
+
+/// What one peer replica last acknowledged holding ([`super::Store::peer_acks`]).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PeerAck {
+    /// The peer's replica id.
+    pub replica: ReplicaId,
+    /// Its acknowledged summary (empty when the stored one cannot be read).
+    pub held: Summary,
+    /// When the acknowledgement was recorded, ms since the Unix epoch.
+    pub acked_at_ms: u64,
+}
+
+/// This replica's summary and every known peer's acknowledgement, read at one instant.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PeerAcks {
+    /// What this replica holds.
+    pub held: Summary,
+    /// Each known peer's last acknowledgement, by replica id.
+    pub peers: Vec<PeerAck>,
+}

@@ -67,7 +67,11 @@ fn with_opened<T>(
 }
 
 pub(crate) fn init(dir: &Path, schema: Option<&Path>) -> Result<(), CliError> {
-    let schema = schema.map(Schema::from_file).transpose()?;
+    // The daemon declares the registry's collection too, so both install the same schema.
+    let schema = schema
+        .map(Schema::from_file)
+        .transpose()?
+        .map(crate::registry::declare);
     let opts = OpenOptions {
         schema,
         ..OpenOptions::default()

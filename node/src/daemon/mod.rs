@@ -94,6 +94,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         node_name: config.node.name.clone(),
         started: Instant::now(),
         http: config.http.clone(),
+        registry: config.registry.clone(),
+        sync: config.sync.clone(),
         shutdown: cancel.clone(),
         auth: Arc::new(auth),
     };
@@ -155,7 +157,8 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
         .schema
         .as_deref()
         .map(Schema::from_file)
-        .transpose()?;
+        .transpose()?
+        .map(crate::registry::declare);
     let opts = OpenOptions {
         schema,
         synchronous: if config.node.durable_fsync {

@@ -11,7 +11,7 @@ use meshlite_core::schema::Schema;
 use meshlite_core::store::{OpenOptions, Store};
 use meshlite_mesh::discovery::table::PeerTable;
 use meshlite_node::auth::Auth;
-use meshlite_node::config::HttpSection;
+use meshlite_node::config::{HttpSection, RegistrySection, SyncSection};
 use meshlite_node::state::AppState;
 use tokio_util::sync::CancellationToken;
 
@@ -59,6 +59,8 @@ pub async fn serve_with(schema: Option<Schema>, node_name: &str, auth: Auth) -> 
             listen: ([127, 0, 0, 1], 0).into(),
             ..HttpSection::default()
         },
+        registry: RegistrySection::default(),
+        sync: SyncSection::default(),
         shutdown: cancel.clone(),
         auth: std::sync::Arc::new(auth),
     };
