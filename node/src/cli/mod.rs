@@ -5,6 +5,7 @@
 //! directory directly; the store's directory lock refuses a second process while `meshlite run`
 //! owns it.
 
+mod backup;
 mod bundle;
 mod daemon;
 mod data;
@@ -133,6 +134,20 @@ pub enum Command {
     /// Sneakernet sync through bundle files.
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
+    /// Copy the store to FILE (consistent while `meshlite run` serves writes).
+    Backup {
+        /// The new backup file (never overwritten).
+        file: PathBuf,
+    },
+    /// Restore a backup FILE into the empty --data directory, under a new replica id.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// Keep the backed-up replica id: only when the backed-up device is gone for good and
+        /// nothing it wrote after the backup reached another node (see deploy/RUNBOOK.md).
+        #[arg(long)]
+        same_origin: bool,
+    },
 }
 
 /// The data directory when neither `--data` nor `MESHLITE_DATA` is given.
@@ -189,6 +204,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Summary => data::summary(data),
         Command::Status => data::status(data),
         Command::Bundle(cmd) => bundle::run(data, cmd),
+        Command::Backup { file } => backup::backup(data, &file),
+        Command::Restore { file, same_origin } => backup::restore(data, &file, same_origin),
     }
 }
 
