@@ -5,7 +5,8 @@
 # node + npm and python3 with venv from Debian's packages; `useradd` and `setpriv` come with Debian's
 # base system; the supabase-js test installs the npm packages it drives into the target directory,
 # the supabase-py and registry tests pinned PyPI packages (`supabase`, `requests`) into virtual
-# environments under <target>/py-clients), then runs every
+# environments under <target>/py-clients), checks the deployment files (deploy/check-files.sh:
+# shellcheck, systemd-analyze, compose, env, dashboard), then runs every
 # test of the workspace with cargo-nextest (or cargo test when nextest is absent).
 # Tests start their own servers (nats-server on free loopback ports, network namespaces with
 # unique names, throwaway Postgres clusters run as the unprivileged user `meshlite-pg`, which the
@@ -34,6 +35,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 export PATH="$PATH:/usr/sbin:/sbin"
+
+# Static checks of the deployment files (shellcheck, systemd-analyze verify, compose, env, dashboard).
+deploy/check-files.sh
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --config-file .ci/nextest.toml --profile ci --workspace --no-fail-fast "$@"

@@ -16,6 +16,9 @@
 //!   describes the tables; [`open`] brings a data directory up to date.
 //! - [`record`] exposes one record's document (same encoding and merge rules) to replicas that
 //!   keep document states elsewhere: the central bridge merges in Postgres with it.
+//! - [`backup`] copies a store's database to one file while a daemon runs (SQLite online backup in
+//!   one read snapshot) and restores such a file into an empty directory under a new replica id
+//!   (or, on request, the backed-up one).
 //!
 //! # Durability
 //! The database runs in WAL mode. With [`Synchronous::Normal`] (the default) a write is
@@ -43,6 +46,7 @@
 //!   (like `tokio::task::spawn_blocking`, they panic outside one), and a read cannot be
 //!   cancelled once it started (dropping its future only discards the result).
 
+pub mod backup;
 mod doc;
 mod docs;
 mod error;

@@ -19,7 +19,7 @@ use crate::schema::{CollectionKind, FieldType, Schema, SchemaError};
 /// Name of the database file inside the data directory.
 pub const DB_FILE: &str = "meshlite.db";
 
-const REPLICA_KEY: &str = "replica_id";
+pub(crate) const REPLICA_KEY: &str = "replica_id";
 const SCHEMA_KEY: &str = "schema";
 /// The lock file inside the data directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -46,7 +46,7 @@ pub(crate) fn open_db(
 /// Takes the exclusive lock on `dir/LOCK`: one process at a time owns a store, because the
 /// writer keeps state (next sequence number, document cache) that a second writer would break.
 /// The OS releases the lock when the process dies, so a crash never leaves a stale lock.
-fn lock_dir(dir: &Path) -> Result<File, OpenError> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<File, OpenError> {
     let path = dir.join(LOCK_FILE);
     let io = |source| OpenError::Io {
         path: path.display().to_string(),

@@ -5,6 +5,7 @@
 //! directory directly; the store's directory lock refuses a second process while `meshlite run`
 //! owns it.
 
+mod backup;
 mod bundle;
 mod daemon;
 mod data;
@@ -136,6 +137,20 @@ pub enum Command {
     Bundle(bundle::BundleCommand),
     /// Print an anon and a service_role key (HS256 JWTs) for a JWT secret, as JSON.
     Keys(keys::KeysArgs),
+    /// Copy the store to FILE (consistent while `meshlite run` serves writes).
+    Backup {
+        /// The new backup file (never overwritten).
+        file: PathBuf,
+    },
+    /// Restore a backup FILE into the empty --data directory, under a new replica id.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// Keep the backed-up replica id: only when the backed-up device is gone for good and
+        /// nothing it wrote after the backup reached another node (see deploy/RUNBOOK.md).
+        #[arg(long)]
+        same_origin: bool,
+    },
 }
 
 /// The data directory when neither `--data` nor `MESHLITE_DATA` is given.
@@ -193,6 +208,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Status => data::status(data),
         Command::Bundle(cmd) => bundle::run(data, cmd),
         Command::Keys(args) => keys::run(&args),
+        Command::Backup { file } => backup::backup(data, &file),
+        Command::Restore { file, same_origin } => backup::restore(data, &file, same_origin),
     }
 }
 
