@@ -1,5 +1,8 @@
-//! The real `@supabase/supabase-js` client against a `meshlite run` daemon: the first slice of
-//! the PostgREST dialect (`/rest/v1`, issue 9). The client is installed once with npm (with `ws`)
+//! The real `@supabase/supabase-js` client against a `meshlite run` daemon: the PostgREST
+//! dialect (`/rest/v1`, issue 9). `tests/js/supabase_slice.mjs` covers the basics (filters,
+//! order, count, single, insert, upsert, update, delete, errors); `tests/js/supabase_dialect.mjs`
+//! the rest (or/and trees, JSON paths, cs/cd/ov, match, CSV, embedding, insertion order,
+//! OpenAPI). The client is installed once with npm (with `ws`)
 //! into `<target>/js-clients` (a fresh machine needs node and npm, nothing else); an install that
 //! fails fails the test with npm's output, it is never skipped. The script
 //! `tests/js/supabase_slice.mjs` asserts every answer and exits non-zero on the first mismatch.
@@ -27,6 +30,26 @@ qty = { type = "integer" }
 done = { type = "boolean" }
 hits = { merge = "counter", type = "integer" }
 due = { type = "timestamp" }
+tags = { type = "json" }
+"#;
+
+/// The dialect script's schema: a relation (`messages.author_id` references `users`) and
+/// JSON columns.
+const DIALECT_SCHEMA: &str = r#"
+version = 1
+strict = true
+
+[collections.users]
+key_type = "integer"
+[collections.users.fields]
+name = { type = "text" }
+
+[collections.messages]
+key_type = "integer"
+[collections.messages.fields]
+author_id = { type = "integer", references = "users" }
+body = { type = "text" }
+meta = { type = "json" }
 tags = { type = "json" }
 "#;
 
@@ -82,17 +105,19 @@ fn supabase_js() -> PathBuf {
     modules
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn supabase_js_first_slice() {
+/// Runs `tests/js/<script>` against a fresh node with `schema`; the script's summary line.
+async fn run_script(script: &str, schema: &str) -> serde_json::Value {
     let modules = tokio::task::spawn_blocking(supabase_js).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let schema = tmp.path().join("schema.toml");
-    std::fs::write(&schema, SCHEMA).unwrap();
+    let schema_file = tmp.path().join("schema.toml");
+    std::fs::write(&schema_file, schema).unwrap();
     let mut cfg = NodeConfig::loopback("rest", tmp.path().join("node"), None);
-    cfg.schema = Some(schema);
+    cfg.schema = Some(schema_file);
     let node = NodeProc::start(cfg).await;
     let url = format!("http://{}", node.http());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js/supabase_slice.mjs");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/js")
+        .join(script);
 
     let started = Instant::now();
     let run = tokio::process::Command::new("node")
@@ -115,6 +140,18 @@ async fn supabase_js_first_slice() {
     );
     let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(summary["ok"], true);
+    eprintln!("{}: {:?}", script.display(), started.elapsed());
+    summary
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supabase_js_basics() {
+    let summary = run_script("supabase_slice.mjs", SCHEMA).await;
     assert_eq!(summary["steps"].as_array().unwrap().len(), 13, "{summary}");
-    eprintln!("supabase-js script: {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supabase_js_dialect() {
+    let summary = run_script("supabase_dialect.mjs", DIALECT_SCHEMA).await;
+    assert_eq!(summary["steps"].as_array().unwrap().len(), 9, "{summary}");
 }
