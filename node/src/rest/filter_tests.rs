@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use super::*;
+use crate::rest::keys::{like, timestamp};
 use crate::rest::query::parse;
 
 const SCHEMA: &str = r#"

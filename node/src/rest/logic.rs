@@ -1,5 +1,5 @@
 //! Filters and logic trees: `col=[not.]op.value` and `or=(...)`, `and=(...)`, `not.or=(...)`,
-//! nested (`or=(a.eq.1,and(b.gt.2,not.c.is.null))`). In a tree a value may be double-quoted
+//! nested (`or=(a.eq.1,and(b.gt.2,c.not.is.null))`). In a tree a value may be double-quoted
 //! to hold commas or parentheses (`name.eq."a, (b)"`, `\` escapes inside quotes). Pure parsing:
 //! operands stay text until bound to a column's type (`filter`). Every failure is PGRST100.
 
@@ -300,7 +300,7 @@ mod tests {
     fn nested_trees_parse() {
         let g = parse_group(
             "or",
-            r#"(a.eq.1,and(b.gt.2,not.c.is.null),not.or(d.in.("x,y",z),e.eq."p, (q)"))"#,
+            r#"(a.eq.1,and(b.gt.2,c.not.is.null),not.or(d.in.("x,y",z),e.eq."p, (q)"))"#,
         )
         .unwrap();
         assert!(g.any && !g.negate);
