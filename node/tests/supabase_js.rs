@@ -153,5 +153,5 @@ async fn supabase_js_basics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supabase_js_dialect() {
     let summary = run_script("supabase_dialect.mjs", DIALECT_SCHEMA).await;
-    assert_eq!(summary["steps"].as_array().unwrap().len(), 9, "{summary}");
+    assert_eq!(summary["steps"].as_array().unwrap().len(), 8, "{summary}");
 }
