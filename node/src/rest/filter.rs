@@ -189,7 +189,7 @@ impl BoundCond {
                 None => unknown = true,
             }
         }
-        (!unknown).then_some(!*any != *negate)
+        (!unknown).then_some(*any == *negate)
     }
 }
 

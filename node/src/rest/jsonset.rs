@@ -50,7 +50,8 @@ fn scalar_eq(a: &Value, b: &Value, loose: bool) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
         (x, Value::String(s)) | (Value::String(s), x) if loose && !x.is_string() => {
-            matches!(x, Value::Number(_) | Value::Bool(_)) && x.to_string() == *s
+            matches!(x, Value::Number(_) | Value::Bool(_))
+                && serde_json::from_str::<Value>(s).ok().as_ref() == Some(x)
         }
         (x, y) => x == y,
     }

@@ -38,7 +38,8 @@ impl Key {
         }
     }
 
-    /// Total order: like types by value, unlike ones by type rank.
+    /// Total order: like types by value, unlike ones by type rank (not `Ord`: floats).
+    #[allow(clippy::should_implement_trait)]
     pub fn cmp(&self, other: &Key) -> Ordering {
         match (self, other) {
             (Key::Bool(a), Key::Bool(b)) => a.cmp(b),
