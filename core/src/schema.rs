@@ -16,6 +16,7 @@
 //! updated_at = { merge = "max", type = "timestamp" }
 //! retry_count = { merge = "counter", type = "integer" }
 //! input = { type = "json" }   # merge defaults to "lww"
+//! owner_id = { type = "uuid", references = "users" }   # holds a key of `users`
 //! [collections.tasks.access]  # optional: who may use it through /rest/v1 (see `Access`)
 //! anon = "read"
 //! owner_field = "agent_id"
@@ -43,6 +44,16 @@
 //! returned with the typed key: `{"id": 42}` stays a number. Integer keys are never generated;
 //! text and uuid keys are generated (a UUIDv7) when absent. Without `key_type` a key may be a
 //! string or an integer and is returned as a string (as before types existed).
+//!
+//! # Relations
+//! `references = "collection"` declares that a field holds the primary key of a record of
+//! another declared collection (of any kind, itself included): the `/rest/v1` surface embeds
+//! related rows through it (`select=*,users(*)`), many-to-one from the field's collection and
+//! one-to-many from the other. It is not enforced on writes (a value may name no record: peers
+//! write independently and a delete may race an insert). The target must be declared, a
+//! `references` field cannot merge as `counter` or `text`, and, when both types are declared,
+//! the field's type must be the target's `key_type`. Adding, changing or removing a reference
+//! is always allowed.
 //!
 //! # Evolution
 //! [`Schema::check_upgrade`] allows new collections, new fields, new indexes and new values at the
@@ -451,6 +462,7 @@ impl Schema {
             def.access.validate(def).map_err(bad)?;
             for (field, f) in &def.fields {
                 def.validate_field(field, f).map_err(bad)?;
+                self.validate_reference(field, f).map_err(bad)?;
                 if let MergePolicy::Priority { order } = &f.merge {
                     if order.is_empty() {
                         return Err(bad(format!(
@@ -468,6 +480,30 @@ impl Schema {
             }
         }
         Ok(())
+    }
+
+    /// Checks a field's `references`: a declared target whose key type matches the field's.
+    fn validate_reference(&self, field: &str, f: &FieldDef) -> Result<(), String> {
+        let Some(target) = &f.references else {
+            return Ok(());
+        };
+        let Some(t) = self.collections.get(target) else {
+            return Err(format!(
+                "field {field:?}: references {target:?}, which is not a declared collection"
+            ));
+        };
+        if matches!(f.merge, MergePolicy::Counter | MergePolicy::Text) {
+            return Err(format!(
+                "field {field:?}: a {} field cannot reference another collection",
+                f.merge.name()
+            ));
+        }
+        match (f.field_type, t.key_type) {
+            (Some(ft), Some(kt)) if ft != kt => Err(format!(
+                "field {field:?} has type {ft} but references {target:?}, whose key_type is {kt}"
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The definition that applies to `collection`: the declared one, or (when not strict) the
@@ -645,6 +681,41 @@ plain = {}
         assert_eq!(t.key_value("7"), serde_json::json!("7"));
         let ints = Schema::from_toml("[collections.n]\nkey_type = \"integer\"").unwrap();
         assert_eq!(ints.collections["n"].key_value("7"), serde_json::json!(7));
+    }
+
+    #[test]
+    fn references_name_a_declared_collection_of_the_same_key_type() {
+        let ok = r#"
+[collections.users]
+key_type = "integer"
+[collections.posts.fields]
+author_id = { type = "integer", references = "users" }
+parent = { references = "posts" }
+"#;
+        let s = Schema::from_toml(ok).unwrap();
+        let f = &s.collections["posts"].fields["author_id"];
+        assert_eq!(f.references.as_deref(), Some("users"));
+        assert_eq!(Schema::from_toml(&s.to_toml()).unwrap(), s);
+        for (bad, why) in [
+            (
+                r#"a = { references = "nope" }"#,
+                "not a declared collection",
+            ),
+            (
+                r#"a = { type = "text", references = "users" }"#,
+                "key_type is integer",
+            ),
+            (
+                r#"a = { merge = "counter", references = "users" }"#,
+                "counter",
+            ),
+        ] {
+            let text = format!(
+                "[collections.users]\nkey_type = \"integer\"\n[collections.t.fields]\n{bad}"
+            );
+            let err = Schema::from_toml(&text).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! `/rest/v1` against a model, over real HTTP in one process: for random rows (written with
-//! POST after a DELETE of everything, so ids re-created after deletion are exercised too) and
-//! random `eq`/`gt`/`lt` filters (on the key too: `id=eq.v` reads one record instead of
-//! scanning) with `order` and `limit`/`offset`, the answer of
-//! `GET /rest/v1/items` equals the same query evaluated by a naive reference over the rows.
+//! POST in a random order after a DELETE of everything, so ids re-created after deletion and
+//! insertion order are exercised too) and random filters — `eq`/`gt`/`lt`, `not.`, on columns,
+//! the key (`id=eq.v` reads one record instead of scanning) and a JSON path (`j->k`), `cs` on a
+//! JSON array (`j->tags=cs.{a}`), nested in `or`/`and`/`not.or` trees — with `order` and
+//! `limit`/`offset`, the answer of `GET /rest/v1/items` equals the same query evaluated by a
+//! naive reference over the rows (SQL's three-valued logic, insertion order for ties).
 //! Hostile requests get PostgREST-shaped 4xx answers and leave the rows untouched.
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
@@ -25,16 +27,30 @@ key_type = "integer"
 [collections.items.fields]
 n = { type = "integer" }
 s = { type = "text" }
+j = { type = "json" }
 "#;
 
-type Row = (Option<i64>, Option<String>);
+/// `n`, `s`, and `j = {"k": k, "tags": tags}`.
+type Row = (Option<i64>, Option<String>, Option<i64>, Vec<String>);
+
+/// A leaf filter: (column: 0 `n`, 1 `s`, 2 `id`, 3 `j->k`, 4 `j->tags` contains; op index;
+/// integer operand; text operand; negated).
+type Leaf = (u8, usize, i64, String, bool);
+
+/// A condition: a leaf, or an `or`/`and` group (`any`, `negate`, members).
+#[derive(Clone, Debug)]
+enum Tree {
+    Leaf(Leaf),
+    Group(bool, bool, Vec<Tree>),
+}
 
 #[derive(Clone, Debug)]
 struct Case {
     rows: Vec<Row>,
-    /// (column: 0 `n`, 1 `s`, 2 `id`; op index; integer operand; text operand)
-    filters: Vec<(u8, usize, i64, String)>,
-    /// (on `n`, descending, nulls first)
+    /// Rows are inserted in this order (a permutation of the row indexes).
+    insert_order: Vec<usize>,
+    filters: Vec<Tree>,
+    /// (on `n` (else `s`), descending, nulls first)
     order: Option<(bool, bool, bool)>,
     limit: Option<usize>,
     offset: usize,
@@ -42,21 +58,40 @@ struct Case {
 
 const OPS: [&str; 3] = ["eq", "gt", "lt"];
 
+fn tree() -> impl Strategy<Value = Tree> {
+    let leaf = (0u8..5, 0usize..3, -4i64..14, "[ab]{0,2}", any::<bool>()).prop_map(Tree::Leaf);
+    leaf.prop_recursive(2, 8, 3, |inner| {
+        (
+            any::<bool>(),
+            any::<bool>(),
+            proptest::collection::vec(inner, 1..4),
+        )
+            .prop_map(|(any, negate, members)| Tree::Group(any, negate, members))
+    })
+}
+
 fn case() -> impl Strategy<Value = Case> {
     let row = (
         proptest::option::of(-4i64..4),
         proptest::option::of("[ab]{0,2}"),
+        proptest::option::of(-2i64..2),
+        proptest::collection::vec("[ab]", 0..3),
     );
-    let filter = (0u8..3, 0usize..3, -4i64..14, "[ab]{0,2}");
-    (
-        proptest::collection::vec(row, 0..12),
-        proptest::collection::vec(filter, 0..3),
-        proptest::option::of((any::<bool>(), any::<bool>(), any::<bool>())),
-        proptest::option::of(0usize..14),
-        0usize..4,
-    )
-        .prop_map(|(rows, filters, order, limit, offset)| Case {
+    proptest::collection::vec(row, 0..12)
+        .prop_flat_map(|rows| {
+            let order = Just((0..rows.len()).collect::<Vec<_>>()).prop_shuffle();
+            (
+                Just(rows),
+                order,
+                proptest::collection::vec(tree(), 0..3),
+                proptest::option::of((any::<bool>(), any::<bool>(), any::<bool>())),
+                proptest::option::of(0usize..14),
+                0usize..4,
+            )
+        })
+        .prop_map(|(rows, insert_order, filters, order, limit, offset)| Case {
             rows,
+            insert_order,
             filters,
             order,
             limit,
@@ -64,23 +99,56 @@ fn case() -> impl Strategy<Value = Case> {
         })
 }
 
-fn reference(c: &Case) -> Vec<i64> {
-    let pass = |id: i64, (n, s): &Row| {
-        c.filters.iter().all(|(col, op, x, t)| {
-            let o = match col {
-                0 => n.map(|n| n.cmp(x)),
-                1 => s.as_deref().map(|s| s.cmp(t.as_str())),
-                _ => Some(id.cmp(x)),
-            };
-            o.is_some_and(|o| [o.is_eq(), o.is_gt(), o.is_lt()][*op])
-        })
+/// The tag a `cs` leaf looks for.
+fn tag(t: &str) -> String {
+    t.chars().next().unwrap_or('a').to_string()
+}
+
+/// SQL's three-valued result of a leaf on row `id`.
+fn leaf_holds(id: i64, (n, s, k, tags): &Row, (col, op, x, t, negate): &Leaf) -> Option<bool> {
+    let o = match col {
+        0 => n.map(|n| n.cmp(x)),
+        1 => s.as_deref().map(|s| s.cmp(t.as_str())),
+        2 => Some(id.cmp(x)),
+        3 => k.map(|k| k.cmp(x)),
+        // `j->tags=cs.{w}`, w the first letter of t (`a` when t is empty).
+        _ => return Some(tags.contains(&tag(t)) != *negate),
     };
-    let mut ids: Vec<usize> = (0..c.rows.len())
-        .filter(|i| pass(*i as i64, &c.rows[*i]))
+    o.map(|o| [o.is_eq(), o.is_gt(), o.is_lt()][*op] != *negate)
+}
+
+fn holds(id: i64, row: &Row, t: &Tree) -> Option<bool> {
+    match t {
+        Tree::Leaf(l) => leaf_holds(id, row, l),
+        Tree::Group(any, negate, members) => {
+            let results: Vec<Option<bool>> = members.iter().map(|m| holds(id, row, m)).collect();
+            let r = if results.contains(&Some(*any)) {
+                Some(*any)
+            } else if results.contains(&None) {
+                None
+            } else {
+                Some(!*any)
+            };
+            r.map(|b| b != *negate)
+        }
+    }
+}
+
+fn reference(c: &Case) -> Vec<i64> {
+    let mut ids: Vec<usize> = c
+        .insert_order
+        .iter()
+        .copied()
+        .filter(|i| {
+            let row = &c.rows[*i];
+            c.filters
+                .iter()
+                .all(|t| holds(*i as i64, row, t) == Some(true))
+        })
         .collect();
     if let Some((on_n, desc, nulls_first)) = c.order {
-        let key = |i: usize| -> Option<Row> {
-            let (n, s) = &c.rows[i];
+        let key = |i: usize| -> Option<(Option<i64>, Option<String>)> {
+            let (n, s, ..) = &c.rows[i];
             match on_n {
                 true => n.map(|n| (Some(n), None)),
                 false => s.clone().map(|s| (None, Some(s))),
@@ -103,14 +171,53 @@ fn reference(c: &Case) -> Vec<i64> {
         .collect()
 }
 
+/// `column` and `op.value` of a leaf (`not.` included).
+fn leaf_parts((col, op, x, t, negate): &Leaf) -> (&'static str, String) {
+    let not = if *negate { "not." } else { "" };
+    let op = OPS[*op];
+    match col {
+        0 => ("n", format!("{not}{op}.{x}")),
+        1 => ("s", format!("{not}{op}.{t}")),
+        2 => ("id", format!("{not}{op}.{x}")),
+        3 => ("j->k", format!("{not}{op}.{x}")),
+        _ => ("j->tags", format!("{not}cs.{{{}}}", tag(t))),
+    }
+}
+
+/// A member of a logic tree: `col.op.value` or `[not.]or(...)`.
+fn member(t: &Tree) -> String {
+    match t {
+        Tree::Leaf(l) => {
+            let (col, cond) = leaf_parts(l);
+            format!("{col}.{cond}")
+        }
+        Tree::Group(any, negate, members) => {
+            let not = if *negate { "not." } else { "" };
+            let name = if *any { "or" } else { "and" };
+            let inner: Vec<String> = members.iter().map(member).collect();
+            format!("{not}{name}({})", inner.join(","))
+        }
+    }
+}
+
+fn enc(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
 fn url(c: &Case) -> String {
     let mut q = vec!["select=id".to_owned()];
-    for (col, op, x, t) in &c.filters {
-        let op = OPS[*op];
-        q.push(match col {
-            0 => format!("n={op}.{x}"),
-            1 => format!("s={op}.{t}"),
-            _ => format!("id={op}.{x}"),
+    for t in &c.filters {
+        q.push(match t {
+            Tree::Leaf(l) => {
+                let (col, cond) = leaf_parts(l);
+                format!("{}={}", enc(col), enc(&cond))
+            }
+            Tree::Group(any, negate, members) => {
+                let not = if *negate { "not." } else { "" };
+                let name = if *any { "or" } else { "and" };
+                let inner: Vec<String> = members.iter().map(member).collect();
+                format!("{not}{name}={}", enc(&format!("({})", inner.join(","))))
+            }
         });
     }
     if let Some((on_n, desc, nulls_first)) = c.order {
@@ -164,10 +271,12 @@ fn queries_equal_a_naive_reference() {
             prop_assert_eq!(st, StatusCode::NO_CONTENT);
             if !c.rows.is_empty() {
                 let rows: Vec<Value> = c
-                    .rows
+                    .insert_order
                     .iter()
-                    .enumerate()
-                    .map(|(i, (n, s))| json!({"id": i, "n": n, "s": s}))
+                    .map(|i| {
+                        let (n, s, k, tags) = &c.rows[*i];
+                        json!({"id": i, "n": n, "s": s, "j": {"k": k, "tags": tags}})
+                    })
                     .collect();
                 let (st, _) = call(addr, Method::POST, "/rest/v1/items", Some(json!(rows))).await;
                 prop_assert_eq!(st, StatusCode::CREATED);
@@ -239,6 +348,41 @@ fn hostile_requests_are_refused_and_write_nothing() {
                 "PGRST205",
             ),
             (Method::GET, "/rest/v1/nope".into(), None, 404, "PGRST205"),
+            (
+                Method::GET,
+                "/rest/v1/items?or=(n.eq.1,and(s.eq.a)".into(),
+                None,
+                400,
+                "PGRST100",
+            ),
+            (
+                Method::GET,
+                "/rest/v1/items?select=*,nope(*)".into(),
+                None,
+                400,
+                "PGRST200",
+            ),
+            (
+                Method::GET,
+                "/rest/v1/items?j=cs.nope".into(),
+                None,
+                400,
+                "22P02",
+            ),
+            (
+                Method::GET,
+                "/rest/v1/items?s=fts.word".into(),
+                None,
+                400,
+                "PGRST100",
+            ),
+            (
+                Method::DELETE,
+                "/rest/v1/items?not.or=(n.eq.1,s.zz.2)".into(),
+                None,
+                400,
+                "PGRST100",
+            ),
             (
                 Method::PATCH,
                 "/rest/v1/items?n=eq.1".into(),
@@ -320,7 +464,7 @@ fn hostile_requests_are_refused_and_write_nothing() {
         let (_, rows) = call(addr, Method::GET, "/rest/v1/items?order=id", None).await;
         assert_eq!(
             rows,
-            json!([{"id": 1, "n": 1, "s": "a"}, {"id": 2, "n": 2, "s": null}])
+            json!([{"id": 1, "n": 1, "s": "a", "j": null}, {"id": 2, "n": 2, "s": null, "j": null}])
         );
         drop(server);
     });

@@ -1,5 +1,6 @@
 //! A declared field as written in the schema file, `{ merge = "counter", type = "integer",
-//! default = 0 }`, and its conversion from and to TOML.
+//! default = 0 }` or `{ type = "integer", references = "users" }`, and its conversion from and
+//! to TOML.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -19,6 +20,9 @@ pub struct FieldDef {
     pub field_type: Option<FieldType>,
     /// The value a new record gets when a local write creates it without this field.
     pub default: Option<Value>,
+    /// The collection whose primary key this field holds (a relation, like a foreign key
+    /// without enforcement: a dangling value is allowed, as replicas merge independently).
+    pub references: Option<String>,
 }
 
 impl From<MergePolicy> for FieldDef {
@@ -42,6 +46,8 @@ struct RawField {
     field_type: Option<FieldType>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     default: Option<toml::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    references: Option<String>,
 }
 
 impl TryFrom<RawField> for FieldDef {
@@ -68,6 +74,7 @@ impl TryFrom<RawField> for FieldDef {
             merge,
             field_type: raw.field_type,
             default: raw.default.map(toml_to_json).transpose()?,
+            references: raw.references,
         })
     }
 }
@@ -83,6 +90,7 @@ impl From<FieldDef> for RawField {
             order,
             field_type: def.field_type,
             default: def.default.as_ref().and_then(json_to_toml),
+            references: def.references,
         }
     }
 }

@@ -316,6 +316,8 @@ impl Writer {
         let json = with_pk(row, def, &id);
         if kind == ChangeKind::Insert && incarnation > 1 {
             free_dead(&self.conn, &collection, &id, incarnation - 1)?;
+            // The re-created record goes to the end of the insertion order (`Query`).
+            rows::drop_tombstone(&self.conn, &collection, &id)?;
         }
         let text = rows::json_text(&json);
         rows::upsert_record(&self.conn, &collection, &id, incarnation, &text, rowversion)?;

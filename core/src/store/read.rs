@@ -175,6 +175,10 @@ pub(crate) fn build_query(
             value,
         )?;
     }
+    let tie = match q.insertion_order {
+        true => "rowid",
+        false => id_order,
+    };
     match &q.order {
         Some((field, desc)) => {
             validate_name("field", field)?;
@@ -183,9 +187,9 @@ pub(crate) fn build_query(
                 true => id_order.to_owned(),
                 false => field_expr(field, pk),
             };
-            sql.push_str(&format!(" ORDER BY {by} {dir}, {id_order} {dir}"));
+            sql.push_str(&format!(" ORDER BY {by} {dir}, {tie} {dir}"));
         }
-        None => sql.push_str(&format!(" ORDER BY {id_order}")),
+        None => sql.push_str(&format!(" ORDER BY {tie}")),
     }
     let limit = q.limit.map_or(-1, |l| l.min(i64::MAX as usize) as i64);
     sql.push_str(" LIMIT ? OFFSET ?");

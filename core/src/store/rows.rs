@@ -61,6 +61,18 @@ pub(crate) fn upsert_record(
     Ok(())
 }
 
+/// Removes the tombstone row of a record about to be re-created, so that the new incarnation's
+/// row gets a new rowid: rowids are the insertion order `Query::insertion_order` reads.
+pub(crate) fn drop_tombstone(
+    conn: &Connection,
+    collection: &str,
+    id: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM records WHERE collection = ?1 AND id = ?2 AND deleted = 1")?
+        .execute(params![collection, id])?;
+    Ok(())
+}
+
 /// Tombstones incarnation `incarnation`; the row keeps its last JSON (`stub` if it had none).
 pub(crate) fn tombstone(
     conn: &Connection,

@@ -118,6 +118,11 @@ pub struct Query {
     pub offset: usize,
     /// Also return deleted records (their last state before deletion).
     pub include_deleted: bool,
+    /// Without `order`, return rows in insertion order (and break `order` ties by it) instead
+    /// of by id: document records in the order this replica first stored them (a local
+    /// re-creation after a delete moves to the end; updates keep their place), log rows in
+    /// the order they were stored.
+    pub insertion_order: bool,
 }
 
 /// Stored transactions returned by [`super::Store::txns_for`].

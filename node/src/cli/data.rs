@@ -181,6 +181,7 @@ pub(crate) fn query(dir: &Path, args: &QueryArgs) -> Result<(), CliError> {
         limit: args.limit,
         offset: args.offset,
         include_deleted: false,
+        insertion_order: false,
     };
     let rows = with_existing_store(dir, |s| Ok(s.query(&args.collection, &q)?))?;
     rows.iter().try_for_each(print_json)

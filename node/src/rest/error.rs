@@ -51,7 +51,7 @@ impl RestError {
     pub fn unsupported(what: &str) -> Self {
         Self::parse(
             format!("{what} is not supported by this node yet"),
-            "see the README section \"Supabase clients (first slice)\"",
+            "see the README section \"Supabase clients\"",
         )
     }
 
@@ -136,6 +136,64 @@ impl RestError {
         )
     }
 
+    /// 42883 (404, as PostgREST maps undefined functions): an operator the column's type lacks.
+    pub fn no_operator(op: &str, ty: meshlite_core::schema::FieldType) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "42883",
+            format!("operator does not exist: {} {op} unknown", pg_type(ty)),
+        )
+        .hint("No operator matches the given name and argument types. You might need to add explicit type casts.")
+    }
+
+    /// 2201B (400): a `match`/`imatch` expression that does not compile.
+    pub fn bad_regex(reason: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "2201B",
+            format!(
+                "invalid regular expression: {}",
+                reason.lines().last().unwrap_or(reason)
+            ),
+        )
+    }
+
+    /// PGRST200 (400): `select=` embeds a table with no declared relation to this one.
+    pub fn no_relation(from: &str, to: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "PGRST200",
+            format!("Could not find a relationship between '{from}' and '{to}' in the schema cache"),
+        )
+        .details(format!(
+            "Searched for a foreign key relationship between '{from}' and '{to}' in the schema 'public', but no matches were found."
+        ))
+        .hint("declare the relation in the schema: a field with references = \"collection\"")
+    }
+
+    /// PGRST201 (300): more than one relation joins the two tables and no hint picks one.
+    pub fn ambiguous_relation(from: &str, to: &str, columns: &[String]) -> Self {
+        Self::new(
+            StatusCode::MULTIPLE_CHOICES,
+            "PGRST201",
+            format!("Could not embed because more than one relationship was found for '{from}' and '{to}'"),
+        )
+        .details(format!("relations through the columns {}", columns.join(", ")))
+        .hint(format!("Try changing '{to}' to one of: {}", columns.iter().map(|c| format!("'{to}!{c}'")).collect::<Vec<_>>().join(", ")))
+    }
+
+    /// PGRST108 (400): a filter names an embedded table the `select=` does not embed.
+    pub fn filter_not_embedded(rel: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "PGRST108",
+            format!("'{rel}' is not an embedded resource in this request"),
+        )
+        .hint(format!(
+            "Verify that '{rel}' is included in the 'select' query parameter."
+        ))
+    }
+
     /// 23505 (409): a plain insert of a live primary key.
     pub fn duplicate(table: &str, key: &str, id: &str) -> Self {
         Self::new(
@@ -201,6 +259,20 @@ impl RestError {
             ReadError::Corrupt(m) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "XX001", m),
             e => Self::new(StatusCode::SERVICE_UNAVAILABLE, "PGRST000", e.to_string()),
         }
+    }
+}
+
+/// The Postgres name of a declared type, as error messages show it.
+pub fn pg_type(ty: meshlite_core::schema::FieldType) -> &'static str {
+    use meshlite_core::schema::FieldType as T;
+    match ty {
+        T::Text => "text",
+        T::Integer => "bigint",
+        T::Float => "double precision",
+        T::Boolean => "boolean",
+        T::Timestamp => "timestamp with time zone",
+        T::Uuid => "uuid",
+        T::Json => "jsonb",
     }
 }
 

@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use super::*;
+use crate::rest::keys::{like, timestamp};
 use crate::rest::query::parse;
 
 const SCHEMA: &str = r#"
@@ -29,7 +30,7 @@ fn table(name: &str) -> Table {
 
 fn run(name: &str, q: &[(&str, &str)], rows: &[Value]) -> Result<Vec<i64>, RestError> {
     let pairs: Vec<(String, String)> = q.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
-    let plan = Plan::bind(&table(name), &parse(&pairs).unwrap())?;
+    let plan = Plan::bind(&table(name), &parse(&pairs)?)?;
     Ok(plan
         .apply(rows.to_vec())
         .iter()
@@ -175,6 +176,112 @@ fn timestamps_normalize_offsets() {
     ] {
         assert_eq!(timestamp(bad), None, "{bad}");
     }
+}
+
+#[test]
+fn logic_trees_are_three_valued() {
+    let r = rows();
+    // n is null for 3: `n.gt.50` is unknown there, so `or` with a false member is unknown.
+    assert_eq!(
+        run("items", &[("or", "(n.gt.50,s.eq.apple)")], &r).unwrap(),
+        [1, 4]
+    );
+    assert_eq!(
+        run("items", &[("or", "(n.gt.50,s.eq.cherry)")], &r).unwrap(),
+        [3, 4]
+    );
+    assert_eq!(
+        run("items", &[("not.or", "(n.gt.50,s.eq.apple)")], &r).unwrap(),
+        [2]
+    );
+    assert_eq!(
+        run(
+            "items",
+            &[("and", "(n.lt.50,or(s.like.a*,ok.is.false))")],
+            &r
+        )
+        .unwrap(),
+        [1, 2]
+    );
+    assert_eq!(
+        run("items", &[("or", "(not.and(n.gt.5,n.lt.50),id.eq.3)")], &r).unwrap(),
+        [3, 4]
+    );
+    assert_eq!(
+        run(
+            "items",
+            &[("or", "(s.eq.\"apple pie\",s.in.(\"x,y\",Banana))")],
+            &r
+        )
+        .unwrap(),
+        [2, 4]
+    );
+    assert_eq!(
+        run("items", &[("or", "(n.eq.zz)")], &r).unwrap_err().code,
+        "22P02"
+    );
+}
+
+#[test]
+fn json_paths_and_containment() {
+    let docs = vec![
+        json!({"id": 1, "u": {"a": {"b": 5}, "tags": ["x", "y"]}}),
+        json!({"id": 2, "u": {"a": {"b": 40}, "tags": ["y"]}}),
+        json!({"id": 3, "u": {"a": {"b": "5", "c": 1}}}),
+        json!({"id": 4, "u": ["x", 1]}),
+    ];
+    assert_eq!(
+        run("items", &[("u->a->>b", "eq.5")], &docs).unwrap(),
+        [1, 3]
+    );
+    assert_eq!(
+        run("items", &[("u->a->b", "gt.10")], &docs).unwrap(),
+        [2, 3]
+    );
+    assert_eq!(run("items", &[("u->a->c", "eq.1")], &docs).unwrap(), [3]);
+    // Text order: "40" < "5".
+    assert_eq!(run("items", &[("u->a->>b", "lt.5")], &docs).unwrap(), [2]);
+    assert_eq!(
+        run("items", &[("u->tags", "cs.{y}")], &docs).unwrap(),
+        [1, 2]
+    );
+    assert_eq!(
+        run("items", &[("u->tags", "cd.[\"y\",\"z\"]")], &docs).unwrap(),
+        [2]
+    );
+    assert_eq!(
+        run("items", &[("u", "cs.{\"a\":{\"b\":40}}")], &docs).unwrap(),
+        [2]
+    );
+    assert_eq!(run("items", &[("u", "cs.[1]")], &docs).unwrap(), [4]);
+    assert_eq!(
+        run("items", &[("u->tags", "ov.{x,q}")], &docs).unwrap(),
+        [1]
+    );
+    assert_eq!(
+        run("items", &[("u->tags->>0", "match.^[xy]$")], &docs).unwrap(),
+        [1, 2]
+    );
+    assert_eq!(
+        run("items", &[("u->tags->>0", "imatch.^X")], &docs).unwrap(),
+        [1]
+    );
+    assert_eq!(
+        run("items", &[("u", "cs.nope")], &docs).unwrap_err().code,
+        "22P02"
+    );
+    assert_eq!(
+        run("items", &[("n->a", "eq.1")], &docs).unwrap_err().code,
+        "42883"
+    );
+    assert_eq!(
+        run("items", &[("s", "cs.{a}")], &docs).unwrap_err().code,
+        "42883"
+    );
+    assert_eq!(
+        run("items", &[("s", "match.(")], &docs).unwrap_err().code,
+        "2201B"
+    );
 }
 
 // --- property: the evaluator equals a naive reference ---

@@ -1,6 +1,16 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use crate::rest::lex::{MAX_FILTERS, MAX_LIST, MAX_NAME};
+use crate::rest::logic::{CmpOp, IsValue, Op};
+use crate::rest::select::Embed;
+
+fn leaf(q: &UrlQuery, i: usize) -> &Filter {
+    match &q.filters[i] {
+        Cond::Filter(f) => f,
+        Cond::Group(g) => panic!("a group: {g:?}"),
+    }
+}
 
 fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
     items
@@ -30,25 +40,25 @@ fn select_filters_order_and_paging_parse() {
     assert_eq!(
         q.select[1],
         SelectItem::Column {
-            name: "name".into(),
+            col: ColumnRef::plain("name"),
             alias: Some("label".into())
         }
     );
     assert_eq!(q.select[2], SelectItem::Star);
-    assert_eq!(q.filters[0].op, Op::Cmp(CmpOp::Gte, "3".into()));
-    assert!(q.filters[1].negate);
+    assert_eq!(leaf(&q, 0).op, Op::Cmp(CmpOp::Gte, "3".into()));
+    assert!(leaf(&q, 1).negate);
     assert_eq!(
-        q.filters[1].op,
+        leaf(&q, 1).op,
         Op::Like {
             pattern: "%ab%".into(),
             case_insensitive: true
         }
     );
     assert_eq!(
-        q.filters[2].op,
+        leaf(&q, 2).op,
         Op::In(vec!["1".into(), "2,3".into(), "a\"b".into()])
     );
-    assert_eq!(q.filters[3].op, Op::Is(IsValue::Null));
+    assert_eq!(leaf(&q, 3).op, Op::Is(IsValue::Null));
     let o = &q.order;
     assert!(o[0].desc && o[0].nulls_first);
     assert!(!o[1].desc && o[1].nulls_first);
@@ -60,8 +70,8 @@ fn select_filters_order_and_paging_parse() {
 fn raw_query_strings_are_decoded() {
     let q = parse_raw(Some("select=*&name=eq.a%20b&name=neq.c+d&order=id.desc")).unwrap();
     assert_eq!(q.filters.len(), 2, "repeated keys are kept");
-    assert_eq!(q.filters[0].op, Op::Cmp(CmpOp::Eq, "a b".into()));
-    assert_eq!(q.filters[1].op, Op::Cmp(CmpOp::Neq, "c d".into()));
+    assert_eq!(leaf(&q, 0).op, Op::Cmp(CmpOp::Eq, "a b".into()));
+    assert_eq!(leaf(&q, 1).op, Op::Cmp(CmpOp::Neq, "c d".into()));
     assert_eq!(parse_raw(None).unwrap(), UrlQuery::default());
     let q = parse_raw(Some("columns=%22id%22,%22title%22")).unwrap();
     assert_eq!(q.columns, Some(vec!["id".to_owned(), "title".to_owned()]));
@@ -83,15 +93,23 @@ fn hostile_input_is_pgrst100_never_a_panic() {
         pairs(&[("x", "in.(\"open")]),
         pairs(&[("x", "in.(\"a\"b)")]),
         pairs(&[("x", "is.maybe")]),
-        pairs(&[("x", "cs.{1}")]),
-        pairs(&[("or", "(a.eq.1,b.eq.2)")]),
+        pairs(&[("x", "fts.word")]),
+        pairs(&[("x", "sl.(1,2)")]),
+        pairs(&[("or", "a.eq.1,b.eq.2")]),
+        pairs(&[("or", "(a.eq.1,b.eq.2")]),
+        pairs(&[("and", "(a.eq.1,or(b.eq.2)")]),
+        pairs(&[("x->", "eq.1")]),
+        pairs(&[("x->>a->b", "eq.1")]),
+        pairs(&[("rel.or", "(a.eq.1)")]),
+        pairs(&[("select", "*,m(*,n(*))")]),
+        pairs(&[("select", "*,m(*")]),
+        pairs(&[("select", "*,...m(*)")]),
         pairs(&[(&long_name, "eq.1")]),
         pairs(&[("bad name", "eq.1")]),
         pairs(&[("x;drop", "eq.1")]),
         pairs(&[("", "eq.1")]),
-        pairs(&[("select", "a->b")]),
+        pairs(&[("select", "a->")]),
         pairs(&[("select", "a::text")]),
-        pairs(&[("select", "*,messages(*)")]),
         pairs(&[("select", "a:")]),
         pairs(&[("order", "a.sideways")]),
         pairs(&[("order", "")]),
@@ -128,4 +146,51 @@ fn range_headers() {
     for bad in ["9-0", "a-b", "", "-5", "99999999999999999999999-1"] {
         assert_eq!(parse_range(bad).unwrap_err().code, "PGRST103", "{bad}");
     }
+}
+
+#[test]
+fn paths_embeds_and_trees_parse() {
+    let q = parse(&pairs(&[
+        (
+            "select",
+            "id,v:data->a->>b,data->c,*,author:users!author_id!inner(name),messages(*)",
+        ),
+        ("data->>k", "eq.x"),
+        ("or", "(id.eq.1,and(id.gt.5,data->n.lt.9))"),
+        ("messages.body", "like.*hi*"),
+        ("order", "data->>k.desc,id"),
+    ]))
+    .unwrap();
+    let SelectItem::Column { col, alias } = &q.select[1] else {
+        panic!()
+    };
+    assert_eq!(
+        (col.path.len(), col.as_text, alias.as_deref()),
+        (2, true, Some("v"))
+    );
+    let SelectItem::Column { col, alias: None } = &q.select[2] else {
+        panic!()
+    };
+    assert_eq!(col.output_name(), "c");
+    let SelectItem::Embed(e) = &q.select[4] else {
+        panic!()
+    };
+    assert_eq!(
+        e,
+        &Embed {
+            name: "users".into(),
+            alias: Some("author".into()),
+            hint: Some("author_id".into()),
+            inner: true,
+            items: vec![SelectItem::column("name")],
+        }
+    );
+    assert_eq!(leaf(&q, 0).column.path, vec!["k".to_owned()]);
+    let Cond::Group(g) = &q.filters[1] else {
+        panic!()
+    };
+    assert!(g.any && g.conds.len() == 2);
+    assert_eq!(q.embed_filters[0].0, "messages");
+    assert_eq!(q.order[0].column.path, vec!["k".to_owned()]);
+    assert!(q.order[0].desc);
 }

@@ -1,10 +1,11 @@
-//! `GET` (and `HEAD`) `/rest/v1/{table}`: filter, order, page, count, shape.
+//! `GET` (and `HEAD`) `/rest/v1/{table}`: filter, order, join embeds, page, count, shape.
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::Value;
 
+use super::embed::Embeds;
 use super::error::RestError;
 use super::filter::Plan;
 use super::prefer::Prefer;
@@ -45,7 +46,7 @@ impl Window {
     }
 
     /// The rows of the page.
-    pub fn slice(self, rows: Vec<Value>) -> Vec<Value> {
+    pub fn slice<T>(self, rows: Vec<T>) -> Vec<T> {
         let start = usize::try_from(self.start).unwrap_or(usize::MAX);
         let take = self.end.map_or(usize::MAX, |e| {
             usize::try_from(e.saturating_sub(self.start)).unwrap_or(usize::MAX)
@@ -71,13 +72,16 @@ pub async fn select(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, RestError> {
-    let table = Table::resolve(&s.store.schema(), &collection)?.authorize(&caller, Action::Read)?;
+    let schema = s.store.schema();
+    let table = Table::resolve(&schema, &collection)?.authorize(&caller, Action::Read)?;
     let q = parse_raw(raw.as_deref())?;
     let plan = Plan::bind(&table, &q)?;
+    let embeds = Embeds::bind(&schema, &table, &q)?;
     let window = Window::new(&q, &headers)?;
     let accept = Accept::from_headers(&headers)?;
     let prefer = Prefer::from_headers(&headers);
     let matched = matching(&s.store, &table, &plan).await?;
+    let matched = embeds.join(&s.store, matched).await?;
     let total = matched.len();
     if prefer.count && window.start > total as u64 {
         return Err(RestError::bad_range(format!(
@@ -87,9 +91,14 @@ pub async fn select(
     }
     let page: Vec<Value> = window
         .slice(matched)
-        .iter()
-        .filter_map(Value::as_object)
-        .map(|r| table.project(&q.select, r))
+        .into_iter()
+        .filter_map(|(row, embedded)| {
+            let mut out = table.project(&q.select, row.as_object()?);
+            if let Value::Object(o) = &mut out {
+                o.extend(embedded);
+            }
+            Some(out)
+        })
         .collect();
     let partial = window.start > 0 || window.start + (page.len() as u64) < total as u64;
     let status = if prefer.count && partial {
@@ -98,5 +107,6 @@ pub async fn select(
         StatusCode::OK
     };
     let range = content_range(window.start, page.len(), prefer.count.then_some(total));
-    rows(status, accept, page, Some(range))
+    let columns = table.column_names(&q.select, page.first());
+    rows(status, accept, (columns, page), Some(range))
 }

@@ -1,5 +1,6 @@
-//! Success answers: the negotiated media type (`Accept`) and rows as a JSON array, or as one
-//! object for `application/vnd.pgrst.object+json` (406 PGRST116 unless exactly one row).
+//! Success answers: the negotiated media type (`Accept`) and rows as a JSON array, as one
+//! object for `application/vnd.pgrst.object+json` (406 PGRST116 unless exactly one row), or
+//! as `text/csv` (`csv`).
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +17,8 @@ pub enum Accept {
     Array,
     /// Exactly one row, as an object.
     Object,
+    /// `text/csv`.
+    Csv,
 }
 
 impl Accept {
@@ -29,6 +32,7 @@ impl Accept {
             let media = range.split(';').next().unwrap_or("").trim();
             match media {
                 OBJECT | "application/vnd.pgrst.object" => return Ok(Accept::Object),
+                "text/csv" => return Ok(Accept::Csv),
                 "" | "*/*" | "application/*" | "application/json" => return Ok(Accept::Array),
                 _ => {}
             }
@@ -37,28 +41,40 @@ impl Accept {
     }
 }
 
-/// `rows` with `status`, shaped by `accept`, plus a `Content-Range` when given.
+/// `rows` with `status`, shaped by `accept`, plus a `Content-Range` when given; `columns`
+/// orders CSV's columns.
 pub fn rows(
     status: StatusCode,
     accept: Accept,
-    rows: Vec<Value>,
+    (columns, rows): (Vec<String>, Vec<Value>),
     content_range: Option<String>,
 ) -> Result<Response, RestError> {
+    if accept == Accept::Csv {
+        return Ok(with_headers(
+            (status, super::csv::to_csv(&columns, &rows)).into_response(),
+            "text/csv; charset=utf-8",
+            content_range,
+        ));
+    }
     let (body, media) = match accept {
         Accept::Array => (Value::Array(rows), "application/json; charset=utf-8"),
         Accept::Object if rows.len() == 1 => {
             let row = rows.into_iter().next().unwrap_or(Value::Null);
             (row, "application/vnd.pgrst.object+json; charset=utf-8")
         }
-        Accept::Object => return Err(RestError::not_one(rows.len())),
+        Accept::Object | Accept::Csv => return Err(RestError::not_one(rows.len())),
     };
-    let mut r = (status, axum::Json(body)).into_response();
+    let r = (status, axum::Json(body)).into_response();
+    Ok(with_headers(r, media, content_range))
+}
+
+fn with_headers(mut r: Response, media: &'static str, content_range: Option<String>) -> Response {
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
     if let Some(range) = content_range.and_then(|c| HeaderValue::from_str(&c).ok()) {
         h.insert(header::CONTENT_RANGE, range);
     }
-    Ok(r)
+    r
 }
 
 /// No body (`Prefer: return=minimal`).

@@ -1,5 +1,5 @@
-//! The store reads behind a request: the candidate rows a [`Plan`] is evaluated over, in the
-//! store's order (by key).
+//! The store reads behind a request: the candidate rows a [`Plan`] is evaluated over, in
+//! insertion order (as a fresh Postgres heap returns rows without `ORDER BY`).
 
 use meshlite_core::store::{Query, Store};
 use serde_json::Value;
@@ -7,6 +7,13 @@ use serde_json::Value;
 use super::error::RestError;
 use super::filter::Plan;
 use super::table::Table;
+
+fn insertion_order() -> Query {
+    Query {
+        insertion_order: true,
+        ..Query::default()
+    }
+}
 
 /// The live rows matching `plan` that the table's scope admits, filtered and sorted: one
 /// record when the plan pins a key, else every live row of the table (see the cost note in
@@ -21,7 +28,7 @@ pub async fn matching(store: &Store, table: &Table, plan: &Plan) -> Result<Vec<V
             .into_iter()
             .collect(),
         None => store
-            .query_async(&table.name, &Query::default())
+            .query_async(&table.name, &insertion_order())
             .await
             .map_err(read_error)?,
     };

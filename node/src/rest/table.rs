@@ -10,7 +10,8 @@ use meshlite_core::schema::{CollectionDef, CollectionKind, FieldType, Schema, va
 use serde_json::{Map, Value};
 
 use super::error::RestError;
-use super::query::SelectItem;
+use super::path::ColumnRef;
+use super::select::SelectItem;
 use crate::auth::Scope;
 
 /// A collection bound for one request.
@@ -72,6 +73,21 @@ impl Table {
             .ok_or_else(|| RestError::unknown_read_column(&self.name, column))
     }
 
+    /// The type a column reference has: the column's, or text (`->>`) / JSON (`->`) through a
+    /// path; 42883 for a path into a column of another declared type, 42703 when unknown.
+    pub fn ref_type(&self, col: &ColumnRef) -> Result<Option<FieldType>, RestError> {
+        let ty = self.read_column(&col.column)?;
+        match (col.is_plain(), ty) {
+            (true, ty) => Ok(ty),
+            (false, None | Some(FieldType::Json)) if col.as_text => Ok(Some(FieldType::Text)),
+            (false, None | Some(FieldType::Json)) => Ok(Some(FieldType::Json)),
+            (false, Some(t)) => {
+                let op = if col.as_text { "->>" } else { "->" };
+                Err(RestError::no_operator(op, t))
+            }
+        }
+    }
+
     /// Checks a column a write names; PGRST204 when unknown.
     pub fn write_column(&self, column: &str) -> Result<(), RestError> {
         match self.column(column) {
@@ -83,8 +99,8 @@ impl Table {
     /// Checks the names of `select=`; 42703 for an unknown one.
     pub fn check_select(&self, select: &[SelectItem]) -> Result<(), RestError> {
         for item in select {
-            if let SelectItem::Column { name, .. } = item {
-                self.read_column(name)?;
+            if let SelectItem::Column { col, .. } = item {
+                self.ref_type(col)?;
             }
         }
         Ok(())
@@ -99,8 +115,38 @@ impl Table {
         }
     }
 
+    /// The names of the columns `select` yields, in table order (the key, then the declared
+    /// fields, then, for an open table, the other keys of `sample`): CSV's header order.
+    pub fn column_names(&self, select: &[SelectItem], sample: Option<&Value>) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        let mut push = |n: &str| {
+            if !names.iter().any(|x| x == n) {
+                names.push(n.to_owned());
+            }
+        };
+        for item in select {
+            match item {
+                SelectItem::Star => {
+                    push(self.key());
+                    self.def.fields.keys().for_each(|f| push(f));
+                    let extra = sample
+                        .and_then(Value::as_object)
+                        .into_iter()
+                        .flat_map(|o| o.keys());
+                    extra.for_each(|k| push(k));
+                }
+                SelectItem::Column { col, alias } => {
+                    push(alias.as_deref().unwrap_or(col.output_name()))
+                }
+                SelectItem::Embed(e) => push(e.key()),
+            }
+        }
+        names
+    }
+
     /// `row` shaped by `select`: `*` is the key, every declared field (null when the record
-    /// lacks it) and any other field the record holds.
+    /// lacks it) and any other field the record holds; a JSON path is returned under its alias,
+    /// else its last key. Embeds are left to `embed`.
     pub fn project(&self, select: &[SelectItem], row: &Map<String, Value>) -> Value {
         let mut out = Map::new();
         for item in select {
@@ -113,10 +159,11 @@ impl Table {
                         out.entry(f.clone()).or_insert(Value::Null);
                     }
                 }
-                SelectItem::Column { name, alias } => {
-                    let v = row.get(name).cloned().unwrap_or(Value::Null);
-                    out.insert(alias.as_ref().unwrap_or(name).clone(), v);
+                SelectItem::Column { col, alias } => {
+                    let key = alias.as_deref().unwrap_or(col.output_name());
+                    out.insert(key.to_owned(), col.resolve(row));
                 }
+                SelectItem::Embed(_) => {}
             }
         }
         Value::Object(out)

@@ -28,6 +28,7 @@ use super::prefer::{Prefer, Resolution, Return};
 use super::query::{UrlQuery, parse_raw};
 use super::response::{Accept, empty, rows};
 use super::rows::matching;
+use super::select::SelectItem;
 use super::table::Table;
 use crate::auth::{Action, Caller};
 use crate::state::AppState;
@@ -55,6 +56,12 @@ impl Request {
             Table::resolve(&s.store.schema(), collection)?.authorize(caller, Action::Write)?;
         let q = parse_raw(raw)?;
         table.check_select(&q.select)?;
+        let embeds = q.select.iter().any(|i| matches!(i, SelectItem::Embed(_)));
+        if embeds || !q.embed_filters.is_empty() {
+            return Err(RestError::unsupported(
+                "embedding related tables in a write's representation",
+            ));
+        }
         Ok(Self {
             table,
             q,
@@ -95,12 +102,13 @@ impl Request {
             Return::Minimal if status == StatusCode::CREATED => Ok(empty(status)),
             Return::Minimal => Ok(empty(StatusCode::NO_CONTENT)),
             Return::Representation => {
-                let shaped = shown
+                let shaped: Vec<Value> = shown
                     .iter()
                     .filter_map(Value::as_object)
                     .map(|r| self.table.project(&self.q.select, r))
                     .collect();
-                rows(status, self.accept, shaped, None)
+                let columns = self.table.column_names(&self.q.select, shaped.first());
+                rows(status, self.accept, (columns, shaped), None)
             }
         }
     }

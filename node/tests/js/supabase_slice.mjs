@@ -1,4 +1,4 @@
-// Drives a running Meshlite node with the real @supabase/supabase-js client (first slice of
+// Drives a running Meshlite node with the real @supabase/supabase-js client (basics of
 // issue 9). Usage: node supabase_slice.mjs <node_modules dir> <http://127.0.0.1:PORT>
 // Asserts every answer itself; exits non-zero with the failing step on the first mismatch, and
 // prints one JSON summary line on success for the Rust test to check.
