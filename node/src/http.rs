@@ -3,7 +3,6 @@
 //! under `/rest/v1` ([`crate::rest`]).
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use axum::Router;
 use axum::extract::State;
