@@ -36,6 +36,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use meshlite_mesh::discovery::DiscoveryConfig;
+use meshlite_mesh::http::Limits;
 use meshlite_mesh::nats::NatsConfig;
 use meshlite_mesh::net::TransportConfig;
 
@@ -43,42 +44,8 @@ use crate::ddl::Grants;
 use crate::migrations::Schemas;
 use crate::pg::{Ident, PgTarget};
 
-/// Error loading or validating the configuration. Each names the key at fault.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML for this configuration.
-    #[error("invalid config file {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message, with the key and line.
-        message: String,
-    },
-    /// A value is out of range or malformed.
-    #[error("invalid config key `{key}`: {reason}")]
-    Invalid {
-        /// The key (file key, or env var name when it came from the environment).
-        key: String,
-        /// What is wrong and what is expected.
-        reason: String,
-    },
-}
-
-fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.to_owned(),
-        reason: reason.into(),
-    }
-}
+pub use meshlite_mesh::config::ConfigError;
+use meshlite_mesh::config::{invalid, parse_env};
 
 /// `[postgres]`: the central database.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -187,12 +154,36 @@ fn default_nats() -> NatsConfig {
 pub struct HttpSection {
     /// Listen address for `/healthz` and `/metrics`.
     pub listen: SocketAddr,
+    /// Connections served at once (default 256); further clients wait in the kernel's accept
+    /// queue, holding no descriptor of the bridge, until one closes.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this many ms (default 10000); also the keep-alive
+    /// idle timeout.
+    pub header_timeout_ms: u64,
+    /// A connection on which no byte moved either way for this many ms is closed (default
+    /// 60000).
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for HttpSection {
     fn default() -> Self {
+        let limits = Limits::default();
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8200)),
+            max_connections: limits.max_connections,
+            header_timeout_ms: limits.header_timeout_ms,
+            idle_timeout_ms: limits.idle_timeout_ms,
+        }
+    }
+}
+
+impl HttpSection {
+    /// The listener's limits (the node's keys and ranges: the mesh's shared listener).
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections,
+            header_timeout_ms: self.header_timeout_ms,
+            idle_timeout_ms: self.idle_timeout_ms,
         }
     }
 }
@@ -258,14 +249,7 @@ impl Config {
 
     /// Parses a TOML file.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })
+        meshlite_mesh::config::from_toml_file(path)
     }
 
     /// Applies environment overrides (see the module doc for the names).
@@ -359,6 +343,7 @@ impl Config {
         if !(1..=100_000).contains(&self.sync.batch_size) {
             return Err(invalid("sync.batch_size", "must be between 1 and 100000"));
         }
+        self.http.limits().validate()?;
         self.transport
             .validate()
             .map_err(|e| invalid("transport", e.to_string()))?;
@@ -448,16 +433,6 @@ impl Config {
         shown.postgres.url = shown.postgres.url.as_deref().map(crate::pg::redact);
         toml::to_string(&shown)
     }
-}
-
-fn parse_env<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    value
-        .trim()
-        .parse()
-        .map_err(|e| invalid(key, format!("{value:?}: {e}")))
 }
 
 #[cfg(test)]

@@ -10,8 +10,11 @@
 //!   record, `_origin text` (hex ReplicaId of the origin of the last change applied to the row)
 //!   and `_synced_at timestamptz` (when the bridge last wrote the row). A declared field such as
 //!   `updated_at` is an ordinary column; the bridge adds no timestamp of its own beside it.
-//! - log collections: an append table with the same columns (`id` is the row id); its rows are
-//!   immutable, enforced by a trigger that refuses UPDATE/DELETE by anyone but the bridge.
+//! - log collections: an append table with the same columns (`id` is the row id, a random UUID
+//!   by default so central inserts may leave it out); its rows are immutable: a trigger keeps the
+//!   row on UPDATE/DELETE by anyone but the bridge, warns the editor and captures the attempt,
+//!   which the bridge records in `<state>.rejected`. Central INSERTs are captured (below) and
+//!   become appends of the bridge that reach the fleet.
 //! - `TRUNCATE` is refused on every table (but for the bridge): it fires no row trigger, so it
 //!   could not be captured and the table would silently diverge from the fleet.
 //! - every declared `indexed` field gets a btree index.
@@ -22,9 +25,9 @@
 //! ([`ApplyError::TypeDrift`]) and changes nothing; the bridge never drops a column.
 //!
 //! # Capturing central edits: triggers, not logical decoding
-//! Each document table gets an `AFTER INSERT OR UPDATE OR DELETE ... FOR EACH ROW` trigger that
-//! writes the edit into `<state>.outbox` (function `capture_central_edit`, migration 2), skipped
-//! when the session set `meshlite.bridge = 'on'` — the bridge does so with `SET LOCAL` in its own
+//! Each document table gets an `AFTER INSERT OR UPDATE OR DELETE ... FOR EACH ROW` trigger (each
+//! log table an `AFTER INSERT` one) that writes the edit into `<state>.outbox` (function
+//! `capture_central_edit`, migration 2), skipped when the session set `meshlite.bridge = 'on'` — the bridge does so with `SET LOCAL` in its own
 //! write transactions, so its writes are never captured again (no echo loop). Triggers instead
 //! of logical decoding because: no replication slot that retains WAL without bound while the
 //! bridge is down (ElectricSQL's and PowerSync's operational pain); they work on managed
@@ -376,14 +379,36 @@ pub fn table_sql(schemas: &Schemas, t: &TableSpec) -> String {
             );
         }
         TableKind::Log => {
+            let pk = t.primary_key.name.literal();
+            // The WHEN clause keeps the bridge's own bulk appends free of a per-row call.
             let _ = writeln!(
                 sql,
                 "CREATE OR REPLACE TRIGGER meshlite_immutable BEFORE UPDATE OR DELETE ON {qt}\n    \
-                 FOR EACH ROW EXECUTE FUNCTION {st}.refuse_log_change();"
+                 FOR EACH ROW EXECUTE FUNCTION {st}.refuse_log_change({pk});\n\
+                 CREATE OR REPLACE TRIGGER meshlite_capture AFTER INSERT ON {qt}\n    \
+                 FOR EACH ROW WHEN (current_setting('meshlite.bridge', true) IS DISTINCT FROM 'on')\n    \
+                 EXECUTE FUNCTION {st}.capture_central_edit({pk});"
             );
+            if let Some(default) = generated_key(t.primary_key.ty) {
+                let _ = writeln!(
+                    sql,
+                    "ALTER TABLE {qt} ALTER COLUMN {} SET DEFAULT {default};",
+                    t.primary_key.name
+                );
+            }
         }
     }
     sql
+}
+
+/// The default of a log table's key, so a central `INSERT` may leave the id out (as a node's
+/// append may): a random UUID, as text for text keys; integer keys have none.
+fn generated_key(ty: ColumnType) -> Option<&'static str> {
+    match ty {
+        ColumnType::Uuid => Some("gen_random_uuid()"),
+        ColumnType::Text => Some("gen_random_uuid()::text"),
+        _ => None,
+    }
 }
 
 /// Grants and publication membership for `tables` (names in the table schema), as a `DO` block

@@ -14,7 +14,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use meshlite_mesh::http::Limits;
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 
 use crate::migrations::Schemas;
 use crate::pg::{PgConn, PgTarget};
@@ -141,18 +143,26 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves on `listener` until `shutdown` completes.
+/// Serves on `listener` under `limits` (the mesh's bounded listener, the node's too) until
+/// `shutdown` completes; open connections then finish their request within
+/// [`meshlite_mesh::http::CONNECTION_DRAIN`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
+    limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "http listening (/healthz, /metrics)");
     }
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let cancel = CancellationToken::new();
+    let server = meshlite_mesh::http::serve(listener, router(state), limits, cancel.clone());
+    tokio::pin!(server, shutdown);
+    tokio::select! {
+        r = &mut server => return r,
+        () = &mut shutdown => cancel.cancel(),
+    }
+    server.await
 }
 
 async fn healthz(State(s): State<AppState>) -> Response {

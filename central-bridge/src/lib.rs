@@ -14,6 +14,8 @@
 //!   triggers), grants and Realtime publication for Supabase.
 //! - [`state`]: the bridge's persistent identity and [`state::bridge_transaction`], the only way
 //!   the bridge writes materialized tables (its writes are not captured again).
+//! - [`peer`]: the bridge as a fleet peer; [`fleet_view`]: `<state>.nodes`, the fleet as the
+//!   bridge sees it.
 //! - [`service`]: start-up (`prepare`) and the `run` / `migrate` commands; [`http`]: `/healthz`,
 //!   `/metrics`; [`cli`]: the command line.
 #![deny(missing_docs)]
@@ -21,6 +23,7 @@
 pub mod cli;
 pub mod config;
 pub mod ddl;
+pub mod fleet_view;
 pub mod http;
 pub mod migrations;
 pub mod peer;

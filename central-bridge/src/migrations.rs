@@ -58,6 +58,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "sync_status",
         sql: sync_status,
     },
+    Migration {
+        version: 4,
+        name: "central_log_edits",
+        sql: central_log_edits,
+    },
+    Migration {
+        version: 5,
+        name: "node_names",
+        sql: node_names,
+    },
 ];
 
 /// Error applying migrations.
@@ -487,6 +497,56 @@ SELECT
     END as health_status
 FROM {t}.sync_status
 ORDER BY service_name, table_name;
+"#
+    )
+}
+
+/// Migration 4: central edits of log tables. An INSERT is captured like a document edit (the
+/// tables' `meshlite_capture` trigger, see `ddl`); an UPDATE or DELETE by anyone but the bridge
+/// leaves the row as it is, warns the editor, and is captured so the bridge records it in
+/// `rejected` (an exception would roll the record back with the edit).
+fn central_log_edits(s: &Schemas) -> String {
+    let st = &s.state;
+    format!(
+        r#"-- Log rows are immutable: an UPDATE or DELETE by anyone but the bridge changes nothing
+-- (RETURN NULL), tells the editor why (WARNING), and is captured into the outbox, where the
+-- bridge turns it into a row of {st}.rejected with the reason. SECURITY DEFINER for the outbox.
+-- TG_ARGV[0]: the table's primary key column.
+CREATE OR REPLACE FUNCTION {st}.refuse_log_change() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    IF current_setting('meshlite.bridge', true) = 'on' THEN
+        RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    RAISE WARNING 'meshlite: rows of log table %.% are immutable (% refused and recorded in the bridge''s rejected table)',
+        TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP
+        USING HINT = 'append a new row instead; log collections are grow-only';
+    INSERT INTO {st}.outbox (table_schema, table_name, pk, op, new_row, old_row, txid, db_user)
+    VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME, to_jsonb(OLD) ->> TG_ARGV[0], TG_OP,
+            CASE WHEN TG_OP = 'UPDATE' THEN to_jsonb(NEW) END, to_jsonb(OLD),
+            txid_current(), session_user);
+    RETURN NULL;
+END
+$fn$;
+"#,
+    )
+}
+
+/// Migration 5: the name seed 002's `sync_status.service_name` gives a node — its name as the
+/// fleet knows it (certificate name, else node id) from `<state>.nodes`, which the bridge keeps
+/// with the replica each node serves (`fleet_view`); the origin's hex id while the bridge has
+/// not met the node.
+fn node_names(s: &Schemas) -> String {
+    let st = &s.state;
+    format!(
+        r#"CREATE OR REPLACE FUNCTION {st}.service_name(origin bytea) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT coalesce(
+        (SELECT coalesce(n.name, n.node_id) FROM {st}.nodes n WHERE n.replica_id = origin),
+        encode(origin, 'hex'))
+$fn$;
+COMMENT ON TABLE {st}.nodes IS
+    'The fleet as the bridge sees it: connected peers and announced nodes, the replica each serves (learned in sync sessions), addresses, version, last seen.';
 "#
     )
 }

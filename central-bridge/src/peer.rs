@@ -5,6 +5,7 @@
 //!   PgReplica ◄── net (QUIC + fleet mTLS: sync sessions and pushes apply into Postgres)
 //!       ▲    ◄── gossip (anti-entropy timer; relays nothing of its own until central edits)
 //!       │        dialer ◄── PeerTable ◄── discovery (static list, Tailscale)
+//!   fleet_view ◄── connected peers + PeerTable  → <state>.nodes
 //! ```
 //!
 //! Started only with `bridge.fleet_dir`; every part stops on the cancellation token, the
@@ -19,16 +20,15 @@ use meshlite_mesh::discovery::{Discovery, LocalNode, PeerTable, StartDiscoveryEr
 use meshlite_mesh::fleet::{self, FleetError};
 use meshlite_mesh::gossip::{Gossip, GossipStats};
 use meshlite_mesh::nats::{self, NatsContext, NatsService};
-use meshlite_mesh::net::events::NetEvent;
 use meshlite_mesh::net::handle::{NetHandle, StartError};
 use meshlite_mesh::net::mesh;
 use meshlite_mesh::replica::Replica;
 use meshlite_mesh::tasks::SHUTDOWN_GRACE;
-use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::fleet_view;
 use crate::replica::PgReplica;
 
 /// Why the fleet peer could not start.
@@ -50,6 +50,9 @@ pub enum PeerError {
     /// The NATS service could not start.
     #[error("nats: {0}")]
     NatsStart(#[from] nats::StartNatsError),
+    /// The configuration does not name a usable database (checked at load; kept typed here).
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
     /// The dissemination policy refused its configuration.
     #[error("sync: {0}")]
     Policy(#[from] meshlite_core::dissemination::ConfigError),
@@ -107,9 +110,12 @@ impl Peer {
             }
             .run(),
         );
-        actors.spawn(record_nodes(
+        actors.spawn(fleet_view::run(
             net.clone(),
-            replica.clone(),
+            table.clone(),
+            config.pg_target()?,
+            config.schemas()?.state,
+            std::time::Duration::from_secs(config.sync.interval_seconds),
             cancel.child_token(),
         ));
         actors.spawn(
@@ -154,36 +160,6 @@ impl Peer {
         }
         self.discovery.shutdown(SHUTDOWN_GRACE).await;
         self.net.shutdown().await;
-    }
-}
-
-/// Keeps `<state>.nodes` current from the transport's peer events until `cancel`.
-async fn record_nodes(net: NetHandle, replica: PgReplica, cancel: CancellationToken) {
-    let mut events = net.subscribe();
-    loop {
-        let event = tokio::select! {
-            biased;
-            () = cancel.cancelled() => return,
-            event = events.recv() => event,
-        };
-        match event {
-            Ok(NetEvent::PeerUp {
-                node_id,
-                node_name,
-                addr,
-                ..
-            }) => {
-                let name = node_name.as_ref().map(|n| n.as_str().to_owned());
-                let recorded = replica
-                    .record_node(&node_id.to_string(), name.as_deref(), &addr.to_string())
-                    .await;
-                if let Err(e) = recorded {
-                    tracing::debug!(error = %e, %node_id, "node not recorded");
-                }
-            }
-            Ok(_) | Err(RecvError::Lagged(_)) => {}
-            Err(RecvError::Closed) => return,
-        }
     }
 }
 

@@ -145,7 +145,12 @@ pub async fn run(
     let state = http::AppState::new(target.clone(), schemas.clone(), tables.len());
     let cancel = CancellationToken::new();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = http::serve(listener, state.clone(), stopped(stop_rx.clone()));
+    let server = http::serve(
+        listener,
+        state.clone(),
+        config.http.limits(),
+        stopped(stop_rx.clone()),
+    );
     let work = async {
         let Some((conn, report, replica)) =
             start_database(&target, &config, &tables, stopped(stop_rx.clone())).await?

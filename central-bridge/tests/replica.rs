@@ -101,6 +101,21 @@ async fn task_row(conn: &PgConn, id: &str) -> Option<Value> {
     row.map(|r| r.get::<_, Value>(0))
 }
 
+/// The bridge's own transactions 1..=`n` (central edits), decoded.
+async fn own_txns(b: &Bridge, n: u64) -> Vec<Txn> {
+    let me = b.replica.replica_id();
+    let batch = b
+        .replica
+        .load_txns(vec![(me, 1..=n)], usize::MAX)
+        .await
+        .expect("bridge txns");
+    batch
+        .txns
+        .iter()
+        .map(|t| Txn::decode(t).expect("decode"))
+        .collect()
+}
+
 /// Runs a blocking store call (the store's write helpers block) on this worker.
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
@@ -382,16 +397,7 @@ async fn central_sql_edits_merge_with_offline_node_edits_both_ways() {
         Some(2),
         "the bridge's own transactions are in its summary (anti-entropy and the relay offer them)"
     );
-    let central = b
-        .replica
-        .load_txns(vec![(me, 1..=2)], usize::MAX)
-        .await
-        .expect("bridge txns");
-    let central: Vec<Txn> = central
-        .txns
-        .iter()
-        .map(|t| Txn::decode(t).expect("decode"))
-        .collect();
+    let central = own_txns(&b, 2).await;
     let report = blocking(|| store.apply_remote(central)).expect("node applies central edits");
     assert!(report.rejected.is_empty(), "{:?}", report.rejected);
     let applied = b
@@ -493,4 +499,105 @@ async fn mistyped_changes_are_refused_recorded_and_reported_in_sync_status() {
         (status.get(0), status.get(1), status.get(2), status.get(3));
     assert_eq!(status, ("failed".into(), 2, true, "healthy".into()));
     blocking(|| sloppy.close()).expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn central_log_inserts_reach_nodes_and_log_rewrites_are_refused_and_recorded() {
+    let b = bridge("central-log").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = node(&dir);
+    let client = b.conn.client();
+    // A central insert that leaves the id to the table, and one that names it (untyped
+    // `indexed` fields are jsonb columns).
+    client
+        .batch_execute(
+            "INSERT INTO public.sensor_data (device_id, sensor_type, _extra) \
+             VALUES ('\"pi-7\"', '\"temp\"', '{\"value\": 21.5}'); \
+             INSERT INTO public.sensor_data (id, device_id, sensor_type) \
+             VALUES ('central-1', '\"pi-8\"', '\"humidity\"');",
+        )
+        .await
+        .expect("central inserts");
+    assert_eq!(
+        b.replica.consume_outbox(100).await.expect("consume"),
+        2,
+        "each central log insert is an append of the bridge"
+    );
+    let me = b.replica.replica_id();
+    let central = own_txns(&b, 2).await;
+    let report = blocking(|| store.apply_remote(central)).expect("node applies");
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    let pg_rows = client
+        .query(
+            "SELECT id, jsonb_strip_nulls(to_jsonb(t) - 'id' - '_extra' - '_origin' - '_synced_at' || t._extra), \
+                    _origin FROM public.sensor_data t ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("log rows");
+    assert_eq!(pg_rows.len(), 2);
+    for row in &pg_rows {
+        let id: String = row.get(0);
+        let on_node = blocking(|| store.get("sensor_data", &id))
+            .expect("get")
+            .unwrap_or_else(|| panic!("{id} reached the node"));
+        assert_eq!(
+            on_node,
+            row.get::<_, Value>(1),
+            "node equals Postgres (log rows hold no id)"
+        );
+        assert_eq!(
+            row.get::<_, String>(2),
+            me.to_hex(),
+            "the bridge is the origin"
+        );
+    }
+
+    // Rewriting log rows centrally changes nothing and is recorded as refused.
+    let updated = client
+        .execute("UPDATE public.sensor_data SET device_id = '\"x\"'", &[])
+        .await
+        .expect("update");
+    let deleted = client
+        .execute("DELETE FROM public.sensor_data WHERE id = 'central-1'", &[])
+        .await
+        .expect("delete");
+    assert_eq!((updated, deleted), (0, 0), "the rows are kept");
+    assert_eq!(
+        b.replica.consume_outbox(100).await.expect("consume"),
+        0,
+        "nothing reaches the fleet"
+    );
+    let refused: Vec<(String, String)> = client
+        .query(
+            "SELECT op, reason FROM meshlite.rejected \
+             WHERE source = 'central' AND collection = 'sensor_data' ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("rejected")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let ops: Vec<&str> = refused.iter().map(|(op, _)| op.as_str()).collect();
+    assert_eq!(ops, ["UPDATE", "UPDATE", "DELETE"], "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|(_, reason)| reason.contains("immutable")),
+        "{refused:?}"
+    );
+    let devices: Vec<String> = client
+        .query(
+            "SELECT device_id #>> '{}' FROM public.sensor_data ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(devices.len(), 2);
+    assert!(devices.iter().all(|d| d != "x"), "{devices:?}");
+    blocking(|| store.close()).expect("close");
 }

@@ -46,45 +46,12 @@ use serde::{Deserialize, Serialize};
 
 use meshlite_core::ids::ReplicaId;
 use meshlite_mesh::discovery::DiscoveryConfig;
+use meshlite_mesh::http::Limits;
 use meshlite_mesh::nats::NatsConfig;
 use meshlite_mesh::net::TransportConfig;
 
-/// Error loading or validating the configuration. Each names the key at fault.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML for this configuration.
-    #[error("invalid config file {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message, with the key and line.
-        message: String,
-    },
-    /// A value is out of range or malformed.
-    #[error("invalid config key `{key}`: {reason}")]
-    Invalid {
-        /// The key (file key, or env var name when it came from the environment).
-        key: String,
-        /// What is wrong and what is expected.
-        reason: String,
-    },
-}
-
-fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.to_owned(),
-        reason: reason.into(),
-    }
-}
+pub use meshlite_mesh::config::ConfigError;
+use meshlite_mesh::config::{invalid, parse_env};
 
 /// How this node takes part in the fleet (the seeds' `SUPABASE_MODE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,46 +205,34 @@ pub struct HttpSection {
 
 impl Default for HttpSection {
     fn default() -> Self {
+        let limits = Limits::default();
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8100)),
-            max_connections: 256,
-            header_timeout_ms: 10_000,
-            idle_timeout_ms: 60_000,
+            max_connections: limits.max_connections,
+            header_timeout_ms: limits.header_timeout_ms,
+            idle_timeout_ms: limits.idle_timeout_ms,
             changes_buffer_bytes: 8 << 20,
         }
     }
 }
 
 impl HttpSection {
-    /// The header-read (and keep-alive idle) timeout.
-    pub fn header_timeout(&self) -> Duration {
-        Duration::from_millis(self.header_timeout_ms)
+    /// The listener's limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections,
+            header_timeout_ms: self.header_timeout_ms,
+            idle_timeout_ms: self.idle_timeout_ms,
+        }
     }
 
     /// The no-progress timeout of a connection.
     pub fn idle_timeout(&self) -> Duration {
-        Duration::from_millis(self.idle_timeout_ms)
+        self.limits().idle_timeout()
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if !(1..=65_536).contains(&self.max_connections) {
-            return Err(invalid(
-                "http.max_connections",
-                "must be between 1 and 65536",
-            ));
-        }
-        if !(100..=3_600_000).contains(&self.header_timeout_ms) {
-            return Err(invalid(
-                "http.header_timeout_ms",
-                "must be between 100 and 3600000",
-            ));
-        }
-        if !(300..=3_600_000).contains(&self.idle_timeout_ms) {
-            return Err(invalid(
-                "http.idle_timeout_ms",
-                "must be between 300 and 3600000",
-            ));
-        }
+        self.limits().validate()?;
         if self.changes_buffer_bytes < 64 << 10 {
             return Err(invalid(
                 "http.changes_buffer_bytes",
@@ -439,14 +394,7 @@ impl Config {
 
     /// Parses a TOML file.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })
+        meshlite_mesh::config::from_toml_file(path)
     }
 
     /// Applies environment overrides (see the module doc for the names).
@@ -600,16 +548,6 @@ impl Config {
         }
         d
     }
-}
-
-fn parse_env<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    value
-        .trim()
-        .parse()
-        .map_err(|e| invalid(key, format!("{value:?}: {e}")))
 }
 
 #[cfg(test)]

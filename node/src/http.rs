@@ -1,11 +1,11 @@
 //! The node's local HTTP listener (127.0.0.1:8100 by default): `/healthz`, `/metrics`,
 //! `/peers`, `/status`, the record API under `/v1` ([`crate::api`]), the PostgREST dialect
-//! under `/rest/v1` ([`crate::rest`]) the Realtime websocket ([`crate::realtime`]), the service registry
+//! under `/rest/v1` ([`crate::rest`]), the Realtime websocket ([`crate::realtime`]), the service registry
 //! under `/api` ([`crate::registry`]) and sync visibility under `/api/sync` ([`crate::syncview`]).
 //!
 //! Every request carries its peer's address (`ConnectInfo<SocketAddr>`), which
 //! [`crate::auth`] reads to trust keyless loopback requests. `/healthz` is open; `/metrics`,
-//! `/peers`, `/status` and the native `/v1` API need the `service_role`
+//! `/peers`, `/status`, `/api/sync` and the native `/v1` API need the `service_role`
 //! ([`crate::auth::require_service_role`]); `/rest/v1` applies the schema's per-collection
 //! access rules in its handlers.
 //!
@@ -13,31 +13,18 @@
 //! `"health_status": "healthy"` (the registry's vocabulary), 503 when the store is unavailable.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use meshlite_core::store::{Status, Store};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use meshlite_mesh::net::events::PeerInfo;
 use meshlite_mesh::net::handle::NetHandle;
 
-use crate::config::HttpSection;
 use crate::metrics::{Snapshot, render};
 use crate::state::AppState;
 
@@ -50,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/peers", get(peers))
         .route("/status", get(status))
         .merge(crate::api::routes())
+        .merge(crate::syncview::routes())
         .route_layer(service_only);
     Router::new()
         .route("/healthz", get(healthz))
@@ -57,219 +45,23 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::rest::routes())
         .merge(crate::realtime::routes())
         .merge(crate::registry::routes())
-        .merge(crate::syncview::routes())
         .with_state(state)
 }
 
 /// Binds `state.http.listen` and serves until `cancel` fires; returns the bound address and
-/// the accept loop's task.
-///
-/// Each connection is HTTP/1.1 served by hyper in its own task, holding a permit of a
-/// semaphore of `http.max_connections`: when all are taken the loop stops accepting, so further
-/// clients wait in the kernel's queue instead of exhausting the daemon's descriptors. hyper's
-/// header-read timeout bounds trickled headers and keep-alive waits; a watchdog closes a
-/// connection on which no byte moved for `http.idle_timeout_ms` (a half-sent body, a client
-/// that stopped reading). On `cancel`, connections finish their current request (long-lived
-/// streams end on the same token) within [`CONNECTION_DRAIN`]. An upgraded connection (the
-/// Realtime websocket) keeps its permit until its socket is dropped; the websocket enforces its
-/// own idle timeout and ends on the same token.
+/// the accept loop's task. The listener and its limits (`http.max_connections`,
+/// `http.header_timeout_ms`, `http.idle_timeout_ms`) are the mesh's shared
+/// [`meshlite_mesh::http::serve`], which the bridge serves its router with too.
 pub async fn serve(
     state: AppState,
     cancel: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let listener = tokio::net::TcpListener::bind(state.http.listen).await?;
     let local = listener.local_addr()?;
-    let limits = state.http.clone();
+    let limits = state.http.limits();
     let app = router(state);
-    let task = tokio::spawn(accept_loop(listener, app, limits, cancel));
+    let task = tokio::spawn(meshlite_mesh::http::serve(listener, app, limits, cancel));
     Ok((local, task))
-}
-
-/// How long open connections may take to finish once the daemon stops.
-pub const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
-
-/// Pause after a failed `accept` (out of descriptors, say) before trying again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-async fn accept_loop(
-    listener: TcpListener,
-    app: Router,
-    limits: HttpSection,
-    cancel: CancellationToken,
-) -> std::io::Result<()> {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let mut conns = JoinSet::new();
-    loop {
-        let permit = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => break,
-            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-        };
-        let stream = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "http accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
-        };
-        let conn = serve_connection(stream, app.clone(), limits.clone(), cancel.clone());
-        conns.spawn(async move {
-            conn.await;
-            drop(permit);
-        });
-        while let Some(done) = conns.try_join_next() {
-            log_panic(done);
-        }
-    }
-    drop(listener);
-    while let Some(done) = conns.join_next().await {
-        log_panic(done);
-    }
-    Ok(())
-}
-
-fn log_panic(done: Result<(), tokio::task::JoinError>) {
-    if let Err(e) = done {
-        tracing::error!(error = %e, "http connection task failed");
-    }
-}
-
-async fn serve_connection(
-    stream: TcpStream,
-    app: Router,
-    limits: HttpSection,
-    cancel: CancellationToken,
-) {
-    let progress = Progress::new();
-    let peer = stream.peer_addr().ok();
-    let app = tower::ServiceExt::map_request(app, move |mut req: axum::extract::Request<_>| {
-        if let Some(peer) = peer {
-            req.extensions_mut().insert(ConnectInfo(peer));
-        }
-        req
-    });
-    // Cancelled when the socket is dropped: by hyper, or by the websocket it was upgraded to.
-    let closed = CancellationToken::new();
-    let io = TokioIo::new(Watched {
-        inner: stream,
-        progress: progress.clone(),
-        _closed: closed.clone().drop_guard(),
-    });
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout());
-    let mut conn = Box::pin(
-        builder
-            .serve_connection(io, TowerToHyperService::new(app))
-            .with_upgrades(),
-    );
-    tokio::select! {
-        biased;
-        _ = cancel.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(CONNECTION_DRAIN, conn.as_mut()).await;
-        }
-        _ = progress.stalled(limits.idle_timeout()) => {
-            tracing::debug!("closing an http connection on which nothing moved");
-            return;
-        }
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "http connection ended");
-            }
-        }
-    }
-    // After an upgrade the socket lives on in the websocket task: hold the permit until it ends.
-    drop(conn);
-    tokio::select! {
-        _ = closed.cancelled() => {}
-        _ = cancel.cancelled() => {
-            let _ = tokio::time::timeout(CONNECTION_DRAIN, closed.cancelled()).await;
-        }
-    }
-}
-
-/// When a connection last moved a byte, in ms since its start.
-#[derive(Clone)]
-struct Progress {
-    start: Instant,
-    last_ms: Arc<AtomicU64>,
-}
-
-impl Progress {
-    fn new() -> Self {
-        Self {
-            start: Instant::now(),
-            last_ms: Arc::new(AtomicU64::new(0)),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = self.start.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// Resolves once nothing moved for `idle`.
-    async fn stalled(&self, idle: Duration) {
-        loop {
-            let last = self.last_ms.load(Ordering::Relaxed);
-            let deadline = self.start + Duration::from_millis(last) + idle;
-            tokio::time::sleep_until(deadline.into()).await;
-            if self.last_ms.load(Ordering::Relaxed) == last {
-                return;
-            }
-        }
-    }
-}
-
-/// A socket that records progress in [`Progress`] on every successful read or write.
-struct Watched {
-    inner: TcpStream,
-    progress: Progress,
-    _closed: tokio_util::sync::DropGuard,
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.progress.touch();
-        }
-        r
-    }
-}
-
-impl AsyncWrite for Watched {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.progress.touch();
-        }
-        r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 async fn read_status(store: &Store) -> Option<Status> {

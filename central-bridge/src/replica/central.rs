@@ -13,6 +13,10 @@
 //!   increments made offline. A deleted id that is inserted again is re-created (a new
 //!   incarnation), as `put --recreate` does on a node.
 //! - DELETE: a tombstone of the live incarnation (delete wins).
+//! - INSERT into a log table: an append of the row (its `id` as given, or the table's generated
+//!   default), so central telemetry reaches the fleet like a device's; the row is marked as the
+//!   bridge's (`_origin`). UPDATE/DELETE of a log row never happened (the table's trigger kept
+//!   the row and only captured the attempt): it is recorded in `rejected` as refused.
 //!
 //! A row that breaks the schema (a value its declared type refuses, a counter that is not an
 //! integer) is not dropped silently: it is recorded in `<state>.rejected` (source `central`) with
@@ -25,6 +29,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use meshlite_core::change::Incarnation;
 use meshlite_core::schema::CollectionDef;
 use meshlite_core::store::record::RecordDoc;
+use meshlite_core::store::{ChangeKind, RecordChange};
 use meshlite_core::{Op, Txn, TxnId};
 use serde_json::{Map, Value};
 use tokio_postgres::Client;
@@ -32,7 +37,8 @@ use tokio_postgres::Client;
 use super::apply::{BatchOutcome, apply_own, pg_reason};
 use super::db::{Db, Prepared};
 use super::{Context, rows};
-use crate::ddl::{EXTRA_COLUMN, ORIGIN_COLUMN, SYNCED_AT_COLUMN, TableKind};
+use crate::ddl::{EXTRA_COLUMN, ORIGIN_COLUMN, SYNCED_AT_COLUMN, TableKind, TableSpec};
+use crate::pg::Ident;
 use crate::state::bridge_transaction;
 
 /// One captured edit.
@@ -97,7 +103,7 @@ pub async fn consume(
     Ok(out)
 }
 
-type Turned = Option<(TxnId, Vec<meshlite_core::store::RecordChange>)>;
+type Turned = Option<(TxnId, Vec<RecordChange>)>;
 
 /// The edit as a transaction of the bridge, applied; `None` when it changes nothing.
 async fn turn_into_txn(tx: &Db<'_, '_>, ctx: &Context, edit: &Edit) -> Result<Turned, String> {
@@ -105,14 +111,9 @@ async fn turn_into_txn(tx: &Db<'_, '_>, ctx: &Context, edit: &Edit) -> Result<Tu
         return Err(format!("{} is not a materialized collection", edit.table));
     };
     if table.kind == TableKind::Log {
-        return Err("log rows are immutable".into());
+        return log_append(tx, ctx, edit, table, id).await;
     }
-    let def = ctx
-        .schema
-        .collections
-        .get(&edit.table)
-        .cloned()
-        .unwrap_or_default();
+    let def = def_of(ctx, &edit.table);
     def.check_key(&edit.table, id).map_err(|e| e.to_string())?;
     let live = live_incarnation(tx, ctx, &edit.table, id)
         .await
@@ -134,8 +135,56 @@ async fn turn_into_txn(tx: &Db<'_, '_>, ctx: &Context, edit: &Edit) -> Result<Tu
             op
         }
     };
+    let txn = own_txn(tx, ctx, op).await?;
+    let changes = apply_own(tx, ctx, &txn).await?;
+    Ok(Some((txn.id, changes)))
+}
+
+/// A central INSERT into a log table as an append of the bridge; any other log edit refused.
+async fn log_append(
+    tx: &Db<'_, '_>,
+    ctx: &Context,
+    edit: &Edit,
+    table: &TableSpec,
+    id: &str,
+) -> Result<Turned, String> {
+    if edit.op != "INSERT" {
+        return Err(format!(
+            "log rows are immutable: {} of {}/{id} refused (append a new row instead)",
+            edit.op, edit.table
+        ));
+    }
+    let def = def_of(ctx, &edit.table);
+    def.check_key(&edit.table, id).map_err(|e| e.to_string())?;
+    let fields = record_fields(edit, table.primary_key.name.as_str())?;
+    def.check_row(&edit.table, &fields)
+        .map_err(|e| e.to_string())?;
+    let row = Value::Object(fields);
+    let append = Op::Append {
+        collection: edit.table.clone(),
+        id: id.to_owned(),
+        row: row.to_string(),
+    };
+    let txn = own_txn(tx, ctx, append).await?;
+    // The row is in the table already (the editor inserted it): this stores and holds the
+    // transaction; then the row is marked as the bridge's like every row it appends.
+    apply_own(tx, ctx, &txn).await?;
+    mark_own(tx, ctx, table, id)
+        .await
+        .map_err(|e| pg_reason(&e))?;
+    let change = RecordChange {
+        collection: edit.table.clone(),
+        id: id.to_owned(),
+        kind: ChangeKind::Append,
+        value: Some(row),
+    };
+    Ok(Some((txn.id, vec![change])))
+}
+
+/// A transaction of the bridge holding `op`, with the next seq of its origin.
+async fn own_txn(tx: &Db<'_, '_>, ctx: &Context, op: Op) -> Result<Txn, String> {
     let seq = next_seq(tx, ctx).await.map_err(|e| pg_reason(&e))?;
-    let txn = Txn {
+    Ok(Txn {
         id: TxnId {
             origin: ctx.replica,
             seq,
@@ -143,9 +192,31 @@ async fn turn_into_txn(tx: &Db<'_, '_>, ctx: &Context, edit: &Edit) -> Result<Tu
         timestamp_ms: now_ms(),
         schema_version: ctx.schema.version,
         ops: vec![op],
-    };
-    let changes = apply_own(tx, ctx, &txn).await?;
-    Ok(Some((txn.id, changes)))
+    })
+}
+
+/// The collection's definition (the default, schemaless one when the schema lacks it).
+fn def_of(ctx: &Context, collection: &str) -> CollectionDef {
+    ctx.schema
+        .collections
+        .get(collection)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Sets the metadata columns of a centrally inserted row: the bridge is its origin.
+async fn mark_own(
+    tx: &Db<'_, '_>,
+    ctx: &Context,
+    table: &TableSpec,
+    id: &str,
+) -> Result<u64, tokio_postgres::Error> {
+    let sql = format!(
+        "UPDATE {} SET \"{ORIGIN_COLUMN}\" = $1, \"{SYNCED_AT_COLUMN}\" = now() WHERE {}::text = $2",
+        Ident::qualified(&ctx.schemas.tables, &table.name),
+        table.primary_key.name
+    );
+    tx.execute(&sql, &[&ctx.replica.to_hex(), &id]).await
 }
 
 /// The Doc op that writes `fields` into the record's live document (a new incarnation when the
@@ -286,14 +357,14 @@ async fn refuse(
         return Ok(());
     };
     if table.kind == TableKind::Log {
+        // A refused insert leaves nothing behind: the row never reaches the fleet, so it must
+        // not stay in the table either. Refused updates and deletes changed nothing.
+        if edit.op == "INSERT" {
+            rows::delete_row(tx, ctx, table, id).await?;
+        }
         return Ok(());
     }
-    let def = ctx
-        .schema
-        .collections
-        .get(&edit.table)
-        .cloned()
-        .unwrap_or_default();
+    let def = def_of(ctx, &edit.table);
     match live_incarnation(tx, ctx, &edit.table, id).await? {
         Some((_, state)) => match RecordDoc::load(&state, &ctx.replica) {
             Ok(doc) => {

@@ -13,20 +13,25 @@
 //!   dialer ── keeps connections to the peers in discovery::table::PeerTable
 //!   discovery ── static list, Tailscale, and mDNS (feature `mdns`) feed the PeerTable
 //!   fleet ── CA, node certificates, cluster and node ids          tasks, backoff ── shared helpers
+//!   config ── the config error type and loaders both binaries use
+//!   http ── (feature `http`) the bounded HTTP/1.1 listener both binaries serve their APIs with
 //! ```
 //!
 //! Dependency direction (no module imports one that imports it back): `tasks`, `backoff`,
-//! `fleet` and `replica` are leaves; `net` uses `fleet` and `replica`; `discovery` uses `tasks`;
+//! `config`, `fleet` and `replica` are leaves; `http` uses `config`; `net` uses `fleet` and `replica`; `discovery` uses `tasks`;
 //! `nats` uses `discovery`, `replica` and `tasks`; `gossip` and `dialer` sit on top of `net`,
 //! `discovery` and `replica`. Who gets a transaction is decided by the sans-IO policy in
 //! `meshlite_core::dissemination`, which `gossip` drives; `net` only sends to the peers it is given.
-//! Nothing here knows about the node's CLI, HTTP server or configuration file.
+//! Nothing here knows about the node's CLI, HTTP routes or configuration file.
 
 pub mod backoff;
+pub mod config;
 pub mod dialer;
 pub mod discovery;
 pub mod fleet;
 pub mod gossip;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod nats;
 pub mod net;
 pub mod replica;

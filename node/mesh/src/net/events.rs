@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use meshlite_core::TxnId;
+use meshlite_core::{ReplicaId, TxnId};
 use rustls::CertificateError;
 use serde::Serialize;
 
@@ -95,6 +95,8 @@ pub struct SyncStats {
     /// The connection's smoothed round-trip time at the end of the round.
     #[serde(serialize_with = "as_millis")]
     pub rtt: Duration,
+    /// The replica the peer serves (from its hello), once it said.
+    pub peer_replica: Option<ReplicaId>,
 }
 
 /// A snapshot of one connected peer ([`super::NetHandle::peers`]).
@@ -106,6 +108,8 @@ pub struct PeerInfo {
     pub node_name: Option<NodeName>,
     /// Its current address.
     pub addr: SocketAddr,
+    /// The replica it serves, known after the first completed sync round.
+    pub replica: Option<ReplicaId>,
     /// Who dialed.
     pub direction: Direction,
     /// When the connection was established.

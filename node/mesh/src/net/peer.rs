@@ -93,6 +93,7 @@ impl PeerHandle {
             node_id: self.meta.node_id,
             node_name: self.meta.node_name.clone(),
             addr: self.conn.remote_address(),
+            replica: s.replica(),
             direction: self.meta.direction,
             connected_since: self.meta.since,
             last_seen: s.last_seen(),
@@ -305,6 +306,9 @@ impl<B: Replica> SyncRound<B> {
         match &result {
             Ok(stats) => {
                 self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                if let Some(replica) = stats.peer_replica {
+                    self.stats.set_replica(replica);
+                }
                 tracing::debug!(%peer, ?role, ?stats, "sync round complete");
             }
             Err(e) => {

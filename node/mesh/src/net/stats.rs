@@ -1,8 +1,11 @@
 //! Counters of one peer connection, shared by the peer actor, its stream tasks and the mesh (a
 //! leaf module: `peer` and `push` both use it).
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use meshlite_core::ReplicaId;
 
 use crate::fleet::NodeId;
 
@@ -23,6 +26,9 @@ pub struct PeerStats {
     pub pushes_received: AtomicU64,
     /// Milliseconds since the Unix epoch of the last received data.
     last_seen_ms: AtomicU64,
+    /// The replica the peer serves, from the first completed sync round (a connection serves
+    /// one replica).
+    replica: OnceLock<ReplicaId>,
 }
 
 impl PeerStats {
@@ -35,6 +41,7 @@ impl PeerStats {
             pushes_dropped: AtomicU64::new(0),
             pushes_received: AtomicU64::new(0),
             last_seen_ms: AtomicU64::new(0),
+            replica: OnceLock::new(),
         };
         stats.touch();
         stats
@@ -46,6 +53,16 @@ impl PeerStats {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         self.last_seen_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Records the replica the peer said it serves (the first one sticks).
+    pub(crate) fn set_replica(&self, replica: ReplicaId) {
+        let _ = self.replica.set(replica);
+    }
+
+    /// The replica the peer serves, once known.
+    pub(crate) fn replica(&self) -> Option<ReplicaId> {
+        self.replica.get().copied()
     }
 
     pub(crate) fn last_seen(&self) -> SystemTime {

@@ -177,6 +177,7 @@ impl<B: Replica> SyncStream<B> {
         let deadline = tokio::time::Instant::now() + timeout;
         let result = self.drive(cancel, deadline, on_activity).await;
         self.stats.duration = started.elapsed();
+        self.stats.peer_replica = self.peer_replica;
         match result {
             Ok(()) => Ok(self.stats),
             Err(e) => {
