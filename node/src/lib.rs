@@ -9,13 +9,16 @@
 //!   listener together.
 //! - [`state`]: what the HTTP handlers share; [`http`] serves `/healthz`, `/metrics`, `/peers`,
 //!   `/status` and mounts [`api`] (`/v1`) and [`rest`] (`/rest/v1`, the PostgREST dialect);
-//!   [`metrics`] renders Prometheus text; [`httpc`] is the client the CLI uses to ask a running
+//!   [`sneakernet`] serves `/summary` and `/bundle/{export,import}` on [`bundles`] (shared
+//!   with the CLI); [`endpoint`] records the daemon's HTTP address in its data directory so the
+//!   CLI finds it; [`metrics`] renders Prometheus text; [`cert_expiry`] tracks the node certificate's end; [`httpc`] is the client the CLI uses to ask a running
 //!   daemon.
 //!
 //! Layers, each depending only on the ones below it:
 //!
 //! ```text
-//!   meshlite-node   cli → daemon → http → api, rest, metrics → state
+//!   meshlite-node   cli → daemon → http → api, rest, sneakernet, metrics → state
+//!                   (bundles, endpoint, cert_expiry, httpc: leaves)
 //!        │
 //!   meshlite-mesh   (node/mesh) fleet, net, discovery (+mDNS), gossip, dialer, nats, replica
 //!        │
@@ -23,11 +26,16 @@
 //! ```
 
 pub mod api;
+pub mod bundles;
+pub mod cert_expiry;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod endpoint;
 pub mod http;
 pub mod httpc;
+pub mod idempotency;
 pub mod metrics;
 pub mod rest;
+pub mod sneakernet;
 pub mod state;

@@ -11,6 +11,7 @@ use meshlite_mesh::nats::NatsStats;
 use meshlite_mesh::net::handle::NetHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::cert_expiry::CertExpiry;
 use crate::config::HttpSection;
 
 /// What the handlers read.
@@ -28,6 +29,8 @@ pub struct AppState {
     pub nats: Option<NatsStats>,
     /// This node's name.
     pub node_name: String,
+    /// When the node certificate expires, when the mesh is on.
+    pub cert: Option<CertExpiry>,
     /// When the daemon started.
     pub started: Instant,
     /// The listener's limits (the change stream reads its buffer budget and idle timeout).

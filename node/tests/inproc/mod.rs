@@ -44,6 +44,7 @@ pub async fn serve(schema: Option<Schema>, node_name: &str) -> Server {
         gossip: None,
         nats: None,
         node_name: node_name.into(),
+        cert: None,
         started: Instant::now(),
         http: HttpSection {
             listen: ([127, 0, 0, 1], 0).into(),
