@@ -1,6 +1,6 @@
 //! Bundle export and import on an open store, to any byte sink and from any byte source: the
 //! CLI (`meshlite bundle`) writes and reads files, the HTTP API (`/bundle/export`,
-//! `/bundle/import`, see [`crate::sneakernet`]) streams them. Both use these functions, so a
+//! `/bundle/import`, the `sneakernet` module) streams them. Both use these functions, so a
 //! bundle made one way imports the other.
 //!
 //! Export reads the store in batches of at most [`EXPORT_BATCH_BYTES`] and writes each batch

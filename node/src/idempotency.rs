@@ -1,4 +1,4 @@
-//! The `Idempotency-Key` header of the native API's writes ([`crate::api`]): a client that
+//! The `Idempotency-Key` header of the native API's writes (`/v1`): a client that
 //! retries a write after a lost reply sends the same key and the write applies once.
 //!
 //! [`IdemHeader`] extracts the key with the request's method and URI; the handler adds the body

@@ -128,12 +128,13 @@ fn lookup(conn: &Connection, key: &str, now: i64) -> rusqlite::Result<Option<(Ve
     .optional()
 }
 
-/// Remembers `key`, then drops expired keys and the oldest beyond [`MAX_KEYS`].
+/// Remembers `key`, then drops expired keys and the oldest beyond `max_keys`.
 fn remember(
     conn: &Connection,
     key: &IdempotencyKey,
     answer: &[u8],
     now: i64,
+    max_keys: usize,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT OR REPLACE INTO idempotency (key, fingerprint, answer, created_ms)
@@ -146,7 +147,7 @@ fn remember(
         "DELETE FROM idempotency WHERE created_ms < (
              SELECT created_ms FROM idempotency ORDER BY created_ms DESC LIMIT 1 OFFSET ?1)",
     )?
-    .execute(params![(MAX_KEYS - 1) as i64])?;
+    .execute(params![max_keys.saturating_sub(1) as i64])?;
     Ok(())
 }
 
@@ -168,7 +169,7 @@ impl Writer {
         }
         let (committed, event) = self.transact(ops)?;
         let answer = (key.render)(&committed);
-        remember(&self.conn, key, &answer, now)?;
+        remember(&self.conn, key, &answer, now, MAX_KEYS)?;
         Ok((Once::Applied { committed, answer }, event))
     }
 }
@@ -194,29 +195,25 @@ mod tests {
     fn keys_are_bounded_in_number_and_time() {
         let conn = table();
         let now = 1_000_000_000_000;
-        remember(
-            &conn,
-            &key("old"),
-            b"a",
-            now - KEY_TTL.as_millis() as i64 - 1,
-        )
-        .unwrap();
+        let max = 50;
+        let old = now - KEY_TTL.as_millis() as i64 - 1;
+        remember(&conn, &key("old"), b"a", old, max).unwrap();
         assert!(
             lookup(&conn, "old", now).unwrap().is_none(),
             "expired keys are not seen"
         );
-        for i in 0..MAX_KEYS + 5 {
-            remember(&conn, &key(&format!("k{i}")), b"a", now + i as i64).unwrap();
+        for i in 0..max + 5 {
+            remember(&conn, &key(&format!("k{i}")), b"a", now + i as i64, max).unwrap();
         }
         let n: i64 = conn
             .query_row("SELECT count(*) FROM idempotency", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(n, MAX_KEYS as i64);
+        assert_eq!(n, max as i64);
         assert!(
             lookup(&conn, "k0", now + 10).unwrap().is_none(),
             "the oldest went first"
         );
-        let newest = format!("k{}", MAX_KEYS + 4);
+        let newest = format!("k{}", max + 4);
         assert!(lookup(&conn, &newest, now + 10).unwrap().is_some());
     }
 
