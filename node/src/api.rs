@@ -22,6 +22,17 @@
 //! PostgREST syntax (`select`, `status=eq.x`, `id=in.(a,b)`) is refused with a pointer to
 //! `/rest/v1`, so a filter is never silently wrong. Bodies over [`MAX_BODY_BYTES`] get a JSON 413.
 //!
+//! Writes (`POST`, `DELETE`, `incr`, `append`, `txn`) accept an `Idempotency-Key` header (1–255
+//! visible ASCII characters): a retry with the same key and the same method, path and body
+//! applies nothing and gets the first answer again, with `Idempotent-Replayed: true`; the same
+//! key with a different request is refused with 422. Keys are stored in the same SQLite
+//! transaction as the write (so a crash between the write and the reply cannot make a retry
+//! apply twice) and remembered for 24 hours, at most 100,000 of them ([`crate::idempotency`]).
+//! A write that failed stores no key: its retry runs again.
+//!
+//! Record ids are 1–256 bytes of UTF-8 without control characters and not `.` or `..`; `/` is
+//! allowed (send it as `%2F`). Field values nest at most 32 levels (400 beyond).
+//!
 //! The change stream sends one `change` event per committed record change, local or from a
 //! peer: `{"txns": ["<origin>-<seq>", ...], "local": bool, "collection", "id", "kind", "value"}`.
 //! A subscriber that falls behind gets a `lagged` event with the number of changes it missed
@@ -40,14 +51,16 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query as QueryParams, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use meshlite_core::change::MAX_TXN_BYTES;
 use meshlite_core::schema::validate_name;
-use meshlite_core::store::{Query, ReadError, Store, StoreEvent, WriteError, WriteOp};
+use meshlite_core::store::{
+    Committed, IdempotencyKey, Once, Query, ReadError, Store, StoreEvent, WriteError, WriteOp,
+};
 use serde::Deserialize;
 use serde_json::Value;
 use std::convert::Infallible;
@@ -58,6 +71,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::idempotency::{self, IdemHeader};
 use crate::state::AppState;
 
 /// Most ops accepted in one request.
@@ -104,6 +118,7 @@ fn write_error(e: WriteError) -> ApiError {
         WriteError::NotFound { .. } => StatusCode::NOT_FOUND,
         WriteError::Deleted { .. } | WriteError::Exists { .. } => StatusCode::CONFLICT,
         WriteError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        WriteError::IdempotencyKeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         WriteError::Storage(_) | WriteError::Corrupt(_) | WriteError::Closed => {
             StatusCode::SERVICE_UNAVAILABLE
         }
@@ -119,22 +134,58 @@ fn read_error(e: ReadError) -> ApiError {
     }
 }
 
-async fn commit(store: &Store, ops: Vec<WriteOp>) -> Result<Response, ApiError> {
+/// Commits `ops`; under an idempotency key, at most once (a replay gets the first answer with
+/// `Idempotent-Replayed: true`).
+async fn commit(
+    store: &Store,
+    ops: Vec<WriteOp>,
+    idem: Option<Result<IdempotencyKey, WriteError>>,
+) -> Result<Response, ApiError> {
     if ops.is_empty() || ops.len() > MAX_OPS_PER_REQUEST {
         let msg = format!("expected 1..={MAX_OPS_PER_REQUEST} records");
         return Err(error(StatusCode::BAD_REQUEST, msg));
     }
-    let c = store.transact_async(ops).await.map_err(write_error)?;
-    let rows: Vec<Value> = c.changes.into_iter().filter_map(|ch| ch.value).collect();
-    Ok(Json(serde_json::json!({ "txn": c.txn.to_key(), "rows": rows })).into_response())
+    let Some(key) = idem else {
+        let c = store.transact_async(ops).await.map_err(write_error)?;
+        return Ok(Json(answer(&c)).into_response());
+    };
+    let key = key.map_err(write_error)?;
+    let once = store
+        .transact_once_async(ops, key)
+        .await
+        .map_err(write_error)?;
+    let replayed = matches!(once, Once::Replayed { .. });
+    let json = [(header::CONTENT_TYPE, "application/json")];
+    let mut response = (json, once.answer().to_vec()).into_response();
+    if replayed {
+        let yes = header::HeaderValue::from_static("true");
+        response
+            .headers_mut()
+            .insert(idempotency::REPLAYED.clone(), yes);
+    }
+    Ok(response)
 }
 
-/// Parses a JSON request body (any content type: curl users often omit it); a body over
-/// [`MAX_BODY_BYTES`] gets the same JSON error shape as every other refusal.
-fn parse_body<T: serde::de::DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, ApiError> {
-    let body = body.map_err(|e| match e.status() {
+/// The answer to a committed write: `{"txn": key, "rows": [merged rows]}`.
+fn answer(c: &Committed) -> Value {
+    let rows: Vec<Value> = c.changes.iter().filter_map(|ch| ch.value.clone()).collect();
+    serde_json::json!({ "txn": c.txn.to_key(), "rows": rows })
+}
+
+/// [`answer`] as the bytes an idempotency key remembers.
+fn render_answer(c: &Committed) -> Vec<u8> {
+    serde_json::to_vec(&answer(c)).unwrap_or_default()
+}
+
+/// Parses a JSON request body (any content type: curl users often omit it).
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+}
+
+/// The body, or the JSON refusal of one over [`MAX_BODY_BYTES`].
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
@@ -142,9 +193,7 @@ fn parse_body<T: serde::de::DeserializeOwned>(
             ),
         ),
         status => error(status, e.body_text()),
-    })?;
-    serde_json::from_slice(&body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+    })
 }
 
 /// An object, or an array of objects.
@@ -294,35 +343,43 @@ async fn put(
     State(s): State<AppState>,
     Path(collection): Path<String>,
     QueryParams(p): QueryParams<PutParams>,
+    idem: IdemHeader,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let ops = parse_body(body).and_then(objects)?.into_iter();
+    let body = body_bytes(body)?;
+    let ops = objects(parse_json(&body)?)?.into_iter();
     let ops = ops.map(|value| WriteOp::Put {
         collection: collection.clone(),
         value,
         recreate: p.recreate,
     });
-    commit(&s.store, ops.collect()).await
+    let key = idem.with_body(&body, render_answer);
+    commit(&s.store, ops.collect(), key).await
 }
 
 async fn append(
     State(s): State<AppState>,
     Path(collection): Path<String>,
+    idem: IdemHeader,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let ops = parse_body(body).and_then(objects)?.into_iter();
+    let body = body_bytes(body)?;
+    let ops = objects(parse_json(&body)?)?.into_iter();
     let ops = ops.map(|value| WriteOp::Append {
         collection: collection.clone(),
         value,
     });
-    commit(&s.store, ops.collect()).await
+    let key = idem.with_body(&body, render_answer);
+    commit(&s.store, ops.collect(), key).await
 }
 
 async fn delete(
     State(s): State<AppState>,
     Path((collection, id)): Path<(String, String)>,
+    idem: IdemHeader,
 ) -> Result<Response, ApiError> {
-    commit(&s.store, vec![WriteOp::Delete { collection, id }]).await
+    let key = idem.with_body(&[], render_answer);
+    commit(&s.store, vec![WriteOp::Delete { collection, id }], key).await
 }
 
 /// `GET /v1/{collection}/append`: the record whose id is `append` (the static route wins).
@@ -337,8 +394,9 @@ async fn get_append(
 async fn delete_append(
     state: State<AppState>,
     Path(collection): Path<String>,
+    idem: IdemHeader,
 ) -> Result<Response, ApiError> {
-    delete(state, Path((collection, "append".to_owned()))).await
+    delete(state, Path((collection, "append".to_owned())), idem).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -350,16 +408,18 @@ struct IncrBody {
 async fn incr(
     State(s): State<AppState>,
     Path((collection, id)): Path<(String, String)>,
+    idem: IdemHeader,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let b: IncrBody = parse_body(body)?;
+    let body = body_bytes(body)?;
+    let b: IncrBody = parse_json(&body)?;
     let op = WriteOp::Increment {
         collection,
         id,
         field: b.field,
         by: b.by,
     };
-    commit(&s.store, vec![op]).await
+    commit(&s.store, vec![op], idem.with_body(&body, render_answer)).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -537,10 +597,13 @@ impl From<TxnOp> for WriteOp {
 
 async fn txn(
     State(s): State<AppState>,
+    idem: IdemHeader,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let ops: Vec<TxnOp> = parse_body(body)?;
-    commit(&s.store, ops.into_iter().map(WriteOp::from).collect()).await
+    let body = body_bytes(body)?;
+    let ops: Vec<TxnOp> = parse_json(&body)?;
+    let key = idem.with_body(&body, render_answer);
+    commit(&s.store, ops.into_iter().map(WriteOp::from).collect(), key).await
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The daemon's configuration: a TOML file, then environment overrides, then `validate()`.
 //!
 //! Every field has a default, so `meshlite run` needs no file at all. Precedence, lowest first:
-//! built-in defaults, the `--config` file, environment variables. The seeds' names are honoured:
+//! built-in defaults, the `--config` file, environment variables ([`ENV_OVERRIDES`], which
+//! `meshlite run --help` prints). The seeds' names are honoured:
 //!
 //! | env                     | key                        | default            |
 //! |-------------------------|----------------------------|--------------------|
@@ -397,75 +398,12 @@ impl Config {
         meshlite_mesh::config::from_toml_file(path)
     }
 
-    /// Applies environment overrides (see the module doc for the names).
+    /// Applies environment overrides ([`ENV_OVERRIDES`]; empty values are ignored).
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        let get = |k: &str| env(k).filter(|v| !v.trim().is_empty());
-        if let Some(v) = get("MESHLITE_DATA") {
-            self.node.data = v.into();
-        }
-        if let Some(v) = get("MESHLITE_NAME") {
-            self.node.name = v;
-        }
-        if let Some(v) = get("MESHLITE_FLEET_DIR") {
-            self.node.fleet_dir = Some(v.into());
-        }
-        if let Some(v) = get("MESHLITE_SCHEMA") {
-            self.node.schema = Some(v.into());
-        }
-        if let Some(v) = get("SUPABASE_MODE") {
-            self.node.mode = v.trim().parse().map_err(|e| invalid("SUPABASE_MODE", e))?;
-        }
-        if let Some(v) = get("MESHLITE_HTTP_LISTEN") {
-            self.http.listen = parse_env("MESHLITE_HTTP_LISTEN", &v)?;
-        }
-        if let Some(v) = get("SYNC_TABLES") {
-            self.sync.tables = v
-                .split(',')
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect();
-        }
-        if let Some(v) = get("SYNC_INTERVAL_SECONDS") {
-            self.sync.interval_seconds = parse_env("SYNC_INTERVAL_SECONDS", &v)?;
-        }
-        if let Some(v) = get("SYNC_BATCH_SIZE") {
-            self.sync.batch_size = parse_env("SYNC_BATCH_SIZE", &v)?;
-        }
-        if let Some(v) = get("NATS_URL") {
-            self.nats.url = Some(v);
-        }
-        if let Some(v) = get("MESHLITE_LISTEN") {
-            self.transport.listen = parse_env("MESHLITE_LISTEN", &v)?;
-        }
-        if let Some(v) = get("MESHLITE_STATIC_PEERS") {
-            self.discovery.static_peers = v
-                .split(',')
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect();
-        }
-        if let Some(v) = get("MESHLITE_MDNS") {
-            self.discovery.mdns = parse_env("MESHLITE_MDNS", &v)?;
-        }
-        if let Some(v) = get("JWT_SECRET") {
-            self.auth.jwt_secret = Some(Secret(v));
-        }
-        if let Some(v) = get("ANON_KEY") {
-            self.auth.anon_key = Some(Secret(v.trim().to_owned()));
-        }
-        if let Some(v) = get("SERVICE_ROLE_KEY") {
-            self.auth.service_role_key = Some(Secret(v.trim().to_owned()));
-        }
-        if let Some(v) = get("MESHLITE_CENTRAL_REPLICAS") {
-            self.sync.central_replicas = v
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| parse_env("MESHLITE_CENTRAL_REPLICAS", s))
-                .collect::<Result<_, _>>()?;
-        }
-        if let Some(v) = get("MESHLITE_REGISTRY_TTL_SECONDS") {
-            self.registry.ttl_seconds = parse_env("MESHLITE_REGISTRY_TTL_SECONDS", &v)?;
+        for o in ENV_OVERRIDES {
+            if let Some(v) = env(o.name).filter(|v| !v.trim().is_empty()) {
+                (o.apply)(self, o.name, v)?;
+            }
         }
         Ok(())
     }
@@ -548,6 +486,208 @@ impl Config {
         }
         d
     }
+}
+
+/// One environment variable that overrides a configuration key.
+#[derive(Clone, Copy)]
+pub struct EnvOverride {
+    /// The variable.
+    pub name: &'static str,
+    /// The key it sets.
+    pub key: &'static str,
+    /// Sets the key from the (non-empty) value; the error names the variable.
+    apply: fn(&mut Config, &str, String) -> Result<(), ConfigError>,
+}
+
+impl std::fmt::Debug for EnvOverride {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnvOverride")
+            .field("name", &self.name)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every environment override of `meshlite run`, in the order they apply. The one list:
+/// [`Config::apply_env`] applies it and `meshlite run --help` prints it ([`env_help`]).
+pub static ENV_OVERRIDES: &[EnvOverride] = &[
+    EnvOverride {
+        name: "MESHLITE_DATA",
+        key: "node.data",
+        apply: |c, _, v| {
+            c.node.data = v.into();
+            Ok(())
+        },
+    },
+    EnvOverride {
+        name: "MESHLITE_NAME",
+        key: "node.name",
+        apply: |c, _, v| {
+            c.node.name = v;
+            Ok(())
+        },
+    },
+    EnvOverride {
+        name: "MESHLITE_FLEET_DIR",
+        key: "node.fleet_dir",
+        apply: |c, _, v| {
+            c.node.fleet_dir = Some(v.into());
+            Ok(())
+        },
+    },
+    EnvOverride {
+        name: "MESHLITE_SCHEMA",
+        key: "node.schema",
+        apply: |c, _, v| {
+            c.node.schema = Some(v.into());
+            Ok(())
+        },
+    },
+    EnvOverride {
+        name: "SUPABASE_MODE",
+        key: "node.mode",
+        apply: |c, n, v| {
+            c.node.mode = v.trim().parse().map_err(|e| invalid(n, e))?;
+            Ok(())
+        },
+    },
+    EnvOverride {
+        name: "MESHLITE_HTTP_LISTEN",
+        key: "http.listen",
+        apply: |c, n, v| {
+            c.http.listen = parse_env(n, &v)?;
+            Ok(())
+        },
+    },
+    EnvOverride {
+        name: "SYNC_TABLES",
+        key: "sync.tables",
+        apply: |c, _, v| {
+            c.sync.tables = comma_list(&v);
+            Ok(())
+        },
+    },
+    EnvOverride {
+        name: "SYNC_INTERVAL_SECONDS",
+        key: "sync.interval_seconds",
+        apply: |c, n, v| {
+            c.sync.interval_seconds = parse_env(n, &v)?;
+            Ok(())
+        },
+    },
+    EnvOverride {
+        name: "SYNC_BATCH_SIZE",
+        key: "sync.batch_size",
+        apply: |c, n, v| {
+            c.sync.batch_size = parse_env(n, &v)?;
+            Ok(())
+        },
+    },
+    EnvOverride {
+        name: "NATS_URL",
+        key: "nats.url",
+        apply: |c, _, v| {
+            c.nats.url = Some(v);
+            Ok(())
+        },
+    },
+    EnvOverride {
+        name: "MESHLITE_LISTEN",
+        key: "transport.listen",
+        apply: |c, n, v| {
+            c.transport.listen = parse_env(n, &v)?;
+            Ok(())
+        },
+    },
+    EnvOverride {
+        name: "MESHLITE_STATIC_PEERS",
+        key: "discovery.static_peers",
+        apply: |c, _, v| {
+            c.discovery.static_peers = comma_list(&v);
+            Ok(())
+        },
+    },
+    EnvOverride {
+        name: "MESHLITE_MDNS",
+        key: "discovery.mdns",
+        apply: |c, n, v| {
+            c.discovery.mdns = parse_env(n, &v)?;
+            Ok(())
+        },
+    },
+    EnvOverride {
+        name: "JWT_SECRET",
+        key: "auth.jwt_secret",
+        apply: |c, _, v| {
+            c.auth.jwt_secret = Some(Secret(v));
+            Ok(())
+        },
+    },
+    EnvOverride {
+        name: "ANON_KEY",
+        key: "auth.anon_key",
+        apply: |c, _, v| {
+            c.auth.anon_key = Some(Secret(v.trim().to_owned()));
+            Ok(())
+        },
+    },
+    EnvOverride {
+        name: "SERVICE_ROLE_KEY",
+        key: "auth.service_role_key",
+        apply: |c, _, v| {
+            c.auth.service_role_key = Some(Secret(v.trim().to_owned()));
+            Ok(())
+        },
+    },
+    EnvOverride {
+        name: "MESHLITE_CENTRAL_REPLICAS",
+        key: "sync.central_replicas",
+        apply: |c, n, v| {
+            c.sync.central_replicas = comma_list(&v)
+                .iter()
+                .map(|s| parse_env(n, s))
+                .collect::<Result<_, _>>()?;
+            Ok(())
+        },
+    },
+    EnvOverride {
+        name: "MESHLITE_REGISTRY_TTL_SECONDS",
+        key: "registry.ttl_seconds",
+        apply: |c, n, v| {
+            c.registry.ttl_seconds = parse_env(n, &v)?;
+            Ok(())
+        },
+    },
+];
+
+/// Variables read outside the configuration (by the command line itself).
+pub const PROCESS_ENV: &[(&str, &str)] = &[
+    ("MESHLITE_CONFIG", "the --config file"),
+    (
+        "MESHLITE_LOG",
+        "log filter, e.g. `debug` or `info,meshlite_mesh=debug` (default `info`)",
+    ),
+    ("MESHLITE_LOG_FORMAT", "--log-format: `human` or `json`"),
+];
+
+/// The environment section of `meshlite run --help`: every variable and what it sets.
+pub fn env_help() -> String {
+    let mut out =
+        String::from("Environment (overrides the --config file; empty values are ignored):\n");
+    for o in ENV_OVERRIDES {
+        out.push_str(&format!("  {:<24} {}\n", o.name, o.key));
+    }
+    for (name, what) in PROCESS_ENV {
+        out.push_str(&format!("  {name:<24} {what}\n"));
+    }
+    out
+}
+
+fn comma_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The node's local HTTP listener (127.0.0.1:8100 by default): `/healthz`, `/metrics`,
 //! `/peers`, `/status`, the record API under `/v1` ([`crate::api`]), the PostgREST dialect
 //! under `/rest/v1` ([`crate::rest`]), the Realtime websocket ([`crate::realtime`]), the service registry
-//! under `/api` ([`crate::registry`]) and sync visibility under `/api/sync` ([`crate::syncview`]).
+//! under `/api` ([`crate::registry`]) sync visibility under `/api/sync` ([`crate::syncview`]) and `/summary`,
+//! `/bundle/export`, `/bundle/import` ([`crate::sneakernet`]).
 //!
 //! Every request carries its peer's address (`ConnectInfo<SocketAddr>`), which
 //! [`crate::auth`] reads to trust keyless loopback requests. `/healthz` is open; `/metrics`,
@@ -45,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::rest::routes())
         .merge(crate::realtime::routes())
         .merge(crate::registry::routes())
+        .merge(crate::sneakernet::routes())
         .with_state(state)
 }
 
@@ -110,6 +112,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
         table: &table,
         gossip: s.gossip.as_deref(),
         nats: s.nats.as_ref(),
+        cert: s.cert.as_ref(),
     });
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
@@ -120,9 +123,19 @@ async fn peers(State(s): State<AppState>) -> Response {
     axum::Json(body).into_response()
 }
 
+/// The store's status, plus `certificate` (expiry of the node certificate, `null` without a
+/// mesh).
 async fn status(State(s): State<AppState>) -> Response {
-    match read_status(&s.store).await {
-        Some(st) => axum::Json(st).into_response(),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response(),
+    let Some(st) = read_status(&s.store).await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response();
+    };
+    let mut body = match serde_json::to_value(st) {
+        Ok(v) => v,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    };
+    let cert = s.cert.map(|c| c.to_json(std::time::SystemTime::now()));
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("certificate".into(), cert.into());
     }
+    axum::Json(body).into_response()
 }

@@ -14,14 +14,17 @@
 //!   [`realtime`] (`/realtime/v1/websocket`, Supabase Realtime's `postgres_changes`);
 //!   [`registry`] is seed 003's service registry (`/api/services`, over a replicated `services`
 //!   collection); [`syncview`] answers which peers hold each record's latest change
-//!   (`/api/sync`); [`metrics`] renders Prometheus text; [`httpc`] is the client the CLI uses to ask a running
+//!   (`/api/sync`); [`sneakernet`] serves `/summary` and `/bundle/{export,import}` on [`bundles`]
+//!   (shared with the CLI); [`endpoint`] records the daemon's HTTP address in its data directory
+//!   so the CLI finds it; [`cert_expiry`] tracks the node certificate's end; [`metrics`] renders Prometheus text; [`httpc`] is the client the CLI uses to ask a running
 //!   daemon.
 //!
 //! Layers, each depending only on the ones below it:
 //!
 //! ```text
-//!   meshlite-node   cli → daemon → http → api, realtime, rest, registry, syncview, metrics
-//!                   → state → auth → config   (realtime → rest)
+//!   meshlite-node   cli → daemon → http → api, realtime, rest, registry, syncview, sneakernet,
+//!                   metrics → state → auth → config   (realtime → rest; bundles, endpoint,
+//!                   cert_expiry, httpc: leaves)
 //!        │
 //!   meshlite-mesh   (node/mesh) fleet, net, discovery (+mDNS), gossip, dialer, nats, replica
 //!        │
@@ -30,14 +33,19 @@
 
 pub mod api;
 pub mod auth;
+pub mod bundles;
+pub mod cert_expiry;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod endpoint;
 pub mod http;
 pub mod httpc;
+pub mod idempotency;
 pub mod metrics;
 pub mod realtime;
 pub mod registry;
 pub mod rest;
+pub mod sneakernet;
 pub mod state;
 pub mod syncview;

@@ -6,6 +6,8 @@ use std::sync::atomic::Ordering;
 
 use meshlite_core::store::Status;
 
+use crate::cert_expiry::CertExpiry;
+
 use meshlite_mesh::discovery::table::{PeerRow, prometheus_text};
 use meshlite_mesh::gossip::GossipStats;
 use meshlite_mesh::nats::NatsStats;
@@ -24,6 +26,8 @@ pub struct Snapshot<'a> {
     pub gossip: Option<&'a GossipStats>,
     /// NATS counters (None without NATS).
     pub nats: Option<&'a NatsStats>,
+    /// The node certificate's expiry (None without a mesh).
+    pub cert: Option<&'a CertExpiry>,
 }
 
 /// Writes one metric family header.
@@ -59,8 +63,22 @@ pub fn render(snap: &Snapshot<'_>) -> String {
     if let Some(n) = snap.nats {
         nats_metrics(&mut out, n);
     }
+    if let Some(c) = snap.cert {
+        cert_metrics(&mut out, c);
+    }
     out.push_str(&prometheus_text(snap.table));
     out
+}
+
+fn cert_metrics(out: &mut String, cert: &CertExpiry) {
+    family(
+        out,
+        "meshlite_cert_expiry_seconds",
+        "gauge",
+        "Seconds until the node certificate expires (negative once expired).",
+    );
+    let left = cert.seconds_left(std::time::SystemTime::now());
+    sample(out, "meshlite_cert_expiry_seconds", &[], left);
 }
 
 fn store_metrics(out: &mut String, status: Option<&Status>) {
@@ -340,6 +358,7 @@ mod tests {
             table: &[],
             gossip: None,
             nats: None,
+            cert: None,
         });
         assert!(text.contains("meshlite_store_up 0"));
         assert!(text.contains("meshlite_connections 0"));

@@ -13,6 +13,7 @@ use meshlite_mesh::net::handle::NetHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
+use crate::cert_expiry::CertExpiry;
 use crate::config::{HttpSection, RegistrySection, SyncSection};
 
 /// What the handlers read.
@@ -30,6 +31,8 @@ pub struct AppState {
     pub nats: Option<NatsStats>,
     /// This node's name.
     pub node_name: String,
+    /// When the node certificate expires, when the mesh is on.
+    pub cert: Option<CertExpiry>,
     /// When the daemon started.
     pub started: Instant,
     /// The listener's limits (the change stream reads its buffer budget and idle timeout).

@@ -640,3 +640,72 @@ fn keys_prints_anon_and_service_role_keys_for_a_secret() {
     let err = fails(dir.path(), &["keys", "--secret", "short"]);
     assert!(err.contains("at least 32"), "{err}");
 }
+
+#[test]
+fn fleet_renew_keeps_the_node_id_and_extends_validity() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fleet = d.join("fleet");
+    let f = fleet.to_str().unwrap();
+    ok(d, &["fleet", "init", f]);
+    let first = json(&ok(d, &["fleet", "issue", f, "edge", "--days", "10"]));
+    assert_eq!(first["renewed"], false);
+    let renewed = json(&ok(d, &["fleet", "renew", f, "edge", "--days", "400"]));
+    assert_eq!(renewed["renewed"], true);
+    assert_eq!(
+        renewed["node_id"], first["node_id"],
+        "renewal keeps the key"
+    );
+    let (before, after) = (
+        first["not_after_unix"].as_u64().unwrap(),
+        renewed["not_after_unix"].as_u64().unwrap(),
+    );
+    assert!(after >= before + 389 * 86_400, "{before} -> {after}");
+    // The bundle on disk holds the new certificate, valid for the fleet, with the same id.
+    let identity = meshlite_mesh::fleet::load_node_identity(&fleet.join("nodes/edge")).unwrap();
+    assert_eq!(
+        identity.node_id().to_string(),
+        first["node_id"].as_str().unwrap()
+    );
+    let not_after = identity
+        .not_after()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    assert_eq!(not_after.as_secs(), after);
+    // Renewing a node that was never issued says so and creates nothing.
+    let err = fails(d, &["fleet", "renew", f, "ghost"]);
+    assert!(err.contains("no node bundle"), "{err}");
+    assert!(!fleet.join("nodes/ghost").exists());
+}
+
+#[test]
+fn run_help_lists_every_environment_override() {
+    let out = Command::new(BIN).args(["run", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    let applied = meshlite_node::config::ENV_OVERRIDES.iter().map(|o| o.name);
+    let documented = [
+        "MESHLITE_CONFIG",
+        "MESHLITE_LOG",
+        "MESHLITE_LOG_FORMAT",
+        "MESHLITE_DATA",
+        "MESHLITE_NAME",
+        "MESHLITE_FLEET_DIR",
+        "MESHLITE_SCHEMA",
+        "MESHLITE_HTTP_LISTEN",
+        "MESHLITE_LISTEN",
+        "MESHLITE_STATIC_PEERS",
+        "MESHLITE_MDNS",
+        "SUPABASE_MODE",
+        "SYNC_TABLES",
+        "SYNC_INTERVAL_SECONDS",
+        "SYNC_BATCH_SIZE",
+        "NATS_URL",
+    ];
+    for name in applied.chain(documented) {
+        assert!(
+            help.contains(name),
+            "`run --help` does not list {name}:\n{help}"
+        );
+    }
+}

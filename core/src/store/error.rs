@@ -151,6 +151,28 @@ pub enum WriteError {
     /// The transaction is empty.
     #[error("empty transaction: give at least one operation")]
     Empty,
+    /// An idempotency key is malformed.
+    #[error("invalid idempotency key: {reason}")]
+    InvalidIdempotencyKey {
+        /// What is wrong.
+        reason: String,
+    },
+    /// An idempotency key was used before for a different request.
+    #[error(
+        "idempotency key {key:?} was already used for a different request; use a new key for a new request"
+    )]
+    IdempotencyKeyReused {
+        /// The key.
+        key: String,
+    },
+    /// A field value nests deeper than the store keeps.
+    #[error("field {field:?} nests deeper than {limit} levels (objects and arrays); flatten it")]
+    TooDeep {
+        /// The field.
+        field: String,
+        /// The deepest nesting kept.
+        limit: usize,
+    },
     /// The transaction exceeds a size limit.
     #[error("transaction too large ({what}); split it into smaller transactions")]
     TooLarge {

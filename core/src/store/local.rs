@@ -592,8 +592,9 @@ fn split_record(
     for (field, v) in &fields {
         validate_name("field", field)?;
         if doc::json_depth(v) > MAX_DEPTH {
-            return Err(WriteError::TooLarge {
-                what: format!("field {field:?} nests deeper than {MAX_DEPTH} levels"),
+            return Err(WriteError::TooDeep {
+                field: field.clone(),
+                limit: MAX_DEPTH,
             });
         }
         def.check_value(collection, field, v)?;
@@ -625,11 +626,20 @@ fn typed_id(
     Ok(id)
 }
 
+/// Record ids of local writes: 1..=[`MAX_ID_LEN`] bytes of UTF-8 without control characters
+/// (NUL, newlines, escapes: they break C clients, logs and terminals), and not `.` or `..`
+/// (URL normalization makes `/v1/c/..` unreachable). Any other character is allowed, `/`
+/// included (percent-encode it as `%2F` in a URL). Remote transactions are not checked here:
+/// refusing what a peer already committed would make replicas diverge.
 fn check_id(collection: &str, id: &str) -> Result<(), WriteError> {
     let reason = if id.is_empty() {
         "the id is empty"
     } else if id.len() > MAX_ID_LEN {
         "the id is longer than 256 bytes"
+    } else if id.chars().any(char::is_control) {
+        "the id contains a control character (NUL, newline, tab, escape, ...)"
+    } else if id == "." || id == ".." {
+        "the id is `.` or `..`, which URLs cannot address"
     } else {
         return Ok(());
     };

@@ -25,6 +25,8 @@
 //!   `(collection, id)`; `rowversion` is the rowid, so appends go to the end of the table and
 //!   need no separate rowversion index.
 //! - `peer_acks(peer, summary, updated_at)`: what each known peer acknowledged holding.
+//! - `idempotency(key, fingerprint, answer, created_ms)`: idempotency keys of local writes,
+//!   written in the same SQLite transaction as the write (see [`super::idempotency`]).
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
@@ -36,6 +38,7 @@ type Step = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 const MIGRATIONS: &[(&str, Step)] = &[
     ("0001_initial", initial),
     ("0002_log_rows_by_rowversion", log_rows_by_rowversion),
+    ("0003_idempotency", super::idempotency::create_table),
 ];
 
 fn initial(tx: &Transaction<'_>) -> rusqlite::Result<()> {

@@ -51,6 +51,7 @@ mod doc;
 mod docs;
 mod error;
 mod gc;
+pub mod idempotency;
 mod inspect;
 mod local;
 mod migrations;
@@ -73,6 +74,7 @@ use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use error::{ApplyError, CloseError, OpenError, ReadError, WriteError};
+pub use idempotency::{IdempotencyKey, Once};
 pub use local::MAX_ID_LEN;
 pub use open::DB_FILE;
 pub use types::{
@@ -272,6 +274,32 @@ impl Store {
     pub async fn transact_async(&self, ops: Vec<WriteOp>) -> Result<Committed, WriteError> {
         self.call_async(|reply| Command::Transact { ops, reply }, WriteError::Closed)
             .await
+    }
+
+    /// Commits `ops` once per idempotency key: a retry with the same key and fingerprint applies
+    /// nothing and gets the first answer (see [`idempotency`]).
+    pub fn transact_once(
+        &self,
+        ops: Vec<WriteOp>,
+        key: IdempotencyKey,
+    ) -> Result<Once, WriteError> {
+        self.call(
+            |reply| Command::TransactOnce { ops, key, reply },
+            WriteError::Closed,
+        )
+    }
+
+    /// [`Store::transact_once`] for async callers.
+    pub async fn transact_once_async(
+        &self,
+        ops: Vec<WriteOp>,
+        key: IdempotencyKey,
+    ) -> Result<Once, WriteError> {
+        self.call_async(
+            |reply| Command::TransactOnce { ops, key, reply },
+            WriteError::Closed,
+        )
+        .await
     }
 
     /// Upserts one document record (merge-patch); returns the merged record.

@@ -20,6 +20,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::docs::DocCache;
 use super::error::{ApplyError, CloseError, WriteError, copy_sql_error};
+use super::idempotency::{IdempotencyKey, Once};
 use super::rows::load_summary;
 use super::types::{ApplyReport, Committed, GcReport, StoreEvent, WriteOp};
 use crate::change::Txn;
@@ -44,6 +45,11 @@ pub(crate) enum Command {
     Transact {
         ops: Vec<WriteOp>,
         reply: Reply<Committed, WriteError>,
+    },
+    TransactOnce {
+        ops: Vec<WriteOp>,
+        key: IdempotencyKey,
+        reply: Reply<Once, WriteError>,
     },
     Apply {
         txns: Vec<Txn>,
@@ -176,6 +182,7 @@ impl Writer {
         let err = || copy_sql_error(e);
         match cmd {
             Command::Transact { reply, .. } => drop(reply.send(Err(err().into()))),
+            Command::TransactOnce { reply, .. } => drop(reply.send(Err(err().into()))),
             Command::Apply { reply, .. } => drop(reply.send(Err(err().into()))),
             Command::PeerAck { reply, .. } | Command::ForgetPeer { reply, .. } => {
                 drop(reply.send(Err(err().into())))
@@ -193,6 +200,12 @@ impl Writer {
                 Ok((c, ev)) => Pending::new(reply, Ok(c), WriteError::Storage, ev),
                 Err(e) => Pending::new(reply, Err(e), WriteError::Storage, None),
             },
+            Command::TransactOnce { ops, key, reply } => {
+                match self.savepoint(|w| w.transact_once(ops, &key)) {
+                    Ok((once, ev)) => Pending::new(reply, Ok(once), WriteError::Storage, ev),
+                    Err(e) => Pending::new(reply, Err(e), WriteError::Storage, None),
+                }
+            }
             Command::Apply { txns, reply } => match self.savepoint(|w| w.apply(txns)) {
                 Ok((r, ev)) => Pending::new(reply, Ok(r), ApplyError::Storage, ev),
                 Err(e) => Pending::new(

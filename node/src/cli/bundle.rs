@@ -4,23 +4,20 @@
 //! summary` on the other device) so it holds only what the other side lacks. Import verifies the
 //! whole file first (magic, every frame and transaction, count, checksum) so a truncated or
 //! corrupt bundle writes nothing, then applies it in batches; applying is idempotent, so importing
-//! the same bundle twice is harmless.
+//! the same bundle twice is harmless. The work itself is [`crate::bundles`]; while a daemon holds
+//! the data directory, both commands go through its HTTP API ([`super::remote`]).
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use meshlite_core::protocol::bundle::{BundleHeader, BundleReader, BundleWriter};
-use meshlite_core::store::{ApplyReport, Store};
-use meshlite_core::version::ranges_after;
-use meshlite_core::{Summary, Txn};
+use meshlite_core::Summary;
+use meshlite_core::store::Store;
 
-use super::data::open;
 use super::output::{CliError, Context, print_json};
-
-/// Bytes of transactions read from the store per batch.
-const EXPORT_BATCH_BYTES: usize = 4 * 1024 * 1024;
+use super::remote::{self, Target, open_target};
+use crate::bundles::{self, ImportError, Pass};
 
 /// `meshlite bundle ...`
 #[derive(Debug, clap::Subcommand)]
@@ -41,7 +38,10 @@ pub enum BundleCommand {
 }
 
 pub(crate) fn run(dir: &Path, cmd: BundleCommand) -> Result<(), CliError> {
-    let store = open(dir)?;
+    let store = match open_target(dir)? {
+        Target::Local(store) => store,
+        Target::Daemon(addr) => return print_json(&via_daemon(addr, cmd)?),
+    };
     let result = match cmd {
         BundleCommand::Export { file, for_summary } => {
             export(&store, &file, for_summary.as_deref())
@@ -50,6 +50,29 @@ pub(crate) fn run(dir: &Path, cmd: BundleCommand) -> Result<(), CliError> {
     };
     store.close()?;
     result
+}
+
+fn via_daemon(
+    addr: std::net::SocketAddr,
+    cmd: BundleCommand,
+) -> Result<serde_json::Value, CliError> {
+    match cmd {
+        BundleCommand::Export { file, for_summary } => {
+            let theirs = match for_summary {
+                Some(path) => {
+                    // Checked here, so a wrong file gets the same message as without a daemon.
+                    read_summary(&path)?;
+                    Some(
+                        std::fs::read(&path)
+                            .context(|| format!("cannot read {}", path.display()))?,
+                    )
+                }
+                None => None,
+            };
+            remote::export(addr, theirs, &file)
+        }
+        BundleCommand::Import { file } => remote::import(addr, &file),
+    }
 }
 
 fn read_summary(path: &Path) -> Result<Summary, CliError> {
@@ -65,42 +88,11 @@ fn read_summary(path: &Path) -> Result<Summary, CliError> {
 
 fn export(store: &Store, file: &Path, for_summary: Option<&Path>) -> Result<(), CliError> {
     let theirs = for_summary.map(read_summary).transpose()?;
-    let mine = store.summary()?;
-    let header = BundleHeader {
-        cluster: String::new(),
-        exporter: store.replica_id(),
-        schema_version: store.schema().version,
-        summary: mine.clone(),
-        cut_for: theirs.clone(),
-    };
-    let mut want = mine.missing_from(&theirs.unwrap_or_default());
     let out = File::create(file).context(|| format!("cannot create {}", file.display()))?;
-    let mut writer = BundleWriter::new(BufWriter::new(out), &header)?;
-    let mut pruned = Vec::new();
-    while !want.is_empty() {
-        let batch = store.txns_for(&want, EXPORT_BATCH_BYTES)?;
-        writer.write_txns(&batch.txns)?;
-        pruned.extend(batch.pruned);
-        want = match (batch.more, batch.txns.last()) {
-            (true, Some(last)) => {
-                let last =
-                    Txn::decode(last).context(|| "stored transaction does not decode".into())?;
-                ranges_after(&want, last.id)
-            }
-            _ => Vec::new(),
-        };
-    }
-    let txns = writer.txn_count();
-    let out = writer.finish()?;
+    let (out, done) = bundles::export(store, theirs.as_ref(), BufWriter::new(out))?;
     let bytes = durable(out, file)?;
-    if !pruned.is_empty() {
-        tracing::warn!(
-            ranges = pruned.len(),
-            "some requested history was garbage-collected and is not in the bundle"
-        );
-    }
     print_json(&serde_json::json!({
-        "file": file, "txns": txns, "bytes": bytes, "pruned_ranges": pruned.len(),
+        "file": file, "txns": done.txns, "bytes": bytes, "pruned_ranges": done.pruned_ranges,
     }))
 }
 
@@ -124,48 +116,27 @@ fn progress_bar(total: u64, what: &str) -> ProgressBar {
     bar
 }
 
-fn open_bundle(file: &Path) -> Result<BundleReader<BufReader<File>>, CliError> {
-    let f = File::open(file).context(|| format!("cannot open {}", file.display()))?;
-    BundleReader::new(BufReader::new(f)).context(|| format!("{}", file.display()))
-}
-
 fn import(store: &Store, file: &Path) -> Result<(), CliError> {
     let total = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
-    let bar = progress_bar(total, "verifying");
-    let info = open_bundle(file)?
-        .verify_with_progress(|b| bar.set_position(b))
-        .context(|| format!("{} was not imported", file.display()))?;
-    bar.finish_and_clear();
-
-    let bar = progress_bar(total, "applying");
-    let mut reader = open_bundle(file)?;
-    let mut report = ApplyReport::default();
-    while let Some(batch) = reader.next_batch()? {
-        let txns = batch
-            .iter()
-            .map(|b| Txn::decode(b))
-            .collect::<Result<Vec<_>, _>>()?;
-        let r = store.apply_remote(txns)?;
-        merge_reports(&mut report, r);
-        bar.set_position(reader.bytes_read());
-    }
-    bar.finish_and_clear();
-    print_json(&serde_json::json!({
-        "file": file,
-        "exporter": info.header.exporter,
-        "txns": info.txn_count,
-        "applied": report.applied + report.unparked,
-        "duplicates": report.duplicates,
-        // Transactions parked during the import and applied before its end are not left parked.
-        "parked": report.parked.saturating_sub(report.unparked),
-        "rejected": report.rejected.iter().map(|(id, why)| format!("{id:?}: {why}")).collect::<Vec<_>>(),
-    }))
-}
-
-fn merge_reports(total: &mut ApplyReport, r: ApplyReport) {
-    total.applied += r.applied;
-    total.duplicates += r.duplicates;
-    total.parked += r.parked;
-    total.unparked += r.unparked;
-    total.rejected.extend(r.rejected);
+    let verifying = progress_bar(total, "verifying");
+    let applying = progress_bar(total, "applying");
+    let open = || File::open(file).map(BufReader::new);
+    let imported = bundles::import(store, open, |pass, bytes| match pass {
+        Pass::Verify => verifying.set_position(bytes),
+        Pass::Apply => {
+            verifying.finish_and_clear();
+            applying.set_position(bytes);
+        }
+    })
+    .map_err(|e| match e {
+        ImportError::Invalid(e) => {
+            CliError::msg(format!("{} was not imported: {e}", file.display()))
+        }
+        e => CliError::msg(format!("{}: {e}", file.display())),
+    })?;
+    verifying.finish_and_clear();
+    applying.finish_and_clear();
+    let mut report = imported.to_json();
+    report["file"] = serde_json::json!(file);
+    print_json(&report)
 }

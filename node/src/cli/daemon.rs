@@ -1,4 +1,4 @@
-//! `meshlite run`, `meshlite fleet ...` and `meshlite peers`.
+//! `meshlite run`, `meshlite fleet ...` (init, issue, renew) and `meshlite peers`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +25,18 @@ pub enum FleetCommand {
         #[arg(long, default_value_t = 365)]
         days: u32,
     },
+    /// Renew a node's certificate before it expires: same key, so the same node id, valid for
+    /// DAYS from now. Rewrites DIR/nodes/NODE_NAME/node.pem (and ca.pem, fleet.toml); copy them to
+    /// the device and restart its daemon.
+    Renew {
+        /// The fleet directory from `fleet init`.
+        dir: PathBuf,
+        /// The node's name (its bundle must exist).
+        node_name: String,
+        /// Validity of the new certificate in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
 }
 
 pub(crate) fn fleet(cmd: FleetCommand) -> Result<(), CliError> {
@@ -39,17 +51,24 @@ pub(crate) fn fleet(cmd: FleetCommand) -> Result<(), CliError> {
             dir,
             node_name,
             days,
-        } => {
-            let issued = meshlite_mesh::fleet::issue(&dir, &node_name, days)?;
-            print_json(&serde_json::json!({
-                "node_name": node_name,
-                "node_id": issued.node_id.to_string(),
-                "cluster_id": issued.cluster_id.to_string(),
-                "dir": issued.bundle_dir,
-                "not_after_unix": issued.not_after.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-            }))
-        }
+        } => print_issued(&meshlite_mesh::fleet::issue(&dir, &node_name, days)?),
+        FleetCommand::Renew {
+            dir,
+            node_name,
+            days,
+        } => print_issued(&meshlite_mesh::fleet::renew(&dir, &node_name, days)?),
     }
+}
+
+fn print_issued(issued: &meshlite_mesh::fleet::IssuedNode) -> Result<(), CliError> {
+    print_json(&serde_json::json!({
+        "node_name": issued.node_name.as_str(),
+        "node_id": issued.node_id.to_string(),
+        "cluster_id": issued.cluster_id.to_string(),
+        "dir": issued.bundle_dir,
+        "not_after_unix": issued.not_after.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        "renewed": issued.renewed,
+    }))
 }
 
 /// Loads the configuration for `run`; `--data` (or `MESHLITE_DATA`) overrides `node.data`.

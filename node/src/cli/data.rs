@@ -46,13 +46,19 @@ fn with_existing_store<T>(
     dir: &Path,
     f: impl FnOnce(&Store) -> Result<T, CliError>,
 ) -> Result<T, CliError> {
-    if !dir.join(DB_FILE).is_file() {
-        return Err(CliError::msg(format!(
-            "no store in {}: check --data (or MESHLITE_DATA); `meshlite init` creates one",
-            dir.display()
-        )));
-    }
+    require_store(dir)?;
     with_store(dir, f)
+}
+
+/// A directory that holds no store is an error for reads.
+fn require_store(dir: &Path) -> Result<(), CliError> {
+    if dir.join(DB_FILE).is_file() {
+        return Ok(());
+    }
+    Err(CliError::msg(format!(
+        "no store in {}: check --data (or MESHLITE_DATA); `meshlite init` creates one",
+        dir.display()
+    )))
 }
 
 fn with_opened<T>(
@@ -187,9 +193,16 @@ pub(crate) fn query(dir: &Path, args: &QueryArgs) -> Result<(), CliError> {
     rows.iter().try_for_each(print_json)
 }
 
+/// Prints the summary; asks the daemon when one holds the directory.
 pub(crate) fn summary(dir: &Path) -> Result<(), CliError> {
-    let summary = with_existing_store(dir, |s| Ok(s.summary()?))?;
-    print_json(&summary)
+    require_store(dir)?;
+    match super::remote::open_target(dir)? {
+        super::remote::Target::Daemon(addr) => print_json(&super::remote::summary(addr)?),
+        super::remote::Target::Local(store) => {
+            let summary = with_opened(store, |s| Ok(s.summary()?))?;
+            print_json(&summary)
+        }
+    }
 }
 
 pub(crate) fn status(dir: &Path) -> Result<(), CliError> {

@@ -3,7 +3,8 @@
 //! Every command prints JSON on stdout (one object per line for lists) and reports errors on
 //! stderr as `error: ...` with exit status 1 (2 for usage errors). Store commands open the data
 //! directory directly; the store's directory lock refuses a second process while `meshlite run`
-//! owns it.
+//! owns it, and then `summary` and `bundle export|import` ask the daemon over HTTP instead
+//! ([`remote`]).
 
 mod backup;
 mod bundle;
@@ -11,6 +12,7 @@ mod daemon;
 mod data;
 mod keys;
 mod output;
+mod remote;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,6 +60,7 @@ pub enum Command {
     /// Run the node daemon: the store, the HTTP listener and, when configured, the mesh (QUIC
     /// peers found by mDNS, Tailscale and static lists) and NATS. With no configuration it runs
     /// standalone on its embedded default. Stops cleanly on SIGINT / SIGTERM.
+    #[command(after_help = crate::config::env_help())]
     Run {
         /// TOML configuration file (every key has a default; env overrides apply on top).
         #[arg(long, env = "MESHLITE_CONFIG")]
@@ -66,7 +69,7 @@ pub enum Command {
         #[arg(long)]
         print_config: bool,
     },
-    /// Fleet identity: create a CA, issue node certificates.
+    /// Fleet identity: create a CA, issue and renew node certificates.
     #[command(subcommand)]
     Fleet(daemon::FleetCommand),
     /// Print the running daemon's peer table, one JSON object per line.
@@ -213,9 +216,27 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
+/// The log filter: `MESHLITE_LOG` or the default level, with the NATS client's own per-attempt
+/// lines (`event: client error: IO error`) held back to warnings unless the filter names
+/// `async_nats`: the node logs connection trouble itself, with the URL and the cause
+/// (`meshlite_mesh::nats::connlog`).
+fn log_directives(env: Option<&str>, default_level: &str) -> String {
+    let base = env
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or(default_level);
+    if base.contains("async_nats") {
+        base.to_owned()
+    } else {
+        format!("{base},async_nats=warn")
+    }
+}
+
 fn init_logging(format: LogFormat, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MESHLITE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let filter = tracing_subscriber::EnvFilter::new(log_directives(
+        std::env::var("MESHLITE_LOG").ok().as_deref(),
+        default_level,
+    ));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -7,7 +7,9 @@
 //!     │       dialer::Dialer ◄── PeerTable ◄── discovery (mDNS, static, Tailscale)
 //!     │                              ▲
 //!     └── nats (events, relay) ──────┘ (announcements)
-//!   http: /healthz /metrics /peers /status
+//!   cert_expiry::watch (warns daily within 30 days of the node certificate's end)
+//!   http: /healthz /metrics /peers /status /v1 /rest/v1 /summary /bundle/*
+//!         (its address recorded in DATA/daemon.json for the CLI: crate::endpoint)
 //! ```
 //!
 //! With no configuration only the store and the HTTP listener run (the embedded default).
@@ -37,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Auth, Role, unix_now};
 use crate::config::{AuthSection, Config};
+use crate::cert_expiry::{self, CertExpiry};
 use crate::http;
 use crate::state::AppState;
 
@@ -61,6 +64,7 @@ struct Mesh {
     discovery: Discovery,
     stats: Arc<GossipStats>,
     local: LocalNode,
+    expiry: CertExpiry,
 }
 
 /// Runs the daemon until `shutdown` completes (or a part fails), then stops everything.
@@ -92,6 +96,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         gossip: mesh.as_ref().map(|m| m.stats.clone()),
         nats: nats.as_ref().map(|n| n.stats().clone()),
         node_name: config.node.name.clone(),
+        cert: mesh.as_ref().map(|m| m.expiry),
         started: Instant::now(),
         http: config.http.clone(),
         registry: config.registry.clone(),
@@ -102,6 +107,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let (http_addr, http_task) = http::serve(state, cancel.clone())
         .await
         .with_context(|| format!("cannot listen on http.listen = {}", config.http.listen))?;
+    if let Err(e) = crate::endpoint::write(&config.node.data, http_addr) {
+        tracing::warn!(error = %e, "cannot record the HTTP address in the data directory; CLI bundle commands will not find this daemon");
+    }
     announce_ready(http_addr, mesh.as_ref(), &store);
     wait_for_stop(shutdown, &mut actors, &cancel).await;
     stop_all(store, mesh, nats, actors, http_task, cancel).await
@@ -196,6 +204,9 @@ fn start_mesh(
         )
     })?;
     let cluster = identity.cluster_id().to_string();
+    let expiry = CertExpiry::new(identity.not_after());
+    expiry.warn_if_soon(std::time::SystemTime::now());
+    actors.spawn(cert_expiry::watch(expiry, cancel.child_token()));
     let transport = config.transport.clone();
     let net = mesh::start(identity, transport, store.clone(), cancel.child_token()).with_context(
         || {
@@ -234,6 +245,7 @@ fn start_mesh(
         discovery,
         stats,
         local,
+        expiry,
     })
 }
 
@@ -386,6 +398,7 @@ async fn stop_all(
         m.net.shutdown().await;
     }
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, http_task).await;
+    crate::endpoint::remove(store.dir());
     store.close_async().await?;
     tracing::info!("stopped; store closed cleanly");
     Ok(())

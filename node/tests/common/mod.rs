@@ -137,6 +137,30 @@ impl Fleet {
         fleet::issue(&self.dir, name, 30).unwrap().bundle_dir
     }
 
+    /// A bundle for `name` whose certificate ends at `not_after` (signed by this fleet's CA with
+    /// rcgen, like `fleet issue`, but with an exact end of validity).
+    pub fn issue_until(&self, name: &str, not_after: std::time::SystemTime) -> PathBuf {
+        let ca = FleetCa::load(&self.dir).unwrap();
+        let mut spec = CertSpec::new(&ca, NodeName::new(name).unwrap(), 1);
+        spec.not_after = not_after;
+        let issued = ca.issue_cert(&spec).unwrap();
+        let ours = FleetFile::read(&self.dir.join("fleet.toml")).unwrap();
+        let bundle = self.root().join("bundles").join(name);
+        std::fs::create_dir_all(&bundle).unwrap();
+        let file = FleetFile {
+            cluster_id: self.cluster_id,
+            ca_fingerprint: ours.ca_fingerprint,
+            node_name: Some(issued.node_name.clone()),
+            node_id: Some(issued.node_id),
+            not_after_unix: None,
+        };
+        write_private(&bundle.join("node.key"), &issued.key_pem);
+        std::fs::write(bundle.join("node.pem"), &issued.cert_pem).unwrap();
+        std::fs::write(bundle.join("ca.pem"), ca.trusted_pem()).unwrap();
+        std::fs::write(bundle.join("fleet.toml"), file.render().unwrap()).unwrap();
+        bundle
+    }
+
     /// A bundle signed by this fleet's CA whose certificate names another cluster (what a node
     /// of a sibling fleet sharing the CA would hold).
     pub fn issue_other_cluster(&self, name: &str, cluster: ClusterId) -> PathBuf {
@@ -582,7 +606,7 @@ impl NodeProc {
         let headers: Vec<(&str, &str)> = key.iter().map(|k| ("apikey", k.as_str())).collect();
         let request = httpc::request_with(http, method, path, &headers, bytes);
         let (status, _, body) = match tokio::time::timeout(GUARD, request).await {
-            Ok(answer) => answer.map_err(|e| e.to_string())?,
+            Ok(answer) => answer.map(httpc::Answer::into_parts).map_err(|e| e.to_string())?,
             Err(_) => return Err(format!("no answer within the {GUARD:?} failure guard")),
         };
         let value = serde_json::from_slice(&body)

@@ -54,6 +54,7 @@ pub async fn serve_with(schema: Option<Schema>, node_name: &str, auth: Auth) -> 
         gossip: None,
         nats: None,
         node_name: node_name.into(),
+        cert: None,
         started: Instant::now(),
         http: HttpSection {
             listen: ([127, 0, 0, 1], 0).into(),

@@ -27,7 +27,7 @@
 //!
 //! - **Node certificate**: `issue_with(.., IssueOptions { renew: true, .. })` signs a new
 //!   certificate for the bundle's existing `node.key`, so the node id stays the same; copy the new
-//!   `node.pem` and restart the node. To change the key (a suspected leak), delete the bundle,
+//!   `node.pem` and restart the node ([`renew`], `meshlite fleet renew DIR NAME`). To change the key (a suspected leak), delete the bundle,
 //!   issue again (a new node id) and put the old id on the deny list.
 //! - **CA**: create the new CA with the same cluster id (`init_with(NEW, InitOptions {
 //!   cluster_id: Some(old), .. })`), then make every node trust both: append the old `ca.pem` to
@@ -46,6 +46,7 @@
 pub mod cert;
 pub mod files;
 pub mod ids;
+pub mod validity;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -143,6 +144,15 @@ pub enum FleetError {
         /// The value in the certificate.
         cert: String,
     },
+    /// `renew` found no bundle to renew.
+    #[error("no node bundle at {} to renew (issue one first)", path.display())]
+    NoBundle {
+        /// The bundle directory.
+        path: PathBuf,
+    },
+    /// The certificate's validity dates could not be read.
+    #[error(transparent)]
+    Validity(#[from] validity::ValidityError),
     /// The node certificate does not verify against the trusted CAs (or is expired).
     #[error("node certificate is not valid for the fleet CA: {reason}")]
     Untrusted {
@@ -259,6 +269,17 @@ pub fn init_with(dir: &Path, opts: &InitOptions) -> Result<FleetInfo, FleetError
 /// `meshlite fleet issue DIR NAME --days N`: issues a node bundle into `DIR/nodes/NAME`.
 pub fn issue(dir: &Path, name: &str, days: u32) -> Result<IssuedNode, FleetError> {
     issue_with(dir, name, &IssueOptions { days, renew: false })
+}
+
+/// `meshlite fleet renew DIR NAME --days N`: a new certificate for the existing bundle's key
+/// (same node id), valid for `days` from now. Refuses when the bundle does not exist.
+pub fn renew(dir: &Path, name: &str, days: u32) -> Result<IssuedNode, FleetError> {
+    let node_name = NodeName::new(name)?;
+    let bundle = dir.join(NODES_DIR).join(node_name.as_str());
+    if !bundle.join(NODE_KEY).exists() {
+        return Err(FleetError::NoBundle { path: bundle });
+    }
+    issue_with(dir, name, &IssueOptions { days, renew: true })
 }
 
 /// [`issue`] with options (renewal).
@@ -516,6 +537,7 @@ pub struct NodeIdentity {
     cluster_id: ClusterId,
     node_id: NodeId,
     node_name: NodeName,
+    not_after: SystemTime,
     cert: CertificateDer<'static>,
     key: PrivateKeyDer<'static>,
     ca_certs: Vec<CertificateDer<'static>>,
@@ -538,6 +560,7 @@ impl Clone for NodeIdentity {
             cluster_id: self.cluster_id,
             node_id: self.node_id,
             node_name: self.node_name.clone(),
+            not_after: self.not_after,
             cert: self.cert.clone(),
             key: self.key.clone_key(),
             ca_certs: self.ca_certs.clone(),
@@ -565,6 +588,7 @@ impl NodeIdentity {
             cluster_id: id.cluster_id,
             node_id: id.node_id,
             node_name: id.node_name.ok_or(FleetError::MissingNodeName)?,
+            not_after: validity::not_after(&cert)?,
             cert,
             key,
             ca_certs,
@@ -620,6 +644,11 @@ impl NodeIdentity {
     /// This node's name.
     pub fn node_name(&self) -> &NodeName {
         &self.node_name
+    }
+
+    /// End of the node certificate's validity.
+    pub fn not_after(&self) -> SystemTime {
+        self.not_after
     }
 
     /// The node certificate.

@@ -13,7 +13,8 @@
 //!                 └─ relay::Relay::run_consumer  ◄── durable pull consumer ──► store.apply
 //! ```
 //!
-//! - [`config`]: the `[nats]` section.
+//! - [`config`]: the `[nats]` section; [`connlog`]: connection trouble as log lines naming the
+//!   URL and the cause, with repeats backed off.
 //! - [`announce`], [`events`], [`relay`]: one task (or two) each, all in one [`TaskGroup`].
 //! - The store is any [`crate::replica::Replica`]: the node's SQLite store or the bridge's
 //!   Postgres.
@@ -27,6 +28,7 @@
 
 pub mod announce;
 pub mod config;
+pub mod connlog;
 pub mod events;
 pub mod relay;
 
@@ -126,13 +128,18 @@ pub async fn connect(
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
+    let log = Arc::new(connlog::ConnLog::new(servers.clone()));
+    tracing::info!(servers = %log.servers(), "connecting to NATS");
     let client = options
         .name(name)
         .retry_on_initial_connect()
         .max_reconnects(None)
         .request_timeout(Some(cfg.request_timeout()))
         .reconnect_delay_callback(reconnect_delay)
-        .event_callback(|event| async move { log_event(event) })
+        .event_callback(move |event| {
+            let log = log.clone();
+            async move { log.event(event).await }
+        })
         .connect(servers)
         .await?;
     Ok(Some(client))
@@ -141,14 +148,6 @@ pub async fn connect(
 fn reconnect_delay(attempts: usize) -> Duration {
     let ms = 100u64.saturating_mul(1 << attempts.min(6) as u32);
     Duration::from_millis(ms).min(MAX_RECONNECT_DELAY)
-}
-
-fn log_event(event: async_nats::Event) {
-    match event {
-        async_nats::Event::Connected => tracing::info!("NATS connected"),
-        async_nats::Event::Disconnected => tracing::warn!("NATS disconnected; reconnecting"),
-        other => tracing::debug!(event = %other, "NATS event"),
-    }
 }
 
 /// The current time as RFC 3339 UTC with milliseconds (`2025-01-14T10:21:37.660Z`).
