@@ -165,11 +165,10 @@ where
     let out = match res {
         Ok(res) => {
             let status = res.status();
-            let headers = res.headers().clone();
             res.into_body()
                 .collect()
                 .await
-                .map(|b| (status, headers, b.to_bytes()))
+                .map(|b| (status, b.to_bytes()))
         }
         Err(e) => Err(e),
     };

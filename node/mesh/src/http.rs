@@ -157,7 +157,7 @@ async fn serve_connection(
 ) {
     let progress = Progress::new();
     let peer = stream.peer_addr().ok();
-    let app = tower::ServiceExt::map_request(app, move |mut req: axum::extract::Request| {
+    let app = tower::ServiceExt::map_request(app, move |mut req: axum::extract::Request<_>| {
         if let Some(peer) = peer {
             req.extensions_mut().insert(ConnectInfo(peer));
         }

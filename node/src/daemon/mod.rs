@@ -38,8 +38,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Auth, Role, unix_now};
-use crate::config::{AuthSection, Config};
 use crate::cert_expiry::{self, CertExpiry};
+use crate::config::{AuthSection, Config};
 use crate::http;
 use crate::state::AppState;
 

@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
 use super::subscription::{EventKind, SCHEMA};
-use crate::rest::query::SelectItem;
+use crate::rest::select::SelectItem;
 use crate::rest::table::Table;
 
 /// One change, ready to be matched and sent.

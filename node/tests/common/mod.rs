@@ -606,7 +606,9 @@ impl NodeProc {
         let headers: Vec<(&str, &str)> = key.iter().map(|k| ("apikey", k.as_str())).collect();
         let request = httpc::request_with(http, method, path, &headers, bytes);
         let (status, _, body) = match tokio::time::timeout(GUARD, request).await {
-            Ok(answer) => answer.map(httpc::Answer::into_parts).map_err(|e| e.to_string())?,
+            Ok(answer) => answer
+                .map(httpc::Answer::into_parts)
+                .map_err(|e| e.to_string())?,
             Err(_) => return Err(format!("no answer within the {GUARD:?} failure guard")),
         };
         let value = serde_json::from_slice(&body)
