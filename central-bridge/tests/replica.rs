@@ -601,3 +601,236 @@ async fn central_log_inserts_reach_nodes_and_log_rewrites_are_refused_and_record
     assert!(devices.iter().all(|d| d != "x"), "{devices:?}");
     blocking(|| store.close()).expect("close");
 }
+
+/// Rows of the conflict audit for one record: (field, policy, winner).
+async fn audit_of(conn: &PgConn, id: &str) -> Vec<(String, String, Value)> {
+    let rows = conn
+        .client()
+        .query(
+            "SELECT field, policy, winner FROM meshlite.conflicts \
+             WHERE collection = 'tasks' AND record_id = $1 ORDER BY id",
+            &[&id],
+        )
+        .await
+        .expect("conflicts");
+    rows.iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_changed_by_many_transactions_of_one_batch_merges_once_and_is_audited() {
+    let b = bridge("one-batch").await;
+    let (da, db) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let (a, n2) = (node(&da), node(&db));
+    let t1 = named_id("t1");
+    blocking(|| {
+        a.put(
+            "tasks",
+            json!({"id": t1, "status": "pending", "title": "x"}),
+        )
+    })
+    .expect("put");
+    let base = all_txns(&a).await;
+    blocking(|| n2.apply_remote(base)).expect("b gets the base");
+    blocking(|| {
+        for (i, status) in ["queued", "running"].iter().enumerate() {
+            a.put(
+                "tasks",
+                json!({"id": t1, "status": status, "title": format!("a{i}")}),
+            )?;
+        }
+        n2.put(
+            "tasks",
+            json!({"id": t1, "status": "completed", "title": "from b"}),
+        )?;
+        n2.increment("tasks", &t1, "retry_count", 3)?;
+        Ok::<_, meshlite_core::store::WriteError>(())
+    })
+    .expect("concurrent edits");
+    // One call, one batch: a's base and two updates interleaved with b's concurrent two.
+    let (from_a, from_b) = (all_txns(&a).await, all_txns(&n2).await);
+    let mut batch = from_a.clone();
+    batch.extend(
+        from_b
+            .iter()
+            .filter(|t| t.id.origin == n2.replica_id())
+            .cloned(),
+    );
+    batch.extend(from_a.iter().take(1).cloned()); // a duplicate inside the batch
+    let applied = b.replica.apply_txns(batch.clone()).await.expect("apply");
+    assert!(applied.rejected.is_empty(), "{:?}", applied.rejected);
+    assert_eq!((applied.new, applied.duplicates), (batch.len() - 1, 1));
+
+    blocking(|| a.apply_remote(from_b)).expect("a gets b");
+    let merged = blocking(|| a.get("tasks", &t1)).expect("get").expect("t1");
+    assert_eq!(task_row(&b.conn, &t1).await.as_ref(), Some(&merged));
+    let audit = audit_of(&b.conn, &t1).await;
+    assert!(
+        audit.contains(&("status".into(), "priority".into(), merged["status"].clone())),
+        "{audit:?}"
+    );
+    assert!(
+        audit.iter().any(|(f, p, _)| f == "title" && p == "lww"),
+        "{audit:?}"
+    );
+    assert!(
+        audit.iter().all(|(f, _, _)| f != "retry_count"),
+        "{audit:?}"
+    );
+    // Stored once, as appended change chunks; a second delivery changes nothing.
+    let (states, chunks): (i64, i32) = {
+        let r = b
+            .conn
+            .client()
+            .query_one(
+                "SELECT count(*), max(chunks) FROM meshlite.docs WHERE id = $1",
+                &[&t1],
+            )
+            .await
+            .expect("docs");
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(states, 1);
+    assert_eq!(chunks as usize, batch.len() - 1, "one chunk per change");
+    let again = b.replica.apply_txns(batch.clone()).await.expect("again");
+    assert_eq!((again.new, again.duplicates), (0, batch.len()));
+    assert_eq!(audit_of(&b.conn, &t1).await, audit, "nothing audited twice");
+    for s in [a, n2] {
+        blocking(|| s.close().expect("close"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn states_grow_by_chunks_and_are_compacted_into_snapshots() {
+    let b = bridge("chunks").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = node(&dir);
+    let t1 = named_id("t1");
+    let mut max_chunks = 0;
+    for i in 0..80 {
+        blocking(|| {
+            store.put(
+                "tasks",
+                json!({"id": t1, "status": "queued", "title": format!("v{i}")}),
+            )
+        })
+        .expect("put");
+        let txns = all_txns(&store).await;
+        let last = txns.last().cloned().expect("a txn");
+        let applied = b.replica.apply_txns(vec![last]).await.expect("apply");
+        assert_eq!(applied.new, 1);
+        let chunks: i32 = b
+            .conn
+            .client()
+            .query_one("SELECT chunks FROM meshlite.docs WHERE id = $1", &[&t1])
+            .await
+            .expect("docs")
+            .get(0);
+        max_chunks = max_chunks.max(chunks);
+        let expected = blocking(|| store.get("tasks", &t1)).expect("get");
+        assert_eq!(task_row(&b.conn, &t1).await, expected, "after change {i}");
+    }
+    assert!(
+        max_chunks > 1 && max_chunks < meshlite_bridge::replica::batch::COMPACT_CHUNKS,
+        "appended, then compacted: {max_chunks}"
+    );
+    blocking(|| store.close()).expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_transaction_among_good_ones_leaves_the_good_ones_applied_exactly_once() {
+    let b = bridge("refuse-one").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sloppy = Store::open(dir.path(), OpenOptions::default()).expect("schemaless store");
+    let ids: Vec<String> = (0..6).map(|i| named_id(&format!("g{i}"))).collect();
+    blocking(|| {
+        for (i, id) in ids.iter().enumerate() {
+            sloppy.put(
+                "tasks",
+                json!({"id": id, "status": "queued", "title": "v1"}),
+            )?;
+            if i == 3 {
+                sloppy.put("tasks", json!({"id": named_id("bad"), "status": 7}))?;
+            }
+            sloppy.put("tasks", json!({"id": id, "title": "v2"}))?;
+        }
+        Ok::<_, meshlite_core::store::WriteError>(())
+    })
+    .expect("writes");
+    let txns = all_txns(&sloppy).await;
+    let applied = b.replica.apply_txns(txns.clone()).await.expect("apply");
+    assert_eq!((applied.new, applied.rejected.len()), (txns.len() - 1, 1));
+    for id in &ids {
+        let expected = blocking(|| sloppy.get("tasks", id)).expect("get");
+        let row = task_row(&b.conn, id).await.expect("row");
+        assert_eq!(row["title"], json!("v2"), "{id}");
+        assert_eq!(Some(&row["title"]), expected.as_ref().map(|e| &e["title"]));
+    }
+    assert_eq!(task_row(&b.conn, &named_id("bad")).await, None);
+    let again = b.replica.apply_txns(txns.clone()).await.expect("again");
+    assert_eq!(
+        (again.new, again.duplicates, again.rejected.len()),
+        (0, txns.len() - 1, 1),
+        "the good ones are held once; the bad one is refused again"
+    );
+    let stored: i64 = b
+        .conn
+        .client()
+        .query_one("SELECT count(*) FROM meshlite.txns", &[])
+        .await
+        .expect("txns")
+        .get(0);
+    assert_eq!(stored as usize, txns.len() - 1);
+    blocking(|| sloppy.close()).expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_bridges_creating_the_same_records_concurrently_lose_no_change() {
+    let url = PgServer::shared().database("two-new");
+    let (b1, b2) = (
+        bridge_on(url.clone(), "new-one").await,
+        bridge_on(url, "new-two").await,
+    );
+    let (da, db) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let (a, n2) = (node(&da), node(&db));
+    let ids: Vec<String> = (0..60).map(|i| named_id(&format!("n{i}"))).collect();
+    blocking(|| {
+        for id in &ids {
+            a.put(
+                "tasks",
+                json!({"id": id, "status": "queued", "title": "from a"}),
+            )?;
+            a.increment("tasks", id, "retry_count", 1)?;
+            n2.put(
+                "tasks",
+                json!({"id": id, "status": "running", "priority": 3}),
+            )?;
+            n2.increment("tasks", id, "retry_count", 2)?;
+        }
+        Ok::<_, meshlite_core::store::WriteError>(())
+    })
+    .expect("writes on both nodes, neither knowing the other's");
+    let (from_a, from_b) = (all_txns(&a).await, all_txns(&n2).await);
+    let (r1, r2) = tokio::join!(
+        b1.replica.apply_txns(from_a.clone()),
+        b2.replica.apply_txns(from_b.clone())
+    );
+    let (r1, r2) = (r1.expect("bridge one"), r2.expect("bridge two"));
+    assert_eq!(r1.new + r2.new, from_a.len() + from_b.len());
+    blocking(|| a.apply_remote(from_b)).expect("a gets b");
+    for id in &ids {
+        let merged = blocking(|| a.get("tasks", id)).expect("get").expect("row");
+        assert_eq!(merged["retry_count"], json!(3), "{id}");
+        assert_eq!(task_row(&b1.conn, id).await.as_ref(), Some(&merged), "{id}");
+    }
+    for s in [a, n2] {
+        blocking(|| s.close().expect("close"));
+    }
+}

@@ -1,19 +1,27 @@
 //! Applying received transactions to Postgres: one database transaction per batch.
 //!
-//! For each batch (see the parent module for locking):
+//! A batch first goes the set-based way ([`super::batch`]: every record it touches loaded and
+//! locked at once, merged in memory, one statement per table). This module is the row-by-row
+//! path, used for what that path hands back (deletes, a transaction touching a record twice, a
+//! transaction parked half-way) and as the fallback that finds refused transactions:
 //! 1. lock the `origins` rows of every origin in the batch, in origin order, and read which of
-//!    the batch's transactions are already held (duplicates: skipped);
+//!    the batch's transactions are already held (duplicates: skipped); lock the batch's records
+//!    as the set-based path does (advisory locks in key order);
 //! 2. each new transaction: first every op is checked against the record states it touches
 //!    (read `FOR UPDATE`, the ops' reads pipelined): a change whose Automerge dependencies are
 //!    missing parks the whole transaction (stored in `parked`, counted as held), so no reader
 //!    ever sees half of one. Then the ops are written (pipelined): the merged state, the
 //!    conflicts the merge resolved, the materialized row (or its deletion, or the log row), the
 //!    encoded transaction and the summary. The batch is first tried without savepoints; if a
-//!    transaction is refused on its merits (a type, a value its column cannot hold), that attempt
-//!    is rolled back and the batch runs again with a savepoint per transaction, so only the
-//!    refused ones are rolled back, recorded in `rejected` and reported;
+//!    transaction is refused on its merits (a type, a value its column cannot hold) on either
+//!    path, that attempt is rolled back and the batch runs again with a savepoint per
+//!    transaction, so only the refused ones are rolled back, recorded in `rejected` and
+//!    reported;
 //! 3. parked transactions are retried until none makes progress;
 //! 4. COMMIT. Only then is the commit event broadcast.
+//!
+//! A deadlock or serialization failure (two bridges racing) retries the batch a few times;
+//! other transient errors (the connection, the server's resources) fail it and peers resend.
 //!
 //! Deletes win: a tombstone of incarnation *k* makes every change to *k* (earlier or later) a
 //! no-op for the table, and the row disappears unless a later incarnation is alive.
@@ -31,8 +39,9 @@ use serde_json::Value;
 use tokio_postgres::Client;
 
 use super::db::{Db, Prepared};
-use super::rows;
+use super::sets::{self, DocKey};
 use super::{Context, as_i64};
+use super::{batch, rows};
 use crate::state::bridge_transaction;
 
 /// What one batch did.
@@ -80,7 +89,7 @@ pub fn pg_reason(e: &tokio_postgres::Error) -> String {
 /// Whether a Postgres error says nothing about the transaction itself: the connection, the
 /// server's resources or concurrency (deadlock, serialization, lock or statement timeout,
 /// shutdown) — retry later rather than refuse.
-fn transient(e: &tokio_postgres::Error) -> bool {
+pub(super) fn transient(e: &tokio_postgres::Error) -> bool {
     let Some(db) = e.as_db_error() else {
         return true; // I/O, closed connection
     };
@@ -96,21 +105,59 @@ enum Done {
     Parked,
 }
 
+/// Times a batch is tried again after a deadlock or a serialization failure (two bridges
+/// racing); after that the error fails the batch and peers resend it.
+const CONCURRENCY_RETRIES: usize = 3;
+
 /// Applies `txns` in one Postgres transaction.
 ///
-/// Optimistic first: no savepoints (two round trips fewer per transaction). A transaction
-/// refused on its merits aborts that attempt, and the batch is applied again with a savepoint
-/// per transaction, which rolls back and records only the refused ones.
+/// Set-based first ([`batch`]): one statement per table for the whole batch. A batch that path
+/// does not take on runs row by row without savepoints; a transaction refused on its merits
+/// (on either path) aborts that attempt, and the batch is applied again row by row with a
+/// savepoint per transaction, which rolls back and records only the refused ones. A deadlock
+/// or serialization failure retries the batch.
 pub async fn apply_batch(
     client: &mut Client,
     prepared: &Prepared,
     ctx: &Context,
     txns: Vec<Txn>,
 ) -> Result<BatchOutcome, tokio_postgres::Error> {
-    if let Some(out) = attempt(client, prepared, ctx, &txns, false).await? {
+    let mut retries = 0;
+    loop {
+        match apply_batch_once(client, prepared, ctx, &txns).await {
+            Err(e) if retries < CONCURRENCY_RETRIES && concurrency_failure(&e) => {
+                retries += 1;
+                tracing::info!(error = %pg_reason(&e), retries, "batch raced another writer; retrying");
+            }
+            result => return result,
+        }
+    }
+}
+
+/// A deadlock or a serialization failure: trying again can succeed.
+fn concurrency_failure(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|db| ["40P01", "40001"].contains(&db.code().code()))
+}
+
+async fn apply_batch_once(
+    client: &mut Client,
+    prepared: &Prepared,
+    ctx: &Context,
+    txns: &[Txn],
+) -> Result<BatchOutcome, tokio_postgres::Error> {
+    let refused = match batch::suited(txns) {
+        true => match batch::apply(client, prepared, ctx, txns).await? {
+            batch::Attempt::Done(out) => return Ok(out),
+            batch::Attempt::Refused => true,
+            batch::Attempt::Unsuited => false,
+        },
+        false => false,
+    };
+    if !refused && let Some(out) = attempt(client, prepared, ctx, txns, false).await? {
         return Ok(out);
     }
-    let careful = attempt(client, prepared, ctx, &txns, true).await?;
+    let careful = attempt(client, prepared, ctx, txns, true).await?;
     Ok(careful.unwrap_or_default())
 }
 
@@ -125,6 +172,7 @@ async fn attempt(
 ) -> Result<Option<BatchOutcome>, tokio_postgres::Error> {
     let mut tx = bridge_transaction(client).await?;
     let held = lock_and_read_held(&Db::new(&tx, prepared), ctx, txns).await?;
+    lock_records(&Db::new(&tx, prepared), txns).await?;
     let mut out = BatchOutcome::default();
     let mut seen = HashSet::new();
     let mut status = SyncStatus::default();
@@ -172,21 +220,34 @@ async fn attempt(
             }
         }
     }
-    unpark(&mut tx, prepared, ctx, &mut out).await?;
-    let db = Db::new(&tx, prepared);
-    for ((origin, collection), entry) in &status.0 {
-        rows::record_sync_status(&db, ctx, origin, collection, entry).await?;
-    }
+    finish(&mut tx, prepared, ctx, &mut out, &status).await?;
     tx.commit().await?;
     Ok(Some(out))
 }
 
+/// The end of every batch before its commit: parked transactions retried, `sync_status` kept.
+pub(super) async fn finish(
+    tx: &mut tokio_postgres::Transaction<'_>,
+    prepared: &Prepared,
+    ctx: &Context,
+    out: &mut BatchOutcome,
+    status: &SyncStatus,
+) -> Result<(), tokio_postgres::Error> {
+    unpark(tx, prepared, ctx, out).await?;
+    let db = Db::new(tx, prepared);
+    try_join_all(status.0.iter().map(|((origin, collection), entry)| {
+        rows::record_sync_status(&db, ctx, origin, collection, entry)
+    }))
+    .await?;
+    Ok(())
+}
+
 /// What one batch did per (origin, collection), for seed 002's `sync_status`.
 #[derive(Debug, Default)]
-struct SyncStatus(BTreeMap<(ReplicaId, String), rows::StatusEntry>);
+pub(super) struct SyncStatus(BTreeMap<(ReplicaId, String), rows::StatusEntry>);
 
 impl SyncStatus {
-    fn record(&mut self, txn: &Txn, refused: Option<&str>) {
+    pub(super) fn record(&mut self, txn: &Txn, refused: Option<&str>) {
         let collections: BTreeSet<&str> = txn.ops.iter().map(Op::collection).collect();
         for c in collections {
             let e = self.0.entry((txn.id.origin, c.to_owned())).or_default();
@@ -203,7 +264,7 @@ impl SyncStatus {
 
 /// Locks the batch's origin rows (creating missing ones) in origin order and returns which of
 /// the batch's transactions are held.
-async fn lock_and_read_held(
+pub(super) async fn lock_and_read_held(
     tx: &Db<'_, '_>,
     ctx: &Context,
     txns: &[Txn],
@@ -242,6 +303,27 @@ async fn lock_and_read_held(
         .filter_map(|r| usize::try_from(r.get::<_, i64>(0) - 1).ok())
         .filter_map(|i| txns.get(i).map(|t| t.id))
         .collect())
+}
+
+/// Locks every record the batch's ops touch, as [`batch`] does, so the two paths serialize
+/// with each other on records that have no `docs` row yet.
+async fn lock_records(db: &Db<'_, '_>, txns: &[Txn]) -> Result<(), tokio_postgres::Error> {
+    let mut keys: Vec<DocKey> = txns
+        .iter()
+        .flat_map(|t| &t.ops)
+        .map(|op| DocKey {
+            collection: op.collection().to_owned(),
+            id: op.record_id().to_owned(),
+            incarnation: 1,
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let refs: Vec<&DocKey> = keys.iter().collect();
+    match refs.is_empty() {
+        true => Ok(()),
+        false => sets::lock_records(db, &refs).await,
+    }
 }
 
 /// Applies a transaction of the bridge's own (a central edit: its dependencies are the state it
@@ -526,7 +608,7 @@ async fn unpark(
     }
 }
 
-fn def_of(ctx: &Context, collection: &str) -> CollectionDef {
+pub(super) fn def_of(ctx: &Context, collection: &str) -> CollectionDef {
     ctx.schema
         .collections
         .get(collection)

@@ -8,6 +8,8 @@
 //!   re-established on the next call after Postgres went away; until then every call fails with
 //!   [`ReplicaError::Unavailable`], so peers keep their data and resend it later — the fleet is
 //!   the buffer.
+//! - [`batch`] (with its SQL in [`sets`]): the usual way a batch is applied — every record it
+//!   touches loaded and locked at once, merged in memory, then one statement per table.
 //! - [`apply`]: one Postgres transaction per batch of received transactions; the replica state
 //!   (summary, stored transactions, merged Automerge state, tombstones, parked transactions) and
 //!   the materialized rows it explains commit together, so a crash at any point leaves either
@@ -19,14 +21,18 @@
 //! # Two bridges on one database
 //! Every apply first locks the `origins` rows of the transactions it carries (in a fixed order,
 //! so two bridges cannot deadlock on them), then re-reads what is held: a transaction another
-//! bridge committed meanwhile is a duplicate. Record states are read `FOR UPDATE`, so merges of
-//! one record serialize; nothing is ever overwritten with a state that lacks another bridge's
-//! changes.
+//! bridge committed meanwhile is a duplicate. Then it locks the records it touches: a
+//! transaction-level advisory lock per record key, in key order (so even records neither bridge
+//! has a state for yet serialize), and the existing states `FOR UPDATE`; merges of one record
+//! serialize, and nothing is ever overwritten with a state that lacks another bridge's changes.
+//! A deadlock all the same (e.g. with a central edit) retries the batch.
 
 pub mod apply;
+pub mod batch;
 pub mod central;
 pub mod db;
 pub mod rows;
+pub mod sets;
 
 use std::collections::HashMap;
 use std::sync::Arc;

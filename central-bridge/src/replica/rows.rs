@@ -19,7 +19,7 @@ use crate::pg::Ident;
 
 type Result<T> = std::result::Result<T, tokio_postgres::Error>;
 
-fn inc(incarnation: Incarnation) -> i32 {
+pub(super) fn inc(incarnation: Incarnation) -> i32 {
     i32::try_from(incarnation).unwrap_or(i32::MAX)
 }
 
@@ -153,7 +153,12 @@ pub async fn delete_row(
 
 /// The row as `jsonb_populate_record` input: declared columns by name, the undeclared fields in
 /// `_extra`, and the origin of this change.
-fn row_json(table: &TableSpec, id: &str, fields: &Map<String, Value>, origin: &ReplicaId) -> Value {
+pub(super) fn row_json(
+    table: &TableSpec,
+    id: &str,
+    fields: &Map<String, Value>,
+    origin: &ReplicaId,
+) -> Value {
     let mut row = Map::new();
     let mut extra = Map::new();
     for (field, value) in fields {
@@ -170,7 +175,7 @@ fn row_json(table: &TableSpec, id: &str, fields: &Map<String, Value>, origin: &R
 }
 
 /// The columns written for a row (without `_synced_at`, which is `now()`).
-fn columns(table: &TableSpec) -> Vec<String> {
+pub(super) fn columns(table: &TableSpec) -> Vec<String> {
     let mut cols = vec![table.primary_key.name.quoted()];
     cols.extend(table.columns.iter().map(|c| c.name.quoted()));
     cols.push(format!("\"{EXTRA_COLUMN}\""));

@@ -99,22 +99,44 @@ impl RecordDoc {
 
     /// Applies one received change (the bytes of a `change::Op::Doc`), idempotently.
     pub fn apply(&mut self, change: &[u8]) -> Result<ChangeOutcome, RecordError> {
+        self.apply_noting_concurrency(change, |_| ())
+            .map(|(outcome, _)| outcome)
+    }
+
+    /// [`RecordDoc::apply`], also saying whether the change was *concurrent* with the document:
+    /// its dependencies were not the document's heads. Only such a merge can leave a field with
+    /// concurrent values (a change made on top of the heads supersedes every value it saw), so a
+    /// conflict audit needs to look only around those. `before_concurrent` runs on the document
+    /// just before a concurrent change is applied (to note the conflicts it had).
+    pub fn apply_noting_concurrency(
+        &mut self,
+        change: &[u8],
+        before_concurrent: impl FnOnce(&Self),
+    ) -> Result<(ChangeOutcome, bool), RecordError> {
         let change = decode(change)?;
         let hash = change.hash();
         if self.doc.get_change_by_hash(&hash).is_some() {
-            return Ok(ChangeOutcome::Duplicate);
+            return Ok((ChangeOutcome::Duplicate, false));
         }
         let missing = change
             .deps()
             .iter()
             .any(|dep| self.doc.get_change_by_hash(dep).is_none());
         if missing {
-            return Ok(ChangeOutcome::MissingDeps);
+            return Ok((ChangeOutcome::MissingDeps, false));
+        }
+        let mut deps = change.deps().to_vec();
+        let mut heads = self.doc.get_heads();
+        deps.sort_unstable();
+        heads.sort_unstable();
+        let concurrent = deps != heads;
+        if concurrent {
+            before_concurrent(self);
         }
         let doc = &mut self.doc;
         let applied = catch_unwind(AssertUnwindSafe(|| doc.apply_changes([change])));
         match applied {
-            Ok(Ok(())) => Ok(ChangeOutcome::Applied),
+            Ok(Ok(())) => Ok((ChangeOutcome::Applied, concurrent)),
             Ok(Err(e)) => Err(RecordError::Change(e.to_string())),
             Err(_) => Err(RecordError::Change("automerge panicked applying it".into())),
         }

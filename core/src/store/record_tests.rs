@@ -79,6 +79,39 @@ fn concurrent_edits_merge_by_policy_and_report_conflicts() {
 }
 
 #[test]
+fn only_changes_concurrent_with_the_heads_are_noted_and_can_add_conflicts() {
+    let def = tasks();
+    let (mut a, mut b, ca, cb) = concurrent_pair(&def);
+    // b made cb on top of the base only: for a (which has ca) it is concurrent.
+    let mut seen = None;
+    let (outcome, concurrent) = a
+        .apply_noting_concurrency(&cb, |d| seen = Some(d.conflicts(&def)))
+        .expect("apply");
+    assert_eq!((outcome, concurrent), (ChangeOutcome::Applied, true));
+    assert_eq!(
+        seen,
+        Some(Vec::new()),
+        "the hook saw the state before the merge"
+    );
+    assert!(!a.conflicts(&def).is_empty(), "the merge left conflicts");
+    // A change made on top of a's heads is not concurrent for b once b has a's history.
+    assert_eq!(b.apply(&ca), Ok(ChangeOutcome::Applied));
+    let next = a
+        .put(&def, &fields(json!({"status": "done", "title": "settled"})))
+        .expect("next");
+    let (outcome, concurrent) = b
+        .apply_noting_concurrency(&next, |_| panic!("not concurrent"))
+        .expect("apply");
+    assert_eq!((outcome, concurrent), (ChangeOutcome::Applied, false));
+    assert!(
+        b.conflicts(&def).is_empty(),
+        "a sequential change settles them"
+    );
+    let (outcome, concurrent) = b.apply_noting_concurrency(&next, |_| ()).expect("again");
+    assert_eq!((outcome, concurrent), (ChangeOutcome::Duplicate, false));
+}
+
+#[test]
 fn duplicates_and_missing_dependencies_are_told_apart() {
     let def = tasks();
     let (mut a, _, ca, _) = concurrent_pair(&def);

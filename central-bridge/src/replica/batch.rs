@@ -1,0 +1,511 @@
+//! Set-based batches: a whole batch of received transactions merged in memory and written with
+//! one statement per table ([`super::sets`]), instead of a few statements per op.
+//!
+//! 1. Lock the batch's origins and read which transactions are held (as the row-by-row path);
+//!    the rest are checked (`Txn::validate`, keys, log rows' types) before any SQL about records.
+//! 2. Lock every record the batch touches (advisory locks in key order, then the `docs` rows
+//!    `FOR UPDATE`) and load their states and liveness (tombstones, later incarnations) with one
+//!    query each.
+//! 3. Merge in memory, transaction by transaction, in order: each record is loaded once and
+//!    every change of the batch is applied to that one document; a change's new conflicts are
+//!    looked for only when it was concurrent with the document (see
+//!    [`RecordDoc::apply_noting_concurrency`]), and every row a change produces is type-checked
+//!    as on the row-by-row path. A transaction whose first change lacks its dependencies is
+//!    parked whole.
+//! 4. Write: the states (the batch's change chunks appended to each stored state, as the core
+//!    store does, or a fresh snapshot every [`COMPACT_CHUNKS`] chunks), the audit rows, each
+//!    table's rows, the transactions' bytes, the parked ones and `origins.held`: one statement
+//!    each, all sent before any answer is awaited.
+//!
+//! A record's row is written once per batch, with its final merged value, and reported as one
+//! change. What this path does not take on it hands back as [`Attempt::Unsuited`] before
+//! writing (deletes, a transaction touching a record twice, a transaction parked after another
+//! of its ops already merged): the caller then runs the row-by-row path. A transaction refused
+//! on its merits — or any statement failing on data — gives [`Attempt::Refused`]: the caller
+//! replays the batch transaction by transaction with savepoints, which finds and records the
+//! culprits. Transient errors fail the batch.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use futures_util::future::try_join_all;
+use meshlite_core::change::Incarnation;
+
+use meshlite_core::schema::CollectionDef;
+use meshlite_core::store::record::{ChangeOutcome, FieldConflict, RecordDoc};
+use meshlite_core::store::{ChangeKind, RecordChange};
+use meshlite_core::{Op, ReplicaId, Txn};
+use serde_json::{Map, Value};
+use tokio_postgres::Client;
+
+use super::Context;
+use super::apply::{BatchOutcome, SyncStatus, def_of, finish, lock_and_read_held, transient};
+use super::db::{Db, Prepared};
+use super::rows::row_json;
+use super::sets::{self, AuditRow, DocKey, StateWrite, Stored};
+use crate::state::bridge_transaction;
+
+/// Appended change chunks after which a state is rewritten as one snapshot.
+pub const COMPACT_CHUNKS: i32 = 32;
+
+/// How a set-based attempt ended.
+#[derive(Debug)]
+pub enum Attempt {
+    /// Committed.
+    Done(BatchOutcome),
+    /// A transaction was refused or a statement failed on data: nothing was written.
+    Refused,
+    /// The batch needs the row-by-row path: nothing was written.
+    Unsuited,
+}
+
+/// Whether the batch's shape suits this path (it may still turn out [`Attempt::Unsuited`]).
+pub fn suited(txns: &[Txn]) -> bool {
+    txns.iter().all(|t| {
+        let mut seen = HashSet::with_capacity(t.ops.len());
+        t.ops.iter().all(|op| {
+            !matches!(op, Op::Delete { .. }) && seen.insert((op.collection(), op.record_id()))
+        })
+    })
+}
+
+/// Applies `txns` in one Postgres transaction with set-based statements.
+pub async fn apply(
+    client: &mut Client,
+    prepared: &Prepared,
+    ctx: &Context,
+    txns: &[Txn],
+) -> Result<Attempt, tokio_postgres::Error> {
+    let mut tx = bridge_transaction(client).await?;
+    let db = Db::new(&tx, prepared);
+    let held = lock_and_read_held(&db, ctx, txns).await?;
+    let mut out = BatchOutcome::default();
+    let mut seen = HashSet::new();
+    let mut fresh = Vec::new();
+    for txn in txns {
+        if held.contains(&txn.id) || !seen.insert(txn.id) {
+            out.applied.duplicates += 1;
+        } else {
+            fresh.push(txn);
+        }
+    }
+    let merged = match Merge::run(&db, ctx, &fresh).await? {
+        Ok(merged) => merged,
+        Err(attempt) => {
+            tx.rollback().await?;
+            return Ok(attempt);
+        }
+    };
+    if let Err(e) = merged.write(&db, ctx, &mut out).await {
+        if transient(&e) {
+            return Err(e);
+        }
+        tracing::info!(error = %super::apply::pg_reason(&e), "set-based batch refused; replaying it transaction by transaction");
+        tx.rollback().await?;
+        return Ok(Attempt::Refused);
+    }
+    let mut status = SyncStatus::default();
+    for txn in &fresh {
+        status.record(txn, None);
+    }
+    out.applied.new += fresh.len();
+    finish(&mut tx, prepared, ctx, &mut out, &status).await?;
+    tx.commit().await?;
+    Ok(Attempt::Done(out))
+}
+
+/// One record incarnation during a batch.
+struct Record {
+    doc: RecordDoc,
+    /// Chunks the stored state has (`None`: no row yet).
+    stored_chunks: Option<i32>,
+    /// The batch's applied changes, concatenated.
+    appended: Vec<u8>,
+    appended_n: i32,
+    /// Dead before the batch (tombstoned or superseded in the database).
+    dead: bool,
+    /// The conflicts of the current state, when known (see the module doc).
+    conflicts: Option<Vec<FieldConflict>>,
+    /// The last materialization (the row) and the origin of the transaction that made it.
+    fields: Option<(Map<String, Value>, ReplicaId)>,
+}
+
+/// The batch merged in memory, ready to be written.
+struct Merge<'t> {
+    records: BTreeMap<DocKey, Record>,
+    /// Records in the order the batch first changed them (for the change events).
+    order: Vec<DocKey>,
+    audit: Vec<(DocKey, FieldConflict)>,
+    /// Log rows in order: collection, id, row, origin.
+    appends: Vec<(String, String, Value, ReplicaId)>,
+    applied: Vec<&'t Txn>,
+    parked: Vec<&'t Txn>,
+}
+
+/// What became of one transaction in memory.
+enum Fate {
+    Applied,
+    Parked,
+}
+
+impl<'t> Merge<'t> {
+    /// Loads and merges the batch; `Err(attempt)` when this path cannot finish it.
+    async fn run(
+        db: &Db<'_, '_>,
+        ctx: &Context,
+        txns: &[&'t Txn],
+    ) -> Result<Result<Self, Attempt>, tokio_postgres::Error> {
+        for txn in txns {
+            if let Err(stop) = precheck(ctx, txn) {
+                return Ok(Err(stop));
+            }
+        }
+        let keys: Vec<DocKey> = {
+            let mut keys: Vec<DocKey> = txns
+                .iter()
+                .flat_map(|t| t.ops.iter())
+                .filter_map(doc_key)
+                .collect();
+            keys.sort();
+            keys.dedup();
+            keys
+        };
+        let refs: Vec<&DocKey> = keys.iter().collect();
+        if !refs.is_empty() {
+            sets::lock_records(db, &refs).await?;
+        }
+        let stored = match refs.is_empty() {
+            true => Vec::new(),
+            false => sets::load(db, ctx, &refs).await?,
+        };
+        let mut merge = Merge {
+            records: BTreeMap::new(),
+            order: Vec::new(),
+            audit: Vec::new(),
+            appends: Vec::new(),
+            applied: Vec::new(),
+            parked: Vec::new(),
+        };
+        for (key, stored) in keys.into_iter().zip(stored) {
+            match record(ctx, &key, stored) {
+                Ok(r) => merge.records.insert(key, r),
+                Err(reason) => {
+                    tracing::info!(%reason, "a stored state does not load; replaying the batch");
+                    return Ok(Err(Attempt::Refused));
+                }
+            };
+        }
+        for txn in txns {
+            match merge.txn(ctx, txn) {
+                Ok(Fate::Applied) => merge.applied.push(txn),
+                Ok(Fate::Parked) => merge.parked.push(txn),
+                Err(stop) => return Ok(Err(stop)),
+            }
+        }
+        Ok(Ok(merge))
+    }
+
+    /// Merges one transaction's ops.
+    fn txn(&mut self, ctx: &Context, txn: &Txn) -> Result<Fate, Attempt> {
+        let mut merged_any = false;
+        let mut appends = Vec::new();
+        for op in &txn.ops {
+            match op {
+                Op::Doc {
+                    collection,
+                    id,
+                    incarnation,
+                    change,
+                } => {
+                    let key = DocKey {
+                        collection: collection.clone(),
+                        id: id.clone(),
+                        incarnation: *incarnation,
+                    };
+                    match self.change(ctx, key, change, txn.id.origin)? {
+                        ChangeOutcome::MissingDeps if merged_any => return Err(Attempt::Unsuited),
+                        ChangeOutcome::MissingDeps => return Ok(Fate::Parked),
+                        _ => merged_any = true,
+                    }
+                }
+                Op::Append {
+                    collection,
+                    id,
+                    row,
+                } => {
+                    let value = log_row(ctx, collection, id, row)?;
+                    appends.push((collection.clone(), id.clone(), value, txn.id.origin));
+                }
+                _ => return Err(Attempt::Unsuited),
+            }
+        }
+        self.appends.extend(appends);
+        Ok(Fate::Applied)
+    }
+
+    /// Applies one change to its record's document.
+    fn change(
+        &mut self,
+        ctx: &Context,
+        key: DocKey,
+        change: &[u8],
+        origin: ReplicaId,
+    ) -> Result<ChangeOutcome, Attempt> {
+        let fallback = CollectionDef::default();
+        let def = ctx
+            .schema
+            .collections
+            .get(&key.collection)
+            .unwrap_or(&fallback);
+        let record = self.records.get_mut(&key).ok_or(Attempt::Unsuited)?;
+        let known = &mut record.conflicts;
+        let (outcome, concurrent) = record
+            .doc
+            .apply_noting_concurrency(change, |doc| {
+                if known.is_none() {
+                    *known = Some(doc.conflicts(def));
+                }
+            })
+            .map_err(|_| Attempt::Refused)?;
+        if outcome == ChangeOutcome::MissingDeps {
+            return Ok(outcome);
+        }
+        if outcome == ChangeOutcome::Applied {
+            record.appended.extend_from_slice(change);
+            record.appended_n += 1;
+        }
+        let fields = record.doc.materialize(def);
+        def.check_row(&key.collection, &fields)
+            .map_err(|_| Attempt::Refused)?;
+        if concurrent {
+            let before = record.conflicts.take().unwrap_or_default();
+            let after = record.doc.conflicts(def);
+            for c in after.iter().filter(|c| !before.contains(c)) {
+                self.audit.push((key.clone(), c.clone()));
+            }
+            record.conflicts = Some(after);
+        } else if record.conflicts.as_ref().is_some_and(|c| !c.is_empty()) {
+            // A sequential change adds no conflict but may settle some: look again if needed.
+            record.conflicts = None;
+        }
+        if record.fields.is_none() {
+            self.order.push(key);
+        }
+        record.fields = Some((fields, origin));
+        Ok(outcome)
+    }
+
+    /// Writes everything the batch merged (see the module doc) and fills `out`.
+    async fn write(
+        mut self,
+        db: &Db<'_, '_>,
+        ctx: &Context,
+        out: &mut BatchOutcome,
+    ) -> Result<(), tokio_postgres::Error> {
+        let states = self.state_writes();
+        let audit: Vec<AuditRow<'_>> = self
+            .audit
+            .iter()
+            .map(|(key, c)| AuditRow { key, conflict: c })
+            .collect();
+        let live = self.live_keys();
+        // Document rows by collection, each record once with its final value.
+        let mut docs: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+        for key in self.order.iter().filter(|k| live.contains(k)) {
+            let (Some(table), Some((fields, origin))) = (
+                ctx.tables.get(&key.collection),
+                self.records.get(key).and_then(|r| r.fields.as_ref()),
+            ) else {
+                continue;
+            };
+            let row = row_json(table, &key.id, fields, origin);
+            docs.entry(&key.collection).or_default().push(row);
+        }
+        let mut logs: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+        for (collection, id, value, origin) in &self.appends {
+            if let Some(table) = ctx.tables.get(collection) {
+                let fields = value.as_object().cloned().unwrap_or_default();
+                let row = row_json(table, id, &fields, origin);
+                logs.entry(collection).or_default().push(row);
+            }
+        }
+        let mut all: Vec<&Txn> = self.applied.clone();
+        all.extend(&self.parked);
+        let upserts = try_join_all(docs.iter().filter_map(|(collection, rows)| {
+            let table = ctx.tables.get(*collection)?;
+            Some(async move {
+                let inserted = sets::upsert_rows(db, ctx, table, rows).await?;
+                Ok::<_, tokio_postgres::Error>((*collection, inserted))
+            })
+        }));
+        let appends = try_join_all(logs.iter().filter_map(|(collection, rows)| {
+            let table = ctx.tables.get(*collection)?;
+            Some(async move {
+                let new = sets::append_rows(db, ctx, table, rows).await?;
+                Ok::<_, tokio_postgres::Error>((*collection, new))
+            })
+        }));
+        let (_, _, inserted, appended, _) = tokio::try_join!(
+            sets::save_states(db, ctx, &states),
+            sets::record_conflicts(db, ctx, &audit),
+            upserts,
+            appends,
+            sets::store_txns(db, ctx, &all, &self.parked),
+        )?;
+        let inserted: HashMap<&str, HashSet<String>> = inserted.into_iter().collect();
+        let appended: HashMap<&str, HashSet<String>> = appended.into_iter().collect();
+        out.txns.extend(self.applied.iter().map(|t| t.id));
+        self.doc_changes(ctx, &live, &inserted, out);
+        self.log_changes(&appended, out);
+        Ok(())
+    }
+
+    /// The state write of every record the batch changed, in key order: its change chunks
+    /// appended, or a snapshot once the stored state would hold [`COMPACT_CHUNKS`] chunks.
+    fn state_writes(&mut self) -> Vec<(DocKey, StateWrite)> {
+        let mut states = Vec::new();
+        for (key, r) in &mut self.records {
+            if r.appended_n == 0 {
+                continue;
+            }
+            let write = match r.stored_chunks {
+                Some(chunks) if chunks + r.appended_n >= COMPACT_CHUNKS => {
+                    StateWrite::Snapshot(r.doc.save())
+                }
+                _ => StateWrite::Append(std::mem::take(&mut r.appended), r.appended_n),
+            };
+            states.push((key.clone(), write));
+        }
+        states
+    }
+
+    /// The keys whose rows are shown at the end of the batch: changed here, not dead, and no
+    /// later incarnation of the record changed in this batch either.
+    fn live_keys(&self) -> HashSet<&DocKey> {
+        let mut latest: HashMap<(&str, &str), Incarnation> = HashMap::new();
+        for key in &self.order {
+            let e = latest.entry((&key.collection, &key.id)).or_insert(0);
+            *e = (*e).max(key.incarnation);
+        }
+        self.order
+            .iter()
+            .filter(|k| self.records.get(*k).is_some_and(|r| !r.dead))
+            .filter(|k| latest.get(&(k.collection.as_str(), k.id.as_str())) == Some(&k.incarnation))
+            .collect()
+    }
+
+    /// One change per record shown: its final value, inserted or updated.
+    fn doc_changes(
+        &self,
+        ctx: &Context,
+        live: &HashSet<&DocKey>,
+        inserted: &HashMap<&str, HashSet<String>>,
+        out: &mut BatchOutcome,
+    ) {
+        for key in self.order.iter().filter(|k| live.contains(k)) {
+            let (Some(table), Some((fields, _))) = (
+                ctx.tables.get(&key.collection),
+                self.records.get(key).and_then(|r| r.fields.as_ref()),
+            ) else {
+                continue;
+            };
+            let mut value = Value::Object(fields.clone());
+            value[&table.primary_key.name.as_str().to_owned()] =
+                def_of(ctx, &key.collection).key_value(&key.id);
+            let new = inserted
+                .get(key.collection.as_str())
+                .is_some_and(|s| s.contains(&key.id));
+            out.changes.push(RecordChange {
+                collection: key.collection.clone(),
+                id: key.id.clone(),
+                kind: if new {
+                    ChangeKind::Insert
+                } else {
+                    ChangeKind::Update
+                },
+                value: Some(value),
+            });
+        }
+    }
+
+    /// One change per log row that was new.
+    fn log_changes(&self, appended: &HashMap<&str, HashSet<String>>, out: &mut BatchOutcome) {
+        let mut reported = HashSet::new();
+        for (collection, id, value, _) in &self.appends {
+            let new = appended
+                .get(collection.as_str())
+                .is_some_and(|s| s.contains(id));
+            if new && reported.insert((collection, id)) {
+                out.changes.push(RecordChange {
+                    collection: collection.clone(),
+                    id: id.clone(),
+                    kind: ChangeKind::Append,
+                    value: Some(value.clone()),
+                });
+            }
+        }
+    }
+}
+
+/// Checks what can be checked of a transaction before any record is read.
+fn precheck(ctx: &Context, txn: &Txn) -> Result<(), Attempt> {
+    txn.validate().map_err(|_| Attempt::Refused)?;
+    for op in &txn.ops {
+        if let Op::Doc { collection, id, .. } = op {
+            def_of(ctx, collection)
+                .check_key(collection, id)
+                .map_err(|_| Attempt::Refused)?;
+        }
+    }
+    Ok(())
+}
+
+/// A log row parsed and type-checked (as on the row-by-row path).
+fn log_row(ctx: &Context, collection: &str, id: &str, row: &str) -> Result<Value, Attempt> {
+    let value: Value = serde_json::from_str(row).map_err(|_| Attempt::Refused)?;
+    let def = def_of(ctx, collection);
+    def.check_key(collection, id)
+        .map_err(|_| Attempt::Refused)?;
+    if let Some(fields) = value.as_object() {
+        def.check_row(collection, fields)
+            .map_err(|_| Attempt::Refused)?;
+    }
+    Ok(value)
+}
+
+/// The `docs` key a document op touches.
+fn doc_key(op: &Op) -> Option<DocKey> {
+    match op {
+        Op::Doc {
+            collection,
+            id,
+            incarnation,
+            ..
+        } => Some(DocKey {
+            collection: collection.clone(),
+            id: id.clone(),
+            incarnation: *incarnation,
+        }),
+        _ => None,
+    }
+}
+
+/// A record as loaded: its document (empty when new).
+fn record(ctx: &Context, key: &DocKey, stored: Stored) -> Result<Record, String> {
+    let (doc, stored_chunks) = match stored.state {
+        Some((bytes, chunks)) => (
+            RecordDoc::load(&bytes, &ctx.replica)
+                .map_err(|e| format!("{}/{}: {e}", key.collection, key.id))?,
+            Some(chunks),
+        ),
+        None => (RecordDoc::new(&ctx.replica), None),
+    };
+    Ok(Record {
+        doc,
+        stored_chunks,
+        appended: Vec::new(),
+        appended_n: 0,
+        dead: stored.dead,
+        conflicts: None,
+        fields: None,
+    })
+}

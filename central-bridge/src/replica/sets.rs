@@ -1,0 +1,315 @@
+//! The set-based SQL of a batch ([`super::batch`]): one statement per table per batch, each
+//! taking whole columns as array parameters (`unnest`) or the rows as one JSON array
+//! (`jsonb_populate_recordset`), so a batch costs a handful of round trips however many
+//! transactions it carries. Statement texts depend only on the schemas and the table, so the
+//! connection prepares each once ([`Db`]).
+//!
+//! Locking: [`lock_records`] takes a transaction-level advisory lock per record key, in key
+//! order, before anything about those records is read, so two bridges merging the same records
+//! serialize on them even when neither has a `docs` row yet (a row lock cannot lock what does
+//! not exist); the `docs` rows that exist are then read `FOR UPDATE`, in key order, so a bridge
+//! still on the row-by-row path (or a central edit) serializes with this one too.
+
+use std::collections::HashSet;
+
+use meshlite_core::change::Incarnation;
+use meshlite_core::store::record::FieldConflict;
+use meshlite_core::{Txn, TxnId};
+use serde_json::{Value, json};
+use tokio_postgres::types::ToSql;
+
+use super::db::Db;
+use super::rows::{columns, inc};
+use super::{Context, as_i64};
+use crate::ddl::{SYNCED_AT_COLUMN, TableSpec};
+use crate::pg::Ident;
+
+type Result<T> = std::result::Result<T, tokio_postgres::Error>;
+
+/// Advisory-lock class of record keys (the first of the two-key form; "ML").
+const RECORD_LOCK_CLASS: i32 = 0x4d4c;
+
+/// One record incarnation: the key of a `docs` row.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DocKey {
+    /// Collection name.
+    pub collection: String,
+    /// Record id.
+    pub id: String,
+    /// Incarnation.
+    pub incarnation: Incarnation,
+}
+
+/// What `docs` and `tombstones` hold about one record incarnation.
+#[derive(Debug, Default)]
+pub struct Stored {
+    /// Its state and appended chunks, when a row exists.
+    pub state: Option<(Vec<u8>, i32)>,
+    /// Tombstoned, or a later incarnation of the record has a state.
+    pub dead: bool,
+}
+
+/// Locks the records of `keys` (any incarnation) for this transaction, in a fixed order.
+pub async fn lock_records(db: &Db<'_, '_>, keys: &[&DocKey]) -> Result<()> {
+    let (collections, ids) = key_columns(keys);
+    db.query(
+        &format!(
+            "SELECT count(pg_advisory_xact_lock({RECORD_LOCK_CLASS}, h)) FROM \
+             (SELECT DISTINCT hashtext(c || chr(31) || i) AS h \
+              FROM unnest($1::text[], $2::text[]) AS k(c, i) ORDER BY 1) s"
+        ),
+        &[&collections, &ids],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The stored state and liveness of every key (locked `FOR UPDATE` where a row exists), in the
+/// order of `keys`. Both queries are sent before either answer is awaited.
+pub async fn load(db: &Db<'_, '_>, ctx: &Context, keys: &[&DocKey]) -> Result<Vec<Stored>> {
+    let st = &ctx.schemas.state;
+    let (collections, ids) = key_columns(keys);
+    let incs: Vec<i32> = keys.iter().map(|k| inc(k.incarnation)).collect();
+    let params: [&(dyn ToSql + Sync); 3] = [&collections, &ids, &incs];
+    let states = format!(
+        "SELECT k.n, d.state, d.chunks FROM {st}.docs d \
+         JOIN unnest($1::text[], $2::text[], $3::int4[]) WITH ORDINALITY AS k(c, i, v, n) \
+           ON d.collection = k.c AND d.id = k.i AND d.incarnation = k.v \
+         ORDER BY d.collection, d.id, d.incarnation FOR UPDATE OF d"
+    );
+    let dead = format!(
+        "SELECT k.n FROM unnest($1::text[], $2::text[], $3::int4[]) WITH ORDINALITY AS k(c, i, v, n) \
+         WHERE EXISTS (SELECT 1 FROM {st}.tombstones t \
+                       WHERE t.collection = k.c AND t.id = k.i AND t.incarnation = k.v) \
+            OR EXISTS (SELECT 1 FROM {st}.docs l \
+                       WHERE l.collection = k.c AND l.id = k.i AND l.incarnation > k.v)"
+    );
+    let (states, dead) = tokio::try_join!(db.query(&states, &params), db.query(&dead, &params))?;
+    let mut out: Vec<Stored> = keys.iter().map(|_| Stored::default()).collect();
+    let slot = |n: i64| usize::try_from(n - 1).ok();
+    for row in states {
+        if let Some(s) = slot(row.get(0)).and_then(|i| out.get_mut(i)) {
+            s.state = Some((row.get(1), row.get(2)));
+        }
+    }
+    for row in dead {
+        if let Some(s) = slot(row.get(0)).and_then(|i| out.get_mut(i)) {
+            s.dead = true;
+        }
+    }
+    Ok(out)
+}
+
+fn key_columns<'k>(keys: &[&'k DocKey]) -> (Vec<&'k str>, Vec<&'k str>) {
+    keys.iter()
+        .map(|k| (k.collection.as_str(), k.id.as_str()))
+        .unzip()
+}
+
+/// How a record's stored state changes.
+#[derive(Debug)]
+pub enum StateWrite {
+    /// Append these change chunks (`n` of them) to the stored state, or start the row with them.
+    Append(Vec<u8>, i32),
+    /// Replace the state with this snapshot (compaction).
+    Snapshot(Vec<u8>),
+}
+
+/// Writes the states of a batch, one row per key (in key order).
+pub async fn save_states(
+    db: &Db<'_, '_>,
+    ctx: &Context,
+    states: &[(DocKey, StateWrite)],
+) -> Result<()> {
+    if states.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&DocKey> = states.iter().map(|(k, _)| k).collect();
+    let (collections, ids) = key_columns(&keys);
+    let incs: Vec<i32> = keys.iter().map(|k| inc(k.incarnation)).collect();
+    let (bytes, chunks): (Vec<&[u8]>, Vec<i32>) = states
+        .iter()
+        .map(|(_, w)| match w {
+            StateWrite::Append(b, n) => (b.as_slice(), *n),
+            StateWrite::Snapshot(b) => (b.as_slice(), 0),
+        })
+        .unzip();
+    let sql = format!(
+        "INSERT INTO {}.docs AS d (collection, id, incarnation, state, chunks) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::bytea[], $5::int4[]) \
+         ON CONFLICT (collection, id, incarnation) DO UPDATE SET \
+           state = CASE WHEN EXCLUDED.chunks = 0 THEN EXCLUDED.state ELSE d.state || EXCLUDED.state END, \
+           chunks = CASE WHEN EXCLUDED.chunks = 0 THEN 0 ELSE d.chunks + EXCLUDED.chunks END, \
+           updated_at = now()",
+        ctx.schemas.state
+    );
+    db.execute(&sql, &[&collections, &ids, &incs, &bytes, &chunks])
+        .await?;
+    Ok(())
+}
+
+/// One audit row: a field a merge left with concurrent values.
+#[derive(Debug)]
+pub struct AuditRow<'a> {
+    /// The record incarnation.
+    pub key: &'a DocKey,
+    /// The field, its candidates and winner.
+    pub conflict: &'a FieldConflict,
+}
+
+/// Records the conflicts of a batch's merges.
+pub async fn record_conflicts(
+    db: &Db<'_, '_>,
+    ctx: &Context,
+    audit: &[AuditRow<'_>],
+) -> Result<()> {
+    if audit.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&DocKey> = audit.iter().map(|a| a.key).collect();
+    let (collections, ids) = key_columns(&keys);
+    let incs: Vec<i32> = keys.iter().map(|k| inc(k.incarnation)).collect();
+    let fields: Vec<&str> = audit.iter().map(|a| a.conflict.field.as_str()).collect();
+    let policies: Vec<&str> = audit.iter().map(|a| a.conflict.policy.name()).collect();
+    let candidates: Vec<Value> = audit
+        .iter()
+        .map(|a| {
+            let c = a.conflict.candidates.iter().map(|v| json!({ "value": v }));
+            Value::Array(c.collect())
+        })
+        .collect();
+    let winners: Vec<Option<&Value>> = audit.iter().map(|a| a.conflict.winner.as_ref()).collect();
+    let sql = format!(
+        "INSERT INTO {}.conflicts \
+         (collection, record_id, incarnation, field, policy, candidates, winner, origins, recorded_by) \
+         SELECT c, r, i, f, p, cand, w, '{{}}'::text[], $8 \
+         FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::jsonb[], \
+                     $7::jsonb[]) AS u(c, r, i, f, p, cand, w)",
+        ctx.schemas.state
+    );
+    db.execute(
+        &sql,
+        &[
+            &collections,
+            &ids,
+            &incs,
+            &fields,
+            &policies,
+            &candidates,
+            &winners,
+            &ctx.name,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Upserts merged document rows into one table (each id at most once); the ids that were
+/// inserted rather than updated.
+pub async fn upsert_rows(
+    db: &Db<'_, '_>,
+    ctx: &Context,
+    table: &TableSpec,
+    rows: &[Value],
+) -> Result<HashSet<String>> {
+    if rows.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let qt = Ident::qualified(&ctx.schemas.tables, &table.name);
+    let cols = columns(table);
+    let list = cols.join(", ");
+    let set: Vec<String> = cols
+        .iter()
+        .skip(1)
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect();
+    let sql = format!(
+        "INSERT INTO {qt} AS r ({list}, \"{SYNCED_AT_COLUMN}\") \
+         SELECT {list}, now() FROM jsonb_populate_recordset(NULL::{qt}, $1::jsonb) \
+         ON CONFLICT ({pk}) DO UPDATE SET {set}, \"{SYNCED_AT_COLUMN}\" = now() \
+         RETURNING {pk}::text, (xmax = 0)",
+        pk = table.primary_key.name,
+        set = set.join(", "),
+    );
+    let json = Value::Array(rows.to_vec());
+    let returned = db.query(&sql, &[&json]).await?;
+    Ok(returned
+        .iter()
+        .filter(|r| r.get::<_, bool>(1))
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Appends log rows to one table (a row whose id exists is ignored); the ids that were new.
+pub async fn append_rows(
+    db: &Db<'_, '_>,
+    ctx: &Context,
+    table: &TableSpec,
+    rows: &[Value],
+) -> Result<HashSet<String>> {
+    if rows.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let qt = Ident::qualified(&ctx.schemas.tables, &table.name);
+    let list = columns(table).join(", ");
+    let sql = format!(
+        "INSERT INTO {qt} ({list}, \"{SYNCED_AT_COLUMN}\") \
+         SELECT {list}, now() FROM jsonb_populate_recordset(NULL::{qt}, $1::jsonb) \
+         ON CONFLICT ({pk}) DO NOTHING RETURNING {pk}::text",
+        pk = table.primary_key.name,
+    );
+    let json = Value::Array(rows.to_vec());
+    let returned = db.query(&sql, &[&json]).await?;
+    Ok(returned.iter().map(|r| r.get(0)).collect())
+}
+
+/// Stores the batch's new transactions (for relaying), parks those waiting for dependencies,
+/// and marks all of them held: one statement each, sent together.
+pub async fn store_txns(
+    db: &Db<'_, '_>,
+    ctx: &Context,
+    txns: &[&Txn],
+    parked: &[&Txn],
+) -> Result<()> {
+    if txns.is_empty() {
+        return Ok(());
+    }
+    let st = &ctx.schemas.state;
+    let encoded: Vec<Vec<u8>> = txns.iter().map(|t| t.encode()).collect();
+    let (origins, seqs) = id_columns(txns.iter().map(|t| t.id));
+    let store = format!(
+        "INSERT INTO {st}.txns (origin, seq, bytes) \
+         SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[]) ON CONFLICT DO NOTHING"
+    );
+    let hold = format!(
+        "UPDATE {st}.origins o SET held = o.held + v.r, last_txn_at = now() \
+         FROM (SELECT u.o, range_agg(int8range(u.s, u.s + 1)) AS r \
+               FROM unnest($1::bytea[], $2::int8[]) AS u(o, s) GROUP BY u.o) v \
+         WHERE o.origin = v.o"
+    );
+    let park = format!(
+        "INSERT INTO {st}.parked (origin, seq, bytes) \
+         SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[]) ON CONFLICT DO NOTHING"
+    );
+    let parked_bytes: Vec<Vec<u8>> = parked.iter().map(|t| t.encode()).collect();
+    let (p_origins, p_seqs) = id_columns(parked.iter().map(|t| t.id));
+    let store_params: [&(dyn ToSql + Sync); 3] = [&origins, &seqs, &encoded];
+    let hold_params: [&(dyn ToSql + Sync); 2] = [&origins, &seqs];
+    let park_params: [&(dyn ToSql + Sync); 3] = [&p_origins, &p_seqs, &parked_bytes];
+    let parks = async {
+        match parked.is_empty() {
+            true => Ok(0),
+            false => db.execute(&park, &park_params).await,
+        }
+    };
+    tokio::try_join!(
+        db.execute(&store, &store_params),
+        db.execute(&hold, &hold_params),
+        parks,
+    )?;
+    Ok(())
+}
+
+fn id_columns(ids: impl Iterator<Item = TxnId>) -> (Vec<Vec<u8>>, Vec<i64>) {
+    ids.map(|id| (id.origin.0.to_vec(), as_i64(id.seq))).unzip()
+}
