@@ -408,7 +408,11 @@ async fn three_nodes_one_cut_off_and_healed_converge_in_postgres_with_every_poli
 
     let health = pg
         .query(
-            "SELECT service_name, health_status FROM public.sync_health WHERE table_name = 'tasks'",
+            "SELECT encode(n.replica_id, 'hex'), h.health_status FROM public.sync_health h \
+             JOIN meshlite.nodes n ON h.service_name = meshlite.service_name(n.replica_id) \
+             WHERE h.table_name = 'tasks' \
+             UNION ALL SELECT service_name, health_status FROM public.sync_health \
+             WHERE table_name = 'tasks' AND service_name ~ '^[0-9a-f]{32}$'",
             &[],
         )
         .await

@@ -490,8 +490,8 @@ async fn mistyped_changes_are_refused_recorded_and_reported_in_sync_status() {
         .query_one(
             "SELECT s.last_sync_status, s.failed_records, s.last_error IS NOT NULL, h.health_status \
              FROM public.sync_status s JOIN public.sync_health h USING (service_name, table_name) \
-             WHERE s.service_name = $1 AND s.table_name = 'tasks'",
-            &[&sloppy.replica_id().to_hex()],
+             WHERE s.service_name = meshlite.service_name($1) AND s.table_name = 'tasks'",
+            &[&sloppy.replica_id().0.as_slice()],
         )
         .await
         .expect("sync_status row for the node");

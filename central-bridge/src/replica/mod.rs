@@ -184,29 +184,6 @@ impl PgReplica {
         Ok(outcome.txns.len())
     }
 
-    /// Records a fleet node the bridge is connected to in `<state>.nodes` (the fleet as the
-    /// bridge sees it): its node id, certificate name and address, and when it was last seen.
-    pub async fn record_node(
-        &self,
-        node_id: &str,
-        name: Option<&str>,
-        addr: &str,
-    ) -> Result<(), ReplicaError> {
-        let guard = self.reader.get().await?;
-        let sql = format!(
-            "INSERT INTO {}.nodes AS n (node_id, name, last_seen_at, addresses) \
-             VALUES ($1, $2, now(), ARRAY[$3]) \
-             ON CONFLICT (node_id) DO UPDATE SET name = coalesce(EXCLUDED.name, n.name), \
-                 last_seen_at = now(), addresses = EXCLUDED.addresses, updated_at = now()",
-            self.ctx.schemas.state
-        );
-        client(&guard)?
-            .execute(&sql, &[&node_id, &name, &addr])
-            .await
-            .map_err(pg)?;
-        Ok(())
-    }
-
     /// Applies one batch in one Postgres transaction.
     async fn apply_batch(&self, txns: Vec<Txn>) -> Result<Applied, ReplicaError> {
         let mut guard = self.writer.get().await?;

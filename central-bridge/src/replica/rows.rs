@@ -404,8 +404,9 @@ pub struct StatusEntry {
     pub last_error: Option<String>,
 }
 
-/// Keeps seed 002's `sync_status` current: one row per node (`service_name` = the origin's
-/// replica id, hex) and table; `pending_records` counts that origin's parked transactions,
+/// Keeps seed 002's `sync_status` current: one row per node (`service_name` = the node's name
+/// as the fleet knows it, `<state>.service_name(origin)`: its certificate name, else its node
+/// id, else — until the bridge has met it — the origin's replica id in hex) and table; `pending_records` counts that origin's parked transactions,
 /// `failed_records` accumulates refusals.
 pub async fn record_sync_status(
     tx: &Db<'_, '_>,
@@ -424,7 +425,7 @@ pub async fn record_sync_status(
     let sql = format!(
         "INSERT INTO {t}.sync_status AS s (service_name, table_name, last_sync_at, last_sync_status, \
                                           pending_records, failed_records, last_error, updated_at) \
-         VALUES ($1, $2, now(), $3, \
+         VALUES ({st}.service_name($1), $2, now(), $3, \
                  (SELECT count(*)::int FROM {st}.parked WHERE origin = $4), $5, $6, now()) \
          ON CONFLICT (service_name, table_name) DO UPDATE SET \
              last_sync_at = now(), last_sync_status = EXCLUDED.last_sync_status, \
@@ -435,7 +436,7 @@ pub async fn record_sync_status(
     tx.execute(
         &sql,
         &[
-            &origin.to_hex(),
+            &origin.0.as_slice(),
             &collection,
             &status,
             &origin.0.as_slice(),
@@ -447,16 +448,33 @@ pub async fn record_sync_status(
     Ok(())
 }
 
-/// A completed session with `peer`: its rows are fresh even when it had nothing new.
+/// A completed session with `peer`: its rows are fresh even when it had nothing new. Rows kept
+/// under the peer's hex id before the bridge learned its name are moved to the name first
+/// (counts added up), so one node never shows under two names.
 pub async fn touch_sync_status(
     client: &tokio_postgres::Client,
     ctx: &Context,
     peer: &ReplicaId,
 ) -> Result<()> {
-    let sql = format!(
-        "UPDATE {}.sync_status SET last_sync_at = now(), updated_at = now() WHERE service_name = $1",
-        ctx.schemas.tables
+    let (t, st) = (&ctx.schemas.tables, &ctx.schemas.state);
+    let rename = format!(
+        "WITH old AS ( \
+             DELETE FROM {t}.sync_status \
+             WHERE service_name = encode($1, 'hex') AND {st}.service_name($1) <> encode($1, 'hex') \
+             RETURNING * ) \
+         INSERT INTO {t}.sync_status AS s (service_name, table_name, last_sync_at, last_sync_status, \
+                                           pending_records, failed_records, last_error, updated_at) \
+         SELECT {st}.service_name($1), table_name, last_sync_at, last_sync_status, \
+                pending_records, failed_records, last_error, now() FROM old \
+         ON CONFLICT (service_name, table_name) DO UPDATE SET \
+             failed_records = coalesce(s.failed_records, 0) + coalesce(EXCLUDED.failed_records, 0), \
+             last_error = coalesce(s.last_error, EXCLUDED.last_error)"
     );
-    client.execute(&sql, &[&peer.to_hex()]).await?;
+    client.execute(&rename, &[&peer.0.as_slice()]).await?;
+    let touch = format!(
+        "UPDATE {t}.sync_status SET last_sync_at = now(), updated_at = now() \
+         WHERE service_name = {st}.service_name($1)"
+    );
+    client.execute(&touch, &[&peer.0.as_slice()]).await?;
     Ok(())
 }
