@@ -24,7 +24,12 @@ PROBLEMS = []
 POSTGRES_IMAGE_VARS = {"POSTGRES_PASSWORD", "POSTGRES_DB"}
 # Sources that read environment variables, and the patterns that read them.
 ENV_SOURCES = ["node/src", "central-bridge/src"]
-ENV_PATTERNS = [r'get\("([A-Z0-9_]+)"\)', r'env = "([A-Z0-9_]+)"', r'try_from_env\("([A-Z0-9_]+)"\)']
+ENV_PATTERNS = [
+    r'get\("([A-Z0-9_]+)"\)',
+    r'env = "([A-Z0-9_]+)"',
+    r'try_from_env\("([A-Z0-9_]+)"\)',
+    r'EnvOverride \{\s*name: "([A-Z0-9_]+)"',  # node/src/config.rs ENV_OVERRIDES
+]
 # Sources that export Prometheus metrics.
 METRIC_SOURCES = [
     "node/src/metrics.rs",

@@ -5,8 +5,8 @@
 # node + npm and python3 with venv from Debian's packages; `useradd` and `setpriv` come with Debian's
 # base system; the supabase-js test installs the npm packages it drives into the target directory,
 # the supabase-py and registry tests pinned PyPI packages (`supabase`, `requests`) into virtual
-# environments under <target>/py-clients), checks the deployment files (deploy/check-files.sh:
-# shellcheck, systemd-analyze, compose, env, dashboard), then runs every
+# environments under <target>/py-clients), checks the deployment files with
+# deploy/check-files.sh (shell scripts, systemd units, compose, env, dashboard), then runs every
 # test of the workspace with cargo-nextest (or cargo test when nextest is absent).
 # Tests start their own servers (nats-server on free loopback ports, network namespaces with
 # unique names, throwaway Postgres clusters run as the unprivileged user `meshlite-pg`, which the
