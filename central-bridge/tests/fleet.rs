@@ -134,13 +134,21 @@ async fn concurrent_edits_on_two_nodes_reach_postgres_merged() {
         .expect("conflicts")
         .get(0);
     assert_eq!(audited, 3, "each merged status is in the audit table");
-    let nodes: Vec<String> = pg
-        .query("SELECT name FROM meshlite.nodes ORDER BY name", &[])
-        .await
-        .expect("nodes")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    // The fleet view is written every sync interval: wait for its next round.
+    let nodes = poll_until("the fleet as the bridge sees it", GUARD, || async {
+        let nodes: Vec<String> = pg
+            .query("SELECT name FROM meshlite.nodes ORDER BY name", &[])
+            .await
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        match nodes.len() {
+            2 => Ok(nodes),
+            _ => Err(format!("nodes so far: {nodes:?}")),
+        }
+    })
+    .await;
     assert_eq!(
         nodes,
         ["node-a", "node-b"],
