@@ -1,27 +1,77 @@
 //! The one place Realtime decides who may connect and subscribe: the auth seam.
 //!
-//! Every credential Realtime sees passes through [`authorize`]: the `apikey` query parameter at
+//! Every credential Realtime sees passes through a [`Gate`]: the `apikey` query parameter at
 //! connect, the `access_token` of each `phx_join`, and the `access_token` messages realtime-js
-//! sends when its session token changes. Today it accepts every credential (as the `/rest/v1`
-//! slice does, the listener is loopback by default) and grants [`Grant::ServiceRole`]; the JWT
-//! checks of `node/src/auth` plug in here, and the callers already turn a [`Denied`] into the
-//! answers Supabase Realtime gives (HTTP 403 at connect, an error reply on join, a `system`
-//! error and a closed channel on a refreshed token).
+//! sends when its session token changes. The gate runs the same checks as `/rest/v1`
+//! ([`crate::auth::Auth::authenticate`]: keyless loopback requests are `service_role` unless
+//! configured otherwise, keys and JWTs are verified with `JWT_SECRET`), and each subscription's
+//! table must be readable by the caller's role per the schema's `access` table
+//! ([`may_read`]). The callers turn a [`Denied`] into the answers Supabase Realtime gives (HTTP
+//! 403 at connect, an error reply on join, a `system` error and a closed channel on a refreshed
+//! token).
+//!
+//! Rows filtered by an owner rule are not streamed yet: a caller whose role sees only its own
+//! rows of a table is refused a subscription to it (with the reason), instead of being sent
+//! other users' rows.
 
-/// What a credential may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Grant {
-    /// Read every collection's changes.
-    ServiceRole,
-}
+use std::net::IpAddr;
+use std::sync::Arc;
 
-/// A refused credential, with the reason sent to the client.
+use meshlite_core::schema::Schema;
+
+use crate::auth::{Action, Auth, Caller, Credentials, Role, Scope, unix_now};
+
+/// A refused credential or subscription, with the reason sent to the client.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{0}")]
 pub struct Denied(pub String);
 
-/// Checks the connection's `apikey` and, when given, a user `access_token`.
-pub fn authorize(apikey: Option<&str>, access_token: Option<&str>) -> Result<Grant, Denied> {
-    let _ = (apikey, access_token);
-    Ok(Grant::ServiceRole)
+/// The checks of one socket: the node's keys and the peer's address.
+#[derive(Clone, Debug)]
+pub struct Gate {
+    auth: Arc<Auth>,
+    peer: Option<IpAddr>,
+}
+
+impl Gate {
+    /// A gate for a socket from `peer`.
+    pub fn new(auth: Arc<Auth>, peer: Option<IpAddr>) -> Self {
+        Gate { auth, peer }
+    }
+
+    /// Who the connection's `apikey` and, when given, a user `access_token` are.
+    pub fn caller(
+        &self,
+        apikey: Option<&str>,
+        access_token: Option<&str>,
+    ) -> Result<Caller, Denied> {
+        let creds = Credentials {
+            apikey,
+            bearer: access_token,
+        };
+        self.auth
+            .authenticate(&creds, self.peer, unix_now())
+            .map_err(|e| Denied(e.to_string()))
+    }
+}
+
+/// Whether `caller` may follow the changes of `table` (`None`: every table).
+pub fn may_read(caller: &Caller, schema: &Schema, table: Option<&str>) -> Result<(), Denied> {
+    let Some(table) = table else {
+        return match caller.role {
+            Role::ServiceRole => Ok(()),
+            _ => Err(Denied(
+                "subscribing to every table needs the service_role; name a table".into(),
+            )),
+        };
+    };
+    let def = schema.collection_or_default(table);
+    match caller.authorize(table, &def, Action::Read) {
+        Ok(Scope::All) => Ok(()),
+        Ok(Scope::Owned { .. }) => Err(Denied(format!(
+            "table {table} shows this role only its own rows (owner rule); Realtime does not \
+             stream row-filtered tables yet: subscribe with the service_role key"
+        ))),
+        Err(d) => Err(Denied(d.to_string())),
+    }
 }

@@ -22,8 +22,11 @@ pub mod session;
 pub mod socket;
 pub mod subscription;
 
+use std::net::SocketAddr;
+
+use axum::Extension;
 use axum::Router;
-use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -53,19 +56,22 @@ fn refuse(status: StatusCode, message: impl std::fmt::Display) -> Response {
 async fn websocket(
     State(s): State<AppState>,
     Query(p): Query<ConnectParams>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     let Some(vsn) = Vsn::parse(p.vsn.as_deref()) else {
         let msg = "unsupported vsn: this node speaks the Phoenix serializers 1.0.0 and 2.0.0";
         return refuse(StatusCode::BAD_REQUEST, msg);
     };
-    if let Err(denied) = access::authorize(p.apikey.as_deref(), None) {
+    let gate = access::Gate::new(s.auth.clone(), peer.map(|Extension(c)| c.0.ip()));
+    if let Err(denied) = gate.caller(p.apikey.as_deref(), None) {
         return refuse(StatusCode::FORBIDDEN, denied);
     }
     let cfg = SocketConfig {
         store: s.store.clone(),
         vsn,
         apikey: p.apikey,
+        gate,
         budget: s.http.changes_buffer_bytes,
         idle: s.http.idle_timeout(),
         shutdown: s.shutdown.clone(),

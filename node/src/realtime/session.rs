@@ -18,7 +18,7 @@ use std::sync::Arc;
 use meshlite_core::schema::Schema;
 use serde_json::{Value, json};
 
-use super::access::{Denied, authorize};
+use super::access::{Denied, Gate, may_read};
 use super::change::Rendered;
 use super::frame::{Frame, Ref, Status};
 use super::subscription::{EventKind, Subscription, SubscriptionError};
@@ -148,15 +148,17 @@ impl Outcome {
 pub struct Session {
     schema: Arc<Schema>,
     apikey: Option<String>,
+    gate: Gate,
     channels: BTreeMap<String, Channel>,
 }
 
 impl Session {
-    /// A socket opened with `apikey` over a store with `schema`.
-    pub fn new(schema: Arc<Schema>, apikey: Option<String>) -> Self {
+    /// A socket opened with `apikey` over a store with `schema`; `gate` checks credentials.
+    pub fn new(schema: Arc<Schema>, apikey: Option<String>, gate: Gate) -> Self {
         Session {
             schema,
             apikey,
+            gate,
             channels: BTreeMap::new(),
         }
     }
@@ -247,7 +249,7 @@ impl Session {
             Some(Value::String(s)) => Some(s.as_str()),
             Some(_) => return Err(JoinError::TokenType),
         };
-        authorize(self.apikey.as_deref(), token)?;
+        let caller = self.gate.caller(self.apikey.as_deref(), token)?;
         let config = payload.get("config").unwrap_or(&Value::Null);
         if config.pointer("/presence/enabled") == Some(&Value::Bool(true)) {
             return Err(JoinError::Presence);
@@ -261,12 +263,25 @@ impl Session {
         let subs = entries
             .iter()
             .map(|e| Subscription::parse(&self.schema, e))
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<Subscription>, _>>()?;
+        for sub in &subs {
+            may_read(&caller, &self.schema, sub.table.as_deref())?;
+        }
         Ok(Channel {
             topic: f.topic.clone(),
             join_ref: f.join_ref.clone().or_else(|| f.msg_ref.clone()),
             subs,
         })
+    }
+
+    /// Whether `caller` may still follow every table of the channel `topic`.
+    fn check_channel(&self, caller: &crate::auth::Caller, topic: &str) -> Result<(), Denied> {
+        let Some(ch) = self.channels.get(topic) else {
+            return Ok(());
+        };
+        ch.subs
+            .iter()
+            .try_for_each(|sub| may_read(caller, &self.schema, sub.table.as_deref()))
     }
 
     fn leave(&mut self, f: Frame) -> Outcome {
@@ -279,8 +294,12 @@ impl Session {
 
     fn access_token(&mut self, f: Frame) -> Outcome {
         let token = f.payload.get("access_token").and_then(Value::as_str);
-        match authorize(self.apikey.as_deref(), token) {
-            Ok(_) => Outcome::default(),
+        let still = self
+            .gate
+            .caller(self.apikey.as_deref(), token)
+            .and_then(|caller| self.check_channel(&caller, &f.topic));
+        match still {
+            Ok(()) => Outcome::default(),
             Err(Denied(why)) => {
                 let Some(ch) = self.channels.remove(&f.topic) else {
                     return Outcome::default();
@@ -314,7 +333,11 @@ mod tests {
             "version = 1\nstrict = true\n[collections.tasks.fields]\nstatus = { type = \"text\" }\n",
         )
         .unwrap();
-        Session::new(Arc::new(schema), Some("key".into()))
+        Session::new(
+            Arc::new(schema),
+            Some("key".into()),
+            Gate::new(Arc::new(crate::auth::Auth::off()), None),
+        )
     }
 
     fn frame(text: &str) -> Frame {

@@ -84,6 +84,8 @@ pub struct SocketConfig {
     pub vsn: Vsn,
     /// The connection's `apikey` (see [`super::access`]).
     pub apikey: Option<String>,
+    /// Who may join what (see [`super::access`]).
+    pub gate: super::access::Gate,
     /// Outbox budget in bytes (`http.changes_buffer_bytes`).
     pub budget: usize,
     /// Silence allowed from the client, and time allowed for one send.
@@ -117,7 +119,7 @@ pub async fn serve(mut ws: WebSocket, cfg: SocketConfig) {
         bytes: Arc::new(AtomicUsize::new(0)),
         budget: cfg.budget,
     };
-    let mut session = Session::new(cfg.store.schema(), cfg.apikey.clone());
+    let mut session = Session::new(cfg.store.schema(), cfg.apikey.clone(), cfg.gate.clone());
     let (routes_tx, routes_rx) = watch::channel(session.routes());
     // Ends on its own once the outbox's receiver is dropped; joined below.
     let forwarder = tokio::spawn(forward(
