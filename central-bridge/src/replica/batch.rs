@@ -38,9 +38,9 @@ use serde_json::{Map, Value};
 use tokio_postgres::Client;
 
 use super::Context;
-use super::apply::{BatchOutcome, SyncStatus, def_of, finish, lock_and_read_held, transient};
 use super::db::{Db, Prepared};
 use super::rows::row_json;
+use super::rowwise::{BatchOutcome, SyncStatus, def_of, finish, lock_and_read_held, transient};
 use super::sets::{self, AuditRow, DocKey, StateWrite, Stored};
 use crate::state::bridge_transaction;
 
@@ -99,7 +99,7 @@ pub async fn apply(
         if transient(&e) {
             return Err(e);
         }
-        tracing::info!(error = %super::apply::pg_reason(&e), "set-based batch refused; replaying it transaction by transaction");
+        tracing::info!(error = %super::rowwise::pg_reason(&e), "set-based batch refused; replaying it transaction by transaction");
         tx.rollback().await?;
         return Ok(Attempt::Refused);
     }

@@ -34,8 +34,8 @@ use meshlite_core::{Op, Txn, TxnId};
 use serde_json::{Map, Value};
 use tokio_postgres::Client;
 
-use super::apply::{BatchOutcome, apply_own, pg_reason};
 use super::db::{Db, Prepared};
+use super::rowwise::{BatchOutcome, apply_own, pg_reason};
 use super::{Context, rows};
 use crate::ddl::{EXTRA_COLUMN, ORIGIN_COLUMN, SYNCED_AT_COLUMN, TableKind, TableSpec};
 use crate::pg::Ident;

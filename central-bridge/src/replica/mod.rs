@@ -10,7 +10,10 @@
 //!   the buffer.
 //! - [`batch`] (with its SQL in [`sets`]): the usual way a batch is applied — every record it
 //!   touches loaded and locked at once, merged in memory, then one statement per table.
-//! - [`apply`]: one Postgres transaction per batch of received transactions; the replica state
+//! - [`rowwise`]: the row-by-row path (what the set-based path hands back, and the fallback that
+//!   finds refused transactions) and what both paths share.
+//! - [`apply`]: one Postgres transaction per batch of received transactions, choosing the path;
+//!   the replica state
 //!   (summary, stored transactions, merged Automerge state, tombstones, parked transactions) and
 //!   the materialized rows it explains commit together, so a crash at any point leaves either
 //!   all of a batch or none of it, and a redelivered transaction is a duplicate.
@@ -32,6 +35,7 @@ pub mod batch;
 pub mod central;
 pub mod db;
 pub mod rows;
+pub mod rowwise;
 pub mod sets;
 
 use std::collections::HashMap;
@@ -195,7 +199,7 @@ impl PgReplica {
             Ok(outcome) => outcome,
             Err(e) => {
                 add(&self.stats.postgres_errors, 1);
-                tracing::warn!(error = %apply::pg_reason(&e), "applying to Postgres failed; peers will resend");
+                tracing::warn!(error = %rowwise::pg_reason(&e), "applying to Postgres failed; peers will resend");
                 return Err(pg(e));
             }
         };

@@ -1,4 +1,4 @@
-//! The set-based SQL of a batch ([`super::batch`]): one statement per table per batch, each
+//! The set-based SQL of a batch (the `batch` module): one statement per table per batch, each
 //! taking whole columns as array parameters (`unnest`) or the rows as one JSON array
 //! (`jsonb_populate_recordset`), so a batch costs a handful of round trips however many
 //! transactions it carries. Statement texts depend only on the schemas and the table, so the
