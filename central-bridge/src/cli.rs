@@ -108,22 +108,14 @@ fn run(cli: Cli) -> Result<(), String> {
     })
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the bridge");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// Completes on SIGINT or SIGTERM, watched from the call on (see
+/// [`meshlite_mesh::tasks::shutdown_signal`]).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    let signal = meshlite_mesh::tasks::shutdown_signal();
+    async move {
+        signal.await;
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }
 
 fn init_logging(format: LogFormat) {

@@ -1,6 +1,7 @@
 //! Task helpers shared by every long-lived part of the mesh, the node and the bridge: a named
 //! group of tokio tasks sharing one cancellation token with bounded shutdown ([`TaskGroup`]),
-//! the periodic loop ([`Ticker`]) and the one shutdown bound ([`SHUTDOWN_GRACE`]).
+//! the periodic loop ([`Ticker`]), the one shutdown bound ([`SHUTDOWN_GRACE`]) and the signal
+//! watch both binaries stop on ([`shutdown_signal`]).
 //!
 //! Discovery sources and the NATS parts each run as a few long-lived tasks. They live in one
 //! [`TaskGroup`] per service so that no task is detached: a task that returns an error is logged
@@ -183,6 +184,40 @@ impl TaskGroup {
             while self.set.join_next().await.is_some() {}
         }
         report
+    }
+}
+
+/// Watches SIGINT and SIGTERM from the moment it is called (inside the runtime), not from the
+/// first poll: a signal that arrives while start-up runs is not lost and does not kill the
+/// process. The future completes on the first of them.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let watch = |kind: SignalKind, name: &str| match signal(kind) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch {name}; it will not stop the process cleanly");
+            None
+        }
+    };
+    let (mut int, mut term) = (
+        watch(SignalKind::interrupt(), "SIGINT"),
+        watch(SignalKind::terminate(), "SIGTERM"),
+    );
+    async move {
+        tokio::select! {
+            _ = next(&mut int) => {}
+            _ = next(&mut term) => {}
+        }
+    }
+}
+
+/// The next delivery of a watched signal; never, when it could not be watched.
+async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

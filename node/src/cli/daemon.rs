@@ -97,25 +97,13 @@ pub(crate) fn run(
         .build()
         .context(|| "cannot start the async runtime".into())?;
     runtime
-        .block_on(crate::daemon::run(config, shutdown_signal()))
+        .block_on(async {
+            // Registered before anything starts, so a SIGTERM right after the ready line stops
+            // the daemon cleanly instead of killing it.
+            let shutdown = meshlite_mesh::tasks::shutdown_signal();
+            crate::daemon::run(config, shutdown).await
+        })
         .map_err(|e| CliError::msg(format!("{e:#}")))
-}
-
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the daemon");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
 
 pub(crate) fn peers(http: SocketAddr) -> Result<(), CliError> {

@@ -336,7 +336,10 @@ mod tests {
         Session::new(
             Arc::new(schema),
             Some("key".into()),
-            Gate::new(Arc::new(crate::auth::Auth::off()), None),
+            Gate::new(
+                Arc::new(crate::auth::Auth::off()),
+                Some(std::net::Ipv4Addr::LOCALHOST.into()),
+            ),
         )
     }
 
