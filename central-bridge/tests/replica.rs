@@ -195,14 +195,13 @@ async fn a_nodes_transactions_materialize_once_and_are_served_back() {
     blocking(|| store.close().expect("close"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_edits_from_two_nodes_merge_by_policy_and_are_audited() {
-    let b = bridge("merge").await;
-    let (da, db) = (
-        tempfile::tempdir().expect("a"),
-        tempfile::tempdir().expect("b"),
-    );
-    let (a, n2) = (node(&da), node(&db));
+/// Two nodes in `da` and `db` that both hold task `t1` (pending, written on the first): the base
+/// of a concurrent-edit scenario.
+async fn two_nodes_with_one_task(
+    da: &tempfile::TempDir,
+    db: &tempfile::TempDir,
+) -> (Store, Store, String) {
+    let (a, n2) = (node(da), node(db));
     let t1 = named_id("t1");
     blocking(|| {
         a.put(
@@ -213,6 +212,17 @@ async fn concurrent_edits_from_two_nodes_merge_by_policy_and_are_audited() {
     .expect("put");
     let base = all_txns(&a).await;
     blocking(|| n2.apply_remote(base)).expect("b gets the base");
+    (a, n2, t1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_edits_from_two_nodes_merge_by_policy_and_are_audited() {
+    let b = bridge("merge").await;
+    let (da, db) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let (a, n2, t1) = two_nodes_with_one_task(&da, &db).await;
     blocking(|| {
         a.put(
             "tasks",
@@ -625,17 +635,7 @@ async fn a_record_changed_by_many_transactions_of_one_batch_merges_once_and_is_a
         tempfile::tempdir().expect("a"),
         tempfile::tempdir().expect("b"),
     );
-    let (a, n2) = (node(&da), node(&db));
-    let t1 = named_id("t1");
-    blocking(|| {
-        a.put(
-            "tasks",
-            json!({"id": t1, "status": "pending", "title": "x"}),
-        )
-    })
-    .expect("put");
-    let base = all_txns(&a).await;
-    blocking(|| n2.apply_remote(base)).expect("b gets the base");
+    let (a, n2, t1) = two_nodes_with_one_task(&da, &db).await;
     blocking(|| {
         for (i, status) in ["queued", "running"].iter().enumerate() {
             a.put(
