@@ -15,6 +15,8 @@
 //!   format for sneakernet sync; shared by QUIC peers, the NATS relay and the central bridge.
 //! - `convergence` (feature `testkit`): the merge-convergence harness behind the fuzz target
 //!   `merge_convergence` and the convergence property tests.
+//! - `hostile` (feature `testkit`): transactions a hostile peer with a valid certificate could
+//!   send, behind the fuzz target `hostile_txn` and the bridge's test of the same attacks.
 //!
 //! See ARCHITECTURE.md at the repository root for the invariants.
 #![deny(missing_docs)]
@@ -23,6 +25,8 @@ pub mod change;
 #[cfg(any(test, feature = "testkit"))]
 pub mod convergence;
 pub mod dissemination;
+#[cfg(any(test, feature = "testkit"))]
+pub mod hostile;
 pub mod ids;
 pub mod protocol;
 pub mod schema;

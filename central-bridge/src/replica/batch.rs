@@ -260,7 +260,7 @@ impl<'t> Merge<'t> {
         let known = &mut record.conflicts;
         let (outcome, concurrent) = record
             .doc
-            .apply_noting_concurrency(change, |doc| {
+            .apply_noting_concurrency(origin, change, |doc| {
                 if known.is_none() {
                     *known = Some(doc.conflicts(def));
                 }

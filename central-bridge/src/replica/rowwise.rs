@@ -325,7 +325,7 @@ async fn apply_ops(tx: &Db<'_, '_>, ctx: &Context, txn: &Txn) -> Result<Done, Tx
         return apply_ops_in_order(tx, ctx, txn).await;
     }
     // Ops touch distinct records: their reads, then their writes, are pipelined.
-    let checked = try_join_all(txn.ops.iter().map(|op| check(tx, ctx, op))).await?;
+    let checked = try_join_all(txn.ops.iter().map(|op| check(tx, ctx, txn.id.origin, op))).await?;
     let Some(checked) = checked.into_iter().collect::<Option<Vec<Checked>>>() else {
         return Ok(Done::Parked);
     };
@@ -339,7 +339,7 @@ async fn apply_ops(tx: &Db<'_, '_>, ctx: &Context, txn: &Txn) -> Result<Done, Tx
 async fn apply_ops_in_order(tx: &Db<'_, '_>, ctx: &Context, txn: &Txn) -> Result<Done, TxnError> {
     let mut checked = Vec::with_capacity(txn.ops.len());
     for op in &txn.ops {
-        let Some(c) = check(tx, ctx, op).await? else {
+        let Some(c) = check(tx, ctx, txn.id.origin, op).await? else {
             return Ok(Done::Parked);
         };
         checked.push(c);
@@ -360,7 +360,12 @@ fn one_op_per_record(txn: &Txn) -> bool {
 }
 
 /// `None` when a change's dependencies are missing.
-async fn check(tx: &Db<'_, '_>, ctx: &Context, op: &Op) -> Result<Option<Checked>, TxnError> {
+async fn check(
+    tx: &Db<'_, '_>,
+    ctx: &Context,
+    origin: ReplicaId,
+    op: &Op,
+) -> Result<Option<Checked>, TxnError> {
     Ok(Some(match op {
         Op::Doc {
             collection,
@@ -383,7 +388,7 @@ async fn check(tx: &Db<'_, '_>, ctx: &Context, op: &Op) -> Result<Option<Checked
             };
             let before = doc.conflicts(&def);
             let outcome = doc
-                .apply(change)
+                .apply(origin, change)
                 .map_err(|e| TxnError::Invalid(format!("{collection}/{id}: {e}")))?;
             if outcome == ChangeOutcome::MissingDeps {
                 return Ok(None);

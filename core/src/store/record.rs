@@ -97,9 +97,15 @@ impl RecordDoc {
         })
     }
 
-    /// Applies one received change (the bytes of a `change::Op::Doc`), idempotently.
-    pub fn apply(&mut self, change: &[u8]) -> Result<ChangeOutcome, RecordError> {
-        self.apply_noting_concurrency(change, |_| ())
+    /// Applies one received change (the bytes of a `change::Op::Doc` of a transaction from
+    /// `origin`), idempotently. A change not written by `origin`'s actor is refused, as the
+    /// store refuses it (`store::remote`): a peer cannot write under another replica's name.
+    pub fn apply(
+        &mut self,
+        origin: ReplicaId,
+        change: &[u8],
+    ) -> Result<ChangeOutcome, RecordError> {
+        self.apply_noting_concurrency(origin, change, |_| ())
             .map(|(outcome, _)| outcome)
     }
 
@@ -110,10 +116,18 @@ impl RecordDoc {
     /// just before a concurrent change is applied (to note the conflicts it had).
     pub fn apply_noting_concurrency(
         &mut self,
+        origin: ReplicaId,
         change: &[u8],
         before_concurrent: impl FnOnce(&Self),
     ) -> Result<(ChangeOutcome, bool), RecordError> {
         let change = decode(change)?;
+        if *change.actor_id() != doc::actor(&origin) {
+            return Err(RecordError::Change(format!(
+                "change written by actor {} in a transaction of origin {}",
+                change.actor_id(),
+                doc::actor(&origin)
+            )));
+        }
         let hash = change.hash();
         if self.doc.get_change_by_hash(&hash).is_some() {
             return Ok((ChangeOutcome::Duplicate, false));

@@ -21,15 +21,18 @@ fn fields(v: Value) -> Map<String, Value> {
     v.as_object().cloned().expect("object")
 }
 
+const RA: ReplicaId = ReplicaId([0xA; 16]);
+const RB: ReplicaId = ReplicaId([0xB; 16]);
+
 /// Two replicas start from the same record and edit it concurrently.
 fn concurrent_pair(def: &CollectionDef) -> (RecordDoc, RecordDoc, Vec<u8>, Vec<u8>) {
-    let (ra, rb) = (ReplicaId::random(), ReplicaId::random());
+    let (ra, rb) = (RA, RB);
     let mut a = RecordDoc::new(&ra);
     let base = a
         .put(def, &fields(json!({"status": "pending", "title": "t"})))
         .expect("base");
     let mut b = RecordDoc::new(&rb);
-    assert_eq!(b.apply(&base), Ok(ChangeOutcome::Applied));
+    assert_eq!(b.apply(RA, &base), Ok(ChangeOutcome::Applied));
     let ca = a
         .put(
             def,
@@ -49,10 +52,10 @@ fn concurrent_edits_merge_by_policy_and_report_conflicts() {
     let inc_a = a.increment("retry_count", 2).expect("inc a");
     let inc_b = b.increment("retry_count", 3).expect("inc b");
     for change in [&cb, &inc_b] {
-        assert_eq!(a.apply(change), Ok(ChangeOutcome::Applied));
+        assert_eq!(a.apply(RB, change), Ok(ChangeOutcome::Applied));
     }
     for change in [&ca, &inc_a] {
-        assert_eq!(b.apply(change), Ok(ChangeOutcome::Applied));
+        assert_eq!(b.apply(RA, change), Ok(ChangeOutcome::Applied));
     }
     let (ma, mb) = (a.materialize(&def), b.materialize(&def));
     assert_eq!(ma, mb, "both replicas converge");
@@ -85,7 +88,7 @@ fn only_changes_concurrent_with_the_heads_are_noted_and_can_add_conflicts() {
     // b made cb on top of the base only: for a (which has ca) it is concurrent.
     let mut seen = None;
     let (outcome, concurrent) = a
-        .apply_noting_concurrency(&cb, |d| seen = Some(d.conflicts(&def)))
+        .apply_noting_concurrency(RB, &cb, |d| seen = Some(d.conflicts(&def)))
         .expect("apply");
     assert_eq!((outcome, concurrent), (ChangeOutcome::Applied, true));
     assert_eq!(
@@ -95,19 +98,21 @@ fn only_changes_concurrent_with_the_heads_are_noted_and_can_add_conflicts() {
     );
     assert!(!a.conflicts(&def).is_empty(), "the merge left conflicts");
     // A change made on top of a's heads is not concurrent for b once b has a's history.
-    assert_eq!(b.apply(&ca), Ok(ChangeOutcome::Applied));
+    assert_eq!(b.apply(RA, &ca), Ok(ChangeOutcome::Applied));
     let next = a
         .put(&def, &fields(json!({"status": "done", "title": "settled"})))
         .expect("next");
     let (outcome, concurrent) = b
-        .apply_noting_concurrency(&next, |_| panic!("not concurrent"))
+        .apply_noting_concurrency(RA, &next, |_| panic!("not concurrent"))
         .expect("apply");
     assert_eq!((outcome, concurrent), (ChangeOutcome::Applied, false));
     assert!(
         b.conflicts(&def).is_empty(),
         "a sequential change settles them"
     );
-    let (outcome, concurrent) = b.apply_noting_concurrency(&next, |_| ()).expect("again");
+    let (outcome, concurrent) = b
+        .apply_noting_concurrency(RA, &next, |_| ())
+        .expect("again");
     assert_eq!((outcome, concurrent), (ChangeOutcome::Duplicate, false));
 }
 
@@ -116,9 +121,24 @@ fn duplicates_and_missing_dependencies_are_told_apart() {
     let def = tasks();
     let (mut a, _, ca, _) = concurrent_pair(&def);
     let mut fresh = RecordDoc::new(&ReplicaId::random());
-    assert_eq!(fresh.apply(&ca), Ok(ChangeOutcome::MissingDeps));
+    assert_eq!(fresh.apply(RA, &ca), Ok(ChangeOutcome::MissingDeps));
     assert!(fresh.materialize(&def).is_empty(), "nothing applied");
-    assert_eq!(a.apply(&ca), Ok(ChangeOutcome::Duplicate), "a's own change");
+    assert_eq!(
+        a.apply(RA, &ca),
+        Ok(ChangeOutcome::Duplicate),
+        "a's own change"
+    );
+}
+
+#[test]
+fn a_change_under_another_replicas_name_is_refused() {
+    let def = tasks();
+    let (_, mut b, ca, _) = concurrent_pair(&def);
+    assert!(matches!(
+        b.apply(RB, &ca),
+        Err(RecordError::Change(reason)) if reason.contains("actor")
+    ));
+    assert_eq!(b.apply(RA, &ca), Ok(ChangeOutcome::Applied));
 }
 
 #[test]
@@ -134,7 +154,7 @@ fn saved_states_reload_and_garbage_is_an_error() {
         Err(RecordError::Load(_))
     ));
     assert!(matches!(
-        a.apply(&[0x85, 0x6f, 0x4a, 0x83, 1, 2, 3]),
+        a.apply(RA, &[0x85, 0x6f, 0x4a, 0x83, 1, 2, 3]),
         Err(RecordError::Change(_))
     ));
     let bad = a.put(&def, &fields(json!({"retry_count": "x"})));
@@ -181,7 +201,7 @@ fn a_record_doc_fed_a_stores_changes_materializes_what_the_store_reads() {
             let Op::Doc { change, .. } = op else {
                 panic!("document op expected")
             };
-            assert_eq!(doc.apply(&change), Ok(ChangeOutcome::Applied));
+            assert_eq!(doc.apply(me, &change), Ok(ChangeOutcome::Applied));
         }
     }
     let mut read = store.get("tasks", "t1").expect("get").expect("row");

@@ -18,6 +18,9 @@
 //! one SAVEPOINT per transaction, so the bad one is rolled back alone. Parked transactions are
 //! always retried guarded.
 //!
+//! Actors: a document change whose Automerge actor is not its transaction's origin is rejected
+//! (see `check_actor`): a peer cannot write under another replica's name.
+//!
 //! Declared types: the check phase rejects an op whose id is not a canonical key of its
 //! collection's `key_type`; the apply phase rejects a transaction that leaves a materialized row
 //! with a value its field's type refuses (the rows in force always satisfy the schema's types;
@@ -316,6 +319,9 @@ impl Writer {
                 Ok(c) => c,
                 Err(reason) => return Ok(Verdict::Reject(reason)),
             };
+            if let Err(reason) = check_actor(&change, txn.id.origin) {
+                return Ok(Verdict::Reject(reason));
+            }
             let earlier = |d: &ChangeHash| seen.contains(&(collection, id, *incarnation, *d));
             let missing = match state {
                 // No records row: no document either (see `DocCache::entry_or_new`), so only
@@ -600,6 +606,23 @@ fn check_txn(txn: &Txn) -> Result<(), String> {
         validate_name("collection", op.collection()).map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// A change must be written by its transaction's origin: every replica writes its changes as
+/// the actor derived from its replica id. A change under another replica's actor could take
+/// sequence numbers that replica uses for its own changes of the same record, and then whichever
+/// of the two a replica received first would make it refuse the other — for ever, and
+/// differently on different replicas.
+fn check_actor(change: &Change, origin: ReplicaId) -> Result<(), String> {
+    let expected = doc::actor(&origin);
+    if *change.actor_id() == expected {
+        return Ok(());
+    }
+    Err(format!(
+        "change written by actor {} in a transaction of origin {}",
+        change.actor_id(),
+        expected
+    ))
 }
 
 /// Decodes one change; malformed bytes or a panic inside Automerge become an error.
