@@ -31,13 +31,17 @@
 //! `filter` (evaluation) → `jsonset` (containment), `keys` (comparable values) → `table`
 //! (columns, types, shaping) → `query` (URL) → `select`, `logic` (grammars) → `path` (JSON
 //! paths) → `lex` (lexing); `prefer` (`Prefer`), `response` (`Accept`, bodies) → `csv`;
-//! all → `error`.
+//! all → `error`. `fuzz` (feature `testkit`): the body of the fuzz target `rest_query`.
 
 pub mod access;
 pub mod csv;
 pub mod embed;
 pub mod error;
 pub mod filter;
+#[cfg(any(test, feature = "testkit"))]
+pub mod fuzz;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod jsonset;
 pub mod keys;
 pub mod lex;
