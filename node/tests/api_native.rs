@@ -275,6 +275,22 @@ async fn nesting_too_deep_is_a_400_naming_the_limit() {
 }
 
 #[tokio::test]
+async fn values_holding_nul_are_a_400_naming_the_field() {
+    let s = serve().await;
+    for (field, value) in [
+        ("title", json!("a\u{0}b")),
+        ("meta", json!({"k": ["ok", "x\u{0}"]})),
+        ("meta", json!({"k\u{0}": 1})),
+    ] {
+        let (status, body) = post(&s, "/v1/tasks", json!({"id": "nul", field: value})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let text = message(&body);
+        assert!(text.contains("U+0000") && text.contains(field), "{body}");
+    }
+    assert_eq!(get(&s, "/v1/tasks/nul").await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn record_ids_with_control_characters_or_dot_segments_are_refused() {
     let s = serve().await;
     for bad in [

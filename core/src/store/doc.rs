@@ -703,6 +703,17 @@ pub(crate) fn json_depth(v: &Value) -> usize {
     }
 }
 
+/// True when a string or an object key anywhere in `v` holds U+0000, which Postgres `text` and
+/// `jsonb` cannot store (and C clients cut strings at).
+pub(crate) fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(has_nul),
+        Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 #[path = "doc_tests.rs"]
 mod tests;

@@ -173,6 +173,17 @@ pub enum WriteError {
         /// The deepest nesting kept.
         limit: usize,
     },
+    /// A string (or an object key) in the value holds U+0000. Local writes refuse it: Postgres
+    /// `text` and `jsonb` cannot store it, so neither the central tables nor a Supabase client
+    /// could ever see the value. (Remote transactions are not checked: refusing what a peer
+    /// committed would make replicas diverge; the central bridge refuses and records them.)
+    #[error(
+        "field {field:?} contains the character U+0000 (NUL), which Postgres text and jsonb cannot store; remove it"
+    )]
+    Nul {
+        /// The field.
+        field: String,
+    },
     /// The transaction exceeds a size limit.
     #[error("transaction too large ({what}); split it into smaller transactions")]
     TooLarge {

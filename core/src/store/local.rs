@@ -597,6 +597,11 @@ fn split_record(
                 limit: MAX_DEPTH,
             });
         }
+        if doc::has_nul(v) {
+            return Err(WriteError::Nul {
+                field: field.clone(),
+            });
+        }
         def.check_value(collection, field, v)?;
         if document {
             doc::check_policy(def.policy(field), field, v).map_err(doc_error)?;
