@@ -1,0 +1,122 @@
+//! A flood of QUIC handshakes from one source address must not lock honest peers out.
+//!
+//! The flooder sends hundreds of real client Initial packets (fleet ClientHellos, caught from a
+//! quinn client) from as many source ports on 127.0.0.2 and never answers: none of the handshakes ever
+//! finishes, and each would hold a handshake slot of the node until `connect_timeout`. Without a
+//! per-source limit those slots fill `max_peers` and an honest peer (127.0.0.1) is refused; with
+//! it, the flooder gets its burst and the rest is ignored (counted, logged once). The process's
+//! RSS before and after is printed (not asserted: it is the whole test process).
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
+mod net_common;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use meshlite_core::store::WriteOp;
+use meshlite_mesh::net::config::DEFAULT_HANDSHAKE_BURST_PER_IP;
+use net_common::{Fleet, RawClient, TestNode, TestResult, guard, init_tracing};
+use serde_json::json;
+
+/// Handshakes the flooder starts (more than `max_peers`, 64 by default).
+const FLOOD: usize = 400;
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// `FLOOD` distinct client Initial packets (each a new connection id and a fleet certificate's
+/// ClientHello), caught on a local socket: quinn routes Initials by connection id, so a flood
+/// needs a new one per packet, and its keys derive from it, so it cannot simply be rewritten.
+async fn captured_initials(config: quinn::ClientConfig) -> anyhow::Result<Vec<Vec<u8>>> {
+    let trap = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let mut by_cid: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+    let mut pending = Vec::new();
+    while by_cid.len() < FLOOD {
+        for _ in 0..50 {
+            pending.push(endpoint.connect_with(
+                config.clone(),
+                trap.local_addr()?,
+                meshlite_mesh::net::tls::SERVER_NAME,
+            )?);
+        }
+        let want = (by_cid.len() + 50).min(FLOOD);
+        while by_cid.len() < want {
+            let mut buf = vec![0u8; 2048];
+            let (n, _) = guard(trap.recv_from(&mut buf)).await??;
+            buf.truncate(n);
+            // Long header: flags, version (4), destination connection id length, the id.
+            let len = usize::from(buf[5]);
+            by_cid.entry(buf[6..6 + len].to_vec()).or_insert(buf);
+        }
+    }
+    endpoint.close(0u32.into(), b"");
+    Ok(by_cid.into_values().collect())
+}
+
+/// Sends each Initial to `target` from a new UDP socket on 127.0.0.2 that is closed at once: none
+/// of the handshakes ever gets an answer.
+async fn flood(initials: &[Vec<u8>], target: SocketAddr) -> anyhow::Result<()> {
+    for (i, initial) in initials.iter().enumerate() {
+        let socket = UdpSocket::bind("127.0.0.2:0")?;
+        socket.send_to(initial, target)?;
+        // Do not overrun the node's socket buffer: the flood is about handshakes, not bytes.
+        if i % 50 == 49 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_flood_from_one_source_does_not_lock_out_an_honest_peer() -> TestResult {
+    init_tracing();
+    let fleet = Fleet::new()?;
+    let a = TestNode::start(fleet.node("a")?)?;
+    let b = TestNode::start(fleet.node("b")?)?;
+    let flooder = RawClient::new(fleet.node("mallory")?)?;
+    let rss_before = rss_kib();
+
+    let initials = captured_initials(flooder.config.clone()).await?;
+    flood(&initials, a.addr()).await?;
+    // Wait until the node has seen (and limited) the flood.
+    guard(async {
+        while a.net.handshakes_rate_limited() < (FLOOD / 2) as u64 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let limited = a.net.handshakes_rate_limited();
+
+    // The honest peer connects and syncs while the flooder's handshakes are still pending.
+    let peer = guard(b.net.connect(a.addr(), None)).await??;
+    assert_eq!(peer, a.net.node_id());
+    let op = WriteOp::Put {
+        collection: "tasks".into(),
+        value: json!({ "id": "during-flood" }),
+        recreate: false,
+    };
+    b.with_store(move |s| s.transact(vec![op])).await??;
+    guard(b.net.sync_with(a.net.node_id())).await??;
+    let row = a.with_store(|s| s.get("tasks", "during-flood")).await??;
+    assert!(row.is_some(), "the honest peer's write did not arrive");
+    let rss_after = rss_kib();
+    eprintln!(
+        "flood of {FLOOD} handshakes from 127.0.0.2: {limited} ignored by the rate limit \
+         (burst {DEFAULT_HANDSHAKE_BURST_PER_IP}); the honest peer connected and synced; \
+         test process RSS {rss_before} KiB before, {rss_after} KiB after"
+    );
+    assert!(
+        limited >= (FLOOD as u64) / 2,
+        "only {limited} of {FLOOD} handshakes were limited"
+    );
+    Ok(())
+}
