@@ -5,7 +5,8 @@
 #
 #   deploy/faults.sh          the sizes CI runs (a few minutes on a quiet 2-core machine)
 #   deploy/faults.sh --long   the documented long run: 120 node SIGKILLs, 30 link flaps, 200
-#                             writer-process crashes, 100 bridge SIGKILLs (tens of minutes)
+#                             writer-process crashes, 100 bridge SIGKILLs, 50 nats-server
+#                             SIGKILLs (tens of minutes)
 #
 # Every scenario checks what RELIABILITY.md lists: no acknowledged write lost, no half transaction
 # visible, counters equal the sum of acknowledged increments, replicas (and Postgres) converge,
@@ -34,6 +35,7 @@ if [ "$long" -eq 1 ]; then
   export MESHLITE_FAULT_FLAPS="${MESHLITE_FAULT_FLAPS:-30}"
   export MESHLITE_CRASH_ROUNDS="${MESHLITE_CRASH_ROUNDS:-200}"
   export MESHLITE_BRIDGE_KILLS="${MESHLITE_BRIDGE_KILLS:-100}"
+  export MESHLITE_FAULT_NATS_KILLS="${MESHLITE_FAULT_NATS_KILLS:-50}"
   # One scenario at a time, so kills and timings are not distorted by the others.
   threads=(--test-threads=1)
 fi
