@@ -1,4 +1,5 @@
-//! A flood of QUIC handshakes from one source address must not lock honest peers out.
+//! Slow and flooding clients on the QUIC port. A flood of handshakes from one source address
+//! must not lock honest peers out; a slow-loris sync stream is ended at the sync timeout.
 //!
 //! The flooder sends hundreds of real client Initial packets (fleet ClientHellos, caught from a
 //! quinn client) from as many source ports on 127.0.0.2 and never answers: none of the handshakes ever
@@ -15,6 +16,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use meshlite_core::store::WriteOp;
+use meshlite_mesh::net::TransportConfig;
 use meshlite_mesh::net::config::DEFAULT_HANDSHAKE_BURST_PER_IP;
 use net_common::{Fleet, RawClient, TestNode, TestResult, guard, init_tracing};
 use serde_json::json;
@@ -118,5 +120,49 @@ async fn a_handshake_flood_from_one_source_does_not_lock_out_an_honest_peer() ->
         limited >= (FLOOD as u64) / 2,
         "only {limited} of {FLOOD} handshakes were limited"
     );
+    Ok(())
+}
+
+/// A slow-loris peer on an admitted connection: it opens a sync stream, announces a 1,000-byte
+/// frame and trickles one byte every 200 ms (for two minutes if let). The node ends the stream
+/// at its sync timeout (2 s here) instead of holding it, and keeps syncing with honest peers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_loris_sync_stream_is_ended_at_the_sync_timeout() -> TestResult {
+    init_tracing();
+    let fleet = Fleet::new()?;
+    let cfg = TransportConfig {
+        sync_timeout: Duration::from_secs(2),
+        ..TransportConfig::loopback()
+    };
+    let a = TestNode::start_with(fleet.node("a")?, cfg)?;
+    let b = TestNode::start(fleet.node("b")?)?;
+    let client = RawClient::new(fleet.node("mallory")?)?;
+    let conn = client.connect(a.addr()).await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    send.write_all(&1000u32.to_be_bytes()).await?;
+    let trickle = tokio::spawn(async move {
+        for _ in 0..600 {
+            if send.write_all(&[0]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    // Whatever the node sent first (its Hello, an Error frame), the stream ends well before the
+    // trickle would (the failure guard is 30 s, the trickle two minutes).
+    let end = guard(recv.read_to_end(1 << 20)).await?;
+    eprintln!("slow-loris stream ended by the node: {end:?}");
+    trickle.abort();
+
+    b.net.connect(a.addr(), None).await?;
+    let op = WriteOp::Put {
+        collection: "tasks".into(),
+        value: json!({ "id": "after-loris" }),
+        recreate: false,
+    };
+    b.with_store(move |s| s.transact(vec![op])).await??;
+    guard(b.net.sync_with(a.net.node_id())).await??;
+    let row = a.with_store(|s| s.get("tasks", "after-loris")).await??;
+    assert!(row.is_some(), "the honest peer's write did not arrive");
     Ok(())
 }
