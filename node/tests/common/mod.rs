@@ -663,18 +663,29 @@ impl NodeProc {
         }
     }
 
-    /// `GET /v1/{collection}`: every live record, ordered by id.
+    /// `GET /v1/{collection}`: every live record, ordered by id (paged: the API returns at most
+    /// 1,000 rows per request).
     pub async fn query(&self, collection: &str) -> Vec<Value> {
-        let (status, body) = self.get(&format!("/v1/{collection}")).await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "query {collection} on {}: {body}",
-            self.name()
-        );
-        match body {
-            Value::Array(rows) => rows,
-            other => panic!("query {collection} on {} returned {other}", self.name()),
+        const PAGE: usize = 1000;
+        let mut all = Vec::new();
+        loop {
+            let path = format!("/v1/{collection}?limit={PAGE}&offset={}", all.len());
+            let (status, body) = self.get(&path).await;
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "query {collection} on {}: {body}",
+                self.name()
+            );
+            let rows = match body {
+                Value::Array(rows) => rows,
+                other => panic!("query {collection} on {} returned {other}", self.name()),
+            };
+            let last = rows.len() < PAGE;
+            all.extend(rows);
+            if last {
+                return all;
+            }
         }
     }
 
