@@ -30,7 +30,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Fleet, NodeConfig, NodeProc, converge_within, wait_connected};
+use common::{
+    Fleet, NodeConfig, NodeProc, converge_within, full_mesh, ids, int_field, wait_connected,
+};
 use hyper::{Method, StatusCode};
 use meshlite_fixtures::records::named_id;
 use serde_json::{Value, json};
@@ -44,38 +46,6 @@ fn env_count(key: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// Three nodes, each listing the other two as static peers, connected to each other.
-async fn full_mesh(
-    fleet: &Fleet,
-    mut configure: impl FnMut(usize, &mut NodeConfig),
-) -> Vec<NodeProc> {
-    let mut cfgs: Vec<_> = ["a", "b", "c"]
-        .iter()
-        .map(|n| fleet.linked_node(n))
-        .collect();
-    let addrs: Vec<String> = cfgs.iter().map(NodeConfig::peer_addr).collect();
-    for (i, c) in cfgs.iter_mut().enumerate() {
-        c.static_peers = addrs
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, a)| a.clone())
-            .collect();
-        configure(i, c);
-    }
-    let nodes = NodeProc::start_all(cfgs).await;
-    for (i, n) in nodes.iter().enumerate() {
-        let others: Vec<&NodeProc> = nodes
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, o)| o)
-            .collect();
-        wait_connected(n, &others).await;
-    }
-    nodes
 }
 
 /// The one transaction every writer repeats: a new job and one increment of the stress counter.
@@ -116,17 +86,8 @@ async fn write_jobs(
     ids
 }
 
-fn ids(rows: &[Value]) -> Vec<String> {
-    rows.iter()
-        .map(|r| r["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 fn stress_count(rows: &[Value]) -> i64 {
-    rows.iter()
-        .find(|r| r["id"] == named_id("stress"))
-        .and_then(|r| r["retry_count"].as_i64())
-        .unwrap_or(0)
+    int_field(rows, &named_id("stress"), "retry_count")
 }
 
 /// One round: kills `nodes[victim]` under load, checks its data offline, restarts it. Returns
@@ -190,7 +151,7 @@ async fn kill_round(nodes: &mut [Arc<NodeProc>], round: usize, victim: usize) ->
 async fn repeated_sigkills_during_writes_and_sync_lose_nothing_acknowledged() {
     let kills = env_count("MESHLITE_FAULT_KILLS", 21);
     let fleet = Fleet::new();
-    let mut nodes: Vec<Arc<NodeProc>> = full_mesh(&fleet, |_, _| {})
+    let mut nodes: Vec<Arc<NodeProc>> = full_mesh(&fleet, &["a", "b", "c"], |_, _| {})
         .await
         .into_iter()
         .map(Arc::new)
@@ -371,7 +332,7 @@ fn skew(cfg: &mut NodeConfig, offset: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn merges_do_not_depend_on_wall_clocks_hours_apart() {
     let fleet = Fleet::new();
-    let nodes = full_mesh(&fleet, |i, cfg| match i {
+    let nodes = full_mesh(&fleet, &["a", "b", "c"], |i, cfg| match i {
         0 => skew(cfg, "+9h"),
         2 => skew(cfg, "-5h"),
         _ => {}

@@ -15,11 +15,9 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use meshlite_core::store::WriteOp;
 use meshlite_mesh::net::TransportConfig;
 use meshlite_mesh::net::config::DEFAULT_HANDSHAKE_BURST_PER_IP;
-use net_common::{Fleet, RawClient, TestNode, TestResult, guard, init_tracing};
-use serde_json::json;
+use net_common::{Fleet, RawClient, TestNode, TestResult, assert_still_syncs, guard, init_tracing};
 
 /// Handshakes the flooder starts (more than `max_peers`, 64 by default).
 const FLOOD: usize = 400;
@@ -107,15 +105,7 @@ async fn a_handshake_flood_from_one_source_does_not_lock_out_an_honest_peer() ->
     // The honest peer connects and syncs while the flooder's handshakes are still pending.
     let peer = guard(b.net.connect(a.addr(), None)).await??;
     assert_eq!(peer, a.net.node_id());
-    let op = WriteOp::Put {
-        collection: "tasks".into(),
-        value: json!({ "id": "during-flood" }),
-        recreate: false,
-    };
-    b.with_store(move |s| s.transact(vec![op])).await??;
-    guard(b.net.sync_with(a.net.node_id())).await??;
-    let row = a.with_store(|s| s.get("tasks", "during-flood")).await??;
-    assert!(row.is_some(), "the honest peer's write did not arrive");
+    assert_still_syncs(&b, &a, "during-flood").await?;
     eprintln!(
         "flood of {FLOOD} handshakes from 127.0.0.2 in two waves: {limited} ignored by the rate \
          limit (burst {DEFAULT_HANDSHAKE_BURST_PER_IP}); the honest peer connected and synced; \
@@ -159,15 +149,5 @@ async fn a_slow_loris_sync_stream_is_ended_at_the_sync_timeout() -> TestResult {
     eprintln!("slow-loris stream ended by the node: {end:?}");
     trickle.abort();
 
-    b.net.connect(a.addr(), None).await?;
-    let op = WriteOp::Put {
-        collection: "tasks".into(),
-        value: json!({ "id": "after-loris" }),
-        recreate: false,
-    };
-    b.with_store(move |s| s.transact(vec![op])).await??;
-    guard(b.net.sync_with(a.net.node_id())).await??;
-    let row = a.with_store(|s| s.get("tasks", "after-loris")).await??;
-    assert!(row.is_some(), "the honest peer's write did not arrive");
-    Ok(())
+    assert_still_syncs(&b, &a, "after-loris").await
 }
