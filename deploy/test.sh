@@ -2,7 +2,7 @@
 # Runs Meshlite's whole test suite on a fresh machine.
 #
 # Installs what the tests need when it is missing (nats-server, iproute2, the Postgres 15 server and
-# node + npm and python3 with venv from Debian's packages; `useradd` and `setpriv` come with Debian's
+# node + npm, python3 with venv and libfaketime from Debian's packages; `useradd` and `setpriv` come with Debian's
 # base system; the supabase-js test installs the npm packages it drives into the target directory,
 # the supabase-py and registry tests pinned PyPI packages (`supabase`, `requests`) into virtual
 # environments under <target>/py-clients), checks the deployment files with
@@ -23,6 +23,8 @@ if [ -z "${DATABASE_URL:-}" ] && ! command -v initdb >/dev/null 2>&1 \
   need_apt+=(postgresql-15)
 fi
 command -v setpriv >/dev/null 2>&1 || need_apt+=(util-linux)
+# libfaketime: the clock-skew test (node/tests/faults.rs) preloads it into daemons.
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || need_apt+=(faketime)
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)

@@ -284,7 +284,14 @@ const CRASH_TASKS: usize = 100;
 const CRASH_TXNS: usize = 2000;
 /// Written before the first bridge starts; the rest while the bridge is being killed.
 const CRASH_BACKLOG: usize = 1500;
-const KILLS: usize = 15;
+/// Bridge incarnations killed: `MESHLITE_BRIDGE_KILLS` (default 15; `deploy/faults.sh --long`
+/// runs 100).
+fn kill_count() -> usize {
+    std::env::var("MESHLITE_BRIDGE_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_apply_loses_and_duplicates_nothing() {
@@ -304,7 +311,7 @@ async fn sigkill_mid_apply_loses_and_duplicates_nothing() {
     let pg = connect_utc(&url).await.expect("connect");
     let (mut kills, mut mid_transaction) = (0, 0);
     let started = Instant::now();
-    for writes in rest.chunks(rest.len().div_ceil(KILLS)) {
+    for writes in rest.chunks(rest.len().div_ceil(kill_count())) {
         let mut bridge = spec.spawn();
         // Most incarnations die while their first batch is under way; some first commit one.
         gets_to_work(&pg, &node.store, kills, rng.random_bool(0.4)).await;

@@ -115,6 +115,7 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> ApiError {
 
 fn write_error(e: WriteError) -> ApiError {
     let status = match &e {
+        _ if e.is_disk_full() => StatusCode::INSUFFICIENT_STORAGE,
         WriteError::NotFound { .. } => StatusCode::NOT_FOUND,
         WriteError::Deleted { .. } | WriteError::Exists { .. } => StatusCode::CONFLICT,
         WriteError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

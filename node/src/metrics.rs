@@ -28,6 +28,8 @@ pub struct Snapshot<'a> {
     pub nats: Option<&'a NatsStats>,
     /// The node certificate's expiry (None without a mesh).
     pub cert: Option<&'a CertExpiry>,
+    /// Inbound QUIC handshakes ignored by the per-source rate limit (None without a mesh).
+    pub handshakes_rate_limited: Option<u64>,
 }
 
 /// Writes one metric family header.
@@ -65,6 +67,20 @@ pub fn render(snap: &Snapshot<'_>) -> String {
     }
     if let Some(c) = snap.cert {
         cert_metrics(&mut out, c);
+    }
+    if let Some(n) = snap.handshakes_rate_limited {
+        family(
+            &mut out,
+            "meshlite_quic_handshakes_rate_limited_total",
+            "counter",
+            "Inbound QUIC handshakes ignored by the per-source rate limit.",
+        );
+        sample(
+            &mut out,
+            "meshlite_quic_handshakes_rate_limited_total",
+            &[],
+            n,
+        );
     }
     out.push_str(&prometheus_text(snap.table));
     out
@@ -359,6 +375,7 @@ mod tests {
             gossip: None,
             nats: None,
             cert: None,
+            handshakes_rate_limited: None,
         });
         assert!(text.contains("meshlite_store_up 0"));
         assert!(text.contains("meshlite_connections 0"));

@@ -13,7 +13,7 @@ mod common;
 use std::os::unix::process::ExitStatusExt as _;
 use std::sync::Arc;
 
-use common::{Fleet, NodeProc, converge, wait_connected};
+use common::{Fleet, NodeProc, converge, ids};
 use hyper::{Method, StatusCode};
 use meshlite_fixtures::records::named_id;
 use serde_json::{Value, json};
@@ -27,37 +27,15 @@ const ACKS_BEFORE_SIGNAL: usize = 40;
 /// Bound on one writer's loop (a daemon that never stops must not hang the test).
 const MAX_WRITES_PER_WRITER: usize = 5_000;
 
-/// Three nodes, each listing the other two as static peers.
+/// Three nodes, each listing the other two as static peers, sharing the `stress` task.
 async fn full_mesh(fleet: &Fleet) -> Vec<NodeProc> {
-    let mut cfgs: Vec<_> = ["a", "b", "c"]
-        .iter()
-        .map(|n| fleet.linked_node(n))
-        .collect();
-    let addrs: Vec<String> = cfgs.iter().map(|c| c.peer_addr()).collect();
-    for (i, c) in cfgs.iter_mut().enumerate() {
-        c.static_peers = addrs
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, a)| a.clone())
-            .collect();
-    }
-    let nodes = NodeProc::start_all(cfgs).await;
+    let nodes = common::full_mesh(fleet, &["a", "b", "c"], |_, _| {}).await;
     nodes[0]
         .put(
             "tasks",
             json!({ "id": named_id("stress"), "status": "running", "retry_count": 0 }),
         )
         .await;
-    for (i, n) in nodes.iter().enumerate() {
-        let others: Vec<&NodeProc> = nodes
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, o)| o)
-            .collect();
-        wait_connected(n, &others).await;
-    }
     let all: Vec<&NodeProc> = nodes.iter().collect();
     converge(&all, COLLECTIONS).await;
     nodes
@@ -134,17 +112,8 @@ async fn stop_under_load(
     (ids, status)
 }
 
-fn ids(rows: &[Value]) -> Vec<String> {
-    rows.iter()
-        .map(|r| r["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 fn stress_count(rows: &[Value]) -> i64 {
-    rows.iter()
-        .find(|r| r["id"] == named_id("stress"))
-        .and_then(|r| r["retry_count"].as_i64())
-        .unwrap_or(0)
+    common::int_field(rows, &named_id("stress"), "retry_count")
 }
 
 /// Every acknowledged write is in `node`'s data directory; returns the counter found there.

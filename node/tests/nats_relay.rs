@@ -176,6 +176,49 @@ async fn relay_converges_stores_across_server_outages() {
     }
 }
 
+/// `nats-server` killed again and again (`MESHLITE_FAULT_NATS_KILLS`, default 5) while both
+/// nodes write, each kill landing mid-burst: every transaction still reaches the other store,
+/// and each is published exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_loses_nothing_across_repeated_server_kills() {
+    let kills: usize = std::env::var("MESHLITE_FAULT_NATS_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let mut server = NatsServer::start();
+    let root = CancellationToken::new();
+    let cfg = config(&server.url());
+    let a = start(&cfg, local("node-a", CLUSTER), &root).await;
+    let b = start(&cfg, local("node-b", CLUSTER), &root).await;
+    let mut total = 0;
+    for round in 0..kills {
+        // The kill lands while both nodes are writing.
+        let (pa, pb) = (format!("a-{round}"), format!("b-{round}"));
+        let (wa, wb) = (write_jobs(&a.store, &pa, 8), write_jobs(&b.store, &pb, 8));
+        let kill = async {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            server.kill();
+        };
+        tokio::join!(wa, wb, kill);
+        write_jobs(&a.store, &format!("a-down-{round}"), 2).await;
+        server.restart();
+        total += 8 + 8 + 2;
+    }
+    converge(&a, &b, total, "after repeated nats-server kills").await;
+    let (sa, sb) = (&a.service.stats().relay, &b.service.stats().relay);
+    assert_eq!(
+        (sa.published(), sb.published()),
+        ((kills * 10) as u64, (kills * 8) as u64),
+        "every local txn published once"
+    );
+    assert_eq!((sa.rejected(), sb.rejected()), (0, 0));
+    eprintln!("{kills} nats-server kills mid-write: {total} transactions, none lost");
+    for node in [a, b] {
+        let report = node.service.shutdown(GUARD).await;
+        assert_eq!((report.crashed, report.aborted), (0, 0), "{report:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_cursor_survives_a_node_restart() {
     let server = NatsServer::start();

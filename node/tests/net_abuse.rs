@@ -5,30 +5,11 @@ mod net_common;
 
 use std::net::UdpSocket;
 
-use meshlite_core::store::WriteOp;
 use meshlite_mesh::net::push::STREAM_BAD_PUSH;
 use meshlite_mesh::net::sync::{STREAM_FRAME_TOO_LARGE, STREAM_SESSION_FAILED};
 use meshlite_mesh::net::{SyncError, TransportConfig};
-use net_common::{Fleet, RawClient, TestNode, TestResult, guard, init_tracing};
+use net_common::{Fleet, RawClient, TestNode, TestResult, assert_still_syncs, guard, init_tracing};
 use rand::RngCore;
-use serde_json::json;
-
-/// Writes one record on `writer`, syncs it to `reader`, and checks it arrived.
-async fn assert_still_syncs(writer: &TestNode, reader: &TestNode, id: &str) -> TestResult {
-    writer.net.connect(reader.addr(), None).await?;
-    let op = WriteOp::Put {
-        collection: "tasks".into(),
-        value: json!({ "id": id }),
-        recreate: false,
-    };
-    writer.with_store(move |s| s.transact(vec![op])).await??;
-    let stats = guard(writer.net.sync_with(reader.net.node_id())).await??;
-    assert_eq!(stats.txns_sent, 1, "{stats:?}");
-    let id = id.to_owned();
-    let row = reader.with_store(move |s| s.get("tasks", &id)).await??;
-    assert!(row.is_some(), "record did not arrive");
-    Ok(())
-}
 
 #[tokio::test]
 async fn garbage_datagrams_do_not_disturb_the_node() -> TestResult {

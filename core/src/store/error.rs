@@ -302,12 +302,23 @@ impl From<LoadError> for OpenError {
 /// What to do about a SQLite failure: a busy or locked database is worth a retry, anything else
 /// points at the disk.
 fn storage_hint(e: &rusqlite::Error) -> &'static str {
-    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked, DiskFull};
     match e.sqlite_error_code() {
         Some(DatabaseBusy | DatabaseLocked) => {
             "the database is busy (another connection holds a lock); retry shortly"
         }
+        Some(DiskFull) => {
+            "the disk holding the data directory is full; nothing of this write was kept, free space and retry"
+        }
         _ => "check free disk space, permissions and the disk's health",
+    }
+}
+
+impl WriteError {
+    /// Whether the write failed because the disk is full (SQLite's `SQLITE_FULL`): the caller
+    /// may retry once space is freed; nothing of the write was kept.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Self::Storage(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull))
     }
 }
 

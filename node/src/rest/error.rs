@@ -230,6 +230,8 @@ impl RestError {
     pub fn from_write(table: &str, e: WriteError) -> Self {
         let text = e.to_string();
         let (status, code) = match &e {
+            // Postgres's disk_full; PostgREST answers class 53 with 503.
+            _ if e.is_disk_full() => (StatusCode::SERVICE_UNAVAILABLE, "53100"),
             WriteError::UnknownCollection(_) => return Self::unknown_table(table),
             WriteError::Type(_) | WriteError::InvalidId { .. } => {
                 (StatusCode::BAD_REQUEST, "22P02")

@@ -663,18 +663,29 @@ impl NodeProc {
         }
     }
 
-    /// `GET /v1/{collection}`: every live record, ordered by id.
+    /// `GET /v1/{collection}`: every live record, ordered by id (paged: the API returns at most
+    /// 1,000 rows per request).
     pub async fn query(&self, collection: &str) -> Vec<Value> {
-        let (status, body) = self.get(&format!("/v1/{collection}")).await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "query {collection} on {}: {body}",
-            self.name()
-        );
-        match body {
-            Value::Array(rows) => rows,
-            other => panic!("query {collection} on {} returned {other}", self.name()),
+        const PAGE: usize = 1000;
+        let mut all = Vec::new();
+        loop {
+            let path = format!("/v1/{collection}?limit={PAGE}&offset={}", all.len());
+            let (status, body) = self.get(&path).await;
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "query {collection} on {}: {body}",
+                self.name()
+            );
+            let rows = match body {
+                Value::Array(rows) => rows,
+                other => panic!("query {collection} on {} returned {other}", self.name()),
+            };
+            let last = rows.len() < PAGE;
+            all.extend(rows);
+            if last {
+                return all;
+            }
         }
     }
 
@@ -974,4 +985,50 @@ pub async fn wait_sync_rounds(nodes: &[&NodeProc], rounds: f64) {
         )
         .await;
     }
+}
+
+/// Nodes named `names`, each listing the others as static peers, started together and connected
+/// to each other; `configure` adjusts each config (by index) before the start.
+pub async fn full_mesh(
+    fleet: &Fleet,
+    names: &[&str],
+    mut configure: impl FnMut(usize, &mut NodeConfig),
+) -> Vec<NodeProc> {
+    let mut cfgs: Vec<_> = names.iter().map(|n| fleet.linked_node(n)).collect();
+    let addrs: Vec<String> = cfgs.iter().map(NodeConfig::peer_addr).collect();
+    for (i, c) in cfgs.iter_mut().enumerate() {
+        c.static_peers = addrs
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, a)| a.clone())
+            .collect();
+        configure(i, c);
+    }
+    let nodes = NodeProc::start_all(cfgs).await;
+    for (i, n) in nodes.iter().enumerate() {
+        let others: Vec<&NodeProc> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, o)| o)
+            .collect();
+        wait_connected(n, &others).await;
+    }
+    nodes
+}
+
+/// The `id` of every row.
+pub fn ids(rows: &[Value]) -> Vec<String> {
+    rows.iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The integer `field` of the row whose id is `id` (0 when absent).
+pub fn int_field(rows: &[Value], id: &str, field: &str) -> i64 {
+    rows.iter()
+        .find(|r| r["id"] == id)
+        .and_then(|r| r[field].as_i64())
+        .unwrap_or(0)
 }

@@ -9,11 +9,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use meshlite_core::store::{OpenOptions, Store};
+use meshlite_core::store::{OpenOptions, Store, WriteOp};
 use meshlite_fixtures::wait::next_matching;
 use meshlite_mesh::fleet::{self, CertSpec, ClusterId, FleetCa, NodeIdentity, NodeName};
 use meshlite_mesh::net::tls::{PeerPolicy, TlsContext};
 use meshlite_mesh::net::{self, NetEvent, NetHandle, TransportConfig};
+use serde_json::json;
 use tempfile::TempDir;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -206,4 +207,21 @@ impl RawClient {
 /// A time in the past, `days` ago.
 pub fn days_ago(days: u64) -> SystemTime {
     SystemTime::now() - Duration::from_secs(days * 86_400)
+}
+
+/// Writes one record on `writer`, syncs it to `reader`, and checks it arrived.
+pub async fn assert_still_syncs(writer: &TestNode, reader: &TestNode, id: &str) -> TestResult {
+    writer.net.connect(reader.addr(), None).await?;
+    let op = WriteOp::Put {
+        collection: "tasks".into(),
+        value: json!({ "id": id }),
+        recreate: false,
+    };
+    writer.with_store(move |s| s.transact(vec![op])).await??;
+    let stats = guard(writer.net.sync_with(reader.net.node_id())).await??;
+    assert_eq!(stats.txns_sent, 1, "{stats:?}");
+    let id = id.to_owned();
+    let row = reader.with_store(move |s| s.get("tasks", &id)).await??;
+    assert!(row.is_some(), "record did not arrive");
+    Ok(())
 }

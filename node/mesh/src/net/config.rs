@@ -36,6 +36,10 @@ pub const MIN_MAX_FRAME_BYTES: usize = meshlite_core::change::MAX_TXN_BYTES + 64
 pub const DEFAULT_PER_PEER_QUEUE: usize = 256;
 /// Default most simultaneous peer connections (inbound and outbound).
 pub const DEFAULT_MAX_PEERS: usize = 64;
+/// Default inbound handshakes one source IP may start at once.
+pub const DEFAULT_HANDSHAKE_BURST_PER_IP: u32 = 16;
+/// Default inbound handshakes per second one source IP may start after its burst.
+pub const DEFAULT_HANDSHAKE_RATE_PER_IP: u32 = 2;
 
 /// Why a [`TransportConfig`] was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,6 +84,12 @@ pub struct TransportConfig {
     pub max_peers: usize,
     /// Revoked node ids, refused at the handshake in both directions. Default empty.
     pub deny_nodes: Vec<NodeId>,
+    /// Inbound handshakes one source IP may start at once; more are ignored (see
+    /// [`super::admission`]). Default 16 (1–4096).
+    pub handshake_burst_per_ip: u32,
+    /// Inbound handshakes per second one source IP may start after its burst. Default 2
+    /// (1–10000).
+    pub handshake_rate_per_ip: u32,
 }
 
 impl Default for TransportConfig {
@@ -95,6 +105,8 @@ impl Default for TransportConfig {
             per_peer_queue: DEFAULT_PER_PEER_QUEUE,
             max_peers: DEFAULT_MAX_PEERS,
             deny_nodes: Vec::new(),
+            handshake_burst_per_ip: DEFAULT_HANDSHAKE_BURST_PER_IP,
+            handshake_rate_per_ip: DEFAULT_HANDSHAKE_RATE_PER_IP,
         }
     }
 }
@@ -105,6 +117,14 @@ impl TransportConfig {
         Self {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             ..Self::default()
+        }
+    }
+
+    /// The per-source handshake limit.
+    pub fn handshake_limit(&self) -> super::admission::HandshakeLimit {
+        super::admission::HandshakeLimit {
+            burst: self.handshake_burst_per_ip,
+            per_second: self.handshake_rate_per_ip,
         }
     }
 
@@ -129,6 +149,12 @@ impl TransportConfig {
         }
         if !(1..=4096).contains(&self.max_peers) {
             return bad("max_peers", "must be in 1..=4096".into());
+        }
+        if !(1..=4096).contains(&self.handshake_burst_per_ip) {
+            return bad("handshake_burst_per_ip", "must be in 1..=4096".into());
+        }
+        if !(1..=10_000).contains(&self.handshake_rate_per_ip) {
+            return bad("handshake_rate_per_ip", "must be in 1..=10000".into());
         }
         Ok(())
     }

@@ -132,6 +132,8 @@ pub struct NetHandle {
     pub(super) node_id: NodeId,
     pub(super) local_addr: SocketAddr,
     pub(super) max_frame_bytes: usize,
+    /// Inbound handshakes ignored by the per-source rate limit.
+    pub(super) handshakes_rate_limited: Arc<std::sync::atomic::AtomicU64>,
     pub(super) cancel: CancellationToken,
     pub(super) task: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
@@ -146,6 +148,13 @@ impl std::fmt::Debug for NetHandle {
 }
 
 impl NetHandle {
+    /// Inbound handshakes ignored so far by the per-source rate limit
+    /// ([`super::admission`]).
+    pub fn handshakes_rate_limited(&self) -> u64 {
+        self.handshakes_rate_limited
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
         self.node_id

@@ -5,7 +5,8 @@
 //! inbound connections, finished handshakes, finished peer actors. Handshakes (both directions)
 //! run as child tasks so a slow peer never stalls the loop; each is bounded by
 //! `connect_timeout`. At most `max_peers` connections (established plus handshaking) exist at
-//! once; further inbound attempts are refused before any cryptography.
+//! once; further inbound attempts are refused before any cryptography, and a source IP over its
+//! handshake rate ([`super::admission`]) is ignored before that.
 //!
 //! **Admission.** In TLS 1.3 the dialer finishes its handshake before the acceptor has checked
 //! the dialer's certificate, so a completed handshake does not mean we were admitted. Every peer
@@ -31,6 +32,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::admission::HandshakeLimiter;
 use super::config::TransportConfig;
 use super::events::{Direction, EVENTS_CAPACITY, NetEvent, PeerInfo, PushReport, SyncStats};
 use super::handle::{ConnectError, ConnectReply, MeshCommand, NetHandle, StartError};
@@ -95,11 +97,14 @@ pub fn start<B: Replica>(
     });
     let (commands, inbox) = mpsc::channel(MESH_INBOX_CAPACITY);
     let cancel = shutdown.child_token();
+    let limiter = HandshakeLimiter::new(cfg.handshake_limit());
+    let handshakes_rate_limited = limiter.refused();
     let actor = MeshActor {
         endpoint,
         tls,
         quic,
         max_peers: cfg.max_peers,
+        limiter,
         connect_timeout: cfg.connect_timeout,
         node_id,
         ctx,
@@ -121,6 +126,7 @@ pub fn start<B: Replica>(
         node_id,
         local_addr,
         max_frame_bytes: cfg.max_frame_bytes,
+        handshakes_rate_limited,
         cancel,
         task: Arc::new(Mutex::new(Some(task))),
     })
@@ -241,6 +247,7 @@ struct MeshActor<B> {
     tls: TlsContext,
     quic: Arc<quinn::TransportConfig>,
     max_peers: usize,
+    limiter: HandshakeLimiter,
     connect_timeout: Duration,
     node_id: NodeId,
     ctx: Arc<PeerContext<B>>,
@@ -317,6 +324,10 @@ impl<B: Replica> MeshActor<B> {
 
     fn on_incoming(&mut self, incoming: quinn::Incoming) {
         let remote = incoming.remote_address();
+        if !self.limiter.admit(remote.ip(), std::time::Instant::now()) {
+            incoming.ignore();
+            return;
+        }
         if self.at_capacity() {
             tracing::warn!(%remote, "refusing connection: peer limit reached");
             incoming.refuse();

@@ -32,7 +32,9 @@
 //! # Bounds (why a slow or hostile peer cannot grow our memory)
 //!
 //! - Handshakes: at most `max_peers` connections (established + handshaking), each handshake
-//!   bounded by `connect_timeout`; refused peers never get an application byte in.
+//!   bounded by `connect_timeout`; refused peers never get an application byte in. One source
+//!   IP may start `handshake_burst_per_ip`, then `handshake_rate_per_ip` per second
+//!   ([`admission`]), so one flooding host cannot take every slot.
 //! - Per connection: QUIC flow-control windows ([`mesh::CONNECTION_RECEIVE_WINDOW`]), at most
 //!   `max_concurrent_bidi_streams` sync streams and [`peer::MAX_UNI_STREAMS`] push streams.
 //! - Per stream: one frame of at most `max_frame_bytes` buffered; the session's own event and
@@ -47,6 +49,7 @@
 //! stream task through child tokens; connections are closed with [`peer::CLOSE_SHUTDOWN`] and
 //! the endpoint drains, each step bounded by [`crate::tasks::SHUTDOWN_GRACE`].
 
+pub mod admission;
 pub mod config;
 pub mod events;
 pub mod frame_guard;
