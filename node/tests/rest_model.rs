@@ -251,6 +251,11 @@ async fn call(
 
 mod inproc;
 
+/// An object nested `depth` levels deep.
+fn nested(depth: usize) -> Value {
+    (0..depth).fold(json!(1), |inner, _| json!({ "a": inner }))
+}
+
 async fn serve() -> inproc::Server {
     inproc::serve(Some(Schema::from_toml(SCHEMA).unwrap()), "model").await
 }
@@ -445,6 +450,20 @@ fn hostile_requests_are_refused_and_write_nothing() {
                 Some(json!({"id": 6})),
                 400,
                 "42P10",
+            ),
+            (
+                Method::POST,
+                "/rest/v1/items".into(),
+                Some(json!({"id": 7, "s": "a\u{0}b"})),
+                400,
+                "22P05",
+            ),
+            (
+                Method::POST,
+                "/rest/v1/items".into(),
+                Some(json!({"id": 8, "j": nested(40)})),
+                400,
+                "22023",
             ),
         ];
         for (method, path, body, status, code) in cases {

@@ -236,7 +236,11 @@ impl RestError {
             WriteError::Type(_) | WriteError::InvalidId { .. } => {
                 (StatusCode::BAD_REQUEST, "22P02")
             }
-            WriteError::PolicyViolation { .. } => (StatusCode::BAD_REQUEST, "22023"),
+            WriteError::PolicyViolation { .. } | WriteError::TooDeep { .. } => {
+                (StatusCode::BAD_REQUEST, "22023")
+            }
+            // Postgres's untranslatable_character, what it answers for a NUL in text or jsonb.
+            WriteError::Nul { .. } => (StatusCode::BAD_REQUEST, "22P05"),
             WriteError::InvalidName(_) => (StatusCode::BAD_REQUEST, "PGRST204"),
             WriteError::NotAnObject { .. } | WriteError::InvalidJson(_) => {
                 (StatusCode::BAD_REQUEST, "PGRST102")
