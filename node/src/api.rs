@@ -116,7 +116,9 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> ApiError {
 fn write_error(e: WriteError) -> ApiError {
     let status = match &e {
         WriteError::NotFound { .. } => StatusCode::NOT_FOUND,
-        WriteError::Deleted { .. } | WriteError::Exists { .. } => StatusCode::CONFLICT,
+        WriteError::Deleted { .. } | WriteError::Exists { .. } | WriteError::Duplicate { .. } => {
+            StatusCode::CONFLICT
+        }
         WriteError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         WriteError::IdempotencyKeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         WriteError::Storage(_) | WriteError::Corrupt(_) | WriteError::Closed => {
