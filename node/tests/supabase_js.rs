@@ -88,6 +88,32 @@ async fn supabase_js_dialect() {
     assert_eq!(summary["steps"].as_array().unwrap().len(), 8, "{summary}");
 }
 
+/// The semantics script's schema (`tests/js/supabase_semantics.mjs`; the Python one uses it
+/// too): a counter, and declared defaults.
+const SEMANTICS_SCHEMA: &str = r#"
+version = 1
+strict = true
+
+[collections.counters]
+[collections.counters.fields]
+n = { merge = "counter", type = "integer" }
+label = { type = "text" }
+
+[collections.tasks]
+key_type = "integer"
+[collections.tasks.fields]
+title = { type = "text" }
+status = { type = "text", default = "open" }
+prio = { type = "integer", default = 3 }
+"#;
+
+/// rpc, `missing=default`, `on_conflict` and racing inserts through supabase-js.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supabase_js_rpc_defaults_conflicts_and_races() {
+    let summary = run_on_fresh_node("supabase_semantics.mjs", SEMANTICS_SCHEMA).await;
+    assert_eq!(summary["steps"].as_array().unwrap().len(), 5, "{summary}");
+}
+
 /// The auth script's schema: `posts` readable by anon, `todos` under the owner rule.
 const AUTH_SCHEMA: &str = r#"
 version = 1

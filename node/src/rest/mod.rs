@@ -8,7 +8,8 @@
 //! | `GET`/`HEAD /rest/v1/{t}`   | select (columns, JSON paths, aliases, embeds), filters and    |
 //! |                             | `or`/`and` trees, order, limit/offset/`Range`, count, single, |
 //! |                             | CSV                                                           |
-//! | `POST /rest/v1/{t}`         | insert one or many (one transaction), upsert                  |
+//! | `POST /rest/v1/{t}`         | insert one or many (one transaction), upsert (`insert`)       |
+//! | `POST /rest/v1/rpc/{f}`     | the functions of `rpc` (`increment`)                          |
 //! | `PATCH /rest/v1/{t}?f`      | update the matching rows                                      |
 //! | `DELETE /rest/v1/{t}?f`     | delete the matching rows                                      |
 //!
@@ -27,7 +28,7 @@
 //! the schema's grant); the owner rule narrows the rows the request sees and writes.
 //!
 //! Modules, each depending only on those listed after it:
-//! `read`, `write`, `openapi` (handlers) → `embed` (related rows) → `rows` (store reads) →
+//! `read`, `insert` → `write`, `rpc`, `openapi` (handlers) → `embed` (related rows) → `rows` (store reads) →
 //! `filter` (evaluation) → `jsonset` (containment), `keys` (comparable values) → `table`
 //! (columns, types, shaping) → `query` (URL) → `select`, `logic` (grammars) → `path` (JSON
 //! paths) → `lex` (lexing); `prefer` (`Prefer`), `response` (`Accept`, bodies) → `csv`;
@@ -38,6 +39,7 @@ pub mod csv;
 pub mod embed;
 pub mod error;
 pub mod filter;
+pub mod insert;
 pub mod jsonset;
 pub mod keys;
 pub mod lex;
@@ -49,6 +51,7 @@ pub mod query;
 pub mod read;
 pub mod response;
 pub mod rows;
+pub mod rpc;
 pub mod select;
 pub mod table;
 pub mod write;
@@ -64,9 +67,13 @@ pub fn routes() -> Router<AppState> {
         .route("/rest/v1/", get(openapi::describe))
         .route("/rest/v1", get(openapi::describe))
         .route(
+            "/rest/v1/rpc/{function}",
+            get(rpc::call_read_only).post(rpc::call),
+        )
+        .route(
             "/rest/v1/{collection}",
             get(read::select)
-                .post(write::insert)
+                .post(insert::insert)
                 .patch(write::update)
                 .delete(write::delete),
         )
