@@ -88,24 +88,9 @@ async fn supabase_js_dialect() {
     assert_eq!(summary["steps"].as_array().unwrap().len(), 8, "{summary}");
 }
 
-/// The semantics script's schema (`tests/js/supabase_semantics.mjs`; the Python one uses it
-/// too): a counter, and declared defaults.
-const SEMANTICS_SCHEMA: &str = r#"
-version = 1
-strict = true
-
-[collections.counters]
-[collections.counters.fields]
-n = { merge = "counter", type = "integer" }
-label = { type = "text" }
-
-[collections.tasks]
-key_type = "integer"
-[collections.tasks.fields]
-title = { type = "text" }
-status = { type = "text", default = "open" }
-prio = { type = "integer", default = 3 }
-"#;
+/// The semantics scripts' schema (`tests/js/supabase_semantics.mjs`,
+/// `tests/py/supabase_semantics.py`): a counter, and declared defaults.
+const SEMANTICS_SCHEMA: &str = include_str!("js/semantics_schema.toml");
 
 /// rpc, `missing=default`, `on_conflict` and racing inserts through supabase-js.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
