@@ -114,6 +114,13 @@ impl Client {
         self.send(Method::POST, path, prefer, Some(body)).await
     }
 
+    /// Posts `body`, which must be created (201).
+    async fn created(&self, path: &str, prefer: &str, body: Value) -> Answer {
+        let a = self.post(path, prefer, body).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{path}: {}", a.body);
+        a
+    }
+
     /// The rows of `path`, which must answer 200.
     async fn rows(&self, path: &str) -> Value {
         let a = self.get(path).await;
@@ -174,10 +181,8 @@ fn assert_error(a: &Answer, status: StatusCode, code: &str) {
 async fn rpc_increment_adds_to_a_counter_and_returns_the_new_value() {
     let s = Setup::new().await;
     let c = s.service();
-    let a = c
-        .post("/rest/v1/counters", "", json!({"id": "a", "n": 5}))
+    c.created("/rest/v1/counters", "", json!({"id": "a", "n": 5}))
         .await;
-    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
     let call = |args: Value| {
         let c = c.clone();
         async move { c.post("/rest/v1/rpc/increment", "", args).await }
@@ -201,7 +206,7 @@ async fn rpc_increment_adds_to_a_counter_and_returns_the_new_value() {
 async fn rpc_refusals_are_postgrest_shaped_and_write_nothing() {
     let s = Setup::new().await;
     let c = s.service();
-    c.post(
+    c.created(
         "/rest/v1/counters",
         "",
         json!({"id": "a", "n": 1, "label": "x"}),
@@ -282,10 +287,8 @@ async fn rpc_refusals_are_postgrest_shaped_and_write_nothing() {
 async fn rpc_increment_sees_only_the_callers_rows_under_the_owner_rule() {
     let s = Setup::new().await;
     let (u1, u2) = (s.user("u1"), s.user("u2"));
-    let a = u1
-        .post("/rest/v1/mine", "", json!({"id": "m", "n": 1}))
+    u1.created("/rest/v1/mine", "", json!({"id": "m", "n": 1}))
         .await;
-    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
     let args = json!({"table": "mine", "id": "m", "column": "n", "by": 5});
     let a = u2.post("/rest/v1/rpc/increment", "", args.clone()).await;
     assert_eq!((a.status, &a.body), (StatusCode::OK, &Value::Null));
@@ -299,19 +302,15 @@ async fn columns_with_missing_default_take_declared_defaults_else_null() {
     let c = s.service();
     let body = json!([{"id": 1, "title": "a"}, {"id": 2, "title": "b", "status": "done"}]);
     let cols = "/rest/v1/tasks?columns=id,title,status,prio";
-    let a = c.post(cols, "missing=default", body).await;
-    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
-    let a = c.post(cols, "", json!({"id": 3, "title": "c"})).await;
-    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    c.created(cols, "missing=default", body).await;
+    c.created(cols, "", json!({"id": 3, "title": "c"})).await;
     // Not listed in columns=: the declared default, as Postgres fills unlisted columns.
-    let a = c
-        .post(
-            "/rest/v1/tasks?columns=id",
-            "",
-            json!({"id": 4, "title": "ignored"}),
-        )
-        .await;
-    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    c.created(
+        "/rest/v1/tasks?columns=id",
+        "",
+        json!({"id": 4, "title": "ignored"}),
+    )
+    .await;
     assert_eq!(
         c.rows("/rest/v1/tasks?order=id").await,
         json!([
@@ -387,7 +386,7 @@ async fn headers_only_answers_201_with_the_location_of_one_row() {
 async fn on_conflict_may_only_name_the_primary_key() {
     let s = Setup::new().await;
     let c = s.service();
-    c.post("/rest/v1/tasks", "", json!({"id": 1, "title": "a"}))
+    c.created("/rest/v1/tasks", "", json!({"id": 1, "title": "a"}))
         .await;
     let merge = "resolution=merge-duplicates";
     for spec in ["title", "id,title"] {
@@ -411,23 +410,19 @@ async fn on_conflict_may_only_name_the_primary_key() {
         c.rows("/rest/v1/tasks?select=title").await,
         json!([{"title": "a"}])
     );
-    let a = c
-        .post(
-            "/rest/v1/tasks?on_conflict=id",
-            merge,
-            json!({"id": 1, "title": "b"}),
-        )
-        .await;
-    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    c.created(
+        "/rest/v1/tasks?on_conflict=id",
+        merge,
+        json!({"id": 1, "title": "b"}),
+    )
+    .await;
     // Without a resolution there is no ON CONFLICT clause: on_conflict is ignored.
-    let a = c
-        .post(
-            "/rest/v1/tasks?on_conflict=title",
-            "",
-            json!({"id": 2, "title": "c"}),
-        )
-        .await;
-    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    c.created(
+        "/rest/v1/tasks?on_conflict=title",
+        "",
+        json!({"id": 2, "title": "c"}),
+    )
+    .await;
     assert_eq!(
         c.rows("/rest/v1/tasks?select=title&order=id").await,
         json!([{"title": "b"}, {"title": "c"}])
@@ -481,7 +476,7 @@ async fn racing_plain_inserts_of_one_id_have_exactly_one_winner() {
 async fn embedded_collections_are_read_under_their_own_access_rules() {
     let s = Setup::new().await;
     let c = s.service();
-    c.post(
+    c.created(
         "/rest/v1/users",
         "",
         json!([{"id": "ann", "name": "Ann"}, {"id": "bob", "name": "Bob"}]),
@@ -491,8 +486,8 @@ async fn embedded_collections_are_read_under_their_own_access_rules() {
         {"id": "p1", "author_id": "ann", "title": "ann's", "user_id": "ann"},
         {"id": "p2", "author_id": "bob", "title": "bob's", "user_id": "bob"},
     ]);
-    c.post("/rest/v1/posts", "", posts).await;
-    c.post(
+    c.created("/rest/v1/posts", "", posts).await;
+    c.created(
         "/rest/v1/secrets",
         "",
         json!({"id": "s1", "user_ref": "ann", "body": "psst"}),
