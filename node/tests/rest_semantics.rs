@@ -212,6 +212,10 @@ async fn rpc_refusals_are_postgrest_shaped_and_write_nothing() {
         json!({"id": "a", "n": 1, "label": "x"}),
     )
     .await;
+    let doc = c.get("/rest/v1/").await.body;
+    let args = &doc["paths"]["/rpc/increment"]["post"]["parameters"][0]["schema"];
+    assert_eq!(args["required"], json!(["column", "id", "table"]), "{doc}");
+    assert_eq!(args["properties"]["by"]["format"], "bigint");
     let a = c.post("/rest/v1/rpc/nope", "", json!({"x": 1})).await;
     assert_error(&a, StatusCode::NOT_FOUND, "PGRST202");
     assert_eq!(

@@ -28,9 +28,10 @@
 //! the schema's grant); the owner rule narrows the rows the request sees and writes.
 //!
 //! Modules, each depending only on those listed after it:
-//! `read`, `insert` → `write`, `rpc`, `openapi` (handlers) → `embed` (related rows) → `rows` (store reads) →
-//! `filter` (evaluation) → `jsonset` (containment), `keys` (comparable values) → `table`
-//! (columns, types, shaping) → `query` (URL) → `select`, `logic` (grammars) → `path` (JSON
+//! `read`, `insert`, `openapi` (handlers) → `rpc` (functions) → `write` (what writes share;
+//! PATCH, DELETE) → `embed` (related rows) → `rows` (store reads) → `filter` (evaluation) →
+//! `jsonset` (containment), `keys` (comparable values) → `table` (columns, types, shaping)
+//! → `query` (URL) → `select`, `logic` (grammars) → `path` (JSON
 //! paths) → `lex` (lexing); `prefer` (`Prefer`), `response` (`Accept`, bodies) → `csv`;
 //! all → `error`.
 

@@ -26,7 +26,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use meshlite_core::store::{Store, WriteError, WriteOp};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::error::RestError;
 use super::table::Table;
@@ -69,6 +69,33 @@ impl Function {
             .chain(optional)
             .collect();
         format!("{}({})", self.name(), all.join(", "))
+    }
+
+    /// Its OpenAPI path item (`/rpc/{name}`), as PostgREST describes a function: one `args`
+    /// body object with the parameters and their Postgres types.
+    pub fn path_item(self) -> Value {
+        let (required, optional) = self.params();
+        let properties: Map<String, Value> = required
+            .iter()
+            .chain(optional)
+            .map(|p| {
+                let (format, ty) = match *p {
+                    "by" => ("bigint", "integer"),
+                    _ => ("text", "string"),
+                };
+                (p.to_string(), json!({"format": format, "type": ty}))
+            })
+            .collect();
+        json!({"post": {
+            "tags": [format!("(rpc) {}", self.name())],
+            "summary": self.signature(),
+            "produces": ["application/json"],
+            "parameters": [{
+                "in": "body", "name": "args", "required": true,
+                "schema": {"type": "object", "required": required, "properties": properties},
+            }],
+            "responses": {"200": {"description": "OK"}},
+        }})
     }
 
     /// The function `name` taking exactly the arguments `keys` (every required one, no
