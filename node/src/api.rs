@@ -117,7 +117,9 @@ fn write_error(e: WriteError) -> ApiError {
     let status = match &e {
         _ if e.is_disk_full() => StatusCode::INSUFFICIENT_STORAGE,
         WriteError::NotFound { .. } => StatusCode::NOT_FOUND,
-        WriteError::Deleted { .. } | WriteError::Exists { .. } => StatusCode::CONFLICT,
+        WriteError::Deleted { .. } | WriteError::Exists { .. } | WriteError::Duplicate { .. } => {
+            StatusCode::CONFLICT
+        }
         WriteError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         WriteError::IdempotencyKeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         WriteError::Storage(_) | WriteError::Corrupt(_) | WriteError::Closed => {

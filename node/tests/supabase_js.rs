@@ -88,6 +88,17 @@ async fn supabase_js_dialect() {
     assert_eq!(summary["steps"].as_array().unwrap().len(), 8, "{summary}");
 }
 
+/// The semantics scripts' schema (`tests/js/supabase_semantics.mjs`,
+/// `tests/py/supabase_semantics.py`): a counter, and declared defaults.
+const SEMANTICS_SCHEMA: &str = include_str!("js/semantics_schema.toml");
+
+/// rpc, `missing=default`, `on_conflict` and racing inserts through supabase-js.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supabase_js_rpc_defaults_conflicts_and_races() {
+    let summary = run_on_fresh_node("supabase_semantics.mjs", SEMANTICS_SCHEMA).await;
+    assert_eq!(summary["steps"].as_array().unwrap().len(), 5, "{summary}");
+}
+
 /// The auth script's schema: `posts` readable by anon, `todos` under the owner rule.
 const AUTH_SCHEMA: &str = r#"
 version = 1

@@ -140,6 +140,16 @@ pub enum WriteError {
         /// The row id.
         id: String,
     },
+    /// An insert ([`super::WriteOp::Insert`]) of the id of a live record.
+    #[error(
+        "record {collection}/{id} already exists; update it with put, or insert with another id"
+    )]
+    Duplicate {
+        /// The collection.
+        collection: String,
+        /// The record id.
+        id: String,
+    },
     /// The value breaks the field's merge policy.
     #[error("field {field:?}: {reason}")]
     PolicyViolation {

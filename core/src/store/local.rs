@@ -34,7 +34,7 @@ enum Planned<'s> {
         def: Cow<'s, CollectionDef>,
         id: String,
         fields: Map<String, Value>,
-        recreate: bool,
+        existing: Existing,
     },
     Increment {
         collection: String,
@@ -53,6 +53,26 @@ enum Planned<'s> {
         id: String,
         row: Value,
     },
+}
+
+/// What a put does to a record that exists (live or deleted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Existing {
+    /// Merge into a live record; refuse a deleted one (`Put`, `Increment`).
+    Merge,
+    /// Merge into a live record; re-create a deleted one (`Put` with `recreate`).
+    Recreate,
+    /// Refuse a live record; re-create a deleted one (`Insert`).
+    Refuse,
+}
+
+impl Existing {
+    fn of_put(recreate: bool) -> Self {
+        match recreate {
+            true => Existing::Recreate,
+            false => Existing::Merge,
+        }
+    }
 }
 
 /// What a local write does to a record's document.
@@ -217,9 +237,9 @@ impl Writer {
                 def,
                 id,
                 mut fields,
-                recreate,
+                existing,
             } => {
-                let target = self.target(collection, &def, id, recreate)?;
+                let target = self.target(collection, &def, id, existing)?;
                 for (field, value) in creation_defaults(&def, target.kind) {
                     fields.entry(field).or_insert(value);
                 }
@@ -232,7 +252,7 @@ impl Writer {
                 field,
                 by,
             } => {
-                let target = self.target(collection, &def, id, false)?;
+                let target = self.target(collection, &def, id, Existing::Merge)?;
                 let defaults = creation_defaults(&def, target.kind);
                 let write = DocWrite::Increment {
                     field,
@@ -260,10 +280,10 @@ impl Writer {
         collection: String,
         def: &'d CollectionDef,
         id: String,
-        recreate: bool,
+        existing: Existing,
     ) -> Result<Target<'d>, WriteError> {
         let state = rows::record_state(&self.conn, &collection, &id)?;
-        let (incarnation, kind) = target_incarnation(state, recreate, &collection, &id)?;
+        let (incarnation, kind) = target_incarnation(state, existing, &collection, &id)?;
         Ok(Target {
             collection,
             def,
@@ -403,14 +423,18 @@ impl Writer {
 /// The incarnation a write goes to, and whether the row appears (Insert) or changes (Update).
 fn target_incarnation(
     state: Option<RecordState>,
-    recreate: bool,
+    existing: Existing,
     collection: &str,
     id: &str,
 ) -> Result<(u32, ChangeKind), WriteError> {
     match state {
         None => Ok((1, ChangeKind::Insert)),
+        Some(s) if !s.deleted && existing == Existing::Refuse => Err(WriteError::Duplicate {
+            collection: collection.to_owned(),
+            id: id.to_owned(),
+        }),
         Some(s) if !s.deleted => Ok((s.incarnation, ChangeKind::Update)),
-        Some(s) if recreate => match s.incarnation.checked_add(1) {
+        Some(s) if existing != Existing::Merge => match s.incarnation.checked_add(1) {
             Some(next) => Ok((next, ChangeKind::Insert)),
             None => Err(WriteError::InvalidId {
                 collection: collection.to_owned(),
@@ -448,16 +472,9 @@ fn plan(schema: &Schema, op: WriteOp) -> Result<Planned<'_>, WriteError> {
             collection,
             value,
             recreate,
-        } => {
-            let def = collection_def(schema, &collection, CollectionKind::Document, "put")?;
-            let (id, fields) = split_record(&collection, &def, value, true)?;
-            Ok(Planned::Put {
-                collection,
-                def,
-                id,
-                fields,
-                recreate,
-            })
+        } => plan_put(schema, collection, value, Existing::of_put(recreate)),
+        WriteOp::Insert { collection, value } => {
+            plan_put(schema, collection, value, Existing::Refuse)
         }
         WriteOp::Increment {
             collection,
@@ -511,6 +528,28 @@ fn plan(schema: &Schema, op: WriteOp) -> Result<Planned<'_>, WriteError> {
             })
         }
     }
+}
+
+/// Validates a put or an insert.
+fn plan_put(
+    schema: &Schema,
+    collection: String,
+    value: Value,
+    existing: Existing,
+) -> Result<Planned<'_>, WriteError> {
+    let op = match existing {
+        Existing::Refuse => "insert",
+        Existing::Merge | Existing::Recreate => "put",
+    };
+    let def = collection_def(schema, &collection, CollectionKind::Document, op)?;
+    let (id, fields) = split_record(&collection, &def, value, true)?;
+    Ok(Planned::Put {
+        collection,
+        def,
+        id,
+        fields,
+        existing,
+    })
 }
 
 /// The definition for a local write, refusing undeclared collections (strict) and wrong kinds.

@@ -27,6 +27,17 @@ pub enum WriteOp {
         /// Re-create the record if it was deleted.
         recreate: bool,
     },
+    /// Creates a record, as SQL's `INSERT` does: a [`WriteOp::Put`] refused with
+    /// [`super::WriteError::Duplicate`] when a live record has the id. The writer checks it inside
+    /// the transaction, so of two racing inserts of one id on this replica exactly one succeeds
+    /// (a peer's insert of the same id still merges: replicas do not coordinate). A deleted record
+    /// is re-created (a new incarnation); an absent id is generated as for `Put`.
+    Insert {
+        /// Collection name.
+        collection: String,
+        /// A JSON object.
+        value: Value,
+    },
     /// Adds `by` to a `counter` field (creates the record if it does not exist).
     Increment {
         /// Collection name.

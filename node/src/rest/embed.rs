@@ -4,6 +4,12 @@
 //! on the embedded rows. Relations come from the schema: a field with `references =
 //! "collection"` holds that collection's key.
 //!
+//! Access: an embedded collection is read as the caller, as Postgres applies the embedded
+//! table's privileges and row-level security to the join: a role the schema's
+//! `[collections.X.access]` does not let read X gets 42501 for the whole request, and under
+//! X's owner rule only the caller's own rows are embedded (a many-to-one embed of another
+//! owner's row is null; `!inner` then drops the parent).
+//!
 //! Cost: each embed reads the related collection once per request (a scan, filtered and
 //! indexed here by the joining key), so a request costs O(parent rows + related rows).
 
@@ -20,6 +26,7 @@ use super::query::UrlQuery;
 use super::rows::matching;
 use super::select::{Embed, SelectItem};
 use super::table::Table;
+use crate::auth::{Action, Caller};
 
 /// How the parent and the embedded collection are related.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,15 +64,20 @@ pub struct Embeds {
 pub type Joined = (Value, Map<String, Value>);
 
 impl Embeds {
-    /// Binds the embeds of `q.select` and the embedded filters: PGRST200 when no relation
-    /// joins the two collections, PGRST201 when several do and no `!hint` picks one, PGRST108
+    /// Binds the embeds of `q.select` and the embedded filters, read as `caller` (42501 for a
+    /// collection it may not read): PGRST200 when no relation joins the two collections, PGRST201 when several do and no `!hint` picks one, PGRST108
     /// for a filter on a table the select does not embed.
-    pub fn bind(schema: &Schema, parent: &Table, q: &UrlQuery) -> Result<Self, RestError> {
+    pub fn bind(
+        schema: &Schema,
+        caller: &Caller,
+        parent: &Table,
+        q: &UrlQuery,
+    ) -> Result<Self, RestError> {
         let mut items = Vec::new();
         for item in &q.select {
             let SelectItem::Embed(e) = item else { continue };
             let (target, relation) = relation(schema, parent, e)?;
-            let table = Table::resolve(schema, &target)?;
+            let table = Table::resolve(schema, &target)?.authorize(caller, Action::Read)?;
             table.check_select(&e.items)?;
             let filters: Vec<Cond> = q
                 .embed_filters

@@ -205,6 +205,54 @@ impl RestError {
         .hint("upsert with Prefer: resolution=merge-duplicates to merge into the existing row")
     }
 
+    /// 23502 (400): an insert leaves a NOT NULL column (the primary key) null.
+    pub fn not_null(table: &str, column: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "23502",
+            format!("null value in column \"{column}\" of relation \"{table}\" violates not-null constraint"),
+        )
+        .hint("give every object the key, or send Prefer: missing=default to generate it")
+    }
+
+    /// PGRST202 (404): no function `name` takes the arguments `keys` (PostgREST's wording).
+    pub fn no_function(
+        name: &str,
+        keys: &std::collections::BTreeSet<String>,
+        offered: &str,
+    ) -> Self {
+        let list = keys
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (params, searched) = match keys.len() {
+            0 => (
+                " without parameters".to_owned(),
+                " without parameters".to_owned(),
+            ),
+            1 => (format!("({list})"), format!(" with parameter {list}")),
+            _ => (format!("({list})"), format!(" with parameters {list}")),
+        };
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "PGRST202",
+            format!("Could not find the function public.{name}{params} in the schema cache"),
+        )
+        .details(format!("Searched for the function public.{name}{searched} or with a single unnamed json/jsonb parameter, but no matches were found in the schema cache."))
+        .hint(format!("this node offers the functions {offered}"))
+    }
+
+    /// 25006 (405): a `GET` of a function that writes (PostgREST runs `GET` read-only).
+    pub fn read_only(function: &str) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "25006",
+            "cannot execute UPDATE in a read-only transaction",
+        )
+        .details(format!("{function} writes; call it with POST"))
+    }
+
     /// 42P10 (400): `on_conflict` names something other than the primary key.
     pub fn bad_on_conflict(column: &str) -> Self {
         Self::new(
@@ -213,8 +261,9 @@ impl RestError {
             "there is no unique or exclusion constraint matching the ON CONFLICT specification",
         )
         .details(format!(
-            "on_conflict={column}: only the primary key is unique here"
+            "on_conflict={column}: only the primary key is unique in a Meshlite collection"
         ))
+        .hint("upsert on the primary key (leave out on_conflict), or filter and PATCH")
     }
 
     /// 42809 (405): update or delete of an append-only log collection.
@@ -245,7 +294,9 @@ impl RestError {
             WriteError::NotAnObject { .. } | WriteError::InvalidJson(_) => {
                 (StatusCode::BAD_REQUEST, "PGRST102")
             }
-            WriteError::Exists { .. } => (StatusCode::CONFLICT, "23505"),
+            WriteError::Exists { .. } | WriteError::Duplicate { .. } => {
+                (StatusCode::CONFLICT, "23505")
+            }
             WriteError::Deleted { .. } | WriteError::NotFound { .. } => {
                 (StatusCode::CONFLICT, "40001")
             }

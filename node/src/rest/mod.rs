@@ -8,7 +8,8 @@
 //! | `GET`/`HEAD /rest/v1/{t}`   | select (columns, JSON paths, aliases, embeds), filters and    |
 //! |                             | `or`/`and` trees, order, limit/offset/`Range`, count, single, |
 //! |                             | CSV                                                           |
-//! | `POST /rest/v1/{t}`         | insert one or many (one transaction), upsert                  |
+//! | `POST /rest/v1/{t}`         | insert one or many (one transaction), upsert (`insert`)       |
+//! | `POST /rest/v1/rpc/{f}`     | the functions of `rpc` (`increment`)                          |
 //! | `PATCH /rest/v1/{t}?f`      | update the matching rows                                      |
 //! | `DELETE /rest/v1/{t}?f`     | delete the matching rows                                      |
 //!
@@ -27,9 +28,10 @@
 //! the schema's grant); the owner rule narrows the rows the request sees and writes.
 //!
 //! Modules, each depending only on those listed after it:
-//! `read`, `write`, `openapi` (handlers) → `embed` (related rows) → `rows` (store reads) →
-//! `filter` (evaluation) → `jsonset` (containment), `keys` (comparable values) → `table`
-//! (columns, types, shaping) → `query` (URL) → `select`, `logic` (grammars) → `path` (JSON
+//! `read`, `insert`, `openapi` (handlers) → `rpc` (functions) → `write` (what writes share;
+//! PATCH, DELETE) → `embed` (related rows) → `rows` (store reads) → `filter` (evaluation) →
+//! `jsonset` (containment), `keys` (comparable values) → `table` (columns, types, shaping)
+//! → `query` (URL) → `select`, `logic` (grammars) → `path` (JSON
 //! paths) → `lex` (lexing); `prefer` (`Prefer`), `response` (`Accept`, bodies) → `csv`;
 //! all → `error`. `fuzz` (feature `testkit`): the body of the fuzz target `rest_query`.
 
@@ -42,6 +44,7 @@ pub mod filter;
 pub mod fuzz;
 #[cfg(test)]
 mod fuzz_tests;
+pub mod insert;
 pub mod jsonset;
 pub mod keys;
 pub mod lex;
@@ -53,6 +56,7 @@ pub mod query;
 pub mod read;
 pub mod response;
 pub mod rows;
+pub mod rpc;
 pub mod select;
 pub mod table;
 pub mod write;
@@ -68,9 +72,13 @@ pub fn routes() -> Router<AppState> {
         .route("/rest/v1/", get(openapi::describe))
         .route("/rest/v1", get(openapi::describe))
         .route(
+            "/rest/v1/rpc/{function}",
+            get(rpc::call_read_only).post(rpc::call),
+        )
+        .route(
             "/rest/v1/{collection}",
             get(read::select)
-                .post(write::insert)
+                .post(insert::insert)
                 .patch(write::update)
                 .delete(write::delete),
         )

@@ -3,7 +3,7 @@
 //! and `delete`), a definition per collection with its columns (types as PostgREST maps the
 //! Postgres type each declared field type stands for; untyped fields as `jsonb`, which
 //! Swagger leaves untyped), the primary key and `references` noted as PostgREST notes them,
-//! and the shared parameters. Undeclared collections of a non-strict schema are not listed.
+//! the shared parameters, and the `rpc` functions (`/rpc/increment`). Undeclared collections of a non-strict schema are not listed.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -12,6 +12,7 @@ use meshlite_core::schema::{CollectionDef, CollectionKind, FieldDef, FieldType, 
 use serde_json::{Map, Value, json};
 
 use super::error::pg_type;
+use super::rpc::Function;
 use crate::state::AppState;
 
 /// The handler.
@@ -48,6 +49,9 @@ pub fn document(schema: &Schema, host: &str) -> Value {
             "tags": ["Introspection"],
         }}),
     );
+    for f in Function::ALL {
+        paths.insert(format!("/rpc/{}", f.name()), f.path_item());
+    }
     let mut definitions = Map::new();
     let mut parameters = shared_parameters();
     for (name, def) in &schema.collections {

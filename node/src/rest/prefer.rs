@@ -6,9 +6,11 @@ use axum::http::HeaderMap;
 /// What a write answers with.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Return {
-    /// No body (PostgREST's default; `headers-only` is answered the same way here).
+    /// No body (PostgREST's default).
     #[default]
     Minimal,
+    /// No body; an insert of exactly one row adds a `Location` header naming it.
+    HeadersOnly,
     /// The written rows, shaped by `select=`.
     Representation,
 }
@@ -34,6 +36,9 @@ pub struct Prefer {
     pub count: bool,
     /// `resolution=`.
     pub resolution: Resolution,
+    /// `missing=default`: with `columns=`, a listed column an object lacks takes its declared
+    /// default (else null, as with `missing=null`).
+    pub missing_default: bool,
 }
 
 impl Prefer {
@@ -48,10 +53,13 @@ impl Prefer {
         for token in tokens {
             match token {
                 "return=representation" => p.ret = Return::Representation,
-                "return=minimal" | "return=headers-only" => p.ret = Return::Minimal,
+                "return=minimal" => p.ret = Return::Minimal,
+                "return=headers-only" => p.ret = Return::HeadersOnly,
                 "count=exact" | "count=planned" | "count=estimated" => p.count = true,
                 "resolution=merge-duplicates" => p.resolution = Resolution::MergeDuplicates,
                 "resolution=ignore-duplicates" => p.resolution = Resolution::IgnoreDuplicates,
+                "missing=default" => p.missing_default = true,
+                "missing=null" => p.missing_default = false,
                 _ => {}
             }
         }
@@ -72,10 +80,13 @@ mod tests {
         );
         h.append(
             "prefer",
-            "resolution=merge-duplicates,bogus".parse().unwrap(),
+            "resolution=merge-duplicates,bogus,missing=default"
+                .parse()
+                .unwrap(),
         );
         let p = Prefer::from_headers(&h);
         assert_eq!(p.ret, Return::Representation);
+        assert!(p.missing_default);
         assert!(p.count);
         assert_eq!(p.resolution, Resolution::MergeDuplicates);
         assert_eq!(Prefer::from_headers(&HeaderMap::new()), Prefer::default());

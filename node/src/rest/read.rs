@@ -76,7 +76,7 @@ pub async fn select(
     let table = Table::resolve(&schema, &collection)?.authorize(&caller, Action::Read)?;
     let q = parse_raw(raw.as_deref())?;
     let plan = Plan::bind(&table, &q)?;
-    let embeds = Embeds::bind(&schema, &table, &q)?;
+    let embeds = Embeds::bind(&schema, &caller, &table, &q)?;
     let window = Window::new(&q, &headers)?;
     let accept = Accept::from_headers(&headers)?;
     let prefer = Prefer::from_headers(&headers);

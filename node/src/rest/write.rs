@@ -1,30 +1,24 @@
-//! `POST` (insert, upsert), `PATCH` (update) and `DELETE` on `/rest/v1/{table}`.
+//! What every write on `/rest/v1/{table}` shares ([`Request`]: parsing, committing, answering),
+//! and the `PATCH` (update) and `DELETE` handlers; `POST` is in `insert`.
 //!
 //! Every request is validated whole (URL, body, column names) before the store is touched,
 //! and commits as ONE store transaction: a malformed request, or one refused by the store,
 //! writes nothing.
 //!
-//! A plain insert of a live key is 23505. The existence check reads before the transaction is
-//! queued, so a write of the same key by a peer or another client in between is merged (as an
-//! upsert) rather than refused; a key-reserving insert op in the store would close that gap.
-//! An insert of a deleted key re-creates the record (a new incarnation), as Postgres users
-//! expect of insert after delete. PATCH sets the given fields on every matching row (all rows
-//! without filters, as PostgREST); a `counter` field set to a value applies the difference, as
-//! the store's put does.
-
-use std::collections::BTreeSet;
+//! PATCH sets the given fields on every matching row (all rows without filters, as PostgREST);
+//! a `counter` field set to a value applies the difference, as the store's put does.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use meshlite_core::store::{Store, WriteError, WriteOp};
 use serde_json::{Map, Value};
 
 use super::error::RestError;
 use super::filter::Plan;
-use super::prefer::{Prefer, Resolution, Return};
+use super::prefer::{Prefer, Return};
 use super::query::{UrlQuery, parse_raw};
 use super::response::{Accept, empty, rows};
 use super::rows::matching;
@@ -37,15 +31,20 @@ use crate::state::AppState;
 pub const MAX_ROWS_PER_WRITE: usize = 10_000;
 
 /// What every write parses first.
-struct Request {
-    table: Table,
-    q: UrlQuery,
-    prefer: Prefer,
+#[derive(Debug)]
+pub struct Request {
+    /// The table, authorized for writing.
+    pub table: Table,
+    /// The URL.
+    pub q: UrlQuery,
+    /// The `Prefer` header.
+    pub prefer: Prefer,
     accept: Accept,
 }
 
 impl Request {
-    fn new(
+    /// Parses and authorizes a write of `collection`.
+    pub fn new(
         s: &AppState,
         caller: &Caller,
         collection: &str,
@@ -70,37 +69,34 @@ impl Request {
         })
     }
 
-    /// Commits `ops` (nothing when empty) and answers: the representation shows `before` when
-    /// given (DELETE: the rows as they were), else the rows as the commit left them.
-    async fn answer(
-        &self,
-        store: &Store,
-        status: StatusCode,
-        ops: Vec<WriteOp>,
-        before: Option<Vec<Value>>,
-    ) -> Result<Response, RestError> {
-        if ops.len() > MAX_ROWS_PER_WRITE {
-            let what = format!(
-                "{} rows; at most {MAX_ROWS_PER_WRITE} per request",
-                ops.len()
-            );
-            let e = WriteError::TooLarge { what };
-            return Err(RestError::from_write(&self.table.name, e));
-        }
-        let after = match ops.is_empty() {
-            true => Vec::new(),
-            false => {
-                let c = store
-                    .transact_async(ops)
-                    .await
-                    .map_err(|e| RestError::from_write(&self.table.name, e))?;
-                c.changes.into_iter().filter_map(|ch| ch.value).collect()
+    /// Commits `ops` as one transaction (nothing when empty); the rows as the commit left them.
+    pub async fn commit(&self, store: &Store, ops: Vec<WriteOp>) -> Result<Vec<Value>, RestError> {
+        try_commit(store, ops)
+            .await
+            .map_err(|e| self.write_error(e))
+    }
+
+    /// A store error as PostgREST's: an insert of a live key is 23505 naming the key.
+    pub fn write_error(&self, e: WriteError) -> RestError {
+        match e {
+            WriteError::Duplicate { id, .. } => {
+                RestError::duplicate(&self.table.name, self.table.key(), &id)
             }
-        };
-        let shown = before.unwrap_or(after);
+            e => RestError::from_write(&self.table.name, e),
+        }
+    }
+
+    /// The answer showing `shown` (the written rows, or for DELETE the rows as they were):
+    /// its body per `return=`; `created` (201) adds `Location` for `return=headers-only`.
+    pub fn answer(&self, status: StatusCode, shown: Vec<Value>) -> Result<Response, RestError> {
         match self.prefer.ret {
-            Return::Minimal if status == StatusCode::CREATED => Ok(empty(status)),
-            Return::Minimal => Ok(empty(StatusCode::NO_CONTENT)),
+            Return::HeadersOnly if status == StatusCode::CREATED => {
+                Ok(created(&self.table, &shown))
+            }
+            Return::Minimal | Return::HeadersOnly if status == StatusCode::CREATED => {
+                Ok(empty(status))
+            }
+            Return::Minimal | Return::HeadersOnly => Ok(empty(StatusCode::NO_CONTENT)),
             Return::Representation => {
                 let shaped: Vec<Value> = shown
                     .iter()
@@ -125,8 +121,47 @@ impl Request {
     }
 }
 
+/// Commits `ops` as one transaction (nothing when empty); the rows as the commit left them, or
+/// the store's refusal.
+pub async fn try_commit(store: &Store, ops: Vec<WriteOp>) -> Result<Vec<Value>, WriteError> {
+    if ops.len() > MAX_ROWS_PER_WRITE {
+        let what = format!(
+            "{} rows; at most {MAX_ROWS_PER_WRITE} per request",
+            ops.len()
+        );
+        return Err(WriteError::TooLarge { what });
+    }
+    if ops.is_empty() {
+        return Ok(Vec::new());
+    }
+    let c = store.transact_async(ops).await?;
+    Ok(c.changes.into_iter().filter_map(|ch| ch.value).collect())
+}
+
+/// 201 with no body and, for exactly one row, `Location: /{table}?{key}=eq.{id}` (as PostgREST
+/// answers `return=headers-only`), and `Content-Range: */*`.
+fn created(table: &Table, shown: &[Value]) -> Response {
+    let mut r = empty(StatusCode::CREATED);
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_RANGE, HeaderValue::from_static("*/*"));
+    let id = match shown {
+        [one] => one.as_object().and_then(|o| table.id_of(o)),
+        _ => None,
+    };
+    if let Some(id) = id {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair(table.key(), &format!("eq.{id}"))
+            .finish();
+        let location = format!("/{}?{query}", table.name);
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            h.insert(header::LOCATION, v);
+        }
+    }
+    r
+}
+
 /// The body as received; 413 when it exceeds the listener's body limit.
-fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, RestError> {
+pub fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, RestError> {
     body.map_err(|e| {
         let too_large = e.status() == StatusCode::PAYLOAD_TOO_LARGE;
         RestError::unreadable_body(too_large, e.body_text())
@@ -134,7 +169,7 @@ fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, RestError> {
 }
 
 /// A JSON object, or an array of objects; PGRST102 otherwise.
-fn objects(body: &[u8]) -> Result<Vec<Map<String, Value>>, RestError> {
+pub fn objects(body: &[u8]) -> Result<Vec<Map<String, Value>>, RestError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| RestError::bad_body(e.to_string()))?;
     let items = match v {
         Value::Array(items) => items,
@@ -149,93 +184,6 @@ fn objects(body: &[u8]) -> Result<Vec<Map<String, Value>>, RestError> {
             ))),
         })
         .collect()
-}
-
-/// `POST`: insert one object or an array in one transaction; upsert with `resolution=`.
-pub async fn insert(
-    State(s): State<AppState>,
-    caller: Caller,
-    Path(collection): Path<String>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, RestError> {
-    let r = Request::new(&s, &caller, &collection, raw.as_deref(), &headers)?;
-    let body = read_body(body)?;
-    let table = &r.table;
-    if let Some(c) = r.q.on_conflict.as_deref().filter(|c| *c != table.key()) {
-        return Err(RestError::bad_on_conflict(c));
-    }
-    let mut objs = objects(&body)?;
-    if let Some(cols) = &r.q.columns {
-        for c in cols {
-            table.write_column(c)?;
-        }
-        for o in &mut objs {
-            o.retain(|k, _| cols.contains(k));
-        }
-    }
-    for k in objs.iter().flat_map(|o| o.keys()) {
-        table.write_column(k)?;
-    }
-    table.claim_all(&mut objs)?;
-    let name = table.name.clone();
-    let ops: Vec<WriteOp> = if table.is_log() {
-        objs.into_iter()
-            .map(|o| WriteOp::Append {
-                collection: name.clone(),
-                value: Value::Object(o),
-            })
-            .collect()
-    } else {
-        table
-            .check_upsert(&s.store, r.prefer.resolution, &objs)
-            .await?;
-        let keep = unique_or_existing(&s.store, &r, &objs).await?;
-        objs.into_iter()
-            .zip(keep)
-            .filter(|(_, keep)| *keep)
-            .map(|(o, _)| WriteOp::Put {
-                collection: name.clone(),
-                value: Value::Object(o),
-                recreate: true,
-            })
-            .collect()
-    };
-    r.answer(&s.store, StatusCode::CREATED, ops, None).await
-}
-
-/// Per object, whether to write it: 23505 for a plain insert of a live key (or a key twice in
-/// one body); `ignore-duplicates` skips live keys; `merge-duplicates` writes every object.
-async fn unique_or_existing(
-    store: &Store,
-    r: &Request,
-    objs: &[Map<String, Value>],
-) -> Result<Vec<bool>, RestError> {
-    let table = &r.table;
-    let mut seen = BTreeSet::new();
-    let mut keep = Vec::with_capacity(objs.len());
-    for o in objs {
-        let Some(id) = table.id_of(o) else {
-            keep.push(true);
-            continue;
-        };
-        let live = seen.contains(&id)
-            || store
-                .get_async(&table.name, &id)
-                .await
-                .map_err(|e| RestError::from_read(&table.name, e))?
-                .is_some();
-        match (live, r.prefer.resolution) {
-            (true, Resolution::Error) => {
-                return Err(RestError::duplicate(&table.name, table.key(), &id));
-            }
-            (true, Resolution::IgnoreDuplicates) => keep.push(false),
-            _ => keep.push(true),
-        }
-        seen.insert(id);
-    }
-    Ok(keep)
 }
 
 /// `PATCH`: sets the body's fields on every matching row.
@@ -277,7 +225,8 @@ pub async fn update(
             recreate: false,
         });
     }
-    r.answer(&s.store, StatusCode::OK, ops, None).await
+    let written = r.commit(&s.store, ops).await?;
+    r.answer(StatusCode::OK, written)
 }
 
 /// `DELETE`: deletes every matching row; the representation is the rows as they were.
@@ -301,5 +250,6 @@ pub async fn delete(
             id,
         })
         .collect();
-    r.answer(&s.store, StatusCode::OK, ops, Some(matched)).await
+    r.commit(&s.store, ops).await?;
+    r.answer(StatusCode::OK, matched)
 }
