@@ -27,13 +27,13 @@
 //! Peers are kept sorted by id so that iteration order, and hence every decision, depends only on
 //! the seed and the sequence of calls.
 
-use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::ids::TxnId;
+use crate::seen::SeenSet;
 
 /// Tunables of the [`Disseminator`]. Every field has a documented default ([`Default`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -426,42 +426,6 @@ impl Reservoir {
 
     fn into_items(self) -> Vec<usize> {
         self.items
-    }
-}
-
-/// A set of recent transaction ids with FIFO eviction: bounded memory however long the node runs.
-#[derive(Debug)]
-struct SeenSet {
-    capacity: usize,
-    set: HashSet<TxnId>,
-    order: VecDeque<TxnId>,
-}
-
-impl SeenSet {
-    fn new(capacity: usize) -> Self {
-        Self {
-            capacity,
-            set: HashSet::new(),
-            order: VecDeque::new(),
-        }
-    }
-
-    /// Remembers `id`; true if it was not remembered already.
-    fn insert(&mut self, id: TxnId) -> bool {
-        if !self.set.insert(id) {
-            return false;
-        }
-        self.order.push_back(id);
-        if self.order.len() > self.capacity
-            && let Some(old) = self.order.pop_front()
-        {
-            self.set.remove(&old);
-        }
-        true
-    }
-
-    fn contains(&self, id: &TxnId) -> bool {
-        self.set.contains(id)
     }
 }
 
