@@ -8,7 +8,11 @@
 //!   batches sent every [`TreeConfig::lazy_delay`] (`IHave`);
 //! - links start eager. A node that receives, over an eager link, only transactions it already
 //!   had answers `Prune`, and both ends make the link lazy: duplicates carve the flood into a
-//!   spanning tree, after which each change costs about one eager send per node;
+//!   spanning tree, after which each change costs about one eager send per node. Unlike classic
+//!   Plumtree a node keeps at least [`TreeConfig::min_eager`] eager links (default 4): with many
+//!   concurrent writers, pruning down to one tree cuts it into pieces faster than grafts mend
+//!   it (in the simulator at N = 1000: p50 730 ms with a single tree; see benches/README.md
+//!   "Simulation");
 //! - a node that hears `IHave` for a transaction it does not have waits
 //!   [`TreeConfig::graft_timeout`] for the eager copy, then sends `Graft` to the first announcer,
 //!   which makes that link eager again and sends the transaction; if it still does not arrive
@@ -38,7 +42,7 @@ use crate::seen::SeenSet;
 pub struct TreeConfig {
     /// How long an announced transaction may stay missing before it is grafted from the first
     /// announcer. Longer than the usual difference between the tree path and a lazy path, or
-    /// grafts fire for transactions already on their way. Default 150 ms.
+    /// grafts fire for transactions already on their way. Default 80 ms (iroh-gossip's value).
     pub graft_timeout: Duration,
     /// After a graft, how long before the next announcer is asked. About one round trip. Default
     /// 100 ms.
@@ -50,16 +54,24 @@ pub struct TreeConfig {
     pub max_ids_per_message: usize,
     /// Transaction ids remembered to detect duplicates (FIFO eviction). Default 16 384.
     pub seen_capacity: usize,
+    /// A node does not prune its eager links below this many. 1 is classic Plumtree (one
+    /// spanning tree); more keeps a few redundant eager paths: each change costs up to about
+    /// `min_eager` eager sends per node instead of one, but concurrent writes from many origins
+    /// no longer cut the tree into pieces that must be grafted back (each graft costs
+    /// `graft_timeout`), and a lost push rarely needs a graft at all. Default 4 (with an active
+    /// view of 5: each node drops at most one of its links to lazy).
+    pub min_eager: usize,
 }
 
 impl Default for TreeConfig {
     fn default() -> Self {
         Self {
-            graft_timeout: Duration::from_millis(150),
+            graft_timeout: Duration::from_millis(80),
             graft_retry: Duration::from_millis(100),
             lazy_delay: Duration::from_millis(25),
             max_ids_per_message: 1024,
             seen_capacity: 16_384,
+            min_eager: 4,
         }
     }
 }
@@ -227,7 +239,8 @@ impl<P: Ord + Clone> Plumtree<P> {
         let fresh = self.take_fresh(txns);
         let neighbor = self.eager.contains(from) || self.lazy.contains(from);
         if fresh.is_empty() {
-            if neighbor && !txns.is_empty() {
+            let redundant = self.eager.len() > self.config.min_eager;
+            if redundant && self.eager.contains(from) && !txns.is_empty() {
                 self.make_lazy(from);
                 self.send(from.clone(), TreeMessage::Prune);
             }

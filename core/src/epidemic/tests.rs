@@ -25,6 +25,8 @@ fn config() -> EpidemicConfig {
     let mut config = EpidemicConfig::default();
     config.overlay.shuffle_interval = Duration::from_secs(1);
     config.anti_entropy.anti_entropy_peers = 0;
+    // Classic Plumtree (one tree): the tests below count its pushes and need its lazy links.
+    config.tree.min_eager = 1;
     config
 }
 

@@ -8,8 +8,20 @@ fn txn(seq: u64) -> TxnId {
     }
 }
 
+/// Classic Plumtree (prunes down to one eager link) unless a test says otherwise.
+fn classic() -> TreeConfig {
+    TreeConfig {
+        min_eager: 1,
+        ..TreeConfig::default()
+    }
+}
+
 fn tree(eager: &[u32], lazy: &[u32]) -> (Plumtree<u32>, Instant) {
-    let mut t = Plumtree::new(TreeConfig::default()).expect("valid config");
+    tree_with(classic(), eager, lazy)
+}
+
+fn tree_with(config: TreeConfig, eager: &[u32], lazy: &[u32]) -> (Plumtree<u32>, Instant) {
+    let mut t = Plumtree::new(config).expect("valid config");
     for &p in eager.iter().chain(lazy) {
         t.neighbor_up(p);
     }
@@ -84,6 +96,22 @@ fn a_relay_skips_the_sender_and_a_pure_duplicate_prunes_its_link() {
     other.broadcast(txn(9), now);
     assert!(drain(&mut other).is_empty());
     assert_eq!(other.lazy_peers().collect::<Vec<_>>(), [&7]);
+}
+
+#[test]
+fn duplicates_never_prune_below_min_eager() {
+    let config = TreeConfig {
+        min_eager: 2,
+        ..TreeConfig::default()
+    };
+    let (mut t, now) = tree_with(config, &[1, 2, 3], &[]);
+    t.on_push(&1, &[txn(1)], now);
+    drain(&mut t);
+    t.on_push(&2, &[txn(1)], now);
+    assert_eq!(drain(&mut t), [send(2, TreeMessage::Prune)]);
+    t.on_push(&3, &[txn(1)], now);
+    assert!(drain(&mut t).is_empty(), "two eager links left: no prune");
+    assert_eq!(t.eager_peers().count(), 2);
 }
 
 #[test]
