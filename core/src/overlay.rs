@@ -24,7 +24,8 @@
 //! - **Failure**: when an active peer fails or disconnects, the node asks a random passive peer to
 //!   become its neighbor (high priority when its active view is empty: the request cannot be
 //!   refused); a peer that does not answer within [`OverlayConfig::neighbor_timeout`] is dropped
-//!   from the passive view and another is tried. Free slots are also topped up at every shuffle.
+//!   from the passive view and another is tried. Free slots are also topped up every
+//!   [`OverlayConfig::refill_interval`] (a refused low-priority request is not retried at once).
 //!
 //! The state machine is sans-IO and deterministic in the manner of [`crate::dissemination`]: the
 //! host passes time in, feeds received messages and connection events, and drains
@@ -61,6 +62,9 @@ pub struct OverlayConfig {
     pub shuffle_interval: Duration,
     /// A neighbor request unanswered after this long counts as a failed peer. Default 500 ms.
     pub neighbor_timeout: Duration,
+    /// While the active view has free slots, a new neighbor request goes out this often (a
+    /// refused low-priority request is not retried at once). Default 2 s.
+    pub refill_interval: Duration,
 }
 
 impl Default for OverlayConfig {
@@ -75,6 +79,7 @@ impl Default for OverlayConfig {
             shuffle_passive: 4,
             shuffle_interval: Duration::from_secs(30),
             neighbor_timeout: Duration::from_millis(500),
+            refill_interval: Duration::from_secs(2),
         }
     }
 }
@@ -88,7 +93,12 @@ impl OverlayConfig {
         if self.passive_walk > self.active_walk {
             return Err(OverlayConfigError::PassiveWalk);
         }
-        if self.shuffle_interval.is_zero() || self.neighbor_timeout.is_zero() {
+        let timers = [
+            self.shuffle_interval,
+            self.neighbor_timeout,
+            self.refill_interval,
+        ];
+        if timers.iter().any(Duration::is_zero) {
             return Err(OverlayConfigError::ZeroTimer);
         }
         Ok(())
@@ -105,8 +115,8 @@ pub enum OverlayConfigError {
     /// `passive_walk > active_walk`: no walk would ever reach the passive hop.
     #[error("passive_walk must not exceed active_walk")]
     PassiveWalk,
-    /// `shuffle_interval` or `neighbor_timeout` is zero.
-    #[error("shuffle_interval and neighbor_timeout must be greater than zero")]
+    /// `shuffle_interval`, `neighbor_timeout` or `refill_interval` is zero.
+    #[error("shuffle_interval, neighbor_timeout and refill_interval must be greater than zero")]
     ZeroTimer,
 }
 
@@ -195,6 +205,7 @@ pub struct Overlay<P> {
     /// Neighbor requests (and the join) awaiting an answer, with their deadlines.
     pending: BTreeMap<P, Instant>,
     next_shuffle: Instant,
+    next_refill: Instant,
     actions: VecDeque<OverlayAction<P>>,
 }
 
@@ -210,6 +221,7 @@ impl<P: Ord + Clone> Overlay<P> {
         config.validate()?;
         let mut rng = StdRng::seed_from_u64(seed);
         let phase = rng.random_range(Duration::ZERO..=config.shuffle_interval);
+        let refill = config.refill_interval;
         Ok(Self {
             me,
             config,
@@ -218,6 +230,7 @@ impl<P: Ord + Clone> Overlay<P> {
             passive: Vec::new(),
             pending: BTreeMap::new(),
             next_shuffle: now + phase,
+            next_refill: now + refill,
             actions: VecDeque::new(),
         })
     }
@@ -325,7 +338,8 @@ impl<P: Ord + Clone> Overlay<P> {
     /// When [`Self::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Instant {
         let first_pending = self.pending.values().min().copied();
-        first_pending.map_or(self.next_shuffle, |p| p.min(self.next_shuffle))
+        let periodic = self.next_shuffle.min(self.next_refill);
+        first_pending.map_or(periodic, |p| p.min(periodic))
     }
 
     /// Runs the timers due at `now`: unanswered neighbor requests fail, and the shuffle (with a
@@ -342,6 +356,10 @@ impl<P: Ord + Clone> Overlay<P> {
             if !self.active.contains(&peer) {
                 self.actions.push_back(OverlayAction::Close(peer));
             }
+        }
+        if now >= self.next_refill {
+            self.next_refill = now + self.config.refill_interval;
+            self.refill(now);
         }
         if now >= self.next_shuffle {
             self.next_shuffle = now + self.config.shuffle_interval;
