@@ -154,6 +154,18 @@ impl Net {
         }
     }
 
+    /// Runs for `d` of virtual time.
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        self.run_until(end);
+    }
+
+    /// Runs for `d`, then lets every message in flight arrive.
+    fn settle(&mut self, d: Duration) {
+        self.run_for(d);
+        self.quiesce();
+    }
+
     /// Delivers everything in flight with the clock stopped (no timer fires), until nothing is.
     fn quiesce(&mut self) {
         while let Some(((at, _), (from, to, what))) = self.queue.pop_first() {
@@ -205,9 +217,7 @@ proptest! {
     #[test]
     fn views_stay_bounded_symmetric_and_connected(n in 2u32..48, seed: u64) {
         let mut net = Net::build(n, seed);
-        let end = net.now + Duration::from_secs(5);
-        net.run_until(end);
-        net.quiesce();
+        net.settle(Duration::from_secs(5));
         net.assert_overlay_invariants();
     }
 
@@ -218,17 +228,12 @@ proptest! {
         origins in proptest::collection::vec(0u32..40, 1..12),
     ) {
         let mut net = Net::build(n, seed);
-        let settle = net.now + Duration::from_secs(2);
-        net.run_until(settle);
-        net.quiesce();
+        net.settle(Duration::from_secs(2));
         for (k, origin) in origins.iter().enumerate() {
             net.broadcast(origin % n, txn(k as u64 + 1));
-            let end = net.now + 3 * MS;
-            net.run_until(end);
+            net.run_for(3 * MS);
         }
-        let end = net.now + Duration::from_secs(1);
-        net.run_until(end);
-        net.quiesce();
+        net.settle(Duration::from_secs(1));
         for (k, origin) in origins.iter().enumerate() {
             let t = txn(k as u64 + 1);
             for i in 0..n {
@@ -244,14 +249,11 @@ proptest! {
 fn duplicates_carve_a_tree_and_later_changes_cost_about_one_push_per_node() {
     let n = 40;
     let mut net = Net::build(n, 7);
-    let end = net.now + Duration::from_secs(2);
-    net.run_until(end);
-    net.quiesce();
+    net.settle(Duration::from_secs(2));
     let links: usize = (0..n).map(|i| net.active(i).len()).sum();
     net.pushes_sent = 0;
     net.broadcast(0, txn(1));
-    let end = net.now + Duration::from_secs(1);
-    net.run_until(end);
+    net.run_for(Duration::from_secs(1));
     let flood = net.pushes_sent;
     assert_eq!(
         flood as usize,
@@ -261,8 +263,7 @@ fn duplicates_carve_a_tree_and_later_changes_cost_about_one_push_per_node() {
     for k in 2..=20 {
         net.pushes_sent = 0;
         net.broadcast(k % n, txn(u64::from(k)));
-        let end = net.now + Duration::from_secs(1);
-        net.run_until(end);
+        net.run_for(Duration::from_secs(1));
     }
     assert!(
         net.pushes_sent < 2 * u64::from(n),
@@ -275,20 +276,17 @@ fn duplicates_carve_a_tree_and_later_changes_cost_about_one_push_per_node() {
 fn a_lost_push_is_grafted_from_a_lazy_neighbor() {
     let n = 30;
     let mut net = Net::build(n, 11);
-    let end = net.now + Duration::from_secs(2);
-    net.run_until(end);
+    net.run_for(Duration::from_secs(2));
     for k in 1..=5 {
         net.broadcast(0, txn(k));
-        let end = net.now + Duration::from_secs(1);
-        net.run_until(end);
+        net.run_for(Duration::from_secs(1));
     }
     let victim = (1..n)
         .find(|&i| net.nodes[i as usize].tree().lazy_peers().count() > 0)
         .expect("some node has a lazy link after the tree formed");
     net.drop_push = Some((victim, txn(6)));
     net.broadcast(0, txn(6));
-    let end = net.now + Duration::from_secs(2);
-    net.run_until(end);
+    net.run_for(Duration::from_secs(2));
     assert!(net.drop_push.is_none(), "the tree push was lost");
     assert_eq!(net.fresh[victim as usize].get(&txn(6)), Some(&1));
 }
@@ -297,9 +295,7 @@ fn a_lost_push_is_grafted_from_a_lazy_neighbor() {
 fn a_node_whose_neighbors_all_fail_reconnects_through_its_passive_view() {
     let n = 30;
     let mut net = Net::build(n, 3);
-    let end = net.now + Duration::from_secs(3);
-    net.run_until(end);
-    net.quiesce();
+    net.settle(Duration::from_secs(3));
     let node = 5u32;
     let gone: Vec<u32> = net.active(node).to_vec();
     let now = net.now;
@@ -308,7 +304,6 @@ fn a_node_whose_neighbors_all_fail_reconnects_through_its_passive_view() {
     }
     assert!(net.active(node).is_empty());
     net.flush(node);
-    let end = net.now + Duration::from_secs(2);
-    net.run_until(end);
+    net.run_for(Duration::from_secs(2));
     assert!(!net.active(node).is_empty(), "reconnected");
 }

@@ -264,3 +264,22 @@ fn graceful_leave_tells_every_neighbor() {
     peer.on_message(1, bye, now);
     assert!(!peer.is_active(&1) && !peer.passive().contains(&1));
 }
+
+#[test]
+fn a_refused_request_is_retried_at_the_next_refill_tick() {
+    let (mut o, now) = with_active(1, &[2]);
+    o.add_known(20, now);
+    drain(&mut o);
+    o.on_message(20, OverlayMessage::Disconnect { alive: true }, now);
+    assert!(drain(&mut o).is_empty(), "a refusal is not retried at once");
+    let tick = now + o.config().refill_interval;
+    assert!(o.poll_timeout() <= tick);
+    o.handle_timeout(tick);
+    let s = sends(&drain(&mut o));
+    assert!(s.contains(&(
+        20,
+        OverlayMessage::Neighbor {
+            priority: Priority::Low
+        }
+    )));
+}
