@@ -21,6 +21,10 @@
 //!   therefore resume within `backoff_max` plus one interval at worst (sooner when discovery
 //!   reports the peer again: [`Disseminator::clear_backoff`]).
 //!
+//! Fleets too large for every node to know and connect to every peer run
+//! [`crate::epidemic`] instead (a bounded-degree overlay and broadcast trees); it reuses this
+//! policy's anti-entropy scheduling over the overlay's views.
+//!
 //! The policy is sans-IO and deterministic: time comes in as a parameter and randomness only from
 //! a seeded RNG, so the daemon and the deterministic simulator run exactly this code. It decides
 //! *whom* to contact; the host moves the bytes (sync sessions, push frames) and reports results.
