@@ -449,10 +449,11 @@ impl<P: Ord + Clone> Overlay<P> {
         }
     }
 
-    fn on_shuffle(&mut self, from: P, origin: P, peers: Vec<P>, ttl: u8) {
+    fn on_shuffle(&mut self, from: P, origin: P, mut peers: Vec<P>, ttl: u8) {
         if origin == self.me {
             return;
         }
+        peers.truncate(self.shuffle_len());
         if ttl > 0
             && self.active.len() > 1
             && let Some(next) = self.random_active_except(&[&from, &origin])
@@ -472,11 +473,17 @@ impl<P: Ord + Clone> Overlay<P> {
         }
     }
 
-    fn on_shuffle_reply(&mut self, peers: Vec<P>, now: Instant) {
+    fn on_shuffle_reply(&mut self, mut peers: Vec<P>, now: Instant) {
+        peers.truncate(self.shuffle_len());
         for peer in peers {
             self.add_passive(peer);
         }
         self.refill(now);
+    }
+
+    /// The most peers a well-behaved shuffle carries; longer lists from the network are cut.
+    fn shuffle_len(&self) -> usize {
+        1 + self.config.shuffle_active + self.config.shuffle_passive
     }
 
     /// Sends a sample of both views (and this node) on a random walk from a random active peer.

@@ -283,3 +283,35 @@ fn a_refused_request_is_retried_at_the_next_refill_tick() {
         }
     )));
 }
+
+#[test]
+fn an_oversized_shuffle_from_the_network_is_cut_to_the_configured_length() {
+    let (mut o, now) = with_active(1, &[2]);
+    let flood: Vec<u32> = (100..1100).collect();
+    o.on_message(
+        3,
+        OverlayMessage::ShuffleReply {
+            peers: flood.clone(),
+        },
+        now,
+    );
+    o.on_message(
+        2,
+        OverlayMessage::Shuffle {
+            origin: 4,
+            peers: flood,
+            ttl: 0,
+        },
+        now,
+    );
+    let s = sends(&drain(&mut o));
+    let Some((4, OverlayMessage::ShuffleReply { peers })) = s.last().cloned() else {
+        panic!("expected a reply to the origin, got {s:?}");
+    };
+    assert_eq!(
+        peers.len(),
+        8,
+        "answered with as many as a valid shuffle carries"
+    );
+    assert!(o.passive().len() <= 16);
+}
