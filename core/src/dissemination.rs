@@ -21,19 +21,23 @@
 //!   therefore resume within `backoff_max` plus one interval at worst (sooner when discovery
 //!   reports the peer again: [`Disseminator::clear_backoff`]).
 //!
+//! Fleets too large for every node to know and connect to every peer run
+//! [`crate::epidemic`] instead (a bounded-degree overlay and broadcast trees); it reuses this
+//! policy's anti-entropy scheduling over the overlay's views.
+//!
 //! The policy is sans-IO and deterministic: time comes in as a parameter and randomness only from
 //! a seeded RNG, so the daemon and the deterministic simulator run exactly this code. It decides
 //! *whom* to contact; the host moves the bytes (sync sessions, push frames) and reports results.
 //! Peers are kept sorted by id so that iteration order, and hence every decision, depends only on
 //! the seed and the sequence of calls.
 
-use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::ids::TxnId;
+use crate::seen::SeenSet;
 
 /// Tunables of the [`Disseminator`]. Every field has a documented default ([`Default`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -426,42 +430,6 @@ impl Reservoir {
 
     fn into_items(self) -> Vec<usize> {
         self.items
-    }
-}
-
-/// A set of recent transaction ids with FIFO eviction: bounded memory however long the node runs.
-#[derive(Debug)]
-struct SeenSet {
-    capacity: usize,
-    set: HashSet<TxnId>,
-    order: VecDeque<TxnId>,
-}
-
-impl SeenSet {
-    fn new(capacity: usize) -> Self {
-        Self {
-            capacity,
-            set: HashSet::new(),
-            order: VecDeque::new(),
-        }
-    }
-
-    /// Remembers `id`; true if it was not remembered already.
-    fn insert(&mut self, id: TxnId) -> bool {
-        if !self.set.insert(id) {
-            return false;
-        }
-        self.order.push_back(id);
-        if self.order.len() > self.capacity
-            && let Some(old) = self.order.pop_front()
-        {
-            self.set.remove(&old);
-        }
-        true
-    }
-
-    fn contains(&self, id: &TxnId) -> bool {
-        self.set.contains(id)
     }
 }
 

@@ -11,6 +11,9 @@
 //!   own connections and are served from materialized rows.
 //! - [`dissemination`]: the sans-IO gossip policy (push fanout, relay, anti-entropy peer choice
 //!   and backoff) shared by the daemon and the deterministic simulator.
+//! - [`overlay`], [`plumtree`], [`epidemic`]: dissemination for large fleets, sans-IO like the
+//!   policy above: a bounded-degree membership overlay (HyParView), epidemic broadcast trees
+//!   (Plumtree) over it, and the two wired together with the anti-entropy scheduler.
 //! - [`protocol`]: sans-IO sync sessions (bytes in, bytes out, time passed in) and the bundle file
 //!   format for sneakernet sync; shared by QUIC peers, the NATS relay and the central bridge.
 //! - `convergence` (feature `testkit`): the merge-convergence harness behind the fuzz target
@@ -25,11 +28,15 @@ pub mod change;
 #[cfg(any(test, feature = "testkit"))]
 pub mod convergence;
 pub mod dissemination;
+pub mod epidemic;
 #[cfg(any(test, feature = "testkit"))]
 pub mod hostile;
 pub mod ids;
+pub mod overlay;
+pub mod plumtree;
 pub mod protocol;
 pub mod schema;
+mod seen;
 pub mod store;
 pub mod version;
 
