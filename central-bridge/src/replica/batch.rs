@@ -25,7 +25,7 @@
 //! replays the batch transaction by transaction with savepoints, which finds and records the
 //! culprits. Transient errors fail the batch.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use futures_util::future::try_join_all;
 use meshlite_core::change::Incarnation;
@@ -38,10 +38,11 @@ use serde_json::{Map, Value};
 use tokio_postgres::Client;
 
 use super::Context;
+use super::copy::{self, RowRef, Via};
 use super::db::{Db, Prepared};
-use super::rows::row_json;
 use super::rowwise::{BatchOutcome, SyncStatus, def_of, finish, lock_and_read_held, transient};
 use super::sets::{self, AuditRow, DocKey, StateWrite, Stored};
+use crate::ddl::TableSpec;
 use crate::state::bridge_transaction;
 
 /// Appended change chunks after which a state is rewritten as one snapshot.
@@ -56,6 +57,9 @@ pub enum Attempt {
     Refused,
     /// The batch needs the row-by-row path: nothing was written.
     Unsuited,
+    /// A key `COPY` took for new exists ([`copy::is_collision`]): nothing was written; the
+    /// batch can go again with [`Via::Statements`].
+    Collided,
 }
 
 /// Whether the batch's shape suits this path (it may still turn out [`Attempt::Unsuited`]).
@@ -74,6 +78,7 @@ pub async fn apply(
     prepared: &Prepared,
     ctx: &Context,
     txns: &[Txn],
+    via: Via,
 ) -> Result<Attempt, tokio_postgres::Error> {
     let mut tx = bridge_transaction(client).await?;
     let db = Db::new(&tx, prepared);
@@ -88,7 +93,7 @@ pub async fn apply(
             fresh.push(txn);
         }
     }
-    let merged = match Merge::run(&db, ctx, &fresh).await? {
+    let merged = match Merge::run(&db, ctx, &fresh, via).await? {
         Ok(merged) => merged,
         Err(attempt) => {
             tx.rollback().await?;
@@ -98,6 +103,11 @@ pub async fn apply(
     if let Err(e) = merged.write(&db, ctx, &mut out).await {
         if transient(&e) {
             return Err(e);
+        }
+        if via == Via::Copy && copy::is_collision(&e) {
+            tracing::info!(error = %super::rowwise::pg_reason(&e), "a key copied as new exists; applying the batch again without COPY");
+            tx.rollback().await?;
+            return Ok(Attempt::Collided);
         }
         tracing::info!(error = %super::rowwise::pg_reason(&e), "set-based batch refused; replaying it transaction by transaction");
         tx.rollback().await?;
@@ -136,7 +146,8 @@ struct Merge<'t> {
     order: Vec<DocKey>,
     audit: Vec<(DocKey, FieldConflict)>,
     /// Log rows in order: collection, id, row, origin.
-    appends: Vec<(String, String, Value, ReplicaId)>,
+    appends: Vec<(String, String, Map<String, Value>, ReplicaId)>,
+    via: Via,
     applied: Vec<&'t Txn>,
     parked: Vec<&'t Txn>,
 }
@@ -153,6 +164,7 @@ impl<'t> Merge<'t> {
         db: &Db<'_, '_>,
         ctx: &Context,
         txns: &[&'t Txn],
+        via: Via,
     ) -> Result<Result<Self, Attempt>, tokio_postgres::Error> {
         for txn in txns {
             if let Err(stop) = precheck(ctx, txn) {
@@ -171,7 +183,13 @@ impl<'t> Merge<'t> {
         };
         let refs: Vec<&DocKey> = keys.iter().collect();
         if !refs.is_empty() {
-            sets::lock_records(db, &refs).await?;
+            let stages = async {
+                match via {
+                    Via::Copy => sets::create_stages(db, ctx, &doc_tables(ctx, &keys)).await,
+                    Via::Statements => Ok(()),
+                }
+            };
+            tokio::try_join!(sets::lock_records(db, &refs), stages)?;
         }
         let stored = match refs.is_empty() {
             true => Vec::new(),
@@ -184,6 +202,7 @@ impl<'t> Merge<'t> {
             appends: Vec::new(),
             applied: Vec::new(),
             parked: Vec::new(),
+            via,
         };
         for (key, stored) in keys.into_iter().zip(stored) {
             match record(ctx, &key, stored) {
@@ -309,38 +328,36 @@ impl<'t> Merge<'t> {
             .collect();
         let live = self.live_keys();
         // Document rows by collection, each record once with its final value.
-        let mut docs: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+        let mut docs: BTreeMap<&str, Vec<RowRef<'_>>> = BTreeMap::new();
         for key in self.order.iter().filter(|k| live.contains(k)) {
-            let (Some(table), Some((fields, origin))) = (
-                ctx.tables.get(&key.collection),
-                self.records.get(key).and_then(|r| r.fields.as_ref()),
-            ) else {
-                continue;
-            };
-            let row = row_json(table, &key.id, fields, origin);
-            docs.entry(&key.collection).or_default().push(row);
-        }
-        let mut logs: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
-        for (collection, id, value, origin) in &self.appends {
-            if let Some(table) = ctx.tables.get(collection) {
-                let fields = value.as_object().cloned().unwrap_or_default();
-                let row = row_json(table, id, &fields, origin);
-                logs.entry(collection).or_default().push(row);
+            if let Some((fields, origin)) = self.records.get(key).and_then(|r| r.fields.as_ref()) {
+                let row = RowRef {
+                    id: &key.id,
+                    fields,
+                    origin,
+                };
+                docs.entry(&key.collection).or_default().push(row);
             }
         }
+        let mut logs: BTreeMap<&str, Vec<RowRef<'_>>> = BTreeMap::new();
+        for (collection, id, fields, origin) in &self.appends {
+            let row = RowRef { id, fields, origin };
+            logs.entry(collection).or_default().push(row);
+        }
+        let via = self.via;
         let mut all: Vec<&Txn> = self.applied.clone();
         all.extend(&self.parked);
         let upserts = try_join_all(docs.iter().filter_map(|(collection, rows)| {
             let table = ctx.tables.get(*collection)?;
             Some(async move {
-                let inserted = sets::upsert_rows(db, ctx, table, rows).await?;
+                let inserted = sets::upsert_rows(db, ctx, table, rows, via).await?;
                 Ok::<_, tokio_postgres::Error>((*collection, inserted))
             })
         }));
         let appends = try_join_all(logs.iter().filter_map(|(collection, rows)| {
             let table = ctx.tables.get(*collection)?;
             Some(async move {
-                let new = sets::append_rows(db, ctx, table, rows).await?;
+                let new = sets::append_rows(db, ctx, table, rows, via).await?;
                 Ok::<_, tokio_postgres::Error>((*collection, new))
             })
         }));
@@ -349,7 +366,7 @@ impl<'t> Merge<'t> {
             sets::record_conflicts(db, ctx, &audit),
             upserts,
             appends,
-            sets::store_txns(db, ctx, &all, &self.parked),
+            sets::store_txns(db, ctx, &all, &self.parked, via),
         )?;
         let inserted: HashMap<&str, HashSet<String>> = inserted.into_iter().collect();
         let appended: HashMap<&str, HashSet<String>> = appended.into_iter().collect();
@@ -430,7 +447,7 @@ impl<'t> Merge<'t> {
     /// One change per log row that was new.
     fn log_changes(&self, appended: &HashMap<&str, HashSet<String>>, out: &mut BatchOutcome) {
         let mut reported = HashSet::new();
-        for (collection, id, value, _) in &self.appends {
+        for (collection, id, fields, _) in &self.appends {
             let new = appended
                 .get(collection.as_str())
                 .is_some_and(|s| s.contains(id));
@@ -439,7 +456,7 @@ impl<'t> Merge<'t> {
                     collection: collection.clone(),
                     id: id.clone(),
                     kind: ChangeKind::Append,
-                    value: Some(value.clone()),
+                    value: Some(Value::Object(fields.clone())),
                 });
             }
         }
@@ -459,17 +476,34 @@ fn precheck(ctx: &Context, txn: &Txn) -> Result<(), Attempt> {
     Ok(())
 }
 
-/// A log row parsed and type-checked (as on the row-by-row path).
-fn log_row(ctx: &Context, collection: &str, id: &str, row: &str) -> Result<Value, Attempt> {
+/// A log row parsed and type-checked (as on the row-by-row path); a row that is not a JSON
+/// object is left to that path.
+fn log_row(
+    ctx: &Context,
+    collection: &str,
+    id: &str,
+    row: &str,
+) -> Result<Map<String, Value>, Attempt> {
     let value: Value = serde_json::from_str(row).map_err(|_| Attempt::Refused)?;
-    let def = def_of(ctx, collection);
+    let Value::Object(fields) = value else {
+        return Err(Attempt::Unsuited);
+    };
+    let fallback = CollectionDef::default();
+    let def = ctx.schema.collections.get(collection).unwrap_or(&fallback);
     def.check_key(collection, id)
         .map_err(|_| Attempt::Refused)?;
-    if let Some(fields) = value.as_object() {
-        def.check_row(collection, fields)
-            .map_err(|_| Attempt::Refused)?;
-    }
-    Ok(value)
+    def.check_row(collection, &fields)
+        .map_err(|_| Attempt::Refused)?;
+    Ok(fields)
+}
+
+/// The materialized tables of the document records `keys` touch, once each.
+fn doc_tables<'c>(ctx: &'c Context, keys: &[DocKey]) -> Vec<&'c TableSpec> {
+    let collections: BTreeSet<&str> = keys.iter().map(|k| k.collection.as_str()).collect();
+    collections
+        .into_iter()
+        .filter_map(|c| ctx.tables.get(c))
+        .collect()
 }
 
 /// The `docs` key a document op touches.

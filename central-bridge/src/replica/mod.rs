@@ -33,6 +33,7 @@
 pub mod apply;
 pub mod batch;
 pub mod central;
+pub mod copy;
 pub mod db;
 pub mod rows;
 pub mod rowwise;

@@ -12,14 +12,17 @@
 
 use std::collections::HashSet;
 
+use futures_util::future::try_join_all;
+
 use meshlite_core::change::Incarnation;
 use meshlite_core::store::record::FieldConflict;
 use meshlite_core::{Txn, TxnId};
 use serde_json::{Value, json};
 use tokio_postgres::types::ToSql;
 
+use super::copy::{self, RowRef, Via};
 use super::db::Db;
-use super::rows::{columns, inc};
+use super::rows::{columns, inc, row_json};
 use super::{Context, as_i64};
 use crate::ddl::{SYNCED_AT_COLUMN, TableSpec};
 use crate::pg::Ident;
@@ -204,13 +207,29 @@ pub async fn record_conflicts(
     Ok(())
 }
 
+/// Creates the session's staging tables of `tables` unless they exist (see [`copy`]).
+pub async fn create_stages(db: &Db<'_, '_>, ctx: &Context, tables: &[&TableSpec]) -> Result<()> {
+    try_join_all(tables.iter().map(|table| {
+        let sql = format!(
+            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+            copy::stage_name(table),
+            Ident::qualified(&ctx.schemas.tables, &table.name),
+        );
+        async move { db.batch_execute(&sql).await }
+    }))
+    .await?;
+    Ok(())
+}
+
 /// Upserts merged document rows into one table (each id at most once); the ids that were
-/// inserted rather than updated.
+/// inserted rather than updated. With [`Via::Copy`] the rows go through the staging table (its
+/// [`create_stages`] done earlier in the transaction).
 pub async fn upsert_rows(
     db: &Db<'_, '_>,
     ctx: &Context,
     table: &TableSpec,
-    rows: &[Value],
+    rows: &[RowRef<'_>],
+    via: Via,
 ) -> Result<HashSet<String>> {
     if rows.is_empty() {
         return Ok(HashSet::new());
@@ -223,16 +242,28 @@ pub async fn upsert_rows(
         .skip(1)
         .map(|c| format!("{c} = EXCLUDED.{c}"))
         .collect();
+    let source = match via {
+        Via::Copy => {
+            let stage = format!("pg_temp.{}", copy::stage_name(table));
+            let sql = format!("COPY {stage} ({list}) FROM STDIN");
+            db.copy_in(&sql, copy::rows_text(table, rows.iter().copied()))
+                .await?;
+            stage
+        }
+        Via::Statements => format!("jsonb_populate_recordset(NULL::{qt}, $1::jsonb)"),
+    };
     let sql = format!(
         "INSERT INTO {qt} AS r ({list}, \"{SYNCED_AT_COLUMN}\") \
-         SELECT {list}, now() FROM jsonb_populate_recordset(NULL::{qt}, $1::jsonb) \
+         SELECT {list}, now() FROM {source} \
          ON CONFLICT ({pk}) DO UPDATE SET {set}, \"{SYNCED_AT_COLUMN}\" = now() \
          RETURNING {pk}::text, (xmax = 0)",
         pk = table.primary_key.name,
         set = set.join(", "),
     );
-    let json = Value::Array(rows.to_vec());
-    let returned = db.query(&sql, &[&json]).await?;
+    let returned = match via {
+        Via::Copy => db.query(&sql, &[]).await?,
+        Via::Statements => db.query(&sql, &[&json_rows(table, rows)]).await?,
+    };
     Ok(returned
         .iter()
         .filter(|r| r.get::<_, bool>(1))
@@ -240,27 +271,43 @@ pub async fn upsert_rows(
         .collect())
 }
 
-/// Appends log rows to one table (a row whose id exists is ignored); the ids that were new.
+/// Appends log rows to one table; the ids that were new. [`Via::Copy`] copies them straight in
+/// (an existing id fails the statement: [`copy::is_collision`]); [`Via::Statements`] ignores a
+/// row whose id exists.
 pub async fn append_rows(
     db: &Db<'_, '_>,
     ctx: &Context,
     table: &TableSpec,
-    rows: &[Value],
+    rows: &[RowRef<'_>],
+    via: Via,
 ) -> Result<HashSet<String>> {
     if rows.is_empty() {
         return Ok(HashSet::new());
     }
     let qt = Ident::qualified(&ctx.schemas.tables, &table.name);
     let list = columns(table).join(", ");
+    if via == Via::Copy {
+        let sql = format!("COPY {qt} ({list}) FROM STDIN");
+        db.copy_in(&sql, copy::rows_text(table, rows.iter().copied()))
+            .await?;
+        return Ok(rows.iter().map(|r| r.id.to_owned()).collect());
+    }
     let sql = format!(
         "INSERT INTO {qt} ({list}, \"{SYNCED_AT_COLUMN}\") \
          SELECT {list}, now() FROM jsonb_populate_recordset(NULL::{qt}, $1::jsonb) \
          ON CONFLICT ({pk}) DO NOTHING RETURNING {pk}::text",
         pk = table.primary_key.name,
     );
-    let json = Value::Array(rows.to_vec());
-    let returned = db.query(&sql, &[&json]).await?;
+    let returned = db.query(&sql, &[&json_rows(table, rows)]).await?;
     Ok(returned.iter().map(|r| r.get(0)).collect())
+}
+
+/// The rows as one `jsonb_populate_recordset` input.
+fn json_rows(table: &TableSpec, rows: &[RowRef<'_>]) -> Value {
+    let rows = rows
+        .iter()
+        .map(|r| row_json(table, r.id, r.fields, r.origin));
+    Value::Array(rows.collect())
 }
 
 /// Stores the batch's new transactions (for relaying), parks those waiting for dependencies,
@@ -270,17 +317,13 @@ pub async fn store_txns(
     ctx: &Context,
     txns: &[&Txn],
     parked: &[&Txn],
+    via: Via,
 ) -> Result<()> {
     if txns.is_empty() {
         return Ok(());
     }
     let st = &ctx.schemas.state;
-    let encoded: Vec<Vec<u8>> = txns.iter().map(|t| t.encode()).collect();
     let (origins, seqs) = id_columns(txns.iter().map(|t| t.id));
-    let store = format!(
-        "INSERT INTO {st}.txns (origin, seq, bytes) \
-         SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[]) ON CONFLICT DO NOTHING"
-    );
     let hold = format!(
         "UPDATE {st}.origins o SET held = o.held + v.r, last_txn_at = now() \
          FROM (SELECT u.o, range_agg(int8range(u.s, u.s + 1)) AS r \
@@ -293,7 +336,6 @@ pub async fn store_txns(
     );
     let parked_bytes: Vec<Vec<u8>> = parked.iter().map(|t| t.encode()).collect();
     let (p_origins, p_seqs) = id_columns(parked.iter().map(|t| t.id));
-    let store_params: [&(dyn ToSql + Sync); 3] = [&origins, &seqs, &encoded];
     let hold_params: [&(dyn ToSql + Sync); 2] = [&origins, &seqs];
     let park_params: [&(dyn ToSql + Sync); 3] = [&p_origins, &p_seqs, &parked_bytes];
     let parks = async {
@@ -303,11 +345,30 @@ pub async fn store_txns(
         }
     };
     tokio::try_join!(
-        db.execute(&store, &store_params),
+        store_txn_bytes(db, ctx, txns, via),
         db.execute(&hold, &hold_params),
         parks,
     )?;
     Ok(())
+}
+
+/// Stores the transactions' bytes (for relaying): `COPY` (binary), or an `INSERT` that skips
+/// those stored already.
+async fn store_txn_bytes(db: &Db<'_, '_>, ctx: &Context, txns: &[&Txn], via: Via) -> Result<u64> {
+    let st = &ctx.schemas.state;
+    if via == Via::Copy {
+        let sql = format!("COPY {st}.txns (origin, seq, bytes) FROM STDIN (FORMAT binary)");
+        return db
+            .copy_in(&sql, copy::txns_binary(txns.iter().copied()))
+            .await;
+    }
+    let encoded: Vec<Vec<u8>> = txns.iter().map(|t| t.encode()).collect();
+    let (origins, seqs) = id_columns(txns.iter().map(|t| t.id));
+    let store = format!(
+        "INSERT INTO {st}.txns (origin, seq, bytes) \
+         SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[]) ON CONFLICT DO NOTHING"
+    );
+    db.execute(&store, &[&origins, &seqs, &encoded]).await
 }
 
 fn id_columns(ids: impl Iterator<Item = TxnId>) -> (Vec<Vec<u8>>, Vec<i64>) {
