@@ -40,8 +40,8 @@ use tokio_postgres::Client;
 use super::Context;
 use super::copy::{self, RowRef, Via};
 use super::db::{Db, Prepared};
-use super::rowwise::{BatchOutcome, SyncStatus, def_of, finish, lock_and_read_held, transient};
-use super::sets::{self, AuditRow, DocKey, StateWrite, Stored};
+use super::rowwise::{BatchOutcome, SyncStatus, finish, lock_and_read_held, transient};
+use super::sets::{self, AuditRow, DocKey, NewIds, StateWrite, Stored};
 use crate::ddl::TableSpec;
 use crate::state::bridge_transaction;
 
@@ -276,12 +276,16 @@ impl<'t> Merge<'t> {
             .get(&key.collection)
             .unwrap_or(&fallback);
         let record = self.records.get_mut(&key).ok_or(Attempt::Unsuited)?;
-        let known = &mut record.conflicts;
+        let (known, last) = (&mut record.conflicts, &record.fields);
         let (outcome, concurrent) = record
             .doc
             .apply_noting_concurrency(change, |doc| {
                 if known.is_none() {
-                    *known = Some(doc.conflicts(def));
+                    // The last materialization in this batch is the document's current one.
+                    *known = Some(match last {
+                        Some((fields, _)) => doc.conflicts_of(def, fields),
+                        None => doc.conflicts(def),
+                    });
                 }
             })
             .map_err(|_| Attempt::Refused)?;
@@ -297,7 +301,7 @@ impl<'t> Merge<'t> {
             .map_err(|_| Attempt::Refused)?;
         if concurrent {
             let before = record.conflicts.take().unwrap_or_default();
-            let after = record.doc.conflicts(def);
+            let after = record.doc.conflicts_of(def, &fields);
             for c in after.iter().filter(|c| !before.contains(c)) {
                 self.audit.push((key.clone(), c.clone()));
             }
@@ -368,11 +372,18 @@ impl<'t> Merge<'t> {
             appends,
             sets::store_txns(db, ctx, &all, &self.parked, via),
         )?;
-        let inserted: HashMap<&str, HashSet<String>> = inserted.into_iter().collect();
-        let appended: HashMap<&str, HashSet<String>> = appended.into_iter().collect();
+        let inserted: HashMap<String, HashSet<String>> = inserted
+            .into_iter()
+            .map(|(c, ids)| (c.to_owned(), ids))
+            .collect();
+        let appended: HashMap<String, NewIds> = appended
+            .into_iter()
+            .map(|(c, ids)| (c.to_owned(), ids))
+            .collect();
         out.txns.extend(self.applied.iter().map(|t| t.id));
-        self.doc_changes(ctx, &live, &inserted, out);
-        self.log_changes(&appended, out);
+        let shown: Vec<bool> = self.order.iter().map(|k| live.contains(k)).collect();
+        self.doc_changes(ctx, &shown, &inserted, out);
+        self.log_changes(appended, out);
         Ok(())
     }
 
@@ -410,24 +421,31 @@ impl<'t> Merge<'t> {
             .collect()
     }
 
-    /// One change per record shown: its final value, inserted or updated.
+    /// One change per record shown: its final value (moved out of the merge), inserted or
+    /// updated.
     fn doc_changes(
-        &self,
+        &mut self,
         ctx: &Context,
-        live: &HashSet<&DocKey>,
-        inserted: &HashMap<&str, HashSet<String>>,
+        shown: &[bool],
+        inserted: &HashMap<String, HashSet<String>>,
         out: &mut BatchOutcome,
     ) {
-        for key in self.order.iter().filter(|k| live.contains(k)) {
+        let fallback = CollectionDef::default();
+        let keys = self.order.iter().zip(shown).filter(|(_, s)| **s);
+        for (key, _) in keys {
             let (Some(table), Some((fields, _))) = (
                 ctx.tables.get(&key.collection),
-                self.records.get(key).and_then(|r| r.fields.as_ref()),
+                self.records.get_mut(key).and_then(|r| r.fields.take()),
             ) else {
                 continue;
             };
-            let mut value = Value::Object(fields.clone());
-            value[&table.primary_key.name.as_str().to_owned()] =
-                def_of(ctx, &key.collection).key_value(&key.id);
+            let def = ctx.schema.collections.get(&key.collection);
+            let mut fields = fields;
+            fields.insert(
+                table.primary_key.name.as_str().to_owned(),
+                def.unwrap_or(&fallback).key_value(&key.id),
+            );
+            let value = Value::Object(fields);
             let new = inserted
                 .get(key.collection.as_str())
                 .is_some_and(|s| s.contains(&key.id));
@@ -444,19 +462,17 @@ impl<'t> Merge<'t> {
         }
     }
 
-    /// One change per log row that was new.
-    fn log_changes(&self, appended: &HashMap<&str, HashSet<String>>, out: &mut BatchOutcome) {
-        let mut reported = HashSet::new();
-        for (collection, id, fields, _) in &self.appends {
-            let new = appended
-                .get(collection.as_str())
-                .is_some_and(|s| s.contains(id));
-            if new && reported.insert((collection, id)) {
+    /// One change per log row that was new (its fields moved out of the merge).
+    fn log_changes(&mut self, mut appended: HashMap<String, NewIds>, out: &mut BatchOutcome) {
+        for (collection, id, fields, _) in std::mem::take(&mut self.appends) {
+            // A row id is reported once: `take` forgets it.
+            let new = appended.get_mut(&collection).is_some_and(|s| s.take(&id));
+            if new {
                 out.changes.push(RecordChange {
-                    collection: collection.clone(),
-                    id: id.clone(),
+                    collection,
+                    id,
                     kind: ChangeKind::Append,
-                    value: Some(Value::Object(fields.clone())),
+                    value: Some(Value::Object(fields)),
                 });
             }
         }
@@ -466,10 +482,11 @@ impl<'t> Merge<'t> {
 /// Checks what can be checked of a transaction before any record is read.
 fn precheck(ctx: &Context, txn: &Txn) -> Result<(), Attempt> {
     txn.validate().map_err(|_| Attempt::Refused)?;
+    let fallback = CollectionDef::default();
     for op in &txn.ops {
         if let Op::Doc { collection, id, .. } = op {
-            def_of(ctx, collection)
-                .check_key(collection, id)
+            let def = ctx.schema.collections.get(collection).unwrap_or(&fallback);
+            def.check_key(collection, id)
                 .map_err(|_| Attempt::Refused)?;
         }
     }

@@ -271,6 +271,25 @@ pub async fn upsert_rows(
         .collect())
 }
 
+/// The ids of the log rows an append wrote.
+#[derive(Debug)]
+pub enum NewIds {
+    /// Every row (a `COPY` that succeeded: the table's key makes each id unique).
+    All,
+    /// These ids.
+    Some(HashSet<String>),
+}
+
+impl NewIds {
+    /// Whether `id` is new and not taken before.
+    pub fn take(&mut self, id: &str) -> bool {
+        match self {
+            NewIds::All => true,
+            NewIds::Some(ids) => ids.remove(id),
+        }
+    }
+}
+
 /// Appends log rows to one table; the ids that were new. [`Via::Copy`] copies them straight in
 /// (an existing id fails the statement: [`copy::is_collision`]); [`Via::Statements`] ignores a
 /// row whose id exists.
@@ -280,9 +299,9 @@ pub async fn append_rows(
     table: &TableSpec,
     rows: &[RowRef<'_>],
     via: Via,
-) -> Result<HashSet<String>> {
+) -> Result<NewIds> {
     if rows.is_empty() {
-        return Ok(HashSet::new());
+        return Ok(NewIds::Some(HashSet::new()));
     }
     let qt = Ident::qualified(&ctx.schemas.tables, &table.name);
     let list = columns(table).join(", ");
@@ -290,7 +309,7 @@ pub async fn append_rows(
         let sql = format!("COPY {qt} ({list}) FROM STDIN");
         db.copy_in(&sql, copy::rows_text(table, rows.iter().copied()))
             .await?;
-        return Ok(rows.iter().map(|r| r.id.to_owned()).collect());
+        return Ok(NewIds::All);
     }
     let sql = format!(
         "INSERT INTO {qt} ({list}, \"{SYNCED_AT_COLUMN}\") \
@@ -299,7 +318,7 @@ pub async fn append_rows(
         pk = table.primary_key.name,
     );
     let returned = db.query(&sql, &[&json_rows(table, rows)]).await?;
-    Ok(returned.iter().map(|r| r.get(0)).collect())
+    Ok(NewIds::Some(returned.iter().map(|r| r.get(0)).collect()))
 }
 
 /// The rows as one `jsonb_populate_recordset` input.
