@@ -9,7 +9,8 @@
 //!   Log rows go straight into their table; document rows into a temporary staging table (one
 //!   per table and session, [`stage_name`], emptied at every commit) and from there into the
 //!   table with one `INSERT … ON CONFLICT DO UPDATE`.
-//! - Stored transactions go as binary `COPY` straight into `txns` ([`txns_binary`]).
+//! - Stored transactions go as binary `COPY` straight into `txns` ([`txns_binary`]), the
+//!   conflict audit rows as `COPY` text ([`audit_text`]).
 //!
 //! `COPY` has no `ON CONFLICT`, so it is only used where the keys are new: the transactions are
 //! not held (read under their origins' locks), and a log row's id is new unless a peer reuses
@@ -18,8 +19,9 @@
 
 use std::io::Write;
 
+use meshlite_core::store::record::FieldConflict;
 use meshlite_core::{ReplicaId, Txn};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::as_i64;
 use crate::ddl::{ColumnType, SYNCED_AT_COLUMN, TableSpec};
@@ -128,6 +130,52 @@ fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
+/// One row of the conflict audit table.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditCells<'a> {
+    /// The record's collection.
+    pub collection: &'a str,
+    /// The record id.
+    pub record_id: &'a str,
+    /// Its incarnation, as stored.
+    pub incarnation: i32,
+    /// The field, its candidates and winner.
+    pub conflict: &'a FieldConflict,
+}
+
+/// Audit rows as `COPY` text of `conflicts (collection, record_id, incarnation, field, policy,
+/// candidates, winner, origins, recorded_by)`: candidates as `[{"value": v}, …]`, no origins.
+pub fn audit_text<'a>(
+    rows: impl IntoIterator<Item = AuditCells<'a>>,
+    recorded_by: &str,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut scratch = Vec::new();
+    for row in rows {
+        let c = row.conflict;
+        for text in [row.collection, row.record_id] {
+            escape_into(&mut out, text.as_bytes());
+            out.push(b'\t');
+        }
+        let _ = write!(out, "{}\t", row.incarnation);
+        escape_into(&mut out, c.field.as_bytes());
+        out.push(b'\t');
+        escape_into(&mut out, c.policy.name().as_bytes());
+        out.push(b'\t');
+        let candidates = c.candidates.iter().map(|v| json!({ "value": v }));
+        json_into(&mut out, &Value::Array(candidates.collect()), &mut scratch);
+        out.push(b'\t');
+        match &c.winner {
+            Some(w) => json_into(&mut out, w, &mut scratch),
+            None => out.extend_from_slice(b"\\N"),
+        }
+        out.extend_from_slice(b"\t{}\t");
+        escape_into(&mut out, recorded_by.as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
 /// The transactions as binary `COPY` rows of `txns (origin, seq, bytes)`, encoded.
 pub fn txns_binary<'t>(txns: impl IntoIterator<Item = &'t Txn>) -> Vec<u8> {
     let mut out = Vec::new();
@@ -167,4 +215,116 @@ pub fn stage_name(table: &TableSpec) -> String {
 pub fn is_collision(e: &tokio_postgres::Error) -> bool {
     e.as_db_error()
         .is_some_and(|db| db.code().code() == "23505")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ddl::{Column, TableKind};
+    use crate::pg::Ident;
+    use serde_json::json;
+
+    fn column(name: &str, ty: ColumnType) -> Column {
+        Column {
+            name: Ident::new(name, "test").unwrap(),
+            ty,
+            indexed: false,
+        }
+    }
+
+    fn table() -> TableSpec {
+        TableSpec {
+            name: Ident::new("notes", "test").unwrap(),
+            kind: TableKind::Document,
+            primary_key: column("id", ColumnType::Text),
+            columns: vec![
+                column("done", ColumnType::Boolean),
+                column("meta", ColumnType::Jsonb),
+                column("n", ColumnType::BigInt),
+                column("title", ColumnType::Text),
+            ],
+        }
+    }
+
+    #[test]
+    fn rows_are_column_text_with_the_rest_in_extra_and_escaped() {
+        let fields = json!({
+            "done": true, "meta": {"a": "x\ty"}, "n": 42, "title": "a\\b\nc",
+            "other": [1, "two"], "id": "ignored", "_synced_at": "ignored"
+        });
+        let origin = ReplicaId([7; 16]);
+        let row = RowRef {
+            id: "r\t1",
+            fields: fields.as_object().unwrap(),
+            origin: &origin,
+        };
+        let text = String::from_utf8(rows_text(&table(), [row])).unwrap();
+        let want = format!(
+            "r\\t1\ttrue\t{{\"a\":\"x\\\\ty\"}}\t42\ta\\\\b\\nc\t{{\"other\":[1,\"two\"]}}\t{}\n",
+            origin.to_hex()
+        );
+        assert_eq!(text, want);
+    }
+
+    #[test]
+    fn missing_and_null_fields_are_sql_null_but_a_json_null_in_a_jsonb_column_too() {
+        let fields = json!({ "title": null });
+        let origin = ReplicaId([1; 16]);
+        let row = RowRef {
+            id: "x",
+            fields: fields.as_object().unwrap(),
+            origin: &origin,
+        };
+        let text = String::from_utf8(rows_text(&table(), [row])).unwrap();
+        assert!(text.starts_with("x\t\\N\t\\N\t\\N\t\\N\t{}\t"), "{text}");
+    }
+
+    #[test]
+    fn binary_txns_have_the_copy_header_one_tuple_each_and_the_trailer() {
+        let txn = Txn {
+            id: meshlite_core::TxnId {
+                origin: ReplicaId([2; 16]),
+                seq: 5,
+            },
+            timestamp_ms: 0,
+            schema_version: 1,
+            ops: Vec::new(),
+        };
+        let bytes = txns_binary([&txn]);
+        assert!(bytes.starts_with(b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0"));
+        assert!(bytes.ends_with(&(-1i16).to_be_bytes()));
+        let encoded = txn.encode();
+        let tuple = 2 + (4 + 16) + (4 + 8) + (4 + encoded.len());
+        assert_eq!(bytes.len(), 19 + tuple + 2);
+        assert_eq!(&bytes[19..21], &3i16.to_be_bytes());
+    }
+
+    #[test]
+    fn audit_rows_carry_candidates_as_values_and_a_missing_winner_as_null() {
+        let conflict = FieldConflict {
+            field: "title".into(),
+            policy: meshlite_core::schema::MergePolicy::Lww,
+            candidates: vec![json!("a"), json!("b")],
+            winner: None,
+        };
+        let row = AuditCells {
+            collection: "notes",
+            record_id: "r1",
+            incarnation: 0,
+            conflict: &conflict,
+        };
+        let text = String::from_utf8(audit_text([row], "central")).unwrap();
+        let want =
+            "notes\tr1\t0\ttitle\tlww\t[{\"value\":\"a\"},{\"value\":\"b\"}]\t\\N\t{}\tcentral\n";
+        assert_eq!(text, want);
+    }
+
+    #[test]
+    fn stage_names_are_fixed_per_table_and_short() {
+        let (a, mut b) = (table(), table());
+        assert_eq!(stage_name(&a), stage_name(&b));
+        b.name = Ident::new(&"x".repeat(60), "test").unwrap();
+        assert_ne!(stage_name(&a), stage_name(&b));
+        assert!(stage_name(&b).len() < 40);
+    }
 }

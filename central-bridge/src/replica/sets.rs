@@ -17,7 +17,7 @@ use futures_util::future::try_join_all;
 use meshlite_core::change::Incarnation;
 use meshlite_core::store::record::FieldConflict;
 use meshlite_core::{Txn, TxnId};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_postgres::types::ToSql;
 
 use super::copy::{self, RowRef, Via};
@@ -160,7 +160,8 @@ pub struct AuditRow<'a> {
     pub conflict: &'a FieldConflict,
 }
 
-/// Records the conflicts of a batch's merges.
+/// Records the conflicts of a batch's merges, by `COPY` (the audit table has no key a batch
+/// could collide on).
 pub async fn record_conflicts(
     db: &Db<'_, '_>,
     ctx: &Context,
@@ -169,41 +170,19 @@ pub async fn record_conflicts(
     if audit.is_empty() {
         return Ok(());
     }
-    let keys: Vec<&DocKey> = audit.iter().map(|a| a.key).collect();
-    let (collections, ids) = key_columns(&keys);
-    let incs: Vec<i32> = keys.iter().map(|k| inc(k.incarnation)).collect();
-    let fields: Vec<&str> = audit.iter().map(|a| a.conflict.field.as_str()).collect();
-    let policies: Vec<&str> = audit.iter().map(|a| a.conflict.policy.name()).collect();
-    let candidates: Vec<Value> = audit
-        .iter()
-        .map(|a| {
-            let c = a.conflict.candidates.iter().map(|v| json!({ "value": v }));
-            Value::Array(c.collect())
-        })
-        .collect();
-    let winners: Vec<Option<&Value>> = audit.iter().map(|a| a.conflict.winner.as_ref()).collect();
     let sql = format!(
-        "INSERT INTO {}.conflicts \
+        "COPY {}.conflicts \
          (collection, record_id, incarnation, field, policy, candidates, winner, origins, recorded_by) \
-         SELECT c, r, i, f, p, cand, w, '{{}}'::text[], $8 \
-         FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::jsonb[], \
-                     $7::jsonb[]) AS u(c, r, i, f, p, cand, w)",
+         FROM STDIN",
         ctx.schemas.state
     );
-    db.execute(
-        &sql,
-        &[
-            &collections,
-            &ids,
-            &incs,
-            &fields,
-            &policies,
-            &candidates,
-            &winners,
-            &ctx.name,
-        ],
-    )
-    .await?;
+    let rows = audit.iter().map(|a| copy::AuditCells {
+        collection: &a.key.collection,
+        record_id: &a.key.id,
+        incarnation: inc(a.key.incarnation),
+        conflict: a.conflict,
+    });
+    db.copy_in(&sql, copy::audit_text(rows, &ctx.name)).await?;
     Ok(())
 }
 
