@@ -875,7 +875,7 @@ async fn a_log_id_reused_by_another_node_keeps_the_first_row_and_holds_both_tran
         .conn
         .client()
         .query(
-            "SELECT id, device_id FROM public.sensor_data ORDER BY id",
+            "SELECT id::text, to_jsonb(device_id) #>> '{}' FROM public.sensor_data ORDER BY id",
             &[],
         )
         .await

@@ -27,7 +27,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use futures_util::future::try_join_all;
+use futures_util::future::join_all;
 use meshlite_core::change::Incarnation;
 
 use meshlite_core::schema::CollectionDef;
@@ -351,27 +351,61 @@ impl<'t> Merge<'t> {
         let via = self.via;
         let mut all: Vec<&Txn> = self.applied.clone();
         all.extend(&self.parked);
-        let upserts = try_join_all(docs.iter().filter_map(|(collection, rows)| {
+        // First the COPYs, one after another and each to its end: a COPY must not be sent
+        // behind a statement that may fail (the driver then misreads the answers).
+        sets::record_conflicts(db, ctx, &audit).await?;
+        if via == Via::Copy {
+            sets::copy_txns(db, ctx, &all).await?;
+            for (collection, rows) in &logs {
+                if let Some(table) = ctx.tables.get(*collection) {
+                    sets::copy_log_rows(db, ctx, table, rows).await?;
+                }
+            }
+            for (collection, rows) in &docs {
+                if let Some(table) = ctx.tables.get(*collection) {
+                    sets::stage_rows(db, table, rows).await?;
+                }
+            }
+        }
+        // Then the other statements, sent together; each awaited to its end even after one
+        // failed, so the error kept is the cause (see `copy::settle`).
+        let upserts = join_all(docs.iter().filter_map(|(collection, rows)| {
             let table = ctx.tables.get(*collection)?;
             Some(async move {
                 let inserted = sets::upsert_rows(db, ctx, table, rows, via).await?;
                 Ok::<_, tokio_postgres::Error>((*collection, inserted))
             })
         }));
-        let appends = try_join_all(logs.iter().filter_map(|(collection, rows)| {
+        let appends = join_all(logs.iter().filter_map(|(collection, rows)| {
             let table = ctx.tables.get(*collection)?;
             Some(async move {
-                let new = sets::append_rows(db, ctx, table, rows, via).await?;
+                let new = match via {
+                    Via::Copy => NewIds::All,
+                    Via::Statements => sets::append_rows(db, ctx, table, rows).await?,
+                };
                 Ok::<_, tokio_postgres::Error>((*collection, new))
             })
         }));
-        let (_, _, inserted, appended, _) = tokio::try_join!(
+        let (states, inserted, appended, stored) = tokio::join!(
             sets::save_states(db, ctx, &states),
-            sets::record_conflicts(db, ctx, &audit),
             upserts,
             appends,
             sets::store_txns(db, ctx, &all, &self.parked, via),
-        )?;
+        );
+        let mut errors = Vec::new();
+        let mut keep = |r: Result<(), tokio_postgres::Error>| r.map_err(|e| errors.push(e));
+        let _ = (keep(states), keep(stored));
+        let inserted: Vec<_> = inserted
+            .into_iter()
+            .filter_map(|r| r.map_err(|e| errors.push(e)).ok())
+            .collect();
+        let appended: Vec<_> = appended
+            .into_iter()
+            .filter_map(|r| r.map_err(|e| errors.push(e)).ok())
+            .collect();
+        if let Some(e) = copy::settle(errors) {
+            return Err(e);
+        }
         let inserted: HashMap<String, HashSet<String>> = inserted
             .into_iter()
             .map(|(c, ids)| (c.to_owned(), ids))

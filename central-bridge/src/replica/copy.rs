@@ -211,6 +211,21 @@ pub fn stage_name(table: &TableSpec) -> String {
     format!("\"meshlite_stage_{hash:016x}\"")
 }
 
+/// The error that explains a failed group of pipelined statements: the first one that is not
+/// "current transaction is aborted" (which every statement after the failed one gets), or that.
+///
+/// The group's statements are all awaited to their end (`join`, not `try_join`): dropping a
+/// `COPY` half-way would leave its answer unread, and whichever statement's error is polled
+/// first is not necessarily the cause (a unique violation must be told apart, [`is_collision`]).
+pub fn settle(errors: Vec<tokio_postgres::Error>) -> Option<tokio_postgres::Error> {
+    let aborted = |e: &tokio_postgres::Error| {
+        e.as_db_error()
+            .is_some_and(|db| db.code().code() == "25P02")
+    };
+    let first = errors.iter().position(|e| !aborted(e)).unwrap_or(0);
+    errors.into_iter().nth(first)
+}
+
 /// A unique violation: a key `COPY` expected to be new exists.
 pub fn is_collision(e: &tokio_postgres::Error) -> bool {
     e.as_db_error()

@@ -200,9 +200,52 @@ pub async fn create_stages(db: &Db<'_, '_>, ctx: &Context, tables: &[&TableSpec]
     Ok(())
 }
 
+/// Copies document rows into the session's staging table of `table` (its [`create_stages`]
+/// done earlier in the transaction), for [`upsert_rows`] with [`Via::Copy`].
+pub async fn stage_rows(db: &Db<'_, '_>, table: &TableSpec, rows: &[RowRef<'_>]) -> Result<()> {
+    let list = columns(table).join(", ");
+    let sql = format!(
+        "COPY pg_temp.{} ({list}) FROM STDIN",
+        copy::stage_name(table)
+    );
+    db.copy_in(&sql, copy::rows_text(table, rows.iter().copied()))
+        .await?;
+    Ok(())
+}
+
+/// Copies log rows straight into their table (an existing id fails the statement:
+/// [`copy::is_collision`]).
+pub async fn copy_log_rows(
+    db: &Db<'_, '_>,
+    ctx: &Context,
+    table: &TableSpec,
+    rows: &[RowRef<'_>],
+) -> Result<()> {
+    let qt = Ident::qualified(&ctx.schemas.tables, &table.name);
+    let list = columns(table).join(", ");
+    let sql = format!("COPY {qt} ({list}) FROM STDIN");
+    db.copy_in(&sql, copy::rows_text(table, rows.iter().copied()))
+        .await?;
+    Ok(())
+}
+
+/// Copies the transactions' bytes into `txns` (binary; an existing one fails the statement).
+pub async fn copy_txns(db: &Db<'_, '_>, ctx: &Context, txns: &[&Txn]) -> Result<()> {
+    if txns.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "COPY {}.txns (origin, seq, bytes) FROM STDIN (FORMAT binary)",
+        ctx.schemas.state
+    );
+    db.copy_in(&sql, copy::txns_binary(txns.iter().copied()))
+        .await?;
+    Ok(())
+}
+
 /// Upserts merged document rows into one table (each id at most once); the ids that were
-/// inserted rather than updated. With [`Via::Copy`] the rows go through the staging table (its
-/// [`create_stages`] done earlier in the transaction).
+/// inserted rather than updated. With [`Via::Copy`] the rows are read from the staging table
+/// ([`stage_rows`] done before).
 pub async fn upsert_rows(
     db: &Db<'_, '_>,
     ctx: &Context,
@@ -222,13 +265,7 @@ pub async fn upsert_rows(
         .map(|c| format!("{c} = EXCLUDED.{c}"))
         .collect();
     let source = match via {
-        Via::Copy => {
-            let stage = format!("pg_temp.{}", copy::stage_name(table));
-            let sql = format!("COPY {stage} ({list}) FROM STDIN");
-            db.copy_in(&sql, copy::rows_text(table, rows.iter().copied()))
-                .await?;
-            stage
-        }
+        Via::Copy => format!("pg_temp.{}", copy::stage_name(table)),
         Via::Statements => format!("jsonb_populate_recordset(NULL::{qt}, $1::jsonb)"),
     };
     let sql = format!(
@@ -269,27 +306,19 @@ impl NewIds {
     }
 }
 
-/// Appends log rows to one table; the ids that were new. [`Via::Copy`] copies them straight in
-/// (an existing id fails the statement: [`copy::is_collision`]); [`Via::Statements`] ignores a
-/// row whose id exists.
+/// Appends log rows to one table, ignoring a row whose id exists; the ids that were new (the
+/// [`Via::Statements`] way; [`copy_log_rows`] is the other).
 pub async fn append_rows(
     db: &Db<'_, '_>,
     ctx: &Context,
     table: &TableSpec,
     rows: &[RowRef<'_>],
-    via: Via,
 ) -> Result<NewIds> {
     if rows.is_empty() {
         return Ok(NewIds::Some(HashSet::new()));
     }
     let qt = Ident::qualified(&ctx.schemas.tables, &table.name);
     let list = columns(table).join(", ");
-    if via == Via::Copy {
-        let sql = format!("COPY {qt} ({list}) FROM STDIN");
-        db.copy_in(&sql, copy::rows_text(table, rows.iter().copied()))
-            .await?;
-        return Ok(NewIds::All);
-    }
     let sql = format!(
         "INSERT INTO {qt} ({list}, \"{SYNCED_AT_COLUMN}\") \
          SELECT {list}, now() FROM jsonb_populate_recordset(NULL::{qt}, $1::jsonb) \
@@ -308,8 +337,9 @@ fn json_rows(table: &TableSpec, rows: &[RowRef<'_>]) -> Value {
     Value::Array(rows.collect())
 }
 
-/// Stores the batch's new transactions (for relaying), parks those waiting for dependencies,
-/// and marks all of them held: one statement each, sent together.
+/// Stores the batch's new transactions (for relaying; with [`Via::Copy`], [`copy_txns`] did),
+/// parks those waiting for dependencies, and marks all of them held: one statement each, sent
+/// together.
 pub async fn store_txns(
     db: &Db<'_, '_>,
     ctx: &Context,
@@ -342,23 +372,24 @@ pub async fn store_txns(
             false => db.execute(&park, &park_params).await,
         }
     };
-    tokio::try_join!(
+    let (stored, held, parked) = tokio::join!(
         store_txn_bytes(db, ctx, txns, via),
         db.execute(&hold, &hold_params),
         parks,
-    )?;
-    Ok(())
+    );
+    let errors = [stored.err(), held.err(), parked.err()];
+    match copy::settle(errors.into_iter().flatten().collect()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
-/// Stores the transactions' bytes (for relaying): `COPY` (binary), or an `INSERT` that skips
-/// those stored already.
+/// Stores the transactions' bytes (for relaying) with an `INSERT` that skips those stored
+/// already, unless [`copy_txns`] did.
 async fn store_txn_bytes(db: &Db<'_, '_>, ctx: &Context, txns: &[&Txn], via: Via) -> Result<u64> {
     let st = &ctx.schemas.state;
     if via == Via::Copy {
-        let sql = format!("COPY {st}.txns (origin, seq, bytes) FROM STDIN (FORMAT binary)");
-        return db
-            .copy_in(&sql, copy::txns_binary(txns.iter().copied()))
-            .await;
+        return Ok(0);
     }
     let encoded: Vec<Vec<u8>> = txns.iter().map(|t| t.encode()).collect();
     let (origins, seqs) = id_columns(txns.iter().map(|t| t.id));
