@@ -15,7 +15,9 @@
 //! 4. Write: the states (the batch's change chunks appended to each stored state, as the core
 //!    store does, or a fresh snapshot every [`COMPACT_CHUNKS`] chunks), the audit rows, each
 //!    table's rows, the transactions' bytes, the parked ones and `origins.held`: one statement
-//!    each, all sent before any answer is awaited.
+//!    each. The `COPY`s (audit rows; with [`Via::Copy`] also the transactions, log rows and the
+//!    staged document rows, see [`copy`]) go first, one after another; the other statements are
+//!    then sent together.
 //!
 //! A record's row is written once per batch, with its final merged value, and reported as one
 //! change. What this path does not take on it hands back as [`Attempt::Unsuited`] before

@@ -1,7 +1,7 @@
 //! The set-based SQL of a batch (the `batch` module): one statement per table per batch, each
-//! taking whole columns as array parameters (`unnest`) or the rows as one JSON array
-//! (`jsonb_populate_recordset`), so a batch costs a handful of round trips however many
-//! transactions it carries. Statement texts depend only on the schemas and the table, so the
+//! taking whole columns as array parameters (`unnest`), the rows by `COPY` ([`copy`]) or, after
+//! a `COPY` collided, as one JSON array (`jsonb_populate_recordset`), so a batch costs a handful
+//! of round trips however many transactions it carries. Statement texts depend only on the schemas and the table, so the
 //! connection prepares each once ([`Db`]).
 //!
 //! Locking: [`lock_records`] takes a transaction-level advisory lock per record key, in key
