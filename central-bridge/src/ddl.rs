@@ -369,18 +369,19 @@ pub fn table_sql(schemas: &Schemas, t: &TableSpec) -> String {
         "CREATE OR REPLACE TRIGGER meshlite_no_truncate BEFORE TRUNCATE ON {qt}\n    \
          FOR EACH STATEMENT EXECUTE FUNCTION {st}.refuse_truncate();"
     );
+    // The capture triggers' WHEN clause keeps the bridge's own writes free of a per-row call.
     match t.kind {
         TableKind::Document => {
             let _ = writeln!(
                 sql,
                 "CREATE OR REPLACE TRIGGER meshlite_capture AFTER INSERT OR UPDATE OR DELETE ON {qt}\n    \
-                 FOR EACH ROW EXECUTE FUNCTION {st}.capture_central_edit({});",
+                 FOR EACH ROW WHEN (current_setting('meshlite.bridge', true) IS DISTINCT FROM 'on')\n    \
+                 EXECUTE FUNCTION {st}.capture_central_edit({});",
                 t.primary_key.name.literal()
             );
         }
         TableKind::Log => {
             let pk = t.primary_key.name.literal();
-            // The WHEN clause keeps the bridge's own bulk appends free of a per-row call.
             let _ = writeln!(
                 sql,
                 "CREATE OR REPLACE TRIGGER meshlite_immutable BEFORE UPDATE OR DELETE ON {qt}\n    \

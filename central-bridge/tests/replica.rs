@@ -834,3 +834,73 @@ async fn two_bridges_creating_the_same_records_concurrently_lose_no_change() {
         blocking(|| s.close().expect("close"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_id_reused_by_another_node_keeps_the_first_row_and_holds_both_transactions() {
+    // Log rows and transactions go by COPY, which has no ON CONFLICT: the reused id makes that
+    // attempt fail, and the batch goes again with the statements that skip existing ids.
+    let b = bridge("log-id-reuse").await;
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let (a, z) = (node(&dir_a), node(&dir_b));
+    blocking(|| {
+        a.append(
+            "sensor_data",
+            json!({"id": "same", "device_id": "a", "temp_c": 1.0}),
+        )?;
+        a.append(
+            "sensor_data",
+            json!({"id": "a2", "device_id": "a", "temp_c": 2.0}),
+        )?;
+        z.append(
+            "sensor_data",
+            json!({"id": "same", "device_id": "z", "temp_c": 9.0}),
+        )?;
+        z.append(
+            "sensor_data",
+            json!({"id": "z2", "device_id": "z", "temp_c": 3.0}),
+        )?;
+        Ok::<_, meshlite_core::store::WriteError>(())
+    })
+    .expect("appends");
+    let first = all_txns(&a).await;
+    let applied = b.replica.apply_txns(first.clone()).await.expect("first");
+    assert_eq!((applied.new, applied.rejected.len()), (2, 0));
+    let second = all_txns(&z).await;
+    let applied = b.replica.apply_txns(second.clone()).await.expect("second");
+    assert_eq!((applied.new, applied.rejected.len()), (2, 0), "{applied:?}");
+    let rows = b
+        .conn
+        .client()
+        .query(
+            "SELECT id::text, to_jsonb(device_id) #>> '{}' FROM public.sensor_data ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("rows");
+    let rows: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let want = [("a2", "a"), ("same", "a"), ("z2", "z")];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(i, d)| (i.to_string(), d.to_string()))
+        .collect();
+    assert_eq!(rows, want, "the first row of an id stays");
+    let again = b.replica.apply_txns(second).await.expect("again");
+    assert_eq!(
+        (again.new, again.duplicates),
+        (0, 2),
+        "both transactions are held"
+    );
+    let stored: i64 = b
+        .conn
+        .client()
+        .query_one("SELECT count(*) FROM meshlite.txns", &[])
+        .await
+        .expect("txns")
+        .get(0);
+    assert_eq!(stored, 4);
+    blocking(|| a.close()).expect("close a");
+    blocking(|| z.close()).expect("close z");
+}

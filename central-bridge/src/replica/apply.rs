@@ -18,6 +18,7 @@
 use meshlite_core::Txn;
 use tokio_postgres::Client;
 
+use super::copy::Via;
 use super::db::Prepared;
 use super::rowwise::{BatchOutcome, attempt, pg_reason};
 use super::{Context, batch};
@@ -51,6 +52,25 @@ pub async fn apply_batch(
     }
 }
 
+/// The set-based path: with `COPY` first, with statements that tolerate existing keys after a
+/// collision. `Err(refused)` when the batch needs the row-by-row path.
+async fn set_based(
+    client: &mut Client,
+    prepared: &Prepared,
+    ctx: &Context,
+    txns: &[Txn],
+) -> Result<Result<BatchOutcome, bool>, tokio_postgres::Error> {
+    for via in [Via::Copy, Via::Statements] {
+        match batch::apply(client, prepared, ctx, txns, via).await? {
+            batch::Attempt::Done(out) => return Ok(Ok(out)),
+            batch::Attempt::Refused => return Ok(Err(true)),
+            batch::Attempt::Unsuited => return Ok(Err(false)),
+            batch::Attempt::Collided => {}
+        }
+    }
+    Ok(Err(true))
+}
+
 /// A deadlock or a serialization failure: trying again can succeed.
 fn concurrency_failure(e: &tokio_postgres::Error) -> bool {
     e.as_db_error()
@@ -64,10 +84,9 @@ async fn apply_batch_once(
     txns: &[Txn],
 ) -> Result<BatchOutcome, tokio_postgres::Error> {
     let refused = match batch::suited(txns) {
-        true => match batch::apply(client, prepared, ctx, txns).await? {
-            batch::Attempt::Done(out) => return Ok(out),
-            batch::Attempt::Refused => true,
-            batch::Attempt::Unsuited => false,
+        true => match set_based(client, prepared, ctx, txns).await? {
+            Ok(out) => return Ok(out),
+            Err(refused) => refused,
         },
         false => false,
     };

@@ -15,7 +15,9 @@
 //! 4. Write: the states (the batch's change chunks appended to each stored state, as the core
 //!    store does, or a fresh snapshot every [`COMPACT_CHUNKS`] chunks), the audit rows, each
 //!    table's rows, the transactions' bytes, the parked ones and `origins.held`: one statement
-//!    each, all sent before any answer is awaited.
+//!    each. The `COPY`s (audit rows; with [`Via::Copy`] also the transactions, log rows and the
+//!    staged document rows, see [`copy`]) go first, one after another; the other statements are
+//!    then sent together.
 //!
 //! A record's row is written once per batch, with its final merged value, and reported as one
 //! change. What this path does not take on it hands back as [`Attempt::Unsuited`] before
@@ -25,9 +27,9 @@
 //! replays the batch transaction by transaction with savepoints, which finds and records the
 //! culprits. Transient errors fail the batch.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use futures_util::future::try_join_all;
+use futures_util::future::join_all;
 use meshlite_core::change::Incarnation;
 
 use meshlite_core::schema::CollectionDef;
@@ -38,10 +40,11 @@ use serde_json::{Map, Value};
 use tokio_postgres::Client;
 
 use super::Context;
+use super::copy::{self, RowRef, Via};
 use super::db::{Db, Prepared};
-use super::rows::row_json;
-use super::rowwise::{BatchOutcome, SyncStatus, def_of, finish, lock_and_read_held, transient};
-use super::sets::{self, AuditRow, DocKey, StateWrite, Stored};
+use super::rowwise::{BatchOutcome, SyncStatus, finish, lock_and_read_held, transient};
+use super::sets::{self, AuditRow, DocKey, NewIds, StateWrite, Stored};
+use crate::ddl::TableSpec;
 use crate::state::bridge_transaction;
 
 /// Appended change chunks after which a state is rewritten as one snapshot.
@@ -56,6 +59,9 @@ pub enum Attempt {
     Refused,
     /// The batch needs the row-by-row path: nothing was written.
     Unsuited,
+    /// A key `COPY` took for new exists ([`copy::is_collision`]): nothing was written; the
+    /// batch can go again with [`Via::Statements`].
+    Collided,
 }
 
 /// Whether the batch's shape suits this path (it may still turn out [`Attempt::Unsuited`]).
@@ -74,6 +80,7 @@ pub async fn apply(
     prepared: &Prepared,
     ctx: &Context,
     txns: &[Txn],
+    via: Via,
 ) -> Result<Attempt, tokio_postgres::Error> {
     let mut tx = bridge_transaction(client).await?;
     let db = Db::new(&tx, prepared);
@@ -88,7 +95,7 @@ pub async fn apply(
             fresh.push(txn);
         }
     }
-    let merged = match Merge::run(&db, ctx, &fresh).await? {
+    let merged = match Merge::run(&db, ctx, &fresh, via).await? {
         Ok(merged) => merged,
         Err(attempt) => {
             tx.rollback().await?;
@@ -98,6 +105,11 @@ pub async fn apply(
     if let Err(e) = merged.write(&db, ctx, &mut out).await {
         if transient(&e) {
             return Err(e);
+        }
+        if via == Via::Copy && copy::is_collision(&e) {
+            tracing::info!(error = %super::rowwise::pg_reason(&e), "a key copied as new exists; applying the batch again without COPY");
+            tx.rollback().await?;
+            return Ok(Attempt::Collided);
         }
         tracing::info!(error = %super::rowwise::pg_reason(&e), "set-based batch refused; replaying it transaction by transaction");
         tx.rollback().await?;
@@ -136,7 +148,8 @@ struct Merge<'t> {
     order: Vec<DocKey>,
     audit: Vec<(DocKey, FieldConflict)>,
     /// Log rows in order: collection, id, row, origin.
-    appends: Vec<(String, String, Value, ReplicaId)>,
+    appends: Vec<(String, String, Map<String, Value>, ReplicaId)>,
+    via: Via,
     applied: Vec<&'t Txn>,
     parked: Vec<&'t Txn>,
 }
@@ -153,6 +166,7 @@ impl<'t> Merge<'t> {
         db: &Db<'_, '_>,
         ctx: &Context,
         txns: &[&'t Txn],
+        via: Via,
     ) -> Result<Result<Self, Attempt>, tokio_postgres::Error> {
         for txn in txns {
             if let Err(stop) = precheck(ctx, txn) {
@@ -171,7 +185,13 @@ impl<'t> Merge<'t> {
         };
         let refs: Vec<&DocKey> = keys.iter().collect();
         if !refs.is_empty() {
-            sets::lock_records(db, &refs).await?;
+            let stages = async {
+                match via {
+                    Via::Copy => sets::create_stages(db, ctx, &doc_tables(ctx, &keys)).await,
+                    Via::Statements => Ok(()),
+                }
+            };
+            tokio::try_join!(sets::lock_records(db, &refs), stages)?;
         }
         let stored = match refs.is_empty() {
             true => Vec::new(),
@@ -184,6 +204,7 @@ impl<'t> Merge<'t> {
             appends: Vec::new(),
             applied: Vec::new(),
             parked: Vec::new(),
+            via,
         };
         for (key, stored) in keys.into_iter().zip(stored) {
             match record(ctx, &key, stored) {
@@ -257,12 +278,16 @@ impl<'t> Merge<'t> {
             .get(&key.collection)
             .unwrap_or(&fallback);
         let record = self.records.get_mut(&key).ok_or(Attempt::Unsuited)?;
-        let known = &mut record.conflicts;
+        let (known, last) = (&mut record.conflicts, &record.fields);
         let (outcome, concurrent) = record
             .doc
             .apply_noting_concurrency(origin, change, |doc| {
                 if known.is_none() {
-                    *known = Some(doc.conflicts(def));
+                    // The last materialization in this batch is the document's current one.
+                    *known = Some(match last {
+                        Some((fields, _)) => doc.conflicts_of(def, fields),
+                        None => doc.conflicts(def),
+                    });
                 }
             })
             .map_err(|_| Attempt::Refused)?;
@@ -278,7 +303,7 @@ impl<'t> Merge<'t> {
             .map_err(|_| Attempt::Refused)?;
         if concurrent {
             let before = record.conflicts.take().unwrap_or_default();
-            let after = record.doc.conflicts(def);
+            let after = record.doc.conflicts_of(def, &fields);
             for c in after.iter().filter(|c| !before.contains(c)) {
                 self.audit.push((key.clone(), c.clone()));
             }
@@ -309,53 +334,92 @@ impl<'t> Merge<'t> {
             .collect();
         let live = self.live_keys();
         // Document rows by collection, each record once with its final value.
-        let mut docs: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+        let mut docs: BTreeMap<&str, Vec<RowRef<'_>>> = BTreeMap::new();
         for key in self.order.iter().filter(|k| live.contains(k)) {
-            let (Some(table), Some((fields, origin))) = (
-                ctx.tables.get(&key.collection),
-                self.records.get(key).and_then(|r| r.fields.as_ref()),
-            ) else {
-                continue;
-            };
-            let row = row_json(table, &key.id, fields, origin);
-            docs.entry(&key.collection).or_default().push(row);
-        }
-        let mut logs: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
-        for (collection, id, value, origin) in &self.appends {
-            if let Some(table) = ctx.tables.get(collection) {
-                let fields = value.as_object().cloned().unwrap_or_default();
-                let row = row_json(table, id, &fields, origin);
-                logs.entry(collection).or_default().push(row);
+            if let Some((fields, origin)) = self.records.get(key).and_then(|r| r.fields.as_ref()) {
+                let row = RowRef {
+                    id: &key.id,
+                    fields,
+                    origin,
+                };
+                docs.entry(&key.collection).or_default().push(row);
             }
         }
+        let mut logs: BTreeMap<&str, Vec<RowRef<'_>>> = BTreeMap::new();
+        for (collection, id, fields, origin) in &self.appends {
+            let row = RowRef { id, fields, origin };
+            logs.entry(collection).or_default().push(row);
+        }
+        let via = self.via;
         let mut all: Vec<&Txn> = self.applied.clone();
         all.extend(&self.parked);
-        let upserts = try_join_all(docs.iter().filter_map(|(collection, rows)| {
+        // First the COPYs, one after another and each to its end: a COPY must not be sent
+        // behind a statement that may fail (the driver then misreads the answers).
+        sets::record_conflicts(db, ctx, &audit).await?;
+        if via == Via::Copy {
+            sets::copy_txns(db, ctx, &all).await?;
+            for (collection, rows) in &logs {
+                if let Some(table) = ctx.tables.get(*collection) {
+                    sets::copy_log_rows(db, ctx, table, rows).await?;
+                }
+            }
+            for (collection, rows) in &docs {
+                if let Some(table) = ctx.tables.get(*collection) {
+                    sets::stage_rows(db, table, rows).await?;
+                }
+            }
+        }
+        // Then the other statements, sent together; each awaited to its end even after one
+        // failed, so the error kept is the cause (see `copy::settle`).
+        let upserts = join_all(docs.iter().filter_map(|(collection, rows)| {
             let table = ctx.tables.get(*collection)?;
             Some(async move {
-                let inserted = sets::upsert_rows(db, ctx, table, rows).await?;
+                let inserted = sets::upsert_rows(db, ctx, table, rows, via).await?;
                 Ok::<_, tokio_postgres::Error>((*collection, inserted))
             })
         }));
-        let appends = try_join_all(logs.iter().filter_map(|(collection, rows)| {
+        let appends = join_all(logs.iter().filter_map(|(collection, rows)| {
             let table = ctx.tables.get(*collection)?;
             Some(async move {
-                let new = sets::append_rows(db, ctx, table, rows).await?;
+                let new = match via {
+                    Via::Copy => NewIds::All,
+                    Via::Statements => sets::append_rows(db, ctx, table, rows).await?,
+                };
                 Ok::<_, tokio_postgres::Error>((*collection, new))
             })
         }));
-        let (_, _, inserted, appended, _) = tokio::try_join!(
+        let (states, inserted, appended, stored) = tokio::join!(
             sets::save_states(db, ctx, &states),
-            sets::record_conflicts(db, ctx, &audit),
             upserts,
             appends,
-            sets::store_txns(db, ctx, &all, &self.parked),
-        )?;
-        let inserted: HashMap<&str, HashSet<String>> = inserted.into_iter().collect();
-        let appended: HashMap<&str, HashSet<String>> = appended.into_iter().collect();
+            sets::store_txns(db, ctx, &all, &self.parked, via),
+        );
+        let mut errors = Vec::new();
+        let mut keep = |r: Result<(), tokio_postgres::Error>| r.map_err(|e| errors.push(e));
+        let _ = (keep(states), keep(stored));
+        let inserted: Vec<_> = inserted
+            .into_iter()
+            .filter_map(|r| r.map_err(|e| errors.push(e)).ok())
+            .collect();
+        let appended: Vec<_> = appended
+            .into_iter()
+            .filter_map(|r| r.map_err(|e| errors.push(e)).ok())
+            .collect();
+        if let Some(e) = copy::settle(errors) {
+            return Err(e);
+        }
+        let inserted: HashMap<String, HashSet<String>> = inserted
+            .into_iter()
+            .map(|(c, ids)| (c.to_owned(), ids))
+            .collect();
+        let appended: HashMap<String, NewIds> = appended
+            .into_iter()
+            .map(|(c, ids)| (c.to_owned(), ids))
+            .collect();
         out.txns.extend(self.applied.iter().map(|t| t.id));
-        self.doc_changes(ctx, &live, &inserted, out);
-        self.log_changes(&appended, out);
+        let shown: Vec<bool> = self.order.iter().map(|k| live.contains(k)).collect();
+        self.doc_changes(ctx, &shown, &inserted, out);
+        self.log_changes(appended, out);
         Ok(())
     }
 
@@ -393,24 +457,31 @@ impl<'t> Merge<'t> {
             .collect()
     }
 
-    /// One change per record shown: its final value, inserted or updated.
+    /// One change per record shown: its final value (moved out of the merge), inserted or
+    /// updated.
     fn doc_changes(
-        &self,
+        &mut self,
         ctx: &Context,
-        live: &HashSet<&DocKey>,
-        inserted: &HashMap<&str, HashSet<String>>,
+        shown: &[bool],
+        inserted: &HashMap<String, HashSet<String>>,
         out: &mut BatchOutcome,
     ) {
-        for key in self.order.iter().filter(|k| live.contains(k)) {
+        let fallback = CollectionDef::default();
+        let keys = self.order.iter().zip(shown).filter(|(_, s)| **s);
+        for (key, _) in keys {
             let (Some(table), Some((fields, _))) = (
                 ctx.tables.get(&key.collection),
-                self.records.get(key).and_then(|r| r.fields.as_ref()),
+                self.records.get_mut(key).and_then(|r| r.fields.take()),
             ) else {
                 continue;
             };
-            let mut value = Value::Object(fields.clone());
-            value[&table.primary_key.name.as_str().to_owned()] =
-                def_of(ctx, &key.collection).key_value(&key.id);
+            let def = ctx.schema.collections.get(&key.collection);
+            let mut fields = fields;
+            fields.insert(
+                table.primary_key.name.as_str().to_owned(),
+                def.unwrap_or(&fallback).key_value(&key.id),
+            );
+            let value = Value::Object(fields);
             let new = inserted
                 .get(key.collection.as_str())
                 .is_some_and(|s| s.contains(&key.id));
@@ -427,19 +498,17 @@ impl<'t> Merge<'t> {
         }
     }
 
-    /// One change per log row that was new.
-    fn log_changes(&self, appended: &HashMap<&str, HashSet<String>>, out: &mut BatchOutcome) {
-        let mut reported = HashSet::new();
-        for (collection, id, value, _) in &self.appends {
-            let new = appended
-                .get(collection.as_str())
-                .is_some_and(|s| s.contains(id));
-            if new && reported.insert((collection, id)) {
+    /// One change per log row that was new (its fields moved out of the merge).
+    fn log_changes(&mut self, mut appended: HashMap<String, NewIds>, out: &mut BatchOutcome) {
+        for (collection, id, fields, _) in std::mem::take(&mut self.appends) {
+            // A row id is reported once: `take` forgets it.
+            let new = appended.get_mut(&collection).is_some_and(|s| s.take(&id));
+            if new {
                 out.changes.push(RecordChange {
-                    collection: collection.clone(),
-                    id: id.clone(),
+                    collection,
+                    id,
                     kind: ChangeKind::Append,
-                    value: Some(value.clone()),
+                    value: Some(Value::Object(fields)),
                 });
             }
         }
@@ -449,27 +518,45 @@ impl<'t> Merge<'t> {
 /// Checks what can be checked of a transaction before any record is read.
 fn precheck(ctx: &Context, txn: &Txn) -> Result<(), Attempt> {
     txn.validate().map_err(|_| Attempt::Refused)?;
+    let fallback = CollectionDef::default();
     for op in &txn.ops {
         if let Op::Doc { collection, id, .. } = op {
-            def_of(ctx, collection)
-                .check_key(collection, id)
+            let def = ctx.schema.collections.get(collection).unwrap_or(&fallback);
+            def.check_key(collection, id)
                 .map_err(|_| Attempt::Refused)?;
         }
     }
     Ok(())
 }
 
-/// A log row parsed and type-checked (as on the row-by-row path).
-fn log_row(ctx: &Context, collection: &str, id: &str, row: &str) -> Result<Value, Attempt> {
+/// A log row parsed and type-checked (as on the row-by-row path); a row that is not a JSON
+/// object is left to that path.
+fn log_row(
+    ctx: &Context,
+    collection: &str,
+    id: &str,
+    row: &str,
+) -> Result<Map<String, Value>, Attempt> {
     let value: Value = serde_json::from_str(row).map_err(|_| Attempt::Refused)?;
-    let def = def_of(ctx, collection);
+    let Value::Object(fields) = value else {
+        return Err(Attempt::Unsuited);
+    };
+    let fallback = CollectionDef::default();
+    let def = ctx.schema.collections.get(collection).unwrap_or(&fallback);
     def.check_key(collection, id)
         .map_err(|_| Attempt::Refused)?;
-    if let Some(fields) = value.as_object() {
-        def.check_row(collection, fields)
-            .map_err(|_| Attempt::Refused)?;
-    }
-    Ok(value)
+    def.check_row(collection, &fields)
+        .map_err(|_| Attempt::Refused)?;
+    Ok(fields)
+}
+
+/// The materialized tables of the document records `keys` touch, once each.
+fn doc_tables<'c>(ctx: &'c Context, keys: &[DocKey]) -> Vec<&'c TableSpec> {
+    let collections: BTreeSet<&str> = keys.iter().map(|k| k.collection.as_str()).collect();
+    collections
+        .into_iter()
+        .filter_map(|c| ctx.tables.get(c))
+        .collect()
 }
 
 /// The `docs` key a document op touches.

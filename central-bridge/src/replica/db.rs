@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
+use futures_util::SinkExt;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Error, Row, Statement, Transaction};
 
@@ -71,6 +72,24 @@ impl<'a, 'b> Db<'a, 'b> {
     /// Runs a query.
     pub async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, Error> {
         self.tx.query(&self.statement(sql).await?, params).await
+    }
+
+    /// Runs statements by the simple protocol (no parameters, nothing prepared).
+    pub async fn batch_execute(&self, sql: &str) -> Result<(), Error> {
+        self.tx.batch_execute(sql).await
+    }
+
+    /// Runs `COPY … FROM STDIN` with `data` (text or binary, as the statement says); the number
+    /// of rows copied.
+    pub async fn copy_in(&self, sql: &str, data: Vec<u8>) -> Result<u64, Error> {
+        let statement = self.statement(sql).await?;
+        let sink = self
+            .tx
+            .copy_in::<_, std::io::Cursor<Vec<u8>>>(&statement)
+            .await?;
+        let mut sink = std::pin::pin!(sink);
+        sink.send(std::io::Cursor::new(data)).await?;
+        sink.as_mut().finish().await
     }
 
     /// Runs a query that returns exactly one row.

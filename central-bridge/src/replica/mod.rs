@@ -33,6 +33,7 @@
 pub mod apply;
 pub mod batch;
 pub mod central;
+pub mod copy;
 pub mod db;
 pub mod rows;
 pub mod rowwise;
@@ -211,11 +212,13 @@ impl PgReplica {
         add(&s.txns_duplicate, outcome.applied.duplicates);
         add(&s.txns_rejected, outcome.applied.rejected.len());
         add(&s.rows_written, outcome.changes.len());
-        if !outcome.txns.is_empty() {
+        let visible = !outcome.txns.is_empty();
+        let (applied, event) = outcome.into_event(false);
+        if visible {
             // No subscriber is fine: the data is committed either way.
-            let _ = self.events.send(outcome.event(false));
+            let _ = self.events.send(event);
         }
-        Ok(outcome.applied)
+        Ok(applied)
     }
 
     /// Whether the writer can reach Postgres now (for `/healthz`).

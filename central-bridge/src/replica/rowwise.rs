@@ -65,6 +65,16 @@ impl BatchOutcome {
             changes: self.changes.clone(),
         }
     }
+
+    /// [`BatchOutcome::event`] without copying the changes; the counts stay behind.
+    pub fn into_event(self, local: bool) -> (Applied, StoreEvent) {
+        let event = StoreEvent::Committed {
+            txns: self.txns,
+            local,
+            changes: self.changes,
+        };
+        (self.applied, event)
+    }
 }
 
 /// Why one transaction could not be applied.

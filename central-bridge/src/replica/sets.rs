@@ -1,7 +1,7 @@
 //! The set-based SQL of a batch (the `batch` module): one statement per table per batch, each
-//! taking whole columns as array parameters (`unnest`) or the rows as one JSON array
-//! (`jsonb_populate_recordset`), so a batch costs a handful of round trips however many
-//! transactions it carries. Statement texts depend only on the schemas and the table, so the
+//! taking whole columns as array parameters (`unnest`), the rows by `COPY` ([`copy`]) or, after
+//! a `COPY` collided, as one JSON array (`jsonb_populate_recordset`), so a batch costs a handful
+//! of round trips however many transactions it carries. Statement texts depend only on the schemas and the table, so the
 //! connection prepares each once ([`Db`]).
 //!
 //! Locking: [`lock_records`] takes a transaction-level advisory lock per record key, in key
@@ -12,14 +12,17 @@
 
 use std::collections::HashSet;
 
+use futures_util::future::try_join_all;
+
 use meshlite_core::change::Incarnation;
 use meshlite_core::store::record::FieldConflict;
 use meshlite_core::{Txn, TxnId};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_postgres::types::ToSql;
 
+use super::copy::{self, RowRef, Via};
 use super::db::Db;
-use super::rows::{columns, inc};
+use super::rows::{columns, inc, row_json};
 use super::{Context, as_i64};
 use crate::ddl::{SYNCED_AT_COLUMN, TableSpec};
 use crate::pg::Ident;
@@ -157,7 +160,8 @@ pub struct AuditRow<'a> {
     pub conflict: &'a FieldConflict,
 }
 
-/// Records the conflicts of a batch's merges.
+/// Records the conflicts of a batch's merges, by `COPY` (the audit table has no key a batch
+/// could collide on).
 pub async fn record_conflicts(
     db: &Db<'_, '_>,
     ctx: &Context,
@@ -166,51 +170,88 @@ pub async fn record_conflicts(
     if audit.is_empty() {
         return Ok(());
     }
-    let keys: Vec<&DocKey> = audit.iter().map(|a| a.key).collect();
-    let (collections, ids) = key_columns(&keys);
-    let incs: Vec<i32> = keys.iter().map(|k| inc(k.incarnation)).collect();
-    let fields: Vec<&str> = audit.iter().map(|a| a.conflict.field.as_str()).collect();
-    let policies: Vec<&str> = audit.iter().map(|a| a.conflict.policy.name()).collect();
-    let candidates: Vec<Value> = audit
-        .iter()
-        .map(|a| {
-            let c = a.conflict.candidates.iter().map(|v| json!({ "value": v }));
-            Value::Array(c.collect())
-        })
-        .collect();
-    let winners: Vec<Option<&Value>> = audit.iter().map(|a| a.conflict.winner.as_ref()).collect();
     let sql = format!(
-        "INSERT INTO {}.conflicts \
+        "COPY {}.conflicts \
          (collection, record_id, incarnation, field, policy, candidates, winner, origins, recorded_by) \
-         SELECT c, r, i, f, p, cand, w, '{{}}'::text[], $8 \
-         FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::jsonb[], \
-                     $7::jsonb[]) AS u(c, r, i, f, p, cand, w)",
+         FROM STDIN",
         ctx.schemas.state
     );
-    db.execute(
-        &sql,
-        &[
-            &collections,
-            &ids,
-            &incs,
-            &fields,
-            &policies,
-            &candidates,
-            &winners,
-            &ctx.name,
-        ],
-    )
+    let rows = audit.iter().map(|a| copy::AuditCells {
+        collection: &a.key.collection,
+        record_id: &a.key.id,
+        incarnation: inc(a.key.incarnation),
+        conflict: a.conflict,
+    });
+    db.copy_in(&sql, copy::audit_text(rows, &ctx.name)).await?;
+    Ok(())
+}
+
+/// Creates the session's staging tables of `tables` unless they exist (see [`copy`]).
+pub async fn create_stages(db: &Db<'_, '_>, ctx: &Context, tables: &[&TableSpec]) -> Result<()> {
+    try_join_all(tables.iter().map(|table| {
+        let sql = format!(
+            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+            copy::stage_name(table),
+            Ident::qualified(&ctx.schemas.tables, &table.name),
+        );
+        async move { db.batch_execute(&sql).await }
+    }))
     .await?;
     Ok(())
 }
 
+/// Copies document rows into the session's staging table of `table` (its [`create_stages`]
+/// done earlier in the transaction), for [`upsert_rows`] with [`Via::Copy`].
+pub async fn stage_rows(db: &Db<'_, '_>, table: &TableSpec, rows: &[RowRef<'_>]) -> Result<()> {
+    let list = columns(table).join(", ");
+    let sql = format!(
+        "COPY pg_temp.{} ({list}) FROM STDIN",
+        copy::stage_name(table)
+    );
+    db.copy_in(&sql, copy::rows_text(table, rows.iter().copied()))
+        .await?;
+    Ok(())
+}
+
+/// Copies log rows straight into their table (an existing id fails the statement:
+/// [`copy::is_collision`]).
+pub async fn copy_log_rows(
+    db: &Db<'_, '_>,
+    ctx: &Context,
+    table: &TableSpec,
+    rows: &[RowRef<'_>],
+) -> Result<()> {
+    let qt = Ident::qualified(&ctx.schemas.tables, &table.name);
+    let list = columns(table).join(", ");
+    let sql = format!("COPY {qt} ({list}) FROM STDIN");
+    db.copy_in(&sql, copy::rows_text(table, rows.iter().copied()))
+        .await?;
+    Ok(())
+}
+
+/// Copies the transactions' bytes into `txns` (binary; an existing one fails the statement).
+pub async fn copy_txns(db: &Db<'_, '_>, ctx: &Context, txns: &[&Txn]) -> Result<()> {
+    if txns.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "COPY {}.txns (origin, seq, bytes) FROM STDIN (FORMAT binary)",
+        ctx.schemas.state
+    );
+    db.copy_in(&sql, copy::txns_binary(txns.iter().copied()))
+        .await?;
+    Ok(())
+}
+
 /// Upserts merged document rows into one table (each id at most once); the ids that were
-/// inserted rather than updated.
+/// inserted rather than updated. With [`Via::Copy`] the rows are read from the staging table
+/// ([`stage_rows`] done before).
 pub async fn upsert_rows(
     db: &Db<'_, '_>,
     ctx: &Context,
     table: &TableSpec,
-    rows: &[Value],
+    rows: &[RowRef<'_>],
+    via: Via,
 ) -> Result<HashSet<String>> {
     if rows.is_empty() {
         return Ok(HashSet::new());
@@ -223,16 +264,22 @@ pub async fn upsert_rows(
         .skip(1)
         .map(|c| format!("{c} = EXCLUDED.{c}"))
         .collect();
+    let source = match via {
+        Via::Copy => format!("pg_temp.{}", copy::stage_name(table)),
+        Via::Statements => format!("jsonb_populate_recordset(NULL::{qt}, $1::jsonb)"),
+    };
     let sql = format!(
         "INSERT INTO {qt} AS r ({list}, \"{SYNCED_AT_COLUMN}\") \
-         SELECT {list}, now() FROM jsonb_populate_recordset(NULL::{qt}, $1::jsonb) \
+         SELECT {list}, now() FROM {source} \
          ON CONFLICT ({pk}) DO UPDATE SET {set}, \"{SYNCED_AT_COLUMN}\" = now() \
          RETURNING {pk}::text, (xmax = 0)",
         pk = table.primary_key.name,
         set = set.join(", "),
     );
-    let json = Value::Array(rows.to_vec());
-    let returned = db.query(&sql, &[&json]).await?;
+    let returned = match via {
+        Via::Copy => db.query(&sql, &[]).await?,
+        Via::Statements => db.query(&sql, &[&json_rows(table, rows)]).await?,
+    };
     Ok(returned
         .iter()
         .filter(|r| r.get::<_, bool>(1))
@@ -240,15 +287,35 @@ pub async fn upsert_rows(
         .collect())
 }
 
-/// Appends log rows to one table (a row whose id exists is ignored); the ids that were new.
+/// The ids of the log rows an append wrote.
+#[derive(Debug)]
+pub enum NewIds {
+    /// Every row (a `COPY` that succeeded: the table's key makes each id unique).
+    All,
+    /// These ids.
+    Some(HashSet<String>),
+}
+
+impl NewIds {
+    /// Whether `id` is new and not taken before.
+    pub fn take(&mut self, id: &str) -> bool {
+        match self {
+            NewIds::All => true,
+            NewIds::Some(ids) => ids.remove(id),
+        }
+    }
+}
+
+/// Appends log rows to one table, ignoring a row whose id exists; the ids that were new (the
+/// [`Via::Statements`] way; [`copy_log_rows`] is the other).
 pub async fn append_rows(
     db: &Db<'_, '_>,
     ctx: &Context,
     table: &TableSpec,
-    rows: &[Value],
-) -> Result<HashSet<String>> {
+    rows: &[RowRef<'_>],
+) -> Result<NewIds> {
     if rows.is_empty() {
-        return Ok(HashSet::new());
+        return Ok(NewIds::Some(HashSet::new()));
     }
     let qt = Ident::qualified(&ctx.schemas.tables, &table.name);
     let list = columns(table).join(", ");
@@ -258,29 +325,33 @@ pub async fn append_rows(
          ON CONFLICT ({pk}) DO NOTHING RETURNING {pk}::text",
         pk = table.primary_key.name,
     );
-    let json = Value::Array(rows.to_vec());
-    let returned = db.query(&sql, &[&json]).await?;
-    Ok(returned.iter().map(|r| r.get(0)).collect())
+    let returned = db.query(&sql, &[&json_rows(table, rows)]).await?;
+    Ok(NewIds::Some(returned.iter().map(|r| r.get(0)).collect()))
 }
 
-/// Stores the batch's new transactions (for relaying), parks those waiting for dependencies,
-/// and marks all of them held: one statement each, sent together.
+/// The rows as one `jsonb_populate_recordset` input.
+fn json_rows(table: &TableSpec, rows: &[RowRef<'_>]) -> Value {
+    let rows = rows
+        .iter()
+        .map(|r| row_json(table, r.id, r.fields, r.origin));
+    Value::Array(rows.collect())
+}
+
+/// Stores the batch's new transactions (for relaying; with [`Via::Copy`], [`copy_txns`] did),
+/// parks those waiting for dependencies, and marks all of them held: one statement each, sent
+/// together.
 pub async fn store_txns(
     db: &Db<'_, '_>,
     ctx: &Context,
     txns: &[&Txn],
     parked: &[&Txn],
+    via: Via,
 ) -> Result<()> {
     if txns.is_empty() {
         return Ok(());
     }
     let st = &ctx.schemas.state;
-    let encoded: Vec<Vec<u8>> = txns.iter().map(|t| t.encode()).collect();
     let (origins, seqs) = id_columns(txns.iter().map(|t| t.id));
-    let store = format!(
-        "INSERT INTO {st}.txns (origin, seq, bytes) \
-         SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[]) ON CONFLICT DO NOTHING"
-    );
     let hold = format!(
         "UPDATE {st}.origins o SET held = o.held + v.r, last_txn_at = now() \
          FROM (SELECT u.o, range_agg(int8range(u.s, u.s + 1)) AS r \
@@ -293,7 +364,6 @@ pub async fn store_txns(
     );
     let parked_bytes: Vec<Vec<u8>> = parked.iter().map(|t| t.encode()).collect();
     let (p_origins, p_seqs) = id_columns(parked.iter().map(|t| t.id));
-    let store_params: [&(dyn ToSql + Sync); 3] = [&origins, &seqs, &encoded];
     let hold_params: [&(dyn ToSql + Sync); 2] = [&origins, &seqs];
     let park_params: [&(dyn ToSql + Sync); 3] = [&p_origins, &p_seqs, &parked_bytes];
     let parks = async {
@@ -302,12 +372,32 @@ pub async fn store_txns(
             false => db.execute(&park, &park_params).await,
         }
     };
-    tokio::try_join!(
-        db.execute(&store, &store_params),
+    let (stored, held, parked) = tokio::join!(
+        store_txn_bytes(db, ctx, txns, via),
         db.execute(&hold, &hold_params),
         parks,
-    )?;
-    Ok(())
+    );
+    let errors = [stored.err(), held.err(), parked.err()];
+    match copy::settle(errors.into_iter().flatten().collect()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Stores the transactions' bytes (for relaying) with an `INSERT` that skips those stored
+/// already, unless [`copy_txns`] did.
+async fn store_txn_bytes(db: &Db<'_, '_>, ctx: &Context, txns: &[&Txn], via: Via) -> Result<u64> {
+    let st = &ctx.schemas.state;
+    if via == Via::Copy {
+        return Ok(0);
+    }
+    let encoded: Vec<Vec<u8>> = txns.iter().map(|t| t.encode()).collect();
+    let (origins, seqs) = id_columns(txns.iter().map(|t| t.id));
+    let store = format!(
+        "INSERT INTO {st}.txns (origin, seq, bytes) \
+         SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[]) ON CONFLICT DO NOTHING"
+    );
+    db.execute(&store, &[&origins, &seqs, &encoded]).await
 }
 
 fn id_columns(ids: impl Iterator<Item = TxnId>) -> (Vec<Vec<u8>>, Vec<i64>) {

@@ -184,7 +184,16 @@ impl RecordDoc {
     /// Fields that currently hold concurrent values, with the candidates and the merged winner.
     /// Counter parts never conflict (each replica writes its own), so counters do not appear.
     pub fn conflicts(&self, def: &CollectionDef) -> Vec<FieldConflict> {
-        let materialized = self.materialize(def);
+        self.conflicts_of(def, &self.materialize(def))
+    }
+
+    /// [`RecordDoc::conflicts`] given the document's current materialization (from
+    /// [`RecordDoc::materialize`] since the last change), which gives the winners.
+    pub fn conflicts_of(
+        &self,
+        def: &CollectionDef,
+        materialized: &Map<String, Value>,
+    ) -> Vec<FieldConflict> {
         let mut out = Vec::new();
         for key in self.doc.keys(&ROOT) {
             let policy = def.policy(&key);
