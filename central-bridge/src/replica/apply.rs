@@ -21,6 +21,7 @@ use tokio_postgres::Client;
 use super::copy::Via;
 use super::db::Prepared;
 use super::rowwise::{BatchOutcome, attempt, pg_reason};
+use super::storable::unstorable;
 use super::{Context, batch};
 
 /// Times a batch is tried again after a deadlock or a serialization failure (two bridges
@@ -83,6 +84,11 @@ async fn apply_batch_once(
     ctx: &Context,
     txns: &[Txn],
 ) -> Result<BatchOutcome, tokio_postgres::Error> {
+    // A transaction Postgres cannot store is refused on the careful path, alone.
+    if txns.iter().any(|t| unstorable(t).is_some()) {
+        let careful = attempt(client, prepared, ctx, txns, true).await?;
+        return Ok(careful.unwrap_or_default());
+    }
     let refused = match batch::suited(txns) {
         true => match set_based(client, prepared, ctx, txns).await? {
             Ok(out) => return Ok(out),

@@ -32,7 +32,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use futures_util::future::join_all;
 use meshlite_core::change::Incarnation;
 
-use meshlite_core::schema::CollectionDef;
+use meshlite_core::schema::{CollectionDef, CollectionKind};
 use meshlite_core::store::record::{ChangeOutcome, FieldConflict, RecordDoc};
 use meshlite_core::store::{ChangeKind, RecordChange};
 use meshlite_core::{Op, ReplicaId, Txn};
@@ -42,7 +42,7 @@ use tokio_postgres::Client;
 use super::Context;
 use super::copy::{self, RowRef, Via};
 use super::db::{Db, Prepared};
-use super::rowwise::{BatchOutcome, SyncStatus, finish, lock_and_read_held, transient};
+use super::rowwise::{BatchOutcome, SyncStatus, finish, is_log, lock_and_read_held, transient};
 use super::sets::{self, AuditRow, DocKey, NewIds, StateWrite, Stored};
 use crate::ddl::TableSpec;
 use crate::state::bridge_transaction;
@@ -237,6 +237,9 @@ impl<'t> Merge<'t> {
                     incarnation,
                     change,
                 } => {
+                    if is_log(ctx, collection) {
+                        return Err(Attempt::Unsuited); // held, not shown: the row path says so
+                    }
                     let key = DocKey {
                         collection: collection.clone(),
                         id: id.clone(),
@@ -541,8 +544,13 @@ fn log_row(
     let Value::Object(fields) = value else {
         return Err(Attempt::Unsuited);
     };
-    let fallback = CollectionDef::default();
-    let def = ctx.schema.collections.get(collection).unwrap_or(&fallback);
+    let Some(def) = ctx.schema.collections.get(collection) else {
+        return Err(Attempt::Unsuited);
+    };
+    // A log row for a document collection is held, not shown: the row path says so.
+    if def.kind != CollectionKind::Log {
+        return Err(Attempt::Unsuited);
+    }
     def.check_key(collection, id)
         .map_err(|_| Attempt::Refused)?;
     def.check_row(collection, &fields)

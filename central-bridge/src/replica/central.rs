@@ -292,7 +292,7 @@ async fn live_incarnation(
                 "SELECT d.incarnation, d.state FROM {st}.docs d \
                  WHERE d.collection = $1 AND d.id = $2 AND NOT d.deleted \
                  AND NOT EXISTS (SELECT 1 FROM {st}.tombstones t WHERE t.collection = d.collection \
-                                 AND t.id = d.id AND t.incarnation = d.incarnation) \
+                                 AND t.id = d.id AND t.incarnation >= d.incarnation) \
                  ORDER BY d.incarnation DESC LIMIT 1 FOR UPDATE"
             ),
             &[&collection, &id],

@@ -38,6 +38,7 @@ pub mod db;
 pub mod rows;
 pub mod rowwise;
 pub mod sets;
+pub mod storable;
 
 use std::collections::HashMap;
 use std::sync::Arc;

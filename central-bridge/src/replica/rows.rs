@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 use tokio_postgres::types::ToSql;
 
 use super::db::Db;
+use super::storable::pg_text;
 use super::{Context, as_i64};
 use crate::ddl::{EXTRA_COLUMN, ORIGIN_COLUMN, SYNCED_AT_COLUMN, TableSpec};
 use crate::pg::Ident;
@@ -62,7 +63,8 @@ pub async fn save_state(
     Ok(())
 }
 
-/// Whether `incarnation` of the record is deleted or superseded by a later one (its changes
+/// Whether `incarnation` of the record is deleted (a tombstone of it or of a later one: deleting
+/// incarnation k kills every incarnation up to k, as on the nodes) or superseded by a later one (its changes
 /// are kept and relayed but never shown).
 pub async fn is_dead(
     tx: &Db<'_, '_>,
@@ -74,7 +76,7 @@ pub async fn is_dead(
     let st = &ctx.schemas.state;
     let sql = format!(
         "SELECT EXISTS (SELECT 1 FROM {st}.tombstones \
-                        WHERE collection = $1 AND id = $2 AND incarnation = $3) \
+                        WHERE collection = $1 AND id = $2 AND incarnation >= $3) \
              OR EXISTS (SELECT 1 FROM {st}.docs \
                         WHERE collection = $1 AND id = $2 AND incarnation > $3)"
     );
@@ -373,12 +375,12 @@ pub async fn record_rejected(
     tx.execute(
         &sql,
         &[
-            &first.map(|o| o.collection()),
-            &first.map(op_id),
+            &first.map(|o| pg_text(o.collection())),
+            &first.map(|o| pg_text(op_id(o))),
             &op,
             &txn.id.origin.0.as_slice(),
             &as_i64(txn.id.seq),
-            &reason,
+            &pg_text(reason),
         ],
     )
     .await?;
@@ -437,11 +439,11 @@ pub async fn record_sync_status(
         &sql,
         &[
             &origin.0.as_slice(),
-            &collection,
+            &pg_text(collection),
             &status,
             &origin.0.as_slice(),
             &failed,
-            &entry.last_error,
+            &entry.last_error.as_deref().map(pg_text),
         ],
     )
     .await?;

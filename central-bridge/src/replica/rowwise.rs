@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use futures_util::future::try_join_all;
 use meshlite_core::change::Incarnation;
-use meshlite_core::schema::CollectionDef;
+use meshlite_core::schema::{CollectionDef, CollectionKind};
 use meshlite_core::store::record::{ChangeOutcome, FieldConflict, RecordDoc};
 use meshlite_core::store::{ChangeKind, RecordChange, StoreEvent};
 use meshlite_core::{Op, ReplicaId, Txn, TxnId};
@@ -41,6 +41,7 @@ use tokio_postgres::Client;
 use super::db::{Db, Prepared};
 use super::rows;
 use super::sets::{self, DocKey};
+use super::storable::unstorable;
 use super::{Context, as_i64};
 use crate::state::bridge_transaction;
 
@@ -135,9 +136,10 @@ pub(super) async fn attempt(
             out.applied.duplicates += 1;
             continue;
         }
-        let result = match careful {
-            false => apply_new(&Db::new(&tx, prepared), ctx, txn).await,
-            true => {
+        let result = match (careful, unstorable(txn)) {
+            (_, Some(reason)) => Err(TxnError::Invalid(reason)),
+            (false, None) => apply_new(&Db::new(&tx, prepared), ctx, txn).await,
+            (true, None) => {
                 let sp = tx.savepoint("txn").await?;
                 let result = apply_new(&Db::new(&sp, prepared), ctx, txn).await;
                 match &result {
@@ -264,6 +266,7 @@ pub(super) async fn lock_and_read_held(
 async fn lock_records(db: &Db<'_, '_>, txns: &[Txn]) -> Result<(), tokio_postgres::Error> {
     let mut keys: Vec<DocKey> = txns
         .iter()
+        .filter(|t| unstorable(t).is_none())
         .flat_map(|t| &t.ops)
         .map(|op| DocKey {
             collection: op.collection().to_owned(),
@@ -326,6 +329,8 @@ enum Checked {
         id: String,
         row: String,
     },
+    /// Held and relayed, not materialized (a document change for a log collection).
+    Ignored,
 }
 
 /// Checks every op, then writes them all; parks the transaction if any change lacks its
@@ -386,6 +391,11 @@ async fn check(
             let def = def_of(ctx, collection);
             def.check_key(collection, id)
                 .map_err(|e| TxnError::Invalid(e.to_string()))?;
+            if is_log(ctx, collection) {
+                // As on every node: held and relayed, never decoded nor shown.
+                tracing::warn!(%collection, %id, "document change for a log collection: held, not materialized");
+                return Ok(Some(Checked::Ignored));
+            }
             // Pipelined: both queries go out before either answer is awaited.
             let (stored, dead) = tokio::try_join!(
                 rows::load_state(tx, ctx, collection, id, *incarnation),
@@ -504,6 +514,7 @@ async fn write(
                 value: None,
             }))
         }
+        Checked::Ignored => Ok(None),
         Checked::Append {
             collection,
             id,
@@ -514,10 +525,20 @@ async fn write(
             let def = def_of(ctx, &collection);
             def.check_key(&collection, &id)
                 .map_err(|e| TxnError::Invalid(e.to_string()))?;
-            if let Some(fields) = value.as_object() {
-                def.check_row(&collection, fields)
-                    .map_err(|e| TxnError::Invalid(e.to_string()))?;
+            let Some(fields) = value.as_object() else {
+                let reason = format!("log row {collection}/{id} is not a JSON object");
+                return Err(TxnError::Invalid(reason));
+            };
+            // As on every node: a log row for a document collection is held and relayed, never
+            // shown (nodes do not materialize it either).
+            if def.kind == CollectionKind::Document
+                && ctx.schema.collections.contains_key(&collection)
+            {
+                tracing::warn!(%collection, %id, "log row for a document collection: held, not materialized");
+                return Ok(None);
             }
+            def.check_row(&collection, fields)
+                .map_err(|e| TxnError::Invalid(e.to_string()))?;
             let Some(table) = ctx.tables.get(&collection) else {
                 return Ok(None);
             };
@@ -565,6 +586,14 @@ async fn unpark(
             return Ok(());
         }
     }
+}
+
+/// Whether `collection` is declared as a log collection.
+pub(super) fn is_log(ctx: &Context, collection: &str) -> bool {
+    ctx.schema
+        .collections
+        .get(collection)
+        .is_some_and(|d| d.kind == CollectionKind::Log)
 }
 
 pub(super) fn def_of(ctx: &Context, collection: &str) -> CollectionDef {

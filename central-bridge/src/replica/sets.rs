@@ -83,7 +83,7 @@ pub async fn load(db: &Db<'_, '_>, ctx: &Context, keys: &[&DocKey]) -> Result<Ve
     let dead = format!(
         "SELECT k.n FROM unnest($1::text[], $2::text[], $3::int4[]) WITH ORDINALITY AS k(c, i, v, n) \
          WHERE EXISTS (SELECT 1 FROM {st}.tombstones t \
-                       WHERE t.collection = k.c AND t.id = k.i AND t.incarnation = k.v) \
+                       WHERE t.collection = k.c AND t.id = k.i AND t.incarnation >= k.v) \
             OR EXISTS (SELECT 1 FROM {st}.docs l \
                        WHERE l.collection = k.c AND l.id = k.i AND l.incarnation > k.v)"
     );
