@@ -112,7 +112,7 @@ impl Client {
     async fn insert(&mut self, step: usize) {
         let c = self.id;
         // Every third insert is a batch of three rows (one transaction).
-        let n = if step % 3 == 0 { 3 } else { 1 };
+        let n = if step.is_multiple_of(3) { 3 } else { 1 };
         let rows: Vec<Value> = (0..n)
             .map(|k| json!({"id": format!("i-{c}-{step}-{k}"), "client": c, "seq": step}))
             .collect();
@@ -192,7 +192,7 @@ impl Client {
                 2 => self.upsert(step).await,
                 _ => self.increment().await,
             }
-            if step % 6 == 0 {
+            if step.is_multiple_of(6) {
                 self.raced_insert(step).await;
             }
         }
@@ -287,8 +287,8 @@ async fn concurrent_clients_lose_nothing() {
     );
     let expected_items = CLIENTS
         * (0..STEPS)
-            .filter(|s| s % 4 == 0)
-            .map(|s| if s % 3 == 0 { 3 } else { 1 })
+            .filter(|s| s.is_multiple_of(4))
+            .map(|s| if s.is_multiple_of(3) { 3 } else { 1 })
             .sum::<usize>();
     assert_eq!(acked_count, expected_items, "every insert was acknowledged");
 
