@@ -28,7 +28,7 @@
 //!
 //! Modules, each depending only on those listed after it:
 //! `read`, `write`, `openapi` (handlers) → `embed` (related rows) → `rows` (store reads) →
-//! `filter` (evaluation) → `jsonset` (containment), `keys` (comparable values) → `table`
+//! `pushdown` (which read) → `filter` (evaluation) → `jsonset` (containment), `keys` (comparable values) → `table`
 //! (columns, types, shaping) → `query` (URL) → `select`, `logic` (grammars) → `path` (JSON
 //! paths) → `lex` (lexing); `prefer` (`Prefer`), `response` (`Accept`, bodies) → `csv`;
 //! all → `error`.
@@ -45,6 +45,7 @@ pub mod logic;
 pub mod openapi;
 pub mod path;
 pub mod prefer;
+pub mod pushdown;
 pub mod query;
 pub mod read;
 pub mod response;
