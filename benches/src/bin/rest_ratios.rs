@@ -446,7 +446,7 @@ async fn load(d: &Daemon, store: &Store, args: &Args) -> anyhow::Result<Vec<Stri
             value: v.clone(),
             recreate: false,
         });
-        store.transact(ops.collect())?;
+        store.transact_async(ops.collect()).await?;
     }
     Ok((0..args.rows).map(|n| task_id(1, n)).collect())
 }
@@ -531,7 +531,12 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     for run in 0..args.runs {
         for op in Op::ALL {
             let rest = rest_phase(&daemon, op, args, &ids, run).await?;
-            let base = tokio::task::block_in_place(|| store_phase(&store, op, args, &ids, run))?;
+            // The store's blocking calls must not run on a runtime thread.
+            let base = std::thread::scope(|sc| {
+                sc.spawn(|| store_phase(&store, op, args, &ids, run))
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("the store phase panicked"))
+            })??;
             let f = figure(op, run, &rest, &base, &daemon);
             emit(&f);
             figures.push(f);
