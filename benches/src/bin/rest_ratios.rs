@@ -16,6 +16,7 @@
 //! cargo build --release -p meshlite-node -p meshlite-benches
 //! target/release/rest_ratios                    # 20k rows, 4 clients, 2 runs
 //! target/release/rest_ratios --rows 2000 --requests 500 --runs 1   # smoke run
+//! target/release/rest_ratios --scan --requests 1000   # reads without the pushdown
 //! ```
 
 use std::net::SocketAddr;
@@ -59,6 +60,10 @@ struct Args {
     /// Seed of the rows and of the ids read.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Phrase the read filters as `or=(...)` groups, which the daemon evaluates over every row
+    /// (no pushdown): the cost of the reads without `rest::pushdown`.
+    #[arg(long)]
+    scan: bool,
     /// The `meshlite` binary (default: `meshlite` next to this binary, then
     /// `target/release/meshlite`).
     #[arg(long)]
@@ -271,24 +276,29 @@ impl Phase {
     }
 }
 
-/// The path and body of request `i` of `op` by client `c`.
+/// The method, path and body of the next request of `op` (`scan`: filters as `or=(...)`).
 fn request(
     op: Op,
+    scan: bool,
     ids: &[String],
     rng: &mut StdRng,
     rows: &mut Rows,
     next: &mut u64,
 ) -> (Method, String, Option<Value>) {
+    let filter = |column: &str, value: &str| match scan {
+        true => format!("or=({column}.eq.{value})"),
+        false => format!("{column}=eq.{value}"),
+    };
     match op {
         Op::PointRead => {
             let id = &ids[rng.random_range(0..ids.len())];
-            (Method::GET, format!("/rest/v1/{TASKS}?id=eq.{id}"), None)
+            let path = format!("/rest/v1/{TASKS}?{}", filter("id", id));
+            (Method::GET, path, None)
         }
-        Op::Filtered => (
-            Method::GET,
-            format!("/rest/v1/{TASKS}?status=eq.running&limit=50"),
-            None,
-        ),
+        Op::Filtered => {
+            let path = format!("/rest/v1/{TASKS}?{}&limit=50", filter("status", "running"));
+            (Method::GET, path, None)
+        }
         Op::Insert => {
             *next += 1;
             (
@@ -340,6 +350,7 @@ async fn rest_phase(
         // Inserted rows: origin 10 + run*clients + c, so no two requests insert one id.
         let origin = 10 + (run * args.clients + c) as u32;
         let seed = args.seed + c as u64;
+        let scan = args.scan;
         tasks.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed);
             let mut rows = Rows {
@@ -347,7 +358,7 @@ async fn rest_phase(
             };
             let (mut next, mut lat) = (0u64, Vec::with_capacity(per_client));
             for _ in 0..per_client {
-                let (method, path, body) = request(op, &ids, &mut rng, &mut rows, &mut next);
+                let (method, path, body) = request(op, scan, &ids, &mut rng, &mut rows, &mut next);
                 let start = Instant::now();
                 let (status, bytes) = conn.call(method, &path, body.as_ref()).await?;
                 lat.push(start.elapsed());
