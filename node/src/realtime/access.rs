@@ -11,10 +11,10 @@
 //! join, a `system` error and a closed channel on a refreshed token).
 //!
 //! A table under an owner rule is streamed per row, as Supabase Realtime applies row-level
-//! security to each subscriber: the subscription keeps its [`Scope`], and
-//! [`super::subscription::Subscription::matches`] delivers a change only when the row (the new
-//! one, or a deleted record's last state) belongs to the caller; see that module for deletes
-//! and for updates that move a row out of sight.
+//! security to each subscriber: the subscription keeps its [`Scope`], and delivers a change
+//! only when the row (the new one, or a deleted record's last state) belongs to the caller; the
+//! `subscription` module says what happens to deletes and to updates that move a row out of
+//! sight.
 
 use std::net::IpAddr;
 use std::sync::Arc;
