@@ -3,7 +3,8 @@
 //! subscription with a filter on node A receives INSERT, UPDATE and DELETE of matching rows
 //! written on A and on B, and nothing of the rows the filter excludes; a second socket speaks
 //! the `vsn=1.0.0` serializer; heartbeats are answered; broadcast, presence and unknown tables
-//! are refused. The script `tests/js/realtime.mjs` asserts every event itself.
+//! are refused. The script `tests/js/realtime.mjs` asserts every event itself. A second test
+//! (`tests/js/realtime_owner.mjs`) follows a table under the owner rule as two signed-in users.
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
@@ -35,4 +36,51 @@ async fn supabase_js_realtime_on_a_two_node_mesh() {
     assert_eq!(summary["ok"], true);
     assert_eq!(summary["steps"].as_array().unwrap().len(), 11, "{summary}");
     assert_eq!(summary["received"], 5, "{summary}");
+}
+
+/// A table under the owner rule (the `authenticated` role sees rows whose `user_id` is its `sub`).
+const OWNER_SCHEMA: &str = r#"
+version = 1
+strict = true
+
+[collections.todos]
+[collections.todos.fields]
+title = { type = "text" }
+user_id = { type = "text" }
+[collections.todos.access]
+owner_field = "user_id"
+"#;
+
+const JWT_SECRET: &str = "supabase-realtime-owner-test-secret-forty-chars";
+
+/// supabase-js subscribers signed in as two users each receive only their rows' changes
+/// (`tests/js/realtime_owner.mjs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supabase_js_realtime_under_the_owner_rule() {
+    use meshlite_node::auth::jwt::{sign_claims, sign_key};
+    use meshlite_node::auth::{Role, unix_now};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let schema = tmp.path().join("schema.toml");
+    std::fs::write(&schema, OWNER_SCHEMA).unwrap();
+    let mut cfg = common::NodeConfig::loopback("owner", tmp.path().join("node"), None);
+    cfg.schema = Some(schema);
+    cfg.env.push(("JWT_SECRET".into(), JWT_SECRET.into()));
+    let node = NodeProc::start(cfg).await;
+    let now = unix_now();
+    let user = |sub: &str| {
+        let claims = serde_json::json!({"role": "authenticated", "sub": sub, "exp": now + 3600});
+        sign_claims(JWT_SECRET, &claims).unwrap()
+    };
+    let args = [
+        format!("http://{}", node.http()),
+        sign_key(JWT_SECRET, Role::Anon, now, 3600).unwrap(),
+        sign_key(JWT_SECRET, Role::ServiceRole, now, 3600).unwrap(),
+        user("u1"),
+        user("u2"),
+    ];
+    let logs = || format!("--- node log ---\n{}", node.log_tail(40));
+    let summary = js_clients::run_script("realtime_owner.mjs", &args, SCRIPT_GUARD, logs).await;
+    assert_eq!(summary["ok"], true);
+    assert_eq!(summary["steps"].as_array().unwrap().len(), 4, "{summary}");
 }

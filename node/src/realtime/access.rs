@@ -6,13 +6,15 @@
 //! ([`crate::auth::Auth::authenticate`]: keyless loopback requests are `service_role` unless
 //! configured otherwise, keys and JWTs are verified with `JWT_SECRET`), and each subscription's
 //! table must be readable by the caller's role per the schema's `access` table
-//! ([`may_read`]). The callers turn a [`Denied`] into the answers Supabase Realtime gives (HTTP
-//! 403 at connect, an error reply on join, a `system` error and a closed channel on a refreshed
-//! token).
+//! ([`may_read`], which answers with the [`Scope`] of rows the caller sees). The callers turn a
+//! [`Denied`] into the answers Supabase Realtime gives (HTTP 403 at connect, an error reply on
+//! join, a `system` error and a closed channel on a refreshed token).
 //!
-//! Rows filtered by an owner rule are not streamed yet: a caller whose role sees only its own
-//! rows of a table is refused a subscription to it (with the reason), instead of being sent
-//! other users' rows.
+//! A table under an owner rule is streamed per row, as Supabase Realtime applies row-level
+//! security to each subscriber: the subscription keeps its [`Scope`], and delivers a change
+//! only when the row (the new one, or a deleted record's last state) belongs to the caller; the
+//! `subscription` module says what happens to deletes and to updates that move a row out of
+//! sight.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -55,23 +57,19 @@ impl Gate {
     }
 }
 
-/// Whether `caller` may follow the changes of `table` (`None`: every table).
-pub fn may_read(caller: &Caller, schema: &Schema, table: Option<&str>) -> Result<(), Denied> {
+/// Whether `caller` may follow the changes of `table` (`None`: every table), and which of its
+/// rows.
+pub fn may_read(caller: &Caller, schema: &Schema, table: Option<&str>) -> Result<Scope, Denied> {
     let Some(table) = table else {
         return match caller.role {
-            Role::ServiceRole => Ok(()),
+            Role::ServiceRole => Ok(Scope::All),
             _ => Err(Denied(
                 "subscribing to every table needs the service_role; name a table".into(),
             )),
         };
     };
     let def = schema.collection_or_default(table);
-    match caller.authorize(table, &def, Action::Read) {
-        Ok(Scope::All) => Ok(()),
-        Ok(Scope::Owned { .. }) => Err(Denied(format!(
-            "table {table} shows this role only its own rows (owner rule); Realtime does not \
-             stream row-filtered tables yet: subscribe with the service_role key"
-        ))),
-        Err(d) => Err(Denied(d.to_string())),
-    }
+    caller
+        .authorize(table, &def, Action::Read)
+        .map_err(|d| Denied(d.to_string()))
 }

@@ -8,7 +8,9 @@
 //!   `REPLICA IDENTITY`: the store's change events carry the new row, not the previous one);
 //!   for DELETE, the record's last state, as under `REPLICA IDENTITY FULL`, so that a filter
 //!   such as `status=eq.running` also selects the deletes of matching rows (the key alone when
-//!   the last state could not be read).
+//!   the last state could not be read). Subscribers under an owner rule get the key only in a
+//!   DELETE's `old_record` ([`Rendered::key_only`]), as Supabase Realtime sends deletes under
+//!   row-level security.
 //! - `columns`: `{name, type}` with Postgres type names from the declared types (`int8`,
 //!   `float8`, `bool`, `timestamptz`, `uuid`, `text`, `jsonb`); undeclared columns are typed by
 //!   their JSON value. realtime-js converts values by these names, and every name chosen here
@@ -37,6 +39,9 @@ pub struct Rendered {
     pub row: Value,
     /// The message's `data`.
     pub data: Value,
+    /// For a DELETE, the `data` with the primary key only in `old_record` (and `columns`), for
+    /// owner-scoped subscribers.
+    pub key_only: Option<Value>,
 }
 
 /// The event kind of a store change.
@@ -124,10 +129,23 @@ pub fn render(schema: &Schema, change: &RecordChange, last: Option<Value>, at: &
         _ => (change.value.as_ref().map(shaped), Value::Null),
     };
     let row = record.clone().unwrap_or_else(|| old.clone());
-    let cols = columns(&table, row.as_object().unwrap_or(&Map::new()));
+    let key_only = (kind == EventKind::Delete).then(|| data(&table, kind, None, key_only(), at));
+    Rendered {
+        kind,
+        table: change.collection.clone(),
+        data: data(&table, kind, record, old, at),
+        row,
+        key_only,
+    }
+}
+
+/// The message's `data` of a `kind` change with `record` (INSERT, UPDATE) and `old`.
+fn data(table: &Table, kind: EventKind, record: Option<Value>, old: Value, at: &str) -> Value {
+    let shown = record.as_ref().unwrap_or(&old);
+    let cols = columns(table, shown.as_object().unwrap_or(&Map::new()));
     let mut data = Map::new();
     data.insert("schema".into(), SCHEMA.into());
-    data.insert("table".into(), change.collection.clone().into());
+    data.insert("table".into(), table.name.clone().into());
     data.insert("commit_timestamp".into(), at.into());
     data.insert("type".into(), kind.name().into());
     data.insert("columns".into(), cols);
@@ -138,12 +156,7 @@ pub fn render(schema: &Schema, change: &RecordChange, last: Option<Value>, at: &
         data.insert("old_record".into(), old);
     }
     data.insert("errors".into(), Value::Null);
-    Rendered {
-        kind,
-        table: change.collection.clone(),
-        row,
-        data: Value::Object(data),
-    }
+    Value::Object(data)
 }
 
 #[cfg(test)]
@@ -211,6 +224,13 @@ done = { type = "boolean" }
         );
         assert!(del.data.get("record").is_none());
         assert_eq!(del.row["title"], "b");
+        let hidden = del.key_only.unwrap();
+        assert_eq!(hidden["old_record"], json!({"id":7}));
+        assert_eq!(
+            hidden["columns"],
+            json!([{"name":"id","type":"int8"},{"name":"done","type":"bool"},{"name":"title","type":"text"}])
+        );
+        assert!(ins.key_only.is_none());
         let gone = render(&s, &change(ChangeKind::Delete, None), None, "t");
         assert_eq!(gone.data["old_record"], json!({"id":7}));
     }

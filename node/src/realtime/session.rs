@@ -90,15 +90,21 @@ impl Channel {
     /// The `postgres_changes` push of `change` when an entry matches it.
     fn delivery(&self, change: &Rendered) -> Option<Frame> {
         let mut ids: Vec<u32> = Vec::new();
+        let mut scoped = false;
         for s in &self.subs {
             if s.matches(change.kind, &change.table, &change.row) && !ids.contains(&s.id) {
                 ids.push(s.id);
+                scoped |= s.owner_scoped();
             }
         }
         if ids.is_empty() {
             return None;
         }
-        let payload = json!({ "ids": ids, "data": change.data });
+        let data = match (&change.key_only, scoped) {
+            (Some(key_only), true) => key_only,
+            _ => &change.data,
+        };
+        let payload = json!({ "ids": ids, "data": data });
         Some(Frame::push(
             &self.topic,
             &self.join_ref,
@@ -260,12 +266,12 @@ impl Session {
             Some(Value::Array(a)) if a.len() <= MAX_SUBSCRIPTIONS => a,
             Some(_) => return Err(JoinError::Entries),
         };
-        let subs = entries
+        let mut subs = entries
             .iter()
             .map(|e| Subscription::parse(&self.schema, e))
             .collect::<Result<Vec<Subscription>, _>>()?;
-        for sub in &subs {
-            may_read(&caller, &self.schema, sub.table.as_deref())?;
+        for sub in &mut subs {
+            sub.scope = may_read(&caller, &self.schema, sub.table.as_deref())?;
         }
         Ok(Channel {
             topic: f.topic.clone(),
@@ -274,14 +280,27 @@ impl Session {
         })
     }
 
-    /// Whether `caller` may still follow every table of the channel `topic`.
-    fn check_channel(&self, caller: &crate::auth::Caller, topic: &str) -> Result<(), Denied> {
+    /// Whether `caller` may still follow every table of the channel `topic`; the channel's
+    /// scopes become the caller's (a refreshed token may name another `sub`). True when they
+    /// changed.
+    fn rescope(&mut self, caller: &crate::auth::Caller, topic: &str) -> Result<bool, Denied> {
         let Some(ch) = self.channels.get(topic) else {
-            return Ok(());
+            return Ok(false);
         };
-        ch.subs
+        let scopes = ch
+            .subs
             .iter()
-            .try_for_each(|sub| may_read(caller, &self.schema, sub.table.as_deref()))
+            .map(|sub| may_read(caller, &self.schema, sub.table.as_deref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(ch) = self.channels.get_mut(topic) else {
+            return Ok(false);
+        };
+        let mut changed = false;
+        for (sub, scope) in ch.subs.iter_mut().zip(scopes) {
+            changed |= sub.scope != scope;
+            sub.scope = scope;
+        }
+        Ok(changed)
     }
 
     fn leave(&mut self, f: Frame) -> Outcome {
@@ -297,9 +316,12 @@ impl Session {
         let still = self
             .gate
             .caller(self.apikey.as_deref(), token)
-            .and_then(|caller| self.check_channel(&caller, &f.topic));
+            .and_then(|caller| self.rescope(&caller, &f.topic));
         match still {
-            Ok(()) => Outcome::default(),
+            Ok(changed) => Outcome {
+                frames: Vec::new(),
+                routes_changed: changed,
+            },
             Err(Denied(why)) => {
                 let Some(ch) = self.channels.remove(&f.topic) else {
                     return Outcome::default();

@@ -9,12 +9,26 @@
 //!   column's declared type exactly as `/rest/v1` compares (the same parser and evaluator). A
 //!   filter needs a table.
 //!
+//! - Row visibility ([`Scope`], from [`super::access::may_read`]): under an owner rule an
+//!   `authenticated` subscriber receives only changes to its own rows, as Supabase Realtime
+//!   checks each change against the subscriber's row-level security:
+//!   - INSERT and UPDATE when the new row's owner field equals the token's `sub`. An UPDATE that
+//!     gives a row to someone else (only the service role or a peer can) reaches the new owner
+//!     and not the old one — Supabase checks the new row only, and so does this node (the
+//!     store's events carry no previous row).
+//!   - DELETE: Supabase cannot check a deleted row, so it sends every delete to every
+//!     subscriber, with the primary key only. This node reads the deleted record's last state
+//!     and sends the delete only to its owner (never leaking other users' keys), still with
+//!     the primary key only in `old_record` (Supabase's shape under RLS); a delete whose last
+//!     state cannot be read is not sent to owner-scoped subscribers.
+//!
 //! Each entry gets an id, a hash of its parameters (as Realtime's `phash2`): identical entries
 //! share it, and a change is sent once per channel with the ids of every entry it matches.
 
 use meshlite_core::schema::Schema;
 use serde_json::{Map, Value};
 
+use crate::auth::Scope;
 use crate::rest::error::RestError;
 use crate::rest::filter::Plan;
 use crate::rest::query::parse;
@@ -102,6 +116,8 @@ pub struct Subscription {
     pub table: Option<String>,
     /// The filter bound to the table.
     filter: Option<Plan>,
+    /// The rows of the table the subscriber sees (set by the session from the caller).
+    pub scope: Scope,
     /// The parameters as the client sent them, with `id` (the join reply echoes them: the
     /// client matches them against its own bindings).
     pub echo: Value,
@@ -182,16 +198,32 @@ impl Subscription {
             event,
             table: table.map(|t| t.name),
             filter,
+            scope: Scope::All,
             echo: Value::Object(params),
         })
     }
 
     /// True when the entry wants a `kind` change to `table` whose row (the new one, or the
-    /// last one of a deleted record) is `row`.
+    /// last one of a deleted record) is `row`, and the subscriber may see that row.
     pub fn matches(&self, kind: EventKind, table: &str, row: &Value) -> bool {
         self.event.wants(kind)
             && self.table.as_deref().is_none_or(|t| t == table)
+            && self.visible(row)
             && self.filter.as_ref().is_none_or(|p| p.matches(row))
+    }
+
+    /// True when the subscriber's scope admits `row`.
+    fn visible(&self, row: &Value) -> bool {
+        match (&self.scope, row.as_object()) {
+            (Scope::All, _) => true,
+            (scope, Some(o)) => scope.admits(o),
+            (Scope::Owned { .. }, None) => false,
+        }
+    }
+
+    /// True when the subscriber sees only some rows (deletes then carry the key only).
+    pub fn owner_scoped(&self) -> bool {
+        matches!(self.scope, Scope::Owned { .. })
     }
 
     /// True when the entry reads rows of `table` through a filter (a delete then needs the
@@ -272,6 +304,25 @@ n = { type = "integer" }
         for c in cases {
             assert!(sub(c.clone()).is_err(), "{c}");
         }
+    }
+
+    #[test]
+    fn an_owner_scope_admits_only_the_owners_rows() {
+        let mut s = sub(json!({"event":"*","schema":"public","table":"tasks"})).unwrap();
+        s.scope = Scope::Owned {
+            field: "status".into(),
+            owner: Some("u1".into()),
+        };
+        assert!(s.matches(EventKind::Insert, "tasks", &json!({"id":"a","status":"u1"})));
+        assert!(!s.matches(EventKind::Update, "tasks", &json!({"id":"a","status":"u2"})));
+        assert!(!s.matches(EventKind::Delete, "tasks", &json!({"id":"a"})));
+        assert!(!s.matches(EventKind::Delete, "tasks", &Value::Null));
+        assert!(s.owner_scoped());
+        s.scope = Scope::Owned {
+            field: "status".into(),
+            owner: None,
+        };
+        assert!(!s.matches(EventKind::Insert, "tasks", &json!({"id":"a","status":"u1"})));
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! Evaluating a [`UrlQuery`] over JSON rows: filters (and `or`/`and` trees), order and
 //! paging, in Rust.
 //!
-//! Cost: a request reads all live rows of the collection and filters them here (O(rows) per
-//! request, plus a sort), except `key=eq.v`, which reads that one record ([`Plan::pinned_id`]).
-//! Pushing indexed equality filters and `order` down to the store's SQL is left for later; the
-//! semantics below are what such a pushdown must preserve.
+//! Cost: the plan runs over the candidate rows `pushdown` reads — one record for `key=eq.v`,
+//! the rows top-level equalities on `text`/`integer` columns select through the store (its
+//! index for `indexed` columns), else every live row — O(candidates) per request, plus a sort.
+//! Pushing `order`, limits and other operators down to the store's SQL is left for later; the
+//! semantics below are what any pushdown must preserve.
 //!
 //! Values compare as `keys` describes (declared types, else JSON types). A JSON path with a
 //! final `->>` is text; with `->` it is JSON (compared by the value's own type). A path into a
@@ -193,6 +194,19 @@ impl BoundCond {
     }
 }
 
+/// A top-level `column=eq.value` filter of a [`Plan`].
+#[derive(Clone, Copy, Debug)]
+pub struct Equality<'a> {
+    /// The column.
+    pub column: &'a str,
+    /// Its declared type.
+    pub ty: Option<FieldType>,
+    /// The operand typed for the column (`None` for untyped columns).
+    pub operand: Option<&'a Key>,
+    /// The operand as the URL gave it.
+    pub raw: &'a str,
+}
+
 /// A [`UrlQuery`] bound to a table: column names checked, operands typed.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -225,27 +239,24 @@ impl Plan {
         Ok(Self { filters, order })
     }
 
-    /// The one record id a plain top-level `key=eq.v` filter pins (integer and text keys), so
-    /// that a read can fetch that record instead of scanning; [`Plan::apply`] still runs over it.
-    /// UUID keys compare case-insensitively, so they are not pinned to one spelling.
-    pub fn pinned_id(&self, table: &Table) -> Option<String> {
-        self.filters.iter().find_map(|c| {
-            let BoundCond::Leaf(b) = c else { return None };
-            if b.filter.negate
-                || !b.filter.column.is_plain()
-                || b.filter.column.column != table.key()
-            {
-                return None;
-            }
-            match (&b.filter.op, b.ty) {
-                (Op::Cmp(CmpOp::Eq, _), Some(FieldType::Integer)) => match b.operands.first() {
-                    Some(Key::Int(i)) => Some(i.to_string()),
-                    _ => None,
-                },
-                (Op::Cmp(CmpOp::Eq, raw), None | Some(FieldType::Text)) => Some(raw.clone()),
-                _ => None,
-            }
-        })
+    /// The plain `column=eq.value` filters at the top level (every row the plan keeps satisfies
+    /// each of them): what `pushdown` may hand to the store.
+    pub fn top_equalities(&self) -> Vec<Equality<'_>> {
+        self.filters
+            .iter()
+            .filter_map(|c| {
+                let BoundCond::Leaf(b) = c else { return None };
+                let Op::Cmp(CmpOp::Eq, raw) = &b.filter.op else {
+                    return None;
+                };
+                (!b.filter.negate && b.filter.column.is_plain()).then(|| Equality {
+                    column: &b.filter.column.column,
+                    ty: b.ty,
+                    operand: b.operands.first(),
+                    raw,
+                })
+            })
+            .collect()
     }
 
     /// True when every filter holds for `row`.

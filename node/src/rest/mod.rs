@@ -29,9 +29,9 @@
 //!
 //! Modules, each depending only on those listed after it:
 //! `read`, `insert`, `openapi` (handlers) → `rpc` (functions) → `write` (what writes share;
-//! PATCH, DELETE) → `embed` (related rows) → `rows` (store reads) → `filter` (evaluation) →
-//! `jsonset` (containment), `keys` (comparable values) → `table` (columns, types, shaping)
-//! → `query` (URL) → `select`, `logic` (grammars) → `path` (JSON
+//! PATCH, DELETE) → `embed` (related rows) → `rows` (store reads) → `pushdown` (which read) →
+//! `filter` (evaluation) → `jsonset` (containment), `keys` (comparable values) → `table`
+//! (columns, types, shaping) → `query` (URL) → `select`, `logic` (grammars) → `path` (JSON
 //! paths) → `lex` (lexing); `prefer` (`Prefer`), `response` (`Accept`, bodies) → `csv`;
 //! all → `error`. `fuzz` (feature `testkit`): the body of the fuzz target `rest_query`.
 
@@ -52,6 +52,7 @@ pub mod logic;
 pub mod openapi;
 pub mod path;
 pub mod prefer;
+pub mod pushdown;
 pub mod query;
 pub mod read;
 pub mod response;
