@@ -36,8 +36,11 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+# Built for the host's triple explicitly, so the binaries share their build with
+# deploy/cross-build.sh --with-host and benches/insn-count.sh.
+host=$(rustc -vV | sed -n 's/^host: //p')
 target_dir=${CARGO_TARGET_DIR:-target}
-bin="$target_dir/release"
+bin="$target_dir/$host/release"
 name="$(hostname)-$(uname -m)-$mode"
 raw="$out/raw-$name"
 rm -rf "$raw"
@@ -58,7 +61,7 @@ fi
 step() { echo "arm-report: $*" >&2; }
 
 step "building (release)"
-cargo build --locked --release -p meshlite-node -p meshlite-benches --bin meshlite \
+cargo build --locked --release --target "$host" -p meshlite-node -p meshlite-benches --bin meshlite \
   --bin store_ratios --bin sync_cost --bin rss --bin opcount --bin footprint
 
 step "store_ratios ${store_ratios[*]}"
@@ -80,7 +83,7 @@ else
   step "no usable perf here (Debian: linux-perf; kernel.perf_event_paranoid <= 2): no instruction counts"
 fi
 step "criterion ${criterion[*]}"
-CRITERION_HOME="$raw/criterion" cargo bench --locked -p meshlite-benches \
+CRITERION_HOME="$raw/criterion" cargo bench --locked --target "$host" -p meshlite-benches \
   --bench store_writes --bench remote_apply -- "${criterion[@]}" > "$raw/criterion.log" 2>&1 \
   || { tail -20 "$raw/criterion.log" >&2; exit 1; }
 

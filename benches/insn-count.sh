@@ -63,14 +63,9 @@ if [ "$counter" = qemu ]; then
 fi
 
 binary_for() {
-  local a=$1 triple="$1-unknown-linux-gnu"
-  if [ "$counter" = perf ] && [ "$a" = "$native" ]; then
-    cargo build --locked --release -p meshlite-benches --bin opcount >&2
-    echo "$target_dir/release/opcount"
-  else
-    cargo build --locked --release --target "$triple" -p meshlite-benches --bin opcount >&2
-    echo "$target_dir/$triple/release/opcount"
-  fi
+  local triple="$1-unknown-linux-gnu"
+  cargo build --locked --release --target "$triple" -p meshlite-benches --bin opcount >&2
+  echo "$target_dir/$triple/release/opcount"
 }
 
 # count ARCH BINARY ARGS...: prints the instructions the run executed.
