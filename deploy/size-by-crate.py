@@ -8,8 +8,8 @@ profile strips debug info only; cross-build.sh's stripped copies have none) and 
 text (code) and read-only data symbols by the first path segment of each demangled name, the way
 cargo-bloat attributes functions. Generic functions count towards the crate that defines them
 (`core::ptr::drop_in_place<automerge::Automerge>` is `core`), so std/core/alloc include the
-instantiations other crates asked for. C symbols are grouped by prefix (`sqlite3` → SQLite,
-`ring_core_` → ring's C/asm, the rest "C / other"). For a cross-built binary the script uses the
+instantiations other crates asked for; `<T as Trait>::f` counts towards the trait's crate. Names
+without a Rust path are grouped by prefix (see C_PREFIXES). For a cross-built binary the script uses the
 target's nm (aarch64-linux-gnu-nm) when the host's cannot read it.
 """
 
@@ -21,7 +21,14 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-C_PREFIXES = (("sqlite3", "SQLite (C)"), ("ring_core_", "ring (C/asm)"), ("OPENSSL_", "ring (C/asm)"))
+# Names without a Rust path: LLVM's unnamed constants, ring's C/asm (prefixed, plus a few tables),
+# and the rest, which is almost all SQLite (its static functions carry no `sqlite3` prefix).
+C_PREFIXES = (
+    ("anon.", "unnamed Rust constants"),
+    ("ring_core_", "ring (C/asm)"),
+    ("ecp_nistz256", "ring (C/asm)"),
+    ("OPENSSL_", "ring (C/asm)"),
+)
 
 
 def nm_lines(binary):
@@ -44,13 +51,16 @@ def crate_of(name):
     name = name.strip()
     while name.startswith(("<", "_<", "&", "*const ", "*mut ", "dyn ")):
         name = re.sub(r"^(_?<|&|\*const |\*mut |dyn )", "", name)
+    generic = re.match(r"^[A-Z]\w* as ", name)
+    if generic:
+        name = name[generic.end():]
     if "::" in name:
         head = re.split(r"::|<| as ", name, maxsplit=1)[0]
         return head or "?"
     for prefix, group in C_PREFIXES:
         if name.startswith(prefix):
             return group
-    return "C / other"
+    return "SQLite and other C"
 
 
 def main():
