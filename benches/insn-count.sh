@@ -7,6 +7,7 @@
 #   benches/insn-count.sh                         # both architectures under QEMU (emulated)
 #   benches/insn-count.sh --arch aarch64 --n 1000 --ops "insert read"
 #   benches/insn-count.sh --counter perf          # real hardware counters of this machine (a Pi)
+#   benches/insn-count.sh --no-build              # use the opcount binaries already built
 #
 # Counters:
 #   qemu  (default) qemu-user with benches/qemu/insn_count.c, a TCG plugin counting executed guest
@@ -25,13 +26,15 @@ n=2000
 ops="insert update read remote-apply"
 arch=both
 counter=qemu
+build=true
 while [ $# -gt 0 ]; do
   case "$1" in
     --n) n=$2; shift 2 ;;
     --ops) ops=$2; shift 2 ;;
     --arch) arch=$2; shift 2 ;;
     --counter) counter=$2; shift 2 ;;
-    *) echo "usage: $0 [--n N] [--ops \"insert update read remote-apply\"] [--arch x86_64|aarch64|both] [--counter qemu|perf]" >&2; exit 2 ;;
+    --no-build) build=false; shift ;;
+    *) echo "usage: $0 [--n N] [--ops \"insert update read remote-apply\"] [--arch x86_64|aarch64|both] [--counter qemu|perf] [--no-build]" >&2; exit 2 ;;
   esac
 done
 native=$(uname -m)
@@ -59,12 +62,14 @@ if [ "$counter" = qemu ]; then
   command -v cc >/dev/null 2>&1 || { echo "insn-count.sh: needs a C compiler (Debian: gcc)" >&2; exit 1; }
   plugin="$target_dir/insn-count/insn_count.so"
   cc -shared -fPIC -O2 -Wall -o "$plugin" benches/qemu/insn_count.c
-  qemu_version=$(qemu-aarch64 --version | head -1)
+  qemu_version=$(qemu-aarch64 --version | head -1 | sed 's/^qemu-aarch64 version/qemu-user/')
 fi
 
 binary_for() {
   local triple="$1-unknown-linux-gnu"
-  cargo build --locked --release --target "$triple" -p meshlite-benches --bin opcount >&2
+  if $build; then
+    cargo build --locked --release --target "$triple" -p meshlite-benches --bin opcount >&2
+  fi
   echo "$target_dir/$triple/release/opcount"
 }
 
