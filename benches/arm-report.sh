@@ -6,6 +6,8 @@
 #   benches/arm-report.sh                     # full sizes (≈ 15 min on x86 here; longer on a Pi)
 #   benches/arm-report.sh --quick             # small sizes, criterion --quick (a few minutes)
 #   benches/arm-report.sh --out DIR           # where reports go (default: bench-reports/)
+#   benches/arm-report.sh --no-build          # binaries already in <target dir>/<host triple>/release
+#                                             # (e.g. copied from deploy/cross-build.sh); no criterion
 #   benches/arm-report.sh compare A.json B.json [--all]
 #
 # What runs (release builds, on this machine's own CPU; nothing emulated):
@@ -28,11 +30,13 @@ fi
 
 mode=full
 out=bench-reports
+build=true
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) mode=quick; shift ;;
     --out) out=$2; shift 2 ;;
-    *) echo "usage: $0 [--quick] [--out DIR] | compare A.json B.json [--all]" >&2; exit 2 ;;
+    --no-build) build=false; shift ;;
+    *) echo "usage: $0 [--quick] [--out DIR] [--no-build] | compare A.json B.json [--all]" >&2; exit 2 ;;
   esac
 done
 
@@ -60,9 +64,11 @@ fi
 
 step() { echo "arm-report: $*" >&2; }
 
-step "building (release)"
-cargo build --locked --release --target "$host" -p meshlite-node -p meshlite-benches --bin meshlite \
-  --bin store_ratios --bin sync_cost --bin rss --bin opcount --bin footprint
+if $build; then
+  step "building (release)"
+  cargo build --locked --release --target "$host" -p meshlite-node -p meshlite-benches --bin meshlite \
+    --bin store_ratios --bin sync_cost --bin rss --bin opcount --bin footprint
+fi
 
 step "store_ratios ${store_ratios[*]}"
 "$bin/store_ratios" "${store_ratios[@]}" > "$raw/store_ratios.jsonl"
@@ -76,15 +82,22 @@ for op in insert update read remote-apply; do
   step "opcount --op $op --n $ops_n"
   "$bin/opcount" --op "$op" --n "$ops_n" >> "$raw/opcount.jsonl"
 done
-if command -v perf >/dev/null 2>&1 && perf stat -e instructions:u true >/dev/null 2>&1; then
+# perf exits 0 even when the counter is "<not supported>" (as in most VMs): look for a number.
+if command -v perf >/dev/null 2>&1 && perf stat -x, -e instructions:u true 2>&1 | grep -q '^[0-9]'; then
   step "instructions per operation (perf)"
-  benches/insn-count.sh --counter perf --n "$ops_n" > "$raw/insn.jsonl"
+  no_build=()
+  $build || no_build=(--no-build)
+  benches/insn-count.sh --counter perf --n "$ops_n" "${no_build[@]}" > "$raw/insn.jsonl"
 else
-  step "no usable perf here (Debian: linux-perf; kernel.perf_event_paranoid <= 2): no instruction counts"
+  step "no instruction counter here (perf missing, or instructions:u not supported / not allowed): no instruction counts"
 fi
-step "criterion ${criterion[*]}"
-CRITERION_HOME="$raw/criterion" cargo bench --locked --target "$host" -p meshlite-benches \
-  --bench store_writes --bench remote_apply -- "${criterion[@]}" > "$raw/criterion.log" 2>&1 \
-  || { tail -20 "$raw/criterion.log" >&2; exit 1; }
+if $build; then
+  step "criterion ${criterion[*]}"
+  CRITERION_HOME="$raw/criterion" cargo bench --locked --target "$host" -p meshlite-benches \
+    --bench store_writes --bench remote_apply -- "${criterion[@]}" > "$raw/criterion.log" 2>&1 \
+    || { tail -20 "$raw/criterion.log" >&2; exit 1; }
+else
+  step "--no-build: criterion benches not run (they are built by cargo bench)"
+fi
 
 python3 benches/report.py collect --raw "$raw" --mode "$mode" --out "$out/$name.json"

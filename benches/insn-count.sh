@@ -80,7 +80,7 @@ count() {
   rm -f "$log"
   if [ "$counter" = perf ]; then
     perf stat -x, -e instructions:u -o "$log" "$bin" "$@" >/dev/null
-    awk -F, '/instructions/ { print $1; exit }' "$log"
+    awk -F, '/instructions/ && $1 ~ /^[0-9]+$/ { print $1; exit }' "$log"
   else
     local qemu=(qemu-x86_64)
     [ "$a" = aarch64 ] && qemu=(qemu-aarch64 -L "$CROSS_SYSROOT")

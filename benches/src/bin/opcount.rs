@@ -10,7 +10,8 @@
 //!
 //! - `insert`: new `tasks` documents, `--batch` per transaction;
 //! - `update`: updates (a later `status`, `updated_at`) of random preloaded tasks, `--batch` per
-//!   transaction (documents mostly not cached once `--preload` exceeds the document cache);
+//!   transaction (with the default 2000 preloaded and a document cache of 1024, a mix of cached
+//!   documents and documents loaded from their stored state);
 //! - `read`: `Store::get` of random preloaded tasks;
 //! - `remote-apply`: transactions of 10 task upserts written on another replica (a quarter
 //!   update an earlier task of theirs), applied 100 transactions per `apply_remote` call.
