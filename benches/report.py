@@ -40,7 +40,7 @@ HEADLINE = [
     r"^sync_cost/sync:[a-z_0-9]+/ratio_vs_changes$",
     r"^rss/peak_rss_100k_docs_10k_reads/store_peak_mib$",
     r"^footprint/node_start_[a-z]+/(ready_ms_median|idle_rss_mib_median)$",
-    r"^opcount/op:[a-z_]+/native_us_per_op$",
+    r"^opcount/op:[a-z_]+/native_(cpu_)?us_per_op$",
     r"^insn/op:[a-z_]+/insns_per_op$",
     r"^criterion/.+/median_ns$",
 ]
@@ -109,6 +109,12 @@ def read_lines(path):
     return lines
 
 
+def per_op_micros(line):
+    """opcount's phase times as microseconds per operation (wall and CPU)."""
+    fields = (("native_ops_seconds", "native_us_per_op"), ("native_ops_cpu_seconds", "native_cpu_us_per_op"))
+    return {out: line[src] * 1e6 / line["n"] for src, out in fields if src in line}
+
+
 def bench_metrics(raw):
     """Metrics from every DIR/<bench>.jsonl."""
     metrics, results = {}, {}
@@ -117,8 +123,8 @@ def bench_metrics(raw):
         lines = read_lines(path)
         results[bench] = lines
         for line in lines:
-            if bench == "opcount" and line.get("n") and "native_ops_seconds" in line:
-                line = dict(line, native_us_per_op=line["native_ops_seconds"] * 1e6 / line["n"])
+            if bench == "opcount" and line.get("n"):
+                line = dict(line, **per_op_micros(line))
             name = f"op:{line['op']}" if bench == "insn" and "op" in line else result_name(line)
             if name is None or "run" in line:
                 continue
