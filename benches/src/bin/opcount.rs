@@ -111,7 +111,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), BenchError> {
-    if args.op == OpKind::RemoteApply && args.n % REMOTE_OPS_PER_TXN != 0 {
+    if args.op == OpKind::RemoteApply && !args.n.is_multiple_of(REMOTE_OPS_PER_TXN) {
         return Err(BenchError::Check(format!(
             "--n must be a multiple of {REMOTE_OPS_PER_TXN} for remote-apply"
         )));
