@@ -216,7 +216,12 @@ pub fn round3(x: f64) -> f64 {
 
 /// A `kB` field of `/proc/self/status` (`VmHWM` = peak resident set, `VmRSS` = current).
 pub fn proc_status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    proc_status_kib_of("self", field)
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`pid` may be `self`).
+pub fn proc_status_kib_of(pid: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status
         .lines()
         .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
