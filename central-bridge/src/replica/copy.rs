@@ -1,4 +1,4 @@
-//! `COPY` for the set-based batches ([`super::batch`]): the statement shape Postgres loads rows
+//! `COPY` for the set-based batches (`replica::batch`): the statement shape Postgres loads rows
 //! with at the least cost (benches/README.md, "statement shapes": `jsonb_populate_recordset`
 //! costs about twice as much per row).
 //!
