@@ -85,6 +85,8 @@ use serde_json::Value;
 mod access;
 mod field;
 mod field_type;
+#[cfg(any(test, feature = "testkit"))]
+pub mod fuzz;
 
 pub use access::{Access, Grant};
 pub use field::FieldDef;
@@ -853,5 +855,39 @@ parent = { references = "posts" }
             ..old.clone()
         };
         assert!(old.check_upgrade(&older).is_err());
+    }
+
+    /// The `schema_parse` fuzz body on seeds of every construct and on random mutations.
+    #[test]
+    fn schema_fuzz_body_on_seeds_and_mutations() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let seeds = [
+            BASE,
+            "version = 2\nstrict = true\n[collections.k]\nkey_type = \"integer\"\nprimary_key = \"n\"\n[collections.k.fields]\nx = { type = \"float\", default = 1.5 }\n",
+            "version = 1\n[collections.t.fields]\nd = { type = \"json\", default = { a = [1, \"x\", { b = true }] } }\nat = { merge = \"max\", type = \"timestamp\", default = \"2024-01-01T00:00:00Z\" }\n",
+            "version = 1\n[collections.t.fields]\nf = { type = \"float\", default = nan }\ng = { default = inf }\n",
+            "version = 1\n[collections.t.access]\nanon = \"read\"\nauthenticated = \"read-write\"\nowner_field = \"o\"\n[collections.t.fields]\no = { type = \"uuid\" }\nr = { references = \"u\" }\n[collections.u]\n",
+        ];
+        for seed in seeds {
+            fuzz::schema_parse(seed.as_bytes());
+        }
+        let alphabet = b"[]{}=\",.\n 0123456789abcdefghiklmnoprstuvxyz_-";
+        let mut rng = StdRng::seed_from_u64(0x5C4E);
+        for _ in 0..3000 {
+            let mut bytes = seeds[rng.random_range(0..seeds.len())].as_bytes().to_vec();
+            for _ in 0..rng.random_range(1..5) {
+                let at = rng.random_range(0..bytes.len());
+                let b = alphabet[rng.random_range(0..alphabet.len())];
+                match rng.random_range(0..3) {
+                    0 => bytes.insert(at, b),
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes[at] = b,
+                }
+            }
+            fuzz::schema_parse(&bytes);
+        }
     }
 }
