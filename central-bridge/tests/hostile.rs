@@ -9,50 +9,24 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::sync::Arc;
 
 use arbitrary::Unstructured;
-use meshlite_bridge::config::Config;
 use meshlite_bridge::pg::PgConn;
-use meshlite_bridge::replica::{Context, PgReplica, storable};
-use meshlite_bridge::{service, state};
+use meshlite_bridge::replica::{PgReplica, storable};
 use meshlite_core::hostile::{self, Attack};
 use meshlite_core::store::{OpenOptions, Query, Store};
 use meshlite_core::{Schema, Summary, Txn};
 use meshlite_fixtures::postgres::PgServer;
 use meshlite_mesh::replica::{Applied, Replica};
 use rand::rngs::StdRng;
+
+mod support;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 /// A bridge on a fresh database with the hostile schema's tables.
 async fn bridge(name: &str, schema: &std::path::Path) -> (PgReplica, PgConn) {
-    let mut config = Config::default();
-    config.postgres.url = Some(PgServer::shared().database(name));
-    config.bridge.schema = Some(schema.to_path_buf());
-    config.bridge.name = format!("hostile-{name}");
-    let tables = service::load_tables(&config).expect("tables");
-    let target = config.pg_target().expect("target");
-    let mut conn = target.connect().await.expect("connect");
-    service::prepare(&mut conn, &config, &tables)
-        .await
-        .expect("prepare");
-    let schemas = config.schemas().expect("schemas");
-    let replica = state::bridge_replica_id(conn.client(), &schemas, &config.bridge.name)
-        .await
-        .expect("replica id");
-    let ctx = Context {
-        replica,
-        name: config.bridge.name.clone(),
-        schema: Arc::new(service::load_schema(&config).expect("schema")),
-        tables: tables
-            .iter()
-            .map(|t| (t.name.as_str().to_owned(), t.clone()))
-            .collect(),
-        schemas,
-        batch_size: config.sync.batch_size,
-    };
-    (PgReplica::new(target, ctx), conn)
+    support::pg_replica(PgServer::shared().database(name), name, schema).await
 }
 
 fn store(dir: &tempfile::TempDir) -> Store {

@@ -2,13 +2,8 @@
 //! applied, materialized into typed rows equal to what the node reads, held exactly once, served
 //! back to peers byte for byte, and merged under the policies when two nodes edit concurrently.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
-use meshlite_bridge::config::Config;
 use meshlite_bridge::pg::PgConn;
-use meshlite_bridge::replica::{Context, PgReplica};
-use meshlite_bridge::{service, state};
+use meshlite_bridge::replica::PgReplica;
 use meshlite_core::store::{OpenOptions, Store};
 use meshlite_core::{Schema, Txn};
 use meshlite_fixtures::postgres::PgServer;
@@ -16,9 +11,9 @@ use meshlite_fixtures::records::named_id;
 use meshlite_mesh::replica::Replica;
 use serde_json::{Value, json};
 
-fn pmoves() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/schemas/pmoves.toml")
-}
+mod support;
+
+use support::pmoves;
 
 struct Bridge {
     replica: PgReplica,
@@ -32,35 +27,8 @@ async fn bridge(name: &str) -> Bridge {
 
 /// A bridge named `name` on the database at `url`.
 async fn bridge_on(url: String, name: &str) -> Bridge {
-    let mut config = Config::default();
-    config.postgres.url = Some(url);
-    config.bridge.schema = Some(pmoves());
-    config.bridge.name = format!("test-{name}");
-    let tables = service::load_tables(&config).expect("tables");
-    let target = config.pg_target().expect("target");
-    let mut conn = target.connect().await.expect("connect");
-    service::prepare(&mut conn, &config, &tables)
-        .await
-        .expect("prepare");
-    let schemas = config.schemas().expect("schemas");
-    let replica_id = state::bridge_replica_id(conn.client(), &schemas, &config.bridge.name)
-        .await
-        .expect("replica id");
-    let ctx = Context {
-        replica: replica_id,
-        name: config.bridge.name.clone(),
-        schema: Arc::new(service::load_schema(&config).expect("schema")),
-        tables: tables
-            .iter()
-            .map(|t| (t.name.as_str().to_owned(), t.clone()))
-            .collect(),
-        schemas,
-        batch_size: config.sync.batch_size,
-    };
-    Bridge {
-        replica: PgReplica::new(target, ctx),
-        conn,
-    }
+    let (replica, conn) = support::pg_replica(url, name, &pmoves()).await;
+    Bridge { replica, conn }
 }
 
 fn node(dir: &tempfile::TempDir) -> Store {

@@ -1,9 +1,16 @@
-//! Test support shared by the bridge's end-to-end tests (`fleet.rs`, `crash.rs`): in-process
-//! fleet nodes on the PMOVES schema (`meshlite_mesh::testkit`) and rows read back in the node's
-//! shape from either side.
+//! Test support shared by the bridge's tests: a bridge replica over a prepared database
+//! (`replica.rs`, `hostile.rs`), in-process fleet nodes on the PMOVES schema
+//! (`meshlite_mesh::testkit`; `fleet.rs`, `crash.rs`) and rows read back in the node's shape
+//! from either side.
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use meshlite_bridge::config::Config;
+use meshlite_bridge::pg::PgConn;
+use meshlite_bridge::replica::{Context, PgReplica};
+use meshlite_bridge::{service, state};
 
 use meshlite_core::Schema;
 use meshlite_core::store::Store;
@@ -14,6 +21,37 @@ use tokio_util::sync::CancellationToken;
 /// The PMOVES schema.
 pub fn pmoves() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/schemas/pmoves.toml")
+}
+
+/// The database at `url` prepared as `meshlite-bridge run` prepares it for `schema`, and a
+/// bridge replica named `test-{name}` over it (with a connection of its own for checks).
+pub async fn pg_replica(url: String, name: &str, schema: &Path) -> (PgReplica, PgConn) {
+    let mut config = Config::default();
+    config.postgres.url = Some(url);
+    config.bridge.schema = Some(schema.to_path_buf());
+    config.bridge.name = format!("test-{name}");
+    let tables = service::load_tables(&config).expect("tables");
+    let target = config.pg_target().expect("target");
+    let mut conn = target.connect().await.expect("connect");
+    service::prepare(&mut conn, &config, &tables)
+        .await
+        .expect("prepare");
+    let schemas = config.schemas().expect("schemas");
+    let replica = state::bridge_replica_id(conn.client(), &schemas, &config.bridge.name)
+        .await
+        .expect("replica id");
+    let ctx = Context {
+        replica,
+        name: config.bridge.name.clone(),
+        schema: Arc::new(service::load_schema(&config).expect("schema")),
+        tables: tables
+            .iter()
+            .map(|t| (t.name.as_str().to_owned(), t.clone()))
+            .collect(),
+        schemas,
+        batch_size: config.sync.batch_size,
+    };
+    (PgReplica::new(target, ctx), conn)
 }
 
 /// A node of the fleet in `fleet_dir` on the PMOVES schema, with its store in a temporary
