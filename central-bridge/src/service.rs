@@ -220,16 +220,30 @@ pub async fn run(
 pub const OUTBOX_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Turns captured central edits into the bridge's transactions until `cancel` (draining a
-/// backlog batch by batch; a failing Postgres is retried at the next tick).
+/// backlog batch by batch; a failing Postgres is retried at the next tick, and said so after
+/// failures 1, 2, 4, 8, … rather than four times a second).
 async fn consume_central_edits(pg: PgReplica, batch: i64, cancel: CancellationToken) {
     let mut ticker = Ticker::every(OUTBOX_INTERVAL, cancel);
+    let mut failures: u32 = 0;
     while ticker.tick().await {
         loop {
             match ticker.run(pg.consume_outbox(batch)).await {
-                Some(Ok(n)) if n as i64 >= batch => continue,
-                Some(Ok(_)) | None => break,
+                Some(Ok(n)) => {
+                    if failures > 0 {
+                        tracing::info!(failures, "central edits consumed again");
+                        failures = 0;
+                    }
+                    if n as i64 >= batch {
+                        continue;
+                    }
+                    break;
+                }
+                None => break,
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, "central edits not consumed; retrying");
+                    failures = failures.saturating_add(1);
+                    if failures.is_power_of_two() {
+                        tracing::warn!(error = %e, failures, "central edits not consumed; retrying");
+                    }
                     break;
                 }
             }
