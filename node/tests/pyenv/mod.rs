@@ -25,9 +25,16 @@ pub fn python_with(set: &str, packages: &[(&str, &str)]) -> PathBuf {
         return python;
     }
     std::fs::create_dir_all(&root).unwrap();
-    // Build in a private directory and rename it into place, so concurrent runs never see a
-    // half-installed environment. A venv records its own path, so the staging directory is
-    // created at a sibling path and the final one is created from scratch by the first winner.
+    // One installer at a time (test processes run in parallel): the others wait on the lock,
+    // then find the environment complete. Without it, a late installer replaced the directory
+    // under a test already running from it.
+    let lock = std::fs::File::create(root.join(format!("{set}.lock"))).unwrap();
+    lock.lock().expect("lock the venv install lock file");
+    if std::fs::read_to_string(&marker).is_ok_and(|m| m == pins.join("\n")) {
+        return python;
+    }
+    // Build in a private directory and rename it into place, so an interrupted install never
+    // leaves a half-installed environment that looks complete.
     let staging = root.join(format!("{set}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     run(Command::new("python3").args(["-m", "venv"]).arg(&staging));
@@ -37,9 +44,8 @@ pub fn python_with(set: &str, packages: &[(&str, &str)]) -> PathBuf {
         .args(&pins));
     std::fs::write(staging.join(".complete"), pins.join("\n")).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-    if std::fs::rename(&staging, &dir).is_err() {
-        let _ = std::fs::remove_dir_all(&staging);
-    }
+    std::fs::rename(&staging, &dir).expect("move the new venv into place");
+    drop(lock);
     // Scripts inside a renamed venv carry the old path in their shebang; the interpreter itself
     // works from any path, which is all the tests use (`python -m`, `python script.py`).
     assert!(python.exists(), "{} is missing", python.display());
