@@ -8,14 +8,16 @@
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
 mod inproc;
+mod rest_client;
 
 use std::net::SocketAddr;
 
-use hyper::{HeaderMap, Method, StatusCode};
+use hyper::{Method, StatusCode};
 use meshlite_core::schema::Schema;
 use meshlite_node::auth::jwt::{sign_claims, sign_key};
 use meshlite_node::auth::{Auth, Role, unix_now};
 use meshlite_node::httpc;
+use rest_client::{Answer, Client, role_key, user_key};
 use serde_json::{Value, json};
 
 const SECRET: &str = "rest-auth-test-secret-with-32-characters-or-more";
@@ -42,43 +44,10 @@ user_id = { type = "text" }
 owner_field = "user_id"
 "#;
 
-/// One answer.
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-}
-
-/// A client presenting `key` as `apikey` and bearer token (as supabase-js does), or no key.
-struct Client {
-    addr: SocketAddr,
-    key: Option<String>,
-}
-
 impl Client {
     async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
-        let bearer = self.key.as_ref().map(|k| format!("Bearer {k}"));
-        let mut headers = vec![("prefer", "return=representation")];
-        if let (Some(k), Some(b)) = (&self.key, &bearer) {
-            headers.push(("apikey", k.as_str()));
-            headers.push(("authorization", b.as_str()));
-        }
-        let body = body.map(|b| b.to_string().into_bytes());
-        let (status, headers, bytes) = httpc::request_with(self.addr, method, path, &headers, body)
-            .await
-            .unwrap()
-            .into_parts();
-        // JSON, except for `/metrics` (Prometheus text).
-        let body = match bytes.is_empty() {
-            true => Value::Null,
-            false => serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())),
-        };
-        Answer {
-            status,
-            headers,
-            body,
-        }
+        let prefer = [("prefer", "return=representation")];
+        self.request(method, path, &prefer, body).await
     }
 
     async fn get(&self, path: &str) -> Answer {
@@ -117,12 +86,11 @@ impl Setup {
     }
 
     fn role(&self, role: Role) -> Client {
-        self.with(Some(sign_key(SECRET, role, unix_now(), 3600).unwrap()))
+        self.with(Some(role_key(SECRET, role)))
     }
 
     fn user(&self, sub: &str) -> Client {
-        let claims = json!({"role": "authenticated", "sub": sub, "exp": unix_now() + 3600});
-        self.with(Some(sign_claims(SECRET, &claims).unwrap()))
+        self.with(Some(user_key(SECRET, sub)))
     }
 }
 

@@ -6,14 +6,14 @@
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
 mod inproc;
+mod rest_client;
 
 use std::net::SocketAddr;
 
-use hyper::{HeaderMap, Method, StatusCode};
+use hyper::{Method, StatusCode};
 use meshlite_core::schema::Schema;
-use meshlite_node::auth::jwt::{sign_claims, sign_key};
-use meshlite_node::auth::{Auth, Role, unix_now};
-use meshlite_node::httpc;
+use meshlite_node::auth::{Auth, Role};
+use rest_client::{Answer, Client, role_key, user_key};
 use serde_json::{Value, json};
 
 const SECRET: &str = "rest-semantics-test-secret-with-32-characters";
@@ -67,43 +67,10 @@ user_ref = { type = "text", references = "users" }
 body = { type = "text" }
 "#;
 
-/// One answer.
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-}
-
-/// A client presenting `key` as `apikey` and bearer token (as supabase-js does), or no key
-/// (keyless loopback: `service_role`).
-#[derive(Clone)]
-struct Client {
-    addr: SocketAddr,
-    key: Option<String>,
-}
-
 impl Client {
     async fn send(&self, method: Method, path: &str, prefer: &str, body: Option<Value>) -> Answer {
-        let bearer = self.key.as_ref().map(|k| format!("Bearer {k}"));
-        let mut headers = vec![("prefer", prefer)];
-        if let (Some(k), Some(b)) = (&self.key, &bearer) {
-            headers.push(("apikey", k.as_str()));
-            headers.push(("authorization", b.as_str()));
-        }
-        let body = body.map(|b| b.to_string().into_bytes());
-        let (status, headers, bytes) = httpc::request_with(self.addr, method, path, &headers, body)
+        self.request(method, path, &[("prefer", prefer)], body)
             .await
-            .unwrap()
-            .into_parts();
-        let body = match bytes.is_empty() {
-            true => Value::Null,
-            false => serde_json::from_slice(&bytes).unwrap(),
-        };
-        Answer {
-            status,
-            headers,
-            body,
-        }
     }
 
     async fn get(&self, path: &str) -> Answer {
@@ -152,18 +119,16 @@ impl Setup {
     }
 
     fn anon(&self) -> Client {
-        let key = sign_key(SECRET, Role::Anon, unix_now(), 3600).unwrap();
         Client {
             addr: self.addr,
-            key: Some(key),
+            key: Some(role_key(SECRET, Role::Anon)),
         }
     }
 
     fn user(&self, sub: &str) -> Client {
-        let claims = json!({"role": "authenticated", "sub": sub, "exp": unix_now() + 3600});
         Client {
             addr: self.addr,
-            key: Some(sign_claims(SECRET, &claims).unwrap()),
+            key: Some(user_key(SECRET, sub)),
         }
     }
 }
