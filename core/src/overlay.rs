@@ -22,8 +22,9 @@
 //!   passive peers (and itself) on a random walk; the node where it ends answers with as many of
 //!   its passive peers, and both merge what they got into their passive views (random eviction).
 //! - **Failure**: when an active peer fails or disconnects, the node asks a random passive peer to
-//!   become its neighbor (high priority when its active view is empty: the request cannot be
-//!   refused); a peer that does not answer within [`OverlayConfig::neighbor_timeout`] is dropped
+//!   become its neighbor (high priority, which cannot be refused, when its active view is empty
+//!   or two or more slots are free — the paper's "when the view is empty" leaves a few nodes
+//!   that only have each other isolated for good); a peer that does not answer within [`OverlayConfig::neighbor_timeout`] is dropped
 //!   from the passive view and another is tried. Free slots are also topped up every
 //!   [`OverlayConfig::refill_interval`] (a refused low-priority request is not retried at once).
 //!
@@ -536,13 +537,26 @@ impl<P: Ord + Clone> Overlay<P> {
             }
             let pick = candidates[self.rng.random_range(0..candidates.len())];
             let peer = self.passive[pick].clone();
-            let priority = if self.active.is_empty() {
+            let priority = if self.is_short() {
                 Priority::High
             } else {
                 Priority::Low
             };
             self.request_neighbor(peer, priority, now);
         }
+    }
+
+    /// True when the active view is empty or has at least two free slots: then neighbor requests
+    /// go out with high priority. The paper asks with high priority only when the view is
+    /// empty; then a few late joiners that lose their other links to evictions (a pair, a
+    /// triangle, a square of nodes that only have each other) ask full nodes with low priority,
+    /// are refused at every refill, and stay an island for good: their shuffles walk only their
+    /// own links. Asking with high priority while two slots are free joins such an island back.
+    /// It cannot cascade: the peer a full node evicts for it keeps all but one of its slots and
+    /// asks with low priority, and each eviction raises a node short by two or more by one, so
+    /// the evictions stop once no node is.
+    fn is_short(&self) -> bool {
+        self.active.is_empty() || self.active.len() + 2 <= self.config.active_capacity
     }
 
     fn request_neighbor(&mut self, peer: P, priority: Priority, now: Instant) {

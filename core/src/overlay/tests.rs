@@ -188,7 +188,7 @@ fn an_unanswered_request_times_out_and_the_next_candidate_is_tried() {
 
 #[test]
 fn a_closed_connection_keeps_the_peer_as_a_candidate_and_refills() {
-    let (mut o, now) = with_active(1, &[2, 3]);
+    let (mut o, now) = with_active(1, &[2, 3, 4, 5, 6]);
     o.on_connection_closed(&2, now);
     let out = drain(&mut o);
     assert!(out.contains(&OverlayAction::NeighborDown(2)));
@@ -267,7 +267,7 @@ fn graceful_leave_tells_every_neighbor() {
 
 #[test]
 fn a_refused_request_is_retried_at_the_next_refill_tick() {
-    let (mut o, now) = with_active(1, &[2]);
+    let (mut o, now) = with_active(1, &[2, 3, 4, 5]);
     o.add_known(20, now);
     drain(&mut o);
     o.on_message(20, OverlayMessage::Disconnect { alive: true }, now);
@@ -314,4 +314,29 @@ fn an_oversized_shuffle_from_the_network_is_cut_to_the_configured_length() {
         "answered with as many as a valid shuffle carries"
     );
     assert!(o.passive().len() <= 16);
+}
+
+#[test]
+fn a_node_two_slots_short_asks_with_high_priority_one_slot_short_with_low() {
+    let priorities = |active: &[u32]| {
+        let (mut o, now) = with_active(1, active);
+        o.add_known(9, now);
+        sends(&drain(&mut o))
+            .into_iter()
+            .filter_map(|(to, m)| match m {
+                OverlayMessage::Neighbor { priority } if to == 9 => Some(priority),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    // The paper's rule asked an island of three (two links each) to be refused forever.
+    assert_eq!(priorities(&[]), [Priority::High]);
+    assert_eq!(priorities(&[2, 3]), [Priority::High]);
+    assert_eq!(priorities(&[2, 3, 4]), [Priority::High]);
+    assert_eq!(priorities(&[2, 3, 4, 5]), [Priority::Low]);
+    assert_eq!(
+        priorities(&[2, 3, 4, 5, 6]),
+        Vec::<Priority>::new(),
+        "no free slot"
+    );
 }
