@@ -15,6 +15,9 @@
 //!   full must be refused with 507 and a message naming the full disk (never "corrupt"); reads
 //!   keep working; after the tmpfs grows (`mount -o remount`), writes succeed again, and after a
 //!   restart every acknowledged write and increment is there.
+//! - **Full disk on a peer**: the same 3 MiB tmpfs under the second node of a pair while the
+//!   first writes 3 MiB of jobs: the full peer logs that its disk is full (never "corrupt"),
+//!   keeps serving, holds a prefix; once the tmpfs grows it catches up to every acknowledged write.
 //! - **Clock skew**: three nodes whose clocks are 9 h ahead, true, and 5 h behind (libfaketime,
 //!   `LD_PRELOAD`). A value written later in causal order wins even when its writer's clock is
 //!   hours behind the earlier writer's; increments from every node add up; a delete holds.
@@ -312,6 +315,75 @@ async fn a_full_disk_refuses_writes_clearly_loses_nothing_and_recovers() {
     );
     node.restart().await;
     assert_eq!(node.query("jobs").await.len(), acked.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_a_full_disk_refuses_remote_changes_clearly_and_catches_up() {
+    let fleet = Fleet::new();
+    let mut disk = None;
+    let nodes = full_mesh(&fleet, &["writer", "cramped"], |i, cfg| {
+        if i == 1 {
+            disk = Some(Tmpfs::mount(&cfg.data_dir(), "3m"));
+        }
+    })
+    .await;
+    let disk = disk.expect("mounted");
+    let (writer, full) = (&nodes[0], &nodes[1]);
+    writer
+        .put(
+            "tasks",
+            json!({ "id": named_id("stress"), "retry_count": 0 }),
+        )
+        .await;
+    let payload = "x".repeat(8 * 1024);
+    let mut acked = Vec::new();
+    for k in 0..400 {
+        let id = named_id(&format!("remote-{k}"));
+        let (status, body) = writer.txn(&job_txn(&id, &payload)).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "the writer's own disk has room: {body}"
+        );
+        acked.push(id);
+    }
+    // The peer's disk cannot hold them: it refuses what it cannot store, says why, stays up.
+    let log = poll_log_for(full, "disk is full", CONVERGE_GUARD).await;
+    let said = log
+        .lines()
+        .find(|l| l.contains("disk is full"))
+        .unwrap_or_default();
+    eprintln!("the full peer said: {said}");
+    assert!(!log.contains("corrupt"), "{}", full.log_tail(40));
+    assert_eq!(full.healthz().await.0, StatusCode::OK);
+    let held = full.query("jobs").await.len();
+    assert!(held < acked.len(), "a 3 MiB disk held {held} jobs of 8 KiB");
+    eprintln!("the full peer held {held} of {} jobs", acked.len());
+
+    disk.resize("64m");
+    let (snap, t) = converge_within(&[writer, full], COLLECTIONS, CONVERGE_GUARD).await;
+    let jobs: BTreeSet<String> = ids(&snap["jobs"]).into_iter().collect();
+    assert!(acked.iter().all(|id| jobs.contains(id)));
+    assert_eq!(stress_count(&snap["tasks"]), acked.len() as i64);
+    eprintln!("caught up {t:?} after space returned");
+}
+
+/// Waits until `node`'s log mentions `needle` (case-insensitive); returns the lowercased log.
+async fn poll_log_for(node: &NodeProc, needle: &str, guard: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let log = node.log().to_lowercase();
+        if log.contains(needle) {
+            return log;
+        }
+        assert!(
+            start.elapsed() < guard,
+            "{} never logged {needle:?}\n{}",
+            node.name(),
+            node.log_tail(40)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// libfaketime, preloaded into a daemon to shift its wall clock.
