@@ -516,3 +516,84 @@ async fn postgres_outage_during_startup_migration_is_waited_out() {
     cancel.cancel();
     node.stop().await;
 }
+
+/// Tasks written while Postgres' disk fills, each with a title this long.
+const BIG_TITLE: usize = 16 * 1024;
+/// Tasks per round of writes; rounds go on until Postgres says its disk is full.
+const FILL_ROUND: usize = 100;
+/// At most this many rounds (≈ 50 MB of titles, several times what the tmpfs holds).
+const FILL_ROUNDS: usize = 32;
+
+async fn put_big_tasks(store: &Store, tasks: std::ops::Range<usize>) {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        for t in tasks {
+            // Random letters: Postgres compresses long values (TOAST), a repeated pattern to nothing.
+            let mut rng = StdRng::seed_from_u64(t as u64);
+            let title: String = (0..BIG_TITLE)
+                .map(|_| char::from(rng.random_range(b'a'..=b'z')))
+                .collect();
+            let value =
+                json!({"id": task_id(t), "status": "queued", "title": title, "retry_count": 0});
+            store.put("tasks", value)?;
+        }
+        Ok::<_, WriteError>(())
+    })
+    .await
+    .expect("join")
+    .expect("node writes");
+}
+
+/// Postgres' disk fills under the bridge: the bridge must stay up, refuse nothing (a full disk
+/// is not a bad transaction), and once the disk has room again (and Postgres is back, if its
+/// crash recovery gave up meanwhile) store everything the node holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_postgres_disk_is_waited_out_and_loses_nothing() {
+    let mut cluster = tokio::task::block_in_place(|| PgCluster::start_with_disk("80m"));
+    let url = cluster.url();
+    let cancel = CancellationToken::new();
+    let fleet_root = tempfile::tempdir().expect("fleet");
+    fleet::init(fleet_root.path()).expect("fleet init");
+    let (node, _node_data) = start_node(fleet_root.path(), "node", &cancel);
+    let spec = BridgeSpec::new(url.clone(), fleet_root.path(), &node);
+    let mut bridge = spec.spawn();
+
+    let mut tasks = 0;
+    while !cluster.log().contains("No space left on device") {
+        assert!(
+            tasks < FILL_ROUND * FILL_ROUNDS,
+            "Postgres' 80 MB disk never filled after {tasks} tasks of {BIG_TITLE} bytes"
+        );
+        put_big_tasks(&node.store, tasks..tasks + FILL_ROUND).await;
+        tasks += FILL_ROUND;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!("Postgres' disk filled after {tasks} tasks");
+    // More writes while it is full; the bridge keeps retrying and must not exit.
+    put_big_tasks(&node.store, tasks..tasks + FILL_ROUND).await;
+    tasks += FILL_ROUND;
+    tokio::time::sleep(OUTAGE).await;
+    assert!(
+        bridge.child.try_wait().expect("try_wait").is_none(),
+        "the bridge exited while Postgres' disk was full"
+    );
+
+    cluster.grow_disk("1g");
+    let restarted = tokio::task::block_in_place(|| cluster.ensure_running());
+    eprintln!("disk grown; Postgres had to be started again: {restarted}");
+    let _rows = poll_until(
+        "Postgres equals the node once its disk has room",
+        GUARD,
+        || converged(&url, &node.store, tasks),
+    )
+    .await;
+    assert_nothing_rejected(&url).await;
+    poll_until("/healthz is healthy again", GUARD, || async {
+        let h = healthz(bridge.http_port).await;
+        check(matches!(h, Some((200, _))), format!("{h:?}"))
+    })
+    .await;
+    assert!(bridge.child.try_wait().expect("try_wait").is_none());
+    cancel.cancel();
+    node.stop().await;
+}

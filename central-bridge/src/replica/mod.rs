@@ -125,6 +125,8 @@ pub struct ReplicaStats {
     pub central_edits: AtomicU64,
     /// Replica operations that failed because Postgres failed (peers resend).
     pub postgres_errors: AtomicU64,
+    /// Batches that failed since the last one that committed (for the log's backoff).
+    failing_batches: AtomicU64,
 }
 
 fn add(counter: &AtomicU64, n: usize) {
@@ -201,10 +203,19 @@ impl PgReplica {
             Ok(outcome) => outcome,
             Err(e) => {
                 add(&self.stats.postgres_errors, 1);
-                tracing::warn!(error = %rowwise::pg_reason(&e), "applying to Postgres failed; peers will resend");
+                // Peers resend at push speed while Postgres fails (a full disk, an outage):
+                // log failures 1, 2, 4, 8, … of a run, not every attempt.
+                let run = self.stats.failing_batches.fetch_add(1, Ordering::Relaxed) + 1;
+                if run.is_power_of_two() {
+                    tracing::warn!(error = %rowwise::pg_reason(&e), failures = run, "applying to Postgres failed; peers will resend");
+                }
                 return Err(pg(e));
             }
         };
+        let failed = self.stats.failing_batches.swap(0, Ordering::Relaxed);
+        if failed > 0 {
+            tracing::info!(failures = failed, "applying to Postgres works again");
+        }
         let s = &self.stats;
         add(&s.batches, 1);
         add(&s.batch_micros, started.elapsed().as_micros() as usize);
@@ -229,7 +240,25 @@ impl PgReplica {
 }
 
 fn pg(e: tokio_postgres::Error) -> ReplicaError {
-    ReplicaError::unavailable(e)
+    ReplicaError::unavailable(PgFailure(e))
+}
+
+/// A Postgres error shown with the server's message and SQLSTATE: tokio-postgres' own `Display`
+/// of a server error is only "db error", which is what peers logged as the reason a push was
+/// refused (`replica storage unavailable (retry later): db error`).
+#[derive(Debug)]
+struct PgFailure(tokio_postgres::Error);
+
+impl std::fmt::Display for PgFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&rowwise::pg_reason(&self.0))
+    }
+}
+
+impl std::error::Error for PgFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }
 
 fn client<'a>(

@@ -33,6 +33,10 @@ pub const PER_PEER_QUEUE_BYTES: usize = 16 * 1024 * 1024;
 /// Stream error code: the push stream carried something other than valid `Push` frames.
 pub const STREAM_BAD_PUSH: VarInt = VarInt::from_u32(0x12);
 
+/// Stream error code: this node could not store the push (a full disk, Postgres down); the
+/// sender did nothing wrong, and anti-entropy delivers the transactions once storage is back.
+pub const STREAM_RETRY_LATER: VarInt = VarInt::from_u32(0x13);
+
 /// One encoded `Push` frame, shared by every peer it is queued for.
 pub type PushFrame = Arc<Vec<u8>>;
 
@@ -227,7 +231,11 @@ impl<B: Replica> PushReader<B> {
                 return;
             }
             if let Err(reason) = self.consume(&mut decoder, &chunk.bytes).await {
-                self.refuse(&mut recv, STREAM_BAD_PUSH, &reason.to_string());
+                if let PushReadError::Replica(e) = &reason {
+                    self.give_up(&mut recv, e);
+                } else {
+                    self.refuse(&mut recv, STREAM_BAD_PUSH, &reason.to_string());
+                }
                 return;
             }
         }
@@ -265,6 +273,13 @@ impl<B: Replica> PushReader<B> {
         }
         let ids = txns.iter().map(|t| t.id).collect();
         let applied = self.backend.apply_txns(txns).await?;
+        let failed = self
+            .stats
+            .pushes_unstored_in_a_row
+            .swap(0, Ordering::Relaxed);
+        if failed > 0 {
+            tracing::info!(peer = %self.from, failures = failed, "storing pushes works again");
+        }
         // No subscriber is fine: the data is in the store either way.
         let _ = self.events.send(NetEvent::PushReceived {
             from: self.from,
@@ -279,5 +294,20 @@ impl<B: Replica> PushReader<B> {
         tracing::warn!(peer = %self.from, %reason, "closing push stream");
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
         let _ = recv.stop(code);
+    }
+
+    /// Our storage failed, not the peer: stop the stream with [`STREAM_RETRY_LATER`] and leave
+    /// the peer's error count alone. While storage keeps failing, every push fails the same way,
+    /// so the log shows failures 1, 2, 4, 8, … of this node's run, not each one.
+    fn give_up(&self, recv: &mut RecvStream, e: &ReplicaError) {
+        let run = self
+            .stats
+            .pushes_unstored_in_a_row
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        if run.is_power_of_two() {
+            tracing::warn!(peer = %self.from, error = %e, failures = run, "cannot store a push; anti-entropy will deliver it later");
+        }
+        let _ = recv.stop(STREAM_RETRY_LATER);
     }
 }

@@ -24,6 +24,9 @@ pub struct PeerStats {
     pub pushes_dropped: AtomicU64,
     /// Push frames received.
     pub pushes_received: AtomicU64,
+    /// Push frames received that this node could not store since the last one it stored (its
+    /// own storage failing, not the peer; paces the log).
+    pub(crate) pushes_unstored_in_a_row: AtomicU64,
     /// Milliseconds since the Unix epoch of the last received data.
     last_seen_ms: AtomicU64,
     /// The replica the peer serves, from the first completed sync round (a connection serves
@@ -40,6 +43,7 @@ impl PeerStats {
             pushes_sent: AtomicU64::new(0),
             pushes_dropped: AtomicU64::new(0),
             pushes_received: AtomicU64::new(0),
+            pushes_unstored_in_a_row: AtomicU64::new(0),
             last_seen_ms: AtomicU64::new(0),
             replica: OnceLock::new(),
         };
