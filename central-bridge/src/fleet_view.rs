@@ -119,6 +119,11 @@ pub async fn run(
 
 /// Upserts `rows` in one transaction. A replica id moves to the node that now serves it (a
 /// data directory moved to another device).
+///
+/// `last_seen_at` is written on Postgres' clock, as every other timestamp of the bridge's
+/// tables: the bridge sends how long ago it heard from the node (two readings of its own clock,
+/// so its skew cancels) and Postgres subtracts that from `now()`. A bridge whose clock ran hours
+/// ahead once wrote times in the future that `greatest` then kept; `least(now(), …)` heals them.
 async fn record(
     conn: &mut PgConn,
     state: &Ident,
@@ -131,15 +136,17 @@ async fn record(
     );
     let upsert = format!(
         "INSERT INTO {state}.nodes AS n (node_id, name, replica_id, last_seen_at, addresses, version) \
-         VALUES ($1, $2, $3, $4, $5, $6) \
+         VALUES ($1, $2, $3, now() - make_interval(secs => $4), $5, $6) \
          ON CONFLICT (node_id) DO UPDATE SET name = coalesce(EXCLUDED.name, n.name), \
              replica_id = coalesce(EXCLUDED.replica_id, n.replica_id), \
-             last_seen_at = greatest(EXCLUDED.last_seen_at, n.last_seen_at), \
+             last_seen_at = least(now(), greatest(EXCLUDED.last_seen_at, n.last_seen_at)), \
              addresses = EXCLUDED.addresses, version = coalesce(EXCLUDED.version, n.version), \
              updated_at = now()"
     );
+    let now = SystemTime::now();
     for row in rows {
         let replica = row.replica.map(|r| r.0.to_vec());
+        let ago = now.duration_since(row.last_seen).unwrap_or_default();
         if let Some(r) = &replica {
             tx.execute(&free, &[r, &row.node_id]).await?;
         }
@@ -149,7 +156,7 @@ async fn record(
                 &row.node_id,
                 &row.name,
                 &replica,
-                &row.last_seen,
+                &ago.as_secs_f64(),
                 &row.addresses,
                 &row.version,
             ],

@@ -7,6 +7,8 @@
 //! - Postgres is stopped (like a crash) and restarted while the node keeps writing: the bridge
 //!   must stay up, report it on `/healthz`, and lose nothing; the same while start-up waits for
 //!   another bridge's migration lock.
+//! - Postgres' own disk fills (a cluster on a tmpfs) and is grown again; the bridge's wall clock
+//!   runs 9 hours ahead (libfaketime).
 //!
 //! Both compare the same things once the bridge has caught up (see [`converged`]): every task row
 //! field by field, the summaries, the number of stored transactions, and the parked ones; then
@@ -134,9 +136,15 @@ impl BridgeSpec {
     }
 
     fn spawn(&self) -> Bridge {
+        self.spawn_with(&[])
+    }
+
+    /// [`Self::spawn`] with extra environment variables.
+    fn spawn_with(&self, env: &[(&str, &str)]) -> Bridge {
         let cwd = tempfile::tempdir().expect("cwd");
         let child = Command::new(env!("CARGO_BIN_EXE_meshlite-bridge"))
             .arg("run")
+            .envs(env.iter().copied())
             .current_dir(cwd.path())
             .env_remove("MESHLITE_CONFIG")
             .env_remove("SYNC_TABLES")
@@ -594,6 +602,79 @@ async fn a_full_postgres_disk_is_waited_out_and_loses_nothing() {
     })
     .await;
     assert!(bridge.child.try_wait().expect("try_wait").is_none());
+    cancel.cancel();
+    node.stop().await;
+}
+
+/// libfaketime, preloaded into the bridge to shift its wall clock (as `node/tests/faults.rs`
+/// does for nodes; `deploy/test.sh` installs it).
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// The bridge's clock 9 hours ahead: the merged rows, a central edit flowing back and every
+/// timestamp in the bridge's tables are as with a true clock, because the bridge takes its
+/// times from Postgres' `now()`. (`nodes.last_seen_at` came from the bridge's clock and was
+/// 9 hours in the future here until it was computed on Postgres' clock too.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_clock_hours_ahead_changes_nothing_in_postgres() {
+    assert!(
+        Path::new(FAKETIME_LIB).exists(),
+        "{FAKETIME_LIB} is missing: apt-get install faketime (deploy/test.sh does)"
+    );
+    let url = PgServer::shared().database("skew");
+    let cancel = CancellationToken::new();
+    let fleet_root = tempfile::tempdir().expect("fleet");
+    fleet::init(fleet_root.path()).expect("fleet init");
+    let (node, _node_data) = start_node(fleet_root.path(), "node", &cancel);
+    let spec = BridgeSpec::new(url.clone(), fleet_root.path(), &node);
+    let _bridge = spec.spawn_with(&[
+        ("LD_PRELOAD", FAKETIME_LIB),
+        ("FAKETIME", "+9h"),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ]);
+    let (tasks, plan) = (10, plan(10, 60));
+    write(&node.store, plan.clone()).await;
+    let rows = poll_until("Postgres equals the node", GUARD, || {
+        converged(&url, &node.store, tasks)
+    })
+    .await;
+    assert_counters(&rows, &expected_counters(&plan, tasks));
+
+    let pg = connect_utc(&url).await.expect("connect");
+    let edited = task_id(1);
+    pg.execute(
+        "UPDATE public.tasks SET output = '{\"by\": \"central\"}' WHERE id::text = $1",
+        &[&edited],
+    )
+    .await
+    .expect("central edit");
+    poll_until("the central edit reaches the node", GUARD, || async {
+        let row = &node_task_rows(&node.store, std::slice::from_ref(&edited)).await[0];
+        check(row["output"]["by"] == "central", row.to_string())
+    })
+    .await;
+    poll_until("the bridge has recorded the node", GUARD, || async {
+        let n = count(&pg, "SELECT count(*) FROM meshlite.nodes").await?;
+        check(n > 0, format!("{n} nodes"))
+    })
+    .await;
+    let future = count(
+        &pg,
+        "SELECT count(*) FROM meshlite.nodes WHERE last_seen_at > now() + interval '1 minute'",
+    )
+    .await
+    .expect("nodes");
+    assert_eq!(future, 0, "a node last seen in the future");
+    let health: Vec<String> = pg
+        .query("SELECT health_status FROM public.sync_health", &[])
+        .await
+        .expect("sync_health")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        !health.is_empty() && health.iter().all(|h| h == "healthy"),
+        "{health:?}"
+    );
     cancel.cancel();
     node.stop().await;
 }
