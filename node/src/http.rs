@@ -114,6 +114,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
         nats: s.nats.as_ref(),
         cert: s.cert.as_ref(),
         handshakes_rate_limited: s.net.as_ref().map(NetHandle::handshakes_rate_limited),
+        handshakes_retried: s.net.as_ref().map(NetHandle::handshakes_retried),
     });
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

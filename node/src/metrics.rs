@@ -30,6 +30,8 @@ pub struct Snapshot<'a> {
     pub cert: Option<&'a CertExpiry>,
     /// Inbound QUIC handshakes ignored by the per-source rate limit (None without a mesh).
     pub handshakes_rate_limited: Option<u64>,
+    /// Inbound QUIC Initials answered with a Retry (None without a mesh).
+    pub handshakes_retried: Option<u64>,
 }
 
 /// Writes one metric family header.
@@ -81,6 +83,16 @@ pub fn render(snap: &Snapshot<'_>) -> String {
             &[],
             n,
         );
+    }
+    if let Some(n) = snap.handshakes_retried {
+        let name = "meshlite_quic_retries_total";
+        family(
+            &mut out,
+            name,
+            "counter",
+            "Inbound QUIC Initials answered with a Retry (address validation under handshake pressure).",
+        );
+        sample(&mut out, name, &[], n);
     }
     out.push_str(&prometheus_text(snap.table));
     out
@@ -376,6 +388,7 @@ mod tests {
             nats: None,
             cert: None,
             handshakes_rate_limited: None,
+            handshakes_retried: None,
         });
         assert!(text.contains("meshlite_store_up 0"));
         assert!(text.contains("meshlite_connections 0"));

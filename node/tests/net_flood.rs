@@ -6,13 +6,15 @@
 //! finishes, and each would hold a handshake slot of the node until `connect_timeout`. Without a
 //! per-source limit those slots fill `max_peers` and an honest peer (127.0.0.1) is refused; with
 //! it, the flooder gets its burst and the rest is ignored (counted, logged once). The process's
-//! RSS before and after is printed (not asserted: it is the whole test process).
+//! RSS before and after is printed (not asserted: it is the whole test process). The same flood
+//! from 200 (as if spoofed) addresses is answered with QUIC Retries once the node is under
+//! pressure, so it cannot hold the handshake slots either.
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
 mod net_common;
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use meshlite_mesh::net::TransportConfig;
@@ -64,11 +66,21 @@ async fn captured_initials(config: quinn::ClientConfig) -> anyhow::Result<Vec<Ve
 /// Sends each Initial to `target` from a new UDP socket on 127.0.0.2 that is closed at once: none
 /// of the handshakes ever gets an answer.
 async fn flood(initials: &[Vec<u8>], target: SocketAddr) -> anyhow::Result<()> {
+    flood_from(initials, target, |_| Ipv4Addr::new(127, 0, 0, 2)).await
+}
+
+/// [`flood`] with Initial number `i` sent from `source(i)`.
+async fn flood_from(
+    initials: &[Vec<u8>],
+    target: SocketAddr,
+    source: impl Fn(usize) -> Ipv4Addr,
+) -> anyhow::Result<()> {
     for (i, initial) in initials.iter().enumerate() {
-        let socket = UdpSocket::bind("127.0.0.2:0")?;
+        let socket = UdpSocket::bind((source(i), 0))?;
         socket.send_to(initial, target)?;
-        // Do not overrun the node's socket buffer: the flood is about handshakes, not bytes.
-        if i % 50 == 49 {
+        // Do not overrun the node's socket buffer (two floods may run at once, on a busy machine):
+        // the flood is about handshake slots, held for seconds, not bytes.
+        if i % 10 == 9 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -91,12 +103,15 @@ async fn a_handshake_flood_from_one_source_does_not_lock_out_an_honest_peer() ->
         flood(half, a.addr()).await?;
         // Wait until the node has seen (and limited) the wave.
         let want = ((wave + 1) * FLOOD / 2 - 2 * DEFAULT_HANDSHAKE_BURST_PER_IP as usize) as u64;
-        guard(async {
+        let waited = guard(async {
             while a.net.handshakes_rate_limited() < want {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
-        .await?;
+        .await;
+        let (limited, retried) = (a.net.handshakes_rate_limited(), a.net.handshakes_retried());
+        eprintln!("wave {wave}: {limited} ignored by the rate limit, {retried} retried");
+        waited?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         rss.push(rss_kib());
     }
@@ -114,6 +129,50 @@ async fn a_handshake_flood_from_one_source_does_not_lock_out_an_honest_peer() ->
     assert!(
         limited >= (FLOOD as u64) * 9 / 10,
         "only {limited} of {FLOOD} handshakes were limited"
+    );
+    Ok(())
+}
+
+/// Spoofed sources: the same flood from 200 addresses (127.0.0.2 to 127.0.0.201, two Initials
+/// each, far below the per-source burst) passes every rate-limit bucket, and without address
+/// validation would hold all `max_peers` handshake slots until `connect_timeout`. Once 8
+/// handshakes are in flight the node answers unvalidated Initials with a stateless QUIC Retry
+/// instead; the flooder never returns the token, so it holds at most those 8 slots, and the honest
+/// peer (whose quinn client follows the Retry) connects and syncs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_many_spoofed_sources_is_answered_with_retries() -> TestResult {
+    init_tracing();
+    let fleet = Fleet::new()?;
+    let a = TestNode::start(fleet.node("a")?)?;
+    let b = TestNode::start(fleet.node("b")?)?;
+    let flooder = RawClient::new(fleet.node("mallory")?)?;
+    let initials = captured_initials(flooder.config.clone()).await?;
+    drop(flooder);
+
+    flood_from(&initials, a.addr(), |i| {
+        Ipv4Addr::new(127, 0, 0, 2 + u8::try_from(i / 2).unwrap())
+    })
+    .await?;
+    let slots = meshlite_mesh::net::admission::RETRY_ABOVE_IN_FLIGHT as u64;
+    let want = FLOOD as u64 - slots;
+    guard(async {
+        while a.net.handshakes_retried() < want {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await?;
+    let peer = guard(b.net.connect(a.addr(), None)).await??;
+    assert_eq!(peer, a.net.node_id());
+    assert_still_syncs(&b, &a, "during-spoofed-flood").await?;
+    eprintln!(
+        "flood of {FLOOD} handshakes from 200 addresses: {} answered with a Retry, {} rate          limited; the honest peer connected and synced",
+        a.net.handshakes_retried(),
+        a.net.handshakes_rate_limited()
+    );
+    assert_eq!(
+        a.net.handshakes_rate_limited(),
+        0,
+        "no source exceeded its burst"
     );
     Ok(())
 }

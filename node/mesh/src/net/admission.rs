@@ -12,9 +12,14 @@
 //! metric) and logged at most once per [`LOG_EVERY`], with the number refused since the last line,
 //! so a flood does not become a flood of log lines.
 //!
-//! Limits: the source address of a QUIC Initial is not validated, so a flood from many spoofed
-//! addresses is bounded by `max_peers` only (QUIC address validation with Retry would be the
-//! next step).
+//! Spoofed sources: the source address of a QUIC Initial is not validated, so a flood from many
+//! (spoofed) addresses passes every per-source bucket. Under pressure — at least
+//! [`RETRY_ABOVE_IN_FLIGHT`] inbound handshakes in flight — an Initial whose address has not been
+//! validated (and within its source's limit) is answered with a stateless QUIC Retry (RFC 9000 §8.1.2) instead of a handshake
+//! slot: the node keeps no state for it, the Retry packet is smaller than the Initial (no
+//! amplification), and only a client that receives it at its address comes back with the token
+//! and is admitted. Honest peers pay one round trip, and only while the node is under pressure.
+//! Retries are counted ([`HandshakeLimiter::retried`], the `meshlite_quic_retries_total` metric).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -24,6 +29,8 @@ use std::time::{Duration, Instant};
 
 /// Most source addresses tracked at once.
 pub const MAX_TRACKED_SOURCES: usize = 4096;
+/// Inbound handshakes in flight from which unvalidated Initials are answered with a Retry.
+pub const RETRY_ABOVE_IN_FLIGHT: usize = 8;
 /// At most one log line per this interval while handshakes are being refused.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -48,6 +55,7 @@ pub struct HandshakeLimiter {
     limit: HandshakeLimit,
     sources: HashMap<IpAddr, Bucket>,
     refused: Arc<AtomicU64>,
+    retried: Arc<AtomicU64>,
     unlogged: u64,
     last_log: Option<Instant>,
 }
@@ -59,6 +67,7 @@ impl HandshakeLimiter {
             limit,
             sources: HashMap::new(),
             refused: Arc::new(AtomicU64::new(0)),
+            retried: Arc::new(AtomicU64::new(0)),
             unlogged: 0,
             last_log: None,
         }
@@ -67,6 +76,23 @@ impl HandshakeLimiter {
     /// The count of refused handshakes (shared with [`super::NetHandle`] for the metrics).
     pub fn refused(&self) -> Arc<AtomicU64> {
         self.refused.clone()
+    }
+
+    /// The count of Initials answered with a Retry (shared with [`super::NetHandle`]).
+    pub fn retried(&self) -> Arc<AtomicU64> {
+        self.retried.clone()
+    }
+
+    /// Whether to answer an admitted Initial with a Retry: its address is not validated yet
+    /// (`may_retry`) and `in_flight` inbound handshakes are under way. Counts the Retry. Asked
+    /// after [`Self::admit`], so a flood from one source is ignored without a reply, and an
+    /// honest peer under pressure spends two tokens (its Initial and the validated one).
+    pub fn should_retry(&self, may_retry: bool, in_flight: usize) -> bool {
+        let retry = may_retry && in_flight >= RETRY_ABOVE_IN_FLIGHT;
+        if retry {
+            self.retried.fetch_add(1, Ordering::Relaxed);
+        }
+        retry
     }
 
     /// Sources currently tracked (bounded by [`MAX_TRACKED_SOURCES`]).
@@ -167,6 +193,18 @@ mod tests {
         let t1 = t0 + Duration::from_millis(500);
         assert!(l.admit(ip(1), t1));
         assert!(!l.admit(ip(1), t1));
+    }
+
+    #[test]
+    fn unvalidated_initials_are_retried_only_under_pressure() {
+        let l = HandshakeLimiter::new(LIMIT);
+        assert!(!l.should_retry(true, RETRY_ABOVE_IN_FLIGHT - 1));
+        assert!(l.should_retry(true, RETRY_ABOVE_IN_FLIGHT));
+        assert!(
+            !l.should_retry(false, 1000),
+            "a validated address is never retried again"
+        );
+        assert_eq!(l.retried().load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -134,6 +134,8 @@ pub struct NetHandle {
     pub(super) max_frame_bytes: usize,
     /// Inbound handshakes ignored by the per-source rate limit.
     pub(super) handshakes_rate_limited: Arc<std::sync::atomic::AtomicU64>,
+    /// Inbound Initials answered with a QUIC Retry (address validation under pressure).
+    pub(super) handshakes_retried: Arc<std::sync::atomic::AtomicU64>,
     pub(super) cancel: CancellationToken,
     pub(super) task: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
@@ -152,6 +154,12 @@ impl NetHandle {
     /// ([`super::admission`]).
     pub fn handshakes_rate_limited(&self) -> u64 {
         self.handshakes_rate_limited
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Inbound Initials answered so far with a QUIC Retry ([`super::admission`]).
+    pub fn handshakes_retried(&self) -> u64 {
+        self.handshakes_retried
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 

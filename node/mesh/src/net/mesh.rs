@@ -99,6 +99,7 @@ pub fn start<B: Replica>(
     let cancel = shutdown.child_token();
     let limiter = HandshakeLimiter::new(cfg.handshake_limit());
     let handshakes_rate_limited = limiter.refused();
+    let handshakes_retried = limiter.retried();
     let actor = MeshActor {
         endpoint,
         tls,
@@ -127,6 +128,7 @@ pub fn start<B: Replica>(
         local_addr,
         max_frame_bytes: cfg.max_frame_bytes,
         handshakes_rate_limited,
+        handshakes_retried,
         cancel,
         task: Arc::new(Mutex::new(Some(task))),
     })
@@ -326,6 +328,15 @@ impl<B: Replica> MeshActor<B> {
         let remote = incoming.remote_address();
         if !self.limiter.admit(remote.ip(), std::time::Instant::now()) {
             incoming.ignore();
+            return;
+        }
+        if self
+            .limiter
+            .should_retry(incoming.may_retry(), self.handshakes.len())
+        {
+            if let Err(e) = incoming.retry() {
+                e.into_incoming().ignore();
+            }
             return;
         }
         if self.at_capacity() {
