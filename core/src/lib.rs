@@ -20,6 +20,7 @@
 //!   `merge_convergence` and the convergence property tests.
 //! - `hostile` (feature `testkit`): transactions a hostile peer with a valid certificate could
 //!   send, behind the fuzz target `hostile_txn` and the bridge's test of the same attacks.
+//! - `scratch` (feature `testkit`): the throwaway directories both harnesses open stores in.
 //!
 //! See ARCHITECTURE.md at the repository root for the invariants.
 #![deny(missing_docs)]
@@ -36,6 +37,8 @@ pub mod overlay;
 pub mod plumtree;
 pub mod protocol;
 pub mod schema;
+#[cfg(any(test, feature = "testkit"))]
+pub mod scratch;
 mod seen;
 pub mod store;
 pub mod version;

@@ -53,7 +53,7 @@ impl World {
     /// `n` empty replicas on [`SCHEMA_V1`].
     pub fn new(n: usize) -> World {
         let dirs: Vec<TempDir> = (0..n)
-            .map(|_| TempDir::new().expect("a temporary directory"))
+            .map(|_| crate::scratch::dir())
             .collect();
         let stores = dirs
             .iter()

@@ -38,7 +38,7 @@ impl Replicas {
     /// Four empty replicas on [`SCHEMA`].
     pub fn new() -> Replicas {
         let dirs: Vec<TempDir> = (0..4)
-            .map(|_| TempDir::new().expect("a temporary directory"))
+            .map(|_| crate::scratch::dir())
             .collect();
         let open = |d: &TempDir| {
             let opts = OpenOptions {
