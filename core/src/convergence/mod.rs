@@ -10,12 +10,16 @@
 //! - the same tests' smoke run of [`fuzz`] over random bytes, so the fuzz body stays panic-free
 //!   between campaigns.
 //!
+//! [`record`] is the fast half: the merge rules alone on in-memory documents (no SQLite), behind
+//! the fuzz target `record_merge` at thousands of executions per second.
+//!
 //! The parts: [`script`] (what can happen: [`script::Spec`] ops and [`script::Action`]s, and
 //! their decoding from bytes) → [`world`] (the replicas and how actions run on them) →
 //! [`model`] (what the merged state must be). A failed check panics with what differed: a
 //! panic is the failure report, as fuzzers expect.
 
 pub mod model;
+pub mod record;
 pub mod script;
 pub mod world;
 

@@ -52,9 +52,7 @@ fn open(dir: &TempDir, schema: Option<Schema>) -> Store {
 impl World {
     /// `n` empty replicas on [`SCHEMA_V1`].
     pub fn new(n: usize) -> World {
-        let dirs: Vec<TempDir> = (0..n)
-            .map(|_| crate::scratch::dir())
-            .collect();
+        let dirs: Vec<TempDir> = (0..n).map(|_| crate::scratch::dir()).collect();
         let stores = dirs
             .iter()
             .map(|d| Some(open(d, Some(schema(1)))))

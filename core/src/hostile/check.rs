@@ -37,9 +37,7 @@ impl Default for Replicas {
 impl Replicas {
     /// Four empty replicas on [`SCHEMA`].
     pub fn new() -> Replicas {
-        let dirs: Vec<TempDir> = (0..4)
-            .map(|_| crate::scratch::dir())
-            .collect();
+        let dirs: Vec<TempDir> = (0..4).map(|_| crate::scratch::dir()).collect();
         let open = |d: &TempDir| {
             let opts = OpenOptions {
                 schema: Some(Schema::from_toml(SCHEMA).expect("the hostile schema parses")),
