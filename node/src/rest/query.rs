@@ -104,8 +104,8 @@ fn parse_column_key(q: &mut UrlQuery, k: &str, v: &str) -> Result<(), RestError>
     let head = k.split("->").next().unwrap_or(k);
     match head.split_once('.') {
         None => q.filters.push(Cond::Filter(parse_filter(k, v, false)?)),
-        Some((rel, rest)) => {
-            let rel = parse_name("filter", rel)?;
+        Some((raw_rel, rest)) => {
+            let rel = parse_name("filter", raw_rel)?;
             if matches!(
                 rest,
                 "or" | "and" | "not.or" | "not.and" | "order" | "limit" | "offset"
@@ -114,7 +114,9 @@ fn parse_column_key(q: &mut UrlQuery, k: &str, v: &str) -> Result<(), RestError>
                     "{rest}= on an embedded table ({k})"
                 )));
             }
-            let rest = &k[rel.len() + 1..];
+            // After the raw name and its dot: `parse_name` trims, so its result may be shorter
+            // (a key starting with U+0085, a Unicode space, made this slice panic mid-character).
+            let rest = &k[raw_rel.len() + 1..];
             q.embed_filters.push((rel, parse_filter(rest, v, false)?));
         }
     }
