@@ -8,6 +8,8 @@
 //! half-sent body, a client that stopped reading). On `cancel`, connections finish their current
 //! request (long-lived streams must end on the same token) within [`CONNECTION_DRAIN`].
 //!
+//! A handler that panics answers 500 (`answer_panics`) instead of resetting the connection.
+//!
 //! Every request carries its peer's address as `ConnectInfo<SocketAddr>` (the node's auth trusts
 //! keyless loopback requests). Connections may be upgraded (the node's Realtime websocket): an
 //! upgraded connection keeps its permit until its socket is dropped, and the websocket enforces
@@ -104,6 +106,7 @@ pub async fn serve(
     limits: Limits,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
+    let app = app.layer(axum::middleware::from_fn(answer_panics));
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut conns = JoinSet::new();
     loop {
@@ -141,6 +144,35 @@ pub async fn serve(
         log_panic(done);
     }
     Ok(())
+}
+
+/// A handler that panics (a bug: input from the network must never make one) answers 500 with
+/// a JSON error and is logged with its method and path; without this the connection's task
+/// died and the client saw its connection reset, with no answer.
+async fn answer_panics(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    use futures_util::FutureExt as _;
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    match std::panic::AssertUnwindSafe(next.run(req))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(%method, %path, panic = %what, "request handler panicked; answered 500");
+            let body =
+                serde_json::json!({ "error": "internal error (a bug: see the server's log)" });
+            (hyper::StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
+        }
+    }
 }
 
 fn log_panic(done: Result<(), tokio::task::JoinError>) {
@@ -279,5 +311,46 @@ impl AsyncWrite for Watched {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    async fn get_raw(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut conn = TcpStream::connect(addr).await.expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        conn.write_all(request.as_bytes()).await.expect("write");
+        let mut out = String::new();
+        conn.read_to_string(&mut out).await.expect("read");
+        out
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_and_the_server_carries_on() {
+        fn boom() -> &'static str {
+            panic!("a bug in a handler")
+        }
+        let app = Router::new()
+            .route("/boom", get(|| async { boom() }))
+            .route("/ok", get(|| async { "fine" }));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let cancel = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, app, Limits::default(), cancel.clone()));
+        let answer = get_raw(addr, "/boom").await;
+        assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
+        assert!(answer.contains("internal error"), "{answer}");
+        let answer = get_raw(addr, "/ok").await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("fine"),
+            "{answer}"
+        );
+        cancel.cancel();
+        server.await.expect("join").expect("serve");
     }
 }
