@@ -16,7 +16,7 @@
 //! | `SYNC_TABLES`           | `sync.tables`             | empty = every collection  |
 //! | `SYNC_INTERVAL_SECONDS` | `sync.interval_seconds`   | `10`                      |
 //! | `SYNC_BATCH_SIZE`       | `sync.batch_size`         | `500`                     |
-//! | `SYNC_DOC_CACHE_MIB`    | `sync.doc_cache_mib`      | `256`                     |
+//! | `SYNC_DOC_CACHE_MIB`    | `sync.doc_cache_mib`      | `0` (off)                 |
 //! | `NATS_URL`              | `nats.url`                | none (no NATS)            |
 //! | `MESHLITE_LISTEN`       | `transport.listen`        | `0.0.0.0:6374`            |
 //! | `MESHLITE_STATIC_PEERS` | `discovery.static_peers`  | empty                     |
@@ -129,7 +129,8 @@ pub struct SyncSection {
     /// thousands; larger inputs commit in several batches); also the outbox batch.
     pub batch_size: usize,
     /// Estimated memory (MiB) of merged documents kept across batches so records that come back
-    /// are not loaded again (`replica::cache`; 0 turns it off).
+    /// are not loaded again (`replica::cache`; 0, the default, turns it off: on the bridge
+    /// bench's small documents it saved nothing, see benches/README.md).
     pub doc_cache_mib: usize,
 }
 
@@ -146,7 +147,7 @@ impl Default for SyncSection {
             tables: Vec::new(),
             interval_seconds: 10,
             batch_size: 500,
-            doc_cache_mib: 256,
+            doc_cache_mib: 0,
         }
     }
 }

@@ -25,9 +25,9 @@ pub fn pmoves() -> PathBuf {
 
 /// The database at `url` prepared as `meshlite-bridge run` prepares it for `schema`, and a
 /// bridge replica named `test-{name}` over it (with a connection of its own for checks).
+/// The document cache is on (64 MiB), so every test that merges also exercises it.
 pub async fn pg_replica(url: String, name: &str, schema: &Path) -> (PgReplica, PgConn) {
-    let mib = Config::default().sync.doc_cache_mib;
-    pg_replica_cached(url, name, schema, mib).await
+    pg_replica_cached(url, name, schema, 64).await
 }
 
 /// [`pg_replica`] with a document cache of `doc_cache_mib` MiB (0: none).
