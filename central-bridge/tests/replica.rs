@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 mod support;
 
-use support::{all_txns, blocking, node, pmoves, task_row};
+use support::{all_txns, blocking, node, pmoves, task_row, two_nodes_with_one_task};
 
 struct Bridge {
     replica: PgReplica,
@@ -118,26 +118,6 @@ async fn a_nodes_transactions_materialize_once_and_are_served_back() {
     let encoded: Vec<Vec<u8>> = txns.iter().map(Txn::encode).collect();
     assert_eq!(loaded.txns, encoded, "relayed byte for byte");
     blocking(|| store.close().expect("close"));
-}
-
-/// Two nodes in `da` and `db` that both hold task `t1` (pending, written on the first): the base
-/// of a concurrent-edit scenario.
-async fn two_nodes_with_one_task(
-    da: &tempfile::TempDir,
-    db: &tempfile::TempDir,
-) -> (Store, Store, String) {
-    let (a, n2) = (node(da), node(db));
-    let t1 = named_id("t1");
-    blocking(|| {
-        a.put(
-            "tasks",
-            json!({"id": t1, "status": "pending", "title": "x"}),
-        )
-    })
-    .expect("put");
-    let base = all_txns(&a).await;
-    blocking(|| n2.apply_remote(base)).expect("b gets the base");
-    (a, n2, t1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

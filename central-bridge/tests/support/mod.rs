@@ -14,8 +14,9 @@ use meshlite_bridge::{service, state};
 
 use meshlite_core::store::{OpenOptions, Store};
 use meshlite_core::{Schema, Txn};
+use meshlite_fixtures::records::named_id;
 pub use meshlite_mesh::testkit::Node;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 /// The PMOVES schema.
@@ -207,4 +208,24 @@ pub async fn task_row(conn: &PgConn, id: &str) -> Option<Value> {
 /// Runs a blocking store call (the store's write helpers block) on this worker.
 pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
+}
+
+/// Two nodes in `da` and `db` that both hold task `t1` (pending, written on the first): the base
+/// of a concurrent-edit scenario.
+pub async fn two_nodes_with_one_task(
+    da: &tempfile::TempDir,
+    db: &tempfile::TempDir,
+) -> (Store, Store, String) {
+    let (a, n2) = (node(da), node(db));
+    let t1 = named_id("t1");
+    blocking(|| {
+        a.put(
+            "tasks",
+            json!({"id": t1, "status": "pending", "title": "x"}),
+        )
+    })
+    .expect("put");
+    let base = all_txns(&a).await;
+    blocking(|| n2.apply_remote(base)).expect("b gets the base");
+    (a, n2, t1)
 }
