@@ -16,6 +16,7 @@
 //! | `SYNC_TABLES`           | `sync.tables`             | empty = every collection  |
 //! | `SYNC_INTERVAL_SECONDS` | `sync.interval_seconds`   | `10`                      |
 //! | `SYNC_BATCH_SIZE`       | `sync.batch_size`         | `500`                     |
+//! | `SYNC_DOC_CACHE_MIB`    | `sync.doc_cache_mib`      | `0` (off)                 |
 //! | `NATS_URL`              | `nats.url`                | none (no NATS)            |
 //! | `MESHLITE_LISTEN`       | `transport.listen`        | `0.0.0.0:6374`            |
 //! | `MESHLITE_STATIC_PEERS` | `discovery.static_peers`  | empty                     |
@@ -127,6 +128,17 @@ pub struct SyncSection {
     /// Most transactions applied in one Postgres transaction (a peer's frame can carry
     /// thousands; larger inputs commit in several batches); also the outbox batch.
     pub batch_size: usize,
+    /// Estimated memory (MiB) of merged documents kept across batches so records that come back
+    /// are not loaded again (`replica::cache`; 0, the default, turns it off: on the bridge
+    /// bench's small documents it saved nothing, see benches/README.md).
+    pub doc_cache_mib: usize,
+}
+
+impl SyncSection {
+    /// [`SyncSection::doc_cache_mib`] in bytes.
+    pub fn doc_cache_bytes(&self) -> usize {
+        self.doc_cache_mib.saturating_mul(1 << 20)
+    }
 }
 
 impl Default for SyncSection {
@@ -135,6 +147,7 @@ impl Default for SyncSection {
             tables: Vec::new(),
             interval_seconds: 10,
             batch_size: 500,
+            doc_cache_mib: 0,
         }
     }
 }
@@ -299,6 +312,9 @@ impl Config {
         if let Some(v) = get("SYNC_BATCH_SIZE") {
             self.sync.batch_size = parse_env("SYNC_BATCH_SIZE", &v)?;
         }
+        if let Some(v) = get("SYNC_DOC_CACHE_MIB") {
+            self.sync.doc_cache_mib = parse_env("SYNC_DOC_CACHE_MIB", &v)?;
+        }
         if let Some(v) = get("NATS_URL") {
             self.nats.url = Some(v);
         }
@@ -342,6 +358,9 @@ impl Config {
         }
         if !(1..=100_000).contains(&self.sync.batch_size) {
             return Err(invalid("sync.batch_size", "must be between 1 and 100000"));
+        }
+        if self.sync.doc_cache_mib > 1 << 20 {
+            return Err(invalid("sync.doc_cache_mib", "must be at most 1048576"));
         }
         self.http.limits().validate()?;
         self.transport

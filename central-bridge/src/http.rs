@@ -282,7 +282,7 @@ fn origin_families(out: &mut String, origins: &[(String, i64, i64)]) {
 /// The replica's counters in Prometheus text.
 fn replica_families(out: &mut String, r: &ReplicaStats) {
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let families: [(&str, &str, &str, String); 9] = [
+    let families: [(&str, &str, &str, String); 11] = [
         (
             "meshlite_bridge_batches_total",
             "counter",
@@ -330,6 +330,18 @@ fn replica_families(out: &mut String, r: &ReplicaStats) {
             "counter",
             "Central edits turned into CRDT changes.",
             get(&r.central_edits).to_string(),
+        ),
+        (
+            "meshlite_bridge_doc_cache_hits_total",
+            "counter",
+            "Records whose cached merged document was still current (not loaded from Postgres).",
+            get(&r.doc_cache_hits).to_string(),
+        ),
+        (
+            "meshlite_bridge_doc_cache_misses_total",
+            "counter",
+            "Cached documents found stale (their row changed since) and loaded again.",
+            get(&r.doc_cache_misses).to_string(),
         ),
         (
             "meshlite_bridge_replica_postgres_errors_total",

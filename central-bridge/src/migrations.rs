@@ -68,6 +68,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "node_names",
         sql: node_names,
     },
+    Migration {
+        version: 6,
+        name: "docs_hot_updates",
+        sql: docs_hot_updates,
+    },
 ];
 
 /// Error applying migrations.
@@ -547,6 +552,17 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
 $fn$;
 COMMENT ON TABLE {st}.nodes IS
     'The fleet as the bridge sees it: connected peers and announced nodes, the replica each serves (learned in sync sessions), addresses, version, last seen.';
+"#
+    )
+}
+
+/// Lets a batch's state writes be HOT updates (no new index entry, less WAL): `chunks` is no
+/// longer indexed (nothing queried that index) and `docs` pages keep room for a new version.
+fn docs_hot_updates(s: &Schemas) -> String {
+    let st = &s.state;
+    format!(
+        r#"DROP INDEX IF EXISTS {st}.docs_compaction;
+ALTER TABLE {st}.docs SET (fillfactor = 70);
 "#
     )
 }

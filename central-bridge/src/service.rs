@@ -175,6 +175,7 @@ pub async fn run(
                 .collect(),
             schemas: schemas.clone(),
             batch_size: config.sync.batch_size,
+            doc_cache_bytes: config.sync.doc_cache_bytes(),
         };
         let pg = PgReplica::new(target.clone(), ctx);
         let peer = Peer::start(&config, pg.clone(), &cancel)?;

@@ -156,6 +156,8 @@ impl BridgeSpec {
             .env("MESHLITE_LISTEN", "127.0.0.1:0")
             .env("MESHLITE_HTTP_LISTEN", "127.0.0.1:0")
             .env("SYNC_INTERVAL_SECONDS", "1")
+            // Killed with a warm document cache, restarted cold (`replica::cache`).
+            .env("SYNC_DOC_CACHE_MIB", "64")
             .env("MESHLITE_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -226,6 +226,7 @@ fn start_bridge(url: &str, root: &Path, peers: &[SocketAddr]) -> BridgeProc {
         .env("DATABASE_URL", url)
         .env("MESHLITE_SCHEMA", pmoves())
         .env("MESHLITE_NAME", "bridge")
+        .env("SYNC_DOC_CACHE_MIB", "64")
         .env("MESHLITE_FLEET_DIR", root.join("fleet/nodes/bridge"))
         .env("MESHLITE_STATIC_PEERS", peers.join(","))
         .env("MESHLITE_LISTEN", "127.0.0.1:0")

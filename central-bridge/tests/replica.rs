@@ -4,8 +4,8 @@
 
 use meshlite_bridge::pg::PgConn;
 use meshlite_bridge::replica::PgReplica;
+use meshlite_core::Txn;
 use meshlite_core::store::{OpenOptions, Store};
-use meshlite_core::{Schema, Txn};
 use meshlite_fixtures::postgres::PgServer;
 use meshlite_fixtures::records::named_id;
 use meshlite_mesh::replica::Replica;
@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 mod support;
 
-use support::pmoves;
+use support::{all_txns, blocking, node, pmoves, task_row, two_nodes_with_one_task};
 
 struct Bridge {
     replica: PgReplica,
@@ -31,44 +31,6 @@ async fn bridge_on(url: String, name: &str) -> Bridge {
     Bridge { replica, conn }
 }
 
-fn node(dir: &tempfile::TempDir) -> Store {
-    let opts = OpenOptions {
-        schema: Some(Schema::from_file(&pmoves()).expect("pmoves")),
-        ..OpenOptions::default()
-    };
-    Store::open(dir.path(), opts).expect("open store")
-}
-
-/// Every transaction the store holds, decoded.
-async fn all_txns(store: &Store) -> Vec<Txn> {
-    let summary = store.summary_async().await.expect("summary");
-    let want: Vec<_> = summary
-        .iter()
-        .map(|(origin, set)| (*origin, 1..=set.max()))
-        .collect();
-    let batch = store.txns_for_async(&want, usize::MAX).await.expect("txns");
-    batch
-        .txns
-        .iter()
-        .map(|b| Txn::decode(b).expect("decode"))
-        .collect()
-}
-
-/// The materialized task row, as the node would show it (typed columns back to JSON, the
-/// undeclared fields from `_extra`, columns the record lacks (NULL) left out).
-async fn task_row(conn: &PgConn, id: &str) -> Option<Value> {
-    let row = conn
-        .client()
-        .query_opt(
-            "SELECT jsonb_strip_nulls(to_jsonb(t) - '_extra' - '_origin' - '_synced_at' || t._extra) \
-             FROM public.tasks t WHERE id::text = $1",
-            &[&id],
-        )
-        .await
-        .expect("select task");
-    row.map(|r| r.get::<_, Value>(0))
-}
-
 /// The bridge's own transactions 1..=`n` (central edits), decoded.
 async fn own_txns(b: &Bridge, n: u64) -> Vec<Txn> {
     let me = b.replica.replica_id();
@@ -82,11 +44,6 @@ async fn own_txns(b: &Bridge, n: u64) -> Vec<Txn> {
         .iter()
         .map(|t| Txn::decode(t).expect("decode"))
         .collect()
-}
-
-/// Runs a blocking store call (the store's write helpers block) on this worker.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,26 +118,6 @@ async fn a_nodes_transactions_materialize_once_and_are_served_back() {
     let encoded: Vec<Vec<u8>> = txns.iter().map(Txn::encode).collect();
     assert_eq!(loaded.txns, encoded, "relayed byte for byte");
     blocking(|| store.close().expect("close"));
-}
-
-/// Two nodes in `da` and `db` that both hold task `t1` (pending, written on the first): the base
-/// of a concurrent-edit scenario.
-async fn two_nodes_with_one_task(
-    da: &tempfile::TempDir,
-    db: &tempfile::TempDir,
-) -> (Store, Store, String) {
-    let (a, n2) = (node(da), node(db));
-    let t1 = named_id("t1");
-    blocking(|| {
-        a.put(
-            "tasks",
-            json!({"id": t1, "status": "pending", "title": "x"}),
-        )
-    })
-    .expect("put");
-    let base = all_txns(&a).await;
-    blocking(|| n2.apply_remote(base)).expect("b gets the base");
-    (a, n2, t1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

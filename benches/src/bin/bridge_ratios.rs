@@ -34,7 +34,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use meshlite_benches::BenchError;
-use meshlite_benches::measure::{Batch, Race, Target, emit, machine, process_cpu_time, round3};
+use meshlite_benches::measure::{
+    Batch, Race, Target, emit, machine, proc_status_kib, process_cpu_time, round3,
+};
 use meshlite_benches::pg::{PlainTable, ServerCpu, Shape};
 use meshlite_benches::workload::{
     METRICS, TASKS, append_ops, decode_all, default_doc_cache, export, export_all, metrics,
@@ -78,6 +80,9 @@ struct Args {
     /// INSERT as the bridge issues it, the same prepared once, one INSERT per batch, COPY).
     #[arg(long)]
     shapes: bool,
+    /// The bridge's document cache in MiB (`sync.doc_cache_mib`; 0 turns it off).
+    #[arg(long, default_value_t = SyncSection::default().doc_cache_mib)]
+    doc_cache_mib: usize,
 }
 
 /// The figures, for `--only`.
@@ -114,12 +119,19 @@ fn run(args: &Args) -> Result<(), BenchError> {
         .enable_all()
         .build()?;
     let url = PgServer::shared().database("bridge_bench");
-    let mut bench = rt.block_on(Bench::setup(url))?;
+    let mut bench = rt.block_on(Bench::setup(url, args.doc_cache_mib))?;
     let temp = tempfile::tempdir()?;
     let mut results = Vec::new();
     if args.only.is_none_or(|f| f == Figure::Documents) {
         let work = documents(&temp.path().join("docs"), n, per_txn, batch, args.seed)?;
         results.push(bench.materialize(&rt, work)?);
+        let counts = bench.replica.doc_cache_counts();
+        emit(&json!({
+            "doc_cache_mib": args.doc_cache_mib,
+            "doc_cache_hits": counts.hits,
+            "doc_cache_misses": counts.misses,
+            "peak_rss_kib": proc_status_kib("VmHWM"),
+        }));
     }
     if args.only.is_none_or(|f| f == Figure::Log) {
         let work = log_rows(&temp.path().join("log"), n, per_txn, batch, args.seed)?;
@@ -150,11 +162,12 @@ fn bridge_err(e: impl std::fmt::Display) -> BenchError {
 
 impl Bench {
     /// Migrates the database and makes the PMOVES tables, as `meshlite-bridge run` does.
-    async fn setup(url: String) -> Result<Self, BenchError> {
+    async fn setup(url: String, doc_cache_mib: usize) -> Result<Self, BenchError> {
         let mut config = Config::default();
         config.postgres.url = Some(url);
         config.bridge.schema = Some(pmoves_schema_path());
         config.bridge.name = "bench".into();
+        config.sync.doc_cache_mib = doc_cache_mib;
         let tables = service::load_tables(&config).map_err(bridge_err)?;
         let target = config.pg_target().map_err(bridge_err)?;
         let mut conn = target.connect().await.map_err(bridge_err)?;
@@ -175,6 +188,7 @@ impl Bench {
                 .collect(),
             schemas: schemas.clone(),
             batch_size: config.sync.batch_size,
+            doc_cache_bytes: config.sync.doc_cache_bytes(),
         };
         let server = ServerCpu::find(conn.client()).await?;
         Ok(Self {

@@ -18,6 +18,7 @@
 use meshlite_core::Txn;
 use tokio_postgres::Client;
 
+use super::cache::DocCache;
 use super::copy::Via;
 use super::db::Prepared;
 use super::rowwise::{BatchOutcome, attempt, pg_reason};
@@ -40,10 +41,11 @@ pub async fn apply_batch(
     prepared: &Prepared,
     ctx: &Context,
     txns: Vec<Txn>,
+    cache: &DocCache,
 ) -> Result<BatchOutcome, tokio_postgres::Error> {
     let mut retries = 0;
     loop {
-        match apply_batch_once(client, prepared, ctx, &txns).await {
+        match apply_batch_once(client, prepared, ctx, &txns, cache).await {
             Err(e) if retries < CONCURRENCY_RETRIES && concurrency_failure(&e) => {
                 retries += 1;
                 tracing::info!(error = %pg_reason(&e), retries, "batch raced another writer; retrying");
@@ -60,9 +62,10 @@ async fn set_based(
     prepared: &Prepared,
     ctx: &Context,
     txns: &[Txn],
+    cache: &DocCache,
 ) -> Result<Result<BatchOutcome, bool>, tokio_postgres::Error> {
     for via in [Via::Copy, Via::Statements] {
-        match batch::apply(client, prepared, ctx, txns, via).await? {
+        match batch::apply(client, prepared, ctx, txns, via, cache).await? {
             batch::Attempt::Done(out) => return Ok(Ok(out)),
             batch::Attempt::Refused => return Ok(Err(true)),
             batch::Attempt::Unsuited => return Ok(Err(false)),
@@ -83,6 +86,7 @@ async fn apply_batch_once(
     prepared: &Prepared,
     ctx: &Context,
     txns: &[Txn],
+    cache: &DocCache,
 ) -> Result<BatchOutcome, tokio_postgres::Error> {
     // A transaction Postgres cannot store is refused on the careful path, alone.
     if txns.iter().any(|t| unstorable(t).is_some()) {
@@ -90,7 +94,7 @@ async fn apply_batch_once(
         return Ok(careful.unwrap_or_default());
     }
     let refused = match batch::suited(txns) {
-        true => match set_based(client, prepared, ctx, txns).await? {
+        true => match set_based(client, prepared, ctx, txns, cache).await? {
             Ok(out) => return Ok(out),
             Err(refused) => refused,
         },

@@ -40,10 +40,11 @@ use serde_json::{Map, Value};
 use tokio_postgres::Client;
 
 use super::Context;
+use super::cache::{Cached, DocCache, RowVersion};
 use super::copy::{self, RowRef, Via};
 use super::db::{Db, Prepared};
 use super::rowwise::{BatchOutcome, SyncStatus, finish, is_log, lock_and_read_held, transient};
-use super::sets::{self, AuditRow, DocKey, NewIds, StateWrite, Stored};
+use super::sets::{self, AuditRow, DocKey, Expected, NewIds, StateWrite, Stored};
 use crate::ddl::TableSpec;
 use crate::state::bridge_transaction;
 
@@ -81,6 +82,7 @@ pub async fn apply(
     ctx: &Context,
     txns: &[Txn],
     via: Via,
+    cache: &DocCache,
 ) -> Result<Attempt, tokio_postgres::Error> {
     let mut tx = bridge_transaction(client).await?;
     let db = Db::new(&tx, prepared);
@@ -95,7 +97,7 @@ pub async fn apply(
             fresh.push(txn);
         }
     }
-    let merged = match Merge::run(&db, ctx, &fresh, via).await? {
+    let mut merged = match Merge::run(&db, ctx, &fresh, via, cache).await? {
         Ok(merged) => merged,
         Err(attempt) => {
             tx.rollback().await?;
@@ -122,6 +124,7 @@ pub async fn apply(
     out.applied.new += fresh.len();
     finish(&mut tx, prepared, ctx, &mut out, &status).await?;
     tx.commit().await?;
+    cache.put(merged.into_cached());
     Ok(Attempt::Done(out))
 }
 
@@ -130,6 +133,12 @@ struct Record {
     doc: RecordDoc,
     /// Chunks the stored state has (`None`: no row yet).
     stored_chunks: Option<i32>,
+    /// Bytes the stored state has (0: no row yet).
+    stored_len: i64,
+    /// The row's version when the document came from the cache (and is still current).
+    cached: Option<RowVersion>,
+    /// The row's chunks and length once the batch's state write is done.
+    written: Option<(i32, i64)>,
     /// The batch's applied changes, concatenated.
     appended: Vec<u8>,
     appended_n: i32,
@@ -152,6 +161,8 @@ struct Merge<'t> {
     via: Via,
     applied: Vec<&'t Txn>,
     parked: Vec<&'t Txn>,
+    /// This transaction's id (the version of every row it writes).
+    xid: u64,
 }
 
 /// What became of one transaction in memory.
@@ -167,6 +178,7 @@ impl<'t> Merge<'t> {
         ctx: &Context,
         txns: &[&'t Txn],
         via: Via,
+        cache: &DocCache,
     ) -> Result<Result<Self, Attempt>, tokio_postgres::Error> {
         for txn in txns {
             if let Err(stop) = precheck(ctx, txn) {
@@ -184,6 +196,7 @@ impl<'t> Merge<'t> {
             keys
         };
         let refs: Vec<&DocKey> = keys.iter().collect();
+        let (mut offers, mut xid) = (HashMap::new(), 0);
         if !refs.is_empty() {
             let stages = async {
                 match via {
@@ -191,11 +204,18 @@ impl<'t> Merge<'t> {
                     Via::Statements => Ok(()),
                 }
             };
-            tokio::try_join!(sets::lock_records(db, &refs), stages)?;
+            let locked =
+                tokio::try_join!(sets::lock_records(db, &refs), stages, sets::current_xid(db))?;
+            xid = locked.2;
+            offers = cache.take(&keys, xid);
         }
+        let offered: Vec<Option<Expected>> = keys
+            .iter()
+            .map(|k| offers.get(k).map(|c| c.version.expected()))
+            .collect();
         let stored = match refs.is_empty() {
             true => Vec::new(),
-            false => sets::load(db, ctx, &refs).await?,
+            false => sets::load(db, ctx, &refs, &offered).await?,
         };
         let mut merge = Merge {
             records: BTreeMap::new(),
@@ -205,9 +225,19 @@ impl<'t> Merge<'t> {
             applied: Vec::new(),
             parked: Vec::new(),
             via,
+            xid,
         };
+        let (mut hits, mut misses) = (0, 0);
         for (key, stored) in keys.into_iter().zip(stored) {
-            match record(ctx, &key, stored) {
+            let offer = offers.remove(&key);
+            let offered = offer.is_some();
+            let r = record(ctx, &key, stored, offer);
+            match &r {
+                Ok(r) if r.cached.is_some() => hits += 1,
+                _ if offered => misses += 1,
+                _ => {}
+            }
+            match r {
                 Ok(r) => merge.records.insert(key, r),
                 Err(reason) => {
                     tracing::info!(%reason, "a stored state does not load; replaying the batch");
@@ -215,6 +245,7 @@ impl<'t> Merge<'t> {
                 }
             };
         }
+        cache.count(hits, misses);
         for txn in txns {
             match merge.txn(ctx, txn) {
                 Ok(Fate::Applied) => merge.applied.push(txn),
@@ -324,7 +355,7 @@ impl<'t> Merge<'t> {
 
     /// Writes everything the batch merged (see the module doc) and fills `out`.
     async fn write(
-        mut self,
+        &mut self,
         db: &Db<'_, '_>,
         ctx: &Context,
         out: &mut BatchOutcome,
@@ -436,13 +467,40 @@ impl<'t> Merge<'t> {
             }
             let write = match r.stored_chunks {
                 Some(chunks) if chunks + r.appended_n >= COMPACT_CHUNKS => {
-                    StateWrite::Snapshot(r.doc.save())
+                    let snapshot = r.doc.save();
+                    r.written = Some((0, len_i64(&snapshot)));
+                    StateWrite::Snapshot(snapshot)
                 }
-                _ => StateWrite::Append(std::mem::take(&mut r.appended), r.appended_n),
+                stored => {
+                    let appended = std::mem::take(&mut r.appended);
+                    let chunks = stored.unwrap_or(0) + r.appended_n;
+                    r.written = Some((chunks, r.stored_len + len_i64(&appended)));
+                    StateWrite::Append(appended, r.appended_n)
+                }
             };
             states.push((key.clone(), write));
         }
         states
+    }
+
+    /// The documents to cache once the batch committed: those it wrote (their rows now have
+    /// this transaction's `xmin`) and those it found current in the cache without changing them.
+    fn into_cached(self) -> impl Iterator<Item = (DocKey, Cached)> {
+        let xid = self.xid;
+        self.records.into_iter().filter_map(move |(key, r)| {
+            let version = match (r.written, r.cached) {
+                (Some((chunks, len)), _) => RowVersion { xid, chunks, len },
+                (None, Some(version)) => version,
+                (None, None) => return None,
+            };
+            Some((
+                key,
+                Cached {
+                    doc: r.doc,
+                    version,
+                },
+            ))
+        })
     }
 
     /// The keys whose rows are shown at the end of the batch: changed here, not dead, and no
@@ -584,23 +642,49 @@ fn doc_key(op: &Op) -> Option<DocKey> {
     }
 }
 
-/// A record as loaded: its document (empty when new).
-fn record(ctx: &Context, key: &DocKey, stored: Stored) -> Result<Record, String> {
-    let (doc, stored_chunks) = match stored.state {
-        Some((bytes, chunks)) => (
-            RecordDoc::load(&bytes, &ctx.replica)
-                .map_err(|e| format!("{}/{}: {e}", key.collection, key.id))?,
-            Some(chunks),
-        ),
-        None => (RecordDoc::new(&ctx.replica), None),
-    };
-    Ok(Record {
-        doc,
-        stored_chunks,
+/// A record as loaded: its document — the cached one when `offer` is still the row's version,
+/// else loaded from the row's state, or empty when there is no row.
+fn record(
+    ctx: &Context,
+    key: &DocKey,
+    stored: Stored,
+    offer: Option<Cached>,
+) -> Result<Record, String> {
+    let mut record = Record {
+        doc: RecordDoc::new(&ctx.replica),
+        stored_chunks: None,
+        stored_len: 0,
+        cached: None,
+        written: None,
         appended: Vec::new(),
         appended_n: 0,
         dead: stored.dead,
         conflicts: None,
         fields: None,
-    })
+    };
+    if let Some(row) = stored.row {
+        record.stored_chunks = Some(row.chunks);
+        record.stored_len = row.len;
+        match (row.state, offer) {
+            (None, Some(cached)) => {
+                record.doc = cached.doc;
+                record.cached = Some(cached.version);
+            }
+            (Some(bytes), _) => {
+                record.doc = RecordDoc::load(&bytes, &ctx.replica)
+                    .map_err(|e| format!("{}/{}: {e}", key.collection, key.id))?;
+            }
+            (None, None) => {
+                return Err(format!(
+                    "{}/{}: no state sent and none cached",
+                    key.collection, key.id
+                ));
+            }
+        }
+    }
+    Ok(record)
+}
+
+fn len_i64(bytes: &[u8]) -> i64 {
+    i64::try_from(bytes.len()).unwrap_or(i64::MAX)
 }

@@ -32,6 +32,7 @@
 
 pub mod apply;
 pub mod batch;
+pub mod cache;
 pub mod central;
 pub mod copy;
 pub mod db;
@@ -76,6 +77,9 @@ pub struct Context {
     /// (a peer's frame can carry thousands) commit in several batches, so progress survives a
     /// crash and other writers get their turn.
     pub batch_size: usize,
+    /// Estimated bytes of merged documents the writer keeps across batches
+    /// (`sync.doc_cache_mib`; 0: none), see [`cache`].
+    pub doc_cache_bytes: usize,
 }
 
 /// One lazily (re)connected Postgres connection, with the statements prepared on it.
@@ -84,6 +88,8 @@ struct Conn {
     target: PgTarget,
     conn: Mutex<Option<PgConn>>,
     prepared: db::Prepared,
+    /// Merged documents written on this connection (emptied with it: see [`cache`]).
+    docs: cache::DocCache,
 }
 
 impl Conn {
@@ -93,6 +99,7 @@ impl Conn {
         if guard.as_ref().is_none_or(|c| c.client().is_closed()) {
             *guard = None;
             self.prepared.clear();
+            self.docs.clear();
             let conn = self
                 .target
                 .connect()
@@ -125,6 +132,10 @@ pub struct ReplicaStats {
     pub central_edits: AtomicU64,
     /// Replica operations that failed because Postgres failed (peers resend).
     pub postgres_errors: AtomicU64,
+    /// Records whose cached document was current ([`cache`]).
+    pub doc_cache_hits: AtomicU64,
+    /// Cached documents found stale and loaded again.
+    pub doc_cache_misses: AtomicU64,
     /// Batches that failed since the last one that committed (for the log's backoff).
     failing_batches: AtomicU64,
 }
@@ -146,18 +157,19 @@ pub struct PgReplica {
 impl PgReplica {
     /// A replica over the database at `target` (connections are made on first use).
     pub fn new(target: PgTarget, ctx: Context) -> Self {
-        let conn = |target| {
+        let conn = |target, cache_bytes| {
             Arc::new(Conn {
                 target,
                 conn: Mutex::new(None),
                 prepared: db::Prepared::default(),
+                docs: cache::DocCache::new(cache_bytes),
             })
         };
         Self {
             stats: Arc::default(),
+            writer: conn(target.clone(), ctx.doc_cache_bytes),
+            reader: conn(target, 0),
             ctx: Arc::new(ctx),
-            writer: conn(target.clone()),
-            reader: conn(target),
             events: broadcast::channel(EVENT_CHANNEL).0,
         }
     }
@@ -197,8 +209,8 @@ impl PgReplica {
         let mut guard = self.writer.get().await?;
         let conn = guard.as_mut().ok_or(ReplicaError::Closed)?;
         let (started, n) = (Instant::now(), txns.len());
-        let outcome =
-            apply::apply_batch(conn.client_mut(), &self.writer.prepared, &self.ctx, txns).await;
+        let (prepared, docs) = (&self.writer.prepared, &self.writer.docs);
+        let outcome = apply::apply_batch(conn.client_mut(), prepared, &self.ctx, txns, docs).await;
         let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(e) => {
@@ -224,6 +236,9 @@ impl PgReplica {
         add(&s.txns_duplicate, outcome.applied.duplicates);
         add(&s.txns_rejected, outcome.applied.rejected.len());
         add(&s.rows_written, outcome.changes.len());
+        let cached = self.writer.docs.counts();
+        s.doc_cache_hits.store(cached.hits, Ordering::Relaxed);
+        s.doc_cache_misses.store(cached.misses, Ordering::Relaxed);
         let visible = !outcome.txns.is_empty();
         let (applied, event) = outcome.into_event(false);
         if visible {
@@ -231,6 +246,11 @@ impl PgReplica {
             let _ = self.events.send(event);
         }
         Ok(applied)
+    }
+
+    /// How often the writer's document cache was current (see [`cache`]).
+    pub fn doc_cache_counts(&self) -> cache::CacheCounts {
+        self.writer.docs.counts()
     }
 
     /// Whether the writer can reach Postgres now (for `/healthz`).

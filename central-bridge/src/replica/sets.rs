@@ -46,10 +46,42 @@ pub struct DocKey {
 /// What `docs` and `tombstones` hold about one record incarnation.
 #[derive(Debug, Default)]
 pub struct Stored {
-    /// Its state and appended chunks, when a row exists.
-    pub state: Option<(Vec<u8>, i32)>,
+    /// Its row, when one exists.
+    pub row: Option<StoredRow>,
     /// Tombstoned, or a later incarnation of the record has a state.
     pub dead: bool,
+}
+
+/// A `docs` row as [`load`] read it.
+#[derive(Debug)]
+pub struct StoredRow {
+    /// The state; `None` when the version offered for this key is still the row's (the cached
+    /// document is current: see the `cache` module).
+    pub state: Option<Vec<u8>>,
+    /// Appended change chunks.
+    pub chunks: i32,
+    /// The state's length in bytes.
+    pub len: i64,
+}
+
+/// The `docs` row version a cached document was made from (see the `cache` module): its state is
+/// not sent when the row still has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    /// The row's `xmin` (as a number).
+    pub xmin: i64,
+    /// The row's `chunks`.
+    pub chunks: i32,
+    /// `octet_length` of the row's `state`.
+    pub len: i64,
+}
+
+/// The id of the current transaction (assigning one: the batch writes anyway).
+pub async fn current_xid(db: &Db<'_, '_>) -> Result<u64> {
+    let row = db
+        .query_one("SELECT pg_current_xact_id()::text::int8", &[])
+        .await?;
+    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
 }
 
 /// Locks the records of `keys` (any incarnation) for this transaction, in a fixed order.
@@ -68,15 +100,31 @@ pub async fn lock_records(db: &Db<'_, '_>, keys: &[&DocKey]) -> Result<()> {
 }
 
 /// The stored state and liveness of every key (locked `FOR UPDATE` where a row exists), in the
-/// order of `keys`. Both queries are sent before either answer is awaited.
-pub async fn load(db: &Db<'_, '_>, ctx: &Context, keys: &[&DocKey]) -> Result<Vec<Stored>> {
+/// order of `keys`; `offered` holds, per key, the version of a cached document (see
+/// the `cache` module): when the row is still that version its state is not sent. Both queries
+/// are sent before either answer is awaited.
+pub async fn load(
+    db: &Db<'_, '_>,
+    ctx: &Context,
+    keys: &[&DocKey],
+    offered: &[Option<Expected>],
+) -> Result<Vec<Stored>> {
     let st = &ctx.schemas.state;
     let (collections, ids) = key_columns(keys);
     let incs: Vec<i32> = keys.iter().map(|k| inc(k.incarnation)).collect();
-    let params: [&(dyn ToSql + Sync); 3] = [&collections, &ids, &incs];
+    let xmins: Vec<i64> = offered.iter().map(|o| o.map_or(-1, |v| v.xmin)).collect();
+    let chunks: Vec<i32> = offered.iter().map(|o| o.map_or(-1, |v| v.chunks)).collect();
+    let lens: Vec<i64> = offered.iter().map(|o| o.map_or(-1, |v| v.len)).collect();
+    let key_params: [&(dyn ToSql + Sync); 3] = [&collections, &ids, &incs];
+    let params: [&(dyn ToSql + Sync); 6] = [&collections, &ids, &incs, &xmins, &chunks, &lens];
     let states = format!(
-        "SELECT k.n, d.state, d.chunks FROM {st}.docs d \
-         JOIN unnest($1::text[], $2::text[], $3::int4[]) WITH ORDINALITY AS k(c, i, v, n) \
+        "SELECT k.n, \
+           CASE WHEN d.xmin::text::int8 = k.x AND d.chunks = k.ch AND octet_length(d.state) = k.l \
+                THEN NULL ELSE d.state END, \
+           d.chunks, octet_length(d.state)::int8 \
+         FROM {st}.docs d \
+         JOIN unnest($1::text[], $2::text[], $3::int4[], $4::int8[], $5::int4[], $6::int8[]) \
+           WITH ORDINALITY AS k(c, i, v, x, ch, l, n) \
            ON d.collection = k.c AND d.id = k.i AND d.incarnation = k.v \
          ORDER BY d.collection, d.id, d.incarnation FOR UPDATE OF d"
     );
@@ -87,12 +135,17 @@ pub async fn load(db: &Db<'_, '_>, ctx: &Context, keys: &[&DocKey]) -> Result<Ve
             OR EXISTS (SELECT 1 FROM {st}.docs l \
                        WHERE l.collection = k.c AND l.id = k.i AND l.incarnation > k.v)"
     );
-    let (states, dead) = tokio::try_join!(db.query(&states, &params), db.query(&dead, &params))?;
+    let (states, dead) =
+        tokio::try_join!(db.query(&states, &params), db.query(&dead, &key_params))?;
     let mut out: Vec<Stored> = keys.iter().map(|_| Stored::default()).collect();
     let slot = |n: i64| usize::try_from(n - 1).ok();
     for row in states {
         if let Some(s) = slot(row.get(0)).and_then(|i| out.get_mut(i)) {
-            s.state = Some((row.get(1), row.get(2)));
+            s.row = Some(StoredRow {
+                state: row.get(1),
+                chunks: row.get(2),
+                len: row.get(3),
+            });
         }
     }
     for row in dead {

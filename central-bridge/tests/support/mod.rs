@@ -12,10 +12,11 @@ use meshlite_bridge::pg::PgConn;
 use meshlite_bridge::replica::{Context, PgReplica};
 use meshlite_bridge::{service, state};
 
-use meshlite_core::Schema;
-use meshlite_core::store::Store;
+use meshlite_core::store::{OpenOptions, Store};
+use meshlite_core::{Schema, Txn};
+use meshlite_fixtures::records::named_id;
 pub use meshlite_mesh::testkit::Node;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 /// The PMOVES schema.
@@ -25,8 +26,20 @@ pub fn pmoves() -> PathBuf {
 
 /// The database at `url` prepared as `meshlite-bridge run` prepares it for `schema`, and a
 /// bridge replica named `test-{name}` over it (with a connection of its own for checks).
+/// The document cache is on (64 MiB), so every test that merges also exercises it.
 pub async fn pg_replica(url: String, name: &str, schema: &Path) -> (PgReplica, PgConn) {
+    pg_replica_cached(url, name, schema, 64).await
+}
+
+/// [`pg_replica`] with a document cache of `doc_cache_mib` MiB (0: none).
+pub async fn pg_replica_cached(
+    url: String,
+    name: &str,
+    schema: &Path,
+    doc_cache_mib: usize,
+) -> (PgReplica, PgConn) {
     let mut config = Config::default();
+    config.sync.doc_cache_mib = doc_cache_mib;
     config.postgres.url = Some(url);
     config.bridge.schema = Some(schema.to_path_buf());
     config.bridge.name = format!("test-{name}");
@@ -50,6 +63,7 @@ pub async fn pg_replica(url: String, name: &str, schema: &Path) -> (PgReplica, P
             .collect(),
         schemas,
         batch_size: config.sync.batch_size,
+        doc_cache_bytes: config.sync.doc_cache_bytes(),
     };
     (PgReplica::new(target, ctx), conn)
 }
@@ -150,4 +164,68 @@ pub fn reported_http_port(child: &mut std::process::Child) -> u16 {
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no http address in {line:?}"));
     addr.port()
+}
+
+/// A node store on the PMOVES schema in `dir`.
+pub fn node(dir: &tempfile::TempDir) -> Store {
+    let opts = OpenOptions {
+        schema: Some(Schema::from_file(&pmoves()).expect("pmoves")),
+        ..OpenOptions::default()
+    };
+    Store::open(dir.path(), opts).expect("open store")
+}
+
+/// Every transaction the store holds, decoded.
+pub async fn all_txns(store: &Store) -> Vec<Txn> {
+    let summary = store.summary_async().await.expect("summary");
+    let want: Vec<_> = summary
+        .iter()
+        .map(|(origin, set)| (*origin, 1..=set.max()))
+        .collect();
+    let batch = store.txns_for_async(&want, usize::MAX).await.expect("txns");
+    batch
+        .txns
+        .iter()
+        .map(|b| Txn::decode(b).expect("decode"))
+        .collect()
+}
+
+/// The materialized task row, as the node would show it (typed columns back to JSON, the
+/// undeclared fields from `_extra`, columns the record lacks (NULL) left out).
+pub async fn task_row(conn: &PgConn, id: &str) -> Option<Value> {
+    let row = conn
+        .client()
+        .query_opt(
+            "SELECT jsonb_strip_nulls(to_jsonb(t) - '_extra' - '_origin' - '_synced_at' || t._extra) \
+             FROM public.tasks t WHERE id::text = $1",
+            &[&id],
+        )
+        .await
+        .expect("select task");
+    row.map(|r| r.get::<_, Value>(0))
+}
+
+/// Runs a blocking store call (the store's write helpers block) on this worker.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// Two nodes in `da` and `db` that both hold task `t1` (pending, written on the first): the base
+/// of a concurrent-edit scenario.
+pub async fn two_nodes_with_one_task(
+    da: &tempfile::TempDir,
+    db: &tempfile::TempDir,
+) -> (Store, Store, String) {
+    let (a, n2) = (node(da), node(db));
+    let t1 = named_id("t1");
+    blocking(|| {
+        a.put(
+            "tasks",
+            json!({"id": t1, "status": "pending", "title": "x"}),
+        )
+    })
+    .expect("put");
+    let base = all_txns(&a).await;
+    blocking(|| n2.apply_remote(base)).expect("b gets the base");
+    (a, n2, t1)
 }
