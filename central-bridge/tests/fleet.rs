@@ -390,7 +390,7 @@ async fn three_nodes_one_cut_off_and_healed_converge_in_postgres_with_every_poli
         }
     })
     .await;
-    c.heal(&root);
+    c.heal(&root).await;
 
     let nodes = [&a, &b, &c];
     let merged = poll_until("Postgres equals every node", GUARD, || {

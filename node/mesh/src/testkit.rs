@@ -67,11 +67,25 @@ impl Node {
         self.net.shutdown().await;
     }
 
-    /// Brings the node back on the same address (peers redial it).
-    pub fn heal(&mut self, root: &CancellationToken) {
+    /// Brings the node back on the same address (peers redial it). The old endpoint's socket
+    /// is released when its driver task ends, which may be a moment after `shutdown` returned:
+    /// binding is retried for up to 5 s.
+    pub async fn heal(&mut self, root: &CancellationToken) {
         let addr = self.net.local_addr();
         self.cancel = root.child_token();
-        self.net = serve(&self.store, &self.bundle, &self.name, addr, &self.cancel);
+        for attempt in 0.. {
+            match try_serve(&self.store, &self.bundle, &self.name, addr, &self.cancel) {
+                Ok(net) => {
+                    self.net = net;
+                    return;
+                }
+                Err(e) if attempt < 100 => {
+                    tracing::debug!(error = %e, "rebinding {addr}; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot serve on {addr} again: {e}"),
+            }
+        }
     }
 
     /// Stops the transport and closes the store.
@@ -93,13 +107,23 @@ fn serve(
     listen: SocketAddr,
     cancel: &CancellationToken,
 ) -> NetHandle {
+    try_serve(store, bundle, name, listen, cancel).expect("start the transport")
+}
+
+/// [`serve`], or why the transport did not start.
+fn try_serve(
+    store: &Store,
+    bundle: &Path,
+    name: &str,
+    listen: SocketAddr,
+    cancel: &CancellationToken,
+) -> Result<NetHandle, crate::net::StartError> {
     let identity = fleet::load_node_identity(bundle).expect("load the node identity");
     let transport = TransportConfig {
         listen,
         ..TransportConfig::default()
     };
-    let net = mesh::start(identity, transport, store.clone(), cancel.child_token())
-        .expect("start the transport");
+    let net = mesh::start(identity, transport, store.clone(), cancel.child_token())?;
     let seed = name
         .bytes()
         .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
@@ -118,5 +142,5 @@ fn serve(
         cancel: cancel.child_token(),
     };
     tokio::spawn(gossip.run());
-    net
+    Ok(net)
 }
