@@ -133,6 +133,8 @@ enum Outcome {
     Kept,
     /// The field now shows this value.
     Now(Value),
+    /// The counter now totals this, and this replica holds a part of it.
+    Counted(i64),
     /// Written in a way whose visible value is read back after the commit.
     Reread,
 }
@@ -164,10 +166,15 @@ pub(crate) fn put_fields_viewed(
     }
     let committed = tx.commit().0.is_some();
     let change = last_change(doc, committed);
+    // The view changes only once the change is committed (an error above left it as it was).
     for (field, outcome) in changed {
         let now = match outcome {
             Outcome::Now(v) => Some(v),
-            _ => visible(doc, def, field, view.is_counted(field)),
+            Outcome::Counted(total) => {
+                view.mark_counted(field);
+                Some(Value::from(total))
+            }
+            Outcome::Kept | Outcome::Reread => visible(doc, def, field, view.is_counted(field)),
         };
         match now {
             Some(v) => view.row.insert(field.to_owned(), v),
@@ -184,7 +191,7 @@ fn put_field_viewed(
     policy: &MergePolicy,
     field: &str,
     value: &Value,
-    view: &mut View,
+    view: &View,
     replica: &ReplicaId,
 ) -> Result<Outcome, DocError> {
     let current = view.row.get(field);
@@ -202,8 +209,7 @@ fn put_field_viewed(
             return Ok(Outcome::Kept);
         }
         put_counter_from(tx, field, target, total, current.is_some(), replica)?;
-        view.mark_counted(field);
-        return Ok(Outcome::Now(Value::from(target)));
+        return Ok(Outcome::Counted(target));
     }
     if counted || !scalar {
         put_field(tx, policy, field, value, counted, replica)?;

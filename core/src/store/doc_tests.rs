@@ -12,6 +12,7 @@ fn def() -> CollectionDef {
 [collections.t.fields]
 status = { merge = "priority", order = ["running", "failed", "done"] }
 n = { merge = "counter" }
+c = { merge = "counter" }
 hi = { merge = "max" }
 lo = { merge = "min" }
 notes = { merge = "text" }
@@ -313,8 +314,9 @@ fn viewed_puts_match_reading_puts() {
         assert_eq!(v.row, materialize(&viewed, &def()), "write {i}");
         assert_eq!(materialize(&reading, &def()), v.row, "write {i}");
     }
-    // A type mismatch is refused alike, and leaves the view as it was.
-    let bad = obj(json!({"hi": "text"}));
+    // A type mismatch is refused alike, and leaves the view as it was (also the counter part
+    // the same put would have added to a field without one).
+    let bad = obj(json!({"c": 2, "hi": "text"}));
     assert!(put_fields(&mut reading, &def(), &bad, &p.ra).is_err());
     let before = v.clone();
     assert!(put_fields_viewed(&mut viewed, &def(), &bad, &p.ra, &mut v).is_err());
