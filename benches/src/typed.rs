@@ -21,6 +21,7 @@ use rusqlite::{Connection, params_from_iter};
 use serde_json::Value;
 
 use crate::BenchError;
+use crate::baseline::{count_rows, row_id, write_batch};
 
 /// Environment variable naming the cr-sqlite loadable extension (`crsqlite.so`).
 pub const CRSQLITE_ENV: &str = "MESHLITE_CRSQLITE";
@@ -143,8 +144,7 @@ impl TypedTable {
         &mut self,
         rows: impl IntoIterator<Item = R>,
     ) -> Result<(), BenchError> {
-        let sql = self.insert_sql.clone();
-        self.write(&sql, rows)
+        self.write(false, rows)
     }
 
     /// Inserts or updates `rows` in one transaction.
@@ -152,35 +152,31 @@ impl TypedTable {
         &mut self,
         rows: impl IntoIterator<Item = R>,
     ) -> Result<(), BenchError> {
-        let sql = self.upsert_sql.clone();
-        self.write(&sql, rows)
+        self.write(true, rows)
     }
 
     fn write<R: Borrow<Value>>(
         &mut self,
-        sql: &str,
+        upsert: bool,
         rows: impl IntoIterator<Item = R>,
     ) -> Result<(), BenchError> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut stmt = tx.prepare_cached(sql)?;
-            for row in rows {
-                let row = row.borrow();
-                let id = crate::baseline::row_id(row)?;
-                let values = std::iter::once(SqlValue::Text(id.to_owned()))
-                    .chain(self.columns.iter().map(|c| sql_value(&row[c.as_str()])));
-                stmt.execute(params_from_iter(values))?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+        let sql = match upsert {
+            true => &self.upsert_sql,
+            false => &self.insert_sql,
+        };
+        let columns = &self.columns;
+        write_batch(&mut self.conn, sql, rows, |stmt, row| {
+            let id = row_id(row)?;
+            let values = std::iter::once(SqlValue::Text(id.to_owned()))
+                .chain(columns.iter().map(|c| sql_value(&row[c.as_str()])));
+            stmt.execute(params_from_iter(values))?;
+            Ok(())
+        })
     }
 
     /// Number of rows.
     pub fn len(&self) -> Result<u64, BenchError> {
-        Ok(self
-            .conn
-            .query_row("SELECT COUNT(*) FROM rows", [], |r| r.get::<_, i64>(0))? as u64)
+        count_rows(&self.conn)
     }
 
     /// True when the table is empty.
