@@ -87,16 +87,10 @@ impl RawTable {
         sql: &str,
         rows: impl IntoIterator<Item = R>,
     ) -> Result<(), BenchError> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut stmt = tx.prepare_cached(sql)?;
-            for row in rows {
-                let row = row.borrow();
-                stmt.execute(params![row_id(row)?, json_text(row)?])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+        write_batch(&mut self.conn, sql, rows, |stmt, row| {
+            stmt.execute(params![row_id(row)?, json_text(row)?])?;
+            Ok(())
+        })
     }
 
     /// The stored JSON text of one row.
@@ -109,15 +103,37 @@ impl RawTable {
 
     /// Number of rows.
     pub fn len(&self) -> Result<u64, BenchError> {
-        Ok(self
-            .conn
-            .query_row("SELECT COUNT(*) FROM rows", [], |r| r.get::<_, i64>(0))? as u64)
+        count_rows(&self.conn)
     }
 
     /// True when the table is empty.
     pub fn is_empty(&self) -> Result<bool, BenchError> {
         Ok(self.len()? == 0)
     }
+}
+
+/// Runs the cached statement `sql` once per row (`exec` binds and executes it) in one
+/// transaction: how every raw side writes a batch.
+pub(crate) fn write_batch<R: Borrow<Value>>(
+    conn: &mut Connection,
+    sql: &str,
+    rows: impl IntoIterator<Item = R>,
+    mut exec: impl FnMut(&mut rusqlite::CachedStatement<'_>, &Value) -> Result<(), BenchError>,
+) -> Result<(), BenchError> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached(sql)?;
+        for row in rows {
+            exec(&mut stmt, row.borrow())?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Rows in the table `rows` of `conn`.
+pub(crate) fn count_rows(conn: &Connection) -> Result<u64, BenchError> {
+    Ok(conn.query_row("SELECT COUNT(*) FROM rows", [], |r| r.get::<_, i64>(0))? as u64)
 }
 
 /// A row's JSON text, serialized the fastest way serde_json offers (`io::Write` into a buffer

@@ -15,6 +15,8 @@
 //!   bytes each way.
 //! - [`pg`]: the bridge bench's plain-Postgres baseline (`COPY`, staged upserts) and the
 //!   Postgres server's CPU time.
+//! - [`typed`]: the typed-table sides of the document figures (one column per field), plain
+//!   and as a cr-sqlite CRR (issue 13).
 //! - [`measure`]: interleaved timing of a subject against its baseline (median batch rates),
 //!   peak RSS from `/proc/self/status`, and JSON result lines.
 //!
@@ -25,6 +27,7 @@ pub mod baseline;
 pub mod measure;
 pub mod pg;
 pub mod sync;
+pub mod typed;
 pub mod workload;
 
 /// Why a bench step failed. Benches abort on the first error: a number measured after one would

@@ -50,6 +50,16 @@ impl Side {
         per_second(items, self.batches.iter().map(|b| b.cpu).sum())
     }
 
+    /// Items per CPU second over the batches in `range`.
+    pub fn cpu_rate_of(
+        &self,
+        range: impl std::slice::SliceIndex<[Batch], Output = [Batch]>,
+    ) -> f64 {
+        let batches = self.batches.get(range).unwrap_or_default();
+        let items: usize = batches.iter().map(|b| b.items).sum();
+        per_second(items, batches.iter().map(|b| b.cpu).sum())
+    }
+
     /// Median of the per-batch rates, items per second.
     pub fn rate(&self) -> f64 {
         median(self.batch_rates())
@@ -94,8 +104,95 @@ pub struct Race {
     pub subject: Side,
     /// The raw-SQLite side.
     pub baseline: Side,
+    /// Further sides raced in the same rounds (the typed table, cr-sqlite), by name.
+    pub extras: Vec<(String, Side)>,
+    /// Sides that could not run, and why (printed as `"<name>": "unavailable: <why>"`).
+    pub unavailable: Vec<(String, String)>,
+    /// What else the machine did meanwhile.
+    pub conditions: Conditions,
     /// What the subject must reach.
     pub target: Target,
+}
+
+/// A further side of a race: its name and one batch per call (the round number in, the items
+/// processed out).
+#[allow(missing_debug_implementations)]
+pub struct Extra<'a> {
+    /// Name, used as the prefix of its fields (`typed`, `crsqlite`).
+    pub name: &'static str,
+    /// Runs one batch.
+    pub run: Box<dyn FnMut(usize) -> Result<usize, BenchError> + 'a>,
+}
+
+/// The load a race ran under: the load average after it and the CPU that other processes took
+/// while it ran (from `/proc/stat` minus this process), in cores.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Conditions {
+    /// `/proc/loadavg`'s 1, 5 and 15 minute figures at the end of the race.
+    pub loadavg: String,
+    /// CPU time of all other processes over the race's wall time, in cores.
+    pub other_cpu_cores: f64,
+}
+
+/// Busy CPU jiffies of the machine and of this process, for [`Conditions`].
+#[derive(Clone, Copy, Debug)]
+struct CpuMark {
+    at: Instant,
+    machine: u64,
+    own: u64,
+}
+
+impl CpuMark {
+    fn now() -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        // cpu  user nice system idle iowait irq softirq steal ...
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let busy = [0, 1, 2, 5, 6, 7]
+            .iter()
+            .filter_map(|&i| fields.get(i))
+            .sum();
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Fields after the command name (which may hold spaces): utime is the 14th field.
+        let after = own.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let ticks: Vec<u64> = after
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        Self {
+            at: Instant::now(),
+            machine: busy,
+            own: ticks.iter().sum(),
+        }
+    }
+
+    /// Other processes' CPU since `self`, in cores (`CLK_TCK` = 100 on Linux).
+    fn others_since(&self) -> f64 {
+        let end = CpuMark::now();
+        let secs = end.at.duration_since(self.at).as_secs_f64();
+        let machine = end.machine.saturating_sub(self.machine);
+        let own = end.own.saturating_sub(self.own);
+        match secs > 0.0 {
+            true => machine.saturating_sub(own) as f64 / 100.0 / secs,
+            false => 0.0,
+        }
+    }
+}
+
+fn loadavg() -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    load.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl Race {
@@ -105,23 +202,54 @@ impl Race {
             name: name.to_owned(),
             subject: Side::default(),
             baseline: Side::default(),
+            extras: Vec::new(),
+            unavailable: Vec::new(),
+            conditions: Conditions::default(),
             target,
         }
+    }
+
+    /// Records that side `name` could not run, and why.
+    pub fn unavailable(mut self, name: &str, why: &str) -> Self {
+        self.unavailable.push((name.to_owned(), why.to_owned()));
+        self
+    }
+
+    /// As [`Race::run`], with `extras` timed after the baseline in every round.
+    pub fn run_with(
+        mut self,
+        rounds: usize,
+        mut subject: impl FnMut(usize) -> Result<usize, BenchError>,
+        mut baseline: impl FnMut(usize) -> Result<usize, BenchError>,
+        mut extras: Vec<Extra<'_>>,
+    ) -> Result<Self, BenchError> {
+        let mark = CpuMark::now();
+        let mut sides: Vec<Side> = extras.iter().map(|_| Side::default()).collect();
+        for round in 0..rounds {
+            timed(&mut self.subject, || subject(round))?;
+            timed(&mut self.baseline, || baseline(round))?;
+            for (extra, side) in extras.iter_mut().zip(&mut sides) {
+                timed(side, || (extra.run)(round))?;
+            }
+        }
+        let names = extras.iter().map(|e| e.name.to_owned());
+        self.extras.extend(names.zip(sides));
+        self.conditions = Conditions {
+            loadavg: loadavg(),
+            other_cpu_cores: mark.others_since(),
+        };
+        Ok(self)
     }
 
     /// Runs `rounds` rounds of one subject batch then one baseline batch; each closure gets the
     /// round number and returns the items it processed.
     pub fn run(
-        mut self,
+        self,
         rounds: usize,
-        mut subject: impl FnMut(usize) -> Result<usize, BenchError>,
-        mut baseline: impl FnMut(usize) -> Result<usize, BenchError>,
+        subject: impl FnMut(usize) -> Result<usize, BenchError>,
+        baseline: impl FnMut(usize) -> Result<usize, BenchError>,
     ) -> Result<Self, BenchError> {
-        for round in 0..rounds {
-            timed(&mut self.subject, || subject(round))?;
-            timed(&mut self.baseline, || baseline(round))?;
-        }
-        Ok(self)
+        self.run_with(rounds, subject, baseline, Vec::new())
     }
 
     /// Median over rounds of subject batch rate / baseline batch rate.
@@ -163,7 +291,7 @@ impl Race {
             Target::Ratio(r) => (Some(r), None),
             Target::PerSecond(r) => (None, Some(r)),
         };
-        json!({
+        let mut line = json!({
             "figure": self.name,
             "store_per_s": self.subject.rate().round(),
             "baseline_per_s": self.baseline.rate().round(),
@@ -177,7 +305,22 @@ impl Race {
             "store_per_cpu_s": self.subject.cpu_rate().round(),
             "baseline_per_cpu_s": self.baseline.cpu_rate().round(),
             "cpu_ratio": round3(self.cpu_ratio()),
-        })
+            "loadavg": self.conditions.loadavg,
+            "other_cpu_cores": round3(self.conditions.other_cpu_cores),
+        });
+        let base = self.baseline.cpu_rate();
+        let store = self.subject.cpu_rate();
+        for (name, side) in &self.extras {
+            let rate = side.cpu_rate();
+            let of = |a: f64, b: f64| if b > 0.0 { round3(a / b) } else { 0.0 };
+            line[format!("{name}_per_cpu_s")] = json!(rate.round());
+            line[format!("{name}_cpu_ratio")] = json!(of(rate, base));
+            line[format!("store_cpu_ratio_vs_{name}")] = json!(of(store, rate));
+        }
+        for (name, why) in &self.unavailable {
+            line[name.as_str()] = json!(format!("unavailable: {why}"));
+        }
+        line
     }
 }
 

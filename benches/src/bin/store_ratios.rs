@@ -7,6 +7,9 @@
 //!   records, after one untimed round of updates: the cache protects a document from its second
 //!   use) or not (records written long ago: each is loaded from its stored state), vs raw upserts
 //!   of the same rows.
+//! - `doc_update_hot`: `--hot-updates` successive updates of one record, 50 per transaction, vs
+//!   the same upserts; `hot_flatness` is the store's CPU rate over the last quarter of the
+//!   batches over the first quarter (a hot record must not slow down as its history grows).
 //! - `log_append`: 1000 `Append`s of `device_metrics` rows per transaction vs raw INSERTs
 //!   (target ≥ 0.5×).
 //! - `remote_apply_mixed`: transactions written on replica A (10 task upserts each, a quarter
@@ -29,7 +32,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use meshlite_benches::BenchError;
 use meshlite_benches::baseline::{RawTable, row_id};
-use meshlite_benches::measure::{Race, Target, emit, machine};
+use meshlite_benches::measure::{Extra, Race, Target, emit, machine};
+use meshlite_benches::typed::{CrSqlite, Flavor, TypedTable, columns_of};
 use meshlite_benches::workload::{
     BATCH, METRICS, TASKS, append_ops, bench_schema, check_rows, decode_all, default_doc_cache,
     indexed_fields, metrics, open_store, open_store_with, put_ops, remote_workload, tasks,
@@ -49,6 +53,9 @@ struct Args {
     /// Batches of 1000 rows per side for each update figure.
     #[arg(long, default_value_t = 10)]
     update_rounds: usize,
+    /// Successive updates of one record for `doc_update_hot` (50 per transaction).
+    #[arg(long, default_value_t = 1000)]
+    hot_updates: usize,
     /// Remote transactions of 10 changes each to apply (multiple of 100).
     #[arg(long, default_value_t = 3000)]
     remote_txns: usize,
@@ -94,7 +101,16 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> Result<(), BenchError> {
     let temp = tempfile::tempdir()?;
     let dir = args.dir.clone().unwrap_or_else(|| temp.path().to_owned());
-    emit(&json!({ "machine": machine(), "doc_cache": default_doc_cache(), "batch": BATCH }));
+    let crsqlite = match CrSqlite::locate() {
+        CrSqlite::At(lib) => lib.display().to_string(),
+        CrSqlite::Unavailable(why) => format!("cr-sqlite unavailable: {why}"),
+    };
+    emit(&json!({
+        "machine": machine(),
+        "doc_cache": default_doc_cache(),
+        "batch": BATCH,
+        "crsqlite": crsqlite,
+    }));
     for indexes in [Indexes::Declared, Indexes::None] {
         let dir = dir.join(indexes.suffix().trim_start_matches('_'));
         if args.wants(Group::Documents) {
@@ -141,15 +157,51 @@ impl Indexes {
 
     /// The store and the baseline table for `collection`, both indexed alike.
     fn open(self, dir: &Path, collection: &str) -> Result<(Store, RawTable), BenchError> {
-        let schema = match self {
-            Indexes::Declared => bench_schema()?,
-            Indexes::None => unindexed_schema()?,
-        };
-        let fields = indexed_fields(&schema, collection);
-        let store = open_store_with(&dir.join("store"), default_doc_cache(), schema)?;
+        let fields = indexed_fields(&self.schema()?, collection);
+        let store = open_store_with(&dir.join("store"), default_doc_cache(), self.schema()?)?;
         let raw = RawTable::open_indexed(&dir.join("raw"), Synchronous::Normal, &fields)?;
         Ok((store, raw))
     }
+
+    fn schema(self) -> Result<meshlite_core::Schema, BenchError> {
+        match self {
+            Indexes::Declared => bench_schema(),
+            Indexes::None => unindexed_schema(),
+        }
+    }
+
+    /// The typed tables for rows shaped like `sample` with the same indexes (as plain column
+    /// indexes): plain SQLite, and cr-sqlite when its library is there (else why not).
+    fn open_typed(self, dir: &Path, sample: &Value) -> Result<Typed, BenchError> {
+        let fields = indexed_fields(&self.schema()?, TASKS);
+        let columns = columns_of(sample);
+        let open = |name: &str, flavor: &Flavor| {
+            TypedTable::open(
+                &dir.join(name),
+                Synchronous::Normal,
+                &columns,
+                &fields,
+                flavor,
+            )
+        };
+        let plain = open("typed", &Flavor::Plain)?;
+        let crsqlite = match CrSqlite::locate() {
+            CrSqlite::At(lib) => match open("crsqlite", &Flavor::CrSqlite(lib.clone())) {
+                Ok(t) => Ok(t),
+                Err(e) => Err(format!("{} failed to open a CRR table: {e}", lib.display())),
+            },
+            CrSqlite::Unavailable(why) => Err(why),
+        };
+        Ok(Typed { plain, crsqlite })
+    }
+}
+
+/// The typed sides of the document figures.
+struct Typed {
+    /// One typed column per field, plain SQLite.
+    plain: TypedTable,
+    /// The same table as a cr-sqlite CRR, or why it is unavailable.
+    crsqlite: Result<TypedTable, String>,
 }
 
 /// The document figures share one store (and one baseline table) that grows through them.
@@ -160,16 +212,23 @@ fn documents(args: &Args, dir: &Path, indexes: Indexes) -> Result<(), BenchError
     let inserted: Vec<Vec<Value>> = (0..args.rounds as u64)
         .map(|r| tasks(&mut generator, r * BATCH as u64..(r + 1) * BATCH as u64))
         .collect();
+    let sample = inserted.first().and_then(|b| b.first()).cloned();
+    let mut typed = indexes.open_typed(dir, &sample.unwrap_or_default())?;
+    let typed = &mut typed;
     let race = Race::new(&name("doc_insert"), Target::Ratio(0.10));
-    emit(&race_upserts(race, &store, &mut raw, &inserted, Write::Insert)?.to_json());
+    emit(&race_upserts(race, &store, &mut raw, typed, &inserted, Write::Insert)?.to_json());
 
     let newest = inserted.last().cloned().unwrap_or_default();
     let mut hits = successive_updates(&mut generator, &newest, args.update_rounds + 1);
     let warm_up = hits.remove(0);
     store.transact(put_ops(&warm_up))?;
+    typed.plain.upsert(&warm_up)?;
+    if let Ok(c) = &mut typed.crsqlite {
+        c.upsert(&warm_up)?;
+    }
     raw.upsert(warm_up)?;
     let race = Race::new(&name("doc_update_cache_hit"), Target::Ratio(0.10));
-    emit(&race_upserts(race, &store, &mut raw, &hits, Write::Upsert)?.to_json());
+    emit(&race_upserts(race, &store, &mut raw, typed, &hits, Write::Upsert)?.to_json());
 
     let cold = inserted
         .iter()
@@ -178,9 +237,36 @@ fn documents(args: &Args, dir: &Path, indexes: Indexes) -> Result<(), BenchError
         .map(|rows| rows.iter().map(|r| generator.task_update(r)).collect())
         .collect();
     let race = Race::new(&name("doc_update_cache_miss"), Target::Ratio(0.10));
-    emit(&race_upserts(race, &store, &mut raw, &misses, Write::Upsert)?.to_json());
+    emit(&race_upserts(race, &store, &mut raw, typed, &misses, Write::Upsert)?.to_json());
+
+    let hot = newest.first().cloned().into_iter().collect::<Vec<_>>();
+    let hot = successive_updates(&mut generator, &hot, args.hot_updates);
+    let batches: Vec<Vec<Value>> = hot.chunks(HOT_PER_TXN).map(|c| c.concat()).collect();
+    let race = Race::new(&name("doc_update_hot"), Target::Ratio(0.10));
+    let race = race_upserts(race, &store, &mut raw, typed, &batches, Write::Upsert)?;
+    emit(&with_flatness(race.to_json(), &race));
     store.close()?;
     Ok(())
+}
+
+/// Updates of the hot record per transaction in `doc_update_hot`.
+const HOT_PER_TXN: usize = 50;
+
+/// Adds how the store's cost per update moved as the hot record's history grew: its CPU rate
+/// over the last quarter of the batches against the first quarter (1.0 = flat).
+fn with_flatness(mut line: Value, race: &Race) -> Value {
+    let quarter = (race.subject.batches.len() / 4).max(1);
+    let first = race.subject.cpu_rate_of(..quarter);
+    let last = race
+        .subject
+        .cpu_rate_of(race.subject.batches.len() - quarter..);
+    line["store_first_quarter_per_cpu_s"] = json!(first.round());
+    line["store_last_quarter_per_cpu_s"] = json!(last.round());
+    line["hot_flatness"] = json!(meshlite_benches::measure::round3(match first > 0.0 {
+        true => last / first,
+        false => 0.0,
+    }));
+    line
 }
 
 /// How the baseline writes a batch.
@@ -190,17 +276,55 @@ enum Write {
     Upsert,
 }
 
-/// Races `Store::transact` of one batch of puts against the baseline, then checks the rows.
+/// Races `Store::transact` of one batch of puts against the baseline and the typed tables,
+/// then checks the rows.
 fn race_upserts(
     race: Race,
     store: &Store,
     raw: &mut RawTable,
+    typed: &mut Typed,
     batches: &[Vec<Value>],
     write: Write,
 ) -> Result<Race, BenchError> {
-    let race = race_by_value(race, store, raw, batches, put_ops, write)?;
+    let Typed { plain, crsqlite } = typed;
+    let mut sides = vec![("typed", plain)];
+    let race = match crsqlite {
+        Ok(c) => {
+            sides.push(("crsqlite", c));
+            race
+        }
+        Err(why) => race.unavailable("crsqlite", why),
+    };
+    let extras = sides
+        .into_iter()
+        .map(|(name, table)| typed_side(name, table, batches, write))
+        .collect();
+    let race = race_by_value(race, store, raw, batches, put_ops, write, extras)?;
     check_latest(store, &batches.concat())?;
     Ok(race)
+}
+
+/// A typed table writing the same batches as the baseline, given its own copy by value.
+fn typed_side<'a>(
+    name: &'static str,
+    table: &'a mut TypedTable,
+    batches: &[Vec<Value>],
+    write: Write,
+) -> Extra<'a> {
+    let mut rows: Vec<Option<Vec<Value>>> = batches.iter().map(|b| Some(b.clone())).collect();
+    let run = move |r: usize| {
+        let rows = take(&mut rows, r)?;
+        let n = rows.len();
+        match write {
+            Write::Insert => table.insert(rows)?,
+            Write::Upsert => table.upsert(rows)?,
+        }
+        Ok(n)
+    };
+    Extra {
+        name,
+        run: Box::new(run),
+    }
 }
 
 /// Races `Store::transact` of each batch (as the ops `ops` makes of it) against the baseline
@@ -212,9 +336,10 @@ fn race_by_value(
     batches: &[Vec<Value>],
     ops: fn(&[Value]) -> Vec<WriteOp>,
     write: Write,
+    extras: Vec<Extra<'_>>,
 ) -> Result<Race, BenchError> {
     let (mut ops, mut rows) = by_value(batches, ops);
-    race.run(
+    race.run_with(
         batches.len(),
         |r| {
             store
@@ -231,6 +356,7 @@ fn race_by_value(
             }
             Ok(n)
         },
+        extras,
     )
 }
 
@@ -271,7 +397,15 @@ fn log_append(args: &Args, dir: &Path, indexes: Indexes) -> Result<Race, BenchEr
         .collect();
     let name = format!("log_append{}", indexes.suffix());
     let race = Race::new(&name, Target::Ratio(0.5));
-    let race = race_by_value(race, &store, &mut raw, &batches, append_ops, Write::Insert)?;
+    let race = race_by_value(
+        race,
+        &store,
+        &mut raw,
+        &batches,
+        append_ops,
+        Write::Insert,
+        Vec::new(),
+    )?;
     for batch in &batches {
         check_rows(&store, METRICS, batch, 97)?;
     }

@@ -100,6 +100,162 @@ pub(crate) fn put_fields(
     Ok(last_change(doc, committed))
 }
 
+/// A cached document's materialized row and the fields that have counter parts, kept beside
+/// the document so that a local put decides what to write, and what the row becomes, from it
+/// instead of reading Automerge: a read of a key scans every op ever written to that key, so
+/// reads grow with a hot record's history, while the view does not. Valid only while the
+/// document changes through [`put_fields_viewed`] alone (see `docs::DocEntry`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct View {
+    /// The row [`materialize`] returns.
+    pub row: Map<String, Value>,
+    /// Fields with counter parts, sorted.
+    counted: Vec<String>,
+}
+
+impl View {
+    fn is_counted(&self, field: &str) -> bool {
+        self.counted
+            .binary_search_by(|f| f.as_str().cmp(field))
+            .is_ok()
+    }
+
+    fn mark_counted(&mut self, field: &str) {
+        if let Err(at) = self.counted.binary_search_by(|f| f.as_str().cmp(field)) {
+            self.counted.insert(at, field.to_owned());
+        }
+    }
+}
+
+/// What a put did to a field's visible value.
+enum Outcome {
+    /// Nothing written.
+    Kept,
+    /// The field now shows this value.
+    Now(Value),
+    /// The counter now totals this, and this replica holds a part of it.
+    Counted(i64),
+    /// Written in a way whose visible value is read back after the commit.
+    Reread,
+}
+
+/// [`put_fields`] on a document whose current [`View`] is `view`, which it brings up to date.
+///
+/// Every rule is the one [`put_field`] applies, with the value it would read taken from the
+/// view: after a local put of a scalar, the key's only visible op is the new one, so the field
+/// shows the written value. Fields with counter parts (other than counters themselves), text
+/// and nested objects take the reading path and are read back after the commit.
+pub(crate) fn put_fields_viewed(
+    doc: &mut Automerge,
+    def: &CollectionDef,
+    fields: &Map<String, Value>,
+    replica: &ReplicaId,
+    view: &mut View,
+) -> Result<Vec<u8>, DocError> {
+    let mut tx = doc.transaction();
+    let mut changed: Vec<(&str, Outcome)> = Vec::new();
+    for (field, value) in fields {
+        match put_field_viewed(&mut tx, def.policy(field), field, value, view, replica) {
+            Ok(Outcome::Kept) => {}
+            Ok(outcome) => changed.push((field, outcome)),
+            Err(e) => {
+                tx.rollback();
+                return Err(e);
+            }
+        }
+    }
+    let committed = tx.commit().0.is_some();
+    let change = last_change(doc, committed);
+    // The view changes only once the change is committed (an error above left it as it was).
+    for (field, outcome) in changed {
+        let now = match outcome {
+            Outcome::Now(v) => Some(v),
+            Outcome::Counted(total) => {
+                view.mark_counted(field);
+                Some(Value::from(total))
+            }
+            Outcome::Kept | Outcome::Reread => visible(doc, def, field, view.is_counted(field)),
+        };
+        match now {
+            Some(v) => view.row.insert(field.to_owned(), v),
+            None => view.row.remove(field),
+        };
+    }
+    debug_assert_eq!(*view, self::view(&*doc, def), "incremental view");
+    Ok(change)
+}
+
+/// One field of [`put_fields_viewed`].
+fn put_field_viewed(
+    tx: &mut Transaction<'_>,
+    policy: &MergePolicy,
+    field: &str,
+    value: &Value,
+    view: &View,
+    replica: &ReplicaId,
+) -> Result<Outcome, DocError> {
+    let current = view.row.get(field);
+    let counted = view.is_counted(field);
+    let scalar = !matches!(value, Value::Object(_) | Value::Array(_));
+    let counter =
+        matches!(policy, MergePolicy::Counter) || (counted && *policy == MergePolicy::Lww);
+    if counter {
+        // The view shows the counter's total, which `put_counter` would read.
+        let target = value
+            .as_i64()
+            .ok_or_else(|| policy_err(field, "a counter needs an integer"))?;
+        let total = current.and_then(Value::as_i64).unwrap_or(0);
+        if target == total && current.is_some() {
+            return Ok(Outcome::Kept);
+        }
+        put_counter_from(tx, field, target, total, current.is_some(), replica)?;
+        return Ok(Outcome::Counted(target));
+    }
+    if counted || !scalar {
+        put_field(tx, policy, field, value, counted, replica)?;
+        return Ok(Outcome::Reread);
+    }
+    match policy {
+        MergePolicy::Lww | MergePolicy::Priority { .. } if current == Some(value) => {
+            Ok(Outcome::Kept)
+        }
+        MergePolicy::Lww | MergePolicy::Priority { .. } => {
+            tx.put(&ROOT, field, to_scalar(value))?;
+            Ok(Outcome::Now(value.clone()))
+        }
+        MergePolicy::Max | MergePolicy::Min => {
+            let wins = match policy {
+                MergePolicy::Max => Ordering::Greater,
+                _ => Ordering::Less,
+            };
+            if !beats(field, value, current, wins)? {
+                return Ok(Outcome::Kept);
+            }
+            tx.put(&ROOT, field, to_scalar(value))?;
+            Ok(Outcome::Now(value.clone()))
+        }
+        _ => {
+            put_field(tx, policy, field, value, counted, replica)?;
+            Ok(Outcome::Reread)
+        }
+    }
+}
+
+/// The visible value of one field, as [`materialize`] shows it.
+fn visible<R: ReadDoc>(doc: &R, def: &CollectionDef, field: &str, counted: bool) -> Option<Value> {
+    if counted {
+        return Some(Value::from(counter_value(doc, field)));
+    }
+    match def.policy(field) {
+        MergePolicy::Counter => doc
+            .get(&ROOT, field)
+            .ok()
+            .flatten()
+            .map(|(v, _)| Value::from(scalar_i64(&v).unwrap_or(0))),
+        policy => field_value(doc, policy, field),
+    }
+}
+
 /// Adds `by` to the replica's part of counter `field` as one change; returns its bytes.
 pub(crate) fn increment(
     doc: &mut Automerge,
@@ -283,12 +439,27 @@ fn put_counter(
         counter_value(tx, field),
         "counted parts of {field}"
     );
+    // Read only when it matters: a zero written to a counter that is zero.
+    let present = target != current || current != 0 || counter_present(tx, field)?;
+    put_counter_from(tx, field, target, current, present, replica)
+}
+
+/// Sets counter `field`, whose total is `current` (`present`: the document holds the field or
+/// a part of it), to `target`.
+fn put_counter_from(
+    tx: &mut Transaction<'_>,
+    field: &str,
+    target: i64,
+    current: i64,
+    present: bool,
+    replica: &ReplicaId,
+) -> Result<(), DocError> {
     let delta = target
         .checked_sub(current)
         .ok_or_else(|| policy_err(field, "counter overflow"))?;
     if delta != 0 {
         add_to_part(tx, field, delta, current, replica)?;
-    } else if current == 0 && !counter_present(tx, field)? {
+    } else if !present {
         // A zero on a counter the document does not hold yet still writes this replica's part
         // (as `add_to_part` of 0 would), so the field appears (as 0) in the materialized row.
         tx.put(&ROOT, part_key(field, replica), 0_i64)?;
@@ -340,23 +511,34 @@ fn put_extreme(
     value: &Value,
     wins: Ordering,
 ) -> Result<(), DocError> {
-    if let Some(current) = extreme(tx, field, wins) {
-        if !current.is_null() && json_kind(&current) != json_kind(value) {
-            return Err(policy_err(
-                field,
-                format!(
-                    "type mismatch: the field holds a {}, got a {}",
-                    json_type(&current),
-                    json_type(value)
-                ),
-            ));
-        }
-        if json_cmp(value, &current) != wins {
-            return Ok(());
-        }
+    if beats(field, value, extreme(tx, field, wins).as_ref(), wins)? {
+        tx.put(&ROOT, field, to_scalar(value))?;
     }
-    tx.put(&ROOT, field, to_scalar(value))?;
     Ok(())
+}
+
+/// Whether a max/min write of `value` beats the field's `current` extreme (so it is written);
+/// an error when they differ in type.
+fn beats(
+    field: &str,
+    value: &Value,
+    current: Option<&Value>,
+    wins: Ordering,
+) -> Result<bool, DocError> {
+    let Some(current) = current else {
+        return Ok(true);
+    };
+    if !current.is_null() && json_kind(current) != json_kind(value) {
+        return Err(policy_err(
+            field,
+            format!(
+                "type mismatch: the field holds a {}, got a {}",
+                json_type(current),
+                json_type(value)
+            ),
+        ));
+    }
+    Ok(json_cmp(value, current) == wins)
 }
 
 fn put_text(tx: &mut Transaction<'_>, field: &str, value: &Value) -> Result<(), DocError> {
@@ -402,11 +584,16 @@ pub(crate) fn splice_middle<'a>(old: &str, new: &'a str) -> (usize, usize, &'a s
 }
 
 /// The materialized record (without its primary key).
+pub(crate) fn materialize<R: ReadDoc>(doc: &R, def: &CollectionDef) -> Map<String, Value> {
+    view(doc, def).row
+}
+
+/// The materialized record and the fields that have counter parts.
 ///
 /// One pass over the root keys: a counter's parts are collected as they come (in key order) and
 /// folded onto its base afterwards, as [`counter_value`] does, instead of walking every key again
 /// per counter field.
-pub(crate) fn materialize<R: ReadDoc>(doc: &R, def: &CollectionDef) -> Map<String, Value> {
+pub(crate) fn view<R: ReadDoc>(doc: &R, def: &CollectionDef) -> View {
     let mut out = Map::new();
     let mut parts: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
     // One pass over the root map yields each key's winning value: enough for counter parts,
@@ -434,14 +621,16 @@ pub(crate) fn materialize<R: ReadDoc>(doc: &R, def: &CollectionDef) -> Map<Strin
             out.insert(key.to_owned(), v);
         }
     }
+    let mut counted = Vec::with_capacity(parts.len());
     for (field, values) in parts {
         let total = values
             .into_iter()
             .fold(counter_base(doc, &field), i64::saturating_add);
-        out.insert(field, Value::from(total));
+        out.insert(field.clone(), Value::from(total));
+        counted.push(field);
     }
     debug_assert_eq!(out, materialize_by_key(doc, def), "one-pass materialize");
-    out
+    View { row: out, counted }
 }
 
 /// [`materialize`] one key at a time: the reference debug builds check the one-pass version

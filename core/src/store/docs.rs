@@ -32,7 +32,9 @@ use automerge::Automerge;
 use lru::LruCache;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::doc::{load_doc, new_doc};
+use serde_json::{Map, Value};
+
+use super::doc::{self, DocError, View, load_doc, new_doc};
 use super::error::LoadError;
 use crate::change::Incarnation;
 use crate::ids::ReplicaId;
@@ -48,14 +50,47 @@ pub(crate) struct DocKey {
     pub incarnation: Incarnation,
 }
 
-/// A loaded document and the shape of its stored row.
+/// A loaded document, its materialized view, and the shape of its stored row.
+///
+/// The view (the row and the fields with counter parts) is derived from the document. It is
+/// built by the first local put after the document was loaded or changed otherwise and kept up
+/// to date by local puts ([`DocEntry::put_fields`]); any other change goes through
+/// [`DocEntry::doc_mut`], which drops it.
 #[derive(Debug)]
 pub(crate) struct DocEntry {
-    pub doc: Automerge,
+    doc: Automerge,
+    view: Option<View>,
     /// Chunks appended after the snapshot (0 right after a compaction).
     pub chunks: u32,
     /// False until the row exists.
     pub stored: bool,
+}
+
+impl DocEntry {
+    /// The document.
+    pub fn doc(&self) -> &Automerge {
+        &self.doc
+    }
+
+    /// The document, to change it: drops the view.
+    pub fn doc_mut(&mut self) -> &mut Automerge {
+        self.view = None;
+        &mut self.doc
+    }
+
+    /// Merge-patches `fields` into the document as one local change (as [`doc::put_fields`])
+    /// and returns the change's bytes and the materialized row, from the view and brought up to
+    /// date with it, so a hot record's put costs the same however long its history.
+    pub fn put_fields(
+        &mut self,
+        def: &crate::schema::CollectionDef,
+        fields: &Map<String, Value>,
+        replica: &ReplicaId,
+    ) -> Result<(Vec<u8>, Map<String, Value>), DocError> {
+        let view = self.view.get_or_insert_with(|| doc::view(&self.doc, def));
+        let change = doc::put_fields_viewed(&mut self.doc, def, fields, replica, view)?;
+        Ok((change, view.row.clone()))
+    }
 }
 
 /// Documents in the probation segment: few enough that a document it drops was built or loaded
@@ -246,6 +281,7 @@ fn lost() -> LoadError {
 fn empty_entry(replica: &ReplicaId) -> DocEntry {
     DocEntry {
         doc: new_doc(replica),
+        view: None,
         chunks: 0,
         stored: false,
     }
@@ -274,6 +310,7 @@ fn load(conn: &Connection, key: &DocKey, replica: &ReplicaId) -> Result<DocEntry
                 .map_err(|e| LoadError::Corrupt(format!("{}/{}: {e}", key.collection, key.id)))?;
             Ok(DocEntry {
                 doc,
+                view: None,
                 chunks,
                 stored: true,
             })
@@ -297,7 +334,7 @@ pub(crate) fn store_change(
         entry.stored = true;
         entry.chunks = 1;
     } else if entry.chunks + 1 >= INLINE_COMPACT_CHUNKS {
-        write_snapshot(conn, key, &entry.doc)?;
+        write_snapshot(conn, key, entry.doc())?;
         entry.chunks = 0;
     } else {
         conn.prepare_cached(

@@ -130,7 +130,7 @@ impl Writer {
             // A cached document is used as it is; another is loaded for the snapshot only, so
             // compaction neither counts as a use nor fills the cache.
             if let Some(entry) = self.docs.cached_mut(key) {
-                write_snapshot(&self.conn, key, &entry.doc)?;
+                write_snapshot(&self.conn, key, entry.doc())?;
                 entry.chunks = 0;
                 continue;
             }

@@ -316,19 +316,28 @@ impl Writer {
         // Incarnation 1 inserted: the record had no row at all (`target_incarnation`).
         let unstored = kind == ChangeKind::Insert && incarnation == 1;
         let entry = self.docs.entry_or_new(&self.conn, &key, unstored)?;
-        let fresh = entry.doc.get_heads().is_empty();
-        let change = write
-            .apply(&mut entry.doc, def, &self.replica)
-            .map_err(doc_error)?;
-        store_change(&self.conn, &key, entry, &change)?;
-        let row = match fresh {
-            true => write.into_fresh_row(),
-            false => doc::materialize(&entry.doc, def),
+        let fresh = entry.doc().get_heads().is_empty();
+        let (change, row) = match write {
+            // A put to a record with history: decided and materialized from the cached view.
+            DocWrite::Put(fields) if !fresh => entry
+                .put_fields(def, &fields, &self.replica)
+                .map_err(doc_error)?,
+            write => {
+                let change = write
+                    .apply(entry.doc_mut(), def, &self.replica)
+                    .map_err(doc_error)?;
+                let row = match fresh {
+                    true => write.into_fresh_row(),
+                    false => doc::materialize(entry.doc(), def),
+                };
+                (change, row)
+            }
         };
+        store_change(&self.conn, &key, entry, &change)?;
         debug_assert_eq!(
             row,
-            doc::materialize(&entry.doc, def),
-            "fresh view of {}/{}",
+            doc::materialize(entry.doc(), def),
+            "row of {}/{}",
             key.collection,
             key.id
         );
@@ -340,7 +349,17 @@ impl Writer {
             rows::drop_tombstone(&self.conn, &collection, &id)?;
         }
         let text = rows::json_text(&json);
-        rows::upsert_record(&self.conn, &collection, &id, incarnation, &text, rowversion)?;
+        match kind {
+            ChangeKind::Update => rows::update_live_record(
+                &self.conn,
+                &collection,
+                &id,
+                incarnation,
+                &text,
+                rowversion,
+            )?,
+            _ => rows::upsert_record(&self.conn, &collection, &id, incarnation, &text, rowversion)?,
+        }
         out.push(Op::Doc {
             collection: collection.clone(),
             id: id.clone(),

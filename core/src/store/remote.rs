@@ -343,7 +343,7 @@ impl Writer {
                             return Ok(Verdict::Reject(reason));
                         }
                     };
-                    let doc = &entry.doc;
+                    let doc = entry.doc();
                     let have = |d: &ChangeHash| doc.get_change_by_hash(d).is_some() || earlier(d);
                     !change.deps().iter().all(have)
                 }
@@ -449,7 +449,7 @@ impl Writer {
             Err(LoadError::Storage(e)) => return Err(e),
             Err(LoadError::Corrupt(reason)) => return Ok(Err(reason)),
         };
-        let merged = match apply_and_materialize(&mut entry.doc, change, &def) {
+        let merged = match apply_and_materialize(entry.doc_mut(), change, &def) {
             Ok(m) => m,
             Err(reason) => return Ok(Err(reason)),
         };

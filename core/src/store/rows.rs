@@ -61,6 +61,29 @@ pub(crate) fn upsert_record(
     Ok(())
 }
 
+/// Rewrites the row of a live record that exists at `incarnation` (a local update): a plain
+/// `UPDATE`, cheaper than the upsert's insert attempt and conflict.
+pub(crate) fn update_live_record(
+    conn: &Connection,
+    collection: &str,
+    id: &str,
+    incarnation: Incarnation,
+    json: &str,
+    rowversion: i64,
+) -> rusqlite::Result<()> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE records SET json = ?4, rowversion = ?5
+             WHERE collection = ?1 AND id = ?2 AND incarnation = ?3 AND deleted = 0",
+        )?
+        .execute(params![collection, id, incarnation, json, rowversion])?;
+    if n == 0 {
+        // Not the live row it was read as in this command: write it whole.
+        upsert_record(conn, collection, id, incarnation, json, rowversion)?;
+    }
+    Ok(())
+}
+
 /// Removes the tombstone row of a record about to be re-created, so that the new incarnation's
 /// row gets a new rowid: rowids are the insertion order `Query::insertion_order` reads.
 pub(crate) fn drop_tombstone(
