@@ -248,6 +248,8 @@ pub struct NodeConfig {
     pub transport: toml::Table,
     /// Extra `[http]` keys (listener limits).
     pub http_limits: toml::Table,
+    /// Extra `[sync]` keys (dissemination thresholds).
+    pub sync: toml::Table,
     /// Run inside this network namespace (`ip netns exec`).
     pub netns: Option<String>,
     /// Extra environment variables of the process.
@@ -271,6 +273,7 @@ impl NodeConfig {
             mdns: None,
             transport: toml::Table::new(),
             http_limits: toml::Table::new(),
+            sync: toml::Table::new(),
             netns: None,
             env: Vec::new(),
         }
@@ -335,15 +338,14 @@ impl NodeConfig {
         let mut http = self.http_limits.clone();
         http.insert("listen".into(), self.http.to_string().into());
         let section = |k: &str, v: toml::Value| (k.to_owned(), v);
+        let mut sync = self.sync.clone();
+        sync.insert(
+            "interval_seconds".into(),
+            (self.interval_seconds as i64).into(),
+        );
         let mut table: toml::Table = [
             ("node".to_owned(), node.into()),
-            (
-                "sync".to_owned(),
-                table([section(
-                    "interval_seconds",
-                    (self.interval_seconds as i64).into(),
-                )]),
-            ),
+            ("sync".to_owned(), sync.into()),
             ("http".to_owned(), http.into()),
             ("transport".to_owned(), transport.into()),
             ("discovery".to_owned(), discovery.into()),

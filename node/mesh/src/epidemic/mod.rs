@@ -234,32 +234,34 @@ impl<R: Replica> EpidemicDriver<R> {
 
     /// Feeds identified peers of the table to the overlay; probes address-only rows.
     fn feed_discovery(&mut self, tasks: &mut JoinSet<TaskDone>) {
-        let me = self.net.node_id();
         let now = Instant::now();
         for row in self.table.snapshot() {
             let Some(addr) = row.addresses.first().copied() else {
                 continue;
             };
             match row.node_id {
-                Some(id) if id == me => {}
-                Some(id) => {
-                    if self.known.insert(id) {
-                        let peer = OverlayPeer { id, addr };
-                        self.links.seen_at(id, addr);
-                        if self.joined {
-                            self.state.add_known(peer, now);
-                        } else {
-                            self.joined = true;
-                            self.state.join(peer, now);
-                        }
-                    }
-                }
+                Some(id) => self.learn(OverlayPeer { id, addr }, now),
                 None => {
                     if let Some(task) = self.links.probe(addr) {
                         self.spawn(task, tasks);
                     }
                 }
             }
+        }
+    }
+
+    /// A peer discovery reported (or a probe identified): the first is joined through, the
+    /// others go to the passive view.
+    fn learn(&mut self, peer: OverlayPeer, now: Instant) {
+        if peer.id == self.net.node_id() || !self.known.insert(peer.id) {
+            return;
+        }
+        self.links.seen_at(peer.id, peer.addr);
+        if self.joined {
+            self.state.add_known(peer, now);
+        } else {
+            self.joined = true;
+            self.state.join(peer, now);
         }
     }
 
@@ -376,8 +378,10 @@ impl<R: Replica> EpidemicDriver<R> {
                 }
             },
             TaskDone::Probed { addr, result } => {
+                // `identify` does not signal a table change: learn the peer here.
                 if let Ok(id) = result {
                     self.table.identify(addr, id);
+                    self.learn(OverlayPeer { id, addr }, now);
                 }
             }
             TaskDone::Synced { peer, result } => {
