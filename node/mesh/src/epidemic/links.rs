@@ -163,3 +163,61 @@ impl Links {
         !self.queued.contains_key(id) && !self.syncing.contains(id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshlite_core::epidemic::EpidemicMessage;
+    use meshlite_core::plumtree::TreeMessage;
+
+    fn peer(b: u8) -> OverlayPeer {
+        OverlayPeer {
+            id: NodeId::from_bytes([b; 16]),
+            addr: SocketAddr::from(([127, 0, 0, 1], 4000 + u16::from(b))),
+        }
+    }
+
+    #[test]
+    fn messages_to_an_unconnected_peer_wait_for_one_dial() {
+        let mut links = Links::default();
+        let (p, prune) = (peer(1), EpidemicMessage::Tree(TreeMessage::Prune));
+        assert!(matches!(
+            links.queue(p, p.addr, prune.clone()),
+            Some(Task::Dial { .. })
+        ));
+        assert!(
+            links.queue(p, p.addr, prune.clone()).is_none(),
+            "one dial per peer"
+        );
+        assert!(
+            !links.is_idle(&p.id),
+            "a dial in flight uses the connection"
+        );
+        assert_eq!(links.take_queued(&p.id), vec![prune.clone(), prune]);
+        assert!(links.is_idle(&p.id));
+    }
+
+    #[test]
+    fn syncs_hold_the_connection_and_probes_are_rate_limited() {
+        let mut links = Links::default();
+        let p = peer(2);
+        links.sync(p, p.addr);
+        assert!(!links.is_idle(&p.id));
+        links.sync_done(&p.id);
+        assert!(links.is_idle(&p.id));
+        assert!(links.probe(p.addr).is_some());
+        assert!(links.probe(p.addr).is_none(), "probed again too soon");
+    }
+
+    #[test]
+    fn a_peer_is_named_by_its_last_address() {
+        let mut links = Links::default();
+        let p = peer(3);
+        assert!(links.peer(p.id).addr.ip().is_unspecified());
+        links.up(p.id, p.addr);
+        assert!(links.is_connected(&p.id));
+        assert_eq!(links.peer(p.id).addr, p.addr);
+        links.down(&p.id);
+        assert!(!links.is_connected(&p.id));
+    }
+}

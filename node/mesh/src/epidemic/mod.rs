@@ -125,7 +125,9 @@ impl<R: Replica> EpidemicDriver<R> {
 
     /// Runs until cancelled; leaves the overlay (telling the active view) before returning.
     pub async fn run(mut self) {
-        bump(&self.stats.overlay_mode, 1);
+        self.stats
+            .overlay_mode
+            .store(1, std::sync::atomic::Ordering::Relaxed);
         let mut store_events = self.store.subscribe();
         let mut net_events = self.net.subscribe();
         let mut changes = self.table.changes();

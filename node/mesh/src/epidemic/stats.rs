@@ -132,3 +132,25 @@ impl EpidemicStats {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_figure_is_exported_with_its_value() {
+        let stats = EpidemicStats::default();
+        stats.active_view.store(4, Ordering::Relaxed);
+        bump(&stats.grafts, 2);
+        let text = stats.prometheus_text();
+        assert!(text.contains(
+            "# TYPE meshlite_overlay_active_view gauge\nmeshlite_overlay_active_view 4\n"
+        ));
+        assert!(
+            text.contains(
+                "# TYPE meshlite_tree_grafts_total counter\nmeshlite_tree_grafts_total 2\n"
+            )
+        );
+        assert_eq!(text.matches("# TYPE").count(), 13);
+    }
+}
