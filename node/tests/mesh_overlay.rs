@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{Fleet, GUARD, NodeProc, poll_until};
+use common::{Fleet, GUARD, NodeProc, all_listed, poll_until};
 use meshlite_fixtures::records::named_id;
 use serde_json::json;
 
@@ -50,17 +50,9 @@ async fn wait_overlay(nodes: &[&NodeProc]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn six_daemons_above_the_threshold_run_the_overlay_and_survive_a_loss() {
     let fleet = Fleet::new();
-    let mut cfgs: Vec<_> = (0..NODES)
-        .map(|i| fleet.linked_node(&format!("n{i}")))
-        .collect();
-    let addrs: Vec<String> = cfgs.iter().map(|c| c.peer_addr()).collect();
-    for (i, cfg) in cfgs.iter_mut().enumerate() {
-        cfg.static_peers = addrs
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, a)| a.clone())
-            .collect();
+    let names: Vec<String> = (0..NODES).map(|i| format!("n{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut nodes = all_listed(&fleet, &names, |_, cfg| {
         cfg.sync.insert("direct_push_max_peers".into(), 2.into());
         cfg.sync.insert("overlay_active".into(), 2.into());
         cfg.sync.insert("overlay_passive".into(), 8.into());
@@ -72,8 +64,8 @@ async fn six_daemons_above_the_threshold_run_the_overlay_and_survive_a_loss() {
         // A killed peer's connections are noticed in 3 s, not the default 30 s.
         cfg.transport.insert("keepalive_ms".into(), 1000.into());
         cfg.transport.insert("idle_timeout_ms".into(), 3000.into());
-    }
-    let mut nodes = NodeProc::start_all(cfgs).await;
+    })
+    .await;
     let all: Vec<&NodeProc> = nodes.iter().collect();
     wait_overlay(&all).await;
     nodes[0]

@@ -994,6 +994,26 @@ pub async fn wait_sync_rounds(nodes: &[&NodeProc], rounds: f64) {
 pub async fn full_mesh(
     fleet: &Fleet,
     names: &[&str],
+    configure: impl FnMut(usize, &mut NodeConfig),
+) -> Vec<NodeProc> {
+    let nodes = all_listed(fleet, names, configure).await;
+    for (i, n) in nodes.iter().enumerate() {
+        let others: Vec<&NodeProc> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, o)| o)
+            .collect();
+        wait_connected(n, &others).await;
+    }
+    nodes
+}
+
+/// Nodes named `names`, each listing the others as static peers, started together (without
+/// waiting for connections); `configure` adjusts each config (by index) before the start.
+pub async fn all_listed(
+    fleet: &Fleet,
+    names: &[&str],
     mut configure: impl FnMut(usize, &mut NodeConfig),
 ) -> Vec<NodeProc> {
     let mut cfgs: Vec<_> = names.iter().map(|n| fleet.linked_node(n)).collect();
@@ -1007,17 +1027,7 @@ pub async fn full_mesh(
             .collect();
         configure(i, c);
     }
-    let nodes = NodeProc::start_all(cfgs).await;
-    for (i, n) in nodes.iter().enumerate() {
-        let others: Vec<&NodeProc> = nodes
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, o)| o)
-            .collect();
-        wait_connected(n, &others).await;
-    }
-    nodes
+    NodeProc::start_all(cfgs).await
 }
 
 /// The `id` of every row.
