@@ -106,6 +106,11 @@ impl Links {
         self.connected.contains(id)
     }
 
+    /// Where `id` was last reached or announced, if anywhere.
+    pub(super) fn addr(&self, id: &NodeId) -> Option<SocketAddr> {
+        self.addrs.get(id).copied()
+    }
+
     /// The overlay peer for `id`, at its last known address.
     pub(super) fn peer(&self, id: NodeId) -> OverlayPeer {
         let unknown = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));

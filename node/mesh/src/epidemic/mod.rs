@@ -274,7 +274,7 @@ impl<R: Replica> EpidemicDriver<R> {
                 EpidemicAction::Send { to, message } => self.send(to, message, tasks).await,
                 EpidemicAction::Push { to, txns } => self.push(to, &txns, at_hand).await,
                 EpidemicAction::Sync(peer) => {
-                    let addr = dial_addr(&self.table, &peer);
+                    let addr = self.dial_addr(&peer);
                     let task = self.links.sync(peer, addr);
                     self.spawn(task, tasks);
                 }
@@ -293,7 +293,7 @@ impl<R: Replica> EpidemicDriver<R> {
     ) {
         self.count_sent(&message);
         if !self.links.is_connected(&to.id) {
-            let addr = dial_addr(&self.table, &to);
+            let addr = self.dial_addr(&to);
             if let Some(task) = self.links.queue(to, addr, message) {
                 self.spawn(task, tasks);
             }
@@ -421,6 +421,17 @@ impl<R: Replica> EpidemicDriver<R> {
         }
     }
 
+    /// Where to dial `peer`: discovery's first address, else where a connection from it came
+    /// from, else the hint it was named with (a node listening on `0.0.0.0` names itself so in
+    /// a shuffle; such a dial reaches no one and the overlay drops the peer).
+    fn dial_addr(&self, peer: &OverlayPeer) -> SocketAddr {
+        self.table
+            .get(&PeerKey::Node(peer.id))
+            .and_then(|row| row.addresses.first().copied())
+            .or_else(|| self.links.addr(&peer.id))
+            .unwrap_or(peer.addr)
+    }
+
     fn update_gauges(&self) {
         use std::sync::atomic::Ordering::Relaxed;
         let o = self.state.overlay();
@@ -433,12 +444,4 @@ impl<R: Replica> EpidemicDriver<R> {
         let eager = self.state.tree().eager_peers().count();
         self.stats.eager_links.store(eager as u64, Relaxed);
     }
-}
-
-/// A dialable address for a peer: the table's first, else the hint it came with.
-fn dial_addr(table: &PeerTable, peer: &OverlayPeer) -> SocketAddr {
-    table
-        .get(&PeerKey::Node(peer.id))
-        .and_then(|row| row.addresses.first().copied())
-        .unwrap_or(peer.addr)
 }
