@@ -144,6 +144,14 @@ pub struct SyncSection {
     pub push_fanout: usize,
     /// Peers contacted in each anti-entropy round.
     pub anti_entropy_peers: usize,
+    /// Small-fleet threshold: with at most this many peers known to discovery the node keeps
+    /// a connection to every peer and pushes each change to all of them in one hop; above it,
+    /// overlay mode (a bounded active view and broadcast trees). 0 = always overlay mode.
+    pub direct_push_max_peers: usize,
+    /// Overlay mode: connections kept (the active view).
+    pub overlay_active: usize,
+    /// Overlay mode: replacement candidates remembered (the passive view).
+    pub overlay_passive: usize,
     /// Garbage-collect relayed history every this many seconds; 0 (default) = never. GC frees
     /// transactions every known peer acknowledged, so a node that joins *later* cannot get
     /// that history from this one (snapshot transfer is not implemented yet): enable it only
@@ -163,6 +171,9 @@ impl Default for SyncSection {
             batch_size: 500,
             push_fanout: 3,
             anti_entropy_peers: 2,
+            direct_push_max_peers: 32,
+            overlay_active: 5,
+            overlay_passive: 30,
             gc_interval_seconds: 0,
             central_replicas: Vec::new(),
         }
@@ -433,6 +444,21 @@ impl Config {
             return Err(invalid(
                 "sync.push_fanout",
                 "fanout and anti_entropy_peers must be at most 64",
+            ));
+        }
+        if self.sync.direct_push_max_peers > 4096 {
+            return Err(invalid(
+                "sync.direct_push_max_peers",
+                "must be at most 4096",
+            ));
+        }
+        if !(1..=64).contains(&self.sync.overlay_active) {
+            return Err(invalid("sync.overlay_active", "must be between 1 and 64"));
+        }
+        if !(1..=1024).contains(&self.sync.overlay_passive) {
+            return Err(invalid(
+                "sync.overlay_passive",
+                "must be between 1 and 1024",
             ));
         }
         if !(1..=86_400).contains(&self.registry.ttl_seconds) {

@@ -111,6 +111,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
         connections: &conns,
         table: &table,
         gossip: s.gossip.as_deref(),
+        epidemic: s.epidemic.as_deref(),
         nats: s.nats.as_ref(),
         cert: s.cert.as_ref(),
         handshakes_rate_limited: s.net.as_ref().map(NetHandle::handshakes_rate_limited),

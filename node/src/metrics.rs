@@ -9,6 +9,7 @@ use meshlite_core::store::Status;
 use crate::cert_expiry::CertExpiry;
 
 use meshlite_mesh::discovery::table::{PeerRow, prometheus_text};
+use meshlite_mesh::epidemic::stats::EpidemicStats;
 use meshlite_mesh::gossip::GossipStats;
 use meshlite_mesh::nats::NatsStats;
 use meshlite_mesh::net::events::PeerInfo;
@@ -24,6 +25,8 @@ pub struct Snapshot<'a> {
     pub table: &'a [PeerRow],
     /// Gossip counters (None without a mesh).
     pub gossip: Option<&'a GossipStats>,
+    /// Overlay-mode counters (None without a mesh).
+    pub epidemic: Option<&'a EpidemicStats>,
     /// NATS counters (None without NATS).
     pub nats: Option<&'a NatsStats>,
     /// The node certificate's expiry (None without a mesh).
@@ -63,6 +66,9 @@ pub fn render(snap: &Snapshot<'_>) -> String {
     connection_metrics(&mut out, snap.connections);
     if let Some(g) = snap.gossip {
         gossip_metrics(&mut out, g);
+    }
+    if let Some(e) = snap.epidemic {
+        out.push_str(&e.prometheus_text());
     }
     if let Some(n) = snap.nats {
         nats_metrics(&mut out, n);
@@ -385,6 +391,7 @@ mod tests {
             connections: &[],
             table: &[],
             gossip: None,
+            epidemic: None,
             nats: None,
             cert: None,
             handshakes_rate_limited: None,

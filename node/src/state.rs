@@ -7,6 +7,7 @@ use std::time::Instant;
 use axum::extract::FromRef;
 use meshlite_core::store::Store;
 use meshlite_mesh::discovery::table::PeerTable;
+use meshlite_mesh::epidemic::stats::EpidemicStats;
 use meshlite_mesh::gossip::GossipStats;
 use meshlite_mesh::nats::NatsStats;
 use meshlite_mesh::net::handle::NetHandle;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub table: PeerTable,
     /// Gossip counters, when the mesh is on.
     pub gossip: Option<Arc<GossipStats>>,
+    /// Overlay-mode counters, when the mesh is on.
+    pub epidemic: Option<Arc<EpidemicStats>>,
     /// NATS counters, when NATS is on.
     pub nats: Option<NatsStats>,
     /// This node's name.

@@ -14,9 +14,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::limits::{
-    LEN_PREFIX_BYTES, MAX_CLUSTER_ID_BYTES, MAX_ERROR_MESSAGE_BYTES, MAX_FILTER_COLLECTIONS,
-    MAX_FRAME_BYTES, MAX_SUMMARY_ORIGINS, MAX_SUMMARY_RANGES, MAX_TXNS_PER_FRAME, PROTOCOL_VERSION,
-    TARGET_FRAME_BYTES,
+    LEN_PREFIX_BYTES, MAX_CLUSTER_ID_BYTES, MAX_CONTROL_BYTES, MAX_ERROR_MESSAGE_BYTES,
+    MAX_FILTER_COLLECTIONS, MAX_FRAME_BYTES, MAX_SUMMARY_ORIGINS, MAX_SUMMARY_RANGES,
+    MAX_TXNS_PER_FRAME, PROTOCOL_VERSION, TARGET_FRAME_BYTES,
 };
 use super::wire;
 use crate::change::MAX_TXN_BYTES;
@@ -138,6 +138,17 @@ pub enum Frame {
     },
     /// The sender ends the session normally.
     Close,
+    /// A dissemination control message of overlay mode ([`crate::epidemic`]: membership and
+    /// broadcast-tree messages), sent on the push stream. `version` is the control revision
+    /// ([`super::control::CONTROL_VERSION`]) and `body` the postcard encoding of the message
+    /// ([`super::control`]). Builds that predate this variant refuse the frame as malformed;
+    /// a build that does not speak `version` answers with an `Error` frame.
+    Control {
+        /// Control revision of `body`.
+        version: u8,
+        /// The encoded message, at most [`MAX_CONTROL_BYTES`].
+        body: Vec<u8>,
+    },
 }
 
 impl Frame {
@@ -151,6 +162,7 @@ impl Frame {
             Frame::Push { .. } => "Push",
             Frame::Error { .. } => "Error",
             Frame::Close => "Close",
+            Frame::Control { .. } => "Control",
         }
     }
 
@@ -163,7 +175,12 @@ impl Frame {
             Frame::Error { message, .. } if message.len() > MAX_ERROR_MESSAGE_BYTES => {
                 Err("error message too long")
             }
-            Frame::Done { .. } | Frame::Error { .. } | Frame::Close => Ok(()),
+            Frame::Control { body, .. } if body.len() > MAX_CONTROL_BYTES => {
+                Err("control message too long")
+            }
+            Frame::Done { .. } | Frame::Error { .. } | Frame::Close | Frame::Control { .. } => {
+                Ok(())
+            }
         }
     }
 }

@@ -44,6 +44,16 @@ pub const MAX_CLUSTER_ID_BYTES: usize = 128;
 /// sender (at a character boundary) and refused by the receiver.
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
 
+/// Largest body of a `Control` frame, in bytes: a shuffle of [`MAX_CONTROL_PEERS`] peers or an
+/// announcement of [`MAX_CONTROL_IDS`] transaction ids fits with room to spare.
+pub const MAX_CONTROL_BYTES: usize = 64 * 1024;
+
+/// Most peers named in one control message (a shuffle sample or its reply).
+pub const MAX_CONTROL_PEERS: usize = 64;
+
+/// Most transaction ids in one control message (`IHave`, `Graft`).
+pub const MAX_CONTROL_IDS: usize = 2048;
+
 /// Worst-case postcard size of one summary range: two `u64` varints of 10 bytes each.
 const MAX_RANGE_WIRE_BYTES: usize = 20;
 /// Worst-case postcard size of one origin entry without its ranges: id plus a length varint.

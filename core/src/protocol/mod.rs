@@ -14,6 +14,8 @@
 //! - [`plan_sync`]: the pure comparison of two summaries behind every session.
 //! - [`bundle`]: sneakernet files — a magic header, then the same framing carrying a header
 //!   frame, transaction frames and a checksummed trailer.
+//! - [`control`]: the `Control` frame's body, the overlay-mode messages of [`crate::epidemic`],
+//!   with their own revision number and bounds.
 //! - [`limits`]: the hard limits, enforced while decoding.
 //!
 //! Transactions travel as their encoded bytes ([`crate::Txn::encode`]) and are passed through
@@ -61,6 +63,7 @@
 
 mod batch;
 pub mod bundle;
+pub mod control;
 pub mod frame;
 pub mod limits;
 mod plan;

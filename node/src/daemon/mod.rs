@@ -3,6 +3,7 @@
 //! ```text
 //!             ┌──────────── CancellationToken (SIGINT / SIGTERM) ────────────┐
 //!   Store ◄── gossip::Gossip (push on commit, relay, anti-entropy timer)     │
+//!         ◄── epidemic::EpidemicDriver instead, above sync.direct_push_max_peers (mode) │
 //!     ▲   ◄── net (QUIC, mTLS; sync sessions and pushes apply into the store)│
 //!     │       dialer::Dialer ◄── PeerTable ◄── discovery (mDNS, static, Tailscale)
 //!     │                              ▲
@@ -25,11 +26,17 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use meshlite_core::Schema;
 use meshlite_core::dissemination::{DisseminationConfig, Disseminator};
+use meshlite_core::epidemic::EpidemicConfig;
+use meshlite_core::overlay::OverlayConfig;
+use meshlite_core::plumtree::TreeConfig;
 use meshlite_core::store::{OpenOptions, Store, Synchronous, WriteError};
 use meshlite_mesh::dialer::Dialer;
 use meshlite_mesh::discovery::{Discovery, LocalNode, PeerTable};
+use meshlite_mesh::epidemic::EpidemicDriver;
+use meshlite_mesh::epidemic::stats::EpidemicStats;
 use meshlite_mesh::fleet;
 use meshlite_mesh::gossip::{Gossip, GossipStats};
+use meshlite_mesh::mode::Supervisor;
 use meshlite_mesh::nats::{self, NatsContext, NatsService};
 use meshlite_mesh::net::handle::NetHandle;
 use meshlite_mesh::net::mesh;
@@ -63,6 +70,7 @@ struct Mesh {
     net: NetHandle,
     discovery: Discovery,
     stats: Arc<GossipStats>,
+    epidemic: Arc<EpidemicStats>,
     local: LocalNode,
     expiry: CertExpiry,
 }
@@ -94,6 +102,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         net: mesh.as_ref().map(|m| m.net.clone()),
         table: table.clone(),
         gossip: mesh.as_ref().map(|m| m.stats.clone()),
+        epidemic: mesh.as_ref().map(|m| m.epidemic.clone()),
         nats: nats.as_ref().map(|n| n.stats().clone()),
         node_name: config.node.name.clone(),
         cert: mesh.as_ref().map(|m| m.expiry),
@@ -224,6 +233,31 @@ fn start_mesh(
     );
     let discovery = Discovery::start(&config.effective_discovery(), &local, table, cancel)?;
     let stats = Arc::new(GossipStats::default());
+    let epidemic = Arc::new(EpidemicStats::default());
+    let supervisor = supervisor(config, store, &net, table, &stats, &epidemic, cancel)?;
+    actors.spawn(supervisor.run());
+    Ok(Mesh {
+        net,
+        discovery,
+        stats,
+        epidemic,
+        local,
+        expiry,
+    })
+}
+
+/// Small-fleet mode (gossip + dialer) and overlay mode, switched by fleet size
+/// ([`meshlite_mesh::mode`]).
+fn supervisor(
+    config: &Config,
+    store: &Store,
+    net: &NetHandle,
+    table: &PeerTable,
+    stats: &Arc<GossipStats>,
+    epidemic: &Arc<EpidemicStats>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Supervisor<Store>> {
+    let direct = cancel.child_token();
     let policy = Disseminator::new(dissemination_config(config), rand::random(), Instant::now())?;
     let gossip = Gossip {
         store: store.clone(),
@@ -231,21 +265,31 @@ fn start_mesh(
         table: table.clone(),
         policy,
         stats: stats.clone(),
-        cancel: cancel.child_token(),
+        cancel: direct.clone(),
     };
-    actors.spawn(gossip.run());
     let dialer = Dialer {
         net: net.clone(),
         table: table.clone(),
-        cancel: cancel.child_token(),
+        cancel: direct.clone(),
     };
-    actors.spawn(dialer.run());
-    Ok(Mesh {
-        net,
-        discovery,
-        stats,
-        local,
-        expiry,
+    let overlay = EpidemicDriver::new(
+        store.clone(),
+        net.clone(),
+        table.clone(),
+        epidemic_config(config),
+        rand::random(),
+        epidemic.clone(),
+        cancel.child_token(),
+    )?;
+    Ok(Supervisor {
+        gossip,
+        dialer,
+        direct,
+        overlay,
+        table: table.clone(),
+        me: net.node_id(),
+        threshold: config.sync.direct_push_max_peers,
+        cancel: cancel.child_token(),
     })
 }
 
@@ -253,7 +297,20 @@ fn dissemination_config(config: &Config) -> DisseminationConfig {
     DisseminationConfig {
         push_fanout: config.sync.push_fanout,
         anti_entropy_peers: config.sync.anti_entropy_peers,
+        direct_push_max_peers: config.sync.direct_push_max_peers,
         ..DisseminationConfig::with_interval(config.sync.interval())
+    }
+}
+
+fn epidemic_config(config: &Config) -> EpidemicConfig {
+    EpidemicConfig {
+        overlay: OverlayConfig {
+            active_capacity: config.sync.overlay_active,
+            passive_capacity: config.sync.overlay_passive,
+            ..OverlayConfig::default()
+        },
+        tree: TreeConfig::default(),
+        anti_entropy: dissemination_config(config),
     }
 }
 

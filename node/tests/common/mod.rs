@@ -248,6 +248,8 @@ pub struct NodeConfig {
     pub transport: toml::Table,
     /// Extra `[http]` keys (listener limits).
     pub http_limits: toml::Table,
+    /// Extra `[sync]` keys (dissemination thresholds).
+    pub sync: toml::Table,
     /// Run inside this network namespace (`ip netns exec`).
     pub netns: Option<String>,
     /// Extra environment variables of the process.
@@ -271,6 +273,7 @@ impl NodeConfig {
             mdns: None,
             transport: toml::Table::new(),
             http_limits: toml::Table::new(),
+            sync: toml::Table::new(),
             netns: None,
             env: Vec::new(),
         }
@@ -335,15 +338,14 @@ impl NodeConfig {
         let mut http = self.http_limits.clone();
         http.insert("listen".into(), self.http.to_string().into());
         let section = |k: &str, v: toml::Value| (k.to_owned(), v);
+        let mut sync = self.sync.clone();
+        sync.insert(
+            "interval_seconds".into(),
+            (self.interval_seconds as i64).into(),
+        );
         let mut table: toml::Table = [
             ("node".to_owned(), node.into()),
-            (
-                "sync".to_owned(),
-                table([section(
-                    "interval_seconds",
-                    (self.interval_seconds as i64).into(),
-                )]),
-            ),
+            ("sync".to_owned(), sync.into()),
             ("http".to_owned(), http.into()),
             ("transport".to_owned(), transport.into()),
             ("discovery".to_owned(), discovery.into()),
@@ -992,6 +994,26 @@ pub async fn wait_sync_rounds(nodes: &[&NodeProc], rounds: f64) {
 pub async fn full_mesh(
     fleet: &Fleet,
     names: &[&str],
+    configure: impl FnMut(usize, &mut NodeConfig),
+) -> Vec<NodeProc> {
+    let nodes = all_listed(fleet, names, configure).await;
+    for (i, n) in nodes.iter().enumerate() {
+        let others: Vec<&NodeProc> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, o)| o)
+            .collect();
+        wait_connected(n, &others).await;
+    }
+    nodes
+}
+
+/// Nodes named `names`, each listing the others as static peers, started together (without
+/// waiting for connections); `configure` adjusts each config (by index) before the start.
+pub async fn all_listed(
+    fleet: &Fleet,
+    names: &[&str],
     mut configure: impl FnMut(usize, &mut NodeConfig),
 ) -> Vec<NodeProc> {
     let mut cfgs: Vec<_> = names.iter().map(|n| fleet.linked_node(n)).collect();
@@ -1005,17 +1027,7 @@ pub async fn full_mesh(
             .collect();
         configure(i, c);
     }
-    let nodes = NodeProc::start_all(cfgs).await;
-    for (i, n) in nodes.iter().enumerate() {
-        let others: Vec<&NodeProc> = nodes
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, o)| o)
-            .collect();
-        wait_connected(n, &others).await;
-    }
-    nodes
+    NodeProc::start_all(cfgs).await
 }
 
 /// The `id` of every row.

@@ -52,6 +52,7 @@ pub async fn serve_with(schema: Option<Schema>, node_name: &str, auth: Auth) -> 
         net: None,
         table: PeerTable::new(Duration::from_secs(60)),
         gossip: None,
+        epidemic: None,
         nats: None,
         node_name: node_name.into(),
         cert: None,

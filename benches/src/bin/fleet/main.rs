@@ -10,7 +10,9 @@
 //! 1. [`procs`]: a fleet CA and one certificate per node in a temporary directory; every node
 //!    gets all others as static peers, mDNS and Tailscale off, an ephemeral HTTP port.
 //! 2. Wait until every node's `/peers` lists N-1 connections, unchanged for 3 s (full mesh: with
-//!    at most 32 peers the disseminator pushes each local write directly to every peer).
+//!    at most 32 peers the disseminator pushes each local write directly to every peer). With
+//!    `--overlay`, until every node runs overlay mode with an active neighbor, view sizes
+//!    unchanged for 3 s.
 //! 3. [`sse`]: subscribe to every node's `GET /v1/changes?collection=bench`.
 //! 4. Open-loop writes: one `POST /v1/bench` every 1/rate seconds, round-robin over the nodes,
 //!    each on its own task (a slow ack never delays the next write). Each write records its
@@ -92,6 +94,11 @@ struct Args {
     /// Keep the temporary directory (data, configs, `<node>.log`) and print its path.
     #[arg(long)]
     keep: bool,
+    /// Overlay mode at any size (`sync.direct_push_max_peers = 0`): each node keeps its active
+    /// view (5) instead of a full mesh; the bench waits for every node to have an active
+    /// neighbor, view sizes unchanged for 3 s, instead of N-1 connections.
+    #[arg(long)]
+    overlay: bool,
 }
 
 impl Args {
@@ -150,6 +157,7 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
         nodes: args.nodes,
         interval: args.interval,
         keep: args.keep,
+        overlay: args.overlay,
     };
     let sample: Vec<Value> = (0..args.writes.min(200))
         .map(|i| row(i, &format!("n{}", i % args.nodes)))
@@ -162,7 +170,11 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
     let fleet = Fleet::start(&spec).await?;
     let ready_s = started.elapsed().as_secs_f64();
     let timeout = Duration::from_secs(args.timeout_secs);
-    wait_full_mesh(&fleet, timeout).await?;
+    if args.overlay {
+        wait_overlay(&fleet, timeout).await?;
+    } else {
+        wait_full_mesh(&fleet, timeout).await?;
+    }
     let mesh_s = started.elapsed().as_secs_f64();
     let measured = measure(args, &fleet, timeout).await?;
     let dir = fleet.dir().to_path_buf();
@@ -223,6 +235,36 @@ async fn wait_full_mesh(fleet: &Fleet, timeout: Duration) -> anyhow::Result<()> 
             bail!("mesh not fully connected and stable after {timeout:?}: connections {counts:?}");
         }
         last = keys;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Polls every node's `/metrics` until each runs overlay mode with an active neighbor and no
+/// active view size changed for [`MESH_SETTLE`] (a view need not be full: HyParView leaves a
+/// few nodes a slot short).
+async fn wait_overlay(fleet: &Fleet, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut last: Vec<f64> = Vec::new();
+    let mut stable_since = Instant::now();
+    loop {
+        let views: Vec<f64> = scrape_all(fleet)
+            .await?
+            .iter()
+            .map(|m| {
+                m.sum("meshlite_overlay_active_view", &[]) * m.sum("meshlite_overlay_mode", &[])
+            })
+            .collect();
+        if views != last {
+            stable_since = Instant::now();
+        }
+        let joined = views.iter().all(|v| *v >= 1.0);
+        if joined && stable_since.elapsed() >= MESH_SETTLE {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("overlay not full and stable after {timeout:?}: active views {views:?}");
+        }
+        last = views;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }

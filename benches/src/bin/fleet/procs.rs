@@ -31,6 +31,8 @@ pub struct FleetSpec {
     pub interval: Option<u64>,
     /// Keep the temporary directory (data, configs, logs) after the run.
     pub keep: bool,
+    /// Overlay mode at any size (`sync.direct_push_max_peers = 0`).
+    pub overlay: bool,
 }
 
 /// One running node.
@@ -82,7 +84,7 @@ impl Fleet {
                 &[fleet_dir.as_os_str(), name_os],
             )
             .await?;
-            let config = write_config(dir.path(), &name, *port, &ports, spec.interval)?;
+            let config = write_config(dir.path(), &name, *port, &ports, spec)?;
             children.push((
                 name.clone(),
                 spawn(&spec.binary, dir.path(), &name, &config)?,
@@ -156,20 +158,29 @@ fn write_config(
     name: &str,
     port: u16,
     ports: &[u16],
-    interval: Option<u64>,
+    spec: &FleetSpec,
 ) -> anyhow::Result<PathBuf> {
     let peers: Vec<String> = ports
         .iter()
         .filter(|&&p| p != port)
         .map(|p| format!("\"127.0.0.1:{p}\""))
         .collect();
-    let sync = interval.map_or(String::new(), |s| {
-        format!("[sync]\ninterval_seconds = {s}\n")
-    });
+    let mut sync = String::from("[sync]\n");
+    if let Some(s) = spec.interval {
+        sync.push_str(&format!("interval_seconds = {s}\n"));
+    }
+    // Overlay mode: every node dials from 127.0.0.1, so the per-source handshake limit (meant
+    // for one peer per address) is raised.
+    let transport = if spec.overlay {
+        sync.push_str("direct_push_max_peers = 0\n");
+        "handshake_burst_per_ip = 4096\nhandshake_rate_per_ip = 4096\n"
+    } else {
+        ""
+    };
     let text = format!(
         "[node]\ndata = {data:?}\nname = \"{name}\"\nfleet_dir = {fleet:?}\n{sync}\
          [http]\nlisten = \"127.0.0.1:0\"\n\
-         [transport]\nlisten = \"127.0.0.1:{port}\"\n\
+         [transport]\nlisten = \"127.0.0.1:{port}\"\n{transport}\
          [discovery]\nmdns = false\ntailscale = false\nstatic_peers = [{peers}]\n",
         data = dir.join(format!("{name}-data")),
         fleet = dir.join("fleet").join("nodes").join(name),

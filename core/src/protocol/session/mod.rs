@@ -304,6 +304,7 @@ impl Session {
             Frame::Done { .. } => Err(SessionError::Protocol("second Done")),
             Frame::Push { txns } => self.on_txns(txns, false),
             Frame::Ack { summary } => self.emit_bounded(Event::PeerAck { summary }, 0),
+            Frame::Control { .. } => Err(SessionError::Protocol("Control frame in a sync session")),
         }
     }
 

@@ -5,10 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use meshlite_core::protocol::ErrorCode;
 use meshlite_core::{ReplicaId, TxnId};
 use rustls::CertificateError;
 use serde::Serialize;
 
+use super::control::{ControlMessage, OverlayPeer};
 use crate::fleet::{CertIdentityError, ClusterId, NodeId, NodeName};
 
 /// Capacity of the event broadcast channel. A subscriber that falls further behind loses the
@@ -73,6 +75,23 @@ pub enum NetEvent {
         encoded: Arc<Vec<Vec<u8>>>,
         /// How many were new to this node.
         applied: usize,
+    },
+    /// An overlay-mode control message arrived ([`super::control`]).
+    Control {
+        /// The sender, at the address its connection comes from.
+        from: OverlayPeer,
+        /// The message.
+        message: ControlMessage,
+    },
+    /// A peer refused something we sent on the push stream (an `Error` frame came back, for
+    /// example for a control message it could not decode).
+    PeerError {
+        /// The peer.
+        from: NodeId,
+        /// Its reason code.
+        code: ErrorCode,
+        /// Its message.
+        message: String,
     },
 }
 

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::config::TransportConfigError;
+use super::control::{ControlMessage, encode_control};
 use super::events::{NetEvent, PeerInfo, PushReport, SyncStats};
 use super::push::PushFrame;
 use super::sync::SyncError;
@@ -222,6 +223,14 @@ impl NetHandle {
         targets: Vec<NodeId>,
     ) -> Result<PushReport, PushError> {
         let frame = encode_frame(&Frame::Push { txns })?;
+        self.queue_frame(frame, targets).await
+    }
+
+    async fn queue_frame(
+        &self,
+        frame: Vec<u8>,
+        targets: Vec<NodeId>,
+    ) -> Result<PushReport, PushError> {
         if frame.len() > self.max_frame_bytes {
             return Err(PushError::TooLarge {
                 len: frame.len(),
@@ -238,6 +247,19 @@ impl NetHandle {
         .await
         .map_err(|()| PushError::Closed)?;
         rx.await.map_err(|_| PushError::Closed)
+    }
+
+    /// Queues an overlay-mode control message for `peer` on its push stream; `Ok(false)` if
+    /// the peer is not connected or its queue is full (the message is dropped; the overlay's
+    /// timers recover).
+    pub async fn send_control(
+        &self,
+        peer: NodeId,
+        message: &ControlMessage,
+    ) -> Result<bool, PushError> {
+        let frame = encode_control(message)?;
+        let report = self.queue_frame(frame, vec![peer]).await?;
+        Ok(!report.queued.is_empty())
     }
 
     /// A snapshot of the connected peers, by node id. Empty once shut down.

@@ -24,6 +24,9 @@
 //! - [`mesh`]: also how a dial learns it was admitted (the push-stream preamble) and how
 //!   duplicate connections between two nodes are resolved.
 //! - [`frame_guard`]: refuses oversized frames from their length prefix.
+//! - [`control`]: overlay-mode control messages (`Control` frames on the push stream) and the
+//!   peer type they name; sent with [`NetHandle::send_control`], received as
+//!   [`NetEvent::Control`]. Whom to send them to is `crate::epidemic`'s business.
 //! - [`events`]: [`NetEvent`], [`PeerInfo`], [`SyncStats`], [`RefusalReason`].
 //! - Pushes go to the peers the caller names ([`NetHandle::push_to`]); whom to send to is the
 //!   dissemination policy's decision (`meshlite_core::dissemination`, driven by
@@ -51,6 +54,7 @@
 
 pub mod admission;
 pub mod config;
+pub mod control;
 pub mod events;
 pub mod frame_guard;
 pub mod handle;

@@ -134,6 +134,7 @@ pub struct PeerActor<B> {
     meta: PeerMeta,
     ctx: Arc<PeerContext<B>>,
     inbox: mpsc::Receiver<PeerCommand>,
+    pushes: PushQueue,
     stats: Arc<PeerStats>,
     outbound_syncs: Arc<Semaphore>,
     tasks: JoinSet<()>,
@@ -164,7 +165,7 @@ impl<B: Replica> PeerActor<B> {
             meta: meta.clone(),
             conn: conn.clone(),
             commands,
-            pushes,
+            pushes: pushes.clone(),
             stats: stats.clone(),
             cancel: cancel.clone(),
         };
@@ -173,6 +174,7 @@ impl<B: Replica> PeerActor<B> {
             meta,
             ctx,
             inbox,
+            pushes,
             stats,
             outbound_syncs: Arc::new(Semaphore::new(MAX_OUTBOUND_SYNCS)),
             tasks: JoinSet::new(),
@@ -277,6 +279,8 @@ impl<B: Replica> PeerActor<B> {
     fn spawn_push_reader(&mut self, recv: quinn::RecvStream) {
         let reader = PushReader {
             from: self.meta.node_id,
+            addr: self.conn.remote_address(),
+            reply: self.pushes.clone(),
             backend: self.ctx.backend.clone(),
             stats: self.stats.clone(),
             events: self.ctx.events.clone(),

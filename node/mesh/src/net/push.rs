@@ -8,18 +8,25 @@
 //! bounds what sits in quinn's buffers.
 //!
 //! The receiver side reads frames through the [`FrameGuard`] and the protocol's
-//! [`FrameDecoder`], decodes each transaction, and hands them to the backend. Anything other than
-//! a well-formed `Push` frame resets the stream; the connection and its syncs carry on.
+//! [`FrameDecoder`], decodes each transaction, and hands them to the backend. Overlay-mode
+//! `Control` frames and `Error` frames share the stream ([`super::control`]): a control message
+//! that does not decode is answered with an `Error` frame and skipped. Anything else that is
+//! not a well-formed `Push` frame resets the stream; the connection and its syncs carry on.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use meshlite_core::Txn;
-use meshlite_core::protocol::{Frame, FrameDecoder, encode_frame};
+use meshlite_core::protocol::control::{ControlError, decode_control};
+use meshlite_core::protocol::{
+    ErrorCode, Frame, FrameDecoder, MAX_ERROR_MESSAGE_BYTES, encode_frame,
+};
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::control::OverlayPeer;
 use super::events::NetEvent;
 use super::frame_guard::FrameGuard;
 use super::stats::PeerStats;
@@ -188,6 +195,10 @@ async fn write_frame(
 pub struct PushReader<B> {
     /// The sending peer.
     pub from: NodeId,
+    /// Its address (the connection's remote address).
+    pub addr: SocketAddr,
+    /// Our push queue to the same peer, where answers to bad control frames go.
+    pub reply: PushQueue,
     /// Where received transactions go.
     pub backend: B,
     /// The peer's counters.
@@ -251,10 +262,12 @@ impl<B: Replica> PushReader<B> {
             let taken = decoder.push(input);
             input = &input[taken..];
             while let Some(frame) = decoder.next_frame()? {
-                let Frame::Push { txns } = frame else {
-                    return Err(PushReadError::UnexpectedFrame(frame.kind()));
-                };
-                self.apply(txns).await?;
+                match frame {
+                    Frame::Push { txns } => self.apply(txns).await?,
+                    Frame::Control { version, body } => self.on_control(version, &body),
+                    Frame::Error { code, message } => self.on_peer_error(code, message),
+                    other => return Err(PushReadError::UnexpectedFrame(other.kind())),
+                }
             }
         }
         Ok(())
@@ -288,6 +301,57 @@ impl<B: Replica> PushReader<B> {
             applied: applied.new,
         });
         Ok(())
+    }
+
+    /// Publishes a control message, or answers one that does not decode and carries on.
+    fn on_control(&self, version: u8, body: &[u8]) {
+        match decode_control(version, body) {
+            Ok(message) => {
+                let from = OverlayPeer {
+                    id: self.from,
+                    addr: self.addr,
+                };
+                let _ = self.events.send(NetEvent::Control { from, message });
+            }
+            Err(e) => {
+                tracing::warn!(peer = %self.from, error = %e, "refused a control message");
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                self.answer_error(&e);
+            }
+        }
+    }
+
+    fn answer_error(&self, error: &ControlError) {
+        let code = match error {
+            ControlError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+            _ => ErrorCode::Protocol,
+        };
+        let mut message = error.to_string();
+        if message.len() > MAX_ERROR_MESSAGE_BYTES {
+            let mut end = MAX_ERROR_MESSAGE_BYTES;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        match encode_frame(&Frame::Error { code, message }) {
+            Ok(frame) => {
+                if !self.reply.try_push(&Arc::new(frame)) {
+                    tracing::debug!(peer = %self.from, "push queue full; error answer dropped");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot encode an error answer"),
+        }
+    }
+
+    fn on_peer_error(&self, code: ErrorCode, message: String) {
+        tracing::warn!(peer = %self.from, ?code, %message, "peer refused what we sent");
+        let from = self.from;
+        let _ = self.events.send(NetEvent::PeerError {
+            from,
+            code,
+            message,
+        });
     }
 
     fn refuse(&self, recv: &mut RecvStream, code: VarInt, reason: &str) {
