@@ -220,15 +220,7 @@ async fn a_node_cut_off_by_a_partition_converges_after_the_heal() {
     let nodes =
         NodeProc::start_all((0..NODES).map(|i| node_config(&fleet, &lab, i)).collect()).await;
     let (n1, n2, n3) = (&nodes[0], &nodes[1], &nodes[2]);
-    for (i, n) in nodes.iter().enumerate() {
-        let others: Vec<&NodeProc> = nodes
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, o)| o)
-            .collect();
-        common::wait_connected(n, &others).await;
-    }
+    common::wait_full_mesh(&nodes).await;
     seed(n1).await;
     converge_within(&[n1, n2, n3], COLLECTIONS, HEAL_GUARD).await;
 

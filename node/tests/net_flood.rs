@@ -87,8 +87,9 @@ async fn flood_from(
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_handshake_flood_from_one_source_does_not_lock_out_an_honest_peer() -> TestResult {
+/// Node `a` (the target), node `b` (the honest peer), and [`FLOOD`] Initials of a third fleet
+/// member; the fleet lives as long as the first value.
+async fn two_nodes_and_a_flood() -> anyhow::Result<(Fleet, TestNode, TestNode, Vec<Vec<u8>>)> {
     init_tracing();
     let fleet = Fleet::new()?;
     let a = TestNode::start(fleet.node("a")?)?;
@@ -96,6 +97,12 @@ async fn a_handshake_flood_from_one_source_does_not_lock_out_an_honest_peer() ->
     let flooder = RawClient::new(fleet.node("mallory")?)?;
     let initials = captured_initials(flooder.config.clone()).await?;
     drop(flooder);
+    Ok((fleet, a, b, initials))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_flood_from_one_source_does_not_lock_out_an_honest_peer() -> TestResult {
+    let (_fleet, a, b, initials) = two_nodes_and_a_flood().await?;
 
     // Two waves; RSS after each (a bounded node grows little, if at all, in the second).
     let mut rss = vec![rss_kib()];
@@ -141,13 +148,7 @@ async fn a_handshake_flood_from_one_source_does_not_lock_out_an_honest_peer() ->
 /// peer (whose quinn client follows the Retry) connects and syncs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_from_many_spoofed_sources_is_answered_with_retries() -> TestResult {
-    init_tracing();
-    let fleet = Fleet::new()?;
-    let a = TestNode::start(fleet.node("a")?)?;
-    let b = TestNode::start(fleet.node("b")?)?;
-    let flooder = RawClient::new(fleet.node("mallory")?)?;
-    let initials = captured_initials(flooder.config.clone()).await?;
-    drop(flooder);
+    let (_fleet, a, b, initials) = two_nodes_and_a_flood().await?;
 
     flood_from(&initials, a.addr(), |i| {
         Ipv4Addr::new(127, 0, 0, 2 + u8::try_from(i / 2).unwrap())

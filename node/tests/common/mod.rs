@@ -989,14 +989,8 @@ pub async fn wait_sync_rounds(nodes: &[&NodeProc], rounds: f64) {
     }
 }
 
-/// Nodes named `names`, each listing the others as static peers, started together and connected
-/// to each other; `configure` adjusts each config (by index) before the start.
-pub async fn full_mesh(
-    fleet: &Fleet,
-    names: &[&str],
-    configure: impl FnMut(usize, &mut NodeConfig),
-) -> Vec<NodeProc> {
-    let nodes = all_listed(fleet, names, configure).await;
+/// Waits until every node is connected to every other.
+pub async fn wait_full_mesh(nodes: &[NodeProc]) {
     for (i, n) in nodes.iter().enumerate() {
         let others: Vec<&NodeProc> = nodes
             .iter()
@@ -1006,6 +1000,17 @@ pub async fn full_mesh(
             .collect();
         wait_connected(n, &others).await;
     }
+}
+
+/// Nodes named `names`, each listing the others as static peers, started together and connected
+/// to each other; `configure` adjusts each config (by index) before the start.
+pub async fn full_mesh(
+    fleet: &Fleet,
+    names: &[&str],
+    configure: impl FnMut(usize, &mut NodeConfig),
+) -> Vec<NodeProc> {
+    let nodes = all_listed(fleet, names, configure).await;
+    wait_full_mesh(&nodes).await;
     nodes
 }
 
