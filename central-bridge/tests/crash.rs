@@ -174,27 +174,18 @@ impl BridgeSpec {
     }
 }
 
-/// A fleet, one in-process node of it (its store's writes are the workload), and how to start a
-/// bridge of the same fleet over `url`; the directories live as long as the rig.
-struct Rig {
-    cancel: CancellationToken,
-    node: Node,
-    spec: BridgeSpec,
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
-}
+/// The directories a [`rig`] lives in (kept until the test ends).
+type RigDirs = (tempfile::TempDir, tempfile::TempDir);
 
-fn rig(url: &str) -> Rig {
+/// A fleet, one in-process node of it (its store's writes are the workload), and how to start a
+/// bridge of the same fleet over `url`.
+fn rig(url: &str) -> (CancellationToken, Node, BridgeSpec, RigDirs) {
     let cancel = CancellationToken::new();
     let fleet_root = tempfile::tempdir().expect("fleet");
     fleet::init(fleet_root.path()).expect("fleet init");
     let (node, node_data) = start_node(fleet_root.path(), "node", &cancel);
     let spec = BridgeSpec::new(url.to_owned(), fleet_root.path(), &node);
-    Rig {
-        cancel,
-        node,
-        spec,
-        _dirs: (fleet_root, node_data),
-    }
+    (cancel, node, spec, (fleet_root, node_data))
 }
 
 /// `GET /healthz`: the status code and body, or `None` when the bridge does not answer.
@@ -330,12 +321,7 @@ fn kill_count() -> usize {
 async fn sigkill_mid_apply_loses_and_duplicates_nothing() {
     let mut rng = StdRng::seed_from_u64(seed());
     let url = PgServer::shared().database("crash");
-    let Rig {
-        cancel,
-        node,
-        spec,
-        _dirs,
-    } = rig(&url);
+    let (cancel, node, spec, _dirs) = rig(&url);
     let plan = plan(CRASH_TASKS, CRASH_TXNS);
     write(&node.store, plan[..CRASH_BACKLOG].to_vec()).await;
 
@@ -441,12 +427,7 @@ const OUTAGE: Duration = Duration::from_secs(3);
 async fn postgres_outage_keeps_the_bridge_up_and_loses_nothing() {
     let mut cluster = tokio::task::block_in_place(PgCluster::start);
     let url = cluster.url();
-    let Rig {
-        cancel,
-        node,
-        spec,
-        _dirs,
-    } = rig(&url);
+    let (cancel, node, spec, _dirs) = rig(&url);
     let plan = plan(OUTAGE_TASKS, OUTAGE_TXNS);
     let (before, during) = plan.split_at(OUTAGE_BACKLOG);
     write(&node.store, before.to_vec()).await;
@@ -513,12 +494,7 @@ async fn postgres_outage_keeps_the_bridge_up_and_loses_nothing() {
 async fn postgres_outage_during_startup_migration_is_waited_out() {
     let mut cluster = tokio::task::block_in_place(PgCluster::start);
     let url = cluster.url();
-    let Rig {
-        cancel,
-        node,
-        spec,
-        _dirs,
-    } = rig(&url);
+    let (cancel, node, spec, _dirs) = rig(&url);
     let other = connect_utc(&url).await.expect("connect");
     let schemas = Config::default().schemas().expect("schemas");
     other.batch_execute("BEGIN").await.expect("begin");
@@ -587,12 +563,7 @@ async fn put_big_tasks(store: &Store, tasks: std::ops::Range<usize>) {
 async fn a_full_postgres_disk_is_waited_out_and_loses_nothing() {
     let mut cluster = tokio::task::block_in_place(|| PgCluster::start_with_disk("80m"));
     let url = cluster.url();
-    let Rig {
-        cancel,
-        node,
-        spec,
-        _dirs,
-    } = rig(&url);
+    let (cancel, node, spec, _dirs) = rig(&url);
     let mut bridge = spec.spawn();
 
     let mut tasks = 0;
@@ -650,12 +621,7 @@ async fn a_bridge_clock_hours_ahead_changes_nothing_in_postgres() {
         "{FAKETIME_LIB} is missing: apt-get install faketime (deploy/test.sh does)"
     );
     let url = PgServer::shared().database("skew");
-    let Rig {
-        cancel,
-        node,
-        spec,
-        _dirs,
-    } = rig(&url);
+    let (cancel, node, spec, _dirs) = rig(&url);
     let _bridge = spec.spawn_with(&[
         ("LD_PRELOAD", FAKETIME_LIB),
         ("FAKETIME", "+9h"),
