@@ -113,8 +113,11 @@ impl TypedTable {
             ))?;
         }
         if crr {
+            // The two-argument form: cr-sqlite 0.16.3's one-argument form hands the Rust
+            // literal "main", which has no NUL terminator, to `CStr::from_ptr`; built with
+            // today's compiler the bytes after it are not UTF-8 and it fails with SQLITE_NOMEM.
             let _: Option<String> =
-                conn.query_row("SELECT crsql_as_crr('rows')", [], |r| r.get(0))?;
+                conn.query_row("SELECT crsql_as_crr('main', 'rows')", [], |r| r.get(0))?;
         }
         let names = columns.join(", ");
         let marks: Vec<String> = (2..=columns.len() + 1).map(|i| format!("?{i}")).collect();
