@@ -6,8 +6,8 @@ use serde_json::json;
 
 use crate::change::{Op, Txn};
 use crate::ids::ReplicaId;
+use crate::store::remote::tests::all_txns;
 use crate::store::{DB_FILE, OpenOptions, Store, WriteOp};
-use crate::version::Summary;
 
 fn open(dir: &std::path::Path) -> Store {
     let opts = OpenOptions {
@@ -15,17 +15,6 @@ fn open(dir: &std::path::Path) -> Store {
         ..Default::default()
     };
     Store::open(dir, opts).unwrap()
-}
-
-/// Every transaction `from` holds, decoded, in (origin, seq) order.
-fn relayed(from: &Store) -> Vec<Txn> {
-    let want = from.summary().unwrap().missing_from(&Summary::new());
-    from.txns_for(&want, usize::MAX)
-        .unwrap()
-        .txns
-        .iter()
-        .map(|b| Txn::decode(b).unwrap())
-        .collect()
 }
 
 /// The stored (possibly packed) transactions, decoded, with their `packed` flag.
@@ -63,7 +52,7 @@ fn put(id: &str, n: i64) -> WriteOp {
 fn check_converges(from: &Store, ids: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let other = Store::open(dir.path(), OpenOptions::default()).unwrap();
-    let report = other.apply_remote(relayed(from)).unwrap();
+    let report = other.apply_remote(all_txns(from)).unwrap();
     assert!(
         report.parked == 0 && report.rejected.is_empty(),
         "{report:?}"
@@ -87,7 +76,7 @@ fn lent_changes_are_stored_once_and_relayed_unchanged() {
     let s = open(dir.path());
     s.transact(vec![put("a", 1), put("b", 2), put("c", 3), put("a", 4)])
         .unwrap();
-    let first = relayed(&s).remove(0);
+    let first = all_txns(&s).remove(0);
     assert!(left_out(&first).iter().all(|l| !l), "relayed whole");
     let (packed, is_packed) = stored(dir.path()).remove(0);
     assert!(is_packed);
@@ -116,7 +105,7 @@ fn lent_changes_are_stored_once_and_relayed_unchanged() {
     }])
     .unwrap();
     assert_eq!(
-        relayed(&s)[0],
+        all_txns(&s)[0],
         first,
         "what the first transaction relays never changed"
     );
@@ -124,7 +113,7 @@ fn lent_changes_are_stored_once_and_relayed_unchanged() {
     s.close().unwrap();
 
     let s = open(dir.path());
-    assert_eq!(relayed(&s)[0], first);
+    assert_eq!(all_txns(&s)[0], first);
     assert_eq!(s.get("c", "c").unwrap().unwrap()["n"], json!(3));
     check_converges(&s, &["a", "b", "c"]);
 }
@@ -178,7 +167,7 @@ fn a_store_from_before_lending_upgrades() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path());
     s.transact(vec![put("old", 1), put("older", 2)]).unwrap();
-    let first = relayed(&s).remove(0);
+    let first = all_txns(&s).remove(0);
     s.close().unwrap();
     // Back to the layout before `0004_docs_lend_first_changes`.
     let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
@@ -194,7 +183,7 @@ fn a_store_from_before_lending_upgrades() {
     drop(conn);
 
     let s = open(dir.path());
-    assert_eq!(relayed(&s)[0], first);
+    assert_eq!(all_txns(&s)[0], first);
     s.put("c", json!({"id": "old", "n": 3})).unwrap();
     s.delete("c", "older").unwrap();
     assert_eq!(s.compact(10).unwrap(), 1);
@@ -202,6 +191,6 @@ fn a_store_from_before_lending_upgrades() {
     let txns = stored(dir.path());
     assert!(!txns[0].1 && left_out(&txns[0].0).iter().all(|l| !l));
     assert_eq!(left_out(&txns[3].0), [true], "new records lend");
-    assert_eq!(relayed(&s)[0], first);
+    assert_eq!(all_txns(&s)[0], first);
     check_converges(&s, &["old", "older", "new"]);
 }

@@ -655,4 +655,4 @@ fn apply_and_materialize(
 
 #[cfg(test)]
 #[path = "remote_tests.rs"]
-mod tests;
+pub(super) mod tests;
