@@ -17,6 +17,7 @@
 //!   Postgres server's CPU time.
 //! - [`typed`]: the typed-table sides of the document figures (one column per field), plain
 //!   and as a cr-sqlite CRR (issue 13).
+//! - [`disk`]: bytes on disk of a store and the raw table after the same rows, per table.
 //! - [`measure`]: interleaved timing of a subject against its baseline (median batch rates),
 //!   peak RSS from `/proc/self/status`, and JSON result lines.
 //!
@@ -24,6 +25,7 @@
 //! drivers of these modules; `README.md` lists the figures and how to reproduce them.
 
 pub mod baseline;
+pub mod disk;
 pub mod measure;
 pub mod pg;
 pub mod sync;

@@ -17,6 +17,9 @@
 //!   `apply_remote` 100 transactions (1000 changes) per call, vs raw upserts of the resulting
 //!   rows, 1000 per transaction (target ≥ 15k changes/s). `remote_apply_inserts`: the same with
 //!   new tasks only.
+//! - `disk_bytes` (only with `--only disk`): file sizes of a store and the raw JSON table after
+//!   `--disk-records` new tasks (and `--disk-updates` rounds updating each), with the store's
+//!   bytes per table and index (see `meshlite_benches::disk`).
 //!
 //! Store and baseline batches alternate; a side's rate is the median of its batch rates, the
 //! ratio the median over rounds of store batch rate / baseline batch rate.
@@ -32,6 +35,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use meshlite_benches::BenchError;
 use meshlite_benches::baseline::{RawTable, row_id};
+use meshlite_benches::disk::disk_figure;
 use meshlite_benches::measure::{Extra, Race, Target, emit, machine};
 use meshlite_benches::typed::{CrSqlite, Flavor, TypedTable, columns_of};
 use meshlite_benches::workload::{
@@ -65,7 +69,13 @@ struct Args {
     /// Seed of the generated rows.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Only these groups of figures (default: all).
+    /// Records written for `--only disk`.
+    #[arg(long, default_value_t = 100_000)]
+    disk_records: u64,
+    /// Rounds updating every record for `--only disk` (after the inserts).
+    #[arg(long, default_value_t = 0)]
+    disk_updates: usize,
+    /// Only these groups of figures (default: all but `disk`).
     #[arg(long, value_enum)]
     only: Vec<Group>,
 }
@@ -79,11 +89,13 @@ enum Group {
     Log,
     /// Remote apply.
     Remote,
+    /// Bytes on disk after `--disk-records` records (only when asked for).
+    Disk,
 }
 
 impl Args {
     fn wants(&self, group: Group) -> bool {
-        self.only.is_empty() || self.only.contains(&group)
+        (self.only.is_empty() && group != Group::Disk) || self.only.contains(&group)
     }
 }
 
@@ -130,6 +142,15 @@ fn run(args: &Args) -> Result<(), BenchError> {
             0.0,
         )?;
         emit(&inserts.to_json());
+    }
+    if args.wants(Group::Disk) {
+        let figure = disk_figure(
+            &dir.join("disk"),
+            args.disk_records,
+            args.disk_updates,
+            args.seed,
+        );
+        emit(&figure?);
     }
     emit(&json!({ "machine_after": machine() }));
     Ok(())

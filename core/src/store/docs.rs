@@ -6,6 +6,16 @@
 //! accepts the concatenation. After [`INLINE_COMPACT_CHUNKS`] appended chunks the writer rewrites
 //! the state as one `save()` while it has the document in hand.
 //!
+//! # Lent first changes
+//! A row created by a local transaction starts with that transaction's change, which the stored
+//! transaction then leaves out (see `txns` in `migrations`): the row records its *lender* (the
+//! transaction's id) and the change's length (`lent`), and [`super::rows::unpacked`] reads the
+//! change back from the state's prefix when the transaction is relayed, so the change is stored
+//! once. Appends keep the prefix. Before anything rewrites or deletes a lending state
+//! ([`write_snapshot`], [`free_dead`], GC's sweep through [`give_back_dead`]), the change is put
+//! back into the stored transaction ([`super::rows::give_back`]), so what a transaction relays
+//! never changes.
+//!
 //! The cache follows 2Q: a document enters a tiny *probation* segment ([`PROBATION`] documents,
 //! on top of the capacity) and moves to the *protected* segment (the capacity) when it is used a
 //! second time; the keys of
@@ -27,6 +37,7 @@
 //! SQLite savepoint is rolled back; [`DocCache::take_touched`] lists them.
 
 use std::num::NonZeroUsize;
+use std::ops::RangeInclusive;
 
 use automerge::Automerge;
 use lru::LruCache;
@@ -36,8 +47,9 @@ use serde_json::{Map, Value};
 
 use super::doc::{self, DocError, View, load_doc, new_doc};
 use super::error::LoadError;
+use super::rows::give_back;
 use crate::change::Incarnation;
-use crate::ids::ReplicaId;
+use crate::ids::{ReplicaId, Seq, TxnId};
 
 /// Appended chunks after which the writer rewrites a state as one snapshot.
 pub(crate) const INLINE_COMPACT_CHUNKS: u32 = 64;
@@ -319,21 +331,38 @@ fn load(conn: &Connection, key: &DocKey, replica: &ReplicaId) -> Result<DocEntry
 }
 
 /// Persists the change just committed to `entry.doc`: inserts the row, appends the chunk, or
-/// rewrites the state as a snapshot once enough chunks accumulated.
+/// rewrites the state as a snapshot once enough chunks accumulated. A row inserted for local
+/// transaction `lender` records that it lends its first change (see the module docs); returns
+/// whether it does.
 pub(crate) fn store_change(
     conn: &Connection,
     key: &DocKey,
     entry: &mut DocEntry,
     change: &[u8],
-) -> rusqlite::Result<()> {
+    lender: Option<TxnId>,
+) -> rusqlite::Result<bool> {
     if !entry.stored {
+        let origin = lender.map(|t| t.origin.0.to_vec());
+        let seq = lender.map(|t| t.seq as i64);
+        let lent = lender.map(|_| change.len() as i64);
         conn.prepare_cached(
-            "INSERT INTO docs (collection, id, incarnation, state, chunks) VALUES (?1, ?2, ?3, ?4, 1)",
+            "INSERT INTO docs (collection, id, incarnation, state, chunks, lender_origin, lender_seq, lent)
+             VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7)",
         )?
-        .execute(params![key.collection, key.id, key.incarnation, change])?;
+        .execute(params![
+            key.collection,
+            key.id,
+            key.incarnation,
+            change,
+            origin,
+            seq,
+            lent
+        ])?;
         entry.stored = true;
         entry.chunks = 1;
-    } else if entry.chunks + 1 >= INLINE_COMPACT_CHUNKS {
+        return Ok(lender.is_some());
+    }
+    if entry.chunks + 1 >= INLINE_COMPACT_CHUNKS {
         write_snapshot(conn, key, entry.doc())?;
         entry.chunks = 0;
     } else {
@@ -344,20 +373,96 @@ pub(crate) fn store_change(
         .execute(params![key.collection, key.id, key.incarnation, change])?;
         entry.chunks += 1;
     }
-    Ok(())
+    Ok(false)
 }
 
-/// Rewrites a row's state as one `save()` snapshot.
+/// Rewrites a row's state as one `save()` snapshot (giving its lent change back first).
 pub(crate) fn write_snapshot(
     conn: &Connection,
     key: &DocKey,
     doc: &Automerge,
 ) -> rusqlite::Result<()> {
+    let incarnations = key.incarnation..=key.incarnation;
+    give_back_lent(conn, &key.collection, &key.id, incarnations)?;
     conn.prepare_cached(
-        "UPDATE docs SET state = ?4, chunks = 0 WHERE collection = ?1 AND id = ?2 AND incarnation = ?3",
+        "UPDATE docs SET state = ?4, chunks = 0, lender_origin = NULL, lender_seq = NULL, lent = NULL
+         WHERE collection = ?1 AND id = ?2 AND incarnation = ?3",
     )?
     .execute(params![key.collection, key.id, key.incarnation, doc.save()])?;
     Ok(())
+}
+
+/// Whether the row of `collection`/`id`/`incarnation` still lends its first change to
+/// transaction `lender` (a state rewritten or deleted later in the same transaction no longer
+/// does).
+pub(crate) fn lends_to(
+    conn: &Connection,
+    collection: &str,
+    id: &str,
+    incarnation: Incarnation,
+    lender: TxnId,
+) -> rusqlite::Result<bool> {
+    let found: Option<i64> = conn
+        .prepare_cached(
+            "SELECT 1 FROM docs WHERE collection = ?1 AND id = ?2 AND incarnation = ?3
+             AND lender_seq = ?4 AND lender_origin = ?5",
+        )?
+        .query_row(
+            params![
+                collection,
+                id,
+                incarnation,
+                lender.seq as i64,
+                &lender.origin.0[..]
+            ],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(found.is_some())
+}
+
+/// A lending row's incarnation, lender and lent change.
+type Lent = (Incarnation, TxnId, Vec<u8>);
+
+/// Gives the lent first changes of the rows of `collection`/`id` in `incarnations` back to
+/// their stored transactions, before those states are rewritten or deleted.
+fn give_back_lent(
+    conn: &Connection,
+    collection: &str,
+    id: &str,
+    incarnations: RangeInclusive<Incarnation>,
+) -> rusqlite::Result<()> {
+    let lent: Vec<Lent> = conn
+        .prepare_cached(
+            "SELECT incarnation, lender_origin, lender_seq, substr(state, 1, lent) FROM docs
+             WHERE collection = ?1 AND id = ?2 AND incarnation BETWEEN ?3 AND ?4
+               AND lender_seq IS NOT NULL",
+        )?
+        .query_map(
+            params![collection, id, incarnations.start(), incarnations.end()],
+            lent_row,
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    for (incarnation, lender, change) in lent {
+        give_back(conn, lender, collection, id, incarnation, &change)?;
+    }
+    Ok(())
+}
+
+/// Reads a [`Lent`] row (`None` for an unreadable lender id, which no stored transaction has).
+fn lent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Lent>> {
+    let origin: Vec<u8> = r.get(1)?;
+    let Some(origin) = ReplicaId::from_slice(&origin) else {
+        return Ok(None);
+    };
+    let lender = TxnId {
+        origin,
+        seq: r.get::<_, i64>(2)? as Seq,
+    };
+    Ok(Some((r.get(0)?, lender, r.get(3)?)))
 }
 
 /// Frees the states of incarnations `..=upto` of a record (they are dead: deleted or superseded
@@ -368,9 +473,31 @@ pub(crate) fn free_dead(
     id: &str,
     upto: Incarnation,
 ) -> rusqlite::Result<usize> {
+    give_back_lent(conn, collection, id, 0..=upto)?;
     conn.prepare_cached("DELETE FROM docs WHERE collection = ?1 AND id = ?2 AND incarnation <= ?3")?
         .execute(params![collection, id, upto])
 }
+
+/// Before GC's sweep deletes the states of dead incarnations: gives their lent changes back.
+pub(crate) fn give_back_dead(conn: &Connection) -> rusqlite::Result<()> {
+    let dead: Vec<(String, String, Incarnation)> = conn
+        .prepare(
+            "SELECT collection, id, incarnation FROM docs WHERE lender_seq IS NOT NULL AND EXISTS (
+                 SELECT 1 FROM records r WHERE r.collection = docs.collection AND r.id = docs.id
+                   AND (r.incarnation > docs.incarnation
+                        OR (r.incarnation = docs.incarnation AND r.deleted)))",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (collection, id, incarnation) in dead {
+        give_back_lent(conn, &collection, &id, incarnation..=incarnation)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "lend_tests.rs"]
+mod lend_tests;
 
 #[cfg(test)]
 mod tests {

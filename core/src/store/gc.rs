@@ -19,7 +19,7 @@
 use rusqlite::params;
 
 use super::doc::load_doc;
-use super::docs::{DocKey, stored_state, write_snapshot};
+use super::docs::{DocKey, give_back_dead, stored_state, write_snapshot};
 use super::error::{LoadError, WriteError};
 use super::migrations::{meta_get, meta_set};
 use super::types::GcReport;
@@ -76,6 +76,7 @@ impl Writer {
             GC_FLOOR_KEY,
             &postcard::to_stdvec(&floor).unwrap_or_default(),
         )?;
+        give_back_dead(&self.conn)?;
         let docs_freed = self.conn.execute(
             "DELETE FROM docs WHERE EXISTS (SELECT 1 FROM records r
                  WHERE r.collection = docs.collection AND r.id = docs.id

@@ -14,7 +14,7 @@ use automerge::Automerge;
 use serde_json::{Map, Value};
 
 use super::doc::{self, DocError, MAX_DEPTH, json_type};
-use super::docs::{DocKey, free_dead, store_change};
+use super::docs::{DocKey, free_dead, lends_to, store_change};
 use super::error::WriteError;
 use super::rows::{self, RecordState, with_pk};
 use super::types::{ChangeKind, Committed, RecordChange, StoreEvent, WriteOp};
@@ -143,10 +143,13 @@ struct Target<'d> {
 /// The ops of a transaction being built. Appends are recorded without their rows (the rows are
 /// in `log_rows`; the stored transaction is "packed", see `migrations`); `omitted` counts the
 /// bytes the rows add to the full encoding, so the size limit holds for the transaction as relayed.
+/// `lent` lists the doc ops whose change created a `docs` row that lends it (see `docs`): the
+/// stored transaction leaves those changes out too, if the rows still lend them at the end.
 #[derive(Default)]
 struct Built {
     ops: Vec<Op>,
     omitted: usize,
+    lent: Vec<usize>,
 }
 
 /// Bytes a string of `len` bytes adds to a postcard encoding over an empty one (its bytes plus
@@ -187,18 +190,21 @@ impl Writer {
         let mut out = Built {
             ops: Vec::with_capacity(plans.len()),
             omitted: 0,
+            lent: Vec::new(),
         };
         let mut changes = Vec::with_capacity(plans.len());
         for p in plans {
             changes.push(self.exec(p, id, &mut out)?);
         }
-        let txn = Txn {
+        let Built { ops, omitted, lent } = out;
+        let mut txn = Txn {
             id,
             timestamp_ms: super::now_ms(),
             schema_version: self.schema.version,
-            ops: out.ops,
+            ops,
         };
-        self.record_local(&txn, out.omitted)?;
+        let omitted = omitted.saturating_add(self.leave_out_lent(&mut txn, &lent)?);
+        self.record_local(&txn, omitted)?;
         let event = self.has_subscribers().then(|| StoreEvent::Committed {
             txns: vec![id],
             local: true,
@@ -207,8 +213,28 @@ impl Writer {
         Ok((Committed { txn: id, changes }, event))
     }
 
-    /// Stores the encoded transaction (packed: its appends' rows left out, `omitted` bytes) and
-    /// marks it held.
+    /// Empties the changes of `txn` that `docs` rows still lend (see `docs`); returns the bytes
+    /// they add to its full encoding.
+    fn leave_out_lent(&self, txn: &mut Txn, lent: &[usize]) -> Result<usize, WriteError> {
+        let mut omitted = 0usize;
+        for &index in lent {
+            if let Some(Op::Doc {
+                collection,
+                id,
+                incarnation,
+                change,
+            }) = txn.ops.get_mut(index)
+                && lends_to(&self.conn, collection, id, *incarnation, txn.id)?
+            {
+                omitted = omitted.saturating_add(omitted_len(change.len()));
+                change.clear();
+            }
+        }
+        Ok(omitted)
+    }
+
+    /// Stores the encoded transaction (packed: its appends' rows and lent changes left out,
+    /// `omitted` bytes) and marks it held.
     fn record_local(&mut self, txn: &Txn, omitted: usize) -> Result<(), WriteError> {
         let bytes = txn.encode();
         let full = bytes.len().saturating_add(omitted);
@@ -243,7 +269,7 @@ impl Writer {
                 for (field, value) in creation_defaults(&def, target.kind) {
                     fields.entry(field).or_insert(value);
                 }
-                self.write_doc(target, DocWrite::Put(fields), &mut out.ops)
+                self.write_doc(target, DocWrite::Put(fields), txn, out)
             }
             Planned::Increment {
                 collection,
@@ -259,7 +285,7 @@ impl Writer {
                     by,
                     defaults,
                 };
-                self.write_doc(target, write, &mut out.ops)
+                self.write_doc(target, write, txn, out)
             }
             Planned::Delete {
                 collection,
@@ -298,7 +324,8 @@ impl Writer {
         &mut self,
         target: Target<'_>,
         write: DocWrite,
-        out: &mut Vec<Op>,
+        txn: TxnId,
+        out: &mut Built,
     ) -> Result<RecordChange, WriteError> {
         let Target {
             collection,
@@ -333,7 +360,7 @@ impl Writer {
                 (change, row)
             }
         };
-        store_change(&self.conn, &key, entry, &change)?;
+        let lends = store_change(&self.conn, &key, entry, &change, Some(txn))?;
         debug_assert_eq!(
             row,
             doc::materialize(entry.doc(), def),
@@ -341,6 +368,9 @@ impl Writer {
             key.collection,
             key.id
         );
+        if lends {
+            out.lent.push(out.ops.len());
+        }
         let DocKey { collection, id, .. } = key;
         let json = with_pk(row, def, &id);
         if kind == ChangeKind::Insert && incarnation > 1 {
@@ -360,7 +390,7 @@ impl Writer {
             )?,
             _ => rows::upsert_record(&self.conn, &collection, &id, incarnation, &text, rowversion)?,
         }
-        out.push(Op::Doc {
+        out.ops.push(Op::Doc {
             collection: collection.clone(),
             id: id.clone(),
             incarnation,

@@ -14,11 +14,17 @@
 //!   `Op::Append` has an empty `row`): those rows are in `log_rows` under the same key and are put
 //!   back when the transaction is read for relaying, so a log row is written once, not twice.
 //!   Before such a row is replaced by one from a smaller transaction id, its transaction is
-//!   stored whole again (`packed = 0`): what a transaction relays never changes.
+//!   stored whole again (`packed = 0`): what a transaction relays never changes. A packed
+//!   transaction also leaves out (empty `change`) each change that created a `docs` row lending
+//!   it: the row's state starts with that change (see `docs`), which is put back when the
+//!   transaction is relayed, and put back into the stored transaction before the state is
+//!   rewritten or deleted.
 //! - `parked(origin, seq, bytes)`: held transactions waiting for Automerge dependencies.
-//! - `docs(collection, id, incarnation, state, chunks)`: Automerge state of live incarnations:
-//!   a `save()` snapshot (or the first change) followed by `chunks` appended change chunks;
-//!   `Automerge::load` reads the concatenation.
+//! - `docs(collection, id, incarnation, state, chunks, lender_origin, lender_seq, lent)`:
+//!   Automerge state of live incarnations: a `save()` snapshot (or the first change) followed by
+//!   `chunks` appended change chunks; `Automerge::load` reads the concatenation. When the state
+//!   starts with the first change and the local transaction `(lender_origin, lender_seq)` was
+//!   stored without it, `lent` is that change's length (all three NULL otherwise).
 //! - `records(collection, id, incarnation, deleted, json, rowversion)`: materialized document
 //!   rows and tombstones (kept forever); `rowversion` is a local monotonic counter for feeds.
 //! - `log_rows(rowversion, collection, id, origin, seq, json)`: log collection rows, unique by
@@ -39,6 +45,7 @@ const MIGRATIONS: &[(&str, Step)] = &[
     ("0001_initial", initial),
     ("0002_log_rows_by_rowversion", log_rows_by_rowversion),
     ("0003_idempotency", super::idempotency::create_table),
+    ("0004_docs_lend_first_changes", docs_lend_first_changes),
 ];
 
 fn initial(tx: &Transaction<'_>) -> rusqlite::Result<()> {
@@ -87,6 +94,16 @@ fn log_rows_by_rowversion(tx: &Transaction<'_>) -> rusqlite::Result<()> {
          ALTER TABLE log_rows_new RENAME TO log_rows;
          CREATE UNIQUE INDEX log_rows_key ON log_rows (collection, id);
          ALTER TABLE txns ADD COLUMN packed INTEGER NOT NULL DEFAULT 0;",
+    )
+}
+
+/// Lets a `docs` row lend its first change to the stored transaction that created it (see
+/// `txns` and `docs` above). Existing rows lend nothing (NULL), so they read as before.
+fn docs_lend_first_changes(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE docs ADD COLUMN lender_origin BLOB;
+         ALTER TABLE docs ADD COLUMN lender_seq INTEGER;
+         ALTER TABLE docs ADD COLUMN lent INTEGER;",
     )
 }
 

@@ -456,7 +456,7 @@ impl Writer {
         if let Err(e) = def.check_row(collection, &merged) {
             return Ok(Err(e.to_string()));
         }
-        store_change(&self.conn, &key, entry, bytes)?;
+        store_change(&self.conn, &key, entry, bytes, None)?;
         let newer = state.is_none_or(|s| incarnation > s.incarnation);
         if let Some(s) = state.filter(|_| newer) {
             free_dead(&self.conn, collection, id, s.incarnation)?;
@@ -655,4 +655,4 @@ fn apply_and_materialize(
 
 #[cfg(test)]
 #[path = "remote_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -30,7 +30,7 @@ fn two(schema_b: Option<&str>) -> Two {
 }
 
 /// Every transaction `from` holds, decoded, in (origin, seq) order.
-fn all_txns(from: &Store) -> Vec<Txn> {
+pub(in crate::store) fn all_txns(from: &Store) -> Vec<Txn> {
     let want = from.summary().unwrap().missing_from(&Default::default());
     from.txns_for(&want, usize::MAX)
         .unwrap()

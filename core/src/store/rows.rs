@@ -161,30 +161,97 @@ pub(crate) fn insert_log_row(
 }
 
 /// The full encoding of a packed transaction (see `txns` in `migrations`): its appends' rows
-/// put back from `log_rows`.
+/// put back from `log_rows`, and the changes it left out put back from the prefixes of the
+/// `docs` states that lend them (see `docs`).
 pub(crate) fn unpacked(conn: &Connection, bytes: &[u8]) -> rusqlite::Result<Vec<u8>> {
-    let bad = |what: String| {
-        let what = format!("stored transaction: {what}");
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, what.into())
-    };
-    let mut txn = Txn::decode(bytes).map_err(|e| bad(e.to_string()))?;
-    let mut stmt =
+    let mut txn = Txn::decode(bytes).map_err(|e| bad_stored(e.to_string()))?;
+    let mut rows =
         conn.prepare_cached("SELECT json FROM log_rows WHERE collection = ?1 AND id = ?2")?;
+    let mut lent = conn.prepare_cached(
+        "SELECT substr(state, 1, lent) FROM docs WHERE collection = ?1 AND id = ?2
+         AND incarnation = ?3 AND lender_seq = ?4 AND lender_origin = ?5",
+    )?;
+    let (origin, seq) = (&txn.id.origin.0[..], txn.id.seq as i64);
     for op in &mut txn.ops {
-        if let Op::Append {
-            collection,
-            id,
-            row,
-        } = op
-            && row.is_empty()
-        {
-            *row = stmt
-                .query_row(params![&*collection, &*id], |r| r.get(0))
-                .optional()?
-                .ok_or_else(|| bad(format!("log row {collection}/{id} is missing")))?;
+        match op {
+            Op::Append {
+                collection,
+                id,
+                row,
+            } if row.is_empty() => {
+                *row = rows
+                    .query_row(params![&*collection, &*id], |r| r.get(0))
+                    .optional()?
+                    .ok_or_else(|| bad_stored(format!("log row {collection}/{id} is missing")))?;
+            }
+            Op::Doc {
+                collection,
+                id,
+                incarnation,
+                change,
+            } if change.is_empty() => {
+                *change = lent
+                    .query_row(
+                        params![&*collection, &*id, *incarnation, seq, origin],
+                        |r| r.get(0),
+                    )
+                    .optional()?
+                    .ok_or_else(|| {
+                        bad_stored(format!("lent change of {collection}/{id} is missing"))
+                    })?;
+            }
+            _ => {}
         }
     }
     Ok(txn.encode())
+}
+
+/// A stored transaction that cannot be read back.
+fn bad_stored(what: String) -> rusqlite::Error {
+    let what = format!("stored transaction: {what}");
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, what.into())
+}
+
+/// Before the `docs` state that lends `change` to transaction `lender` is rewritten or deleted:
+/// puts the change back into the stored transaction (which stays packed for what else it left
+/// out), so the bytes it is relayed as never change. A transaction that is not stored (GC'd, or
+/// the one being written) is left alone.
+pub(crate) fn give_back(
+    conn: &Connection,
+    lender: TxnId,
+    collection: &str,
+    id: &str,
+    incarnation: Incarnation,
+    change: &[u8],
+) -> rusqlite::Result<()> {
+    let key = params![&lender.origin.0[..], lender.seq as i64];
+    let packed: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT bytes FROM txns WHERE origin = ?1 AND seq = ?2 AND packed = 1")?
+        .query_row(key, |r| r.get(0))
+        .optional()?;
+    let Some(bytes) = packed else {
+        return Ok(());
+    };
+    let mut txn = Txn::decode(&bytes).map_err(|e| bad_stored(e.to_string()))?;
+    let slot = txn.ops.iter_mut().find_map(|op| match op {
+        Op::Doc {
+            collection: c,
+            id: i,
+            incarnation: n,
+            change: lent,
+        } if lent.is_empty() && c == collection && i == id && *n == incarnation => Some(lent),
+        _ => None,
+    });
+    if let Some(slot) = slot {
+        *slot = change.to_vec();
+        conn.prepare_cached("UPDATE txns SET bytes = ?3 WHERE origin = ?1 AND seq = ?2")?
+            .execute(params![
+                &lender.origin.0[..],
+                lender.seq as i64,
+                txn.encode()
+            ])?;
+    }
+    Ok(())
 }
 
 /// Before a log row of transaction `owner` is replaced: if `owner` is stored packed, stores it
