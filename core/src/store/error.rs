@@ -29,6 +29,15 @@ pub enum OpenError {
         /// Why.
         source: rusqlite::Error,
     },
+    /// The database was written by a newer build: it has layout steps this build does not know,
+    /// so reading it could misread (or relay wrongly) what those steps changed.
+    #[error(
+        "the database was written by a newer meshlite (layout steps {unknown:?} are unknown to this build); run that version or newer"
+    )]
+    NewerLayout {
+        /// The recorded steps this build does not know.
+        unknown: Vec<String>,
+    },
     /// The schema given cannot replace the stored one.
     #[error(
         "{0}; fix the schema file (new fields and collections are fine) or use a new data directory"

@@ -112,6 +112,7 @@ pub(crate) fn run(conn: &mut Connection) -> Result<(), OpenError> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)",
     )?;
+    refuse_newer(conn)?;
     for (name, step) in MIGRATIONS {
         let fail = |source| OpenError::Migration { name, source };
         let tx = conn.transaction().map_err(fail)?;
@@ -132,6 +133,23 @@ pub(crate) fn run(conn: &mut Connection) -> Result<(), OpenError> {
         tx.commit().map_err(fail)?;
     }
     Ok(())
+}
+
+/// Refuses a database with recorded steps this build does not know (written by a newer build).
+fn refuse_newer(conn: &Connection) -> Result<(), OpenError> {
+    let recorded: Vec<String> = conn
+        .prepare("SELECT name FROM migrations ORDER BY name")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let unknown: Vec<String> = recorded
+        .into_iter()
+        .filter(|name| !MIGRATIONS.iter().any(|(known, _)| known == name))
+        .collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(OpenError::NewerLayout { unknown })
+    }
 }
 
 /// Reads a `meta` value.
@@ -166,6 +184,30 @@ mod tests {
             .unwrap();
         assert_eq!(n, MIGRATIONS.len() as i64);
         assert_eq!(meta_get(&conn, "k").unwrap().as_deref(), Some(&b"v"[..]));
+    }
+
+    /// A database with a step this build does not know was written by a newer build: opening it
+    /// is refused (an older build could misread it) and nothing in it changes.
+    #[test]
+    fn a_database_from_a_newer_build_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("m.db")).unwrap();
+        run(&mut conn).unwrap();
+        conn.execute(
+            "INSERT INTO migrations VALUES ('9999_from_the_future', 0)",
+            [],
+        )
+        .unwrap();
+        let err = run(&mut conn).unwrap_err();
+        assert!(
+            matches!(&err, OpenError::NewerLayout { unknown } if unknown == &["9999_from_the_future"]),
+            "{err}"
+        );
+        assert!(err.to_string().contains("newer meshlite"), "{err}");
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM migrations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, MIGRATIONS.len() as i64 + 1);
     }
 
     /// A database written by the first layout keeps its log rows (and their rowversions) across
