@@ -26,6 +26,11 @@
 //! cargo run --release -p meshlite-benches --bin bridge_ratios -- --quick # smoke run, N = 2000
 //! ```
 
+/// The `meshlite-bridge` binary's allocator, so the bridge's code runs here as it ships (the
+/// baseline's client side, a few µs per row, runs on it too).
+#[global_allocator]
+static ALLOC: meshlite_bridge::Allocator = meshlite_bridge::Allocator;
+
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::process::ExitCode;
