@@ -35,8 +35,8 @@ pub mod service;
 pub mod state;
 
 /// The `meshlite-bridge` binary's global allocator: mimalloc. A batch creates and frees many
-/// small Automerge and JSON objects per change; with glibc's `malloc` (fragmented by long-lived
-/// documents and connections) that was ≈ 35 % of the bridge's client CPU (benches/README.md,
-/// "Central bridge"). A library cannot set the allocator; each binary does, with
+/// small Automerge and JSON objects per change; against glibc's `malloc` mimalloc cut the
+/// bridge's client CPU per change by ≈ 25 % (benches/README.md, "Central bridge"). A library
+/// cannot set the allocator; each binary does, with
 /// `#[global_allocator] static ALLOC: meshlite_bridge::Allocator = meshlite_bridge::Allocator;`.
 pub use mimalloc::MiMalloc as Allocator;
