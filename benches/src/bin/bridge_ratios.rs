@@ -18,8 +18,10 @@
 //! batch rates (wall clock), and rates per CPU-second of this process (the bench, the bridge's
 //! code, the Postgres driver) plus the Postgres server's processes (`/proc/<pid>/schedstat`).
 //! After each race both tables must hold the same rows. Prints one JSON object per figure and
-//! a table. `--shapes` adds a breakdown: the log rows written per row as the bridge writes them
-//! (unprepared, then prepared), in one `INSERT` per batch, and by `COPY`.
+//! a table. The process runs on the bridge binary's allocator (mimalloc,
+//! `meshlite_bridge::Allocator`), as the bridge's code does when it ships. `--shapes` adds a
+//! breakdown: the log rows written per row as the bridge writes them (unprepared, then
+//! prepared), in one `INSERT` per batch, and by `COPY`.
 //!
 //! ```sh
 //! cargo run --release -p meshlite-benches --bin bridge_ratios            # N = 100k
@@ -53,6 +55,11 @@ use meshlite_fixtures::records::{RecordGen, pmoves_schema, pmoves_schema_path};
 use meshlite_mesh::replica::Replica;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
+
+/// The `meshlite-bridge` binary's allocator, so the bridge's code runs here as it ships (the
+/// baseline's client side, ≈ 1.5 µs per row, runs on it too).
+#[global_allocator]
+static ALLOC: meshlite_bridge::Allocator = meshlite_bridge::Allocator;
 
 /// Measure the bridge's materialization and log appends against plain Postgres.
 #[derive(Debug, Parser)]

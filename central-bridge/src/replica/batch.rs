@@ -650,39 +650,39 @@ fn record(
     stored: Stored,
     offer: Option<Cached>,
 ) -> Result<Record, String> {
-    let mut record = Record {
-        doc: RecordDoc::new(&ctx.replica),
-        stored_chunks: None,
-        stored_len: 0,
-        cached: None,
+    let (doc, stored_chunks, stored_len, cached) = match stored.row {
+        // No row: a record new to the bridge (the only case that builds an empty document).
+        None => (RecordDoc::new(&ctx.replica), None, 0, None),
+        Some(row) => {
+            let (doc, cached) = match (row.state, offer) {
+                (None, Some(cached)) => (cached.doc, Some(cached.version)),
+                (Some(bytes), _) => {
+                    let doc = RecordDoc::load(&bytes, &ctx.replica)
+                        .map_err(|e| format!("{}/{}: {e}", key.collection, key.id))?;
+                    (doc, None)
+                }
+                (None, None) => {
+                    return Err(format!(
+                        "{}/{}: no state sent and none cached",
+                        key.collection, key.id
+                    ));
+                }
+            };
+            (doc, Some(row.chunks), row.len, cached)
+        }
+    };
+    Ok(Record {
+        doc,
+        stored_chunks,
+        stored_len,
+        cached,
         written: None,
         appended: Vec::new(),
         appended_n: 0,
         dead: stored.dead,
         conflicts: None,
         fields: None,
-    };
-    if let Some(row) = stored.row {
-        record.stored_chunks = Some(row.chunks);
-        record.stored_len = row.len;
-        match (row.state, offer) {
-            (None, Some(cached)) => {
-                record.doc = cached.doc;
-                record.cached = Some(cached.version);
-            }
-            (Some(bytes), _) => {
-                record.doc = RecordDoc::load(&bytes, &ctx.replica)
-                    .map_err(|e| format!("{}/{}: {e}", key.collection, key.id))?;
-            }
-            (None, None) => {
-                return Err(format!(
-                    "{}/{}: no state sent and none cached",
-                    key.collection, key.id
-                ));
-            }
-        }
-    }
-    Ok(record)
+    })
 }
 
 fn len_i64(bytes: &[u8]) -> i64 {
