@@ -17,6 +17,8 @@
 //!   Postgres server's CPU time.
 //! - [`typed`]: the typed-table sides of the document figures (one column per field), plain
 //!   and as a cr-sqlite CRR (issue 13).
+//! - [`daemon`]: a real `meshlite run` child process and keep-alive HTTP/1.1 connections to
+//!   it (the HTTP benches).
 //! - [`measure`]: interleaved timing of a subject against its baseline (median batch rates),
 //!   peak RSS from `/proc/self/status`, and JSON result lines.
 //!
@@ -24,6 +26,7 @@
 //! drivers of these modules; `README.md` lists the figures and how to reproduce them.
 
 pub mod baseline;
+pub mod daemon;
 pub mod measure;
 pub mod pg;
 pub mod sync;

@@ -19,27 +19,25 @@
 //! target/release/rest_ratios --scan --requests 1000   # reads without the pushdown
 //! ```
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper::client::conn::http1;
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, StatusCode};
+use meshlite_benches::daemon::{Conn, Daemon, meshlite_binary};
 use meshlite_benches::measure::{emit, machine, process_cpu_time, round3};
 use meshlite_benches::workload::{TASKS, open_store_with};
 use meshlite_core::store::{Query, Store, WriteOp};
-use meshlite_fixtures::records::{RecordGen, pmoves_schema, pmoves_schema_path, task_id};
+use meshlite_fixtures::records::{RecordGen, pmoves_schema, task_id};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, ChildStdout, Command};
+
+/// The `Prefer` header of every request (inserts answer 201 without a body).
+const MINIMAL: &str = "return=minimal";
 
 /// Measure `/rest/v1` against the core store in this process.
 #[derive(Debug, Parser)]
@@ -72,16 +70,7 @@ struct Args {
 
 impl Args {
     fn binary(&self) -> anyhow::Result<PathBuf> {
-        if let Some(path) = &self.meshlite {
-            return Ok(path.clone());
-        }
-        let beside = std::env::current_exe()?.with_file_name("meshlite");
-        [beside, PathBuf::from("target/release/meshlite")]
-            .into_iter()
-            .find(|p| p.is_file())
-            .context(
-                "no meshlite binary: cargo build --release -p meshlite-node, or pass --meshlite",
-            )
+        meshlite_binary(self.meshlite.as_deref())
     }
 }
 
@@ -127,124 +116,6 @@ impl Rows {
             "id": t["id"], "agent_id": t["agent_id"], "status": status,
             "created_at": t["created_at"], "updated_at": t["updated_at"],
         })
-    }
-}
-
-/// The daemon under test.
-struct Daemon {
-    http: SocketAddr,
-    pid: u32,
-    child: Child,
-    _stdout: BufReader<ChildStdout>,
-}
-
-impl Daemon {
-    async fn start(binary: &Path, dir: &Path) -> anyhow::Result<Daemon> {
-        let config = dir.join("node.toml");
-        let text = format!(
-            "[node]\ndata = {data:?}\nname = \"bench\"\nschema = {schema:?}\n\
-             [http]\nlisten = \"127.0.0.1:0\"\n\
-             [discovery]\nmdns = false\ntailscale = false\n",
-            data = dir.join("data"),
-            schema = pmoves_schema_path(),
-        );
-        std::fs::write(&config, text)?;
-        let log = std::fs::File::create(dir.join("node.log"))?;
-        let mut child = Command::new(binary)
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let pid = child.id().context("the daemon exited at once")?;
-        let mut stdout = BufReader::new(child.stdout.take().context("no stdout")?);
-        let mut line = String::new();
-        tokio::time::timeout(Duration::from_secs(60), stdout.read_line(&mut line))
-            .await
-            .context("no ready line within 60 s")??;
-        let ready: Value = serde_json::from_str(line.trim()).context("ready line")?;
-        if ready["event"] != "ready" {
-            bail!("first line is not the ready event: {line}");
-        }
-        let http = ready["http"].as_str().context("ready.http")?.parse()?;
-        Ok(Daemon {
-            http,
-            pid,
-            child,
-            _stdout: stdout,
-        })
-    }
-
-    /// CPU time of all the daemon's threads.
-    fn cpu(&self) -> Duration {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
-            return Duration::ZERO;
-        };
-        let ns = |e: std::fs::DirEntry| -> Option<u64> {
-            let stat = std::fs::read_to_string(e.path().join("schedstat")).ok()?;
-            stat.split_whitespace().next()?.parse().ok()
-        };
-        Duration::from_nanos(tasks.filter_map(Result::ok).filter_map(ns).sum())
-    }
-
-    /// A `kB` field of the daemon's `/proc/<pid>/status`, in MiB.
-    fn mib(&self, field: &str) -> f64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
-        let kib = status
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .unwrap_or(0.0);
-        kib / 1024.0
-    }
-
-    async fn stop(mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status();
-        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
-    }
-}
-
-/// One keep-alive HTTP/1.1 connection.
-struct Conn {
-    send: http1::SendRequest<Full<Bytes>>,
-}
-
-impl Conn {
-    async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
-        let tcp = tokio::net::TcpStream::connect(addr).await?;
-        tcp.set_nodelay(true)?;
-        let (send, conn) = http1::handshake(TokioIo::new(tcp)).await?;
-        tokio::spawn(conn);
-        Ok(Conn { send })
-    }
-
-    /// One request; its status and body.
-    async fn call(
-        &mut self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> anyhow::Result<(StatusCode, Bytes)> {
-        self.send.ready().await?;
-        let bytes = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "127.0.0.1")
-            .header("content-type", "application/json")
-            .header("prefer", "return=minimal")
-            .body(Full::new(bytes))?;
-        let res = self.send.send_request(req).await?;
-        let status = res.status();
-        let body = res.into_body().collect().await?.to_bytes();
-        Ok((status, body))
     }
 }
 
@@ -360,7 +231,7 @@ async fn rest_phase(
             for _ in 0..per_client {
                 let (method, path, body) = request(op, scan, &ids, &mut rng, &mut rows, &mut next);
                 let start = Instant::now();
-                let (status, bytes) = conn.call(method, &path, body.as_ref()).await?;
+                let (status, bytes) = conn.call(method, &path, MINIMAL, body.as_ref()).await?;
                 lat.push(start.elapsed());
                 check(op, status, &bytes)?;
             }
@@ -446,6 +317,7 @@ async fn load(d: &Daemon, store: &Store, args: &Args) -> anyhow::Result<Vec<Stri
             .call(
                 Method::POST,
                 &format!("/rest/v1/{TASKS}"),
+                MINIMAL,
                 Some(&json!(chunk)),
             )
             .await?;
