@@ -202,6 +202,7 @@ impl Writer {
         }
         let commit = self.conn.execute_batch("COMMIT");
         match commit {
+            Ok(()) if done.is_empty() => {} // only a close request: nothing was committed
             Ok(()) => self.commits.record(done.len()),
             Err(_) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
