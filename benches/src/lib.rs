@@ -19,6 +19,8 @@
 //!   and as a cr-sqlite CRR (issue 13).
 //! - [`daemon`]: a real `meshlite run` child process and keep-alive HTTP/1.1 connections to
 //!   it (the HTTP benches).
+//! - [`report`]: latency quantiles, the summary line and the async `main` of the HTTP
+//!   benches.
 //! - [`measure`]: interleaved timing of a subject against its baseline (median batch rates),
 //!   peak RSS from `/proc/self/status`, and JSON result lines.
 //!
@@ -29,6 +31,7 @@ pub mod baseline;
 pub mod daemon;
 pub mod measure;
 pub mod pg;
+pub mod report;
 pub mod sync;
 pub mod typed;
 pub mod workload;

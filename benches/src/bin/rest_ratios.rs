@@ -29,6 +29,7 @@ use hyper::body::Bytes;
 use hyper::{Method, StatusCode};
 use meshlite_benches::daemon::{Conn, Daemon, meshlite_binary};
 use meshlite_benches::measure::{emit, machine, process_cpu_time, round3};
+use meshlite_benches::report::{quantile_us, run_main, summary as summary_of};
 use meshlite_benches::workload::{TASKS, open_store_with};
 use meshlite_core::store::{Query, Store, WriteOp};
 use meshlite_fixtures::records::{RecordGen, pmoves_schema, task_id};
@@ -136,10 +137,7 @@ impl Phase {
     }
 
     fn quantile_us(&self, q: f64) -> f64 {
-        let mut l = self.latencies.clone();
-        l.sort();
-        let i = ((l.len() as f64 - 1.0) * q).round() as usize;
-        l.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+        quantile_us(&self.latencies, q)
     }
 
     fn cpu_us_per_op(&self, cpu: Duration) -> f64 {
@@ -357,18 +355,6 @@ fn figure(op: Op, run: usize, rest: &Phase, base: &Phase, d: &Daemon) -> Value {
     })
 }
 
-/// `[min, max]` of `key` (a JSON pointer) over the figures of `op`.
-fn range(figures: &[Value], op: Op, key: &str) -> Value {
-    let vals: Vec<f64> = figures
-        .iter()
-        .filter(|f| f["figure"] == op.name())
-        .filter_map(|f| f.pointer(key)?.as_f64())
-        .collect();
-    let min = vals.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    json!([min, max])
-}
-
 fn summary(figures: &[Value]) -> Value {
     let keys = [
         ("rest_requests_per_s", "/rest/requests_per_s"),
@@ -385,17 +371,8 @@ fn summary(figures: &[Value]) -> Value {
         ("cpu_ratio_rest_over_store", "/cpu_ratio_rest_over_store"),
         ("daemon_rss_mib", "/daemon_rss_mib"),
     ];
-    let per_op: serde_json::Map<String, Value> = Op::ALL
-        .iter()
-        .map(|&op| {
-            let m: serde_json::Map<String, Value> = keys
-                .iter()
-                .map(|(name, ptr)| ((*name).to_owned(), range(figures, op, ptr)))
-                .collect();
-            (op.name().to_owned(), Value::Object(m))
-        })
-        .collect();
-    json!({ "summary": "ranges [min, max] over runs", "figures": per_op })
+    let names: Vec<&str> = Op::ALL.iter().map(|op| op.name()).collect();
+    summary_of(figures, &names, &keys)
 }
 
 async fn bench(args: &Args) -> anyhow::Result<()> {
@@ -433,22 +410,5 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("rest_ratios: runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(bench(&args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("rest_ratios: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    run_main("rest_ratios", bench(&args))
 }
