@@ -18,6 +18,10 @@
 //! - [`typed`]: the typed-table sides of the document figures (one column per field), plain
 //!   and as a cr-sqlite CRR (issue 13).
 //! - [`disk`]: bytes on disk of a store and the raw table after the same rows, per table.
+//! - [`daemon`]: a real `meshlite run` child process and keep-alive HTTP/1.1 connections to
+//!   it (the HTTP benches).
+//! - [`report`]: latency quantiles, the summary line and the async `main` of the HTTP
+//!   benches.
 //! - [`measure`]: interleaved timing of a subject against its baseline (median batch rates),
 //!   peak RSS from `/proc/self/status`, and JSON result lines.
 //!
@@ -26,8 +30,10 @@
 
 pub mod baseline;
 pub mod disk;
+pub mod daemon;
 pub mod measure;
 pub mod pg;
+pub mod report;
 pub mod sync;
 pub mod typed;
 pub mod workload;

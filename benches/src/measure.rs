@@ -134,16 +134,18 @@ pub struct Conditions {
     pub other_cpu_cores: f64,
 }
 
-/// Busy CPU jiffies of the machine and of this process, for [`Conditions`].
+/// Busy CPU jiffies of the machine and of this process, for [`Conditions`] (and for benches
+/// that also drive a child process: [`CpuMark::others_since_excluding`]).
 #[derive(Clone, Copy, Debug)]
-struct CpuMark {
+pub struct CpuMark {
     at: Instant,
     machine: u64,
     own: u64,
 }
 
 impl CpuMark {
-    fn now() -> Self {
+    /// The machine's and this process's busy time now.
+    pub fn now() -> Self {
         let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
         // cpu  user nice system idle iowait irq softirq steal ...
         let fields: Vec<u64> = stat
@@ -176,12 +178,19 @@ impl CpuMark {
 
     /// Other processes' CPU since `self`, in cores (`CLK_TCK` = 100 on Linux).
     fn others_since(&self) -> f64 {
+        self.others_since_excluding(Duration::ZERO)
+    }
+
+    /// Other processes' CPU since `self`, in cores, leaving out this process and `also_ours`
+    /// (CPU time of a child process under test over the same interval).
+    pub fn others_since_excluding(&self, also_ours: Duration) -> f64 {
         let end = CpuMark::now();
         let secs = end.at.duration_since(self.at).as_secs_f64();
         let machine = end.machine.saturating_sub(self.machine);
         let own = end.own.saturating_sub(self.own);
+        let child = (also_ours.as_secs_f64() * 100.0) as u64;
         match secs > 0.0 {
-            true => machine.saturating_sub(own) as f64 / 100.0 / secs,
+            true => machine.saturating_sub(own).saturating_sub(child) as f64 / 100.0 / secs,
             false => 0.0,
         }
     }

@@ -108,6 +108,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
     let table = s.table.snapshot();
     let text = render(&Snapshot {
         status: status.as_ref(),
+        commits: s.store.commit_stats(),
         connections: &conns,
         table: &table,
         gossip: s.gossip.as_deref(),

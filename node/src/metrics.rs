@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-use meshlite_core::store::Status;
+use meshlite_core::store::{CommitStats, Status};
 
 use crate::cert_expiry::CertExpiry;
 
@@ -19,6 +19,8 @@ use meshlite_mesh::net::events::PeerInfo;
 pub struct Snapshot<'a> {
     /// The store's status (None if it could not be read: `meshlite_store_up 0`).
     pub status: Option<&'a Status>,
+    /// The store writer's commit counters (group commit).
+    pub commits: CommitStats,
     /// Connected QUIC peers.
     pub connections: &'a [PeerInfo],
     /// The discovery peer table.
@@ -63,6 +65,7 @@ fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: impl std
 pub fn render(snap: &Snapshot<'_>) -> String {
     let mut out = String::with_capacity(4096);
     store_metrics(&mut out, snap.status);
+    commit_metrics(&mut out, snap.commits);
     connection_metrics(&mut out, snap.connections);
     if let Some(g) = snap.gossip {
         gossip_metrics(&mut out, g);
@@ -193,6 +196,26 @@ fn store_metrics(out: &mut String, status: Option<&Status>) {
             p.missing,
         );
     }
+}
+
+/// Commit groups and the commands they held: their quotient is how many writes shared a commit.
+fn commit_metrics(out: &mut String, c: CommitStats) {
+    let groups = "meshlite_store_commit_groups_total";
+    family(
+        out,
+        groups,
+        "counter",
+        "SQLite transactions the store's writer committed (each a group of queued commands).",
+    );
+    sample(out, groups, &[], c.groups);
+    let commands = "meshlite_store_commands_committed_total";
+    family(
+        out,
+        commands,
+        "counter",
+        "Writer commands (local transactions, remote applies, acknowledgements) in committed groups.",
+    );
+    sample(out, commands, &[], c.commands);
 }
 
 fn connection_metrics(out: &mut String, peers: &[PeerInfo]) {
@@ -388,6 +411,7 @@ mod tests {
     fn a_dead_store_is_visible() {
         let text = render(&Snapshot {
             status: None,
+            commits: CommitStats::default(),
             connections: &[],
             table: &[],
             gossip: None,
@@ -398,6 +422,7 @@ mod tests {
             handshakes_retried: None,
         });
         assert!(text.contains("meshlite_store_up 0"));
+        assert!(text.contains("meshlite_store_commit_groups_total 0"));
         assert!(text.contains("meshlite_connections 0"));
     }
 }

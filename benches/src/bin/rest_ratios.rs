@@ -19,27 +19,26 @@
 //! target/release/rest_ratios --scan --requests 1000   # reads without the pushdown
 //! ```
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper::client::conn::http1;
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, StatusCode};
+use meshlite_benches::daemon::{Conn, Daemon, meshlite_binary};
 use meshlite_benches::measure::{emit, machine, process_cpu_time, round3};
+use meshlite_benches::report::{quantile_us, run_main, summary as summary_of};
 use meshlite_benches::workload::{TASKS, open_store_with};
 use meshlite_core::store::{Query, Store, WriteOp};
-use meshlite_fixtures::records::{RecordGen, pmoves_schema, pmoves_schema_path, task_id};
+use meshlite_fixtures::records::{RecordGen, pmoves_schema, task_id};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, ChildStdout, Command};
+
+/// The `Prefer` header of every request (inserts answer 201 without a body).
+const MINIMAL: &str = "return=minimal";
 
 /// Measure `/rest/v1` against the core store in this process.
 #[derive(Debug, Parser)]
@@ -72,16 +71,7 @@ struct Args {
 
 impl Args {
     fn binary(&self) -> anyhow::Result<PathBuf> {
-        if let Some(path) = &self.meshlite {
-            return Ok(path.clone());
-        }
-        let beside = std::env::current_exe()?.with_file_name("meshlite");
-        [beside, PathBuf::from("target/release/meshlite")]
-            .into_iter()
-            .find(|p| p.is_file())
-            .context(
-                "no meshlite binary: cargo build --release -p meshlite-node, or pass --meshlite",
-            )
+        meshlite_binary(self.meshlite.as_deref())
     }
 }
 
@@ -130,124 +120,6 @@ impl Rows {
     }
 }
 
-/// The daemon under test.
-struct Daemon {
-    http: SocketAddr,
-    pid: u32,
-    child: Child,
-    _stdout: BufReader<ChildStdout>,
-}
-
-impl Daemon {
-    async fn start(binary: &Path, dir: &Path) -> anyhow::Result<Daemon> {
-        let config = dir.join("node.toml");
-        let text = format!(
-            "[node]\ndata = {data:?}\nname = \"bench\"\nschema = {schema:?}\n\
-             [http]\nlisten = \"127.0.0.1:0\"\n\
-             [discovery]\nmdns = false\ntailscale = false\n",
-            data = dir.join("data"),
-            schema = pmoves_schema_path(),
-        );
-        std::fs::write(&config, text)?;
-        let log = std::fs::File::create(dir.join("node.log"))?;
-        let mut child = Command::new(binary)
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let pid = child.id().context("the daemon exited at once")?;
-        let mut stdout = BufReader::new(child.stdout.take().context("no stdout")?);
-        let mut line = String::new();
-        tokio::time::timeout(Duration::from_secs(60), stdout.read_line(&mut line))
-            .await
-            .context("no ready line within 60 s")??;
-        let ready: Value = serde_json::from_str(line.trim()).context("ready line")?;
-        if ready["event"] != "ready" {
-            bail!("first line is not the ready event: {line}");
-        }
-        let http = ready["http"].as_str().context("ready.http")?.parse()?;
-        Ok(Daemon {
-            http,
-            pid,
-            child,
-            _stdout: stdout,
-        })
-    }
-
-    /// CPU time of all the daemon's threads.
-    fn cpu(&self) -> Duration {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
-            return Duration::ZERO;
-        };
-        let ns = |e: std::fs::DirEntry| -> Option<u64> {
-            let stat = std::fs::read_to_string(e.path().join("schedstat")).ok()?;
-            stat.split_whitespace().next()?.parse().ok()
-        };
-        Duration::from_nanos(tasks.filter_map(Result::ok).filter_map(ns).sum())
-    }
-
-    /// A `kB` field of the daemon's `/proc/<pid>/status`, in MiB.
-    fn mib(&self, field: &str) -> f64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
-        let kib = status
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .unwrap_or(0.0);
-        kib / 1024.0
-    }
-
-    async fn stop(mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status();
-        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
-    }
-}
-
-/// One keep-alive HTTP/1.1 connection.
-struct Conn {
-    send: http1::SendRequest<Full<Bytes>>,
-}
-
-impl Conn {
-    async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
-        let tcp = tokio::net::TcpStream::connect(addr).await?;
-        tcp.set_nodelay(true)?;
-        let (send, conn) = http1::handshake(TokioIo::new(tcp)).await?;
-        tokio::spawn(conn);
-        Ok(Conn { send })
-    }
-
-    /// One request; its status and body.
-    async fn call(
-        &mut self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> anyhow::Result<(StatusCode, Bytes)> {
-        self.send.ready().await?;
-        let bytes = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "127.0.0.1")
-            .header("content-type", "application/json")
-            .header("prefer", "return=minimal")
-            .body(Full::new(bytes))?;
-        let res = self.send.send_request(req).await?;
-        let status = res.status();
-        let body = res.into_body().collect().await?.to_bytes();
-        Ok((status, body))
-    }
-}
-
 /// What one phase measured.
 #[derive(Clone, Debug, Default)]
 struct Phase {
@@ -265,10 +137,7 @@ impl Phase {
     }
 
     fn quantile_us(&self, q: f64) -> f64 {
-        let mut l = self.latencies.clone();
-        l.sort();
-        let i = ((l.len() as f64 - 1.0) * q).round() as usize;
-        l.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+        quantile_us(&self.latencies, q)
     }
 
     fn cpu_us_per_op(&self, cpu: Duration) -> f64 {
@@ -360,7 +229,7 @@ async fn rest_phase(
             for _ in 0..per_client {
                 let (method, path, body) = request(op, scan, &ids, &mut rng, &mut rows, &mut next);
                 let start = Instant::now();
-                let (status, bytes) = conn.call(method, &path, body.as_ref()).await?;
+                let (status, bytes) = conn.call(method, &path, MINIMAL, body.as_ref()).await?;
                 lat.push(start.elapsed());
                 check(op, status, &bytes)?;
             }
@@ -446,6 +315,7 @@ async fn load(d: &Daemon, store: &Store, args: &Args) -> anyhow::Result<Vec<Stri
             .call(
                 Method::POST,
                 &format!("/rest/v1/{TASKS}"),
+                MINIMAL,
                 Some(&json!(chunk)),
             )
             .await?;
@@ -485,18 +355,6 @@ fn figure(op: Op, run: usize, rest: &Phase, base: &Phase, d: &Daemon) -> Value {
     })
 }
 
-/// `[min, max]` of `key` (a JSON pointer) over the figures of `op`.
-fn range(figures: &[Value], op: Op, key: &str) -> Value {
-    let vals: Vec<f64> = figures
-        .iter()
-        .filter(|f| f["figure"] == op.name())
-        .filter_map(|f| f.pointer(key)?.as_f64())
-        .collect();
-    let min = vals.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    json!([min, max])
-}
-
 fn summary(figures: &[Value]) -> Value {
     let keys = [
         ("rest_requests_per_s", "/rest/requests_per_s"),
@@ -513,17 +371,8 @@ fn summary(figures: &[Value]) -> Value {
         ("cpu_ratio_rest_over_store", "/cpu_ratio_rest_over_store"),
         ("daemon_rss_mib", "/daemon_rss_mib"),
     ];
-    let per_op: serde_json::Map<String, Value> = Op::ALL
-        .iter()
-        .map(|&op| {
-            let m: serde_json::Map<String, Value> = keys
-                .iter()
-                .map(|(name, ptr)| ((*name).to_owned(), range(figures, op, ptr)))
-                .collect();
-            (op.name().to_owned(), Value::Object(m))
-        })
-        .collect();
-    json!({ "summary": "ranges [min, max] over runs", "figures": per_op })
+    let names: Vec<&str> = Op::ALL.iter().map(|op| op.name()).collect();
+    summary_of(figures, &names, &keys)
 }
 
 async fn bench(args: &Args) -> anyhow::Result<()> {
@@ -561,22 +410,5 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("rest_ratios: runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(bench(&args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("rest_ratios: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    run_main("rest_ratios", bench(&args))
 }

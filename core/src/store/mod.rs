@@ -81,7 +81,7 @@ pub use types::{
     ApplyReport, ChangeKind, CollectionStatus, Committed, GcReport, OriginStatus, PeerAck,
     PeerAcks, PeerLag, Query, RecordChange, Status, StoreEvent, TxnBatch, WriteOp,
 };
-pub use writer::COMMAND_QUEUE;
+pub use writer::{COMMAND_QUEUE, CommitStats};
 
 use crate::change::Txn;
 use crate::ids::{ReplicaId, Seq};
@@ -157,6 +157,7 @@ struct Inner {
     events: broadcast::Sender<StoreEvent>,
     readers: ReadPool,
     thread: Mutex<Option<JoinHandle<()>>>,
+    commits: Arc<writer::CommitCounters>,
 }
 
 impl fmt::Debug for Store {
@@ -184,6 +185,7 @@ impl Store {
         let parked: i64 = conn.query_row("SELECT COUNT(*) FROM parked", [], |r| r.get(0))?;
         let readers = ReadPool::open(&dir.join(DB_FILE), opts.read_connections, opts.busy_timeout)?;
         let (events, _) = broadcast::channel(EVENT_CHANNEL);
+        let commits = Arc::new(writer::CommitCounters::default());
         let writer = Writer {
             conn,
             replica,
@@ -195,6 +197,7 @@ impl Store {
             events: events.clone(),
             dir_lock,
             replicate: opts.replicate.clone(),
+            commits: commits.clone(),
         };
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
         let thread = std::thread::Builder::new()
@@ -209,6 +212,7 @@ impl Store {
             events,
             readers,
             thread: Mutex::new(Some(thread)),
+            commits,
         };
         Ok(Store {
             inner: Arc::new(inner),
@@ -218,6 +222,17 @@ impl Store {
     /// This replica's id.
     pub fn replica_id(&self) -> ReplicaId {
         self.inner.replica
+    }
+
+    /// Groups (SQLite transactions) and commands the writer committed since the store opened:
+    /// commands per group is how many callers shared each commit (group commit).
+    pub fn commit_stats(&self) -> CommitStats {
+        self.inner.commits.snapshot()
+    }
+
+    /// Commands waiting in the writer's queue (not yet taken into a group).
+    pub fn queued_commands(&self) -> usize {
+        COMMAND_QUEUE - self.inner.commands.capacity()
     }
 
     /// The schema in force.

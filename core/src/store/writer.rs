@@ -13,6 +13,7 @@
 //! rolled-back savepoint are evicted, and a failed COMMIT reloads everything from disk.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -38,6 +39,40 @@ pub(crate) const GROUP_MAX_COMMANDS: usize = 512;
 pub(crate) const GROUP_TIME_BUDGET: Duration = Duration::from_millis(50);
 
 type Reply<T, E> = oneshot::Sender<Result<T, E>>;
+
+/// What the writer has committed since the store opened: groups (SQLite transactions) and the
+/// commands they held. Both are counted after COMMIT returned and before any of the group's
+/// replies is sent, so a caller holding a reply sees its own group counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Committed groups.
+    pub groups: u64,
+    /// Commands in those groups (each a caller's transaction, apply, ack, ...).
+    pub commands: u64,
+}
+
+/// The writer's commit counters, shared with the [`super::Store`] handle.
+#[derive(Debug, Default)]
+pub(crate) struct CommitCounters {
+    groups: AtomicU64,
+    commands: AtomicU64,
+}
+
+impl CommitCounters {
+    fn record(&self, commands: usize) {
+        self.commands.fetch_add(commands as u64, Ordering::Relaxed);
+        // Release: a reader that sees the group also sees its commands.
+        self.groups.fetch_add(1, Ordering::Release);
+    }
+
+    pub(crate) fn snapshot(&self) -> CommitStats {
+        let groups = self.groups.load(Ordering::Acquire);
+        CommitStats {
+            groups,
+            commands: self.commands.load(Ordering::Relaxed),
+        }
+    }
+}
 
 /// A request to the writer thread.
 #[derive(Debug)]
@@ -118,6 +153,8 @@ pub(crate) struct Writer {
     pub events: broadcast::Sender<StoreEvent>,
     /// Collections kept from remote transactions (`None`: all). See [`super::OpenOptions`].
     pub replicate: Option<std::collections::BTreeSet<String>>,
+    /// Groups and commands committed (read by [`super::Store::commit_stats`]).
+    pub commits: Arc<CommitCounters>,
     /// The data directory's lock, held for as long as the writer runs (released when the
     /// thread exits, after the last commit).
     #[expect(
@@ -164,9 +201,13 @@ impl Writer {
             next = rx.try_recv().ok();
         }
         let commit = self.conn.execute_batch("COMMIT");
-        if commit.is_err() {
-            let _ = self.conn.execute_batch("ROLLBACK");
-            self.resync();
+        match commit {
+            Ok(()) if done.is_empty() => {} // only a close request: nothing was committed
+            Ok(()) => self.commits.record(done.len()),
+            Err(_) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                self.resync();
+            }
         }
         for p in done {
             if let (Ok(()), Some(event)) = (&commit, p.event) {

@@ -216,20 +216,25 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-/// The log filter: `MESHLITE_LOG` or the default level, with the NATS client's own per-attempt
-/// lines (`event: client error: IO error`) held back to warnings unless the filter names
-/// `async_nats`: the node logs connection trouble itself, with the URL and the cause
-/// (`meshlite_mesh::nats::connlog`).
+/// The log filter: `MESHLITE_LOG` or the default level, with two dependencies held back to
+/// warnings unless the filter names them:
+/// - the NATS client's own per-attempt lines (`event: client error: IO error`): the node logs
+///   connection trouble itself, with the URL and the cause (`meshlite_mesh::nats::connlog`);
+/// - Automerge, whose `#[instrument]` spans are at INFO: at the default level every document
+///   load and change encoding opened a span and formatted its fields, ~5% of the daemon's CPU
+///   on single-row writes (issue 13), for spans no event of ours is ever inside.
 fn log_directives(env: Option<&str>, default_level: &str) -> String {
     let base = env
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .unwrap_or(default_level);
-    if base.contains("async_nats") {
-        base.to_owned()
-    } else {
-        format!("{base},async_nats=warn")
+    let mut out = base.to_owned();
+    for quiet in ["async_nats", "automerge"] {
+        if !base.contains(quiet) {
+            out.push_str(&format!(",{quiet}=warn"));
+        }
     }
+    out
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
@@ -246,4 +251,25 @@ fn init_logging(format: LogFormat, default_level: &str) {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_directives;
+
+    #[test]
+    fn noisy_dependencies_are_held_back_unless_named() {
+        assert_eq!(
+            log_directives(None, "info"),
+            "info,async_nats=warn,automerge=warn"
+        );
+        assert_eq!(
+            log_directives(Some(" debug,automerge=trace "), "info"),
+            "debug,automerge=trace,async_nats=warn"
+        );
+        assert_eq!(
+            log_directives(Some("async_nats=debug"), "info"),
+            "async_nats=debug,automerge=warn"
+        );
+    }
 }

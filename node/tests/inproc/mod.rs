@@ -18,8 +18,17 @@ use tokio_util::sync::CancellationToken;
 /// A listener on a fresh store; the guard holds the directory and stops the server when dropped.
 pub struct Server {
     pub addr: SocketAddr,
-    _dir: tempfile::TempDir,
+    /// The served store (the same handle the handlers use).
+    pub store: Store,
+    dir: tempfile::TempDir,
     cancel: CancellationToken,
+}
+
+impl Server {
+    /// The data directory.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
 }
 
 impl Drop for Server {
@@ -36,11 +45,16 @@ pub async fn serve(schema: Option<Schema>, node_name: &str) -> Server {
 
 /// As [`serve`], with `auth`.
 pub async fn serve_with(schema: Option<Schema>, node_name: &str, auth: Auth) -> Server {
-    let dir = tempfile::tempdir().expect("tempdir");
     let opts = OpenOptions {
         schema,
         ..OpenOptions::default()
     };
+    serve_opts(opts, node_name, auth).await
+}
+
+/// As [`serve_with`], the store opened with `opts`.
+pub async fn serve_opts(opts: OpenOptions, node_name: &str, auth: Auth) -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().to_owned();
     let store = tokio::task::spawn_blocking(move || Store::open(&path, opts))
         .await
@@ -48,7 +62,7 @@ pub async fn serve_with(schema: Option<Schema>, node_name: &str, auth: Auth) -> 
         .expect("open the store");
     let cancel = CancellationToken::new();
     let state = AppState {
-        store,
+        store: store.clone(),
         net: None,
         table: PeerTable::new(Duration::from_secs(60)),
         gossip: None,
@@ -71,7 +85,8 @@ pub async fn serve_with(schema: Option<Schema>, node_name: &str, auth: Auth) -> 
         .expect("serve");
     Server {
         addr,
-        _dir: dir,
+        store,
+        dir,
         cancel,
     }
 }
