@@ -29,8 +29,8 @@
 //! drivers of these modules; `README.md` lists the figures and how to reproduce them.
 
 pub mod baseline;
-pub mod disk;
 pub mod daemon;
+pub mod disk;
 pub mod measure;
 pub mod pg;
 pub mod report;
