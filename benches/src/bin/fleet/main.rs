@@ -365,6 +365,17 @@ async fn measure(args: &Args, fleet: &Fleet, timeout: Duration) -> anyhow::Resul
     report["bytes"] = bytes_report(&writes, n - 1, sent, busy_s, idle.bytes_per_s);
     report["counters"] = counters(&before, &after);
     report["busy_phase"] = cpu1.since(&cpu0, tck);
+    let cores = report["busy_phase"]["fleet_cpu_cores"]
+        .as_f64()
+        .unwrap_or(0.0);
+    report["busy_phase"]["fleet_cpu_ms_per_write"] =
+        json!(stats::round2(cores * busy_s * 1000.0 / args.writes as f64));
+    let (frames, txns) = probe::pushes_received_between(&conns0, &conns1);
+    report["push_frames"] = json!({
+        "received": frames,
+        "txns_received": txns,
+        "txns_per_frame": stats::round2(txns as f64 / frames.max(1) as f64),
+    });
     report["idle"] = idle.report;
     let conns: Vec<usize> = connections_all(fleet).await?.iter().map(Vec::len).collect();
     report["connections_after"] = json!(stats::across_nodes(
