@@ -27,6 +27,9 @@
 //!    window are all included; the idle phase measures the background (keep-alives,
 //!    anti-entropy) on its own, and `per_write_net_of_background` subtracts it.
 //!    [`probe::Metrics`] deltas show how changes travelled (push or anti-entropy).
+//!    `push_frames`: push frames and the transactions in them received over the write phase
+//!    (from `/peers`; more transactions than frames when senders merged queued pushes), and
+//!    `busy_phase.fleet_cpu_ms_per_write`: the fleet's CPU time divided by the writes.
 //! 6. Idle: `--idle-secs` with no writes; CPU time per node from `/proc/<pid>/stat` as % of one
 //!    core, RSS and peak RSS from `/proc/<pid>/status`.
 //! 7. SIGTERM to every node; each must exit 0.

@@ -236,11 +236,15 @@ mod tests {
             node_id: peer.into(),
             connected_since: since.into(),
             bytes_sent: bytes,
+            pushes_received: bytes / 10,
+            push_txns_received: bytes / 5,
         };
         let before = vec![vec![conn("a", 1, 100), conn("b", 1, 50)]];
         let after = vec![vec![conn("a", 1, 160), conn("b", 2, 30)]];
         assert_eq!(bytes_sent_between(&before, &after), (60 + 30, 2));
         assert_eq!(bytes_sent_between(&before, &before), (0, 0));
+        // Pushes count on connections present in both snapshots only ("a": 16-10, 32-20).
+        assert_eq!(pushes_received_between(&before, &after), (6, 12));
     }
 
     #[test]
