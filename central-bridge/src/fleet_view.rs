@@ -194,8 +194,10 @@ mod tests {
             syncs: 1,
             errors: 0,
             pushes_sent: 0,
+            pushes_merged: 0,
             pushes_dropped: 0,
             pushes_received: 0,
+            push_txns_received: 0,
             queue_depth: 0,
         };
         let announced = |id: NodeId, name: &str| PeerRow {

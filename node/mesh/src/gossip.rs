@@ -3,7 +3,9 @@
 //!
 //! Inputs, in `select!` order (cancellation first):
 //! - store events: every local commit is pushed at once to the disseminator's targets
-//!   (all peers up to `direct_push_max_peers`, else a random fanout);
+//!   (all peers up to `direct_push_max_peers`, else a random fanout); commits whose events
+//!   queued up while the actor was busy go out together as one push (one store read, one
+//!   frame per peer);
 //! - transport events: peers coming and going update the policy's peer set; pushed
 //!   transactions that were new here are relayed onwards (gossip mode only);
 //! - the policy's timer: anti-entropy rounds with a few peers, which heal lost pushes,
@@ -19,16 +21,21 @@ use std::time::Instant;
 use meshlite_core::TxnId;
 use meshlite_core::dissemination::Disseminator;
 use meshlite_core::store::StoreEvent;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::discovery::table::{PeerKey, PeerTable};
 use crate::fleet::NodeId;
+use crate::net::coalesce::MERGE_MAX_BYTES;
 use crate::net::events::{NetEvent, SyncStats};
 use crate::net::handle::NetHandle;
 use crate::net::sync::SyncError;
 use crate::replica::Replica;
+
+/// Most local transactions gathered from queued store events into one push.
+pub const LOCAL_BATCH: usize = 256;
 
 /// Counters exported on `/metrics`.
 #[derive(Debug, Default)]
@@ -47,6 +54,25 @@ pub struct GossipStats {
     pub syncs_failed: AtomicU64,
     /// Store events lost because this actor lagged (anti-entropy recovers the data).
     pub events_lagged: AtomicU64,
+}
+
+/// Splits encoded transactions, in order, into runs of at most `max` bytes (a larger one alone).
+fn split_by_bytes(txns: Vec<Vec<u8>>, max: usize) -> Vec<Vec<Vec<u8>>> {
+    let mut parts: Vec<Vec<Vec<u8>>> = Vec::new();
+    let mut bytes = 0;
+    for txn in txns {
+        match parts.last_mut() {
+            Some(part) if bytes + txn.len() <= max => {
+                bytes += txn.len();
+                part.push(txn);
+            }
+            _ => {
+                bytes = txn.len();
+                parts.push(vec![txn]);
+            }
+        }
+    }
+    parts
 }
 
 fn bump(counter: &AtomicU64, n: u64) {
@@ -103,7 +129,7 @@ impl<R: Replica> Gossip<R> {
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => break,
-                ev = store_events.recv() => self.on_store_event(ev).await,
+                ev = store_events.recv() => self.on_store_event(ev, &mut store_events).await,
                 ev = net_events.recv() => self.on_net_event(ev).await,
                 Some(done) = rounds.join_next() => self.on_round_done(done),
                 _ = timer => self.start_rounds(&mut rounds),
@@ -113,38 +139,65 @@ impl<R: Replica> Gossip<R> {
         while rounds.join_next().await.is_some() {}
     }
 
-    async fn on_store_event(&mut self, ev: Result<StoreEvent, RecvError>) {
-        match ev {
-            Ok(StoreEvent::Committed {
-                txns, local: true, ..
-            }) => self.push_local(txns).await,
-            Ok(_) => {}
-            Err(RecvError::Lagged(n)) => {
-                bump(&self.stats.events_lagged, n);
-                tracing::warn!(
-                    lost = n,
-                    "gossip lagged behind the store; anti-entropy will catch up"
-                );
+    /// Handles `ev` and every store event already queued behind it: the local commits among
+    /// them (up to [`LOCAL_BATCH`] transactions) go out as one push.
+    async fn on_store_event(
+        &mut self,
+        ev: Result<StoreEvent, RecvError>,
+        rx: &mut broadcast::Receiver<StoreEvent>,
+    ) {
+        let mut local = Vec::new();
+        let mut next = Some(ev);
+        while let Some(ev) = next.take() {
+            match ev {
+                Ok(StoreEvent::Committed {
+                    txns, local: true, ..
+                }) => local.extend(txns),
+                Ok(_) => {}
+                Err(RecvError::Lagged(n)) => {
+                    bump(&self.stats.events_lagged, n);
+                    tracing::warn!(
+                        lost = n,
+                        "gossip lagged behind the store; anti-entropy will catch up"
+                    );
+                }
+                Err(RecvError::Closed) => self.cancel.cancel(),
             }
-            Err(RecvError::Closed) => self.cancel.cancel(),
+            if local.len() < LOCAL_BATCH {
+                next = match rx.try_recv() {
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
+                    Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
+                    Ok(ev) => Some(Ok(ev)),
+                };
+            }
         }
+        self.push_local(local).await;
     }
 
+    /// Pushes local transactions: one store read, then pushes of at most
+    /// [`MERGE_MAX_BYTES`] each, to the targets chosen for the first of them.
     async fn push_local(&mut self, txns: Vec<TxnId>) {
         let Some(first) = txns.first() else { return };
         let targets = self.policy.on_local_txn(*first);
+        for id in &txns[1..] {
+            self.policy.on_local_txn(*id); // Marks it seen; the batch shares the first's targets.
+        }
         if targets.is_empty() {
             return;
         }
-        match self.store.encoded(&txns).await.map(|loaded| loaded.txns) {
-            Ok(encoded) if !encoded.is_empty() => {
-                bump(&self.stats.txns_pushed, encoded.len() as u64);
-                if let Err(e) = self.net.push_to(targets, encoded).await {
-                    tracing::debug!(error = %e, "push failed; anti-entropy will deliver");
-                }
+        let encoded = match self.store.encoded(&txns).await {
+            Ok(loaded) => loaded.txns,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot load local transactions to push");
+                return;
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot load local transactions to push"),
+        };
+        bump(&self.stats.txns_pushed, encoded.len() as u64);
+        for part in split_by_bytes(encoded, MERGE_MAX_BYTES) {
+            if let Err(e) = self.net.push_to(targets.clone(), part).await {
+                tracing::debug!(error = %e, "push failed; anti-entropy will deliver");
+            }
         }
     }
 
@@ -218,5 +271,25 @@ impl<R: Replica> Gossip<R> {
                 self.table.record_failure(&key, e);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_by_bytes;
+
+    #[test]
+    fn splits_keep_order_and_bound_each_part() {
+        let txns = vec![vec![1; 4], vec![2; 4], vec![3; 9], vec![4; 1]];
+        let parts = split_by_bytes(txns, 8);
+        assert_eq!(
+            parts,
+            vec![
+                vec![vec![1; 4], vec![2; 4]],
+                vec![vec![3; 9]],
+                vec![vec![4; 1]]
+            ]
+        );
+        assert!(split_by_bytes(Vec::new(), 8).is_empty());
     }
 }

@@ -27,6 +27,9 @@
 //!    window are all included; the idle phase measures the background (keep-alives,
 //!    anti-entropy) on its own, and `per_write_net_of_background` subtracts it.
 //!    [`probe::Metrics`] deltas show how changes travelled (push or anti-entropy).
+//!    `push_frames`: push frames and the transactions in them received over the write phase
+//!    (from `/peers`; more transactions than frames when senders merged queued pushes), and
+//!    `busy_phase.fleet_cpu_ms_per_write`: the fleet's CPU time divided by the writes.
 //! 6. Idle: `--idle-secs` with no writes; CPU time per node from `/proc/<pid>/stat` as % of one
 //!    core, RSS and peak RSS from `/proc/<pid>/status`.
 //! 7. SIGTERM to every node; each must exit 0.
@@ -365,6 +368,17 @@ async fn measure(args: &Args, fleet: &Fleet, timeout: Duration) -> anyhow::Resul
     report["bytes"] = bytes_report(&writes, n - 1, sent, busy_s, idle.bytes_per_s);
     report["counters"] = counters(&before, &after);
     report["busy_phase"] = cpu1.since(&cpu0, tck);
+    let cores = report["busy_phase"]["fleet_cpu_cores"]
+        .as_f64()
+        .unwrap_or(0.0);
+    report["busy_phase"]["fleet_cpu_ms_per_write"] =
+        json!(stats::round2(cores * busy_s * 1000.0 / args.writes as f64));
+    let (frames, txns) = probe::pushes_received_between(&conns0, &conns1);
+    report["push_frames"] = json!({
+        "received": frames,
+        "txns_received": txns,
+        "txns_per_frame": stats::round2(txns as f64 / frames.max(1) as f64),
+    });
     report["idle"] = idle.report;
     let conns: Vec<usize> = connections_all(fleet).await?.iter().map(Vec::len).collect();
     report["connections_after"] = json!(stats::across_nodes(

@@ -68,6 +68,12 @@ pub struct Connection {
     pub connected_since: serde_json::Value,
     /// UDP payload bytes sent on this connection.
     pub bytes_sent: u64,
+    /// Push frames received on it (0 from a daemon that does not report it).
+    #[serde(default)]
+    pub pushes_received: u64,
+    /// Transactions in those frames (more than the frames when the sender merged pushes).
+    #[serde(default)]
+    pub push_txns_received: u64,
 }
 
 impl Connection {
@@ -114,6 +120,27 @@ pub fn bytes_sent_between(before: &[Vec<Connection>], after: &[Vec<Connection>])
             .count();
     }
     (bytes, churn)
+}
+
+/// Push frames and the transactions in them received between two snapshots (connections
+/// present in both), over every node.
+pub fn pushes_received_between(
+    before: &[Vec<Connection>],
+    after: &[Vec<Connection>],
+) -> (u64, u64) {
+    let mut frames = 0;
+    let mut txns = 0;
+    for (b, a) in before.iter().zip(after) {
+        for conn in a {
+            if let Some(old) = b.iter().find(|c| c.key() == conn.key()) {
+                frames += conn.pushes_received.saturating_sub(old.pushes_received);
+                txns += conn
+                    .push_txns_received
+                    .saturating_sub(old.push_txns_received);
+            }
+        }
+    }
+    (frames, txns)
 }
 
 /// Sums one metric over several scrapes.
@@ -209,11 +236,15 @@ mod tests {
             node_id: peer.into(),
             connected_since: since.into(),
             bytes_sent: bytes,
+            pushes_received: bytes / 10,
+            push_txns_received: bytes / 5,
         };
         let before = vec![vec![conn("a", 1, 100), conn("b", 1, 50)]];
         let after = vec![vec![conn("a", 1, 160), conn("b", 2, 30)]];
         assert_eq!(bytes_sent_between(&before, &after), (60 + 30, 2));
         assert_eq!(bytes_sent_between(&before, &before), (0, 0));
+        // Pushes count on connections present in both snapshots only ("a": 16-10, 32-20).
+        assert_eq!(pushes_received_between(&before, &after), (6, 12));
     }
 
     #[test]

@@ -148,10 +148,14 @@ pub struct PeerInfo {
     pub errors: u64,
     /// Push frames sent.
     pub pushes_sent: u64,
+    /// Of those, frames that merged several queued pushes into one.
+    pub pushes_merged: u64,
     /// Push frames dropped because the peer's queue was full.
     pub pushes_dropped: u64,
     /// Push frames received.
     pub pushes_received: u64,
+    /// Transactions in the push frames received (more than the frames when the peer merged).
+    pub push_txns_received: u64,
     /// Push frames waiting in the peer's queue.
     pub queue_depth: usize,
 }

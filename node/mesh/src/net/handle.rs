@@ -5,11 +5,12 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use meshlite_core::protocol::{EncodeError, Frame, encode_frame};
+use meshlite_core::protocol::EncodeError;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::apply::{ApplyCounts, ApplyStats};
 use super::config::TransportConfigError;
 use super::control::{ControlMessage, encode_control};
 use super::events::{NetEvent, PeerInfo, PushReport, SyncStats};
@@ -137,6 +138,8 @@ pub struct NetHandle {
     pub(super) handshakes_rate_limited: Arc<std::sync::atomic::AtomicU64>,
     /// Inbound Initials answered with a QUIC Retry (address validation under pressure).
     pub(super) handshakes_retried: Arc<std::sync::atomic::AtomicU64>,
+    /// The push applier's counters ([`super::apply`]).
+    pub(super) apply_stats: Arc<ApplyStats>,
     pub(super) cancel: CancellationToken,
     pub(super) task: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
@@ -162,6 +165,12 @@ impl NetHandle {
     pub fn handshakes_retried(&self) -> u64 {
         self.handshakes_retried
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How pushed transactions were applied so far: replica calls (writer transactions) vs
+    /// transactions ([`super::apply`]).
+    pub fn push_apply_counts(&self) -> ApplyCounts {
+        self.apply_stats.snapshot()
     }
 
     /// This node's id.
@@ -222,23 +231,22 @@ impl NetHandle {
         txns: Vec<Vec<u8>>,
         targets: Vec<NodeId>,
     ) -> Result<PushReport, PushError> {
-        let frame = encode_frame(&Frame::Push { txns })?;
+        let frame = PushFrame::txns(txns)?;
         self.queue_frame(frame, targets).await
     }
 
     async fn queue_frame(
         &self,
-        frame: Vec<u8>,
+        frame: PushFrame,
         targets: Vec<NodeId>,
     ) -> Result<PushReport, PushError> {
-        if frame.len() > self.max_frame_bytes {
+        if frame.frame_len() > self.max_frame_bytes {
             return Err(PushError::TooLarge {
-                len: frame.len(),
+                len: frame.frame_len(),
                 max: self.max_frame_bytes,
             });
         }
         let (reply, rx) = oneshot::channel();
-        let frame = Arc::new(frame);
         self.send(MeshCommand::Push {
             frame,
             targets,
@@ -257,7 +265,7 @@ impl NetHandle {
         peer: NodeId,
         message: &ControlMessage,
     ) -> Result<bool, PushError> {
-        let frame = encode_control(message)?;
+        let frame = PushFrame::other(encode_control(message)?);
         let report = self.queue_frame(frame, vec![peer]).await?;
         Ok(!report.queued.is_empty())
     }

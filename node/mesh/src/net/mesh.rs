@@ -33,6 +33,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::admission::HandshakeLimiter;
+use super::apply::Applier;
 use super::config::TransportConfig;
 use super::events::{Direction, EVENTS_CAPACITY, NetEvent, PeerInfo, PushReport, SyncStats};
 use super::handle::{ConnectError, ConnectReply, MeshCommand, NetHandle, StartError};
@@ -84,8 +85,12 @@ pub fn start<B: Replica>(
         addr: cfg.listen,
         source,
     })?;
+    let cancel = shutdown.child_token();
+    let applier = Applier::start(backend.clone(), cancel.clone());
+    let apply_stats = applier.stats();
     let ctx = Arc::new(PeerContext {
         backend,
+        applier,
         sync: SyncParams {
             cluster,
             session: session_config(&cfg),
@@ -96,7 +101,6 @@ pub fn start<B: Replica>(
         queue_capacity: cfg.per_peer_queue,
     });
     let (commands, inbox) = mpsc::channel(MESH_INBOX_CAPACITY);
-    let cancel = shutdown.child_token();
     let limiter = HandshakeLimiter::new(cfg.handshake_limit());
     let handshakes_rate_limited = limiter.refused();
     let handshakes_retried = limiter.retried();
@@ -129,6 +133,7 @@ pub fn start<B: Replica>(
         max_frame_bytes: cfg.max_frame_bytes,
         handshakes_rate_limited,
         handshakes_retried,
+        apply_stats,
         cancel,
         task: Arc::new(Mutex::new(Some(task))),
     })

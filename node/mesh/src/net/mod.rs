@@ -12,8 +12,10 @@
 //!                ▼
 //!   peer::PeerActor ── owns the Connection; child tasks per stream:
 //!        ├─ sync::SyncStream  (bidi stream: one anti-entropy round, a core Session)
-//!        ├─ push::run_writer  (uni stream out: queued Push frames, bounded queue)
-//!        └─ push::PushReader  (uni stream in: Push frames → the replica)
+//!        ├─ push::run_writer  (uni stream out: queued Push frames, bounded queue; what has
+//!        │                     queued up goes out as one write, pushes merged: coalesce)
+//!        └─ push::PushReader  (uni stream in: Push frames → apply::Applier → the replica;
+//!                              the node's one applier applies concurrent pushes together)
 //! ```
 //!
 //! - [`tls`]: rustls configurations (ring only) and the verifiers that refuse foreign CAs,
@@ -53,6 +55,8 @@
 //! the endpoint drains, each step bounded by [`crate::tasks::SHUTDOWN_GRACE`].
 
 pub mod admission;
+pub mod apply;
+pub mod coalesce;
 pub mod config;
 pub mod control;
 pub mod events;

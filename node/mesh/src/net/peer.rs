@@ -21,6 +21,7 @@ use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::apply::Applier;
 use super::events::{Direction, NetEvent, PeerInfo, SyncStats};
 use super::push::{self, PushQueue, PushQueueRx, PushReader};
 use super::stats::PeerStats;
@@ -103,8 +104,10 @@ impl PeerHandle {
             syncs: s.syncs.load(Ordering::Relaxed),
             errors: s.errors.load(Ordering::Relaxed),
             pushes_sent: s.pushes_sent.load(Ordering::Relaxed),
+            pushes_merged: s.pushes_merged.load(Ordering::Relaxed),
             pushes_dropped: s.pushes_dropped.load(Ordering::Relaxed),
             pushes_received: s.pushes_received.load(Ordering::Relaxed),
+            push_txns_received: s.push_txns_received.load(Ordering::Relaxed),
             queue_depth: self.pushes.depth(),
         }
     }
@@ -120,6 +123,8 @@ impl PeerHandle {
 pub struct PeerContext<B> {
     /// The replica.
     pub backend: B,
+    /// Applies pushed transactions, coalescing those that arrive together.
+    pub applier: Applier,
     /// Sync stream parameters.
     pub sync: SyncParams,
     /// Event channel.
@@ -281,7 +286,7 @@ impl<B: Replica> PeerActor<B> {
             from: self.meta.node_id,
             addr: self.conn.remote_address(),
             reply: self.pushes.clone(),
-            backend: self.ctx.backend.clone(),
+            applier: self.ctx.applier.clone(),
             stats: self.stats.clone(),
             events: self.ctx.events.clone(),
             max_frame_bytes: self.ctx.sync.max_frame_bytes,

@@ -26,13 +26,15 @@ use quinn::{Connection, RecvStream, SendStream, VarInt};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::apply::Applier;
+use super::coalesce::coalesce;
 use super::control::OverlayPeer;
 use super::events::NetEvent;
 use super::frame_guard::FrameGuard;
 use super::stats::PeerStats;
 use super::sync::{READ_CHUNK_BYTES, STREAM_FRAME_TOO_LARGE};
 use crate::fleet::NodeId;
-use crate::replica::{Replica, ReplicaError};
+use crate::replica::ReplicaError;
 
 /// Most bytes of push frames queued for one peer.
 pub const PER_PEER_QUEUE_BYTES: usize = 16 * 1024 * 1024;
@@ -44,8 +46,10 @@ pub const STREAM_BAD_PUSH: VarInt = VarInt::from_u32(0x12);
 /// sender did nothing wrong, and anti-entropy delivers the transactions once storage is back.
 pub const STREAM_RETRY_LATER: VarInt = VarInt::from_u32(0x13);
 
-/// One encoded `Push` frame, shared by every peer it is queued for.
-pub type PushFrame = Arc<Vec<u8>>;
+pub use super::coalesce::PushFrame;
+
+/// Most bytes the writer takes off the queue for one stream write.
+pub const WRITE_BATCH_BYTES: usize = 1024 * 1024;
 
 /// The sending half of a peer's push queue.
 #[derive(Debug, Clone)]
@@ -77,7 +81,7 @@ pub fn push_queue(capacity: usize) -> (PushQueue, PushQueueRx) {
 impl PushQueue {
     /// Enqueues `frame` unless the queue is full; never waits.
     pub fn try_push(&self, frame: &PushFrame) -> bool {
-        let len = frame.len();
+        let len = frame.queued_bytes();
         let before = self.bytes.fetch_add(len, Ordering::AcqRel);
         if before + len > PER_PEER_QUEUE_BYTES || self.tx.try_send(frame.clone()).is_err() {
             self.bytes.fetch_sub(len, Ordering::AcqRel);
@@ -117,7 +121,7 @@ pub async fn run_writer(
         tracing::debug!(peer = %stats.node_id, error = %e, "cannot open push stream");
     }
     loop {
-        let frame = tokio::select! {
+        let first = tokio::select! {
             biased;
             () = cancel.cancelled() => return,
             frame = queue.rx.recv() => match frame {
@@ -125,22 +129,46 @@ pub async fn run_writer(
                 None => return,
             },
         };
-        queue.bytes.fetch_sub(frame.len(), Ordering::AcqRel);
+        let batch = coalesce(queue.take_queued(first));
         let written = tokio::select! {
             biased;
             () = cancel.cancelled() => return,
-            result = write_frame(&conn, &mut stream, &frame) => result,
+            result = write_frame(&conn, &mut stream, &batch.bytes) => result,
         };
         match written {
-            Ok(()) => stats.pushes_sent.fetch_add(1, Ordering::Relaxed),
+            Ok(()) => {
+                stats.pushes_sent.fetch_add(batch.frames, Ordering::Relaxed);
+                stats
+                    .pushes_merged
+                    .fetch_add(batch.merged, Ordering::Relaxed);
+            }
             Err(e) => {
                 tracing::debug!(peer = %stats.node_id, error = %e, "push stream failed");
                 stats.errors.fetch_add(1, Ordering::Relaxed);
                 // A new stream next time; if the connection is gone the actor ends us.
                 stream = None;
-                continue;
             }
-        };
+        }
+    }
+}
+
+impl PushQueueRx {
+    /// `first` and whatever else is queued now, up to about [`WRITE_BATCH_BYTES`]; their bytes
+    /// leave the queue's account.
+    fn take_queued(&mut self, first: PushFrame) -> Vec<PushFrame> {
+        let mut bytes = first.queued_bytes();
+        let mut taken = vec![first];
+        while bytes < WRITE_BATCH_BYTES {
+            match self.rx.try_recv() {
+                Ok(frame) => {
+                    bytes += frame.queued_bytes();
+                    taken.push(frame);
+                }
+                Err(_) => break,
+            }
+        }
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        taken
     }
 }
 
@@ -192,15 +220,15 @@ async fn write_frame(
 }
 
 /// Everything a push reader needs besides its stream.
-pub struct PushReader<B> {
+pub struct PushReader {
     /// The sending peer.
     pub from: NodeId,
     /// Its address (the connection's remote address).
     pub addr: SocketAddr,
     /// Our push queue to the same peer, where answers to bad control frames go.
     pub reply: PushQueue,
-    /// Where received transactions go.
-    pub backend: B,
+    /// Where received transactions go (with those of every other push read in the meantime).
+    pub applier: Applier,
     /// The peer's counters.
     pub stats: Arc<PeerStats>,
     /// Where `PushReceived` is published.
@@ -209,7 +237,7 @@ pub struct PushReader<B> {
     pub max_frame_bytes: usize,
 }
 
-impl<B> std::fmt::Debug for PushReader<B> {
+impl std::fmt::Debug for PushReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PushReader")
             .field("from", &self.from)
@@ -217,7 +245,7 @@ impl<B> std::fmt::Debug for PushReader<B> {
     }
 }
 
-impl<B: Replica> PushReader<B> {
+impl PushReader {
     /// Reads `Push` frames until the stream ends, fails, or breaks the rules.
     pub async fn run(self, mut recv: RecvStream, cancel: CancellationToken) {
         let mut guard = FrameGuard::new(self.max_frame_bytes);
@@ -252,32 +280,51 @@ impl<B: Replica> PushReader<B> {
         }
     }
 
-    /// Decodes and applies every complete frame in `input`.
+    /// Decodes every complete frame in `input` and applies the transactions of all its `Push`
+    /// frames together (a `Control` or `Error` frame is handled after the pushes before it).
     async fn consume(
         &self,
         decoder: &mut FrameDecoder,
         mut input: &[u8],
     ) -> Result<(), PushReadError> {
+        let mut pending = Vec::new();
         while !input.is_empty() {
             let taken = decoder.push(input);
             input = &input[taken..];
             while let Some(frame) = decoder.next_frame()? {
                 match frame {
-                    Frame::Push { txns } => self.apply(txns).await?,
-                    Frame::Control { version, body } => self.on_control(version, &body),
-                    Frame::Error { code, message } => self.on_peer_error(code, message),
+                    Frame::Push { txns } => self.received(txns, &mut pending),
+                    Frame::Control { version, body } => {
+                        self.apply(std::mem::take(&mut pending)).await?;
+                        self.on_control(version, &body);
+                    }
+                    Frame::Error { code, message } => {
+                        self.apply(std::mem::take(&mut pending)).await?;
+                        self.on_peer_error(code, message);
+                    }
                     other => return Err(PushReadError::UnexpectedFrame(other.kind())),
                 }
             }
         }
-        Ok(())
+        self.apply(pending).await
+    }
+
+    /// Counts one `Push` frame and adds its transactions to those awaiting apply.
+    fn received(&self, txns: Vec<Vec<u8>>, pending: &mut Vec<Vec<u8>>) {
+        if txns.is_empty() {
+            return; // The preamble.
+        }
+        self.stats.pushes_received.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .push_txns_received
+            .fetch_add(txns.len() as u64, Ordering::Relaxed);
+        pending.extend(txns);
     }
 
     async fn apply(&self, encoded: Vec<Vec<u8>>) -> Result<(), PushReadError> {
         if encoded.is_empty() {
-            return Ok(()); // The preamble.
+            return Ok(());
         }
-        self.stats.pushes_received.fetch_add(1, Ordering::Relaxed);
         let mut txns = Vec::with_capacity(encoded.len());
         for (i, bytes) in encoded.iter().enumerate() {
             let txn =
@@ -285,7 +332,8 @@ impl<B: Replica> PushReader<B> {
             txns.push(txn);
         }
         let ids = txns.iter().map(|t| t.id).collect();
-        let applied = self.backend.apply_txns(txns).await?;
+        let bytes = encoded.iter().map(Vec::len).sum();
+        let applied = self.applier.apply(txns, bytes).await?;
         let failed = self
             .stats
             .pushes_unstored_in_a_row
@@ -298,7 +346,7 @@ impl<B: Replica> PushReader<B> {
             from: self.from,
             txns: ids,
             encoded: Arc::new(encoded),
-            applied: applied.new,
+            applied,
         });
         Ok(())
     }
@@ -336,7 +384,7 @@ impl<B: Replica> PushReader<B> {
         }
         match encode_frame(&Frame::Error { code, message }) {
             Ok(frame) => {
-                if !self.reply.try_push(&Arc::new(frame)) {
+                if !self.reply.try_push(&PushFrame::other(frame)) {
                     tracing::debug!(peer = %self.from, "push queue full; error answer dropped");
                 }
             }

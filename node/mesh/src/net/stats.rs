@@ -20,10 +20,14 @@ pub struct PeerStats {
     pub errors: AtomicU64,
     /// Push frames written.
     pub pushes_sent: AtomicU64,
+    /// Push frames written that merge several queued pushes ([`super::coalesce`]).
+    pub pushes_merged: AtomicU64,
     /// Push frames dropped at a full queue.
     pub pushes_dropped: AtomicU64,
     /// Push frames received.
     pub pushes_received: AtomicU64,
+    /// Transactions in the push frames received.
+    pub push_txns_received: AtomicU64,
     /// Push frames received that this node could not store since the last one it stored (its
     /// own storage failing, not the peer; paces the log).
     pub(crate) pushes_unstored_in_a_row: AtomicU64,
@@ -41,8 +45,10 @@ impl PeerStats {
             syncs: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             pushes_sent: AtomicU64::new(0),
+            pushes_merged: AtomicU64::new(0),
             pushes_dropped: AtomicU64::new(0),
             pushes_received: AtomicU64::new(0),
+            push_txns_received: AtomicU64::new(0),
             pushes_unstored_in_a_row: AtomicU64::new(0),
             last_seen_ms: AtomicU64::new(0),
             replica: OnceLock::new(),
