@@ -117,6 +117,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
         cert: s.cert.as_ref(),
         handshakes_rate_limited: s.net.as_ref().map(NetHandle::handshakes_rate_limited),
         handshakes_retried: s.net.as_ref().map(NetHandle::handshakes_retried),
+        push_applies: s.net.as_ref().map(NetHandle::push_apply_counts),
     });
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -12,6 +12,7 @@ use meshlite_mesh::discovery::table::{PeerRow, prometheus_text};
 use meshlite_mesh::epidemic::stats::EpidemicStats;
 use meshlite_mesh::gossip::GossipStats;
 use meshlite_mesh::nats::NatsStats;
+use meshlite_mesh::net::apply::ApplyCounts;
 use meshlite_mesh::net::events::PeerInfo;
 
 /// Everything one scrape shows.
@@ -37,6 +38,9 @@ pub struct Snapshot<'a> {
     pub handshakes_rate_limited: Option<u64>,
     /// Inbound QUIC Initials answered with a Retry (None without a mesh).
     pub handshakes_retried: Option<u64>,
+    /// The push applier's counters: received pushes applied in coalesced batches (None without
+    /// a mesh).
+    pub push_applies: Option<ApplyCounts>,
 }
 
 /// Writes one metric family header.
@@ -103,8 +107,36 @@ pub fn render(snap: &Snapshot<'_>) -> String {
         );
         sample(&mut out, name, &[], n);
     }
+    if let Some(a) = snap.push_applies {
+        push_apply_metrics(&mut out, a);
+    }
     out.push_str(&prometheus_text(snap.table));
     out
+}
+
+/// The push applier's batches, the push reads they held and their transactions: the quotients
+/// say how much coalescing happened (see `meshlite_mesh::net::apply`).
+fn push_apply_metrics(out: &mut String, a: ApplyCounts) {
+    for (name, help, value) in [
+        (
+            "meshlite_push_apply_batches_total",
+            "Batches of received pushes applied (each one store call and one SQLite transaction).",
+            a.batches,
+        ),
+        (
+            "meshlite_push_apply_reads_total",
+            "Reads of push streams handed to the applier (each one or more Push frames).",
+            a.jobs,
+        ),
+        (
+            "meshlite_push_apply_txns_total",
+            "Transactions handed to the store by the applier (duplicates within a batch dropped).",
+            a.txns,
+        ),
+    ] {
+        family(out, name, "counter", help);
+        sample(out, name, &[], value);
+    }
 }
 
 fn cert_metrics(out: &mut String, cert: &CertExpiry) {
@@ -420,8 +452,10 @@ mod tests {
             cert: None,
             handshakes_rate_limited: None,
             handshakes_retried: None,
+            push_applies: None,
         });
         assert!(text.contains("meshlite_store_up 0"));
+        assert!(!text.contains("meshlite_push_apply"));
         assert!(text.contains("meshlite_store_commit_groups_total 0"));
         assert!(text.contains("meshlite_connections 0"));
     }

@@ -3,7 +3,7 @@
 //! probing), so each is above the threshold and runs overlay mode with an active view of 2.
 //! A write on one node reaches all; after one node is killed (SIGKILL: no goodbye), the rest
 //! keep an active neighbor and a write still reaches the five others. `/metrics` shows the mode
-//! and the view sizes.
+//! and the view sizes, and that the eager pushes went through the push applier.
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
 mod common;
@@ -98,4 +98,19 @@ async fn six_daemons_above_the_threshold_run_the_overlay_and_survive_a_loss() {
         assert!(overlay > 0.0, "{}: no overlay messages", n.name());
     }
     assert!(eager >= 1.0, "the writers pushed along their eager links");
+    let mut applied = 0.0;
+    for n in &rest {
+        let batches = n.metric("meshlite_push_apply_batches_total").await;
+        let reads = n.metric("meshlite_push_apply_reads_total").await;
+        assert!(
+            batches <= reads,
+            "{}: {batches} batches of {reads} reads",
+            n.name()
+        );
+        applied += n.metric("meshlite_push_apply_txns_total").await;
+    }
+    assert!(
+        applied >= 1.0,
+        "the eager pushes were applied by the push applier"
+    );
 }

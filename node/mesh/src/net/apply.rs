@@ -7,7 +7,8 @@
 //! still pushes back on a fast sender). The applier's task takes the first job, then whatever
 //! else is queued at that moment ("whatever is queued", no timer: an idle node applies a lone
 //! push at once), up to [`APPLY_BATCH_BYTES`], drops transactions that appear twice in the
-//! batch (the same change relayed by two peers), and makes one [`Replica::apply_txns`] call.
+//! batch (the same change relayed by two peers), and makes one [`Replica::apply_txns`] call;
+//! up to [`APPLY_IN_FLIGHT`] such calls run at once.
 //! Only after it returned (committed) does each reader get its answer and publish its
 //! `PushReceived`, so nothing is relayed before it is stored. If the call fails, every job of
 //! the batch gets the error and its stream stops with `STREAM_RETRY_LATER`; anti-entropy
@@ -20,6 +21,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use meshlite_core::{Txn, TxnId};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -30,8 +33,15 @@ use crate::replica::{Replica, ReplicaError};
 /// Jobs that may wait for the applier; push readers wait when it is full.
 pub const APPLY_QUEUE: usize = 64;
 
-/// Most bytes of encoded transactions in one batch (the first job is always taken whole).
-pub const APPLY_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Most bytes of encoded transactions in one batch (the first job is always taken whole). Kept
+/// small: one batch is one writer command whose replies all wait for its commit, so a large one
+/// holds up every push behind it.
+pub const APPLY_BATCH_BYTES: usize = 256 * 1024;
+
+/// Batches handed to the replica at once: while one commits, the next is already queued at the
+/// writer, so the writer never waits for the applier between batches. Transactions of a later
+/// batch that depend on an earlier one's are parked and unparked by the store as usual.
+pub const APPLY_IN_FLIGHT: usize = 2;
 
 /// Counters of the applier, exported on `/metrics` by the node.
 #[derive(Debug, Default)]
@@ -112,20 +122,20 @@ async fn run<B: Replica>(
     stats: Arc<ApplyStats>,
     cancel: CancellationToken,
 ) {
-    loop {
-        let first = tokio::select! {
-            biased;
-            () = cancel.cancelled() => return,
-            job = rx.recv() => match job {
-                Some(job) => job,
-                None => return,
-            },
-        };
-        let jobs = take_queued(&mut rx, first);
+    let mut in_flight = FuturesUnordered::new();
+    let mut open = true;
+    while open || !in_flight.is_empty() {
         tokio::select! {
             biased;
             () = cancel.cancelled() => return,
-            () = apply_batch(&backend, jobs, &stats) => {}
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            job = rx.recv(), if open && in_flight.len() < APPLY_IN_FLIGHT => match job {
+                Some(first) => {
+                    let jobs = take_queued(&mut rx, first);
+                    in_flight.push(apply_batch(&backend, jobs, &stats));
+                }
+                None => open = false,
+            },
         }
     }
 }
