@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use http_body_util::{BodyExt, Full};
@@ -156,4 +156,53 @@ impl Conn {
         let body = res.into_body().collect().await?.to_bytes();
         Ok((status, body))
     }
+}
+
+/// One request of a bench client: method, path and JSON body (or none).
+pub type Call = (Method, String, Option<Value>);
+
+/// Opens `clients` keep-alive connections to `addr`.
+pub async fn open_conns(addr: SocketAddr, clients: usize) -> anyhow::Result<Vec<Conn>> {
+    let mut conns = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        conns.push(Conn::open(addr).await?);
+    }
+    Ok(conns)
+}
+
+/// Sends `per_client` requests on every connection, the connections concurrently (one task
+/// each), and returns every request's latency. `source(c)` makes connection `c`'s requests (called
+/// with the request's number); `check` judges each answer, and the first failure ends the run.
+pub async fn drive<S, C>(
+    conns: Vec<Conn>,
+    per_client: usize,
+    prefer: &'static str,
+    mut source: impl FnMut(usize) -> S,
+    check: C,
+) -> anyhow::Result<Vec<Duration>>
+where
+    S: FnMut(usize) -> Call + Send + 'static,
+    C: Fn(StatusCode, &Bytes) -> anyhow::Result<()> + Clone + Send + 'static,
+{
+    let mut tasks = Vec::with_capacity(conns.len());
+    for (c, mut conn) in conns.into_iter().enumerate() {
+        let mut next = source(c);
+        let check = check.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per_client);
+            for n in 0..per_client {
+                let (method, path, body) = next(n);
+                let start = Instant::now();
+                let (status, bytes) = conn.call(method, &path, prefer, body.as_ref()).await?;
+                lat.push(start.elapsed());
+                check(status, &bytes)?;
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    Ok(latencies)
 }

@@ -27,7 +27,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use hyper::body::Bytes;
 use hyper::{Method, StatusCode};
-use meshlite_benches::daemon::{Conn, Daemon, meshlite_binary};
+use meshlite_benches::daemon::{Conn, Daemon, drive, meshlite_binary, open_conns};
 use meshlite_benches::measure::{CpuMark, emit, machine, process_cpu_time, round3};
 use meshlite_benches::report::{quantile_us, run_main, summary as summary_of};
 use meshlite_benches::workload::{TASKS, open_store_with};
@@ -199,35 +199,22 @@ impl Phase {
 /// `args.requests` single-row writes of `op`, split over `args.clients` keep-alive connections.
 async fn http_phase(d: &Daemon, op: Op, args: &Args, run: usize) -> anyhow::Result<Phase> {
     let per_client = args.requests / args.clients;
-    let mut conns = Vec::new();
-    for _ in 0..args.clients {
-        conns.push(Conn::open(d.http).await?);
-    }
+    let conns = open_conns(d.http, args.clients).await?;
     let (groups0, commands0) = commit_counters(d).await?;
     let mark = CpuMark::now();
     let (cpu0, client0, t0) = (d.cpu(), process_cpu_time(), Instant::now());
-    let mut tasks = Vec::new();
-    for (c, mut conn) in conns.into_iter().enumerate() {
+    let source = |c: usize| {
         // Inserted rows: origin 10 + run*clients + c, so no two requests insert one id.
         let mut generator = RecordGen::new(10 + (run * args.clients + c) as u32, args.seed);
         let args = args.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(per_client);
-            for n in 0..per_client {
-                let (method, path, body) = request(op, &args, run, c, n, &mut generator);
-                let start = Instant::now();
-                let prefer = "return=representation";
-                let (status, bytes) = conn.call(method, &path, prefer, Some(&body)).await?;
-                lat.push(start.elapsed());
-                check(op, status, &bytes)?;
-            }
-            anyhow::Ok(lat)
-        }));
-    }
-    let mut latencies = Vec::new();
-    for t in tasks {
-        latencies.extend(t.await??);
-    }
+        move |n: usize| {
+            let (method, path, body) = request(op, &args, run, c, n, &mut generator);
+            (method, path, Some(body))
+        }
+    };
+    let prefer = "return=representation";
+    let check = move |status: StatusCode, bytes: &Bytes| check(op, status, bytes);
+    let latencies = drive(conns, per_client, prefer, source, check).await?;
     let (wall, cpu, client_cpu) = (t0.elapsed(), d.cpu() - cpu0, process_cpu_time() - client0);
     let other_cores = mark.others_since_excluding(cpu);
     let (groups1, commands1) = commit_counters(d).await?;

@@ -27,7 +27,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use hyper::body::Bytes;
 use hyper::{Method, StatusCode};
-use meshlite_benches::daemon::{Conn, Daemon, meshlite_binary};
+use meshlite_benches::daemon::{Conn, Daemon, drive, meshlite_binary, open_conns};
 use meshlite_benches::measure::{emit, machine, process_cpu_time, round3};
 use meshlite_benches::report::{quantile_us, run_main, summary as summary_of};
 use meshlite_benches::workload::{TASKS, open_store_with};
@@ -208,38 +208,23 @@ async fn rest_phase(
     run: usize,
 ) -> anyhow::Result<Phase> {
     let per_client = args.requests / args.clients;
-    let mut conns = Vec::new();
-    for _ in 0..args.clients {
-        conns.push(Conn::open(d.http).await?);
-    }
+    let conns = open_conns(d.http, args.clients).await?;
     let (cpu0, client0, t0) = (d.cpu(), process_cpu_time(), Instant::now());
-    let mut tasks = Vec::new();
-    for (c, mut conn) in conns.into_iter().enumerate() {
+    let source = |c: usize| {
         let ids = ids.to_vec();
         // Inserted rows: origin 10 + run*clients + c, so no two requests insert one id.
         let origin = 10 + (run * args.clients + c) as u32;
         let seed = args.seed + c as u64;
         let scan = args.scan;
-        tasks.push(tokio::spawn(async move {
-            let mut rng = StdRng::seed_from_u64(seed);
-            let mut rows = Rows {
-                generator: RecordGen::new(origin, seed),
-            };
-            let (mut next, mut lat) = (0u64, Vec::with_capacity(per_client));
-            for _ in 0..per_client {
-                let (method, path, body) = request(op, scan, &ids, &mut rng, &mut rows, &mut next);
-                let start = Instant::now();
-                let (status, bytes) = conn.call(method, &path, MINIMAL, body.as_ref()).await?;
-                lat.push(start.elapsed());
-                check(op, status, &bytes)?;
-            }
-            anyhow::Ok(lat)
-        }));
-    }
-    let mut latencies = Vec::new();
-    for t in tasks {
-        latencies.extend(t.await??);
-    }
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut rows = Rows {
+            generator: RecordGen::new(origin, seed),
+        };
+        let mut next = 0u64;
+        move |_: usize| request(op, scan, &ids, &mut rng, &mut rows, &mut next)
+    };
+    let check = move |status: StatusCode, bytes: &Bytes| check(op, status, bytes);
+    let latencies = drive(conns, per_client, MINIMAL, source, check).await?;
     Ok(Phase {
         latencies,
         wall: t0.elapsed(),
