@@ -1,6 +1,7 @@
 //! The replicas of a convergence script and what each [`Action`] does to them.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -11,7 +12,9 @@ use super::script::{Action, SCHEMA_V1, SCHEMA_V2, Spec, write_ops};
 use crate::change::Txn;
 use crate::protocol::bundle::{BundleHeader, BundleReader, BundleWriter};
 use crate::schema::Schema;
+use crate::store::template::Template;
 use crate::store::{OpenOptions, Query, Store, WriteError};
+use crate::version::Summary;
 
 /// A committed local transaction, kept for the model.
 #[derive(Debug)]
@@ -34,29 +37,44 @@ pub struct World {
     pub committed: Vec<Record>,
 }
 
+/// [`SCHEMA_V1`] or [`SCHEMA_V2`], parsed once per process.
 fn schema(version: u32) -> Schema {
-    let text = if version == 1 { SCHEMA_V1 } else { SCHEMA_V2 };
-    Schema::from_toml(text).expect("the harness schemas parse")
+    static PARSED: OnceLock<[Schema; 2]> = OnceLock::new();
+    let [v1, v2] = PARSED.get_or_init(|| {
+        [SCHEMA_V1, SCHEMA_V2].map(|t| Schema::from_toml(t).expect("the harness schemas parse"))
+    });
+    if version == 1 { v1 } else { v2 }.clone()
 }
 
-fn open(dir: &TempDir, schema: Option<Schema>) -> Store {
-    let opts = OpenOptions {
+fn options(schema: Option<Schema>) -> OpenOptions {
+    OpenOptions {
         schema,
         doc_cache: 3,
         read_connections: 1,
         ..Default::default()
-    };
-    Store::open(dir.path(), opts).expect("a fresh temporary store opens")
+    }
+}
+
+/// Reopens a replica's files (a restart or an upgrade).
+fn open(dir: &TempDir, schema: Option<Schema>) -> Store {
+    Store::open(dir.path(), options(schema)).expect("a temporary store reopens")
+}
+
+/// A new empty replica on [`SCHEMA_V1`], from a per-process [`Template`] of one (the same
+/// database a first open creates, without running the migrations again for every replica).
+fn create(dir: &TempDir) -> Store {
+    static TEMPLATE: OnceLock<Template> = OnceLock::new();
+    TEMPLATE
+        .get_or_init(|| Template::new(options(Some(schema(1)))).expect("the template store opens"))
+        .open(dir.path(), options(Some(schema(1))))
+        .expect("a fresh temporary store opens")
 }
 
 impl World {
     /// `n` empty replicas on [`SCHEMA_V1`].
     pub fn new(n: usize) -> World {
         let dirs: Vec<TempDir> = (0..n).map(|_| crate::scratch::dir()).collect();
-        let stores = dirs
-            .iter()
-            .map(|d| Some(open(d, Some(schema(1)))))
-            .collect();
+        let stores = dirs.iter().map(|d| Some(create(d))).collect();
         World {
             dirs,
             stores,
@@ -128,12 +146,24 @@ impl World {
 
     /// What `to` lacks from `from`, decoded.
     fn missing(&self, from: usize, to: usize, limit: usize) -> Vec<Txn> {
-        let (a, b) = (self.store(from), self.store(to));
-        let want = a
-            .summary()
-            .expect("summary")
-            .missing_from(&b.summary().expect("summary"));
-        let batch = a.txns_for(&want, limit).expect("txns_for");
+        let held = |i| self.store(i).summary().expect("summary");
+        self.missing_between(from, &held(from), &held(to), limit)
+    }
+
+    /// What a replica holding `theirs` lacks of `ours`, read from `from` (which holds `ours`
+    /// or more), decoded; at most `limit` bytes of it.
+    fn missing_between(
+        &self,
+        from: usize,
+        ours: &Summary,
+        theirs: &Summary,
+        limit: usize,
+    ) -> Vec<Txn> {
+        let want = ours.missing_from(theirs);
+        if want.is_empty() {
+            return Vec::new();
+        }
+        let batch = self.store(from).txns_for(&want, limit).expect("txns_for");
         batch
             .txns
             .iter()
@@ -236,10 +266,17 @@ impl World {
         while !self.converged() {
             rounds += 1;
             assert!(rounds < 100, "no convergence after 100 anti-entropy rounds");
+            // Each round works from the summaries at its start: a replica that received something
+            // earlier in the round may be sent it again (a duplicate, which must apply nothing).
+            let held: Vec<Summary> = (0..self.len())
+                .map(|i| self.store(i).summary().expect("summary"))
+                .collect();
             for from in 0..self.len() {
                 for to in (0..self.len()).filter(|&to| to != from) {
-                    let txns = self.missing(from, to, 2048);
-                    self.apply(to, txns);
+                    let txns = self.missing_between(from, &held[from], &held[to], 2048);
+                    if !txns.is_empty() {
+                        self.apply(to, txns);
+                    }
                 }
             }
         }

@@ -112,8 +112,13 @@ pub(crate) fn run(conn: &mut Connection) -> Result<(), OpenError> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)",
     )?;
-    refuse_newer(conn)?;
-    for (name, step) in MIGRATIONS {
+    let recorded = refuse_newer(conn)?;
+    // Steps already recorded are skipped without a transaction each: reopening an up-to-date
+    // store costs one read of `migrations`.
+    let pending = MIGRATIONS
+        .iter()
+        .filter(|(name, _)| !recorded.iter().any(|r| r == name));
+    for (name, step) in pending {
         let fail = |source| OpenError::Migration { name, source };
         let tx = conn.transaction().map_err(fail)?;
         let done: Option<i64> = tx
@@ -135,18 +140,20 @@ pub(crate) fn run(conn: &mut Connection) -> Result<(), OpenError> {
     Ok(())
 }
 
-/// Refuses a database with recorded steps this build does not know (written by a newer build).
-fn refuse_newer(conn: &Connection) -> Result<(), OpenError> {
+/// Refuses a database with recorded steps this build does not know (written by a newer build);
+/// returns the recorded steps.
+fn refuse_newer(conn: &Connection) -> Result<Vec<String>, OpenError> {
     let recorded: Vec<String> = conn
         .prepare("SELECT name FROM migrations ORDER BY name")?
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     let unknown: Vec<String> = recorded
-        .into_iter()
+        .iter()
         .filter(|name| !MIGRATIONS.iter().any(|(known, _)| known == name))
+        .cloned()
         .collect();
     if unknown.is_empty() {
-        Ok(())
+        Ok(recorded)
     } else {
         Err(OpenError::NewerLayout { unknown })
     }

@@ -19,6 +19,8 @@
 //! - [`backup`] copies a store's database to one file while a daemon runs (SQLite online backup in
 //!   one read snapshot) and restores such a file into an empty directory under a new replica id
 //!   (or, on request, the backed-up one).
+//! - [`template`] (feature `testkit`): the database of a new empty store, copied into each of the
+//!   many fresh stores a test harness opens instead of migrating every one.
 //!
 //! # Durability
 //! The database runs in WAL mode. With [`Synchronous::Normal`] (the default) a write is
@@ -60,6 +62,8 @@ mod read;
 pub mod record;
 mod remote;
 mod rows;
+#[cfg(any(test, feature = "testkit"))]
+pub mod template;
 mod types;
 mod writer;
 
