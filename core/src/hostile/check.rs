@@ -6,6 +6,7 @@
 //! panics with what differed.
 
 use std::collections::BTreeSet;
+use std::sync::OnceLock;
 
 use serde_json::Value;
 use tempfile::TempDir;
@@ -14,6 +15,7 @@ use super::SCHEMA;
 use super::forge::{Attack, attacked};
 use crate::change::Txn;
 use crate::schema::Schema;
+use crate::store::template::Template;
 use crate::store::{ApplyReport, OpenOptions, Query, Store};
 
 /// The four replicas of one run, on temporary directories.
@@ -37,15 +39,23 @@ impl Default for Replicas {
 impl Replicas {
     /// Four empty replicas on [`SCHEMA`].
     pub fn new() -> Replicas {
-        let dirs: Vec<TempDir> = (0..4).map(|_| crate::scratch::dir()).collect();
-        let open = |d: &TempDir| {
+        // Parsed and migrated once per process: each replica starts from a copy of the template.
+        static TEMPLATE: OnceLock<(OpenOptions, Template)> = OnceLock::new();
+        let (opts, template) = TEMPLATE.get_or_init(|| {
             let opts = OpenOptions {
                 schema: Some(Schema::from_toml(SCHEMA).expect("the hostile schema parses")),
                 doc_cache: 4,
                 read_connections: 1,
                 ..Default::default()
             };
-            Store::open(d.path(), opts).expect("a fresh temporary store opens")
+            let template = Template::new(opts.clone()).expect("the template store opens");
+            (opts, template)
+        });
+        let dirs: Vec<TempDir> = (0..4).map(|_| crate::scratch::dir()).collect();
+        let open = |d: &TempDir| {
+            template
+                .open(d.path(), opts.clone())
+                .expect("a fresh temporary store opens")
         };
         let stores = [
             open(&dirs[0]),
