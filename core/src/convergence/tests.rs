@@ -229,20 +229,23 @@ fn a_wrong_model_is_caught() {
     super::model::check(&w);
 }
 
+/// Runs `sql` on replica `i`'s database file behind its store's back; it must change one row.
+fn tamper(w: &World, i: usize, sql: &str) {
+    let db = rusqlite::Connection::open(w.store(i).dir().join(crate::store::DB_FILE)).unwrap();
+    assert_eq!(db.execute(sql, []).unwrap(), 1, "{sql}");
+}
+
 /// A replica whose materialized row differs (written behind the store's back, in its SQLite
 /// file) fails the cross-replica comparison.
 #[test]
 #[should_panic(expected = "collection d differs on replica 1")]
 fn a_seeded_divergence_is_caught() {
     let w = converged_world();
-    let db = rusqlite::Connection::open(w.store(1).dir().join(crate::store::DB_FILE)).unwrap();
-    let changed = db
-        .execute(
-            "UPDATE records SET json = json_set(json, '$.c', 99) WHERE collection = 'd' AND id = 'd0'",
-            [],
-        )
-        .unwrap();
-    assert_eq!(changed, 1);
+    tamper(
+        &w,
+        1,
+        "UPDATE records SET json = json_set(json, '$.c', 99) WHERE collection = 'd' AND id = 'd0'",
+    );
     super::model::check(&w);
 }
 
@@ -252,13 +255,10 @@ fn a_seeded_divergence_is_caught() {
 #[should_panic(expected = "shows 2 of 3 parts")]
 fn a_partly_visible_transaction_is_caught() {
     let w = converged_world();
-    let db = rusqlite::Connection::open(w.store(2).dir().join(crate::store::DB_FILE)).unwrap();
-    let changed = db
-        .execute(
-            "DELETE FROM records WHERE collection = 'z' AND id = 'z1'",
-            [],
-        )
-        .unwrap();
-    assert_eq!(changed, 1);
+    tamper(
+        &w,
+        2,
+        "DELETE FROM records WHERE collection = 'z' AND id = 'z1'",
+    );
     w.check_atomic(2);
 }
