@@ -499,3 +499,76 @@ fn the_url_forms_supabase_prints_are_accepted() {
     }
     let _: Schemas = Config::default().schemas().unwrap();
 }
+
+/// Migration 7 on a database left at migration 6 with transactions in it: the stored bytes
+/// stay as they were, new transactions of a few KB are stored inline and uncompressed, and
+/// running the migrations again does nothing.
+#[tokio::test]
+async fn txns_inline_migration_upgrades_a_populated_v6_database() {
+    let (_, config) = setup("txns_inline");
+    let schemas = config.schemas().unwrap();
+    let mut conn = connect(&config).await;
+    let previous: Vec<_> = MIGRATIONS.iter().filter(|m| m.version <= 6).collect();
+    assert_eq!(previous.len(), 6, "migrations 1..=6 exist");
+    let c = conn.client_mut();
+    c.batch_execute(
+        "CREATE SCHEMA meshlite; CREATE TABLE meshlite.migrations (version integer PRIMARY KEY, \
+         name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await
+    .unwrap();
+    for m in &previous {
+        let tx = c.transaction().await.unwrap();
+        tx.batch_execute(&(m.sql)(&schemas)).await.unwrap();
+        tx.execute(
+            "INSERT INTO meshlite.migrations (version, name) VALUES ($1, $2)",
+            &[&m.version, &m.name],
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    // A compressible transaction of ≈ 3 KB, stored under the old layout.
+    let old: Vec<u8> = (0..3000u32).map(|i| (i % 7) as u8).collect();
+    let insert = "INSERT INTO meshlite.txns (origin, seq, bytes) VALUES ($1, $2, $3)";
+    c.execute(insert, &[&vec![1u8; 16], &1i64, &old])
+        .await
+        .unwrap();
+    let report = migrations::migrate(c, &schemas).await.unwrap();
+    assert_eq!(report.applied, vec![7]);
+    let options = query_strings(
+        &conn,
+        "SELECT array_to_string(reloptions, ',') FROM pg_class \
+         WHERE oid = 'meshlite.txns'::regclass",
+    )
+    .await;
+    assert_eq!(options, vec!["toast_tuple_target=8160".to_owned()]);
+    let c = conn.client_mut();
+    c.execute(insert, &[&vec![1u8; 16], &2i64, &old])
+        .await
+        .unwrap();
+    let rows = c
+        .query(
+            "SELECT seq, bytes, coalesce(pg_column_compression(bytes), 'none') \
+             FROM meshlite.txns ORDER BY seq",
+            &[],
+        )
+        .await
+        .unwrap();
+    let seen: Vec<(i64, Vec<u8>, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (1, old.clone(), "pglz".to_owned()),
+            (2, old.clone(), "none".to_owned())
+        ],
+        "the old row as it was, the new one inline and uncompressed"
+    );
+    let again = migrations::migrate(conn.client_mut(), &schemas)
+        .await
+        .unwrap();
+    assert!(again.applied.is_empty(), "{again:?}");
+}

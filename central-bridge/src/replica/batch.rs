@@ -4,8 +4,8 @@
 //! 1. Lock the batch's origins and read which transactions are held (as the row-by-row path);
 //!    the rest are checked (`Txn::validate`, keys, log rows' types) before any SQL about records.
 //! 2. Lock every record the batch touches (advisory locks in key order, then the `docs` rows
-//!    `FOR UPDATE`) and load their states and liveness (tombstones, later incarnations) with one
-//!    query each.
+//!    `FOR UPDATE`) and load their states and liveness: one probe of the `docs` key per record
+//!    finds its row and any later incarnation's, one of `tombstones` the rest.
 //! 3. Merge in memory, transaction by transaction, in order: each record is loaded once and
 //!    every change of the batch is applied to that one document; a change's new conflicts are
 //!    looked for only when it was concurrent with the document (see
@@ -13,7 +13,8 @@
 //!    as on the row-by-row path. A transaction whose first change lacks its dependencies is
 //!    parked whole.
 //! 4. Write: the states (the batch's change chunks appended to each stored state, as the core
-//!    store does, or a fresh snapshot every [`COMPACT_CHUNKS`] chunks), the audit rows, each
+//!    store does, or a fresh snapshot every [`COMPACT_CHUNKS`] chunks; a loaded row is updated at
+//!    the `ctid` step 2 locked, new records inserted), the audit rows, each
 //!    table's rows, the transactions' bytes, the parked ones and `origins.held`: one statement
 //!    each. The `COPY`s (audit rows; with [`Via::Copy`] also the transactions, log rows and the
 //!    staged document rows, see [`copy`]) go first, one after another; the other statements are
@@ -44,7 +45,7 @@ use super::cache::{Cached, DocCache, RowVersion};
 use super::copy::{self, RowRef, Via};
 use super::db::{Db, Prepared};
 use super::rowwise::{BatchOutcome, SyncStatus, finish, is_log, lock_and_read_held, transient};
-use super::sets::{self, AuditRow, DocKey, Expected, NewIds, StateWrite, Stored};
+use super::sets::{self, AuditRow, DocKey, Expected, NewIds, StateSave, StateWrite, Stored};
 use crate::ddl::TableSpec;
 use crate::state::bridge_transaction;
 
@@ -133,6 +134,8 @@ struct Record {
     doc: RecordDoc,
     /// Chunks the stored state has (`None`: no row yet).
     stored_chunks: Option<i32>,
+    /// Where the locked row is (`None`: no row yet).
+    ctid: Option<String>,
     /// Bytes the stored state has (0: no row yet).
     stored_len: i64,
     /// The row's version when the document came from the cache (and is still current).
@@ -317,11 +320,11 @@ impl<'t> Merge<'t> {
             .doc
             .apply_noting_concurrency(origin, change, |doc| {
                 if known.is_none() {
-                    // The last materialization in this batch is the document's current one.
-                    *known = Some(match last {
-                        Some((fields, _)) => doc.conflicts_of(def, fields),
-                        None => doc.conflicts(def),
-                    });
+                    // Only the candidates are compared (`same_conflict`), so a document not yet
+                    // materialized in this batch is not materialized for this.
+                    let none = Map::new();
+                    let current = last.as_ref().map_or(&none, |(fields, _)| fields);
+                    *known = Some(doc.conflicts_of(def, current));
                 }
             })
             .map_err(|_| Attempt::Refused)?;
@@ -338,7 +341,10 @@ impl<'t> Merge<'t> {
         if concurrent {
             let before = record.conflicts.take().unwrap_or_default();
             let after = record.doc.conflicts_of(def, &fields);
-            for c in after.iter().filter(|c| !before.contains(c)) {
+            for c in after
+                .iter()
+                .filter(|c| !before.iter().any(|b| same_conflict(b, c)))
+            {
                 self.audit.push((key.clone(), c.clone()));
             }
             record.conflicts = Some(after);
@@ -459,7 +465,7 @@ impl<'t> Merge<'t> {
 
     /// The state write of every record the batch changed, in key order: its change chunks
     /// appended, or a snapshot once the stored state would hold [`COMPACT_CHUNKS`] chunks.
-    fn state_writes(&mut self) -> Vec<(DocKey, StateWrite)> {
+    fn state_writes(&mut self) -> Vec<StateSave> {
         let mut states = Vec::new();
         for (key, r) in &mut self.records {
             if r.appended_n == 0 {
@@ -478,7 +484,11 @@ impl<'t> Merge<'t> {
                     StateWrite::Append(appended, r.appended_n)
                 }
             };
-            states.push((key.clone(), write));
+            states.push(StateSave {
+                key: key.clone(),
+                write,
+                ctid: r.ctid.clone(),
+            });
         }
         states
     }
@@ -576,6 +586,14 @@ impl<'t> Merge<'t> {
     }
 }
 
+/// Whether two conflicts of one record are the same: the same field and policy with the same
+/// candidates in the same order. The winner is not compared: it follows from those (each policy
+/// picks from the candidates; Automerge's own pick, for `lww` and priority ties, from their
+/// order), so a document's conflicts can be taken without materializing it.
+fn same_conflict(a: &FieldConflict, b: &FieldConflict) -> bool {
+    a.field == b.field && a.policy == b.policy && a.candidates == b.candidates
+}
+
 /// Checks what can be checked of a transaction before any record is read.
 fn precheck(ctx: &Context, txn: &Txn) -> Result<(), Attempt> {
     txn.validate().map_err(|_| Attempt::Refused)?;
@@ -650,6 +668,7 @@ fn record(
     stored: Stored,
     offer: Option<Cached>,
 ) -> Result<Record, String> {
+    let ctid = stored.row.as_ref().map(|row| row.ctid.clone());
     let (doc, stored_chunks, stored_len, cached) = match stored.row {
         // No row: a record new to the bridge (the only case that builds an empty document).
         None => (RecordDoc::new(&ctx.replica), None, 0, None),
@@ -674,6 +693,7 @@ fn record(
     Ok(Record {
         doc,
         stored_chunks,
+        ctid,
         stored_len,
         cached,
         written: None,

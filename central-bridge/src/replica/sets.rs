@@ -8,7 +8,9 @@
 //! order, before anything about those records is read, so two bridges merging the same records
 //! serialize on them even when neither has a `docs` row yet (a row lock cannot lock what does
 //! not exist); the `docs` rows that exist are then read `FOR UPDATE`, in key order, so a bridge
-//! still on the row-by-row path (or a central edit) serializes with this one too.
+//! still on the row-by-row path (or a central edit) serializes with this one too. The locked
+//! rows stay where they are until the transaction ends, so [`save_states`] updates them by the
+//! `ctid` [`load`] returned instead of looking each key up again.
 
 use std::collections::HashSet;
 
@@ -55,6 +57,9 @@ pub struct Stored {
 /// A `docs` row as [`load`] read it.
 #[derive(Debug)]
 pub struct StoredRow {
+    /// Where the row version is (`ctid` as text): [`save_states`] updates it there, without
+    /// looking the key up again. Stable until this transaction ends: the row is locked.
+    pub ctid: String,
     /// The state; `None` when the version offered for this key is still the row's (the cached
     /// document is current: see the `cache` module).
     pub state: Option<Vec<u8>>,
@@ -117,36 +122,43 @@ pub async fn load(
     let lens: Vec<i64> = offered.iter().map(|o| o.map_or(-1, |v| v.len)).collect();
     let key_params: [&(dyn ToSql + Sync); 3] = [&collections, &ids, &incs];
     let params: [&(dyn ToSql + Sync); 6] = [&collections, &ids, &incs, &xmins, &chunks, &lens];
+    // One probe of the `docs` key per record: its row and the rows of its later incarnations
+    // (which make it dead), all locked; a later incarnation's state is not sent.
     let states = format!(
-        "SELECT k.n, \
-           CASE WHEN d.xmin::text::int8 = k.x AND d.chunks = k.ch AND octet_length(d.state) = k.l \
+        "SELECT k.n, d.incarnation = k.v, d.ctid::text, \
+           CASE WHEN d.incarnation <> k.v OR (d.xmin::text::int8 = k.x AND d.chunks = k.ch \
+                     AND octet_length(d.state) = k.l) \
                 THEN NULL ELSE d.state END, \
            d.chunks, octet_length(d.state)::int8 \
          FROM {st}.docs d \
          JOIN unnest($1::text[], $2::text[], $3::int4[], $4::int8[], $5::int4[], $6::int8[]) \
            WITH ORDINALITY AS k(c, i, v, x, ch, l, n) \
-           ON d.collection = k.c AND d.id = k.i AND d.incarnation = k.v \
+           ON d.collection = k.c AND d.id = k.i AND d.incarnation >= k.v \
          ORDER BY d.collection, d.id, d.incarnation FOR UPDATE OF d"
     );
     let dead = format!(
         "SELECT k.n FROM unnest($1::text[], $2::text[], $3::int4[]) WITH ORDINALITY AS k(c, i, v, n) \
          WHERE EXISTS (SELECT 1 FROM {st}.tombstones t \
-                       WHERE t.collection = k.c AND t.id = k.i AND t.incarnation >= k.v) \
-            OR EXISTS (SELECT 1 FROM {st}.docs l \
-                       WHERE l.collection = k.c AND l.id = k.i AND l.incarnation > k.v)"
+                       WHERE t.collection = k.c AND t.id = k.i AND t.incarnation >= k.v)"
     );
     let (states, dead) =
         tokio::try_join!(db.query(&states, &params), db.query(&dead, &key_params))?;
     let mut out: Vec<Stored> = keys.iter().map(|_| Stored::default()).collect();
     let slot = |n: i64| usize::try_from(n - 1).ok();
     for row in states {
-        if let Some(s) = slot(row.get(0)).and_then(|i| out.get_mut(i)) {
-            s.row = Some(StoredRow {
-                state: row.get(1),
-                chunks: row.get(2),
-                len: row.get(3),
-            });
+        let Some(s) = slot(row.get(0)).and_then(|i| out.get_mut(i)) else {
+            continue;
+        };
+        if !row.get::<_, bool>(1) {
+            s.dead = true; // a later incarnation has a state
+            continue;
         }
+        s.row = Some(StoredRow {
+            ctid: row.get(2),
+            state: row.get(3),
+            chunks: row.get(4),
+            len: row.get(5),
+        });
     }
     for row in dead {
         if let Some(s) = slot(row.get(0)).and_then(|i| out.get_mut(i)) {
@@ -171,25 +183,85 @@ pub enum StateWrite {
     Snapshot(Vec<u8>),
 }
 
-/// Writes the states of a batch, one row per key (in key order).
-pub async fn save_states(
-    db: &Db<'_, '_>,
-    ctx: &Context,
-    states: &[(DocKey, StateWrite)],
-) -> Result<()> {
+/// One record's state write: the row to update where [`load`] found it (its `ctid`), else a new
+/// row.
+#[derive(Debug)]
+pub struct StateSave {
+    /// The record incarnation.
+    pub key: DocKey,
+    /// What to write.
+    pub write: StateWrite,
+    /// The locked row's `ctid` from [`load`]; `None`: the record has no row yet.
+    pub ctid: Option<String>,
+}
+
+impl StateSave {
+    fn bytes_and_chunks(&self) -> (&[u8], i32) {
+        match &self.write {
+            StateWrite::Append(b, n) => (b.as_slice(), *n),
+            StateWrite::Snapshot(b) => (b.as_slice(), 0),
+        }
+    }
+}
+
+/// Writes the states of a batch (in key order): rows [`load`] found and locked are updated where
+/// they are (by `ctid`: no second lookup of the key), new ones inserted. Both statements are sent
+/// together. An update that does not find every row (impossible while the rows are locked, but
+/// checked) fails the statement, so the batch is replayed rather than a state lost.
+pub async fn save_states(db: &Db<'_, '_>, ctx: &Context, states: &[StateSave]) -> Result<()> {
+    let (found, new): (Vec<&StateSave>, Vec<&StateSave>) =
+        states.iter().partition(|s| s.ctid.is_some());
+    let (updated, inserted) =
+        tokio::join!(update_states(db, ctx, &found), insert_states(db, ctx, &new));
+    match copy::settle(
+        [updated.err(), inserted.err()]
+            .into_iter()
+            .flatten()
+            .collect(),
+    ) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Updates the located rows of `states` (see [`save_states`]).
+async fn update_states(db: &Db<'_, '_>, ctx: &Context, states: &[&StateSave]) -> Result<()> {
     if states.is_empty() {
         return Ok(());
     }
-    let keys: Vec<&DocKey> = states.iter().map(|(k, _)| k).collect();
+    let ctids: Vec<&str> = states.iter().filter_map(|s| s.ctid.as_deref()).collect();
+    let (bytes, chunks): (Vec<&[u8]>, Vec<i32>) =
+        states.iter().map(|s| s.bytes_and_chunks()).unzip();
+    let expected = i64::try_from(ctids.len()).unwrap_or(i64::MAX);
+    // The ELSE arm fails the statement (a data error: the batch is replayed row by row); it
+    // depends on the count, so it is not evaluated while planning.
+    let sql = format!(
+        "WITH u AS (UPDATE {}.docs AS d SET \
+           state = CASE WHEN u.n = 0 THEN u.s ELSE d.state || u.s END, \
+           chunks = CASE WHEN u.n = 0 THEN 0 ELSE d.chunks + u.n END, \
+           updated_at = now() \
+         FROM unnest($1::text[]::tid[], $2::bytea[], $3::int4[]) AS u(t, s, n) \
+         WHERE d.ctid = u.t RETURNING 1) \
+         SELECT CASE WHEN count(*) = $4 THEN 0 \
+           ELSE ('docs: ' || count(*) || ' of ' || $4 || ' locked rows found')::int END FROM u",
+        ctx.schemas.state
+    );
+    db.query_one(&sql, &[&ctids, &bytes, &chunks, &expected])
+        .await?;
+    Ok(())
+}
+
+/// Inserts the states of records that had no row (see [`save_states`]); a row another writer
+/// made meanwhile (a central edit takes no record lock) gets the append instead.
+async fn insert_states(db: &Db<'_, '_>, ctx: &Context, states: &[&StateSave]) -> Result<()> {
+    if states.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&DocKey> = states.iter().map(|s| &s.key).collect();
     let (collections, ids) = key_columns(&keys);
     let incs: Vec<i32> = keys.iter().map(|k| inc(k.incarnation)).collect();
-    let (bytes, chunks): (Vec<&[u8]>, Vec<i32>) = states
-        .iter()
-        .map(|(_, w)| match w {
-            StateWrite::Append(b, n) => (b.as_slice(), *n),
-            StateWrite::Snapshot(b) => (b.as_slice(), 0),
-        })
-        .unzip();
+    let (bytes, chunks): (Vec<&[u8]>, Vec<i32>) =
+        states.iter().map(|s| s.bytes_and_chunks()).unzip();
     let sql = format!(
         "INSERT INTO {}.docs AS d (collection, id, incarnation, state, chunks) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::bytea[], $5::int4[]) \
