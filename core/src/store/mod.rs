@@ -54,6 +54,7 @@ mod gc;
 pub mod idempotency;
 mod inspect;
 mod local;
+mod merged;
 mod migrations;
 mod open;
 mod read;
