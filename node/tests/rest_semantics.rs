@@ -495,3 +495,74 @@ async fn embedded_collections_are_read_under_their_own_access_rules() {
         json!([{"id": "ann", "secrets": [{"body": "psst"}]}])
     );
 }
+
+/// `PATCH ?key=eq.X` alone is one store update with no read first (`rest::write::update_one`):
+/// it answers what the general path answers, matches nothing (200, `[]`) for an absent or a
+/// deleted key without creating or reviving it, and leaves other filters to the general path.
+#[tokio::test]
+async fn patch_by_key_updates_only_a_live_row() {
+    let s = Setup::new().await;
+    let c = s.service();
+    let repr = "return=representation";
+    c.created("/rest/v1/tasks", "", json!({"id": 1, "title": "a"}))
+        .await;
+    let by_key = |id: i64| format!("/rest/v1/tasks?id=eq.{id}");
+    let a = c
+        .send(Method::PATCH, &by_key(1), repr, Some(json!({"title": "b"})))
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let want = json!([{"id": 1, "title": "b", "status": "open", "prio": 3}]);
+    assert_eq!(a.body, want);
+    // The same row through the general path (a second filter) answers alike.
+    let a = c
+        .send(
+            Method::PATCH,
+            "/rest/v1/tasks?id=eq.1&title=eq.b",
+            repr,
+            Some(json!({"title": "b"})),
+        )
+        .await;
+    assert_eq!((a.status, &a.body), (StatusCode::OK, &want));
+
+    let a = c
+        .send(Method::PATCH, &by_key(2), repr, Some(json!({"title": "x"})))
+        .await;
+    assert_eq!((a.status, &a.body), (StatusCode::OK, &json!([])));
+    assert_eq!(
+        c.rows(&by_key(2)).await,
+        json!([]),
+        "an absent key is not created"
+    );
+
+    let a = c.send(Method::DELETE, &by_key(1), "", None).await;
+    assert!(a.status.is_success(), "{}", a.body);
+    let a = c
+        .send(Method::PATCH, &by_key(1), repr, Some(json!({"title": "c"})))
+        .await;
+    assert_eq!((a.status, &a.body), (StatusCode::OK, &json!([])));
+    assert_eq!(
+        c.rows(&by_key(1)).await,
+        json!([]),
+        "a deleted key is not revived"
+    );
+
+    // Text keys, and a refused value: nothing written.
+    c.created("/rest/v1/counters", "", json!({"id": "k", "label": "a"}))
+        .await;
+    let path = "/rest/v1/counters?id=eq.k";
+    let a = c
+        .send(Method::PATCH, path, repr, Some(json!({"label": "b"})))
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body[0]["label"], "b");
+    assert_eq!(
+        a.body,
+        c.rows(path).await,
+        "the answer shows the row as read"
+    );
+    let a = c
+        .send(Method::PATCH, path, repr, Some(json!({"label": 5})))
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    assert_eq!(c.rows(path).await[0]["label"], "b");
+}

@@ -64,6 +64,8 @@ enum Existing {
     Recreate,
     /// Refuse a live record; re-create a deleted one (`Insert`).
     Refuse,
+    /// Merge into a live record; refuse an absent or deleted one with `NotFound` (`Update`).
+    Live,
 }
 
 impl Existing {
@@ -146,10 +148,41 @@ struct Target<'d> {
 /// `lent` lists the doc ops whose change created a `docs` row that lends it (see `docs`): the
 /// stored transaction leaves those changes out too, if the rows still lend them at the end.
 #[derive(Default)]
-struct Built {
+pub(super) struct Built {
     ops: Vec<Op>,
     omitted: usize,
     lent: Vec<usize>,
+}
+
+/// How far a [`Built`] had grown, to cut it back when one caller's ops are rolled back.
+#[derive(Clone, Copy)]
+pub(super) struct BuiltMark {
+    ops: usize,
+    omitted: usize,
+    lent: usize,
+}
+
+impl Built {
+    /// Its size now.
+    pub(super) fn mark(&self) -> BuiltMark {
+        BuiltMark {
+            ops: self.ops.len(),
+            omitted: self.omitted,
+            lent: self.lent.len(),
+        }
+    }
+
+    /// Forgets everything added after `mark`.
+    pub(super) fn cut_back(&mut self, mark: BuiltMark) {
+        self.ops.truncate(mark.ops);
+        self.omitted = mark.omitted;
+        self.lent.truncate(mark.lent);
+    }
+
+    /// True when no op was added.
+    pub(super) fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
 }
 
 /// Bytes a string of `len` bytes adds to a postcard encoding over an empty one (its bytes plus
@@ -170,6 +203,34 @@ impl Writer {
         &mut self,
         ops: Vec<WriteOp>,
     ) -> Result<(Committed, Option<StoreEvent>), WriteError> {
+        let id = self.next_txn_id();
+        let mut out = Built::default();
+        let changes = self.run_ops(ops, id, &mut out)?;
+        self.record_built(id, out)?;
+        let event = self.has_subscribers().then(|| StoreEvent::Committed {
+            txns: vec![id],
+            local: true,
+            changes: changes.clone(),
+        });
+        Ok((Committed { txn: id, changes }, event))
+    }
+
+    /// The id the next local transaction takes.
+    pub(super) fn next_txn_id(&self) -> TxnId {
+        TxnId {
+            origin: self.replica,
+            seq: self.summary.next_seq(&self.replica),
+        }
+    }
+
+    /// Validates and writes one caller's `ops` as part of transaction `id`, adding its ops to
+    /// `out`. On an error the caller rolls back what it wrote (and `out`, see [`Built::mark`]).
+    pub(super) fn run_ops(
+        &mut self,
+        ops: Vec<WriteOp>,
+        id: TxnId,
+        out: &mut Built,
+    ) -> Result<Vec<RecordChange>, WriteError> {
         if ops.is_empty() {
             return Err(WriteError::Empty);
         }
@@ -183,19 +244,17 @@ impl Writer {
             .into_iter()
             .map(|op| plan(&schema, op))
             .collect::<Result<Vec<_>, _>>()?;
-        let id = TxnId {
-            origin: self.replica,
-            seq: self.summary.next_seq(&self.replica),
-        };
-        let mut out = Built {
-            ops: Vec::with_capacity(plans.len()),
-            omitted: 0,
-            lent: Vec::new(),
-        };
+        out.ops.reserve(plans.len());
         let mut changes = Vec::with_capacity(plans.len());
         for p in plans {
-            changes.push(self.exec(p, id, &mut out)?);
+            changes.push(self.exec(p, id, out)?);
         }
+        Ok(changes)
+    }
+
+    /// Stores the transaction `id` built in `out` (packed, see [`Self::record_local`]) and marks
+    /// it held.
+    pub(super) fn record_built(&mut self, id: TxnId, out: Built) -> Result<(), WriteError> {
         let Built { ops, omitted, lent } = out;
         let mut txn = Txn {
             id,
@@ -204,13 +263,7 @@ impl Writer {
             ops,
         };
         let omitted = omitted.saturating_add(self.leave_out_lent(&mut txn, &lent)?);
-        self.record_local(&txn, omitted)?;
-        let event = self.has_subscribers().then(|| StoreEvent::Committed {
-            txns: vec![id],
-            local: true,
-            changes: changes.clone(),
-        });
-        Ok((Committed { txn: id, changes }, event))
+        self.record_local(&txn, omitted)
     }
 
     /// Empties the changes of `txn` that `docs` rows still lend (see `docs`); returns the bytes
@@ -476,13 +529,19 @@ fn target_incarnation(
     collection: &str,
     id: &str,
 ) -> Result<(u32, ChangeKind), WriteError> {
+    let not_found = || WriteError::NotFound {
+        collection: collection.to_owned(),
+        id: id.to_owned(),
+    };
     match state {
+        None if existing == Existing::Live => Err(not_found()),
         None => Ok((1, ChangeKind::Insert)),
         Some(s) if !s.deleted && existing == Existing::Refuse => Err(WriteError::Duplicate {
             collection: collection.to_owned(),
             id: id.to_owned(),
         }),
         Some(s) if !s.deleted => Ok((s.incarnation, ChangeKind::Update)),
+        Some(_) if existing == Existing::Live => Err(not_found()),
         Some(s) if existing != Existing::Merge => match s.incarnation.checked_add(1) {
             Some(next) => Ok((next, ChangeKind::Insert)),
             None => Err(WriteError::InvalidId {
@@ -524,6 +583,9 @@ fn plan(schema: &Schema, op: WriteOp) -> Result<Planned<'_>, WriteError> {
         } => plan_put(schema, collection, value, Existing::of_put(recreate)),
         WriteOp::Insert { collection, value } => {
             plan_put(schema, collection, value, Existing::Refuse)
+        }
+        WriteOp::Update { collection, value } => {
+            plan_put(schema, collection, value, Existing::Live)
         }
         WriteOp::Increment {
             collection,
@@ -588,6 +650,7 @@ fn plan_put(
 ) -> Result<Planned<'_>, WriteError> {
     let op = match existing {
         Existing::Refuse => "insert",
+        Existing::Live => "update",
         Existing::Merge | Existing::Recreate => "put",
     };
     let def = collection_def(schema, &collection, CollectionKind::Document, op)?;

@@ -56,6 +56,7 @@ mod gc;
 pub mod idempotency;
 mod inspect;
 mod local;
+mod merged;
 mod migrations;
 mod open;
 mod read;

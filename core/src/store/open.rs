@@ -69,6 +69,9 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File, OpenError> {
 
 fn configure(conn: &Connection, opts: &OpenOptions) -> Result<(), OpenError> {
     conn.busy_timeout(opts.busy_timeout)?;
+    // The write path prepares more distinct statements than rusqlite's default cache of 16
+    // holds, so a single-row transaction re-parsed several of them every time.
+    conn.set_prepared_statement_cache_capacity(64);
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(OpenError::NoWal { mode });

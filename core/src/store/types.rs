@@ -38,6 +38,16 @@ pub enum WriteOp {
         /// A JSON object.
         value: Value,
     },
+    /// Merge-patches a live record, as SQL's `UPDATE ... WHERE key = id` does: a
+    /// [`WriteOp::Put`] refused with [`super::WriteError::NotFound`] when no live record has the
+    /// id (absent or deleted), checked inside the transaction, so the caller needs no read first.
+    /// `value` must carry the primary key.
+    Update {
+        /// Collection name.
+        collection: String,
+        /// A JSON object with the record's key.
+        value: Value,
+    },
     /// Adds `by` to a `counter` field (creates the record if it does not exist).
     Increment {
         /// Collection name.

@@ -6,7 +6,9 @@
 //! [`GROUP_TIME_BUDGET`], so a burst of work never holds the lock long. Each command runs inside
 //! its own SAVEPOINT: a failing command is rolled back alone and the others still commit. Replies
 //! (tokio oneshot, usable from sync and async code) and [`StoreEvent`]s are sent only after
-//! COMMIT returned, so an acknowledged write is durable.
+//! COMMIT returned, so an acknowledged write is durable. Consecutive queued `Transact` commands
+//! go further and share one store transaction ([`super::merged`]), each caller in its own nested
+//! savepoint.
 //!
 //! In-memory state (the summary, the parked count, the document cache) mirrors the database:
 //! it is updated only after the SQL that persists it succeeded, documents touched by a
@@ -22,10 +24,11 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::docs::DocCache;
 use super::error::{ApplyError, CloseError, WriteError, copy_sql_error};
 use super::idempotency::{IdempotencyKey, Once};
+use super::merged::{Finished, MergedRun, mergeable};
 use super::rows::load_summary;
-use super::types::{ApplyReport, Committed, GcReport, StoreEvent, WriteOp};
+use super::types::{ApplyReport, Committed, GcReport, RecordChange, StoreEvent, WriteOp};
 use crate::change::Txn;
-use crate::ids::ReplicaId;
+use crate::ids::{ReplicaId, TxnId};
 use crate::schema::Schema;
 use crate::version::Summary;
 
@@ -111,6 +114,9 @@ pub(crate) enum Command {
     },
 }
 
+/// Where a local transaction's answer goes.
+type CommittedReply = Reply<Committed, WriteError>;
+
 /// A command's outcome, held until its group commits.
 /// Sends a command's reply once its group's COMMIT outcome is known.
 type Finish = Box<dyn FnOnce(Option<&rusqlite::Error>) + Send>;
@@ -182,23 +188,43 @@ impl Writer {
         first: Command,
         rx: &mut mpsc::Receiver<Command>,
     ) -> Option<Reply<(), CloseError>> {
-        let started = Instant::now();
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             return self.refuse(first, &e);
         }
+        // The budget bounds how long the group holds the lock, not how long it waited for it.
+        let started = Instant::now();
         let mut done = Vec::new();
         let mut close = None;
+        let mut merging: Option<MergedRun<CommittedReply>> = None;
         let mut next = Some(first);
         while let Some(cmd) = next.take() {
-            if let Command::Close { reply } = cmd {
-                close = Some(reply);
-                break;
+            match cmd {
+                Command::Close { reply } => {
+                    close = Some(reply);
+                    break;
+                }
+                Command::Transact { ops, reply } if mergeable(&ops) => {
+                    if let Some(run) = merging.take_if(|run| !run.fits(&ops)) {
+                        done.extend(self.finish_run(run));
+                    }
+                    let run = merging.get_or_insert_with(|| self.begin_merged());
+                    self.merge_caller(run, ops, reply);
+                }
+                cmd => {
+                    if let Some(run) = merging.take() {
+                        done.extend(self.finish_run(run));
+                    }
+                    done.push(self.command(cmd));
+                }
             }
-            done.push(self.command(cmd));
-            if done.len() >= GROUP_MAX_COMMANDS || started.elapsed() >= GROUP_TIME_BUDGET {
+            let commands = done.len() + merging.as_ref().map_or(0, MergedRun::len);
+            if commands >= GROUP_MAX_COMMANDS || started.elapsed() >= GROUP_TIME_BUDGET {
                 break;
             }
             next = rx.try_recv().ok();
+        }
+        if let Some(run) = merging.take() {
+            done.extend(self.finish_run(run));
         }
         let commit = self.conn.execute_batch("COMMIT");
         match commit {
@@ -277,6 +303,51 @@ impl Writer {
             }
             Command::Close { .. } => unreachable!("close is handled by the group loop"),
         }
+    }
+
+    /// Ends a merged run: each caller's reply, or when the merged transaction could not be
+    /// stored, each caller run alone.
+    fn finish_run(&mut self, run: MergedRun<CommittedReply>) -> Vec<Pending> {
+        match self.finish_merged(run) {
+            Finished::Stored { txn, callers } => self.merged_replies(txn, callers),
+            Finished::Undone { why, callers } => {
+                tracing::warn!("a merged transaction failed ({why}); running its callers alone");
+                callers
+                    .into_iter()
+                    .map(|(ops, reply)| self.command(Command::Transact { ops, reply }))
+                    .collect()
+            }
+        }
+    }
+
+    /// Each merged caller's reply; one event carries every caller's changes (sent before the
+    /// first committed caller's reply).
+    fn merged_replies(
+        &self,
+        txn: TxnId,
+        callers: Vec<(Result<Vec<RecordChange>, WriteError>, CommittedReply)>,
+    ) -> Vec<Pending> {
+        let mut event = self.has_subscribers().then(|| StoreEvent::Committed {
+            txns: vec![txn],
+            local: true,
+            changes: callers
+                .iter()
+                .filter_map(|(o, _)| o.as_ref().ok())
+                .flatten()
+                .cloned()
+                .collect(),
+        });
+        callers
+            .into_iter()
+            .map(|(outcome, reply)| {
+                let result = outcome.map(|changes| Committed { txn, changes });
+                let ev = match result.is_ok() {
+                    true => event.take(),
+                    false => None,
+                };
+                Pending::new(reply, result, WriteError::Storage, ev)
+            })
+            .collect()
     }
 
     /// Runs `f` inside a SAVEPOINT; on error rolls back to it and evicts touched documents.
