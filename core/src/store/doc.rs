@@ -905,4 +905,4 @@ pub(crate) fn has_nul(v: &Value) -> bool {
 
 #[cfg(test)]
 #[path = "doc_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -6,23 +6,8 @@ use serde_json::json;
 
 use super::*;
 use crate::ids::ReplicaId;
-use crate::schema::Schema;
+use crate::store::doc::tests::def;
 use crate::store::doc::{self, new_doc};
-
-fn def() -> CollectionDef {
-    let schema = Schema::from_toml(
-        r#"
-[collections.t.fields]
-status = { merge = "priority", order = ["running", "failed", "done"] }
-n = { merge = "counter" }
-hi = { merge = "max" }
-lo = { merge = "min" }
-notes = { merge = "text" }
-"#,
-    )
-    .unwrap();
-    schema.collection("t").unwrap()
-}
 
 /// The first change `put_fields` writes for `fields`, and the row its document materializes.
 fn first(fields: serde_json::Value) -> (Change, Map<String, Value>) {
