@@ -800,7 +800,7 @@ fn deep_merge(base: Value, over: Value) -> Value {
     }
 }
 
-fn scalar_to_json(s: &ScalarValue) -> Value {
+pub(crate) fn scalar_to_json(s: &ScalarValue) -> Value {
     match s {
         ScalarValue::Str(s) => Value::String(s.to_string()),
         ScalarValue::Int(i) | ScalarValue::Timestamp(i) => Value::from(*i),
@@ -905,4 +905,4 @@ pub(crate) fn has_nul(v: &Value) -> bool {
 
 #[cfg(test)]
 #[path = "doc_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -6,7 +6,8 @@ use serde_json::json;
 
 use crate::schema::Schema;
 
-fn def() -> CollectionDef {
+/// A collection with one field of each merge policy besides `lww`.
+pub(in crate::store) fn def() -> CollectionDef {
     let schema = Schema::from_toml(
         r#"
 [collections.t.fields]

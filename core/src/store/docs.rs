@@ -7,8 +7,9 @@
 //! the state as one `save()` while it has the document in hand.
 //!
 //! # Lent first changes
-//! A row created by a local transaction starts with that transaction's change, which the stored
-//! transaction then leaves out (see `txns` in `migrations`): the row records its *lender* (the
+//! A row created by a local transaction, or by a remote one as it is received (not when it is
+//! unparked: it was stored whole when parked), starts with that transaction's change, which the
+//! stored transaction then leaves out (see `txns` in `migrations`): the row records its *lender* (the
 //! transaction's id) and the change's length (`lent`), and [`super::rows::unpacked`] reads the
 //! change back from the state's prefix when the transaction is relayed, so the change is stored
 //! once. Appends keep the prefix. Before anything rewrites or deletes a lending state
@@ -342,25 +343,10 @@ pub(crate) fn store_change(
     lender: Option<TxnId>,
 ) -> rusqlite::Result<bool> {
     if !entry.stored {
-        let origin = lender.map(|t| t.origin.0.to_vec());
-        let seq = lender.map(|t| t.seq as i64);
-        let lent = lender.map(|_| change.len() as i64);
-        conn.prepare_cached(
-            "INSERT INTO docs (collection, id, incarnation, state, chunks, lender_origin, lender_seq, lent)
-             VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7)",
-        )?
-        .execute(params![
-            key.collection,
-            key.id,
-            key.incarnation,
-            change,
-            origin,
-            seq,
-            lent
-        ])?;
+        let lends = insert_first_change(conn, key, change, lender)?;
         entry.stored = true;
         entry.chunks = 1;
-        return Ok(lender.is_some());
+        return Ok(lends);
     }
     if entry.chunks + 1 >= INLINE_COMPACT_CHUNKS {
         write_snapshot(conn, key, entry.doc())?;
@@ -374,6 +360,33 @@ pub(crate) fn store_change(
         entry.chunks += 1;
     }
     Ok(false)
+}
+
+/// Inserts the row of a record's first change (the state is the change alone, one chunk),
+/// lending it to transaction `lender` if given (see the module docs); returns whether it lends.
+pub(crate) fn insert_first_change(
+    conn: &Connection,
+    key: &DocKey,
+    change: &[u8],
+    lender: Option<TxnId>,
+) -> rusqlite::Result<bool> {
+    let origin = lender.map(|t| t.origin.0.to_vec());
+    let seq = lender.map(|t| t.seq as i64);
+    let lent = lender.map(|_| change.len() as i64);
+    conn.prepare_cached(
+        "INSERT INTO docs (collection, id, incarnation, state, chunks, lender_origin, lender_seq, lent)
+         VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        key.collection,
+        key.id,
+        key.incarnation,
+        change,
+        origin,
+        seq,
+        lent
+    ])?;
+    Ok(lender.is_some())
 }
 
 /// Rewrites a row's state as one `save()` snapshot (giving its lent change back first).

@@ -194,3 +194,79 @@ fn a_store_from_before_lending_upgrades() {
     assert_eq!(all_txns(&s)[0], first);
     check_converges(&s, &["old", "older", "new"]);
 }
+
+/// A replica that receives transactions lends their creating changes too: it stores each
+/// change once and relays exactly what it received, after its own updates, deletes and
+/// compactions; a change whose state its own transaction freed or rewrote stays in.
+#[test]
+fn received_transactions_lend_and_relay_unchanged() {
+    let (from, to) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open(from.path());
+    a.transact(vec![put("a", 1), put("b", 2), put("c", 3), put("a", 4)])
+        .unwrap();
+    let mut ops = vec![put("gone", 1), put("kept", 1)];
+    ops.push(WriteOp::Delete {
+        collection: "c".into(),
+        id: "gone".into(),
+    });
+    ops.extend((0..64).map(|n| put("hot", n)));
+    a.transact(ops).unwrap();
+    let sent = all_txns(&a);
+    let b = open(to.path());
+    let report = b.apply_remote(sent.clone()).unwrap();
+    assert_eq!(report.applied, 2, "{report:?}");
+    let txns = stored(to.path());
+    assert!(txns[0].1 && txns[1].1, "both stored packed");
+    assert_eq!(left_out(&txns[0].0), [true, true, true, false]);
+    let left = left_out(&txns[1].0);
+    assert_eq!(
+        &left[..4],
+        [false, true, false, false],
+        "gone, kept, delete, hot"
+    );
+    assert!(left.iter().skip(4).all(|l| !l));
+    assert_eq!(all_txns(&b), sent, "relayed as received");
+    check_converges(&b, &["a", "b", "c", "gone", "kept", "hot"]);
+
+    b.put("c", json!({"id": "a", "n": 5})).unwrap();
+    b.delete("c", "b").unwrap();
+    assert_eq!(b.compact(10).unwrap(), 1, "a has appended chunks");
+    let first = stored(to.path())
+        .into_iter()
+        .find(|(t, _)| t.id == sent[0].id);
+    assert_eq!(left_out(&first.unwrap().0), [false, false, true, false]);
+    let relayed: Vec<Txn> = all_txns(&b)
+        .into_iter()
+        .filter(|t| t.id.origin == sent[0].id.origin)
+        .collect();
+    assert_eq!(relayed, sent, "unchanged by local writes");
+    // Two origins now: a fresh replica may park b's updates until a's transactions arrive.
+    let dir = tempfile::tempdir().unwrap();
+    let other = open(dir.path());
+    let report = other.apply_remote(all_txns(&b)).unwrap();
+    assert!(report.rejected.is_empty() && report.parked == report.unparked);
+    for id in ["a", "b", "c", "gone", "kept", "hot"] {
+        assert_eq!(other.get("c", id).unwrap(), b.get("c", id).unwrap(), "{id}");
+    }
+}
+
+/// A transaction unparked after its dependency arrived was stored whole when it was parked: the
+/// records it creates lend nothing, and it relays as received.
+#[test]
+fn an_unparked_transaction_lends_nothing() {
+    let (from, to) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open(from.path());
+    a.transact(vec![put("a", 1)]).unwrap();
+    a.transact(vec![put("a", 2), put("z", 1)]).unwrap();
+    let sent = all_txns(&a);
+    let b = open(to.path());
+    assert_eq!(b.apply_remote(vec![sent[1].clone()]).unwrap().parked, 1);
+    let report = b.apply_remote(vec![sent[0].clone()]).unwrap();
+    assert_eq!((report.applied, report.unparked), (1, 1), "{report:?}");
+    let txns = stored(to.path());
+    assert!(txns[0].1 && !txns[1].1, "the unparked one is stored whole");
+    assert_eq!(left_out(&txns[1].0), [false, false]);
+    assert_eq!(all_txns(&b), sent);
+    assert_eq!(b.get("c", "z").unwrap().unwrap()["n"], json!(1));
+    check_converges(&b, &["a", "z"]);
+}

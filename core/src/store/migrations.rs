@@ -15,7 +15,7 @@
 //!   back when the transaction is read for relaying, so a log row is written once, not twice.
 //!   Before such a row is replaced by one from a smaller transaction id, its transaction is
 //!   stored whole again (`packed = 0`): what a transaction relays never changes. A packed
-//!   transaction also leaves out (empty `change`) each change that created a `docs` row lending
+//!   transaction (local, or remote as received) also leaves out (empty `change`) each change that created a `docs` row lending
 //!   it: the row's state starts with that change (see `docs`), which is put back when the
 //!   transaction is relayed, and put back into the stored transaction before the state is
 //!   rewritten or deleted.

@@ -52,6 +52,7 @@ pub mod backup;
 mod doc;
 mod docs;
 mod error;
+mod first_change;
 mod gc;
 pub mod idempotency;
 mod inspect;

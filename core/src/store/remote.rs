@@ -18,6 +18,18 @@
 //! one SAVEPOINT per transaction, so the bad one is rolled back alone. Parked transactions are
 //! always retried guarded.
 //!
+//! Applying a document change: a new record's first change that is plain scalar puts on the
+//! root map is materialized from the change itself, without building a document
+//! ([`super::first_change`]); any other change is applied to the record's document (cached,
+//! loaded from its `docs` row, or new). The state read while checking is reused unless an
+//! earlier op of the transaction wrote the record, and the live row of an updated record is
+//! rewritten with a plain UPDATE.
+//!
+//! Stored once: a transaction applied as it is received is stored packed, without the changes
+//! that created `docs` rows, which lend them back when it is relayed (see `docs`, "Lent first
+//! changes"); it relays exactly the bytes it arrived as. A parked transaction is stored whole
+//! when it parks and lends nothing when it is unparked.
+//!
 //! Actors: a document change whose Automerge actor is not its transaction's origin is rejected
 //! (see `check_actor`): a peer cannot write under another replica's name.
 //!
@@ -41,8 +53,9 @@ use rusqlite::params;
 use serde_json::Value;
 
 use super::doc;
-use super::docs::{DocKey, free_dead, store_change};
+use super::docs::{DocKey, free_dead, insert_first_change, lends_to, store_change};
 use super::error::LoadError;
+use super::first_change;
 use super::rows::{self, LogInsert, RecordState, with_pk};
 use super::types::{ApplyReport, ChangeKind, RecordChange, StoreEvent};
 use super::writer::Writer;
@@ -52,19 +65,52 @@ use crate::schema::{CollectionDef, CollectionKind, Schema, validate_name};
 
 /// What checking a transaction decided.
 enum Verdict {
-    /// Ready: the decoded change of each op (`None` for non-document or dead ops).
-    Ready(Vec<Option<Change>>),
+    /// Ready: each op's decoded change and its record's state as read while checking (`None`
+    /// for non-document or dead ops).
+    Ready(Vec<Option<Checked>>),
     /// A dependency is missing.
     Park,
     /// Unusable input.
     Reject(String),
 }
 
+/// A document op that passed the check.
+struct Checked {
+    change: Change,
+    /// The record's state before the transaction (its `records` row).
+    state: Option<RecordState>,
+}
+
 /// What applying a transaction did.
 enum Outcome {
-    Applied(Vec<RecordChange>),
+    /// The record changes shown, and the indices of the doc ops whose change a new `docs` row
+    /// lends (see `docs`, "Lent first changes").
+    Applied(Vec<RecordChange>, Vec<usize>),
     Parked,
     Rejected(String),
+}
+
+/// The record a document op targets.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    collection: &'a str,
+    id: &'a str,
+    incarnation: Incarnation,
+}
+
+/// The record changes of an applied transaction and the indices of its lent ops.
+type AppliedOps = (Vec<RecordChange>, Vec<usize>);
+
+/// A record's materialized row and whether its new `docs` row lends the change.
+type Materialized = (serde_json::Map<String, Value>, bool);
+
+/// What applying one document op did.
+#[derive(Default)]
+struct DocApplied {
+    /// The record change shown (`None` for a dead incarnation).
+    change: Option<RecordChange>,
+    /// A new `docs` row lends the op's change to its transaction.
+    lends: bool,
 }
 
 /// Accumulates the results of one apply command.
@@ -142,9 +188,8 @@ impl Writer {
             batch.dirty.insert(txn.id.origin);
             return Ok(true);
         }
-        let bytes = txn.encode();
         let outcome = if guard {
-            self.guarded(txn)?
+            self.guarded(txn, true)?
         } else {
             match self.unguarded(txn)? {
                 Some(outcome) => outcome,
@@ -152,13 +197,14 @@ impl Writer {
             }
         };
         match outcome {
-            Outcome::Applied(changes) => {
-                rows::insert_txn(&self.conn, txn.id, &bytes, false)?;
+            Outcome::Applied(changes, lent) => {
+                self.store_received(txn, &lent)?;
                 batch.report.applied += 1;
                 batch.txns.push(txn.id);
                 batch.changes.extend(changes);
             }
             Outcome::Parked => {
+                let bytes = txn.encode();
                 rows::insert_txn(&self.conn, txn.id, &bytes, false)?;
                 self.conn
                     .prepare_cached(
@@ -193,12 +239,13 @@ impl Writer {
             let mut progress = false;
             for (id, bytes) in self.load_parked()? {
                 let outcome = match Txn::decode(&bytes) {
-                    Ok(txn) => self.guarded(&txn)?,
+                    // Stored already (when parked), whole: lends nothing.
+                    Ok(txn) => self.guarded(&txn, false)?,
                     Err(e) => Outcome::Rejected(e.to_string()),
                 };
                 match outcome {
                     Outcome::Parked => continue,
-                    Outcome::Applied(changes) => {
+                    Outcome::Applied(changes, _) => {
                         progress = true;
                         batch.report.unparked += 1;
                         batch.txns.push(id);
@@ -246,16 +293,17 @@ impl Writer {
         Ok(out)
     }
 
-    /// Checks and applies one transaction inside its own savepoint.
-    fn guarded(&mut self, txn: &Txn) -> rusqlite::Result<Outcome> {
+    /// Checks and applies one transaction inside its own savepoint; new `docs` rows lend their
+    /// first change to it when `lend` (it is not stored yet).
+    fn guarded(&mut self, txn: &Txn, lend: bool) -> rusqlite::Result<Outcome> {
         let mark = self.docs.touched_mark();
         self.conn.execute_batch("SAVEPOINT txn")?;
         self.docs.widen(txn.ops.len());
         let outcome = self.check(txn).and_then(|verdict| match verdict {
             Verdict::Park => Ok(Outcome::Parked),
             Verdict::Reject(reason) => Ok(Outcome::Rejected(reason)),
-            Verdict::Ready(changes) => Ok(match self.apply_ops(txn, changes)? {
-                Ok(rows) => Outcome::Applied(rows),
+            Verdict::Ready(changes) => Ok(match self.apply_ops(txn, changes, lend)? {
+                Ok((rows, lent)) => Outcome::Applied(rows, lent),
                 Err(reason) => Outcome::Rejected(reason),
             }),
         });
@@ -282,8 +330,8 @@ impl Writer {
                 self.docs.evict_touched_since(mark);
                 Ok(Some(Outcome::Rejected(reason)))
             }
-            Verdict::Ready(changes) => Ok(match self.apply_ops(txn, changes)? {
-                Ok(rows) => Some(Outcome::Applied(rows)),
+            Verdict::Ready(changes) => Ok(match self.apply_ops(txn, changes, true)? {
+                Ok((rows, lent)) => Some(Outcome::Applied(rows, lent)),
                 Err(_) => None,
             }),
         });
@@ -352,7 +400,7 @@ impl Writer {
                 return Ok(Verdict::Park);
             }
             seen.push((collection, id, *incarnation, change.hash()));
-            decoded.push(Some(change));
+            decoded.push(Some(Checked { change, state }));
         }
         Ok(Verdict::Ready(decoded))
     }
@@ -378,14 +426,19 @@ impl Writer {
         Ok((!state.is_some_and(|s| s.is_dead(incarnation))).then_some(state))
     }
 
-    /// Phase 2: apply every op. `Err(reason)` rejects the transaction.
+    /// Phase 2: apply every op. `Err(reason)` rejects the transaction. With `lend`, a doc op
+    /// that creates a `docs` row makes it lend its change to the transaction; the indices of
+    /// those ops are returned with the record changes.
     fn apply_ops(
         &mut self,
         txn: &Txn,
-        changes: Vec<Option<Change>>,
-    ) -> rusqlite::Result<Result<Vec<RecordChange>, String>> {
+        changes: Vec<Option<Checked>>,
+        lend: bool,
+    ) -> rusqlite::Result<Result<AppliedOps, String>> {
         let mut out = Vec::new();
-        for (op, change) in txn.ops.iter().zip(changes) {
+        let mut lent = Vec::new();
+        let lender = lend.then_some(txn.id);
+        for (index, (op, change)) in txn.ops.iter().zip(changes).enumerate() {
             let result = match (op, change) {
                 (
                     Op::Doc {
@@ -394,8 +447,30 @@ impl Writer {
                         incarnation,
                         change: bytes,
                     },
-                    Some(change),
-                ) => self.apply_doc(collection, id, *incarnation, change, bytes)?,
+                    Some(Checked { change, state }),
+                ) => {
+                    let target = Target {
+                        collection,
+                        id,
+                        incarnation: *incarnation,
+                    };
+                    // The state read while checking holds unless an earlier op of this
+                    // transaction wrote the record.
+                    let earlier = txn.ops[..index]
+                        .iter()
+                        .any(|o| o.collection() == *collection && o.record_id() == *id);
+                    let state = match earlier {
+                        false => state,
+                        true => rows::record_state(&self.conn, collection, id)?,
+                    };
+                    self.apply_doc(target, state, change, bytes, lender)?
+                        .map(|applied| {
+                            if applied.lends {
+                                lent.push(index);
+                            }
+                            applied.change
+                        })
+                }
                 (Op::Doc { .. }, None) => Ok(None),
                 (
                     Op::Delete {
@@ -420,20 +495,59 @@ impl Writer {
                 Err(reason) => return Ok(Err(reason)),
             }
         }
-        Ok(Ok(out))
+        Ok(Ok((out, lent)))
     }
 
+    /// Stores an applied transaction for relaying: packed, without the changes `docs` rows
+    /// still lend (the ops at `lent`; a later op of the same transaction on the same record may
+    /// have freed or rewritten such a row, and then its change stays in).
+    fn store_received(&self, txn: &Txn, lent: &[usize]) -> rusqlite::Result<()> {
+        let mut left_out = Vec::with_capacity(lent.len());
+        for &index in lent {
+            let Some(Op::Doc {
+                collection,
+                id,
+                incarnation,
+                ..
+            }) = txn.ops.get(index)
+            else {
+                continue;
+            };
+            let later = txn.ops[index + 1..]
+                .iter()
+                .any(|o| o.collection() == collection && o.record_id() == id);
+            if !later || lends_to(&self.conn, collection, id, *incarnation, txn.id)? {
+                left_out.push(index);
+            }
+        }
+        if left_out.is_empty() {
+            return rows::insert_txn(&self.conn, txn.id, &txn.encode(), false);
+        }
+        let mut packed = txn.clone();
+        for &index in &left_out {
+            if let Some(Op::Doc { change, .. }) = packed.ops.get_mut(index) {
+                change.clear();
+            }
+        }
+        rows::insert_txn(&self.conn, txn.id, &packed.encode(), true)
+    }
+
+    /// Applies one decoded document change whose dependencies are present.
     fn apply_doc(
         &mut self,
-        collection: &str,
-        id: &str,
-        incarnation: Incarnation,
+        target: Target<'_>,
+        state: Option<RecordState>,
         change: Change,
         bytes: &[u8],
-    ) -> rusqlite::Result<Result<Option<RecordChange>, String>> {
-        let state = rows::record_state(&self.conn, collection, id)?;
+        lender: Option<TxnId>,
+    ) -> rusqlite::Result<Result<DocApplied, String>> {
+        let Target {
+            collection,
+            id,
+            incarnation,
+        } = target;
         if state.is_some_and(|s| s.is_dead(incarnation)) {
-            return Ok(Ok(None));
+            return Ok(Ok(DocApplied::default()));
         }
         let schema = Arc::clone(&self.schema);
         let def = def_or_default(&schema, collection);
@@ -443,44 +557,89 @@ impl Writer {
             incarnation,
         };
         let rowversion = self.next_rowversion();
-        // `check` loaded the document of an existing record (its first use in this command).
-        let entry = match self.docs.entry_again(&self.conn, &key, state.is_none()) {
-            Ok(e) => e,
-            Err(LoadError::Storage(e)) => return Err(e),
-            Err(LoadError::Corrupt(reason)) => return Ok(Err(reason)),
+        let fresh = match state {
+            None => first_change::materialize(&change, &def),
+            Some(_) => None,
         };
-        let merged = match apply_and_materialize(entry.doc_mut(), change, &def) {
-            Ok(m) => m,
-            Err(reason) => return Ok(Err(reason)),
+        let (merged, lends) = match fresh {
+            Some(merged) => {
+                if let Err(e) = def.check_row(collection, &merged) {
+                    return Ok(Err(e.to_string()));
+                }
+                // No records row, so no docs row and no cached document (see
+                // `DocCache::entry_or_new`); evicted anyway, the row is the truth from now on.
+                self.docs.evict(&key);
+                let lends = insert_first_change(&self.conn, &key, bytes, lender)?;
+                (merged, lends)
+            }
+            None => {
+                match self.apply_by_document(&key, state.is_none(), change, bytes, &def, lender)? {
+                    Ok(applied) => applied,
+                    Err(reason) => return Ok(Err(reason)),
+                }
+            }
         };
-        if let Err(e) = def.check_row(collection, &merged) {
-            return Ok(Err(e.to_string()));
-        }
-        store_change(&self.conn, &key, entry, bytes, None)?;
         let newer = state.is_none_or(|s| incarnation > s.incarnation);
         if let Some(s) = state.filter(|_| newer) {
             free_dead(&self.conn, collection, id, s.incarnation)?;
         }
         let json = with_pk(merged, &def, id);
-        rows::upsert_record(
-            &self.conn,
-            collection,
-            id,
-            incarnation,
-            &rows::json_text(&json),
-            rowversion,
-        )?;
+        let text = rows::json_text(&json);
+        match state {
+            // The live row at this incarnation: a plain UPDATE.
+            Some(s) if !newer && !s.deleted => rows::update_live_record(
+                &self.conn,
+                collection,
+                id,
+                incarnation,
+                &text,
+                rowversion,
+            )?,
+            _ => rows::upsert_record(&self.conn, collection, id, incarnation, &text, rowversion)?,
+        }
         let kind = if newer {
             ChangeKind::Insert
         } else {
             ChangeKind::Update
         };
-        Ok(Ok(Some(RecordChange {
+        let change = RecordChange {
             collection: collection.to_owned(),
             id: id.to_owned(),
             kind,
             value: Some(json),
-        })))
+        };
+        Ok(Ok(DocApplied {
+            change: Some(change),
+            lends,
+        }))
+    }
+
+    /// Applies `change` to the record's document (cached, loaded or new) and stores it;
+    /// returns the materialized row and whether a new `docs` row lends the change.
+    fn apply_by_document(
+        &mut self,
+        key: &DocKey,
+        unstored: bool,
+        change: Change,
+        bytes: &[u8],
+        def: &CollectionDef,
+        lender: Option<TxnId>,
+    ) -> rusqlite::Result<Result<Materialized, String>> {
+        // `check` loaded the document of an existing record (its first use in this command).
+        let entry = match self.docs.entry_again(&self.conn, key, unstored) {
+            Ok(e) => e,
+            Err(LoadError::Storage(e)) => return Err(e),
+            Err(LoadError::Corrupt(reason)) => return Ok(Err(reason)),
+        };
+        let merged = match apply_and_materialize(entry.doc_mut(), change, def) {
+            Ok(m) => m,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        if let Err(e) = def.check_row(&key.collection, &merged) {
+            return Ok(Err(e.to_string()));
+        }
+        let lends = store_change(&self.conn, key, entry, bytes, lender)?;
+        Ok(Ok((merged, lends)))
     }
 
     fn apply_delete(
@@ -627,7 +786,7 @@ fn check_actor(change: &Change, origin: ReplicaId) -> Result<(), String> {
 
 /// Decodes one change; malformed bytes or a panic inside Automerge become an error.
 fn decode_change(bytes: &[u8]) -> Result<Change, String> {
-    match catch_unwind(|| Change::from_bytes(bytes.to_vec())) {
+    match catch_unwind(|| Change::try_from(bytes)) {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(format!("malformed change: {e}")),
         Err(_) => Err("automerge panicked decoding a change".into()),
