@@ -270,3 +270,37 @@ fn an_unparked_transaction_lends_nothing() {
     assert_eq!(b.get("c", "z").unwrap().unwrap()["n"], json!(1));
     check_converges(&b, &["a", "z"]);
 }
+
+/// A received transaction lends its creating change while a later update of the record waits
+/// parked for it; unparking appends to the lending row, a received delete frees it (giving the
+/// change back), and a compaction of the rest leaves every transaction relayed as received.
+#[test]
+fn a_received_lender_survives_unparking_and_a_received_delete() {
+    let (from, to) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open(from.path());
+    a.transact(vec![put("x", 1), put("y", 1)]).unwrap();
+    a.transact(vec![put("x", 2)]).unwrap();
+    a.delete("c", "x").unwrap();
+    let sent = all_txns(&a);
+    let b = open(to.path());
+    assert_eq!(b.apply_remote(vec![sent[1].clone()]).unwrap().parked, 1);
+    let report = b.apply_remote(vec![sent[0].clone()]).unwrap();
+    assert_eq!((report.applied, report.unparked), (1, 1), "{report:?}");
+    assert_eq!(left_out(&stored(to.path())[0].0), [true, true]);
+    assert_eq!(all_txns(&b), sent[..2]);
+    assert_eq!(b.get("c", "x").unwrap().unwrap()["n"], json!(2));
+    assert_eq!(b.apply_remote(vec![sent[2].clone()]).unwrap().applied, 1);
+    assert_eq!(
+        left_out(&stored(to.path())[0].0),
+        [false, true],
+        "the delete gave x's change back"
+    );
+    b.put("c", json!({"id": "y", "n": 5})).unwrap();
+    assert_eq!(b.compact(10).unwrap(), 1);
+    let relayed: Vec<Txn> = all_txns(&b)
+        .into_iter()
+        .filter(|t| t.id.origin == sent[0].id.origin)
+        .collect();
+    assert_eq!(relayed, sent);
+    check_converges(&b, &["x", "y"]);
+}

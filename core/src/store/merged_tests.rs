@@ -275,3 +275,123 @@ fn merged_callers_writing_one_record_apply_in_order() {
     assert_eq!(shown["n"], 1);
     store.close().unwrap();
 }
+
+/// The merged transaction's stored ops with, for each, whether its change was left out
+/// (lent by a `docs` row), read straight from the database.
+fn stored_left_out(dir: &Path, txn: crate::ids::TxnId) -> Vec<bool> {
+    let conn = rusqlite::Connection::open(dir.join(DB_FILE)).unwrap();
+    let bytes: Vec<u8> = conn
+        .query_row(
+            "SELECT bytes FROM txns WHERE origin = ?1 AND seq = ?2",
+            rusqlite::params![&txn.origin.0[..], txn.seq as i64],
+            |r| r.get(0),
+        )
+        .unwrap();
+    Txn::decode(&bytes)
+        .unwrap()
+        .ops
+        .iter()
+        .map(|op| matches!(op, crate::change::Op::Doc { change, .. } if change.is_empty()))
+        .collect()
+}
+
+/// Callers of one merged transaction create, delete and re-create records and one is refused
+/// after writing a record an earlier caller created: only the rows that still exist at the end
+/// lend their first change (a record created and deleted within the merged transaction keeps
+/// its change in), the refused caller leaves nothing in the cached document, one event names
+/// the shared transaction, and the transaction relays unchanged through later compactions and
+/// deletes.
+#[test]
+fn merged_callers_creating_and_deleting_records_lend_only_what_survives() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path());
+    store.transact(vec![insert("taken", 0)]).unwrap();
+    let mut events = store.subscribe();
+    let update = |id: &str, note: &str| WriteOp::Update {
+        collection: "items".into(),
+        value: json!({ "id": id, "note": note }),
+    };
+    let delete = |id: &str| WriteOp::Delete {
+        collection: "items".into(),
+        id: id.into(),
+    };
+    let callers = vec![
+        vec![insert("x", 1)],
+        vec![delete("x")],
+        vec![insert("y", 2)],
+        vec![update("y", "refused"), insert("taken", 9)], // duplicate: rolled back alone
+        vec![update("y", "kept")],
+        vec![insert("x", 3)], // re-creates x (a new incarnation)
+    ];
+    let out = queued(&store, callers);
+    assert!(
+        matches!(out[3], Err(WriteError::Duplicate { .. })),
+        "{:?}",
+        out[3]
+    );
+    let txn = out[0].as_ref().unwrap().txn;
+    for i in [0, 1, 2, 4, 5] {
+        assert_eq!(out[i].as_ref().unwrap().txn, txn, "caller {i}");
+    }
+    match events.try_recv().unwrap() {
+        crate::store::StoreEvent::Committed {
+            txns,
+            local,
+            changes,
+        } => {
+            assert_eq!((txns, local, changes.len()), (vec![txn], true, 5));
+        }
+    }
+    assert!(
+        events.try_recv().is_err(),
+        "one event for the merged transaction"
+    );
+
+    // x's first incarnation was deleted by the transaction that created it: its change stays.
+    assert_eq!(
+        stored_left_out(dir.path(), txn),
+        [false, false, true, false, true],
+        "x created, x deleted, y created, y updated, x re-created"
+    );
+    let sent = all_txns(&store);
+    let other_dir = TempDir::new().unwrap();
+    let other = open(other_dir.path());
+    let report = other.apply_remote(sent.clone()).unwrap();
+    assert!(
+        report.rejected.is_empty() && report.parked == 0,
+        "{report:?}"
+    );
+    for id in ["x", "y", "taken"] {
+        assert_eq!(
+            other.get("items", id).unwrap(),
+            store.get("items", id).unwrap(),
+            "{id}"
+        );
+    }
+    assert_eq!(store.get("items", "x").unwrap().unwrap()["n"], 3);
+    // The receiving replica lends the same changes and relays what it received.
+    assert_eq!(
+        stored_left_out(other_dir.path(), txn),
+        [false, false, true, false, true]
+    );
+    assert_eq!(all_txns(&other), sent);
+
+    // The cached document of y holds no trace of the refused caller.
+    let bump = WriteOp::Update {
+        collection: "items".into(),
+        value: json!({ "id": "y", "n": 7 }),
+    };
+    let shown = store.transact(vec![bump]).unwrap().changes[0]
+        .value
+        .clone()
+        .unwrap();
+    assert_eq!(shown, json!({ "id": "y", "n": 7, "note": "kept" }));
+
+    // Rewriting and deleting the lending rows gives their changes back: relayed unchanged.
+    assert!(store.compact(10).unwrap() >= 1);
+    store.delete("items", "x").unwrap();
+    let relayed: Vec<Txn> = all_txns(&store).into_iter().take(sent.len()).collect();
+    assert_eq!(relayed, sent);
+    store.close().unwrap();
+    other.close().unwrap();
+}
