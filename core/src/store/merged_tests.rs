@@ -395,3 +395,80 @@ fn merged_callers_creating_and_deleting_records_lend_only_what_survives() {
     store.close().unwrap();
     other.close().unwrap();
 }
+
+/// A merged transaction too large to store, among whose callers one is refused and one
+/// updates a record another created: run alone, each caller gets the outcome it would have had
+/// (the refusal again, the update on top of the committed insert), nothing of the rolled-back
+/// attempt stays in the documents, and what replicates converges.
+#[test]
+fn callers_run_alone_after_a_failed_merge_keep_their_order_and_refusals() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path());
+    store.transact(vec![insert("taken", 0)]).unwrap();
+    let big = "x".repeat(600_000);
+    let big_insert = |id: &str| WriteOp::Insert {
+        collection: "items".into(),
+        value: json!({ "id": id, "note": big }),
+    };
+    let bump = |n: i64| WriteOp::Update {
+        collection: "items".into(),
+        value: json!({ "id": "big0", "n": n }),
+    };
+    let callers = vec![
+        vec![big_insert("big0")],
+        vec![insert("taken", 1)],
+        vec![bump(5)],
+        vec![big_insert("big1")],
+    ];
+    let out = queued(&store, callers);
+    assert!(
+        matches!(out[1], Err(WriteError::Duplicate { .. })),
+        "{:?}",
+        out[1]
+    );
+    let bumped = out[2].as_ref().unwrap().changes[0].value.clone().unwrap();
+    assert_eq!(bumped["n"], 5);
+    assert_eq!(bumped["note"].as_str().map(str::len), Some(600_000));
+    // Together they fail; alone (or split by the group's time budget in a slow build) the
+    // callers commit in order and the two large inserts never share a transaction.
+    let mut seqs: Vec<u64> = [0, 2, 3]
+        .iter()
+        .map(|&i| out[i].as_ref().unwrap().txn.seq)
+        .collect();
+    assert!(
+        seqs[0] <= seqs[1] && seqs[1] <= seqs[2] && seqs[0] < seqs[2],
+        "{seqs:?}"
+    );
+    seqs.dedup();
+    assert_eq!(store.get("items", "taken").unwrap().unwrap()["n"], 0);
+
+    let later = store.transact(vec![bump(6)]).unwrap().changes[0]
+        .value
+        .clone()
+        .unwrap();
+    assert_eq!(later["n"], 6);
+    assert_eq!(later["note"].as_str().map(str::len), Some(600_000));
+
+    let txns = all_txns(&store);
+    assert_eq!(
+        txns.len(),
+        seqs.len() + 2,
+        "taken, the callers', the later update"
+    );
+    let other_dir = TempDir::new().unwrap();
+    let other = open(other_dir.path());
+    let report = other.apply_remote(txns).unwrap();
+    assert!(
+        report.rejected.is_empty() && report.parked == 0,
+        "{report:?}"
+    );
+    for id in ["big0", "big1", "taken"] {
+        assert_eq!(
+            other.get("items", id).unwrap(),
+            store.get("items", id).unwrap(),
+            "{id}"
+        );
+    }
+    store.close().unwrap();
+    other.close().unwrap();
+}
