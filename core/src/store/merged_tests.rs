@@ -472,3 +472,70 @@ fn callers_run_alone_after_a_failed_merge_keep_their_order_and_refusals() {
     store.close().unwrap();
     other.close().unwrap();
 }
+
+/// A transaction with an idempotency key queued between mergeable callers is never merged: it
+/// commits as its own transaction (the one its remembered answer names), between the callers
+/// before it and those after, all in one group.
+#[test]
+fn an_idempotent_transaction_is_never_merged() {
+    use crate::store::{IdempotencyKey, Once};
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path());
+    let lock = rusqlite::Connection::open(store.dir().join(DB_FILE)).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let stats = store.commit_stats();
+    let (a, once, b, c) = rt.block_on(async {
+        let s = store.clone();
+        let first = tokio::spawn(async move { s.forget_peer_async(ReplicaId::random()).await });
+        tokio::task::yield_now().await;
+        wait_for(|| store.queued_commands() == 0).await;
+        let s = store.clone();
+        let a = tokio::spawn(async move { s.transact_async(vec![insert("a", 1)]).await });
+        tokio::task::yield_now().await;
+        let s = store.clone();
+        let key =
+            IdempotencyKey::new("k", [7; 32], |c| c.txn.seq.to_string().into_bytes()).unwrap();
+        let once =
+            tokio::spawn(async move { s.transact_once_async(vec![insert("o", 2)], key).await });
+        tokio::task::yield_now().await;
+        let tasks: Vec<_> = [("b", 3), ("c", 4)]
+            .into_iter()
+            .map(|(id, n)| {
+                let s = store.clone();
+                tokio::spawn(async move { s.transact_async(vec![insert(id, n)]).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        wait_for(|| store.queued_commands() == 4).await;
+        lock.execute_batch("ROLLBACK").unwrap();
+        first.await.unwrap().unwrap();
+        let mut rest = Vec::new();
+        for t in tasks {
+            rest.push(t.await.unwrap().unwrap());
+        }
+        let c = rest.pop().unwrap();
+        let b = rest.pop().unwrap();
+        (
+            a.await.unwrap().unwrap(),
+            once.await.unwrap().unwrap(),
+            b,
+            c,
+        )
+    });
+    let Once::Applied { committed, answer } = once else {
+        panic!("the first use of the key applies");
+    };
+    assert_eq!(answer, committed.txn.seq.to_string().into_bytes());
+    assert_eq!(store.commit_stats().groups - stats.groups, 1, "one group");
+    assert_eq!(b.txn, c.txn, "the callers after it share a transaction");
+    assert!(a.txn.seq < committed.txn.seq && committed.txn.seq < b.txn.seq);
+    let txns = all_txns(&store);
+    assert_eq!(txns.len(), 3);
+    assert_eq!(txns[1].id, committed.txn);
+    assert_eq!(txns[1].ops.len(), 1);
+    store.close().unwrap();
+}
