@@ -500,8 +500,15 @@ impl Writer {
 
     /// Stores an applied transaction for relaying: packed, without the changes `docs` rows
     /// still lend (the ops at `lent`; a later op of the same transaction on the same record may
-    /// have freed or rewritten such a row, and then its change stays in).
+    /// have freed or rewritten such a row, and then its change stays in). A transaction that
+    /// arrived with an empty change (an op never decoded: a dead incarnation, a log collection)
+    /// is stored whole: relaying a packed one fills every empty change from a lending row.
     fn store_received(&self, txn: &Txn, lent: &[usize]) -> rusqlite::Result<()> {
+        let arrived_empty = txn
+            .ops
+            .iter()
+            .any(|op| matches!(op, Op::Doc { change, .. } if change.is_empty()));
+        let lent = if arrived_empty { &[] } else { lent };
         let mut left_out = Vec::with_capacity(lent.len());
         for &index in lent {
             let Some(Op::Doc {
