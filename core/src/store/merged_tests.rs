@@ -105,6 +105,17 @@ fn all_txns(store: &Store) -> Vec<Txn> {
     batch.txns.iter().map(|t| Txn::decode(t).unwrap()).collect()
 }
 
+/// `a` and `b` show the same `items` rows for `ids`.
+fn assert_same_rows(a: &Store, b: &Store, ids: &[&str]) {
+    for id in ids {
+        assert_eq!(
+            a.get("items", id).unwrap(),
+            b.get("items", id).unwrap(),
+            "{id}"
+        );
+    }
+}
+
 #[test]
 fn queued_callers_share_one_transaction_and_keep_their_own_refusals() {
     let dir = TempDir::new().unwrap();
@@ -193,13 +204,7 @@ fn queued_callers_share_one_transaction_and_keep_their_own_refusals() {
     let other = open(other_dir.path());
     let report = other.apply_remote(txns).unwrap();
     assert_eq!(report.applied, 2, "{report:?}");
-    for id in ["a", "b", "d", "e", "taken", "absent"] {
-        assert_eq!(
-            other.get("items", id).unwrap(),
-            store.get("items", id).unwrap(),
-            "{id}"
-        );
-    }
+    assert_same_rows(&other, &store, &["a", "b", "d", "e", "taken", "absent"]);
     store.close().unwrap();
     other.close().unwrap();
 }
@@ -361,13 +366,7 @@ fn merged_callers_creating_and_deleting_records_lend_only_what_survives() {
         report.rejected.is_empty() && report.parked == 0,
         "{report:?}"
     );
-    for id in ["x", "y", "taken"] {
-        assert_eq!(
-            other.get("items", id).unwrap(),
-            store.get("items", id).unwrap(),
-            "{id}"
-        );
-    }
+    assert_same_rows(&other, &store, &["x", "y", "taken"]);
     assert_eq!(store.get("items", "x").unwrap().unwrap()["n"], 3);
     // The receiving replica lends the same changes and relays what it received.
     assert_eq!(
@@ -462,13 +461,7 @@ fn callers_run_alone_after_a_failed_merge_keep_their_order_and_refusals() {
         report.rejected.is_empty() && report.parked == 0,
         "{report:?}"
     );
-    for id in ["big0", "big1", "taken"] {
-        assert_eq!(
-            other.get("items", id).unwrap(),
-            store.get("items", id).unwrap(),
-            "{id}"
-        );
-    }
+    assert_same_rows(&other, &store, &["big0", "big1", "taken"]);
     store.close().unwrap();
     other.close().unwrap();
 }
