@@ -46,6 +46,14 @@ fn insert(id: &str, n: i64) -> WriteOp {
     }
 }
 
+/// An insert of a 600 kB record: two fit one transaction each, but not one together.
+fn big_insert(id: &str) -> WriteOp {
+    WriteOp::Insert {
+        collection: "items".into(),
+        value: json!({ "id": id, "note": "x".repeat(600_000) }),
+    }
+}
+
 /// Runs every caller's `transact` in one group, queued behind the test's write lock, and
 /// returns their outcomes in the callers' order.
 ///
@@ -217,14 +225,8 @@ fn queued_callers_share_one_transaction_and_keep_their_own_refusals() {
 fn callers_too_large_together_commit_alone() {
     let dir = TempDir::new().unwrap();
     let store = open(dir.path());
-    let big = "x".repeat(600_000);
     let callers: Vec<Vec<WriteOp>> = (0..2)
-        .map(|i| {
-            vec![WriteOp::Insert {
-                collection: "items".into(),
-                value: json!({ "id": format!("big{i}"), "note": big }),
-            }]
-        })
+        .map(|i| vec![big_insert(&format!("big{i}"))])
         .collect();
     let out = queued(&store, callers);
     let mut txns: Vec<_> = out.iter().map(|r| r.as_ref().unwrap().txn).collect();
@@ -404,11 +406,6 @@ fn callers_run_alone_after_a_failed_merge_keep_their_order_and_refusals() {
     let dir = TempDir::new().unwrap();
     let store = open(dir.path());
     store.transact(vec![insert("taken", 0)]).unwrap();
-    let big = "x".repeat(600_000);
-    let big_insert = |id: &str| WriteOp::Insert {
-        collection: "items".into(),
-        value: json!({ "id": id, "note": big }),
-    };
     let bump = |n: i64| WriteOp::Update {
         collection: "items".into(),
         value: json!({ "id": "big0", "n": n }),
