@@ -14,11 +14,15 @@
 //!    `--overlay`, until every node runs overlay mode with an active neighbor, view sizes
 //!    unchanged for 3 s.
 //! 3. [`sse`]: subscribe to every node's `GET /v1/changes?collection=bench`.
-//! 4. Open-loop writes: one `POST /v1/bench` every 1/rate seconds, round-robin over the nodes,
-//!    each on its own task (a slow ack never delays the next write). Each write records its
-//!    send and ack time and its transaction key; each stream records when it first saw that key.
-//!    Latencies are measured from the ack (the write is durable at its origin), and also from
-//!    the send.
+//! 4. Open-loop writes: one `POST /v1/<collection>` every 1/rate seconds, round-robin over the
+//!    nodes, each on its own task (a slow ack never delays the next write). Each write records
+//!    its send and ack time and its transaction key; each stream records when it first showed
+//!    the record the write created. Latencies are measured from the ack (the write is durable at its origin), and also
+//!    from the send. By default every write goes to `bench` and is observed; with
+//!    `--observe-every K` only every K-th write does, the others go to `load`, which no stream
+//!    carries: the same load, with the observers' own cost (20 streams serializing and parsing
+//!    every change) cut K-fold. With `--keep-alive` each node's writes reuse keep-alive
+//!    connections ([`pool`]) instead of one new TCP connection per write.
 //! 5. [`probe`]: bytes on the wire = UDP payload bytes sent on every QUIC connection of every
 //!    node (`/peers`, the figure behind `meshlite_peer_bytes_total{direction="sent"}`; counted
 //!    per connection so a replaced connection cannot make the sum go backwards), from before
@@ -37,6 +41,7 @@
 //! The bench prints one JSON object. All processes share the machine: on a 2-core host twenty
 //! daemons and the bench itself compete for the same cores, which the figures include.
 
+mod pool;
 mod probe;
 mod procs;
 mod sse;
@@ -46,6 +51,7 @@ mod txn_size;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -54,13 +60,16 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use pool::Pool;
 use probe::{Connection, Metrics};
 use procs::{Fleet, FleetSpec};
 use sse::{Seen, Subscription};
 use stats::round1;
 
-/// The collection every write goes to.
+/// The collection of the observed writes (every write, unless `--observe-every`).
 const COLLECTION: &str = "bench";
+/// The collection of the writes no stream observes (`--observe-every`).
+const LOAD_COLLECTION: &str = "load";
 /// The latency target of the mesh issue: p99 write → visible on all nodes.
 const TARGET_P99_MS: f64 = 500.0;
 /// How long the full mesh must stay unchanged before the writes start.
@@ -102,6 +111,13 @@ struct Args {
     /// neighbor, view sizes unchanged for 3 s, instead of N-1 connections.
     #[arg(long)]
     overlay: bool,
+    /// Observe only every K-th write (the others go to a collection no change stream carries);
+    /// latencies are then figures over that sample of the same load.
+    #[arg(long, default_value_t = 1)]
+    observe_every: usize,
+    /// Reuse keep-alive connections per node for the writes instead of one connection each.
+    #[arg(long)]
+    keep_alive: bool,
 }
 
 impl Args {
@@ -128,7 +144,20 @@ impl Args {
         if self.nodes < 2 || self.writes == 0 || !self.rate.is_finite() || self.rate <= 0.0 {
             bail!("need --nodes >= 2, --writes >= 1 and --rate > 0");
         }
+        if self.observe_every == 0 {
+            bail!("need --observe-every >= 1");
+        }
         Ok(())
+    }
+
+    /// Whether write `i` is one the change streams observe.
+    fn observed(&self, i: usize) -> bool {
+        i.is_multiple_of(self.observe_every)
+    }
+
+    /// How many of the writes are observed.
+    fn observed_writes(&self) -> usize {
+        self.writes.div_ceil(self.observe_every)
     }
 }
 
@@ -349,14 +378,14 @@ async fn measure(args: &Args, fleet: &Fleet, timeout: Duration) -> anyhow::Resul
     for (i, node) in fleet.nodes.iter().enumerate() {
         let sub = Subscription::open(node.http, COLLECTION).await?;
         let stop = stop_rx.clone();
-        let writes = args.writes;
+        let writes = args.observed_writes();
         streams.spawn(async move { (i, sub.collect(writes, stop).await) });
     }
     let before = scrape_all(fleet).await?;
     let conns0 = connections_all(fleet).await?;
     let cpu0 = CpuSnapshot::take(fleet)?;
     let t0 = Instant::now();
-    let writes = write_all(args, fleet).await;
+    let (writes, pooled) = write_all(args, fleet).await;
     let seen = collect_streams(streams, n, timeout, &stop_tx).await;
     let busy_s = t0.elapsed().as_secs_f64();
     let cpu1 = CpuSnapshot::take(fleet)?;
@@ -380,6 +409,13 @@ async fn measure(args: &Args, fleet: &Fleet, timeout: Duration) -> anyhow::Resul
         "txns_per_frame": stats::round2(txns as f64 / frames.max(1) as f64),
     });
     report["idle"] = idle.report;
+    report["client"] = json!({
+        "observe_every": args.observe_every,
+        "observed_writes": args.observed_writes(),
+        "keep_alive": args.keep_alive,
+        "keep_alive_connections_per_node": (!pooled.is_empty())
+            .then(|| stats::across_nodes(pooled.iter().map(|&c| c as f64).collect())),
+    });
     let conns: Vec<usize> = connections_all(fleet).await?.iter().map(Vec::len).collect();
     report["connections_after"] = json!(stats::across_nodes(
         conns.iter().map(|&c| c as f64).collect()
@@ -391,6 +427,10 @@ async fn measure(args: &Args, fleet: &Fleet, timeout: Duration) -> anyhow::Resul
 #[derive(Debug)]
 struct Write {
     node: usize,
+    /// The record it creates.
+    id: String,
+    /// Written to the observed collection.
+    observed: bool,
     sent: Instant,
     acked: Instant,
     /// The transaction key from the ack, or why the write failed.
@@ -411,36 +451,71 @@ fn row(i: usize, node: &str) -> Value {
     })
 }
 
-/// Issues every write at the configured rate, each on its own task; returns them in order.
-async fn write_all(args: &Args, fleet: &Fleet) -> Vec<Write> {
+/// Issues every write at the configured rate, each on its own task; returns them in order,
+/// and the keep-alive connections each node's writes used (empty without `--keep-alive`).
+async fn write_all(args: &Args, fleet: &Fleet) -> (Vec<Write>, Vec<usize>) {
+    let pools: Vec<Arc<Pool>> = fleet
+        .nodes
+        .iter()
+        .map(|n| Arc::new(Pool::new(n.http)))
+        .collect();
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut tasks = JoinSet::new();
     for i in 0..args.writes {
         ticker.tick().await;
         let node = i % fleet.nodes.len();
-        let addr = fleet.nodes[node].http;
+        let target = match args.keep_alive {
+            true => Target::Pool(pools[node].clone()),
+            false => Target::Fresh(fleet.nodes[node].http),
+        };
         let body = row(i, &fleet.nodes[node].name);
-        tasks.spawn(async move { (i, write_one(node, addr, body).await) });
+        let observed = args.observed(i);
+        tasks.spawn(async move { (i, write_one(node, target, body, observed).await) });
     }
     let mut out: Vec<(usize, Write)> = tasks.join_all().await;
     out.sort_by_key(|(i, _)| *i);
-    out.into_iter().map(|(_, w)| w).collect()
+    let pooled = match args.keep_alive {
+        true => pools.iter().map(|p| p.size()).collect(),
+        false => Vec::new(),
+    };
+    (out.into_iter().map(|(_, w)| w).collect(), pooled)
 }
 
-async fn write_one(node: usize, addr: SocketAddr, body: Value) -> Write {
+/// Where a write is sent.
+enum Target {
+    /// A new connection to this address.
+    Fresh(SocketAddr),
+    /// A keep-alive connection of the node's pool.
+    Pool(Arc<Pool>),
+}
+
+async fn write_one(node: usize, target: Target, body: Value, observed: bool) -> Write {
     let body_bytes = body.to_string().len();
-    let path = format!("/v1/{COLLECTION}");
+    let id = body["id"].as_str().unwrap_or_default().to_owned();
+    let collection = if observed {
+        COLLECTION
+    } else {
+        LOAD_COLLECTION
+    };
+    let path = format!("/v1/{collection}");
     let sent = Instant::now();
-    let res = meshlite_node::httpc::post_json(addr, &path, &body).await;
+    let res = match target {
+        Target::Fresh(addr) => meshlite_node::httpc::post_json(addr, &path, &body)
+            .await
+            .map_err(anyhow::Error::from),
+        Target::Pool(pool) => pool.post(&path, &body).await,
+    };
     let acked = Instant::now();
     let txn = match res {
         Ok((status, bytes)) if status.is_success() => txn_key(&bytes),
         Ok((status, bytes)) => Err(format!("{status}: {}", String::from_utf8_lossy(&bytes))),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(format!("{e:#}")),
     };
     Write {
         node,
+        id,
+        observed,
         sent,
         acked,
         txn,
@@ -509,9 +584,12 @@ fn visibility(writes: &[Write], seen: &[Seen]) -> Visibility {
     let Some(start) = writes.first().map(|w| w.sent) else {
         return v;
     };
-    for w in writes {
-        let Ok(txn) = &w.txn else { continue };
-        let times: Vec<Option<Instant>> = seen.iter().map(|s| s.first.get(txn).copied()).collect();
+    for w in writes.iter().filter(|w| w.observed) {
+        if w.txn.is_err() {
+            continue;
+        }
+        let times: Vec<Option<Instant>> =
+            seen.iter().map(|s| s.first.get(&w.id).copied()).collect();
         for (j, t) in times.iter().enumerate().filter(|(j, _)| *j != w.node) {
             if let Some(t) = t {
                 v.per_node[j].push(ms(t.saturating_duration_since(w.acked)));
@@ -619,6 +697,8 @@ fn counters(before: &[Metrics], after: &[Metrics]) -> Value {
         "sync_rounds_failed": delta("meshlite_sync_rounds_total", &[("result", "failed")]),
         "pushes_dropped": delta("meshlite_peer_pushes_dropped_total", &[]),
         "store_events_lagged": delta("meshlite_store_events_lagged_total", &[]),
+        "push_apply_batches": delta("meshlite_push_apply_batches_total", &[]),
+        "push_apply_txns": delta("meshlite_push_apply_txns_total", &[]),
     })
 }
 
