@@ -1,14 +1,15 @@
 //! A new record's first change materialized straight from the change, without a document.
 //!
 //! Building an Automerge document for a record that has none costs more than everything else
-//! remote apply does for it (a new document, applying the change, reading the root map back).
-//! A record's first change written by [`super::doc::put_fields`] is, in the common case, a set
-//! of scalar puts on the root map, one per key, with no dependencies and no predecessors: then
-//! the document it would build holds exactly those values, one per key, with no conflicts, and
-//! [`super::doc::view`] of it is a function of the (key, value) pairs alone. [`materialize`]
-//! computes that function from the decoded operations; anything else (nested objects, text,
-//! deletes, increments, marks, a key written twice, any dependency or predecessor) returns
-//! `None` and the caller builds the document as before.
+//! remote apply does for it (a new document, applying the change, reading the root map back,
+//! and later freeing it). A record's first change written by [`super::doc::put_fields`] is, in
+//! the common case, a tree of puts: scalars and new maps and lists on the root map's keys,
+//! their entries, and their elements written front to back, with no dependencies and no
+//! predecessors. The document it would build then holds exactly those values, with no
+//! conflicts, and [`super::doc::view`] of it is a function of that tree alone. [`materialize`]
+//! computes that function from the decoded operations; anything else (text, deletes,
+//! increments, marks, a key written twice, an element inserted out of order, any dependency or
+//! predecessor) returns `None` and the caller builds the document as before.
 //!
 //! The record's stored state is then the change bytes alone (a valid `docs` state: a document
 //! loads from a concatenation of changes), and the cache holds no document for it: a later
@@ -22,17 +23,17 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use automerge::{Change, ScalarValue};
 use serde_json::{Map, Value};
 
-use super::doc::{COUNTER_SEP, scalar_to_json};
+use super::doc::{COUNTER_SEP, MAX_DEPTH, scalar_to_json};
 use crate::schema::{CollectionDef, MergePolicy};
 
 /// The materialized record (without its primary key) of a document holding only `change`, or
-/// `None` when the change is not plain scalar puts on distinct root keys with no dependencies.
+/// `None` when the change is not a tree of puts (see [`tree`]) with no dependencies.
 pub(crate) fn materialize(change: &Change, def: &CollectionDef) -> Option<Map<String, Value>> {
     if !change.deps().is_empty() {
         return None;
     }
-    let puts = catch_unwind(AssertUnwindSafe(|| root_puts(change))).ok()??;
-    let row = view(&puts, def);
+    let tree = catch_unwind(AssertUnwindSafe(|| tree(change))).ok()??;
+    let row = view(&tree, def)?;
     #[cfg(debug_assertions)]
     debug_assert_eq!(
         Some(&row),
@@ -42,52 +43,167 @@ pub(crate) fn materialize(change: &Change, def: &CollectionDef) -> Option<Map<St
     Some(row)
 }
 
-/// The scalar put on each root key, if every op of `change` is one and no key repeats.
-fn root_puts(change: &Change) -> Option<BTreeMap<String, ScalarValue>> {
-    let mut puts = BTreeMap::new();
-    for op in change.decode().operations {
-        if op.insert || !op.pred.is_empty() || !op.key.is_map_key() {
-            return None;
-        }
-        let plain = |v: serde_json::Result<Value>, want: &str| matches!(v, Ok(Value::String(s)) if s == want);
-        if !plain(serde_json::to_value(&op.action), "set")
-            || !plain(serde_json::to_value(&op.obj), "_root")
-        {
-            return None;
-        }
-        let Ok(Value::String(key)) = serde_json::to_value(&op.key) else {
-            return None;
-        };
-        let value = op.primitive_value()?;
-        if puts.insert(key, value).is_some() {
-            return None;
-        }
-    }
-    Some(puts)
+/// A value the change wrote: a scalar, or an object it made (an index into [`Tree::nodes`]).
+#[derive(Debug)]
+enum Node {
+    Scalar(ScalarValue),
+    Object(usize),
 }
 
-/// [`super::doc::view`]'s row for a root map holding exactly `puts`: one value per key, so
-/// every policy's pick among concurrent values is that value.
-fn view(puts: &BTreeMap<String, ScalarValue>, def: &CollectionDef) -> Map<String, Value> {
+/// An object the change made, with what it put into it.
+#[derive(Debug)]
+enum Object {
+    Map(BTreeMap<String, Node>),
+    /// The elements in order, each with its op id (`counter@actor`, what the next one names).
+    List(Vec<(String, Node)>),
+}
+
+/// The objects of a change that only builds: `nodes[0]` is the root map.
+#[derive(Debug)]
+struct Tree {
+    nodes: Vec<Object>,
+}
+
+/// The tree a record's first change builds, if every op of it is a put of a scalar or a new
+/// map or list, none with a predecessor: each map key is written once, and each list is
+/// written front to back (every insert follows the element inserted just before it, the
+/// first one the list's head). That is how [`super::doc::put_fields`] writes a new record;
+/// with no concurrent op, such a document holds exactly these values, in this order. Anything
+/// else (text, tables, deletes, increments, marks, a key written twice, an insert anywhere
+/// else, an op on an object the change did not make) is `None`.
+fn tree(change: &Change) -> Option<Tree> {
+    let actor = change.actor_id().to_hex_string();
+    let start = change.start_op().get();
+    let mut nodes = vec![Object::Map(BTreeMap::new())];
+    // The op id of each object made so far, by its index in `nodes`.
+    let mut made: Vec<(String, usize)> = Vec::new();
+    for (i, op) in change.decode().operations.into_iter().enumerate() {
+        if !op.pred.is_empty() {
+            return None;
+        }
+        let node = match action(&op.action)? {
+            Action::Set => Node::Scalar(op.primitive_value()?),
+            Action::Make(object) => {
+                nodes.push(object);
+                Node::Object(nodes.len() - 1)
+            }
+        };
+        let id = || format!("{}@{actor}", start + i as u64);
+        // Only an object made by an earlier op: a change naming its own op as its object is
+        // malformed (Automerge refuses it), and must not make a cycle here.
+        let parent = match op.obj.to_string().as_str() {
+            "_root" => 0,
+            obj => made.iter().find(|(m, _)| m == obj)?.1,
+        };
+        if let Node::Object(index) = node {
+            made.push((id(), index));
+        }
+        let key = match serde_json::to_value(&op.key) {
+            Ok(Value::String(k)) => k,
+            _ => return None,
+        };
+        match (nodes.get_mut(parent)?, op.insert) {
+            (Object::Map(entries), false) if op.key.is_map_key() => {
+                if entries.insert(key, node).is_some() {
+                    return None;
+                }
+            }
+            (Object::List(items), true) => {
+                let follows = items.last().map_or("_head", |(last, _)| last.as_str());
+                if key != follows {
+                    return None;
+                }
+                items.push((id(), node));
+            }
+            _ => return None,
+        }
+    }
+    Some(Tree { nodes })
+}
+
+/// What an op does, as far as [`tree`] accepts it.
+enum Action {
+    Set,
+    Make(Object),
+}
+
+/// The action of a decoded op, read through its JSON name (automerge 0.6.1 does not export
+/// the expanded op's types).
+fn action(action: &impl serde::Serialize) -> Option<Action> {
+    match serde_json::to_value(action).ok()?.as_str()? {
+        "set" => Some(Action::Set),
+        "makeMap" => Some(Action::Make(Object::Map(BTreeMap::new()))),
+        "makeList" => Some(Action::Make(Object::List(Vec::new()))),
+        _ => None,
+    }
+}
+
+impl Tree {
+    /// The root map's entries (`nodes[0]`, a map by construction).
+    fn root(&self) -> Option<&BTreeMap<String, Node>> {
+        match self.nodes.first()? {
+            Object::Map(entries) => Some(entries),
+            Object::List(_) => None,
+        }
+    }
+
+    /// The JSON of a value, as the document path's `to_json` renders it (nesting beyond
+    /// [`MAX_DEPTH`] becomes null).
+    fn json(&self, node: &Node, depth: usize) -> Value {
+        if depth > MAX_DEPTH {
+            return Value::Null;
+        }
+        let index = match node {
+            Node::Scalar(s) => return scalar_to_json(s),
+            Node::Object(index) => *index,
+        };
+        match &self.nodes[index] {
+            Object::Map(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.clone(), self.json(v, depth + 1)))
+                    .collect(),
+            ),
+            Object::List(items) => {
+                Value::Array(items.iter().map(|(_, v)| self.json(v, depth + 1)).collect())
+            }
+        }
+    }
+}
+
+impl Node {
+    /// The integer a counter reads from this value (objects read as none).
+    fn to_i64(&self) -> Option<i64> {
+        match self {
+            Node::Scalar(s) => s.to_i64(),
+            Node::Object(_) => None,
+        }
+    }
+}
+
+/// [`super::doc::view`]'s row for a root map holding exactly `tree`'s values: one value per
+/// key, so every policy's pick among concurrent values is that value.
+fn view(tree: &Tree, def: &CollectionDef) -> Option<Map<String, Value>> {
+    let root = tree.root()?;
     let mut out = Map::new();
     let mut parts: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
-    for (key, value) in puts {
+    for (key, value) in root {
         if let Some((field, _)) = key.split_once(COUNTER_SEP) {
             parts.entry(field).or_default().extend(value.to_i64());
             continue;
         }
         let json = match def.policy(key) {
             MergePolicy::Counter => Value::from(value.to_i64().unwrap_or(0)),
-            _ => scalar_to_json(value),
+            _ => tree.json(value, 0),
         };
         out.insert(key.clone(), json);
     }
     for (field, values) in parts {
-        let base = puts.get(field).and_then(ScalarValue::to_i64).unwrap_or(0);
+        let base = root.get(field).and_then(Node::to_i64).unwrap_or(0);
         let total = values.into_iter().fold(base, i64::saturating_add);
         out.insert(field.to_owned(), Value::from(total));
     }
-    out
+    Some(out)
 }
 
 /// The row the document path materializes (the reference debug builds check against).

@@ -60,10 +60,47 @@ fn counter_parts_fold_onto_their_base() {
 }
 
 #[test]
-fn anything_but_distinct_root_scalar_puts_takes_the_document_path() {
+fn nested_first_changes_materialize_as_their_document_does() {
+    for fields in [
+        json!({"tags": ["fleet", "bench"], "x": 1}),
+        json!({"meta": {"a": 1, "b": {"c": [1, 2.5, "three", null, true]}}}),
+        json!({"rows": [{"k": 1}, [], [[]], {}], "empty": {}, "none": []}),
+        json!({"deep": (0..30).fold(json!(["bottom"]), |v, i| if i % 2 == 0 { json!([v]) } else { json!({"k": v}) })}),
+    ] {
+        let (change, want) = first(fields.clone());
+        assert_eq!(materialize(&change, &def()), Some(want), "{fields}");
+    }
+    let made = written(|tx| {
+        tx.put_object(ROOT, "m", ObjType::Map).unwrap();
+    });
+    assert_eq!(
+        materialize(&made, &def()),
+        Some(json!({"m": {}}).as_object().unwrap().clone())
+    );
+}
+
+#[test]
+fn nesting_beyond_the_limit_reads_as_null_on_both_paths() {
+    let change = written(|tx| {
+        let mut obj = ROOT;
+        for _ in 0..40 {
+            obj = tx.put_object(&obj, "nest", ObjType::Map).unwrap();
+        }
+        tx.put(&obj, "leaf", 1).unwrap();
+    });
+    let mut d = Automerge::new();
+    d.apply_changes([change.clone()]).unwrap();
+    let got = materialize(&change, &def()).unwrap();
+    assert_eq!(got, doc::materialize(&d, &def()));
+    assert!(
+        Value::Object(got.clone()).to_string().contains("null"),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn anything_but_a_tree_of_puts_takes_the_document_path() {
     let (_, _) = first(json!({"x": 1}));
-    let nested = first(json!({"meta": {"a": 1}})).0;
-    let list = first(json!({"tags": ["a"]})).0;
     let text = first(json!({"notes": "hello"})).0;
     let twice = written(|tx| {
         tx.put(ROOT, "a", 1).unwrap();
@@ -77,11 +114,36 @@ fn anything_but_distinct_root_scalar_puts_takes_the_document_path() {
         tx.put(ROOT, "a", ScalarValue::counter(1)).unwrap();
         tx.increment(ROOT, "a", 2).unwrap();
     });
-    let made = written(|tx| {
-        tx.put_object(ROOT, "m", ObjType::Map).unwrap();
+    let nested_twice = written(|tx| {
+        let m = tx.put_object(ROOT, "m", ObjType::Map).unwrap();
+        tx.put(&m, "k", 1).unwrap();
+        tx.put(&m, "k", 2).unwrap();
     });
-    for change in [nested, list, text, twice, deleted, incremented, made] {
-        assert_eq!(materialize(&change, &def()), None);
+    // Elements inserted before the last one: the order is Automerge's to decide.
+    let out_of_order = written(|tx| {
+        let l = tx.put_object(ROOT, "l", ObjType::List).unwrap();
+        tx.insert(&l, 0, "b").unwrap();
+        tx.insert(&l, 0, "a").unwrap();
+    });
+    let overwritten_element = written(|tx| {
+        let l = tx.put_object(ROOT, "l", ObjType::List).unwrap();
+        tx.insert(&l, 0, "a").unwrap();
+        tx.put(&l, 0, "b").unwrap();
+    });
+    let table = written(|tx| {
+        tx.put_object(ROOT, "t", ObjType::Table).unwrap();
+    });
+    for change in [
+        text,
+        twice,
+        deleted,
+        incremented,
+        nested_twice,
+        out_of_order,
+        overwritten_element,
+        table,
+    ] {
+        assert_eq!(materialize(&change, &def()), None, "{:?}", change.decode());
     }
     // A change with a dependency (a record's second change).
     let r = ReplicaId([5; 16]);
