@@ -233,6 +233,40 @@ pub fn remote_workload(
     update_share: f64,
     seed: u64,
 ) -> Result<RemoteWorkload, BenchError> {
+    remote_workload_shaped(dir, txns, ops_per_txn, update_share, seed, RowShape::Flat)
+}
+
+/// The rows of a workload: the generator's flat task rows, or the same with a nested `input`
+/// (a `json` field: a map holding a list and a map, as apps store job parameters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowShape {
+    Flat,
+    Nested,
+}
+
+impl RowShape {
+    /// `task` in this shape (task `n`).
+    fn shape(self, mut task: Value, n: u64) -> Value {
+        if self == RowShape::Nested {
+            task["input"] = serde_json::json!({
+                "segment": n % 97,
+                "formats": ["h264", "opus"],
+                "source": {"bucket": "media", "bytes": 1_000_000 + n},
+            });
+        }
+        task
+    }
+}
+
+/// [`remote_workload`] with rows of `shape`.
+pub fn remote_workload_shaped(
+    dir: &Path,
+    txns: usize,
+    ops_per_txn: usize,
+    update_share: f64,
+    seed: u64,
+    shape: RowShape,
+) -> Result<RemoteWorkload, BenchError> {
     let store = open_store(dir, default_doc_cache())?;
     let mut generator = RecordGen::new(7, seed);
     let mut rng = StdRng::seed_from_u64(seed);
@@ -245,7 +279,8 @@ pub fn remote_workload(
             if earlier > 0 && rng.random_bool(update_share) {
                 batch.push(generator.task_update(&latest[rng.random_range(0..earlier)]));
             } else {
-                batch.push(generator.task(latest.len() as u64));
+                let n = latest.len() as u64;
+                batch.push(shape.shape(generator.task(n), n));
                 latest.push(Value::Null);
             }
         }

@@ -16,7 +16,8 @@
 //!   of them updates of a random earlier task), decoded and applied into a fresh replica B with
 //!   `apply_remote` 100 transactions (1000 changes) per call, vs raw upserts of the resulting
 //!   rows, 1000 per transaction (target ≥ 15k changes/s). `remote_apply_inserts`: the same with
-//!   new tasks only.
+//!   new tasks only; `remote_apply_inserts_nested`: new tasks with a nested `input` (a map
+//!   holding a list and a map, `workload::RowShape::Nested`).
 //! - `disk_bytes` (only with `--only disk`): file sizes of a store and the raw JSON table after
 //!   `--disk-records` new tasks (and `--disk-updates` rounds updating each), with the store's
 //!   bytes per table and index (see `meshlite_benches::disk`).
@@ -39,9 +40,9 @@ use meshlite_benches::disk::disk_figure;
 use meshlite_benches::measure::{Extra, Race, Target, emit, machine};
 use meshlite_benches::typed::{CrSqlite, Flavor, TypedTable, columns_of};
 use meshlite_benches::workload::{
-    BATCH, METRICS, TASKS, append_ops, bench_schema, check_rows, decode_all, default_doc_cache,
-    indexed_fields, metrics, open_store, open_store_with, put_ops, remote_workload, tasks,
-    unindexed_schema,
+    BATCH, METRICS, RowShape, TASKS, append_ops, bench_schema, check_rows, decode_all,
+    default_doc_cache, indexed_fields, metrics, open_store, open_store_with, put_ops,
+    remote_workload_shaped, tasks, unindexed_schema,
 };
 use meshlite_core::store::{Store, Synchronous, WriteOp};
 use meshlite_fixtures::records::RecordGen;
@@ -142,6 +143,14 @@ fn run(args: &Args) -> Result<(), BenchError> {
             0.0,
         )?;
         emit(&inserts.to_json());
+        let nested = remote_apply_shaped(
+            args,
+            &dir.join("remote_nested"),
+            "remote_apply_inserts_nested",
+            0.0,
+            RowShape::Nested,
+        )?;
+        emit(&nested.to_json());
     }
     if args.wants(Group::Disk) {
         let figure = disk_figure(
@@ -439,7 +448,25 @@ const APPLY_TXNS: usize = 100;
 
 /// Applies `args.remote_txns` transactions of 10 upserts, a share `updates` of them updates.
 fn remote_apply(args: &Args, dir: &Path, name: &str, updates: f64) -> Result<Race, BenchError> {
-    let work = remote_workload(&dir.join("a"), args.remote_txns, 10, updates, args.seed)?;
+    remote_apply_shaped(args, dir, name, updates, RowShape::Flat)
+}
+
+/// [`remote_apply`] with rows of `shape`.
+fn remote_apply_shaped(
+    args: &Args,
+    dir: &Path,
+    name: &str,
+    updates: f64,
+    shape: RowShape,
+) -> Result<Race, BenchError> {
+    let work = remote_workload_shaped(
+        &dir.join("a"),
+        args.remote_txns,
+        10,
+        updates,
+        args.seed,
+        shape,
+    )?;
     let b = open_store(&dir.join("b"), default_doc_cache())?;
     let mut raw = RawTable::open(&dir.join("raw"), Synchronous::Normal)?;
     let rounds = work.txns.len().div_ceil(APPLY_TXNS);
