@@ -215,10 +215,15 @@ pub(crate) fn build_query(
         }
         None => sql.push_str(&format!(" ORDER BY {tie}")),
     }
-    let limit = q.limit.map_or(-1, |l| l.min(i64::MAX as usize) as i64);
-    sql.push_str(" LIMIT ? OFFSET ?");
-    params.push(SqlValue::Integer(limit));
-    params.push(SqlValue::Integer(q.offset.min(i64::MAX as usize) as i64));
+    // SQLite plans `LIMIT ?` for the value bound, so binding it again expires the statement
+    // and each run compiles it anew: a query without limit or offset leaves the clause out and
+    // stays compiled in the connection's statement cache.
+    if q.limit.is_some() || q.offset > 0 {
+        let limit = q.limit.map_or(-1, |l| l.min(i64::MAX as usize) as i64);
+        sql.push_str(" LIMIT ? OFFSET ?");
+        params.push(SqlValue::Integer(limit));
+        params.push(SqlValue::Integer(q.offset.min(i64::MAX as usize) as i64));
+    }
     Ok((sql, params))
 }
 
