@@ -342,7 +342,11 @@ mod probe {
     fn probe_schema_version() {
         let t = MemoryTemplate::new(OpenOptions::default()).unwrap();
         let db = t.fresh().unwrap();
-        let sv = |db: &MemoryDb| -> i64 { db.keeper.query_row("PRAGMA schema_version", [], |r| r.get(0)).unwrap() };
+        let sv = |db: &MemoryDb| -> i64 {
+            db.keeper
+                .query_row("PRAGMA schema_version", [], |r| r.get(0))
+                .unwrap()
+        };
         eprintln!("fresh {}", sv(&db));
         let s = db.open(OpenOptions::default()).unwrap();
         eprintln!("open {}", sv(&db));

@@ -267,7 +267,9 @@ impl Store {
         let schema = Arc::new(schema);
         let summary = rows::load_summary(&conn)?;
         let rowversion = rows::max_rowversion(&conn)?;
-        let parked: i64 = conn.query_row("SELECT COUNT(*) FROM parked", [], |r| r.get(0))?;
+        let parked: i64 = conn
+            .prepare_cached("SELECT COUNT(*) FROM parked")?
+            .query_row([], |r| r.get(0))?;
         let (db, flags) = place.db();
         let kept = place.spare_readers();
         let readers =
