@@ -335,34 +335,3 @@ mod tests {
         assert!(template.pooled().is_empty());
     }
 }
-#[cfg(test)]
-mod probe {
-    use super::*;
-    #[test]
-    fn probe_schema_version() {
-        let t = MemoryTemplate::new(OpenOptions::default()).unwrap();
-        let db = t.fresh().unwrap();
-        let sv = |db: &MemoryDb| -> i64 {
-            db.keeper
-                .query_row("PRAGMA schema_version", [], |r| r.get(0))
-                .unwrap()
-        };
-        eprintln!("fresh {}", sv(&db));
-        let s = db.open(OpenOptions::default()).unwrap();
-        eprintln!("open {}", sv(&db));
-        s.put("c", serde_json::json!({"id": "x"})).unwrap();
-        eprintln!("put {}", sv(&db));
-        s.query("c", &crate::store::Query::default()).unwrap();
-        s.close().unwrap();
-        eprintln!("close {}", sv(&db));
-        let s = db.open(OpenOptions::default()).unwrap();
-        eprintln!("reopen {}", sv(&db));
-        drop(s);
-        t.recycle(db);
-        let db = t.fresh().unwrap();
-        eprintln!("recycled {}", sv(&db));
-        let s = db.open(OpenOptions::default()).unwrap();
-        eprintln!("open2 {}", sv(&db));
-        drop(s);
-    }
-}

@@ -169,6 +169,10 @@ struct Inner {
     commits: Arc<writer::CommitCounters>,
 }
 
+/// An inline writer and its command queue (`None` once it closed).
+#[cfg(any(test, feature = "testkit"))]
+type InlineWriter = Box<(Writer, mpsc::Receiver<Command>)>;
+
 /// Where the writer runs.
 enum Runner {
     /// On its own thread (every store on a data directory), joined by [`Store::close`].
@@ -179,7 +183,7 @@ enum Runner {
     /// connections go back to `spare` when it closes.
     #[cfg(any(test, feature = "testkit"))]
     Inline {
-        writer: Mutex<Option<(Writer, mpsc::Receiver<Command>)>>,
+        writer: Mutex<Option<InlineWriter>>,
         spare: Arc<memory::Spare>,
     },
 }
@@ -199,11 +203,12 @@ impl Runner {
         #[cfg(any(test, feature = "testkit"))]
         if let Runner::Inline { writer, spare } = self {
             let mut slot = writer.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((writer, rx)) = slot.as_mut()
+            if let Some(running) = slot.as_mut()
+                && let (writer, rx) = &mut **running
                 && writer.run_queued(rx)
-                && let Some((writer, _)) = slot.take()
+                && let Some(done) = slot.take()
             {
-                spare.keep_writer(writer.conn);
+                spare.keep_writer(done.0.conn);
             }
         }
     }
@@ -231,8 +236,8 @@ impl Drop for Inner {
     fn drop(&mut self) {
         if let Runner::Inline { writer, spare } = &self.runner {
             let slot = writer.lock().unwrap_or_else(PoisonError::into_inner).take();
-            if let Some((writer, _)) = slot {
-                spare.keep_writer(writer.conn);
+            if let Some(done) = slot {
+                spare.keep_writer(done.0.conn);
             }
             spare.keep_readers(self.readers.take_all());
         }
@@ -294,7 +299,7 @@ impl Store {
             Place::Dir(_) => Runner::spawn(writer, rx)?,
             #[cfg(any(test, feature = "testkit"))]
             Place::Memory(db) => Runner::Inline {
-                writer: Mutex::new(Some((writer, rx))),
+                writer: Mutex::new(Some(Box::new((writer, rx)))),
                 spare: db.spare().clone(),
             },
         };
