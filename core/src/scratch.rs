@@ -1,5 +1,5 @@
-//! Scratch directories for the test harnesses' stores ([`crate::convergence`],
-//! [`crate::hostile`]): on a tmpfs when the machine has one (`/dev/shm`), else in the default
+//! Scratch directories for the test harnesses' stores on files ([`crate::hostile`], store
+//! templates): on a tmpfs when the machine has one (`/dev/shm`), else in the default
 //! temporary directory. A harness execution opens several SQLite files and throws them away;
 //! on a disk-backed `/tmp` their creation and WAL checkpoints cost about two-thirds of it
 //! (48 convergence scripts: 2.4 s on `/tmp` on disk, 0.8 s on `/dev/shm`). `TMPDIR`, when set,

@@ -493,11 +493,11 @@ fn indexed_queries_use_the_partial_index() {
         .unwrap()
         .collection("tasks")
         .unwrap();
-    let (sql, _) = meshlite_core::store::query_sql("tasks", &def, &q).unwrap();
+    let (sql, params) = meshlite_core::store::query_sql("tasks", &def, &q).unwrap();
     let plan: Vec<String> = conn
         .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
         .unwrap()
-        .query_map(rusqlite::params!["running", -1, 0], |r| {
+        .query_map(rusqlite::params_from_iter(params), |r| {
             r.get::<_, String>(3)
         })
         .unwrap()

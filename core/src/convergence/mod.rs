@@ -1,7 +1,8 @@
-//! The merge-convergence harness: 2–5 real stores (SQLite files in temporary directories) run a
-//! script of local transactions of every op kind and policy, exchange them with loss,
-//! duplication, reordering and bundles, restart, collect garbage and upgrade their schema; then
-//! every replica must show the same rows, equal to a reference model where one exists.
+//! The merge-convergence harness: 2–5 real stores (on in-memory SQLite databases, writer inline:
+//! `store::memory`) run a script of local transactions of every op kind and policy, exchange
+//! them with loss, duplication, reordering and bundles, restart, collect garbage and upgrade
+//! their schema; then every replica must show the same rows, equal to a reference model where
+//! one exists.
 //!
 //! Behind the `testkit` feature (always on in this crate's own tests). Three drivers share it:
 //! - the fuzz target `merge_convergence` (`fuzz/`), through [`fuzz`], which decodes a script from

@@ -229,14 +229,13 @@ fn a_wrong_model_is_caught() {
     super::model::check(&w);
 }
 
-/// Runs `sql` on replica `i`'s database file behind its store's back; it must change one row.
+/// Runs `sql` on replica `i`'s database behind its store's back; it must change one row.
 fn tamper(w: &World, i: usize, sql: &str) {
-    let db = rusqlite::Connection::open(w.store(i).dir().join(crate::store::DB_FILE)).unwrap();
-    assert_eq!(db.execute(sql, []).unwrap(), 1, "{sql}");
+    assert_eq!(w.connection(i).execute(sql, []).unwrap(), 1, "{sql}");
 }
 
 /// A replica whose materialized row differs (written behind the store's back, in its SQLite
-/// file) fails the cross-replica comparison.
+/// database) fails the cross-replica comparison.
 #[test]
 #[should_panic(expected = "collection d differs on replica 1")]
 fn a_seeded_divergence_is_caught() {

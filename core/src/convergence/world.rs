@@ -6,13 +6,12 @@ use std::sync::OnceLock;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use tempfile::TempDir;
 
 use super::script::{Action, SCHEMA_V1, SCHEMA_V2, Spec, write_ops};
 use crate::change::Txn;
 use crate::protocol::bundle::{BundleHeader, BundleReader, BundleWriter};
 use crate::schema::Schema;
-use crate::store::template::Template;
+use crate::store::memory::{MemoryDb, MemoryTemplate};
 use crate::store::{OpenOptions, Query, Store, WriteError};
 use crate::version::Summary;
 
@@ -27,14 +26,25 @@ pub struct Record {
     pub tag: String,
 }
 
-/// 2–5 stores on temporary directories, and every transaction committed on any of them.
+/// 2–5 stores on in-memory databases (`store::memory`), and every transaction committed on any
+/// of them.
 #[derive(Debug)]
 pub struct World {
-    dirs: Vec<TempDir>,
+    dbs: Vec<MemoryDb>,
     stores: Vec<Option<Store>>,
     versions: Vec<u32>,
     /// Every local transaction committed, in commit order.
     pub committed: Vec<Record>,
+}
+
+/// The replicas' databases go back to the template's pool, reset, when a world ends.
+impl Drop for World {
+    fn drop(&mut self) {
+        self.stores.clear();
+        for db in self.dbs.drain(..) {
+            template().recycle(db);
+        }
+    }
 }
 
 /// [`SCHEMA_V1`] or [`SCHEMA_V2`], parsed once per process.
@@ -55,28 +65,35 @@ fn options(schema: Option<Schema>) -> OpenOptions {
     }
 }
 
-/// Reopens a replica's files (a restart or an upgrade).
-fn open(dir: &TempDir, schema: Option<Schema>) -> Store {
-    Store::open(dir.path(), options(schema)).expect("a temporary store reopens")
+/// Reopens a replica's database (a restart or an upgrade).
+fn open(db: &MemoryDb, schema: Option<Schema>) -> Store {
+    db.open(options(schema))
+        .expect("an in-memory store reopens")
 }
 
-/// A new empty replica on [`SCHEMA_V1`], from a per-process [`Template`] of one (the same
-/// database a first open creates, without running the migrations again for every replica).
-fn create(dir: &TempDir) -> Store {
-    static TEMPLATE: OnceLock<Template> = OnceLock::new();
-    TEMPLATE
-        .get_or_init(|| Template::new(options(Some(schema(1)))).expect("the template store opens"))
-        .open(dir.path(), options(Some(schema(1))))
-        .expect("a fresh temporary store opens")
+/// The per-process [`MemoryTemplate`] of an empty replica on [`SCHEMA_V1`] (the database a first
+/// open creates, without running the migrations again for every replica), which also keeps the
+/// databases of finished worlds for the next ones.
+fn template() -> &'static MemoryTemplate {
+    static TEMPLATE: OnceLock<MemoryTemplate> = OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        MemoryTemplate::new(options(Some(schema(1)))).expect("the template store opens")
+    })
+}
+
+/// A new empty replica on [`SCHEMA_V1`].
+fn create() -> (MemoryDb, Store) {
+    let db = template().fresh().expect("a template copy");
+    let store = open(&db, Some(schema(1)));
+    (db, store)
 }
 
 impl World {
     /// `n` empty replicas on [`SCHEMA_V1`].
     pub fn new(n: usize) -> World {
-        let dirs: Vec<TempDir> = (0..n).map(|_| crate::scratch::dir()).collect();
-        let stores = dirs.iter().map(|d| Some(create(d))).collect();
+        let (dbs, stores) = (0..n).map(|_| create()).map(|(d, s)| (d, Some(s))).unzip();
         World {
-            dirs,
+            dbs,
             stores,
             versions: vec![1; n],
             committed: Vec::new(),
@@ -88,6 +105,11 @@ impl World {
         self.stores[i]
             .as_ref()
             .expect("a store is open between actions")
+    }
+
+    /// A connection to replica `i`'s database behind its store's back (for tests that tamper).
+    pub fn connection(&self, i: usize) -> rusqlite::Connection {
+        self.dbs[i].connection().expect("a connection to a replica")
     }
 
     /// How many replicas.
@@ -232,7 +254,7 @@ impl World {
     fn reopen(&mut self, i: usize, schema: Option<Schema>) {
         let store = self.stores[i].take().expect("open");
         store.close().expect("a clean close");
-        self.stores[i] = Some(open(&self.dirs[i], schema));
+        self.stores[i] = Some(open(&self.dbs[i], schema));
         self.check_atomic(i);
     }
 

@@ -88,7 +88,9 @@ pub(crate) fn status(
     let tx = conn.unchecked_transaction()?;
     let held = summary(&tx)?;
     let count = |sql: &str| -> Result<u64, ReadError> {
-        Ok(tx.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
+        Ok(tx
+            .prepare_cached(sql)?
+            .query_row([], |r| r.get::<_, i64>(0))? as u64)
     };
     let page_bytes =
         count("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()")?;
@@ -198,7 +200,7 @@ fn collection_counts(
         ),
     ];
     for (sql, kind) in sources {
-        let mut stmt = conn.prepare(sql)?;
+        let mut stmt = conn.prepare_cached(sql)?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,

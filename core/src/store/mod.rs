@@ -57,6 +57,8 @@ mod gc;
 pub mod idempotency;
 mod inspect;
 mod local;
+#[cfg(any(test, feature = "testkit"))]
+pub mod memory;
 mod merged;
 mod migrations;
 mod open;
@@ -93,6 +95,7 @@ use crate::change::Txn;
 use crate::ids::{ReplicaId, Seq};
 use crate::schema::Schema;
 use crate::version::Summary;
+use open::Place;
 use read::ReadPool;
 use writer::{Command, Writer};
 
@@ -162,8 +165,83 @@ struct Inner {
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<StoreEvent>,
     readers: ReadPool,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    runner: Runner,
     commits: Arc<writer::CommitCounters>,
+}
+
+/// An inline writer and its command queue (`None` once it closed).
+#[cfg(any(test, feature = "testkit"))]
+type InlineWriter = Box<(Writer, mpsc::Receiver<Command>)>;
+
+/// Where the writer runs.
+enum Runner {
+    /// On its own thread (every store on a data directory), joined by [`Store::close`].
+    Thread(Mutex<Option<JoinHandle<()>>>),
+    /// On the thread of whoever sends a command, right after sending it ([`memory`] stores,
+    /// feature `testkit`): the same groups, savepoints and commits, without a thread hand-off
+    /// per command, which cost the test harnesses more than an in-memory command. The store's
+    /// connections go back to `spare` when it closes.
+    #[cfg(any(test, feature = "testkit"))]
+    Inline {
+        writer: Mutex<Option<InlineWriter>>,
+        spare: Arc<memory::Spare>,
+    },
+}
+
+impl Runner {
+    /// Starts the writer thread.
+    fn spawn(writer: Writer, rx: mpsc::Receiver<Command>) -> Result<Runner, OpenError> {
+        let thread = std::thread::Builder::new()
+            .name(format!("meshlite-writer-{}", writer.replica.short()))
+            .spawn(move || writer.run(rx))
+            .map_err(OpenError::Thread)?;
+        Ok(Runner::Thread(Mutex::new(Some(thread))))
+    }
+
+    /// Runs the queued commands now if the writer runs inline (then drops it once closed).
+    fn run_queued(&self) {
+        #[cfg(any(test, feature = "testkit"))]
+        if let Runner::Inline { writer, spare } = self {
+            let mut slot = writer.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(running) = slot.as_mut()
+                && let (writer, rx) = &mut **running
+                && writer.run_queued(rx)
+                && let Some(done) = slot.take()
+            {
+                spare.keep_writer(done.0.conn);
+            }
+        }
+    }
+
+    /// Waits for the writer thread to end (after a close request).
+    fn join(&self) -> Result<(), CloseError> {
+        match self {
+            Runner::Thread(thread) => {
+                let thread = thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+                match thread {
+                    Some(t) => t.join().map_err(|_| CloseError::WriterDied),
+                    None => Ok(()),
+                }
+            }
+            #[cfg(any(test, feature = "testkit"))]
+            Runner::Inline { .. } => Ok(()),
+        }
+    }
+}
+
+/// An in-memory store's connections outlive it: the next store opened on its database starts
+/// from them (see [`memory`]).
+#[cfg(any(test, feature = "testkit"))]
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Runner::Inline { writer, spare } = &self.runner {
+            let slot = writer.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some(done) = slot {
+                spare.keep_writer(done.0.conn);
+            }
+            spare.keep_readers(self.readers.take_all());
+        }
+    }
 }
 
 impl fmt::Debug for Store {
@@ -184,12 +262,23 @@ pub(crate) fn now_ms() -> u64 {
 impl Store {
     /// Opens the store in `dir`, creating the directory and database if missing.
     pub fn open(dir: &Path, opts: OpenOptions) -> Result<Store, OpenError> {
-        let (conn, replica, schema, dir_lock) = open::open_db(dir, &opts)?;
+        Store::open_at(Place::Dir(dir), opts)
+    }
+
+    /// Opens the store at `place`; its writer runs on a thread of its own for a data directory,
+    /// inline for an in-memory database.
+    fn open_at(place: Place<'_>, opts: OpenOptions) -> Result<Store, OpenError> {
+        let (conn, replica, schema, dir_lock) = open::open_db(place, &opts)?;
         let schema = Arc::new(schema);
         let summary = rows::load_summary(&conn)?;
         let rowversion = rows::max_rowversion(&conn)?;
-        let parked: i64 = conn.query_row("SELECT COUNT(*) FROM parked", [], |r| r.get(0))?;
-        let readers = ReadPool::open(&dir.join(DB_FILE), opts.read_connections, opts.busy_timeout)?;
+        let parked: i64 = conn
+            .prepare_cached("SELECT COUNT(*) FROM parked")?
+            .query_row([], |r| r.get(0))?;
+        let (db, flags) = place.db();
+        let kept = place.spare_readers();
+        let readers =
+            ReadPool::open_with(&db, flags, kept, opts.read_connections, opts.busy_timeout)?;
         let (events, _) = broadcast::channel(EVENT_CHANNEL);
         let commits = Arc::new(writer::CommitCounters::default());
         let writer = Writer {
@@ -206,18 +295,22 @@ impl Store {
             commits: commits.clone(),
         };
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
-        let thread = std::thread::Builder::new()
-            .name(format!("meshlite-writer-{}", replica.short()))
-            .spawn(move || writer.run(rx))
-            .map_err(OpenError::Thread)?;
+        let runner = match place {
+            Place::Dir(_) => Runner::spawn(writer, rx)?,
+            #[cfg(any(test, feature = "testkit"))]
+            Place::Memory(db) => Runner::Inline {
+                writer: Mutex::new(Some(Box::new((writer, rx)))),
+                spare: db.spare().clone(),
+            },
+        };
         let inner = Inner {
             replica,
             schema,
-            dir: dir.to_owned(),
+            dir: place.dir(),
             commands,
             events,
             readers,
-            thread: Mutex::new(Some(thread)),
+            runner,
             commits,
         };
         Ok(Store {
@@ -246,7 +339,7 @@ impl Store {
         self.inner.schema.clone()
     }
 
-    /// The data directory.
+    /// The data directory (of an in-memory store: its database's name).
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }
@@ -261,6 +354,7 @@ impl Store {
         if self.inner.commands.blocking_send(make(tx)).is_err() {
             return Err(closed);
         }
+        self.inner.runner.run_queued();
         rx.blocking_recv().unwrap_or(Err(closed))
     }
 
@@ -274,6 +368,8 @@ impl Store {
         if self.inner.commands.send(make(tx)).await.is_err() {
             return Err(closed);
         }
+        // Blocks this task while an inline writer runs (in-memory test stores only).
+        self.inner.runner.run_queued();
         rx.await.unwrap_or(Err(closed))
     }
 
@@ -570,15 +666,7 @@ impl Store {
     /// this handle get [`WriteError::Closed`] afterwards.
     pub fn close(self) -> Result<(), CloseError> {
         let result = self.call(|reply| Command::Close { reply }, CloseError::WriterDied);
-        let thread = self
-            .inner
-            .thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(t) = thread {
-            t.join().map_err(|_| CloseError::WriterDied)?;
-        }
+        self.inner.runner.join()?;
         result
     }
 

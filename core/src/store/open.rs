@@ -3,9 +3,9 @@
 //! indexes.
 
 use std::fs::{File, TryLockError};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OpenFlags, params};
 
 use super::doc::{load_doc, materialize};
 use super::error::OpenError;
@@ -24,18 +24,82 @@ const SCHEMA_KEY: &str = "schema";
 /// The lock file inside the data directory.
 pub const LOCK_FILE: &str = "LOCK";
 
-/// Opens (creating if needed) the write connection and brings the database up to date.
+/// Where a store's database lives.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Place<'a> {
+    /// [`DB_FILE`] in a data directory, in WAL mode, the directory locked by [`LOCK_FILE`]: every
+    /// store a daemon or a tool opens.
+    Dir(&'a Path),
+    /// A named in-memory database of this process (`store::memory`, feature `testkit`) with an
+    /// in-memory rollback journal: no file, no directory lock (SQLite's own locks still apply).
+    #[cfg(any(test, feature = "testkit"))]
+    Memory(&'a super::memory::MemoryDb),
+}
+
+impl Place<'_> {
+    /// The name to open the database by, and the flag a connection needs for it besides its own.
+    pub(crate) fn db(self) -> (PathBuf, OpenFlags) {
+        match self {
+            Place::Dir(dir) => (dir.join(DB_FILE), OpenFlags::empty()),
+            #[cfg(any(test, feature = "testkit"))]
+            Place::Memory(db) => (PathBuf::from(db.uri()), OpenFlags::SQLITE_OPEN_URI),
+        }
+    }
+
+    /// The write connection of the last store closed here, if it is kept (in memory only).
+    fn spare_writer(self) -> Option<Connection> {
+        match self {
+            Place::Dir(_) => None,
+            #[cfg(any(test, feature = "testkit"))]
+            Place::Memory(db) => db.spare().take_writer(),
+        }
+    }
+
+    /// The read connections of the last store closed here, if they are kept (in memory only).
+    pub(crate) fn spare_readers(self) -> Vec<Connection> {
+        match self {
+            Place::Dir(_) => Vec::new(),
+            #[cfg(any(test, feature = "testkit"))]
+            Place::Memory(db) => db.spare().take_readers(),
+        }
+    }
+
+    /// The directory a store reports ([`super::Store::dir`]): the data directory, or the name
+    /// of an in-memory database.
+    pub(crate) fn dir(self) -> PathBuf {
+        match self {
+            Place::Dir(dir) => dir.to_owned(),
+            #[cfg(any(test, feature = "testkit"))]
+            Place::Memory(db) => PathBuf::from(db.uri()),
+        }
+    }
+}
+
+/// Opens (creating if needed) the write connection and brings the database up to date; returns
+/// the directory's lock too (none in memory).
 pub(crate) fn open_db(
-    dir: &Path,
+    place: Place<'_>,
     opts: &OpenOptions,
-) -> Result<(Connection, ReplicaId, Schema, File), OpenError> {
-    std::fs::create_dir_all(dir).map_err(|source| OpenError::Io {
-        path: dir.display().to_string(),
-        source,
-    })?;
-    let lock = lock_dir(dir)?;
-    let mut conn = Connection::open(dir.join(DB_FILE))?;
-    configure(&conn, opts)?;
+) -> Result<(Connection, ReplicaId, Schema, Option<File>), OpenError> {
+    let lock = match place {
+        Place::Dir(dir) => {
+            std::fs::create_dir_all(dir).map_err(|source| OpenError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
+            Some(lock_dir(dir)?)
+        }
+        #[cfg(any(test, feature = "testkit"))]
+        Place::Memory(_) => None,
+    };
+    let mut conn = match place.spare_writer() {
+        Some(conn) => conn,
+        None => {
+            let (db, flags) = place.db();
+            Connection::open_with_flags(db, OpenFlags::default() | flags)?
+        }
+    };
+    configure(&conn, opts, place)?;
     migrations::run(&mut conn)?;
     let replica = replica_id(&conn)?;
     let schema = resolve_schema(&mut conn, opts.schema.clone(), &replica)?;
@@ -67,13 +131,22 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File, OpenError> {
     }
 }
 
-fn configure(conn: &Connection, opts: &OpenOptions) -> Result<(), OpenError> {
+fn configure(conn: &Connection, opts: &OpenOptions, place: Place<'_>) -> Result<(), OpenError> {
     conn.busy_timeout(opts.busy_timeout)?;
     // The write path prepares more distinct statements than rusqlite's default cache of 16
     // holds, so a single-row transaction re-parsed several of them every time.
     conn.set_prepared_statement_cache_capacity(64);
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-    if !mode.eq_ignore_ascii_case("wal") {
+    let journal = match place {
+        Place::Dir(_) => "wal",
+        // An in-memory database has no WAL; its rollback journal stays in memory (never `off`:
+        // the writer rolls back savepoints).
+        #[cfg(any(test, feature = "testkit"))]
+        Place::Memory(_) => "memory",
+    };
+    let mode: String = conn.query_row(&format!("PRAGMA journal_mode = {journal}"), [], |r| {
+        r.get(0)
+    })?;
+    if !mode.eq_ignore_ascii_case(journal) {
         return Err(OpenError::NoWal { mode });
     }
     let level = match opts.synchronous {
@@ -85,8 +158,15 @@ fn configure(conn: &Connection, opts: &OpenOptions) -> Result<(), OpenError> {
     // 1000 rows paid for opening that file and writing its pages. It holds a copy of each page a
     // command changes, so it is bounded by the size of one command; it never affects durability.
     conn.execute_batch(&format!(
-        "PRAGMA synchronous = {level}; PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -8192;"
+        "PRAGMA synchronous = {level}; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -8192;"
     ))?;
+    // Setting a flag pragma expires every statement the connection prepared, so foreign keys
+    // are turned off only where they are on (SQLite's default is off): a kept in-memory
+    // connection (`store::memory`) would otherwise compile its whole statement cache again.
+    let foreign_keys: bool = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
+    if foreign_keys {
+        conn.execute_batch("PRAGMA foreign_keys = OFF")?;
+    }
     Ok(())
 }
 

@@ -26,11 +26,29 @@ pub(crate) struct ReadPool {
 impl ReadPool {
     /// Opens `n` connections (at least one); each waits up to `busy_timeout` on a lock held by
     /// a checkpoint or another process before failing as busy.
+    #[cfg(test)]
     pub fn open(path: &Path, n: usize, busy_timeout: Duration) -> rusqlite::Result<Self> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conns = (0..n.max(1))
-            .map(|_| {
-                let c = Connection::open_with_flags(path, flags)?;
+        Self::open_with(path, OpenFlags::empty(), Vec::new(), n, busy_timeout)
+    }
+
+    /// [`Self::open`] with `extra` flags (`SQLITE_OPEN_URI` for an in-memory store's name),
+    /// starting from `kept` connections to the same database (a closed in-memory store's).
+    pub fn open_with(
+        path: &Path,
+        extra: OpenFlags,
+        mut kept: Vec<Connection>,
+        n: usize,
+        busy_timeout: Duration,
+    ) -> rusqlite::Result<Self> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | extra;
+        kept.truncate(n.max(1));
+        let opened = (kept.len()..n.max(1)).map(|_| Connection::open_with_flags(path, flags));
+        let conns = kept
+            .into_iter()
+            .map(Ok)
+            .chain(opened)
+            .map(|c: rusqlite::Result<Connection>| {
+                let c = c?;
                 c.busy_timeout(busy_timeout)?;
                 Ok(c)
             })
@@ -64,6 +82,12 @@ impl ReadPool {
                 .wait(idle)
                 .unwrap_or_else(PoisonError::into_inner);
         }
+    }
+
+    /// Every idle connection, taken out of the pool (a closing in-memory store keeps them).
+    #[cfg(any(test, feature = "testkit"))]
+    pub(super) fn take_all(&self) -> Vec<Connection> {
+        std::mem::take(&mut *self.idle.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Returns a connection from [`Self::take`] and wakes one waiting reader.
@@ -191,10 +215,15 @@ pub(crate) fn build_query(
         }
         None => sql.push_str(&format!(" ORDER BY {tie}")),
     }
-    let limit = q.limit.map_or(-1, |l| l.min(i64::MAX as usize) as i64);
-    sql.push_str(" LIMIT ? OFFSET ?");
-    params.push(SqlValue::Integer(limit));
-    params.push(SqlValue::Integer(q.offset.min(i64::MAX as usize) as i64));
+    // SQLite plans `LIMIT ?` for the value bound, so binding it again expires the statement
+    // and each run compiles it anew: a query without limit or offset leaves the clause out and
+    // stays compiled in the connection's statement cache.
+    if q.limit.is_some() || q.offset > 0 {
+        let limit = q.limit.map_or(-1, |l| l.min(i64::MAX as usize) as i64);
+        sql.push_str(" LIMIT ? OFFSET ?");
+        params.push(SqlValue::Integer(limit));
+        params.push(SqlValue::Integer(q.offset.min(i64::MAX as usize) as i64));
+    }
     Ok((sql, params))
 }
 

@@ -374,12 +374,11 @@ pub(crate) fn load_summary(conn: &Connection) -> Result<Summary, LoadError> {
 
 /// The highest rowversion in use (the writer continues from it).
 pub(crate) fn max_rowversion(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT MAX(COALESCE((SELECT MAX(rowversion) FROM records), 0),
                     COALESCE((SELECT MAX(rowversion) FROM log_rows), 0))",
-        [],
-        |r| r.get(0),
-    )
+    )?
+    .query_row([], |r| r.get(0))
 }
 
 /// A row's JSON text. Written through `io::Write` into one buffer sized for a typical row:

@@ -162,12 +162,12 @@ pub(crate) struct Writer {
     /// Groups and commands committed (read by [`super::Store::commit_stats`]).
     pub commits: Arc<CommitCounters>,
     /// The data directory's lock, held for as long as the writer runs (released when the
-    /// thread exits, after the last commit).
+    /// thread exits, after the last commit); none for an in-memory store.
     #[expect(
         dead_code,
         reason = "held for its lifetime: dropping the file releases the lock"
     )]
-    pub dir_lock: std::fs::File,
+    pub dir_lock: Option<std::fs::File>,
 }
 
 impl Writer {
@@ -180,6 +180,20 @@ impl Writer {
             }
         }
         let _ = self.checkpoint();
+    }
+
+    /// Runs the commands queued now, in groups as [`Self::run`] does, on the caller's thread (a
+    /// store whose writer runs inline: `store::memory`, feature `testkit`). True once a close
+    /// request was answered: the writer is done and should be dropped.
+    #[cfg(any(test, feature = "testkit"))]
+    pub fn run_queued(&mut self, rx: &mut mpsc::Receiver<Command>) -> bool {
+        while let Ok(first) = rx.try_recv() {
+            if let Some(close) = self.group(first, rx) {
+                let _ = close.send(self.checkpoint());
+                return true;
+            }
+        }
+        false
     }
 
     /// Runs one group of commands in one SQLite transaction; returns a pending close request.
