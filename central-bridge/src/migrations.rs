@@ -78,6 +78,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "txns_inline",
         sql: txns_inline,
     },
+    Migration {
+        version: 8,
+        name: "conflicts_lighter_indexes",
+        sql: conflicts_lighter_indexes,
+    },
 ];
 
 /// Error applying migrations.
@@ -580,6 +585,21 @@ fn txns_inline(s: &Schemas) -> String {
     let st = &s.state;
     format!(
         r#"ALTER TABLE {st}.txns SET (toast_tuple_target = 8160);
+"#
+    )
+}
+
+/// Fewer indexes for every audit row to pay. `origins` is never filled yet (the bridge does not
+/// know a candidate's origin), so its GIN index indexed only empty arrays; the B-tree on
+/// `recorded_at` becomes a BRIN index (rows are appended in time order, so time ranges are
+/// still served; "the latest N" is `ORDER BY id DESC`, the primary key). A record's and a
+/// field's conflicts keep their B-trees.
+fn conflicts_lighter_indexes(s: &Schemas) -> String {
+    let st = &s.state;
+    format!(
+        r#"DROP INDEX IF EXISTS {st}.conflicts_origins;
+DROP INDEX IF EXISTS {st}.conflicts_recent;
+CREATE INDEX IF NOT EXISTS conflicts_recorded_at ON {st}.conflicts USING brin (recorded_at);
 "#
     )
 }

@@ -8,10 +8,12 @@
 //!    finds its row and any later incarnation's, one of `tombstones` the rest.
 //! 3. Merge in memory, transaction by transaction, in order: each record is loaded once and
 //!    every change of the batch is applied to that one document; a change's new conflicts are
-//!    looked for only when it was concurrent with the document (see
-//!    [`RecordDoc::apply_noting_concurrency`]), and every row a change produces is type-checked
-//!    as on the row-by-row path. A transaction whose first change lacks its dependencies is
-//!    parked whole.
+//!    looked for only when it was concurrent with the document, and only in the fields it
+//!    wrote (see [`RecordDoc::apply_noting_concurrency`]), and every row a change produces is
+//!    type-checked as on the row-by-row path. A new record's first change is materialized
+//!    without building a document when it is plain scalar puts ([`RecordDoc::first`]); the
+//!    document is built from it only if the batch changes the record again (or the cache
+//!    takes it). A transaction whose first change lacks its dependencies is parked whole.
 //! 4. Write: the states (the batch's change chunks appended to each stored state, as the core
 //!    store does, or a fresh snapshot every [`COMPACT_CHUNKS`] chunks; a loaded row is updated at
 //!    the `ctid` step 2 locked, new records inserted), the audit rows, each
@@ -34,7 +36,7 @@ use futures_util::future::join_all;
 use meshlite_core::change::Incarnation;
 
 use meshlite_core::schema::{CollectionDef, CollectionKind};
-use meshlite_core::store::record::{ChangeOutcome, FieldConflict, RecordDoc};
+use meshlite_core::store::record::{ChangeOutcome, Concurrent, FieldConflict, First, RecordDoc};
 use meshlite_core::store::{ChangeKind, RecordChange};
 use meshlite_core::{Op, ReplicaId, Txn};
 use serde_json::{Map, Value};
@@ -125,13 +127,15 @@ pub async fn apply(
     out.applied.new += fresh.len();
     finish(&mut tx, prepared, ctx, &mut out, &status).await?;
     tx.commit().await?;
-    cache.put(merged.into_cached());
+    cache.put(merged.into_cached(ctx.replica));
     Ok(Attempt::Done(out))
 }
 
 /// One record incarnation during a batch.
 struct Record {
-    doc: RecordDoc,
+    /// The merged document; `None` while the record is new and holds only a first change
+    /// materialized without one ([`RecordDoc::first`]), built from `appended` when needed.
+    doc: Option<RecordDoc>,
     /// Chunks the stored state has (`None`: no row yet).
     stored_chunks: Option<i32>,
     /// Where the locked row is (`None`: no row yet).
@@ -147,10 +151,73 @@ struct Record {
     appended_n: i32,
     /// Dead before the batch (tombstoned or superseded in the database).
     dead: bool,
-    /// The conflicts of the current state, when known (see the module doc).
-    conflicts: Option<Vec<FieldConflict>>,
     /// The last materialization (the row) and the origin of the transaction that made it.
     fields: Option<(Map<String, Value>, ReplicaId)>,
+}
+
+/// What applying one change to a [`Record`] did.
+enum Applied {
+    /// Its dependencies are missing: nothing was applied.
+    MissingDeps,
+    /// Applied (or a duplicate): the record's row now, and `Some` when the change was
+    /// concurrent with the document.
+    Merged {
+        outcome: ChangeOutcome,
+        fields: Map<String, Value>,
+        concurrent: Option<Concurrent>,
+    },
+}
+
+impl Record {
+    /// Applies `change` (from `origin`) to the record: a new record's first change without a
+    /// document when it can be, else to the document (built first if the record has none).
+    fn apply(
+        &mut self,
+        ctx: &Context,
+        def: &CollectionDef,
+        origin: ReplicaId,
+        change: &[u8],
+    ) -> Result<Applied, Attempt> {
+        let (doc, outcome, concurrent) = match self.doc.take() {
+            Some(mut doc) => {
+                let (outcome, concurrent) = doc
+                    .apply_noting_concurrency(origin, change, def)
+                    .map_err(|_| Attempt::Refused)?;
+                (doc, outcome, concurrent)
+            }
+            None if self.appended_n == 0 => {
+                match RecordDoc::first(&ctx.replica, origin, change, def) {
+                    Ok(First::Row(fields)) => {
+                        let (outcome, concurrent) = (ChangeOutcome::Applied, None);
+                        return Ok(Applied::Merged {
+                            outcome,
+                            fields,
+                            concurrent,
+                        });
+                    }
+                    Ok(First::Doc(doc, outcome)) => (*doc, outcome, None),
+                    Err(_) => return Err(Attempt::Refused),
+                }
+            }
+            None => {
+                let mut doc =
+                    RecordDoc::load(&self.appended, &ctx.replica).map_err(|_| Attempt::Refused)?;
+                let (outcome, concurrent) = doc
+                    .apply_noting_concurrency(origin, change, def)
+                    .map_err(|_| Attempt::Refused)?;
+                (doc, outcome, concurrent)
+            }
+        };
+        let doc = self.doc.insert(doc);
+        if outcome == ChangeOutcome::MissingDeps {
+            return Ok(Applied::MissingDeps);
+        }
+        Ok(Applied::Merged {
+            outcome,
+            fields: doc.materialize(def),
+            concurrent,
+        })
+    }
 }
 
 /// The batch merged in memory, ready to be written.
@@ -315,42 +382,23 @@ impl<'t> Merge<'t> {
             .get(&key.collection)
             .unwrap_or(&fallback);
         let record = self.records.get_mut(&key).ok_or(Attempt::Unsuited)?;
-        let (known, last) = (&mut record.conflicts, &record.fields);
-        let (outcome, concurrent) = record
-            .doc
-            .apply_noting_concurrency(origin, change, |doc| {
-                if known.is_none() {
-                    // Only the candidates are compared (`same_conflict`), so a document not yet
-                    // materialized in this batch is not materialized for this.
-                    let none = Map::new();
-                    let current = last.as_ref().map_or(&none, |(fields, _)| fields);
-                    *known = Some(doc.conflicts_of(def, current));
-                }
-            })
-            .map_err(|_| Attempt::Refused)?;
-        if outcome == ChangeOutcome::MissingDeps {
-            return Ok(outcome);
-        }
+        let (outcome, fields, concurrent) = match record.apply(ctx, def, origin, change)? {
+            Applied::MissingDeps => return Ok(ChangeOutcome::MissingDeps),
+            Applied::Merged {
+                outcome,
+                fields,
+                concurrent,
+            } => (outcome, fields, concurrent),
+        };
         if outcome == ChangeOutcome::Applied {
             record.appended.extend_from_slice(change);
             record.appended_n += 1;
         }
-        let fields = record.doc.materialize(def);
         def.check_row(&key.collection, &fields)
             .map_err(|_| Attempt::Refused)?;
-        if concurrent {
-            let before = record.conflicts.take().unwrap_or_default();
-            let after = record.doc.conflicts_of(def, &fields);
-            for c in after
-                .iter()
-                .filter(|c| !before.iter().any(|b| same_conflict(b, c)))
-            {
-                self.audit.push((key.clone(), c.clone()));
-            }
-            record.conflicts = Some(after);
-        } else if record.conflicts.as_ref().is_some_and(|c| !c.is_empty()) {
-            // A sequential change adds no conflict but may settle some: look again if needed.
-            record.conflicts = None;
+        if let (Some(concurrent), Some(doc)) = (concurrent, &record.doc) {
+            let new = doc.new_conflicts(def, &concurrent, &fields);
+            self.audit.extend(new.into_iter().map(|c| (key.clone(), c)));
         }
         if record.fields.is_none() {
             self.order.push(key);
@@ -471,14 +519,18 @@ impl<'t> Merge<'t> {
             if r.appended_n == 0 {
                 continue;
             }
-            let write = match r.stored_chunks {
-                Some(chunks) if chunks + r.appended_n >= COMPACT_CHUNKS => {
-                    let snapshot = r.doc.save();
+            let write = match (r.stored_chunks, r.doc.as_mut()) {
+                (Some(chunks), Some(doc)) if chunks + r.appended_n >= COMPACT_CHUNKS => {
+                    let snapshot = doc.save();
                     r.written = Some((0, len_i64(&snapshot)));
                     StateWrite::Snapshot(snapshot)
                 }
-                stored => {
-                    let appended = std::mem::take(&mut r.appended);
+                (stored, doc) => {
+                    // A record without a document keeps its bytes to build one for the cache.
+                    let appended = match doc {
+                        Some(_) => std::mem::take(&mut r.appended),
+                        None => r.appended.clone(),
+                    };
                     let chunks = stored.unwrap_or(0) + r.appended_n;
                     r.written = Some((chunks, r.stored_len + len_i64(&appended)));
                     StateWrite::Append(appended, r.appended_n)
@@ -495,7 +547,9 @@ impl<'t> Merge<'t> {
 
     /// The documents to cache once the batch committed: those it wrote (their rows now have
     /// this transaction's `xmin`) and those it found current in the cache without changing them.
-    fn into_cached(self) -> impl Iterator<Item = (DocKey, Cached)> {
+    /// A new record holding only a first change materialized without a document gets one
+    /// built from that change (only when the cache takes entries: the iterator is lazy).
+    fn into_cached(self, replica: ReplicaId) -> impl Iterator<Item = (DocKey, Cached)> {
         let xid = self.xid;
         self.records.into_iter().filter_map(move |(key, r)| {
             let version = match (r.written, r.cached) {
@@ -503,13 +557,11 @@ impl<'t> Merge<'t> {
                 (None, Some(version)) => version,
                 (None, None) => return None,
             };
-            Some((
-                key,
-                Cached {
-                    doc: r.doc,
-                    version,
-                },
-            ))
+            let doc = match r.doc {
+                Some(doc) => doc,
+                None => RecordDoc::load(&r.appended, &replica).ok()?,
+            };
+            Some((key, Cached { doc, version }))
         })
     }
 
@@ -584,14 +636,6 @@ impl<'t> Merge<'t> {
             }
         }
     }
-}
-
-/// Whether two conflicts of one record are the same: the same field and policy with the same
-/// candidates in the same order. The winner is not compared: it follows from those (each policy
-/// picks from the candidates; Automerge's own pick, for `lww` and priority ties, from their
-/// order), so a document's conflicts can be taken without materializing it.
-fn same_conflict(a: &FieldConflict, b: &FieldConflict) -> bool {
-    a.field == b.field && a.policy == b.policy && a.candidates == b.candidates
 }
 
 /// Checks what can be checked of a transaction before any record is read.
@@ -671,7 +715,7 @@ fn record(
     let ctid = stored.row.as_ref().map(|row| row.ctid.clone());
     let (doc, stored_chunks, stored_len, cached) = match stored.row {
         // No row: a record new to the bridge (the only case that builds an empty document).
-        None => (RecordDoc::new(&ctx.replica), None, 0, None),
+        None => (None, None, 0, None),
         Some(row) => {
             let (doc, cached) = match (row.state, offer) {
                 (None, Some(cached)) => (cached.doc, Some(cached.version)),
@@ -687,7 +731,7 @@ fn record(
                     ));
                 }
             };
-            (doc, Some(row.chunks), row.len, cached)
+            (Some(doc), Some(row.chunks), row.len, cached)
         }
     };
     Ok(Record {
@@ -700,7 +744,6 @@ fn record(
         appended: Vec::new(),
         appended_n: 0,
         dead: stored.dead,
-        conflicts: None,
         fields: None,
     })
 }

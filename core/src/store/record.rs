@@ -8,12 +8,14 @@
 //! Every load and apply of foreign bytes runs behind a `catch_unwind` boundary (automerge 0.6
 //! can panic on malformed input), and a panic is an error, never a crash.
 
+use std::collections::BTreeSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use automerge::{Automerge, Change, ROOT, ReadDoc};
 use serde_json::{Map, Value};
 
 use super::doc::{self, COUNTER_SEP, DocError};
+use super::first_change;
 use crate::ids::ReplicaId;
 use crate::schema::{CollectionDef, MergePolicy};
 
@@ -105,48 +107,72 @@ impl RecordDoc {
         origin: ReplicaId,
         change: &[u8],
     ) -> Result<ChangeOutcome, RecordError> {
-        self.apply_noting_concurrency(origin, change, |_| ())
-            .map(|(outcome, _)| outcome)
+        let change = decode_from(origin, change)?;
+        self.apply_decoded(change, None).map(|(outcome, _)| outcome)
     }
 
     /// [`RecordDoc::apply`], also saying whether the change was *concurrent* with the document:
     /// its dependencies were not the document's heads. Only such a merge can leave a field with
-    /// concurrent values (a change made on top of the heads supersedes every value it saw), so a
-    /// conflict audit needs to look only around those. `before_concurrent` runs on the document
-    /// just before a concurrent change is applied (to note the conflicts it had).
+    /// concurrent values (a change made on top of the heads supersedes every value it saw), and
+    /// only in the fields it wrote, so a conflict audit looks only there: the [`Concurrent`]
+    /// returned holds those fields and their conflicts just before the change (under `def`'s
+    /// policies); [`RecordDoc::new_conflicts`] then gives what the change added.
     pub fn apply_noting_concurrency(
         &mut self,
         origin: ReplicaId,
         change: &[u8],
-        before_concurrent: impl FnOnce(&Self),
-    ) -> Result<(ChangeOutcome, bool), RecordError> {
-        let change = decode(change)?;
-        if *change.actor_id() != doc::actor(&origin) {
-            return Err(RecordError::Change(format!(
-                "change written by actor {} in a transaction of origin {}",
-                change.actor_id(),
-                doc::actor(&origin)
-            )));
+        def: &CollectionDef,
+    ) -> Result<(ChangeOutcome, Option<Concurrent>), RecordError> {
+        let change = decode_from(origin, change)?;
+        self.apply_decoded(change, Some(def))
+    }
+
+    /// A record's first change (the record has no document yet), written as `replica`: when it
+    /// is plain scalar puts on distinct root keys with no dependencies, the row its document
+    /// would materialize, computed without building the document (building one costs more
+    /// than the rest of applying the change: see the `first_change` module); else a new
+    /// document with the change applied as [`RecordDoc::apply`] does.
+    pub fn first(
+        replica: &ReplicaId,
+        origin: ReplicaId,
+        change: &[u8],
+        def: &CollectionDef,
+    ) -> Result<First, RecordError> {
+        let change = decode_from(origin, change)?;
+        if let Some(row) = first_change::materialize(&change, def) {
+            return Ok(First::Row(row));
         }
+        let mut doc = Self::new(replica);
+        let (outcome, _) = doc.apply_decoded(change, None)?;
+        Ok(First::Doc(Box::new(doc), outcome))
+    }
+
+    /// Applies a decoded change whose actor was checked; with `def`, notes a concurrent change
+    /// (see [`RecordDoc::apply_noting_concurrency`]).
+    fn apply_decoded(
+        &mut self,
+        change: Change,
+        def: Option<&CollectionDef>,
+    ) -> Result<(ChangeOutcome, Option<Concurrent>), RecordError> {
         let hash = change.hash();
         if self.doc.get_change_by_hash(&hash).is_some() {
-            return Ok((ChangeOutcome::Duplicate, false));
+            return Ok((ChangeOutcome::Duplicate, None));
         }
         let missing = change
             .deps()
             .iter()
             .any(|dep| self.doc.get_change_by_hash(dep).is_none());
         if missing {
-            return Ok((ChangeOutcome::MissingDeps, false));
+            return Ok((ChangeOutcome::MissingDeps, None));
         }
-        let mut deps = change.deps().to_vec();
-        let mut heads = self.doc.get_heads();
-        deps.sort_unstable();
-        heads.sort_unstable();
-        let concurrent = deps != heads;
-        if concurrent {
-            before_concurrent(self);
-        }
+        let concurrent = match def {
+            Some(def) if !on_heads(&self.doc, &change) => {
+                let fields = written_fields(&change);
+                let before = self.conflicts_in(def, fields.as_ref(), &Map::new());
+                Some(Concurrent { fields, before })
+            }
+            _ => None,
+        };
         let doc = &mut self.doc;
         let applied = catch_unwind(AssertUnwindSafe(|| doc.apply_changes([change])));
         match applied {
@@ -194,35 +220,131 @@ impl RecordDoc {
         def: &CollectionDef,
         materialized: &Map<String, Value>,
     ) -> Vec<FieldConflict> {
+        self.conflicts_in(def, None, materialized)
+    }
+
+    /// The conflicts the concurrent change `concurrent` noted (by
+    /// [`RecordDoc::apply_noting_concurrency`], the last change applied) added: those of the
+    /// fields it wrote that were not there before it, the same field, policy and candidates.
+    /// The winner is not compared: it follows from those (each policy picks from the
+    /// candidates; Automerge's own pick, for `lww` and priority ties, from their order).
+    /// `materialized` is the document's current materialization (the winners).
+    pub fn new_conflicts(
+        &self,
+        def: &CollectionDef,
+        concurrent: &Concurrent,
+        materialized: &Map<String, Value>,
+    ) -> Vec<FieldConflict> {
+        let same = |a: &FieldConflict, b: &FieldConflict| {
+            a.field == b.field && a.policy == b.policy && a.candidates == b.candidates
+        };
+        let mut after = self.conflicts_in(def, concurrent.fields.as_ref(), materialized);
+        after.retain(|c| !concurrent.before.iter().any(|b| same(b, c)));
+        after
+    }
+
+    /// The conflicts of `fields` (every root key when `None`), in key order.
+    fn conflicts_in(
+        &self,
+        def: &CollectionDef,
+        fields: Option<&BTreeSet<String>>,
+        materialized: &Map<String, Value>,
+    ) -> Vec<FieldConflict> {
         let mut out = Vec::new();
-        for key in self.doc.keys(&ROOT) {
-            let policy = def.policy(&key);
+        let mut look = |key: &str| {
+            let policy = def.policy(key);
             if key.contains(COUNTER_SEP) || *policy == MergePolicy::Counter {
-                continue;
+                return;
             }
-            let Ok(values) = self.doc.get_all(&ROOT, key.as_str()) else {
-                continue;
+            let Ok(values) = self.doc.get_all(&ROOT, key) else {
+                return;
             };
             if values.len() < 2 {
-                continue;
+                return;
             }
             let candidates = values
                 .iter()
                 .map(|(value, id)| doc::value_json(&self.doc, value, id))
                 .collect();
             out.push(FieldConflict {
-                winner: materialized.get(&key).cloned(),
+                winner: materialized.get(key).cloned(),
                 policy: policy.clone(),
-                field: key,
+                field: key.to_owned(),
                 candidates,
             });
+        };
+        match fields {
+            Some(fields) => fields.iter().for_each(|k| look(k)),
+            None => self.doc.keys(&ROOT).for_each(|k| look(&k)),
         }
         out
     }
 }
 
+/// What [`RecordDoc::first`] made of a record's first change.
+#[derive(Debug)]
+pub enum First {
+    /// The row of the document the change alone would make; no document was built. The
+    /// record's state is the change's bytes.
+    Row(Map<String, Value>),
+    /// A new document and what applying the change to it did.
+    Doc(Box<RecordDoc>, ChangeOutcome),
+}
+
+/// A change applied concurrently with the document (see
+/// [`RecordDoc::apply_noting_concurrency`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Concurrent {
+    /// The root fields the change wrote; `None` when it also wrote inside nested objects (a
+    /// nested write changes the candidates of the root field holding the object): any field.
+    fields: Option<BTreeSet<String>>,
+    /// Those fields' conflicts before the change (winners left out).
+    before: Vec<FieldConflict>,
+}
+
+/// Whether `change` was made on top of the document's heads.
+fn on_heads(doc: &Automerge, change: &Change) -> bool {
+    let mut deps = change.deps().to_vec();
+    let mut heads = doc.get_heads();
+    deps.sort_unstable();
+    heads.sort_unstable();
+    deps == heads
+}
+
+/// The root keys `change` writes, or `None` when it also writes inside a nested object (or
+/// does not decode as expected: then every field is looked at).
+fn written_fields(change: &Change) -> Option<BTreeSet<String>> {
+    let decoded = catch_unwind(AssertUnwindSafe(|| change.decode())).ok()?;
+    let mut keys = BTreeSet::new();
+    for op in decoded.operations {
+        // The legacy op types are not nameable outside automerge; their serde forms are stable.
+        let root = serde_json::to_value(&op.obj).is_ok_and(|o| o == "_root");
+        let Ok(Value::String(key)) = serde_json::to_value(&op.key) else {
+            return None;
+        };
+        if !root {
+            return None;
+        }
+        keys.insert(key);
+    }
+    Some(keys)
+}
+
+/// Decodes a change of a transaction from `origin`, refusing one written by another actor.
+fn decode_from(origin: ReplicaId, bytes: &[u8]) -> Result<Change, RecordError> {
+    let change = decode(bytes)?;
+    if *change.actor_id() != doc::actor(&origin) {
+        return Err(RecordError::Change(format!(
+            "change written by actor {} in a transaction of origin {}",
+            change.actor_id(),
+            doc::actor(&origin)
+        )));
+    }
+    Ok(change)
+}
+
 fn decode(bytes: &[u8]) -> Result<Change, RecordError> {
-    match catch_unwind(|| Change::from_bytes(bytes.to_vec())) {
+    match catch_unwind(|| Change::try_from(bytes)) {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(RecordError::Change(format!("malformed change: {e}"))),
         Err(_) => Err(RecordError::Change(

@@ -1,6 +1,6 @@
 use serde_json::{Map, Value, json};
 
-use super::{ChangeOutcome, RecordDoc, RecordError};
+use super::{ChangeOutcome, FieldConflict, First, RecordDoc, RecordError};
 use crate::ids::ReplicaId;
 use crate::schema::{CollectionDef, MergePolicy, Schema};
 
@@ -86,34 +86,124 @@ fn only_changes_concurrent_with_the_heads_are_noted_and_can_add_conflicts() {
     let def = tasks();
     let (mut a, mut b, ca, cb) = concurrent_pair(&def);
     // b made cb on top of the base only: for a (which has ca) it is concurrent.
-    let mut seen = None;
-    let (outcome, concurrent) = a
-        .apply_noting_concurrency(RB, &cb, |d| seen = Some(d.conflicts(&def)))
-        .expect("apply");
-    assert_eq!((outcome, concurrent), (ChangeOutcome::Applied, true));
-    assert_eq!(
-        seen,
-        Some(Vec::new()),
-        "the hook saw the state before the merge"
-    );
-    assert!(!a.conflicts(&def).is_empty(), "the merge left conflicts");
+    let (outcome, concurrent) = a.apply_noting_concurrency(RB, &cb, &def).expect("apply");
+    assert_eq!(outcome, ChangeOutcome::Applied);
+    let concurrent = concurrent.expect("noted as concurrent");
+    let new = a.new_conflicts(&def, &concurrent, &a.materialize(&def));
+    assert!(!new.is_empty(), "the merge left conflicts");
+    assert_eq!(new, a.conflicts(&def), "none was there before");
     // A change made on top of a's heads is not concurrent for b once b has a's history.
     assert_eq!(b.apply(RA, &ca), Ok(ChangeOutcome::Applied));
     let next = a
         .put(&def, &fields(json!({"status": "done", "title": "settled"})))
         .expect("next");
-    let (outcome, concurrent) = b
-        .apply_noting_concurrency(RA, &next, |_| panic!("not concurrent"))
-        .expect("apply");
-    assert_eq!((outcome, concurrent), (ChangeOutcome::Applied, false));
+    let applied = b.apply_noting_concurrency(RA, &next, &def).expect("apply");
+    assert_eq!(applied, (ChangeOutcome::Applied, None));
     assert!(
         b.conflicts(&def).is_empty(),
         "a sequential change settles them"
     );
-    let (outcome, concurrent) = b
-        .apply_noting_concurrency(RA, &next, |_| ())
-        .expect("again");
-    assert_eq!((outcome, concurrent), (ChangeOutcome::Duplicate, false));
+    let again = b.apply_noting_concurrency(RA, &next, &def).expect("again");
+    assert_eq!(again, (ChangeOutcome::Duplicate, None));
+}
+
+/// The conflicts a concurrent change added, by diffing every field's conflicts before and
+/// after it (what `new_conflicts` must equal).
+fn added_by(
+    doc: &mut RecordDoc,
+    origin: ReplicaId,
+    change: &[u8],
+    def: &CollectionDef,
+) -> Vec<FieldConflict> {
+    let before = doc.conflicts(def);
+    let (outcome, concurrent) = doc
+        .apply_noting_concurrency(origin, change, def)
+        .expect("apply");
+    assert_eq!(outcome, ChangeOutcome::Applied);
+    let concurrent = concurrent.expect("concurrent");
+    let row = doc.materialize(def);
+    let mut diffed = doc.conflicts_of(def, &row);
+    diffed.retain(|c| {
+        !before
+            .iter()
+            .any(|b| (&b.field, &b.policy, &b.candidates) == (&c.field, &c.policy, &c.candidates))
+    });
+    assert_eq!(doc.new_conflicts(def, &concurrent, &row), diffed);
+    diffed
+}
+
+#[test]
+fn a_concurrent_change_adds_conflicts_only_in_the_fields_it_wrote() {
+    let def = tasks();
+    let (mut a, mut b, _, cb) = concurrent_pair(&def);
+    let first = added_by(&mut a, RB, &cb, &def);
+    let names: Vec<&str> = first.iter().map(|c| c.field.as_str()).collect();
+    assert_eq!(names, ["status", "title"]);
+    // b writes the title alone, still concurrently with a's change: the status conflict is
+    // unchanged and not reported again; the title's has new candidates.
+    let title = b
+        .put(&def, &fields(json!({"title": "from b again"})))
+        .expect("title");
+    let second = added_by(&mut a, RB, &title, &def);
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert_eq!(second[0].field, "title");
+    assert!(second[0].candidates.contains(&json!("from b again")));
+}
+
+#[test]
+fn a_concurrent_write_inside_a_nested_value_is_looked_for_in_every_field() {
+    let def = tasks();
+    let mut a = RecordDoc::new(&RA);
+    let base = a.put(&def, &fields(json!({"title": "t"}))).expect("base");
+    let mut b = RecordDoc::new(&RB);
+    assert_eq!(b.apply(RA, &base), Ok(ChangeOutcome::Applied));
+    a.put(&def, &fields(json!({"input": {"x": 1}}))).expect("a");
+    let cb = b.put(&def, &fields(json!({"input": {"x": 2}}))).expect("b");
+    assert_eq!(a.apply(RB, &cb), Ok(ChangeOutcome::Applied));
+    assert_eq!(a.conflicts(&def).len(), 1, "two maps at input");
+    // b writes inside its own map (an op on a nested object, not on the root): concurrent
+    // with a's heads, and it changes the candidates of `input`.
+    let nested = b
+        .put(&def, &fields(json!({"input": {"x": 3}})))
+        .expect("nested");
+    let added = added_by(&mut a, RB, &nested, &def);
+    assert_eq!(added.len(), 1, "{added:?}");
+    assert_eq!(added[0].field, "input");
+    assert!(added[0].candidates.contains(&json!({"x": 3})));
+}
+
+#[test]
+fn a_first_change_materializes_without_a_document_as_the_document_does() {
+    let def = tasks();
+    let mut a = RecordDoc::new(&RA);
+    let written = json!({"status": "pending", "title": "t", "retry_count": 2, "n": 1.5});
+    let first = a.put(&def, &fields(written)).expect("first");
+    let Ok(First::Row(row)) = RecordDoc::first(&RB, RA, &first, &def) else {
+        panic!("plain scalar puts take the row path")
+    };
+    assert_eq!(row, a.materialize(&def));
+    // A change with dependencies builds a document, which lacks them.
+    let second = a
+        .put(&def, &fields(json!({"status": "done"})))
+        .expect("second");
+    assert!(matches!(
+        RecordDoc::first(&RB, RA, &second, &def),
+        Ok(First::Doc(_, ChangeOutcome::MissingDeps))
+    ));
+    // A nested value takes the document path and materializes the same.
+    let mut c = RecordDoc::new(&RA);
+    let nested = c
+        .put(&def, &fields(json!({"input": {"x": [1, 2]}})))
+        .expect("nested");
+    let Ok(First::Doc(doc, ChangeOutcome::Applied)) = RecordDoc::first(&RB, RA, &nested, &def)
+    else {
+        panic!("a nested value takes the document path")
+    };
+    assert_eq!(doc.materialize(&def), c.materialize(&def));
+    assert!(matches!(
+        RecordDoc::first(&RB, RB, &first, &def),
+        Err(RecordError::Change(reason)) if reason.contains("actor")
+    ));
 }
 
 #[test]
