@@ -589,8 +589,9 @@ fn txns_inline(s: &Schemas) -> String {
     )
 }
 
-/// Fewer indexes for every audit row to pay. `origins` is never filled yet (the bridge does not
-/// know a candidate's origin), so its GIN index indexed only empty arrays; the B-tree on
+/// Fewer indexes for every audit row to pay. `origins` was not filled when this migration was
+/// written (every row held an empty array), and filtering audit rows by a writer is rare enough
+/// for a scan of a record's or field's rows, so its GIN index goes; the B-tree on
 /// `recorded_at` becomes a BRIN index (rows are appended in time order, so time ranges are
 /// still served; "the latest N" is `ORDER BY id DESC`, the primary key). A record's and a
 /// field's conflicts keep their B-trees.

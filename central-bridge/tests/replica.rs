@@ -191,6 +191,30 @@ async fn concurrent_edits_from_two_nodes_merge_by_policy_and_are_audited() {
         audit.iter().all(|(f, _, _)| f != "retry_count"),
         "counters never conflict"
     );
+    // Each candidate names the replica that wrote it; `origins` lists them.
+    let status = b
+        .conn
+        .client()
+        .query_one(
+            "SELECT candidates, origins FROM meshlite.conflicts \
+             WHERE collection = 'tasks' AND record_id = $1 AND field = 'status'",
+            &[&t1],
+        )
+        .await
+        .expect("status conflict");
+    let (candidates, origins): (Value, Vec<String>) = (status.get(0), status.get(1));
+    let (ra, rb) = (a.replica_id().to_hex(), n2.replica_id().to_hex());
+    let mut want = vec![ra.clone(), rb.clone()];
+    want.sort();
+    assert_eq!(origins, want);
+    let by_origin = |o: &str| {
+        candidates
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["origin"] == json!(o)))
+            .map(|c| c["value"].clone())
+    };
+    assert_eq!(by_origin(&ra), Some(json!("running")), "{candidates}");
+    assert_eq!(by_origin(&rb), Some(json!("completed")), "{candidates}");
     for s in [a, n2] {
         blocking(|| s.close().expect("close"));
     }

@@ -144,7 +144,9 @@ pub struct AuditCells<'a> {
 }
 
 /// Audit rows as `COPY` text of `conflicts (collection, record_id, incarnation, field, policy,
-/// candidates, winner, origins, recorded_by)`: candidates as `[{"value": v}, …]`, no origins.
+/// candidates, winner, origins, recorded_by)`: candidates as `[{"value": v, "origin": o}, …]`,
+/// `origins` the candidates' writers (hex replica ids: no character needs quoting in an array
+/// literal).
 pub fn audit_text<'a>(
     rows: impl IntoIterator<Item = AuditCells<'a>>,
     recorded_by: &str,
@@ -162,18 +164,39 @@ pub fn audit_text<'a>(
         out.push(b'\t');
         escape_into(&mut out, c.policy.name().as_bytes());
         out.push(b'\t');
-        let candidates = c.candidates.iter().map(|v| json!({ "value": v }));
+        let origin = |i: usize| c.origins.get(i).map_or("", String::as_str);
+        let candidates = (c.candidates.iter().enumerate())
+            .map(|(i, v)| json!({ "value": v, "origin": origin(i) }));
         json_into(&mut out, &Value::Array(candidates.collect()), &mut scratch);
         out.push(b'\t');
         match &c.winner {
             Some(w) => json_into(&mut out, w, &mut scratch),
             None => out.extend_from_slice(b"\\N"),
         }
-        out.extend_from_slice(b"\t{}\t");
+        out.push(b'\t');
+        origins_literal(&mut out, &c.origins);
+        out.push(b'\t');
         escape_into(&mut out, recorded_by.as_bytes());
         out.push(b'\n');
     }
     out
+}
+
+/// A `text[]` literal of distinct hex replica ids (`{a,b}`); anything else is left out, so the
+/// literal never needs quoting.
+fn origins_literal(out: &mut Vec<u8>, origins: &[String]) {
+    let hex = |o: &&String| !o.is_empty() && o.bytes().all(|b| b.is_ascii_hexdigit());
+    let mut distinct: Vec<&String> = origins.iter().filter(hex).collect();
+    distinct.sort();
+    distinct.dedup();
+    out.push(b'{');
+    for (i, o) in distinct.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(o.as_bytes());
+    }
+    out.push(b'}');
 }
 
 /// The transactions as binary `COPY` rows of `txns (origin, seq, bytes)`, encoded.
@@ -320,6 +343,7 @@ mod tests {
             field: "title".into(),
             policy: meshlite_core::schema::MergePolicy::Lww,
             candidates: vec![json!("a"), json!("b")],
+            origins: vec!["0b".into(), "0a".into()],
             winner: None,
         };
         let row = AuditCells {
@@ -329,8 +353,9 @@ mod tests {
             conflict: &conflict,
         };
         let text = String::from_utf8(audit_text([row], "central")).unwrap();
-        let want =
-            "notes\tr1\t0\ttitle\tlww\t[{\"value\":\"a\"},{\"value\":\"b\"}]\t\\N\t{}\tcentral\n";
+        let want = "notes\tr1\t0\ttitle\tlww\t\
+            [{\"origin\":\"0b\",\"value\":\"a\"},{\"origin\":\"0a\",\"value\":\"b\"}]\t\
+            \\N\t{0a,0b}\tcentral\n";
         assert_eq!(text, want);
     }
 

@@ -71,6 +71,9 @@ pub struct FieldConflict {
     pub policy: MergePolicy,
     /// Every concurrent value, in Automerge's order.
     pub candidates: Vec<Value>,
+    /// The replica that wrote each candidate (hex [`ReplicaId`], as in transaction ids), in
+    /// the same order.
+    pub origins: Vec<String>,
     /// The materialized result.
     pub winner: Option<Value>,
 }
@@ -266,11 +269,13 @@ impl RecordDoc {
                 .iter()
                 .map(|(value, id)| doc::value_json(&self.doc, value, id))
                 .collect();
+            let origins = values.iter().map(|(_, id)| writer_hex(id)).collect();
             out.push(FieldConflict {
                 winner: materialized.get(key).cloned(),
                 policy: policy.clone(),
                 field: key.to_owned(),
                 candidates,
+                origins,
             });
         };
         match fields {
@@ -278,6 +283,14 @@ impl RecordDoc {
             None => self.doc.keys(&ROOT).for_each(|k| look(&k)),
         }
         out
+    }
+}
+
+/// The replica that wrote the op `id` (its actor is the replica id, see `doc::actor`), in hex.
+fn writer_hex(id: &automerge::ObjId) -> String {
+    match id {
+        automerge::ObjId::Id(_, actor, _) => actor.to_hex_string(),
+        automerge::ObjId::Root => String::new(),
     }
 }
 
