@@ -164,17 +164,14 @@ pub fn audit_text<'a>(
         out.push(b'\t');
         escape_into(&mut out, c.policy.name().as_bytes());
         out.push(b'\t');
-        let origin = |i: usize| c.origins.get(i).map_or("", String::as_str);
-        let candidates = (c.candidates.iter().enumerate())
-            .map(|(i, v)| json!({ "value": v, "origin": origin(i) }));
-        json_into(&mut out, &Value::Array(candidates.collect()), &mut scratch);
+        json_into(&mut out, &audit_candidates(c), &mut scratch);
         out.push(b'\t');
         match &c.winner {
             Some(w) => json_into(&mut out, w, &mut scratch),
             None => out.extend_from_slice(b"\\N"),
         }
         out.push(b'\t');
-        origins_literal(&mut out, &c.origins);
+        origins_literal(&mut out, &audit_origins(c));
         out.push(b'\t');
         escape_into(&mut out, recorded_by.as_bytes());
         out.push(b'\n');
@@ -182,20 +179,28 @@ pub fn audit_text<'a>(
     out
 }
 
-/// A `text[]` literal of distinct hex replica ids (`{a,b}`); anything else is left out, so the
-/// literal never needs quoting.
-fn origins_literal(out: &mut Vec<u8>, origins: &[String]) {
-    let hex = |o: &&String| !o.is_empty() && o.bytes().all(|b| b.is_ascii_hexdigit());
-    let mut distinct: Vec<&String> = origins.iter().filter(hex).collect();
-    distinct.sort();
+/// An audit row's `candidates`: `[{"value": v, "origin": o}, …]`, in Automerge's order.
+pub fn audit_candidates(c: &FieldConflict) -> Value {
+    let origin = |i: usize| c.origins.get(i).map_or("", String::as_str);
+    let candidates =
+        (c.candidates.iter().enumerate()).map(|(i, v)| json!({ "value": v, "origin": origin(i) }));
+    Value::Array(candidates.collect())
+}
+
+/// An audit row's `origins`: the candidates' distinct writers, sorted. Only hex replica ids,
+/// so none needs quoting in an array literal.
+pub fn audit_origins(c: &FieldConflict) -> Vec<&str> {
+    let hex = |o: &&str| !o.is_empty() && o.bytes().all(|b| b.is_ascii_hexdigit());
+    let mut distinct: Vec<&str> = c.origins.iter().map(String::as_str).filter(hex).collect();
+    distinct.sort_unstable();
     distinct.dedup();
+    distinct
+}
+
+/// A `text[]` literal of `origins` (`{a,b}`).
+fn origins_literal(out: &mut Vec<u8>, origins: &[&str]) {
     out.push(b'{');
-    for (i, o) in distinct.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(o.as_bytes());
-    }
+    out.extend_from_slice(origins.join(",").as_bytes());
     out.push(b'}');
 }
 

@@ -333,8 +333,8 @@ pub async fn record_conflicts(
         ctx.schemas.state
     );
     for c in conflicts {
-        let candidates: Vec<Value> = c.candidates.iter().map(|v| json!({ "value": v })).collect();
-        let origins: Vec<String> = Vec::new();
+        let candidates = super::copy::audit_candidates(c);
+        let origins = super::copy::audit_origins(c);
         tx.execute(
             &sql,
             &[
@@ -343,7 +343,7 @@ pub async fn record_conflicts(
                 &inc(incarnation),
                 &c.field,
                 &c.policy.name(),
-                &Value::Array(candidates),
+                &candidates,
                 &c.winner,
                 &origins,
                 &ctx.name,
