@@ -21,9 +21,9 @@ use std::io::Write;
 
 use meshlite_core::store::record::FieldConflict;
 use meshlite_core::{ReplicaId, Txn};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
-use super::as_i64;
+use super::{as_i64, audit};
 use crate::ddl::{ColumnType, SYNCED_AT_COLUMN, TableSpec};
 
 /// How a set-based batch writes its rows and stored transactions.
@@ -164,37 +164,19 @@ pub fn audit_text<'a>(
         out.push(b'\t');
         escape_into(&mut out, c.policy.name().as_bytes());
         out.push(b'\t');
-        json_into(&mut out, &audit_candidates(c), &mut scratch);
+        json_into(&mut out, &audit::candidates(c), &mut scratch);
         out.push(b'\t');
         match &c.winner {
             Some(w) => json_into(&mut out, w, &mut scratch),
             None => out.extend_from_slice(b"\\N"),
         }
         out.push(b'\t');
-        origins_literal(&mut out, &audit_origins(c));
+        origins_literal(&mut out, &audit::origins(c));
         out.push(b'\t');
         escape_into(&mut out, recorded_by.as_bytes());
         out.push(b'\n');
     }
     out
-}
-
-/// An audit row's `candidates`: `[{"value": v, "origin": o}, …]`, in Automerge's order.
-pub fn audit_candidates(c: &FieldConflict) -> Value {
-    let origin = |i: usize| c.origins.get(i).map_or("", String::as_str);
-    let candidates =
-        (c.candidates.iter().enumerate()).map(|(i, v)| json!({ "value": v, "origin": origin(i) }));
-    Value::Array(candidates.collect())
-}
-
-/// An audit row's `origins`: the candidates' distinct writers, sorted. Only hex replica ids,
-/// so none needs quoting in an array literal.
-pub fn audit_origins(c: &FieldConflict) -> Vec<&str> {
-    let hex = |o: &&str| !o.is_empty() && o.bytes().all(|b| b.is_ascii_hexdigit());
-    let mut distinct: Vec<&str> = c.origins.iter().map(String::as_str).filter(hex).collect();
-    distinct.sort_unstable();
-    distinct.dedup();
-    distinct
 }
 
 /// A `text[]` literal of `origins` (`{a,b}`).

@@ -31,6 +31,7 @@
 //! A deadlock all the same (e.g. with a central edit) retries the batch.
 
 pub mod apply;
+pub mod audit;
 pub mod batch;
 pub mod cache;
 pub mod central;

@@ -333,8 +333,8 @@ pub async fn record_conflicts(
         ctx.schemas.state
     );
     for c in conflicts {
-        let candidates = super::copy::audit_candidates(c);
-        let origins = super::copy::audit_origins(c);
+        let candidates = super::audit::candidates(c);
+        let origins = super::audit::origins(c);
         tx.execute(
             &sql,
             &[
