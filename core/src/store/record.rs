@@ -131,7 +131,8 @@ impl RecordDoc {
     }
 
     /// A record's first change (the record has no document yet), written as `replica`: when it
-    /// is plain scalar puts on distinct root keys with no dependencies, the row its document
+    /// is a tree of puts (scalars, new maps and lists, each written once and front to back)
+    /// with no dependencies, the row its document
     /// would materialize, computed without building the document (building one costs more
     /// than the rest of applying the change: see the `first_change` module); else a new
     /// document with the change applied as [`RecordDoc::apply`] does.

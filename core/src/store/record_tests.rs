@@ -190,16 +190,30 @@ fn a_first_change_materializes_without_a_document_as_the_document_does() {
         RecordDoc::first(&RB, RA, &second, &def),
         Ok(First::Doc(_, ChangeOutcome::MissingDeps))
     ));
-    // A nested value takes the document path and materializes the same.
+    // Nested maps and lists take the row path too.
     let mut c = RecordDoc::new(&RA);
     let nested = c
         .put(&def, &fields(json!({"input": {"x": [1, 2]}})))
         .expect("nested");
-    let Ok(First::Doc(doc, ChangeOutcome::Applied)) = RecordDoc::first(&RB, RA, &nested, &def)
-    else {
-        panic!("a nested value takes the document path")
+    let Ok(First::Row(row)) = RecordDoc::first(&RB, RA, &nested, &def) else {
+        panic!("nested maps and lists take the row path")
     };
-    assert_eq!(doc.materialize(&def), c.materialize(&def));
+    assert_eq!(row, c.materialize(&def));
+    // A text field takes the document path and materializes the same.
+    let text =
+        Schema::from_toml("version = 1\n[collections.notes.fields]\nbody = { merge = \"text\" }\n")
+            .expect("schema")
+            .collections["notes"]
+            .clone();
+    let mut d = RecordDoc::new(&RA);
+    let written = d
+        .put(&text, &fields(json!({"body": "hello"})))
+        .expect("text");
+    let Ok(First::Doc(doc, ChangeOutcome::Applied)) = RecordDoc::first(&RB, RA, &written, &text)
+    else {
+        panic!("a text field takes the document path")
+    };
+    assert_eq!(doc.materialize(&text), d.materialize(&text));
     assert!(matches!(
         RecordDoc::first(&RB, RB, &first, &def),
         Err(RecordError::Change(reason)) if reason.contains("actor")
