@@ -17,7 +17,7 @@
 //!
 //! Debug builds check every result against the document path (`debug_assert_eq!`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use automerge::{Change, ScalarValue};
@@ -75,8 +75,8 @@ fn tree(change: &Change) -> Option<Tree> {
     let actor = change.actor_id().to_hex_string();
     let start = change.start_op().get();
     let mut nodes = vec![Object::Map(BTreeMap::new())];
-    // The op id of each object made so far, by its index in `nodes`.
-    let mut made: Vec<(String, usize)> = Vec::new();
+    // Each object made so far: its op id, and its index in `nodes`.
+    let mut made: HashMap<String, usize> = HashMap::new();
     for (i, op) in change.decode().operations.into_iter().enumerate() {
         if !op.pred.is_empty() {
             return None;
@@ -93,10 +93,10 @@ fn tree(change: &Change) -> Option<Tree> {
         // malformed (Automerge refuses it), and must not make a cycle here.
         let parent = match op.obj.to_string().as_str() {
             "_root" => 0,
-            obj => made.iter().find(|(m, _)| m == obj)?.1,
+            obj => *made.get(obj)?,
         };
         if let Node::Object(index) = node {
-            made.push((id(), index));
+            made.insert(id(), index);
         }
         let key = match serde_json::to_value(&op.key) {
             Ok(Value::String(k)) => k,
