@@ -102,23 +102,37 @@ fn tree(change: &Change) -> Option<Tree> {
             Ok(Value::String(k)) => k,
             _ => return None,
         };
-        match (nodes.get_mut(parent)?, op.insert) {
-            (Object::Map(entries), false) if op.key.is_map_key() => {
-                if entries.insert(key, node).is_some() {
-                    return None;
-                }
-            }
-            (Object::List(items), true) => {
-                let follows = items.last().map_or("_head", |(last, _)| last.as_str());
-                if key != follows {
-                    return None;
-                }
-                items.push((id(), node));
-            }
-            _ => return None,
-        }
+        let slot = match op.insert {
+            false if op.key.is_map_key() => Slot::Key(key),
+            false => return None,
+            true => Slot::After(key, id()),
+        };
+        place(nodes.get_mut(parent)?, slot, node)?;
     }
     Some(Tree { nodes })
+}
+
+/// Where an op puts its value: a map key, or a list element after the named one (with the new
+/// element's op id).
+enum Slot {
+    Key(String),
+    After(String, String),
+}
+
+/// Puts `node` into `object` at `slot`; `None` when that is not a plain build (a map key written
+/// twice, an element inserted anywhere but after the last one, a key of the wrong kind).
+fn place(object: &mut Object, slot: Slot, node: Node) -> Option<()> {
+    match (object, slot) {
+        (Object::Map(entries), Slot::Key(key)) => match entries.insert(key, node) {
+            None => Some(()),
+            Some(_) => None,
+        },
+        (Object::List(items), Slot::After(follows, id)) => {
+            let last = items.last().map_or("_head", |(last, _)| last.as_str());
+            (follows == last).then(|| items.push((id, node)))
+        }
+        _ => None,
+    }
 }
 
 /// What an op does, as far as [`tree`] accepts it.
