@@ -19,7 +19,7 @@ use std::time::Duration;
 use meshlite_fixtures::bins::workspace_binary;
 use meshlite_fixtures::postgres::PgServer;
 use meshlite_fixtures::records::named_id;
-use meshlite_fixtures::wait::poll_until;
+use meshlite_fixtures::wait::{check, poll_until};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -272,6 +272,8 @@ fn log_ids(rows: &[Value]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_daemons_and_the_bridge_converge_in_postgres_after_a_cut_off() {
+    let clock = std::time::Instant::now();
+    let phase = |what: &str| eprintln!("[{:>6.1} s] {what}", clock.elapsed().as_secs_f64());
     let root = tempfile::tempdir().expect("tempdir");
     let root = root.path();
     let fleet_dir = root.join("fleet");
@@ -289,12 +291,15 @@ async fn three_daemons_and_the_bridge_converge_in_postgres_after_a_cut_off() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    phase("fleet issued");
     let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
     let a = NodeProc::start(root, "node-a", any, &[]);
     let b = NodeProc::start(root, "node-b", any, &[a.quic]);
     let mut c = NodeProc::start(root, "node-c", any, &[a.quic, b.quic]);
+    phase("three nodes started");
     let url = PgServer::shared().database("e2e");
     let _bridge = start_bridge(&url, root, &[a.quic, b.quic, c.quic]);
+    phase("bridge started");
     let pg = connect_utc(&url).await.expect("connect");
 
     let ids: Vec<String> = (0..3).map(|i| named_id(&format!("e2e{i}"))).collect();
@@ -318,6 +323,7 @@ async fn three_daemons_and_the_bridge_converge_in_postgres_after_a_cut_off() {
         .await;
     }
 
+    phase("start converged");
     // Cut off: c restarts on the same data on a fresh port that nobody names, knowing nobody.
     c.stop();
     let first_quic = c.quic;
@@ -327,6 +333,7 @@ async fn three_daemons_and_the_bridge_converge_in_postgres_after_a_cut_off() {
         "c is unreachable at the address its peers know"
     );
 
+    phase("c restarted cut off");
     for (node, status, by, minute) in [
         (&a, "failed", 1, 11),
         (&b, "completed", 2, 12),
@@ -355,6 +362,7 @@ async fn three_daemons_and_the_bridge_converge_in_postgres_after_a_cut_off() {
         )
         .await;
     }
+    phase("edits written");
     b.ok("DELETE", &format!("/v1/tasks/{gone}"), json!({}))
         .await;
     c.ok(
@@ -373,15 +381,18 @@ async fn three_daemons_and_the_bridge_converge_in_postgres_after_a_cut_off() {
     })
     .await;
 
+    phase("a has the increments of b");
     // Heal: c back on its first address, with its peers.
     c.stop();
     c = NodeProc::start(root, "node-c", first_quic, &[a.quic, b.quic]);
 
+    phase("c restarted healed");
     let nodes = [&a, &b, &c];
     let merged = poll_until("Postgres equals every node", GUARD, || {
         everyone(&pg, &nodes, &all)
     })
     .await;
+    phase("merged everywhere");
     for row in &merged[..3] {
         assert_eq!(
             row["status"],
@@ -427,21 +438,32 @@ async fn three_daemons_and_the_bridge_converge_in_postgres_after_a_cut_off() {
         assert_eq!(log_ids(&on_node), log_ids(&pg_logs), "{}", node.name);
     }
 
-    let health: Vec<(String, String)> = pg
-        .query(
-            "SELECT service_name, health_status FROM public.sync_health WHERE table_name = 'tasks'",
-            &[],
-        )
-        .await
-        .expect("sync_health")
+    phase("log rows everywhere");
+    // One row per node under its name: a node shows under its replica id in hex until the
+    // bridge has completed a session with it and learned its name (rows.rs, touch_sync_status).
+    let want_health: Vec<(String, String)> = nodes
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|n| (n.name.clone(), "healthy".to_owned()))
         .collect();
-    assert_eq!(health.len(), 3, "one row per node: {health:?}");
-    assert!(
-        health.iter().all(|(_, h)| h == "healthy"),
-        "every node healthy: {health:?}"
-    );
+    poll_until(
+        "one healthy sync_health row per node, by name",
+        GUARD,
+        || async {
+            let health: Vec<(String, String)> = pg
+                .query(
+                    "SELECT service_name, health_status FROM public.sync_health \
+                 WHERE table_name = 'tasks' ORDER BY service_name",
+                    &[],
+                )
+                .await
+                .map_err(|e| e.to_string())?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            check(health == want_health, format!("{health:?}"))
+        },
+    )
+    .await;
     // The fleet as the bridge sees it: each node with the replica it serves, and the name
     // sync_status gives it.
     let mut want: Vec<(String, String)> = Vec::new();
@@ -476,6 +498,7 @@ async fn three_daemons_and_the_bridge_converge_in_postgres_after_a_cut_off() {
     for (name, _, service) in &seen {
         assert_eq!(service, name, "service_name() names the node");
     }
+    phase("nodes seen");
     let fields: Vec<String> = pg
         .query(
             "SELECT DISTINCT field FROM meshlite.conflicts WHERE collection = 'tasks' ORDER BY 1",
@@ -492,8 +515,10 @@ async fn three_daemons_and_the_bridge_converge_in_postgres_after_a_cut_off() {
             "{field} audited: {fields:?}"
         );
     }
+    phase("audit checked");
     for node in [a, b, c] {
         let mut node = node;
         node.stop();
     }
+    phase("nodes stopped");
 }
