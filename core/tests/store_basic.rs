@@ -509,6 +509,50 @@ fn indexed_queries_use_the_partial_index() {
     );
 }
 
+/// A page query (limit and offset) run again stays compiled: SQLite re-prepared a statement
+/// with a bound LIMIT or OFFSET on every run. (A bound value compared with an indexed field
+/// still re-plans each run: SQLite plans expression indexes for the value.)
+#[test]
+fn a_repeated_page_query_is_compiled_once() {
+    let dir = TempDir::new().unwrap();
+    let s = open(&dir, Some(SCHEMA));
+    for id in ["a", "b", "c", "d"] {
+        s.put(
+            "tasks",
+            json!({"id": id, "status": "running", "notes": "x"}),
+        )
+        .unwrap();
+    }
+    s.close().unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join(meshlite_core::store::DB_FILE)).unwrap();
+    let def = Schema::from_toml(SCHEMA)
+        .unwrap()
+        .collection("tasks")
+        .unwrap();
+    let q = Query {
+        filters: vec![("notes".into(), json!("x"))],
+        limit: Some(2),
+        offset: 1,
+        ..Default::default()
+    };
+    let (sql, params) = meshlite_core::store::query_sql("tasks", &def, &q).unwrap();
+    for run in 1..=3 {
+        let mut stmt = conn.prepare_cached(&sql).unwrap();
+        let ids: Vec<String> = stmt
+            .query_map(rusqlite::params_from_iter(params.clone()), |r| {
+                r.get::<_, String>(0)
+            })
+            .unwrap()
+            .map(|j| {
+                serde_json::from_str::<serde_json::Value>(&j.unwrap()).unwrap()["id"].to_string()
+            })
+            .collect();
+        assert_eq!(ids, ["\"b\"", "\"c\""], "run {run}");
+        let reprepared = stmt.get_status(rusqlite::StatementStatus::RePrepare);
+        assert_eq!(reprepared, 0, "run {run}: {sql}");
+    }
+}
+
 #[test]
 fn a_data_dir_has_one_owner_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
