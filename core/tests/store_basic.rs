@@ -2,6 +2,8 @@
 //! schema upgrades.
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
+use std::sync::Arc;
+
 use meshlite_core::Schema;
 use meshlite_core::store::{
     ChangeKind, OpenError, OpenOptions, Query, Store, StoreEvent, WriteError, WriteOp,
@@ -351,7 +353,7 @@ fn multi_record_transactions_commit_together_and_notify() {
     };
     assert_eq!(
         (txns, local, changes),
-        (vec![c.txn], true, c.changes.clone())
+        (Arc::from([c.txn]), true, Arc::from(c.changes.as_slice()))
     );
     assert_eq!(s.get("tasks", "a").unwrap().unwrap()["retries"], json!(2));
     assert_eq!(s.get("tasks", "b").unwrap(), None);

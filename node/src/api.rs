@@ -440,7 +440,7 @@ fn sse_events(ev: Result<StoreEvent, RecvError>, filter: Option<&str>) -> Vec<(E
         }) => {
             let txns: Vec<String> = txns.iter().map(|t| t.to_key()).collect();
             changes
-                .into_iter()
+                .iter()
                 .filter(|c| filter.is_none_or(|f| f == c.collection))
                 .filter_map(|c| {
                     let body = serde_json::json!({

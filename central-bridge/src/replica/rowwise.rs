@@ -61,18 +61,18 @@ impl BatchOutcome {
     /// edits), which the gossip actor pushes to the fleet.
     pub fn event(&self, local: bool) -> StoreEvent {
         StoreEvent::Committed {
-            txns: self.txns.clone(),
+            txns: self.txns.as_slice().into(),
             local,
-            changes: self.changes.clone(),
+            changes: self.changes.as_slice().into(),
         }
     }
 
     /// [`BatchOutcome::event`] without copying the changes; the counts stay behind.
     pub fn into_event(self, local: bool) -> (Applied, StoreEvent) {
         let event = StoreEvent::Committed {
-            txns: self.txns,
+            txns: self.txns.into(),
             local,
-            changes: self.changes,
+            changes: self.changes.into(),
         };
         (self.applied, event)
     }

@@ -208,9 +208,9 @@ impl Writer {
         let changes = self.run_ops(ops, id, &mut out)?;
         self.record_built(id, out)?;
         let event = self.has_subscribers().then(|| StoreEvent::Committed {
-            txns: vec![id],
+            txns: Arc::from([id]),
             local: true,
-            changes: changes.clone(),
+            changes: changes.as_slice().into(),
         });
         Ok((Committed { txn: id, changes }, event))
     }

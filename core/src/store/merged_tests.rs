@@ -346,7 +346,7 @@ fn merged_callers_creating_and_deleting_records_lend_only_what_survives() {
             local,
             changes,
         } => {
-            assert_eq!((txns, local, changes.len()), (vec![txn], true, 5));
+            assert_eq!((&txns[..], local, changes.len()), (&[txn][..], true, 5));
         }
     }
     assert!(

@@ -143,9 +143,9 @@ impl Writer {
         }
         let event =
             (self.has_subscribers() && !batch.txns.is_empty()).then_some(StoreEvent::Committed {
-                txns: batch.txns,
+                txns: batch.txns.into(),
                 local: false,
-                changes: batch.changes,
+                changes: batch.changes.into(),
             });
         Ok((batch.report, event))
     }

@@ -1,6 +1,7 @@
 //! Plain data types of the store API: write operations, queries, results, events and status.
 
 use std::ops::RangeInclusive;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -111,18 +112,19 @@ pub struct RecordChange {
     pub value: Option<Value>,
 }
 
-/// Broadcast to subscribers after a SQLite COMMIT.
+/// Broadcast to subscribers after a SQLite COMMIT. Every subscriber receives its own clone of
+/// the event, so its lists are shared (`Arc`), not copied per subscriber.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum StoreEvent {
     /// Transactions became visible.
     Committed {
         /// The transactions (local: one; remote: those applied, including unparked ones).
-        txns: Vec<TxnId>,
+        txns: Arc<[TxnId]>,
         /// True for a local write.
         local: bool,
         /// The rows they changed.
-        changes: Vec<RecordChange>,
+        changes: Arc<[RecordChange]>,
     },
 }
 

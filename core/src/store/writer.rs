@@ -342,7 +342,7 @@ impl Writer {
         callers: Vec<(Result<Vec<RecordChange>, WriteError>, CommittedReply)>,
     ) -> Vec<Pending> {
         let mut event = self.has_subscribers().then(|| StoreEvent::Committed {
-            txns: vec![txn],
+            txns: Arc::from([txn]),
             local: true,
             changes: callers
                 .iter()

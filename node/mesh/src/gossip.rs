@@ -152,7 +152,7 @@ impl<R: Replica> Gossip<R> {
             match ev {
                 Ok(StoreEvent::Committed {
                     txns, local: true, ..
-                }) => local.extend(txns),
+                }) => local.extend(txns.iter().copied()),
                 Ok(_) => {}
                 Err(RecvError::Lagged(n)) => {
                     bump(&self.stats.events_lagged, n);

@@ -274,12 +274,12 @@ async fn forward(
         };
         let at = commit_timestamp(time::OffsetDateTime::now_utc());
         let total = changes.len() as u64;
-        for (i, change) in changes.into_iter().enumerate() {
+        for (i, change) in changes.iter().enumerate() {
             let routes = routes.borrow().clone();
             if routes.is_empty() {
                 continue;
             }
-            for f in deliver(&store, &routes, &change, &at).await {
+            for f in deliver(&store, &routes, change, &at).await {
                 if !outbox.push(f.encode(vsn)) {
                     return outbox.lagged(total - i as u64);
                 }

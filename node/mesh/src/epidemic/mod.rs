@@ -170,7 +170,7 @@ impl<R: Replica> EpidemicDriver<R> {
                 txns, local: true, ..
             }) => {
                 let now = Instant::now();
-                for txn in txns {
+                for &txn in txns.iter() {
                     self.state.broadcast(txn, now);
                 }
             }
