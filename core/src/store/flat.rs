@@ -23,7 +23,7 @@
 //! the same changes (`debug_assert_eq!`).
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use automerge::{ActorId, Change, ChangeHash, ScalarValue};
@@ -37,12 +37,13 @@ use crate::schema::{CollectionDef, MergePolicy};
 /// A record's merged state when its history is flat (see the module doc).
 #[derive(Debug, Clone, Default)]
 pub struct FlatRecord {
-    /// Every change held: its hash and its highest op counter.
-    changes: HashMap<ChangeHash, u64>,
+    /// Every change held: its hash and its highest op counter. (A few per record: a list is
+    /// cheaper to build, search and free than a map.)
+    changes: Vec<(ChangeHash, u64)>,
     /// The changes no held change depends on, sorted.
     heads: Vec<ChangeHash>,
     /// Per actor: the sequence number of its last change and its highest op counter.
-    actors: HashMap<ActorId, (u64, u64)>,
+    actors: Vec<(ActorId, u64, u64)>,
     /// Per root key, every put on it, in Automerge's op order.
     keys: BTreeMap<String, Vec<Put>>,
     /// Every change applied, concatenated (the document the debug checks compare with).
@@ -86,7 +87,7 @@ impl FlatRecord {
         for chunk in chunks(state)? {
             let change = catch_unwind(|| Change::try_from(chunk)).ok()?.ok()?;
             let checked = flat.check(&change)?;
-            if flat.changes.contains_key(&change.hash()) || !flat.deps_held(&change) {
+            if flat.held(&change.hash()).is_some() || !flat.deps_held(&change) {
                 return None;
             }
             flat.commit(&change, checked);
@@ -108,7 +109,7 @@ impl FlatRecord {
             outcome,
             concurrent,
         };
-        if self.changes.contains_key(&change.hash()) {
+        if self.held(&change.hash()).is_some() {
             return Ok(Some(applied(ChangeOutcome::Duplicate, None)));
         }
         if !self.deps_held(&change) {
@@ -222,7 +223,15 @@ impl FlatRecord {
 
     /// Whether every dependency of `change` is held.
     fn deps_held(&self, change: &Change) -> bool {
-        change.deps().iter().all(|d| self.changes.contains_key(d))
+        change.deps().iter().all(|d| self.held(d).is_some())
+    }
+
+    /// The highest op counter of held change `hash`.
+    fn held(&self, hash: &ChangeHash) -> Option<u64> {
+        self.changes
+            .iter()
+            .find(|(h, _)| h == hash)
+            .map(|(_, m)| *m)
     }
 
     /// Whether `change` was made on top of the heads.
@@ -237,10 +246,14 @@ impl FlatRecord {
     fn check(&self, change: &Change) -> Option<Checked> {
         let deps = change.deps();
         let unique: BTreeSet<&ChangeHash> = deps.iter().collect();
-        let mut held = deps.iter().map(|d| self.changes.get(d).copied());
+        let mut held = deps.iter().map(|d| self.held(d));
         let max_dep = held.try_fold(0, |m, c| Some(m.max(c?)))?;
         let actor = change.actor_id();
-        let (last_seq, last_op) = self.actors.get(actor).copied().unwrap_or((0, 0));
+        let (last_seq, last_op) = self
+            .actors
+            .iter()
+            .find(|(a, _, _)| a == actor)
+            .map_or((0, 0), |(_, seq, op)| (*seq, *op));
         let start = change.start_op().get();
         let canonical = unique.len() == deps.len()
             && !change.is_empty()
@@ -252,7 +265,6 @@ impl FlatRecord {
         }
         let decoded = catch_unwind(AssertUnwindSafe(|| change.decode())).ok()?;
         let mut puts = Vec::with_capacity(decoded.operations.len());
-        let mut seen = BTreeSet::new();
         for op in decoded.operations {
             let set = serde_json::to_value(&op.action).ok()? == "set";
             if !set || op.insert || !op.key.is_map_key() || op.obj.to_string() != "_root" {
@@ -274,7 +286,8 @@ impl FlatRecord {
             let known = |(c, a): &OpId| {
                 held.is_some_and(|puts| puts.iter().any(|p| p.counter == *c && p.actor == *a))
             };
-            if !seen.insert(key.clone()) || !pred.iter().all(known) {
+            let again = puts.iter().any(|(k, _, _)| *k == key);
+            if again || !pred.iter().all(known) {
                 return None;
             }
             puts.push((key, pred, value));
@@ -303,12 +316,15 @@ impl FlatRecord {
             puts.insert(at, put);
         }
         let hash = change.hash();
-        self.changes.insert(hash, change.max_op());
+        self.changes.push((hash, change.max_op()));
         self.heads.retain(|h| !change.deps().contains(h));
         let at = self.heads.partition_point(|h| *h < hash);
         self.heads.insert(at, hash);
-        self.actors
-            .insert(actor.clone(), (change.seq(), change.max_op()));
+        let last = (actor.clone(), change.seq(), change.max_op());
+        match self.actors.iter_mut().find(|(a, _, _)| a == actor) {
+            Some(held) => *held = last,
+            None => self.actors.push(last),
+        }
         #[cfg(debug_assertions)]
         self.history.extend_from_slice(change.raw_bytes());
     }
