@@ -201,7 +201,11 @@ impl Record {
             if self.stored_chunks.is_none() && self.appended_n == 0 {
                 return self.first(ctx, def, origin, change);
             }
-            self.form = match FlatRecord::load(&self.state()) {
+            let flat = match self.appended.is_empty() {
+                true => FlatRecord::load(&self.stored),
+                false => FlatRecord::load(&self.state()),
+            };
+            self.form = match flat {
                 Some(flat) => Form::Flat(flat),
                 None => Form::Doc(Box::new(self.load_doc(ctx)?)),
             };
