@@ -12,9 +12,9 @@
 //!
 //! Only *canonical* changes are taken, the way Automerge itself writes them: every op a put
 //! of a scalar (not a counter) on a root key, each key once, predecessors that are puts on the
-//! same key already held, the change's first op counter one past the highest of its
-//! dependencies, its sequence number one past its actor's last and its op counters above the
-//! actor's earlier ones. Anything else — nested objects, text, deletes, increments, a
+//! same key already held and older than the change, the change's first op counter one past the
+//! highest of its dependencies, its sequence number one past its actor's last and its op
+//! counters above the actor's earlier ones. Anything else — nested objects, text, deletes, increments, a
 //! compacted state, an unknown predecessor — makes [`FlatRecord::load`] or
 //! [`FlatRecord::apply`] answer `None`, and the caller uses the document, which handles
 //! everything; so this path only ever decides what the document path would.
@@ -282,9 +282,13 @@ impl FlatRecord {
                 .iter()
                 .map(|p| (p.counter(), p.actor().clone()))
                 .collect();
+            // A predecessor is an earlier put on the same key (below the change's first op, as
+            // everything in its history is).
             let held = self.keys.get(&key);
             let known = |(c, a): &OpId| {
-                held.is_some_and(|puts| puts.iter().any(|p| p.counter == *c && p.actor == *a))
+                *c < start
+                    && held
+                        .is_some_and(|puts| puts.iter().any(|p| p.counter == *c && p.actor == *a))
             };
             let again = puts.iter().any(|(k, _, _)| *k == key);
             if again || !pred.iter().all(known) {
