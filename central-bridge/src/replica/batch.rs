@@ -6,14 +6,17 @@
 //! 2. Lock every record the batch touches (advisory locks in key order, then the `docs` rows
 //!    `FOR UPDATE`) and load their states and liveness: one probe of the `docs` key per record
 //!    finds its row and any later incarnation's, one of `tombstones` the rest.
-//! 3. Merge in memory, transaction by transaction, in order: each record is loaded once and
-//!    every change of the batch is applied to that one document; a change's new conflicts are
-//!    looked for only when it was concurrent with the document, and only in the fields it
-//!    wrote (see [`RecordDoc::apply_noting_concurrency`]), and every row a change produces is
-//!    type-checked as on the row-by-row path. A new record's first change is materialized
-//!    without building a document when it is plain scalar puts ([`RecordDoc::first`]); the
-//!    document is built from it only if the batch changes the record again (or the cache
-//!    takes it). A transaction whose first change lacks its dependencies is parked whole.
+//! 3. Merge in memory, transaction by transaction, in order: each record's state is parsed
+//!    once, when the batch first changes it, and every change of the batch is applied to it;
+//!    a change's new conflicts are looked for only when it was concurrent with the record, and
+//!    only in the fields it wrote (see [`RecordDoc::apply_noting_concurrency`]), and every row
+//!    a change produces is type-checked as on the row-by-row path. No Automerge document is
+//!    built while a record's history is flat — puts of scalars on root keys — and the change
+//!    keeps it so: the state is parsed as a [`FlatRecord`], which merges as the document
+//!    would. A new record's first change is materialized without a document when it is a
+//!    tree of puts ([`RecordDoc::first`]). Anything else loads the document (and a state
+//!    about to be compacted, or a record the cache takes, gets one). A transaction whose first
+//!    change lacks its dependencies is parked whole.
 //! 4. Write: the states (the batch's change chunks appended to each stored state, as the core
 //!    store does, or a fresh snapshot every [`COMPACT_CHUNKS`] chunks; a loaded row is updated at
 //!    the `ctid` step 2 locked, new records inserted), the audit rows, each
@@ -36,7 +39,9 @@ use futures_util::future::join_all;
 use meshlite_core::change::Incarnation;
 
 use meshlite_core::schema::{CollectionDef, CollectionKind};
-use meshlite_core::store::record::{ChangeOutcome, Concurrent, FieldConflict, First, RecordDoc};
+use meshlite_core::store::record::{
+    ChangeOutcome, FieldConflict, First, FlatApplied, FlatRecord, RecordDoc,
+};
 use meshlite_core::store::{ChangeKind, RecordChange};
 use meshlite_core::{Op, ReplicaId, Txn};
 use serde_json::{Map, Value};
@@ -131,11 +136,25 @@ pub async fn apply(
     Ok(Attempt::Done(out))
 }
 
+/// How a [`Record`]'s merged state is held.
+enum Form {
+    /// Not parsed: the state is `stored` then `appended` (both empty for a record new to the
+    /// bridge; a new record's first change materialized without a document, see
+    /// [`RecordDoc::first`], is only in `appended`).
+    Bytes,
+    /// Parsed as a flat history ([`FlatRecord`]): no document built.
+    Flat(FlatRecord),
+    /// An Automerge document.
+    Doc(Box<RecordDoc>),
+}
+
 /// One record incarnation during a batch.
 struct Record {
-    /// The merged document; `None` while the record is new and holds only a first change
-    /// materialized without one ([`RecordDoc::first`]), built from `appended` when needed.
-    doc: Option<RecordDoc>,
+    /// The merged state: parsed when the batch first changes the record (as a flat history
+    /// when it is one, else as a document), or the cached document.
+    form: Form,
+    /// The stored state as read, while no document holds it.
+    stored: Vec<u8>,
     /// Chunks the stored state has (`None`: no row yet).
     stored_chunks: Option<i32>,
     /// Where the locked row is (`None`: no row yet).
@@ -159,18 +178,18 @@ struct Record {
 enum Applied {
     /// Its dependencies are missing: nothing was applied.
     MissingDeps,
-    /// Applied (or a duplicate): the record's row now, and `Some` when the change was
-    /// concurrent with the document.
+    /// Applied (or a duplicate): the record's row now, and the conflicts the change added.
     Merged {
         outcome: ChangeOutcome,
         fields: Map<String, Value>,
-        concurrent: Option<Concurrent>,
+        conflicts: Vec<FieldConflict>,
     },
 }
 
 impl Record {
     /// Applies `change` (from `origin`) to the record: a new record's first change without a
-    /// document when it can be, else to the document (built first if the record has none).
+    /// document when it can be; else to the flat history when the record's is one and the
+    /// change keeps it one; else to the document (loaded first if the record has none).
     fn apply(
         &mut self,
         ctx: &Context,
@@ -178,46 +197,119 @@ impl Record {
         origin: ReplicaId,
         change: &[u8],
     ) -> Result<Applied, Attempt> {
-        let (doc, outcome, concurrent) = match self.doc.take() {
-            Some(mut doc) => {
-                let (outcome, concurrent) = doc
-                    .apply_noting_concurrency(origin, change, def)
-                    .map_err(|_| Attempt::Refused)?;
-                (doc, outcome, concurrent)
+        if let Form::Bytes = self.form {
+            if self.stored_chunks.is_none() && self.appended_n == 0 {
+                return self.first(ctx, def, origin, change);
             }
-            None if self.appended_n == 0 => {
-                match RecordDoc::first(&ctx.replica, origin, change, def) {
-                    Ok(First::Row(fields)) => {
-                        let (outcome, concurrent) = (ChangeOutcome::Applied, None);
-                        return Ok(Applied::Merged {
-                            outcome,
-                            fields,
-                            concurrent,
-                        });
-                    }
-                    Ok(First::Doc(doc, outcome)) => (*doc, outcome, None),
-                    Err(_) => return Err(Attempt::Refused),
-                }
-            }
-            None => {
-                let mut doc =
-                    RecordDoc::load(&self.appended, &ctx.replica).map_err(|_| Attempt::Refused)?;
-                let (outcome, concurrent) = doc
-                    .apply_noting_concurrency(origin, change, def)
-                    .map_err(|_| Attempt::Refused)?;
-                (doc, outcome, concurrent)
-            }
-        };
-        let doc = self.doc.insert(doc);
-        if outcome == ChangeOutcome::MissingDeps {
-            return Ok(Applied::MissingDeps);
+            let flat = match self.appended.is_empty() {
+                true => FlatRecord::load(&self.stored),
+                false => FlatRecord::load(&self.state()),
+            };
+            self.form = match flat {
+                Some(flat) => Form::Flat(flat),
+                None => Form::Doc(Box::new(self.load_doc(ctx)?)),
+            };
         }
-        Ok(Applied::Merged {
-            outcome,
-            fields: doc.materialize(def),
-            concurrent,
-        })
+        if let Form::Flat(flat) = &mut self.form {
+            let applied = flat.apply(origin, change, def);
+            if let Some(applied) = applied.map_err(|_| Attempt::Refused)? {
+                return Ok(flat_merged(flat, def, applied));
+            }
+            self.form = Form::Doc(Box::new(self.load_doc(ctx)?));
+        }
+        match &mut self.form {
+            Form::Doc(doc) => doc_merged(doc, def, origin, change),
+            // Not reached: the form is a document by now.
+            Form::Bytes | Form::Flat(_) => Err(Attempt::Refused),
+        }
     }
+
+    /// A new record's first change: its row without a document when it is a tree of puts.
+    fn first(
+        &mut self,
+        ctx: &Context,
+        def: &CollectionDef,
+        origin: ReplicaId,
+        change: &[u8],
+    ) -> Result<Applied, Attempt> {
+        match RecordDoc::first(&ctx.replica, origin, change, def) {
+            Ok(First::Row(fields)) => Ok(Applied::Merged {
+                outcome: ChangeOutcome::Applied,
+                fields,
+                conflicts: Vec::new(),
+            }),
+            Ok(First::Doc(doc, outcome)) => {
+                let fields = doc.materialize(def);
+                self.form = Form::Doc(doc);
+                Ok(match outcome {
+                    ChangeOutcome::MissingDeps => Applied::MissingDeps,
+                    outcome => Applied::Merged {
+                        outcome,
+                        fields,
+                        conflicts: Vec::new(),
+                    },
+                })
+            }
+            Err(_) => Err(Attempt::Refused),
+        }
+    }
+
+    /// The record's state so far: the stored one, then the batch's changes.
+    fn state(&self) -> Vec<u8> {
+        [self.stored.as_slice(), &self.appended].concat()
+    }
+
+    /// The record's state as a document.
+    fn load_doc(&mut self, ctx: &Context) -> Result<RecordDoc, Attempt> {
+        let doc = RecordDoc::load(&self.state(), &ctx.replica).map_err(|e| {
+            tracing::info!(reason = %e, "a stored state does not load; replaying the batch");
+            Attempt::Refused
+        })?;
+        self.stored = Vec::new();
+        Ok(doc)
+    }
+}
+
+/// The row after a change applied to a flat history, and the conflicts it added.
+fn flat_merged(flat: &FlatRecord, def: &CollectionDef, applied: FlatApplied) -> Applied {
+    if applied.outcome == ChangeOutcome::MissingDeps {
+        return Applied::MissingDeps;
+    }
+    let fields = flat.materialize(def);
+    let conflicts = match &applied.concurrent {
+        Some(concurrent) => flat.new_conflicts(def, concurrent, &fields),
+        None => Vec::new(),
+    };
+    Applied::Merged {
+        outcome: applied.outcome,
+        fields,
+        conflicts,
+    }
+}
+
+/// Applies `change` to a document: the row after it, and the conflicts it added.
+fn doc_merged(
+    doc: &mut RecordDoc,
+    def: &CollectionDef,
+    origin: ReplicaId,
+    change: &[u8],
+) -> Result<Applied, Attempt> {
+    let (outcome, concurrent) = doc
+        .apply_noting_concurrency(origin, change, def)
+        .map_err(|_| Attempt::Refused)?;
+    if outcome == ChangeOutcome::MissingDeps {
+        return Ok(Applied::MissingDeps);
+    }
+    let fields = doc.materialize(def);
+    let conflicts = match &concurrent {
+        Some(concurrent) => doc.new_conflicts(def, concurrent, &fields),
+        None => Vec::new(),
+    };
+    Ok(Applied::Merged {
+        outcome,
+        fields,
+        conflicts,
+    })
 }
 
 /// The batch merged in memory, ready to be written.
@@ -301,7 +393,7 @@ impl<'t> Merge<'t> {
         for (key, stored) in keys.into_iter().zip(stored) {
             let offer = offers.remove(&key);
             let offered = offer.is_some();
-            let r = record(ctx, &key, stored, offer);
+            let r = record(&key, stored, offer);
             match &r {
                 Ok(r) if r.cached.is_some() => hits += 1,
                 _ if offered => misses += 1,
@@ -382,13 +474,13 @@ impl<'t> Merge<'t> {
             .get(&key.collection)
             .unwrap_or(&fallback);
         let record = self.records.get_mut(&key).ok_or(Attempt::Unsuited)?;
-        let (outcome, fields, concurrent) = match record.apply(ctx, def, origin, change)? {
+        let (outcome, fields, conflicts) = match record.apply(ctx, def, origin, change)? {
             Applied::MissingDeps => return Ok(ChangeOutcome::MissingDeps),
             Applied::Merged {
                 outcome,
                 fields,
-                concurrent,
-            } => (outcome, fields, concurrent),
+                conflicts,
+            } => (outcome, fields, conflicts),
         };
         if outcome == ChangeOutcome::Applied {
             record.appended.extend_from_slice(change);
@@ -396,10 +488,8 @@ impl<'t> Merge<'t> {
         }
         def.check_row(&key.collection, &fields)
             .map_err(|_| Attempt::Refused)?;
-        if let (Some(concurrent), Some(doc)) = (concurrent, &record.doc) {
-            let new = doc.new_conflicts(def, &concurrent, &fields);
-            self.audit.extend(new.into_iter().map(|c| (key.clone(), c)));
-        }
+        self.audit
+            .extend(conflicts.into_iter().map(|c| (key.clone(), c)));
         if record.fields.is_none() {
             self.order.push(key);
         }
@@ -414,7 +504,7 @@ impl<'t> Merge<'t> {
         ctx: &Context,
         out: &mut BatchOutcome,
     ) -> Result<(), tokio_postgres::Error> {
-        let states = self.state_writes();
+        let states = self.state_writes(ctx);
         let audit: Vec<AuditRow<'_>> = self
             .audit
             .iter()
@@ -513,25 +603,35 @@ impl<'t> Merge<'t> {
 
     /// The state write of every record the batch changed, in key order: its change chunks
     /// appended, or a snapshot once the stored state would hold [`COMPACT_CHUNKS`] chunks.
-    fn state_writes(&mut self) -> Vec<StateSave> {
+    fn state_writes(&mut self, ctx: &Context) -> Vec<StateSave> {
         let mut states = Vec::new();
         for (key, r) in &mut self.records {
             if r.appended_n == 0 {
                 continue;
             }
-            let write = match (r.stored_chunks, r.doc.as_mut()) {
-                (Some(chunks), Some(doc)) if chunks + r.appended_n >= COMPACT_CHUNKS => {
+            let compact = r
+                .stored_chunks
+                .is_some_and(|chunks| chunks + r.appended_n >= COMPACT_CHUNKS);
+            if compact && !matches!(r.form, Form::Doc(_)) {
+                // A flat history is compacted too: a long one is dearer to parse than a
+                // snapshot to load. (A state that does not load is appended to, as before.)
+                if let Ok(doc) = r.load_doc(ctx) {
+                    r.form = Form::Doc(Box::new(doc));
+                }
+            }
+            let write = match (compact, &mut r.form) {
+                (true, Form::Doc(doc)) => {
                     let snapshot = doc.save();
                     r.written = Some((0, len_i64(&snapshot)));
                     StateWrite::Snapshot(snapshot)
                 }
-                (stored, doc) => {
+                (_, form) => {
                     // A record without a document keeps its bytes to build one for the cache.
-                    let appended = match doc {
-                        Some(_) => std::mem::take(&mut r.appended),
-                        None => r.appended.clone(),
+                    let appended = match form {
+                        Form::Doc(_) => std::mem::take(&mut r.appended),
+                        Form::Bytes | Form::Flat(_) => r.appended.clone(),
                     };
-                    let chunks = stored.unwrap_or(0) + r.appended_n;
+                    let chunks = r.stored_chunks.unwrap_or(0) + r.appended_n;
                     r.written = Some((chunks, r.stored_len + len_i64(&appended)));
                     StateWrite::Append(appended, r.appended_n)
                 }
@@ -557,9 +657,9 @@ impl<'t> Merge<'t> {
                 (None, Some(version)) => version,
                 (None, None) => return None,
             };
-            let doc = match r.doc {
-                Some(doc) => doc,
-                None => RecordDoc::load(&r.appended, &replica).ok()?,
+            let doc = match r.form {
+                Form::Doc(doc) => *doc,
+                Form::Bytes | Form::Flat(_) => RecordDoc::load(&r.state(), &replica).ok()?,
             };
             Some((key, Cached { doc, version }))
         })
@@ -704,26 +804,21 @@ fn doc_key(op: &Op) -> Option<DocKey> {
     }
 }
 
-/// A record as loaded: its document — the cached one when `offer` is still the row's version,
-/// else loaded from the row's state, or empty when there is no row.
-fn record(
-    ctx: &Context,
-    key: &DocKey,
-    stored: Stored,
-    offer: Option<Cached>,
-) -> Result<Record, String> {
+/// A record as read: the cached document when `offer` is still the row's version, else the
+/// row's state, parsed when the batch first changes the record ([`Record::apply`]), or nothing
+/// when there is no row.
+fn record(key: &DocKey, stored: Stored, offer: Option<Cached>) -> Result<Record, String> {
     let ctid = stored.row.as_ref().map(|row| row.ctid.clone());
-    let (doc, stored_chunks, stored_len, cached) = match stored.row {
-        // No row: a record new to the bridge (the only case that builds an empty document).
-        None => (None, None, 0, None),
+    let (form, bytes, stored_chunks, stored_len, cached) = match stored.row {
+        // No row: a record new to the bridge.
+        None => (Form::Bytes, Vec::new(), None, 0, None),
         Some(row) => {
-            let (doc, cached) = match (row.state, offer) {
-                (None, Some(cached)) => (cached.doc, Some(cached.version)),
-                (Some(bytes), _) => {
-                    let doc = RecordDoc::load(&bytes, &ctx.replica)
-                        .map_err(|e| format!("{}/{}: {e}", key.collection, key.id))?;
-                    (doc, None)
+            let (form, bytes, cached) = match (row.state, offer) {
+                (None, Some(cached)) => {
+                    let form = Form::Doc(Box::new(cached.doc));
+                    (form, Vec::new(), Some(cached.version))
                 }
+                (Some(bytes), _) => (Form::Bytes, bytes, None),
                 (None, None) => {
                     return Err(format!(
                         "{}/{}: no state sent and none cached",
@@ -731,11 +826,12 @@ fn record(
                     ));
                 }
             };
-            (Some(doc), Some(row.chunks), row.len, cached)
+            (form, bytes, Some(row.chunks), row.len, cached)
         }
     };
     Ok(Record {
-        doc,
+        form,
+        stored: bytes,
         stored_chunks,
         ctid,
         stored_len,

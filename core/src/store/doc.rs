@@ -713,7 +713,12 @@ fn counter_value<R: ReadDoc>(doc: &R, field: &str) -> i64 {
 /// The greatest (`Greater`) or least (`Less`) of the concurrent values of `field`.
 fn extreme<R: ReadDoc>(doc: &R, field: &str, wins: Ordering) -> Option<Value> {
     let all = doc.get_all(&ROOT, field).ok()?;
-    let values = all.iter().map(|(v, id)| to_json(doc, v, id, 0));
+    pick_extreme(all.iter().map(|(v, id)| to_json(doc, v, id, 0)), wins)
+}
+
+/// The greatest (`Greater`) or least (`Less`) of `values` (concurrent values in Automerge's
+/// order); the first of equals.
+pub(crate) fn pick_extreme(values: impl Iterator<Item = Value>, wins: Ordering) -> Option<Value> {
     values.reduce(|best, v| if json_cmp(&v, &best) == wins { v } else { best })
 }
 
@@ -721,11 +726,17 @@ fn extreme<R: ReadDoc>(doc: &R, field: &str, wins: Ordering) -> Option<Value> {
 fn by_priority<R: ReadDoc>(doc: &R, field: &str, order: &[Value]) -> Option<Value> {
     let all = doc.get_all(&ROOT, field).ok()?;
     let winner = doc.get(&ROOT, field).ok()??.1;
-    let rank = |v: &Value| order.iter().position(|o| o == v).unwrap_or(order.len());
-    let values: Vec<(Value, bool)> = all
+    let values = all
         .iter()
         .map(|(v, id)| (to_json(doc, v, id, 0), *id == winner))
         .collect();
+    pick_by_priority(values, order)
+}
+
+/// Of `values` (concurrent values in Automerge's order, each saying whether it is Automerge's
+/// winner), the one earliest in `order`; ties go to the winner, else to the first.
+pub(crate) fn pick_by_priority(values: Vec<(Value, bool)>, order: &[Value]) -> Option<Value> {
+    let rank = |v: &Value| order.iter().position(|o| o == v).unwrap_or(order.len());
     let best = values.iter().map(|(v, _)| rank(v)).min()?;
     let mut tied = values.into_iter().filter(|(v, _)| rank(v) == best);
     let first = tied.next()?;

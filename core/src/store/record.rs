@@ -16,8 +16,12 @@ use serde_json::{Map, Value};
 
 use super::doc::{self, COUNTER_SEP, DocError};
 use super::first_change;
+
+#[path = "flat.rs"]
+mod flat;
 use crate::ids::ReplicaId;
 use crate::schema::{CollectionDef, MergePolicy};
+pub use flat::{FlatApplied, FlatRecord};
 
 /// Why a record document operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -239,11 +243,8 @@ impl RecordDoc {
         concurrent: &Concurrent,
         materialized: &Map<String, Value>,
     ) -> Vec<FieldConflict> {
-        let same = |a: &FieldConflict, b: &FieldConflict| {
-            a.field == b.field && a.policy == b.policy && a.candidates == b.candidates
-        };
         let mut after = self.conflicts_in(def, concurrent.fields.as_ref(), materialized);
-        after.retain(|c| !concurrent.before.iter().any(|b| same(b, c)));
+        after.retain(|c| !concurrent.before.iter().any(|b| same_conflict(b, c)));
         after
     }
 
@@ -285,6 +286,12 @@ impl RecordDoc {
         }
         out
     }
+}
+
+/// Whether two conflicts are the same: field, policy and candidates (the winner follows from
+/// those).
+fn same_conflict(a: &FieldConflict, b: &FieldConflict) -> bool {
+    a.field == b.field && a.policy == b.policy && a.candidates == b.candidates
 }
 
 /// The replica that wrote the op `id` (its actor is the replica id, see `doc::actor`), in hex.
