@@ -49,6 +49,7 @@
 //!   cancelled once it started (dropping its future only discards the result).
 
 pub mod backup;
+mod derived;
 mod doc;
 mod docs;
 mod error;

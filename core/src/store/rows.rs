@@ -3,6 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
 
+use super::derived::{rederive, underivable};
 use super::error::LoadError;
 use crate::change::{Incarnation, Op, Txn};
 use crate::ids::{ReplicaId, Seq, TxnId};
@@ -162,14 +163,18 @@ pub(crate) fn insert_log_row(
 
 /// The full encoding of a packed transaction (see `txns` in `migrations`): its appends' rows
 /// put back from `log_rows`, and the changes it left out put back from the prefixes of the
-/// `docs` states that lend them (see `docs`).
+/// `docs` states that lend them, or re-encoded from the rows of derived ones (see `docs`).
 pub(crate) fn unpacked(conn: &Connection, bytes: &[u8]) -> rusqlite::Result<Vec<u8>> {
     let mut txn = Txn::decode(bytes).map_err(|e| bad_stored(e.to_string()))?;
     let mut rows =
         conn.prepare_cached("SELECT json FROM log_rows WHERE collection = ?1 AND id = ?2")?;
+    // A derived row (empty state) re-encodes its change from the record's row (see `derived`).
     let mut lent = conn.prepare_cached(
-        "SELECT substr(state, 1, lent) FROM docs WHERE collection = ?1 AND id = ?2
-         AND incarnation = ?3 AND lender_seq = ?4 AND lender_origin = ?5",
+        "SELECT substr(d.state, 1, d.lent), CASE WHEN length(d.state) = 0 THEN
+             (SELECT r.json FROM records r WHERE r.collection = d.collection AND r.id = d.id
+                AND r.incarnation = d.incarnation) END
+         FROM docs d WHERE d.collection = ?1 AND d.id = ?2
+         AND d.incarnation = ?3 AND d.lender_seq = ?4 AND d.lender_origin = ?5",
     )?;
     let (origin, seq) = (&txn.id.origin.0[..], txn.id.seq as i64);
     for op in &mut txn.ops {
@@ -190,15 +195,21 @@ pub(crate) fn unpacked(conn: &Connection, bytes: &[u8]) -> rusqlite::Result<Vec<
                 incarnation,
                 change,
             } if change.is_empty() => {
-                *change = lent
+                // `substr` of the empty blob is NULL.
+                let (prefix, json): (Option<Vec<u8>>, Option<String>) = lent
                     .query_row(
                         params![&*collection, &*id, *incarnation, seq, origin],
-                        |r| r.get(0),
+                        |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .optional()?
                     .ok_or_else(|| {
                         bad_stored(format!("lent change of {collection}/{id} is missing"))
                     })?;
+                *change = match prefix.filter(|p| !p.is_empty()) {
+                    Some(prefix) => prefix,
+                    None => rederive(id, Some(origin), json.as_deref())
+                        .ok_or_else(|| underivable(id))?,
+                };
             }
             _ => {}
         }
