@@ -36,6 +36,7 @@ use automerge::{Change, ExpandedChange};
 use serde_json::{Map, Value};
 
 use crate::ids::ReplicaId;
+use crate::schema::{CollectionDef, MergePolicy};
 
 /// The first change of record `id` whose stored row (JSON text, primary key included) is
 /// `row`, written by `actor`; `None` when the row cannot be the result of one plain change.
@@ -48,6 +49,16 @@ pub(crate) fn encode(actor: &ReplicaId, id: &str, row: &str) -> Option<Vec<u8>> 
     let expanded: ExpandedChange = serde_json::from_str(&text).ok()?;
     let change = catch_unwind(AssertUnwindSafe(|| Change::from(expanded))).ok()?;
     Some(change.raw_bytes().to_vec())
+}
+
+/// Whether a new record holding `fields` can be derived at all: no counter or text field (they
+/// are written as other keys or objects) and no nested value. A cheap test that spares records
+/// that never re-encode the attempt.
+pub(crate) fn worth_trying(def: &CollectionDef, fields: &Map<String, Value>) -> bool {
+    fields.iter().all(|(field, value)| {
+        !matches!(def.policy(field), MergePolicy::Counter | MergePolicy::Text)
+            && !matches!(value, Value::Object(_) | Value::Array(_))
+    })
 }
 
 /// True when [`encode`] of `row` is exactly `change`.

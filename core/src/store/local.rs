@@ -398,7 +398,7 @@ impl Writer {
         let unstored = kind == ChangeKind::Insert && incarnation == 1;
         let entry = self.docs.entry_or_new(&self.conn, &key, unstored)?;
         let fresh = entry.doc().get_heads().is_empty();
-        let plain = fresh && matches!(write, DocWrite::Put(_));
+        let plain = fresh && matches!(&write, DocWrite::Put(f) if derived::worth_trying(def, f));
         let (change, row) = match write {
             // A put to a record with history: decided and materialized from the cached view.
             DocWrite::Put(fields) if !fresh => entry

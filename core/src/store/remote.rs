@@ -598,7 +598,12 @@ impl Writer {
         let text = rows::json_text(&json);
         let lends = match stored {
             Some(lends) => lends,
-            None => self.insert_fresh(&key, bytes, &text, lender)?,
+            None => {
+                let worth = json
+                    .as_object()
+                    .is_some_and(|row| derived::worth_trying(&def, row));
+                self.insert_fresh(&key, bytes, &text, lender, worth)?
+            }
         };
         match state {
             // The live row at this incarnation: a plain UPDATE.
@@ -632,16 +637,18 @@ impl Writer {
     /// Inserts the `docs` row of a new record materialized straight from its first change
     /// (`bytes`, whose row's JSON text is `text`): derived from the row when it lends the
     /// change and re-encodes exactly (see `derived`), else the change as its state. Returns
-    /// whether the row lends the change.
+    /// whether the row lends the change. `worth`: the row may be derived at all (see
+    /// `derived::worth_trying`).
     fn insert_fresh(
         &self,
         key: &DocKey,
         bytes: &[u8],
         text: &str,
         lender: Option<TxnId>,
+        worth: bool,
     ) -> rusqlite::Result<bool> {
         match lender {
-            Some(txn) if derived::reproduces(&txn.origin, &key.id, text, bytes) => {
+            Some(txn) if worth && derived::reproduces(&txn.origin, &key.id, text, bytes) => {
                 insert_derived(&self.conn, key, bytes.len(), txn)?;
                 Ok(true)
             }
