@@ -2,24 +2,33 @@
 //! keeps no Automerge state; its change is re-encoded from its `records` row when needed.
 //!
 //! A record's first change written by [`super::doc::put_fields`] for scalar fields is one put
-//! per field on the root map, in key order (the fields are a sorted map), by the writing
-//! replica's actor, with sequence 1, start op 1, time 0 (Automerge's default: this code never
-//! sets a commit time), no message, no dependencies and no extra bytes. Its `records` row holds
-//! the same values plus the primary key. So the change is a function of the row, the record id
-//! and the actor: [`encode`] computes it, with Automerge's own change builder (through
-//! [`automerge::ExpandedChange`]), hence byte for byte what a transaction commit writes for
-//! those ops.
+//! per field on the root map, in the fields' order, by the writing replica's actor, with
+//! sequence 1, start op 1, time 0 (this code never sets a commit time), no message, no
+//! dependencies and no extra bytes. A `counter` field is put under this replica's part key
+//! (`<field>~<actor hex>`, see `doc`) with the same integer. Its `records` row holds the same
+//! values plus the primary key. So the change is a function of the row, the record id, the
+//! actor and which fields are counters: [`encode`] computes it with Automerge's own change
+//! builder (through [`automerge::ExpandedChange`]).
 //!
-//! The primary key is found without the schema (so readers and a schema change need none): it
-//! is the one field whose value is the record id (a string, or an integer key as a number); a
-//! row with no or several such fields is not derivable.
+//! The primary key is found without the schema: it is the one field whose value is the record
+//! id (a string, or an integer key as a number); a row with no or several such fields is not
+//! derived.
 //!
-//! **Safety by construction.** A `docs` row is stored derived (an empty `state`, see `docs`)
-//! only when [`encode`] of the row's stored JSON text reproduces the real change byte for byte
-//! ([`reproduces`]); any other change (nested values, text, counters, a commit time, a message,
-//! a non-canonical encoding from a peer, a field holding the id) is stored as before. The actor
-//! is the lending transaction's origin (only lending rows are derived; a received change's actor
-//! is checked to be its origin), so a derived row needs no column of its own.
+//! **The marker.** A derived `docs` row stores a [`Marker`] as its `state`: a tag byte that no
+//! Automerge state starts with ([`TAG`]; states start with Automerge's magic bytes), the first
+//! [`HASH_PREFIX`] bytes of the change's hash, and a bitmask of the non-key fields (in row order)
+//! that are counters. So re-encoding needs no schema (readers and schema changes have none at
+//! hand), and it is **verified on every use**: a re-encoding whose hash does not start with the
+//! stored prefix is refused with [`Underivable::Mismatch`] — never relayed, never loaded — which
+//! is what a build that encodes differently (another Automerge, serde_json parsing floats or
+//! ordering keys differently through feature unification) would produce. The golden test in
+//! `derived_tests` makes such a change fail CI first.
+//!
+//! **Derived only when verified.** A row is stored derived only when [`derive`], run on the row
+//! as written, reproduces the committed (or received) change byte for byte; anything else (nested
+//! values, text, a commit time, a message, a peer's non-canonical encoding, a field holding the
+//! id) is stored as before. The actor is the lending transaction's origin (only lending rows are
+//! derived; a received change's actor is checked to be its origin).
 //!
 //! **Invariant**: the `records` JSON of a derived row's incarnation does not change while the
 //! row is derived. Everything that changes it first materializes the row (writes the real
@@ -27,43 +36,150 @@
 //! change with it (`docs::store_change`), freeing a dead incarnation gives the change back first,
 //! while the row still holds the JSON (so deletes free before they tombstone), and
 //! re-materializing a collection after a schema change materializes its derived rows first
-//! (`docs::materialize_derived`). A re-encoding that finds no row of the same incarnation is
-//! reported as corruption, never guessed.
+//! (`docs::materialize_derived`).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use automerge::{Change, ExpandedChange};
 use serde_json::{Map, Value};
 
+use super::doc::COUNTER_SEP;
 use crate::ids::ReplicaId;
 use crate::schema::{CollectionDef, MergePolicy};
 
-/// The first change of record `id` whose stored row (JSON text, primary key included) is
-/// `row`, written by `actor`; `None` when the row cannot be the result of one plain change.
-pub(crate) fn encode(actor: &ReplicaId, id: &str, row: &str) -> Option<Vec<u8>> {
-    let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(row) else {
-        return None;
+/// First byte of a [`Marker`]; an Automerge state starts with its magic bytes (`0x85 ...`).
+pub(crate) const TAG: u8 = 0;
+
+/// Bytes of the change hash a marker keeps (a mismatch passes with probability 2^-64).
+pub(crate) const HASH_PREFIX: usize = 8;
+
+/// True when a stored `docs` state is a [`Marker`], not an Automerge state.
+pub(crate) fn is_marker(state: &[u8]) -> bool {
+    state.first() == Some(&TAG)
+}
+
+/// Why a derived first change cannot be given.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum Underivable {
+    /// The row of the derived incarnation is missing, or is no longer one plain change.
+    #[error(
+        "the first change of record {0:?} is derived from its row, but the row no longer encodes one (the records table was changed outside Meshlite?)"
+    )]
+    NoRow(String),
+    /// The re-encoding hashes differently from the change that was committed.
+    #[error(
+        "the first change of record {0:?} re-encodes from its row to another change than the one committed (hash {1}…, stored {2}…): this build encodes Automerge changes or parses JSON differently from the build that wrote the file; it is refused rather than relayed. Open the file with the build that wrote it, or report this build"
+    )]
+    Mismatch(String, String, String),
+}
+
+impl From<Underivable> for rusqlite::Error {
+    fn from(e: Underivable) -> Self {
+        let what = e.to_string();
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, what.into())
+    }
+}
+
+/// What a derived `docs` row stores instead of its state (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Marker {
+    /// The first bytes of the change's hash.
+    hash: [u8; HASH_PREFIX],
+    /// Bit `i` (of byte `i / 8`): the `i`-th non-key field in row order is a counter.
+    counters: Vec<u8>,
+}
+
+impl Marker {
+    /// The stored form.
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + HASH_PREFIX + self.counters.len());
+        out.push(TAG);
+        out.extend_from_slice(&self.hash);
+        out.extend_from_slice(&self.counters);
+        out
+    }
+
+    /// Reads a stored marker (`None` when `bytes` is not one).
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let rest = bytes.strip_prefix(&[TAG])?;
+        let hash = rest.get(..HASH_PREFIX)?.try_into().ok()?;
+        Some(Self {
+            hash,
+            counters: rest[HASH_PREFIX..].to_vec(),
+        })
+    }
+
+    fn is_counter(&self, field: usize) -> bool {
+        self.counters
+            .get(field / 8)
+            .is_some_and(|b| b & (1 << (field % 8)) != 0)
+    }
+}
+
+/// The marker of a new record whose row (primary key included) is `row`, when the re-encoding
+/// of `row` written by `actor` under `def` reproduces `change` byte for byte; `None` when the
+/// record must keep its state.
+pub(crate) fn derive(
+    def: &CollectionDef,
+    actor: &ReplicaId,
+    id: &str,
+    row: &Map<String, Value>,
+    change: &[u8],
+) -> Option<Marker> {
+    let key = primary_key(row, id)?;
+    let mut counters = Vec::new();
+    for (n, (field, value)) in row.iter().filter(|(f, _)| *f != key).enumerate() {
+        if value.is_object() || value.is_array() {
+            return None;
+        }
+        match def.policy(field) {
+            MergePolicy::Text => return None,
+            MergePolicy::Counter if value.is_i64() => {
+                counters.resize(n / 8 + 1, 0);
+                counters[n / 8] |= 1 << (n % 8);
+            }
+            _ => {}
+        }
+    }
+    let mut marker = Marker {
+        hash: [0; HASH_PREFIX],
+        counters,
     };
-    let key = primary_key(&fields, id)?;
-    let text = change_json(actor, &fields, key)?;
-    let expanded: ExpandedChange = serde_json::from_str(&text).ok()?;
-    let change = catch_unwind(AssertUnwindSafe(|| Change::from(expanded))).ok()?;
-    Some(change.raw_bytes().to_vec())
+    let encoded = encode(actor, row, key, &marker)?;
+    if encoded.raw_bytes() != change {
+        return None;
+    }
+    marker
+        .hash
+        .copy_from_slice(&encoded.hash().0[..HASH_PREFIX]);
+    Some(marker)
 }
 
-/// Whether a new record holding `fields` can be derived at all: no counter or text field (they
-/// are written as other keys or objects) and no nested value. A cheap test that spares records
-/// that never re-encode the attempt.
-pub(crate) fn worth_trying(def: &CollectionDef, fields: &Map<String, Value>) -> bool {
-    fields.iter().all(|(field, value)| {
-        !matches!(def.policy(field), MergePolicy::Counter | MergePolicy::Text)
-            && !matches!(value, Value::Object(_) | Value::Array(_))
-    })
-}
-
-/// True when [`encode`] of `row` is exactly `change`.
-pub(crate) fn reproduces(actor: &ReplicaId, id: &str, row: &str, change: &[u8]) -> bool {
-    encode(actor, id, row).is_some_and(|bytes| bytes == change)
+/// The first change of a derived row of record `id`, from its marker, its lender's origin and
+/// its `records` JSON (`None` when the row is gone), verified against the marker's hash.
+pub(crate) fn rederive(
+    id: &str,
+    marker: &[u8],
+    origin: &ReplicaId,
+    json: Option<&str>,
+) -> Result<Vec<u8>, Underivable> {
+    let no_row = || Underivable::NoRow(id.to_owned());
+    let marker = Marker::from_bytes(marker).ok_or_else(no_row)?;
+    let Some(Ok(Value::Object(row))) = json.map(serde_json::from_str::<Value>) else {
+        return Err(no_row());
+    };
+    let key = primary_key(&row, id).ok_or_else(no_row)?;
+    let change = encode(origin, &row, key, &marker).ok_or_else(no_row)?;
+    let hash = change.hash().0;
+    if hash[..HASH_PREFIX] != marker.hash {
+        return Err(Underivable::Mismatch(
+            id.to_owned(),
+            hex::encode(&hash[..HASH_PREFIX]),
+            hex::encode(marker.hash),
+        ));
+    }
+    Ok(change.raw_bytes().to_vec())
 }
 
 /// The one field whose value is the record id.
@@ -78,56 +194,62 @@ fn primary_key<'m>(fields: &'m Map<String, Value>, id: &str) -> Option<&'m str> 
     keys.next().is_none().then_some(key.as_str())
 }
 
-/// The change as [`ExpandedChange`]'s JSON form: one put per field but `primary_key`, typed as
-/// [`super::doc`]'s `to_scalar` types it (`int`, then `uint`, else `float64`); `None` for a
-/// nested value.
+/// The change putting every field of `row` but `primary_key` (counters under `actor`'s part
+/// key, as `marker` says), by `actor`; `None` for a nested value.
+fn encode(
+    actor: &ReplicaId,
+    row: &Map<String, Value>,
+    primary_key: &str,
+    marker: &Marker,
+) -> Option<Change> {
+    let text = change_json(actor, row, primary_key, marker)?;
+    let expanded: ExpandedChange = serde_json::from_slice(&text).ok()?;
+    catch_unwind(AssertUnwindSafe(|| Change::from(expanded))).ok()
+}
+
+/// The change as [`ExpandedChange`]'s JSON form: one put per field, typed as [`super::doc`]'s
+/// `to_scalar` types it (`int`, then `uint`, else `float64`).
 fn change_json(
     actor: &ReplicaId,
-    fields: &Map<String, Value>,
+    row: &Map<String, Value>,
     primary_key: &str,
-) -> Option<String> {
-    let mut out = String::with_capacity(128 + 96 * fields.len());
-    out.push_str(r#"{"actor":""#);
-    out.push_str(&hex::encode(actor.0));
-    out.push_str(r#"","seq":1,"startOp":1,"time":0,"message":null,"deps":[],"ops":["#);
-    let puts = fields.iter().filter(|(key, _)| key.as_str() != primary_key);
+    marker: &Marker,
+) -> Option<Vec<u8>> {
+    let actor_hex = actor.to_hex();
+    let mut out = Vec::with_capacity(128 + 96 * row.len());
+    out.extend_from_slice(br#"{"actor":""#);
+    out.extend_from_slice(actor_hex.as_bytes());
+    out.extend_from_slice(br#"","seq":1,"startOp":1,"time":0,"message":null,"deps":[],"ops":["#);
+    let puts = row.iter().filter(|(key, _)| key.as_str() != primary_key);
     for (n, (key, value)) in puts.enumerate() {
-        let datatype = match value {
+        let datatype: &[u8] = match value {
             Value::Object(_) | Value::Array(_) => return None,
-            Value::Number(v) if v.is_i64() => r#""int""#,
-            Value::Number(v) if v.is_u64() => r#""uint""#,
-            Value::Number(_) => r#""float64""#,
-            _ => "null",
+            Value::Number(v) if v.is_i64() => br#""int""#,
+            Value::Number(v) if v.is_u64() => br#""uint""#,
+            Value::Number(_) => br#""float64""#,
+            _ => b"",
         };
         if n > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        out.push_str(r#"{"action":"set","obj":"_root","key":"#);
-        out.push_str(&serde_json::to_string(key).ok()?);
-        if datatype != "null" {
-            out.push_str(r#","datatype":"#);
-            out.push_str(datatype);
+        out.extend_from_slice(br#"{"action":"set","obj":"_root","key":"#);
+        match marker.is_counter(n) {
+            true => {
+                let part = format!("{key}{COUNTER_SEP}{actor_hex}");
+                serde_json::to_writer(&mut out, &part).ok()?;
+            }
+            false => serde_json::to_writer(&mut out, key).ok()?,
         }
-        out.push_str(r#","value":"#);
-        out.push_str(&serde_json::to_string(value).ok()?);
-        out.push_str(r#","pred":[]}"#);
+        if !datatype.is_empty() {
+            out.extend_from_slice(br#","datatype":"#);
+            out.extend_from_slice(datatype);
+        }
+        out.extend_from_slice(br#","value":"#);
+        serde_json::to_writer(&mut out, value).ok()?;
+        out.extend_from_slice(br#","pred":[]}"#);
     }
-    out.push_str("]}");
+    out.extend_from_slice(b"]}");
     Some(out)
-}
-
-/// The first change of a derived row of record `id`, from its lender's origin and its
-/// `records` JSON of the same incarnation (`None` when either is missing or does not encode).
-pub(crate) fn rederive(id: &str, origin: Option<&[u8]>, json: Option<&str>) -> Option<Vec<u8>> {
-    let actor = ReplicaId::from_slice(origin?)?;
-    encode(&actor, id, json?)
-}
-
-/// A derived row whose change cannot be re-encoded (its `records` row changed or is gone).
-pub(crate) fn underivable(id: &str) -> rusqlite::Error {
-    let what =
-        format!("the derived first change of record {id:?} cannot be re-encoded from its row");
-    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, what.into())
 }
 
 #[cfg(test)]

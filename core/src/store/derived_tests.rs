@@ -7,7 +7,7 @@ use automerge::transaction::{CommitOptions, Transactable};
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
-use super::encode;
+use super::{Marker, Underivable, derive, rederive};
 use crate::change::{Op, Txn};
 use crate::ids::{ReplicaId, TxnId};
 use crate::protocol::{BundleHeader, BundleReader, BundleWriter};
@@ -18,19 +18,46 @@ use crate::store::{DB_FILE, OpenOptions, Store, WriteOp};
 
 const ME: ReplicaId = ReplicaId([7; 16]);
 
-/// The change `put_fields` writes for a new record holding `fields`.
-fn real_change(fields: &Value) -> Vec<u8> {
+/// The change `put_fields` writes for a new record holding `fields` under `def`.
+fn real_change(def: &CollectionDef, fields: &Value) -> Vec<u8> {
     let Value::Object(map) = fields else {
         panic!("an object")
     };
-    put_fields(&mut new_doc(&ME), &CollectionDef::default(), map, &ME).unwrap()
+    put_fields(&mut new_doc(&ME), def, map, &ME).unwrap()
 }
 
-/// `row` with the primary key `id` added, as the store writes it.
-fn row(id: &str, fields: &Value) -> String {
+/// `fields` with the primary key `id` added, as the store writes the row.
+fn row(id: &str, fields: &Value) -> Map<String, Value> {
     let mut map: Map<String, Value> = fields.as_object().unwrap().clone();
     map.insert("id".into(), json!(id));
-    Value::Object(map).to_string()
+    map
+}
+
+/// The marker of `fields` written under `def`, checked to re-encode from the row's text.
+fn derived(def: &CollectionDef, id: &str, fields: &Value) -> Option<Marker> {
+    let change = real_change(def, fields);
+    let row = row(id, fields);
+    let marker = derive(def, &ME, id, &row, &change)?;
+    let text = Value::Object(row).to_string();
+    let again = rederive(id, &marker.to_bytes(), &ME, Some(&text)).unwrap();
+    assert_eq!(again, change, "{fields}");
+    Some(marker)
+}
+
+/// A collection like PMOVES `tasks`: a counter, a priority, max/min timestamps and a text.
+fn tasks() -> CollectionDef {
+    let schema = crate::schema::Schema::from_toml(
+        r#"
+[collections.c.fields]
+status = { merge = "priority", order = ["running", "done", "queued"] }
+retry_count = { merge = "counter", type = "integer" }
+created_at = { merge = "min" }
+updated_at = { merge = "max" }
+notes = { merge = "text" }
+"#,
+    )
+    .unwrap();
+    schema.collection("c").unwrap()
 }
 
 #[test]
@@ -38,43 +65,87 @@ fn scalar_rows_reencode_to_the_real_change() {
     let cases = [
         json!({"title": "a \"quoted\" ünïcode ✓ line\nbreak", "n": -3, "ok": true, "none": null}),
         json!({"big": u64::MAX, "f": 1.5, "whole": 2.0, "tiny": 1e-300, "zero": 0}),
+        json!({"third": 0.1 + 0.2, "e": std::f64::consts::E, "neg": -1.0e-7}),
         json!({"x": ""}),
         json!({}),
     ];
     for fields in cases {
-        let change = real_change(&fields);
-        assert_eq!(
-            encode(&ME, "r1", &row("r1", &fields)),
-            Some(change),
+        assert!(
+            derived(&CollectionDef::default(), "r1", &fields).is_some(),
             "{fields}"
         );
     }
     // An integer key is a number in the row.
-    let fields = json!({"n": 1});
-    assert_eq!(
-        encode(&ME, "42", r#"{"id":42,"n":1}"#),
-        Some(real_change(&fields))
-    );
+    let def = CollectionDef::default();
+    let change = real_change(&def, &json!({"n": 1}));
+    let row = json!({"id": 42, "n": 1});
+    let marker = derive(&def, &ME, "42", row.as_object().unwrap(), &change).unwrap();
+    let again = rederive("42", &marker.to_bytes(), &ME, Some(&row.to_string()));
+    assert_eq!(again.unwrap(), change);
 }
 
 #[test]
-fn rows_that_cannot_be_one_plain_change_do_not_encode() {
-    let nested = row("r", &json!({"o": {"x": 1}}));
-    let list = row("r", &json!({"l": [1, 2]}));
-    let two_ids = row("r", &json!({"parent": "r"}));
-    for text in [
-        nested,
-        list,
-        two_ids,
-        r#"{"n":1}"#.to_owned(),
-        "[1]".to_owned(),
+fn counters_and_policies_reencode_under_their_part_keys() {
+    let def = tasks();
+    for fields in [
+        json!({"status": "queued", "retry_count": 0, "created_at": "2026-01-01", "updated_at": "2026-01-02"}),
+        json!({"retry_count": 3, "a": 1, "z": "last"}),
+        json!({"retry_count": -5}),
     ] {
-        assert_eq!(encode(&ME, "r", &text), None, "{text}");
+        assert!(derived(&def, "t1", &fields).is_some(), "{fields}");
     }
-    // Another actor writes another change.
+    // A text field is an object of its own: never derived.
+    assert_eq!(derived(&def, "t1", &json!({"notes": "x"})), None);
+}
+
+#[test]
+fn rows_that_cannot_be_one_plain_change_are_not_derived() {
+    let def = CollectionDef::default();
+    for fields in [
+        json!({"o": {"x": 1}}),
+        json!({"l": [1, 2]}),
+        json!({"parent": "r"}),
+    ] {
+        let change = real_change(&def, &fields);
+        assert_eq!(
+            derive(&def, &ME, "r", &row("r", &fields), &change),
+            None,
+            "{fields}"
+        );
+    }
+    // Another actor's change, or a row without its key.
     let fields = json!({"n": 1});
-    let other = encode(&ReplicaId([8; 16]), "r", &row("r", &fields));
-    assert!(other.is_some_and(|c| c != real_change(&fields)));
+    let change = real_change(&def, &fields);
+    let other = ReplicaId([8; 16]);
+    assert_eq!(derive(&def, &other, "r", &row("r", &fields), &change), None);
+    let no_key = fields.as_object().unwrap();
+    assert_eq!(derive(&def, &ME, "r", no_key, &change), None);
+}
+
+/// A re-encoding is refused when the row or the hash does not match the marker.
+#[test]
+fn a_reencoding_that_does_not_match_its_marker_is_refused() {
+    let fields = json!({"n": 1, "s": "x"});
+    let marker = derived(&CollectionDef::default(), "r", &fields).unwrap();
+    let mut bytes = marker.to_bytes();
+    bytes[1] ^= 1;
+    let text = Value::Object(row("r", &fields)).to_string();
+    let refused = rederive("r", &bytes, &ME, Some(&text));
+    assert!(
+        matches!(refused, Err(Underivable::Mismatch(..))),
+        "{refused:?}"
+    );
+    // The same marker with another row (what an encoder change looks like from here).
+    let other = Value::Object(row("r", &json!({"n": 2, "s": "x"}))).to_string();
+    let refused = rederive("r", &marker.to_bytes(), &ME, Some(&other));
+    assert!(
+        matches!(refused, Err(Underivable::Mismatch(..))),
+        "{refused:?}"
+    );
+    for json in [None, Some("[1]"), Some(r#"{"n":1}"#)] {
+        let refused = rederive("r", &marker.to_bytes(), &ME, json);
+        assert!(matches!(refused, Err(Underivable::NoRow(_))), "{json:?}");
+    }
 }
 
 fn open(dir: &Path) -> Store {
@@ -95,11 +166,11 @@ fn put(id: &str, value: Value) -> WriteOp {
     }
 }
 
-/// Ids of the `docs` rows stored derived (empty state), sorted.
+/// Ids of the `docs` rows stored derived (a marker state), sorted.
 fn derived_ids(dir: &Path) -> Vec<String> {
     let conn = Connection::open(dir.join(DB_FILE)).unwrap();
     let mut stmt = conn
-        .prepare("SELECT id FROM docs WHERE length(state) = 0 ORDER BY id")
+        .prepare("SELECT id FROM docs WHERE substr(state, 1, 1) = x'00' ORDER BY id")
         .unwrap();
     stmt.query_map([], |r| r.get(0))
         .unwrap()

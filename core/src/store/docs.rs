@@ -19,13 +19,13 @@
 //!
 //! # Derived first changes
 //! A lending row whose change is exactly what its `records` row re-encodes to (see
-//! [`super::derived`]) is stored with an empty `state`: the change is re-encoded when it is
-//! needed: loading the document ([`stored_state`]), giving it back, relaying
-//! ([`super::rows::unpacked`]). The loaded entry keeps the re-encoded change
-//! ([`DocEntry::derived`]) and the next stored change writes both (materializes the row), so a
-//! row changes only from a real state; a check that writes nothing leaves the row derived. A
-//! real state is never empty (a change or a `save()` has a header), so the empty state is the
-//! mark.
+//! [`super::derived`]) stores a marker as its `state` (a tag byte no Automerge state starts
+//! with, the change hash's prefix, its counter fields): the change is re-encoded, and checked
+//! against the hash, when it is needed: loading the document ([`stored_state`]), giving it back
+//! to a transaction that is still stored, relaying ([`super::rows::unpacked`]). The loaded entry
+//! keeps the re-encoded change ([`DocEntry::derived`]) and the next stored change writes both
+//! (materializes the row), so a row changes only from a real state; a check that writes nothing
+//! leaves the row derived.
 //!
 //! The cache follows 2Q: a document enters a tiny *probation* segment ([`PROBATION`] documents,
 //! on top of the capacity) and moves to the *protected* segment (the capacity) when it is used a
@@ -321,7 +321,7 @@ pub(crate) struct Stored {
     pub state: Vec<u8>,
     /// Appended chunks.
     pub chunks: u32,
-    /// The row is derived (its `state` column is empty, see [`super::derived`]).
+    /// The row is derived (its `state` column is a marker, see [`super::derived`]).
     pub derived: bool,
 }
 
@@ -330,7 +330,7 @@ pub(crate) fn stored_state(conn: &Connection, key: &DocKey) -> Result<Option<Sto
     type Row = (Vec<u8>, u32, Option<Vec<u8>>, Option<String>);
     let row: Option<Row> = conn
         .prepare_cached(
-            "SELECT d.state, d.chunks, d.lender_origin, CASE WHEN length(d.state) = 0 THEN
+            "SELECT d.state, d.chunks, d.lender_origin, CASE WHEN substr(d.state, 1, 1) = x'00' THEN
                  (SELECT r.json FROM records r WHERE r.collection = d.collection AND r.id = d.id
                     AND r.incarnation = d.incarnation) END
              FROM docs d WHERE d.collection = ?1 AND d.id = ?2 AND d.incarnation = ?3",
@@ -342,20 +342,18 @@ pub(crate) fn stored_state(conn: &Connection, key: &DocKey) -> Result<Option<Sto
     let Some((state, chunks, origin, json)) = row else {
         return Ok(None);
     };
-    if !state.is_empty() {
+    if !derived::is_marker(&state) {
         return Ok(Some(Stored {
             state,
             chunks,
             derived: false,
         }));
     }
-    let change =
-        derived::rederive(&key.id, origin.as_deref(), json.as_deref()).ok_or_else(|| {
-            LoadError::Corrupt(format!(
-                "{}/{}: the derived first change cannot be re-encoded from its row",
-                key.collection, key.id
-            ))
-        })?;
+    let origin = origin.as_deref().and_then(ReplicaId::from_slice);
+    let change = origin
+        .ok_or_else(|| derived::Underivable::NoRow(key.id.clone()))
+        .and_then(|origin| derived::rederive(&key.id, &state, &origin, json.as_deref()))
+        .map_err(|e| LoadError::Corrupt(format!("{}: {e}", key.collection)))?;
     Ok(Some(Stored {
         state: change,
         chunks,
@@ -376,7 +374,9 @@ fn materialize(conn: &Connection, key: &DocKey, change: &[u8]) -> rusqlite::Resu
 /// a new schema, which may rewrite their JSON).
 pub(crate) fn materialize_derived(conn: &Connection, collection: &str) -> Result<(), LoadError> {
     let keys: Vec<(String, Incarnation)> = conn
-        .prepare("SELECT id, incarnation FROM docs WHERE collection = ?1 AND length(state) = 0")?
+        .prepare(
+            "SELECT id, incarnation FROM docs WHERE collection = ?1 AND substr(state, 1, 1) = x'00'",
+        )?
         .query_map([collection], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     for (id, incarnation) in keys {
@@ -473,15 +473,16 @@ pub(crate) fn insert_first_change(
 }
 
 /// Inserts the row of a record's first change that `lender` lends and that is derived from
-/// its `records` row (see [`super::derived`]): an empty state; `lent` is the change's length,
-/// the prefix its state will have once materialized.
+/// its `records` row (see [`super::derived`]): its marker as the state; `lent` is the change's
+/// length, the prefix its state will have once materialized.
 pub(crate) fn insert_derived(
     conn: &Connection,
     key: &DocKey,
+    marker: &derived::Marker,
     change_len: usize,
     lender: TxnId,
 ) -> rusqlite::Result<()> {
-    insert_row(conn, key, &[], Some(lender), change_len)
+    insert_row(conn, key, &marker.to_bytes(), Some(lender), change_len)
 }
 
 fn insert_row(
@@ -555,12 +556,14 @@ pub(crate) fn lends_to(
     Ok(found.is_some())
 }
 
-/// A lending row's incarnation, lender and lent change.
-type Lent = (Incarnation, TxnId, Vec<u8>);
+/// A lending row's incarnation, lender, lent change (a marker for a derived row) and, for a
+/// derived row, its `records` JSON.
+type Lent = (Incarnation, TxnId, Vec<u8>, Option<String>);
 
 /// Gives the lent first changes of the rows of `collection`/`id` in `incarnations` back to
 /// their stored transactions, before those states are rewritten or deleted. A derived row's
-/// change is re-encoded from its `records` row, which still holds the incarnation's JSON.
+/// change is re-encoded from its `records` row, which still holds the incarnation's JSON, and
+/// only when its transaction is still stored (never after GC).
 fn give_back_lent(
     conn: &Connection,
     collection: &str,
@@ -570,7 +573,7 @@ fn give_back_lent(
     let lent: Vec<Lent> = conn
         .prepare_cached(
             "SELECT incarnation, lender_origin, lender_seq, substr(state, 1, lent),
-                 CASE WHEN length(state) = 0 THEN
+                 CASE WHEN substr(state, 1, 1) = x'00' THEN
                      (SELECT r.json FROM records r WHERE r.collection = docs.collection
                         AND r.id = docs.id AND r.incarnation = docs.incarnation) END
              FROM docs
@@ -579,21 +582,29 @@ fn give_back_lent(
         )?
         .query_map(
             params![collection, id, incarnations.start(), incarnations.end()],
-            |r| lent_row(r, id),
+            lent_row,
         )?
         .collect::<rusqlite::Result<Vec<_>>>()?
         .into_iter()
         .flatten()
         .collect();
-    for (incarnation, lender, change) in lent {
-        give_back(conn, lender, collection, id, incarnation, &change)?;
+    for (incarnation, lender, change, json) in lent {
+        let change = || match derived::is_marker(&change) {
+            true => Ok(derived::rederive(
+                id,
+                &change,
+                &lender.origin,
+                json.as_deref(),
+            )?),
+            false => Ok(change),
+        };
+        give_back(conn, lender, collection, id, incarnation, change)?;
     }
     Ok(())
 }
 
-/// Reads a [`Lent`] row of record `id` (`None` for an unreadable lender id, which no stored
-/// transaction has); an error for a derived row that no longer encodes (see `derived`).
-fn lent_row(r: &rusqlite::Row<'_>, id: &str) -> rusqlite::Result<Option<Lent>> {
+/// Reads a [`Lent`] row (`None` for an unreadable lender id, which no stored transaction has).
+fn lent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Lent>> {
     let origin: Vec<u8> = r.get(1)?;
     let Some(origin) = ReplicaId::from_slice(&origin) else {
         return Ok(None);
@@ -602,14 +613,7 @@ fn lent_row(r: &rusqlite::Row<'_>, id: &str) -> rusqlite::Result<Option<Lent>> {
         origin,
         seq: r.get::<_, i64>(2)? as Seq,
     };
-    // `substr` of the empty blob is NULL.
-    let mut change: Vec<u8> = r.get::<_, Option<Vec<u8>>>(3)?.unwrap_or_default();
-    if change.is_empty() {
-        let json: Option<String> = r.get(4)?;
-        change = derived::rederive(id, Some(&origin.0[..]), json.as_deref())
-            .ok_or_else(|| derived::underivable(id))?;
-    }
-    Ok(Some((r.get(0)?, lender, change)))
+    Ok(Some((r.get(0)?, lender, r.get(3)?, r.get(4)?)))
 }
 
 /// Frees the states of incarnations `..=upto` of a record (they are dead: deleted or superseded

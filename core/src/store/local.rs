@@ -398,7 +398,7 @@ impl Writer {
         let unstored = kind == ChangeKind::Insert && incarnation == 1;
         let entry = self.docs.entry_or_new(&self.conn, &key, unstored)?;
         let fresh = entry.doc().get_heads().is_empty();
-        let plain = fresh && matches!(&write, DocWrite::Put(f) if derived::worth_trying(def, f));
+        let plain = fresh && matches!(write, DocWrite::Put(_));
         let (change, row) = match write {
             // A put to a record with history: decided and materialized from the cached view.
             DocWrite::Put(fields) if !fresh => entry
@@ -427,13 +427,19 @@ impl Writer {
         // A new record's plain first change is derived from its row when it re-encodes exactly
         // (see `derived`); its document leaves the cache (a later change reloads it from the
         // row, which materializes the state).
-        let lends = match plain && derived::reproduces(&self.replica, &key.id, &text, &change) {
-            true => {
-                insert_derived(&self.conn, &key, change.len(), txn)?;
+        let marker = match (plain, &json) {
+            (true, Value::Object(row)) => {
+                derived::derive(def, &self.replica, &key.id, row, &change)
+            }
+            _ => None,
+        };
+        let lends = match marker {
+            Some(marker) => {
+                insert_derived(&self.conn, &key, &marker, change.len(), txn)?;
                 self.docs.evict(&key);
                 true
             }
-            false => store_change(&self.conn, &key, entry, &change, Some(txn))?,
+            None => store_change(&self.conn, &key, entry, &change, Some(txn))?,
         };
         if lends {
             out.lent.push(out.ops.len());

@@ -596,14 +596,10 @@ impl Writer {
         }
         let json = with_pk(merged, &def, id);
         let text = rows::json_text(&json);
-        let lends = match stored {
-            Some(lends) => lends,
-            None => {
-                let worth = json
-                    .as_object()
-                    .is_some_and(|row| derived::worth_trying(&def, row));
-                self.insert_fresh(&key, bytes, &text, lender, worth)?
-            }
+        let lends = match (stored, &json) {
+            (Some(lends), _) => lends,
+            (None, Value::Object(row)) => self.insert_fresh(&key, bytes, row, &def, lender)?,
+            (None, _) => insert_first_change(&self.conn, &key, bytes, lender)?,
         };
         match state {
             // The live row at this incarnation: a plain UPDATE.
@@ -635,24 +631,26 @@ impl Writer {
     }
 
     /// Inserts the `docs` row of a new record materialized straight from its first change
-    /// (`bytes`, whose row's JSON text is `text`): derived from the row when it lends the
-    /// change and re-encodes exactly (see `derived`), else the change as its state. Returns
-    /// whether the row lends the change. `worth`: the row may be derived at all (see
-    /// `derived::worth_trying`).
+    /// (`bytes`, whose row is `row`): derived from the row when it lends the change and
+    /// re-encodes exactly (see `derived`), else the change as its state. Returns whether the
+    /// row lends the change.
     fn insert_fresh(
         &self,
         key: &DocKey,
         bytes: &[u8],
-        text: &str,
+        row: &serde_json::Map<String, Value>,
+        def: &CollectionDef,
         lender: Option<TxnId>,
-        worth: bool,
     ) -> rusqlite::Result<bool> {
-        match lender {
-            Some(txn) if worth && derived::reproduces(&txn.origin, &key.id, text, bytes) => {
-                insert_derived(&self.conn, key, bytes.len(), txn)?;
+        let Some(txn) = lender else {
+            return insert_first_change(&self.conn, key, bytes, lender);
+        };
+        match derived::derive(def, &txn.origin, &key.id, row, bytes) {
+            Some(marker) => {
+                insert_derived(&self.conn, key, &marker, bytes.len(), txn)?;
                 Ok(true)
             }
-            _ => insert_first_change(&self.conn, key, bytes, lender),
+            None => insert_first_change(&self.conn, key, bytes, lender),
         }
     }
 

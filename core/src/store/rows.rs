@@ -3,7 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
 
-use super::derived::{rederive, underivable};
+use super::derived;
 use super::error::LoadError;
 use crate::change::{Incarnation, Op, Txn};
 use crate::ids::{ReplicaId, Seq, TxnId};
@@ -168,9 +168,9 @@ pub(crate) fn unpacked(conn: &Connection, bytes: &[u8]) -> rusqlite::Result<Vec<
     let mut txn = Txn::decode(bytes).map_err(|e| bad_stored(e.to_string()))?;
     let mut rows =
         conn.prepare_cached("SELECT json FROM log_rows WHERE collection = ?1 AND id = ?2")?;
-    // A derived row (empty state) re-encodes its change from the record's row (see `derived`).
+    // A derived row (a marker state) re-encodes its change from the record's row (`derived`).
     let mut lent = conn.prepare_cached(
-        "SELECT substr(d.state, 1, d.lent), CASE WHEN length(d.state) = 0 THEN
+        "SELECT substr(d.state, 1, d.lent), CASE WHEN substr(d.state, 1, 1) = x'00' THEN
              (SELECT r.json FROM records r WHERE r.collection = d.collection AND r.id = d.id
                 AND r.incarnation = d.incarnation) END
          FROM docs d WHERE d.collection = ?1 AND d.id = ?2
@@ -195,8 +195,7 @@ pub(crate) fn unpacked(conn: &Connection, bytes: &[u8]) -> rusqlite::Result<Vec<
                 incarnation,
                 change,
             } if change.is_empty() => {
-                // `substr` of the empty blob is NULL.
-                let (prefix, json): (Option<Vec<u8>>, Option<String>) = lent
+                let (prefix, json): (Vec<u8>, Option<String>) = lent
                     .query_row(
                         params![&*collection, &*id, *incarnation, seq, origin],
                         |r| Ok((r.get(0)?, r.get(1)?)),
@@ -205,10 +204,9 @@ pub(crate) fn unpacked(conn: &Connection, bytes: &[u8]) -> rusqlite::Result<Vec<
                     .ok_or_else(|| {
                         bad_stored(format!("lent change of {collection}/{id} is missing"))
                     })?;
-                *change = match prefix.filter(|p| !p.is_empty()) {
-                    Some(prefix) => prefix,
-                    None => rederive(id, Some(origin), json.as_deref())
-                        .ok_or_else(|| underivable(id))?,
+                *change = match derived::is_marker(&prefix) {
+                    true => derived::rederive(id, &prefix, &txn.id.origin, json.as_deref())?,
+                    false => prefix,
                 };
             }
             _ => {}
@@ -233,7 +231,7 @@ pub(crate) fn give_back(
     collection: &str,
     id: &str,
     incarnation: Incarnation,
-    change: &[u8],
+    change: impl FnOnce() -> rusqlite::Result<Vec<u8>>,
 ) -> rusqlite::Result<()> {
     let key = params![&lender.origin.0[..], lender.seq as i64];
     let packed: Option<Vec<u8>> = conn
@@ -254,7 +252,7 @@ pub(crate) fn give_back(
         _ => None,
     });
     if let Some(slot) = slot {
-        *slot = change.to_vec();
+        *slot = change()?;
         conn.prepare_cached("UPDATE txns SET bytes = ?3 WHERE origin = ?1 AND seq = ?2")?
             .execute(params![
                 &lender.origin.0[..],
