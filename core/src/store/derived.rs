@@ -69,7 +69,7 @@ pub(crate) enum Underivable {
     NoRow(String),
     /// The re-encoding hashes differently from the change that was committed.
     #[error(
-        "the first change of record {0:?} re-encodes from its row to another change than the one committed (hash {1}…, stored {2}…): this build encodes Automerge changes or parses JSON differently from the build that wrote the file; it is refused rather than relayed. Open the file with the build that wrote it, or report this build"
+        "the first change of record {0:?} re-encodes from its row to another change than the one committed (hash {1}…, stored {2}…): this build encodes Automerge changes or parses JSON differently from the build that wrote the file (or the file was changed outside Meshlite); it is refused rather than relayed. Open the file with the build that wrote it, or report this build"
     )]
     Mismatch(String, String, String),
 }
@@ -255,3 +255,7 @@ fn change_json(
 #[cfg(test)]
 #[path = "derived_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "derived_paths_tests.rs"]
+mod paths_tests;

@@ -19,7 +19,7 @@ use crate::store::{DB_FILE, OpenOptions, Store, WriteOp};
 const ME: ReplicaId = ReplicaId([7; 16]);
 
 /// The change `put_fields` writes for a new record holding `fields` under `def`.
-fn real_change(def: &CollectionDef, fields: &Value) -> Vec<u8> {
+pub(super) fn real_change(def: &CollectionDef, fields: &Value) -> Vec<u8> {
     let Value::Object(map) = fields else {
         panic!("an object")
     };
@@ -45,18 +45,18 @@ fn derived(def: &CollectionDef, id: &str, fields: &Value) -> Option<Marker> {
 }
 
 /// A collection like PMOVES `tasks`: a counter, a priority, max/min timestamps and a text.
-fn tasks() -> CollectionDef {
-    let schema = crate::schema::Schema::from_toml(
-        r#"
+pub(super) const TASKS: &str = r#"
 [collections.c.fields]
 status = { merge = "priority", order = ["running", "done", "queued"] }
 retry_count = { merge = "counter", type = "integer" }
 created_at = { merge = "min" }
 updated_at = { merge = "max" }
 notes = { merge = "text" }
-"#,
-    )
-    .unwrap();
+"#;
+
+/// [`TASKS`]' collection.
+pub(super) fn tasks() -> CollectionDef {
+    let schema = crate::schema::Schema::from_toml(TASKS).unwrap();
     schema.collection("c").unwrap()
 }
 
@@ -148,7 +148,7 @@ fn a_reencoding_that_does_not_match_its_marker_is_refused() {
     }
 }
 
-fn open(dir: &Path) -> Store {
+pub(super) fn open(dir: &Path) -> Store {
     let opts = OpenOptions {
         doc_cache: 1,
         ..Default::default()
@@ -156,7 +156,7 @@ fn open(dir: &Path) -> Store {
     Store::open(dir, opts).unwrap()
 }
 
-fn put(id: &str, value: Value) -> WriteOp {
+pub(super) fn put(id: &str, value: Value) -> WriteOp {
     let mut value = value;
     value["id"] = json!(id);
     WriteOp::Put {
@@ -167,7 +167,7 @@ fn put(id: &str, value: Value) -> WriteOp {
 }
 
 /// Ids of the `docs` rows stored derived (a marker state), sorted.
-fn derived_ids(dir: &Path) -> Vec<String> {
+pub(super) fn derived_ids(dir: &Path) -> Vec<String> {
     let conn = Connection::open(dir.join(DB_FILE)).unwrap();
     let mut stmt = conn
         .prepare("SELECT id FROM docs WHERE substr(state, 1, 1) = x'00' ORDER BY id")
@@ -191,7 +191,7 @@ fn check_converges(from: &Store, ids: &[&str]) {
     assert_eq!(other.summary().unwrap(), from.summary().unwrap());
 }
 
-fn same_rows(a: &Store, b: &Store, ids: &[&str]) {
+pub(super) fn same_rows(a: &Store, b: &Store, ids: &[&str]) {
     for id in ids {
         assert_eq!(a.get("c", id).unwrap(), b.get("c", id).unwrap(), "{id}");
     }

@@ -353,7 +353,7 @@ pub(crate) fn stored_state(conn: &Connection, key: &DocKey) -> Result<Option<Sto
     let change = origin
         .ok_or_else(|| derived::Underivable::NoRow(key.id.clone()))
         .and_then(|origin| derived::rederive(&key.id, &state, &origin, json.as_deref()))
-        .map_err(|e| LoadError::Corrupt(format!("{}: {e}", key.collection)))?;
+        .map_err(|e| LoadError::Corrupt(format!("{}/{}: {e}", key.collection, key.id)))?;
     Ok(Some(Stored {
         state: change,
         chunks,
