@@ -7,8 +7,8 @@
 //! dependencies and no extra bytes. A `counter` field is put under this replica's part key
 //! (`<field>~<actor hex>`, see `doc`) with the same integer. Its `records` row holds the same
 //! values plus the primary key. So the change is a function of the row, the record id, the
-//! actor and which fields are counters: [`encode`] computes it with Automerge's own change
-//! builder (through [`automerge::ExpandedChange`]).
+//! actor and which fields are counters: [`encode`] writes its bytes directly (see
+//! [`super::root_puts`]), from the row's values: no JSON text, no Automerge document.
 //!
 //! The primary key is found without the schema: it is the one field whose value is the record
 //! id (a string, or an integer key as a number); a row with no or several such fields is not
@@ -38,12 +38,10 @@
 //! re-materializing a collection after a schema change materializes its derived rows first
 //! (`docs::materialize_derived`).
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-
-use automerge::{Change, ExpandedChange};
 use serde_json::{Map, Value};
 
 use super::doc::COUNTER_SEP;
+use super::root_puts::{self, Encoded, Scalar};
 use crate::ids::ReplicaId;
 use crate::schema::{CollectionDef, MergePolicy};
 
@@ -147,12 +145,10 @@ pub(crate) fn derive(
         counters,
     };
     let encoded = encode(actor, row, key, &marker)?;
-    if encoded.raw_bytes() != change {
+    if encoded.bytes != change {
         return None;
     }
-    marker
-        .hash
-        .copy_from_slice(&encoded.hash().0[..HASH_PREFIX]);
+    marker.hash.copy_from_slice(&encoded.hash[..HASH_PREFIX]);
     Some(marker)
 }
 
@@ -170,8 +166,7 @@ pub(crate) fn rederive(
         return Err(no_row());
     };
     let key = primary_key(&row, id).ok_or_else(no_row)?;
-    let change = encode(origin, &row, key, &marker).ok_or_else(no_row)?;
-    let hash = change.hash().0;
+    let Encoded { bytes, hash } = encode(origin, &row, key, &marker).ok_or_else(no_row)?;
     if hash[..HASH_PREFIX] != marker.hash {
         return Err(Underivable::Mismatch(
             id.to_owned(),
@@ -179,7 +174,7 @@ pub(crate) fn rederive(
             hex::encode(marker.hash),
         ));
     }
-    Ok(change.raw_bytes().to_vec())
+    Ok(bytes)
 }
 
 /// The one field whose value is the record id.
@@ -201,55 +196,40 @@ fn encode(
     row: &Map<String, Value>,
     primary_key: &str,
     marker: &Marker,
-) -> Option<Change> {
-    let text = change_json(actor, row, primary_key, marker)?;
-    let expanded: ExpandedChange = serde_json::from_slice(&text).ok()?;
-    catch_unwind(AssertUnwindSafe(|| Change::from(expanded))).ok()
+) -> Option<Encoded> {
+    let actor_hex = actor.to_hex();
+    let fields = row.iter().filter(|(key, _)| key.as_str() != primary_key);
+    let part_keys: Vec<Option<String>> = fields
+        .clone()
+        .enumerate()
+        .map(|(n, (key, _))| {
+            marker
+                .is_counter(n)
+                .then(|| format!("{key}{COUNTER_SEP}{actor_hex}"))
+        })
+        .collect();
+    let mut puts = Vec::with_capacity(part_keys.len());
+    for ((key, value), part) in fields.zip(&part_keys) {
+        let key = part.as_deref().unwrap_or(key);
+        puts.push((key, scalar(value)?));
+    }
+    Some(root_puts::encode(actor, puts.into_iter()))
 }
 
-/// The change as [`ExpandedChange`]'s JSON form: one put per field, typed as [`super::doc`]'s
-/// `to_scalar` types it (`int`, then `uint`, else `float64`).
-fn change_json(
-    actor: &ReplicaId,
-    row: &Map<String, Value>,
-    primary_key: &str,
-    marker: &Marker,
-) -> Option<Vec<u8>> {
-    let actor_hex = actor.to_hex();
-    let mut out = Vec::with_capacity(128 + 96 * row.len());
-    out.extend_from_slice(br#"{"actor":""#);
-    out.extend_from_slice(actor_hex.as_bytes());
-    out.extend_from_slice(br#"","seq":1,"startOp":1,"time":0,"message":null,"deps":[],"ops":["#);
-    let puts = row.iter().filter(|(key, _)| key.as_str() != primary_key);
-    for (n, (key, value)) in puts.enumerate() {
-        let datatype: &[u8] = match value {
-            Value::Object(_) | Value::Array(_) => return None,
-            Value::Number(v) if v.is_i64() => br#""int""#,
-            Value::Number(v) if v.is_u64() => br#""uint""#,
-            Value::Number(_) => br#""float64""#,
-            _ => b"",
-        };
-        if n > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(br#"{"action":"set","obj":"_root","key":"#);
-        match marker.is_counter(n) {
-            true => {
-                let part = format!("{key}{COUNTER_SEP}{actor_hex}");
-                serde_json::to_writer(&mut out, &part).ok()?;
-            }
-            false => serde_json::to_writer(&mut out, key).ok()?,
-        }
-        if !datatype.is_empty() {
-            out.extend_from_slice(br#","datatype":"#);
-            out.extend_from_slice(datatype);
-        }
-        out.extend_from_slice(br#","value":"#);
-        serde_json::to_writer(&mut out, value).ok()?;
-        out.extend_from_slice(br#","pred":[]}"#);
-    }
-    out.extend_from_slice(b"]}");
-    Some(out)
+/// A JSON scalar as `doc`'s `to_scalar` writes it (`int`, then `uint`, else `f64`); `None` for
+/// a nested value.
+fn scalar(value: &Value) -> Option<Scalar<'_>> {
+    Some(match value {
+        Value::Null => Scalar::Null,
+        Value::Bool(b) => Scalar::Bool(*b),
+        Value::String(s) => Scalar::Str(s),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Scalar::Int(i),
+            (None, Some(u)) => Scalar::Uint(u),
+            _ => Scalar::F64(n.as_f64().unwrap_or(0.0)),
+        },
+        Value::Object(_) | Value::Array(_) => return None,
+    })
 }
 
 #[cfg(test)]

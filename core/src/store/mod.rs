@@ -66,6 +66,7 @@ mod open;
 mod read;
 pub mod record;
 mod remote;
+mod root_puts;
 mod rows;
 #[cfg(any(test, feature = "testkit"))]
 pub mod template;
