@@ -11,7 +11,7 @@ use super::tests::{TASKS, derived_ids, put, real_change, same_rows, tasks};
 use crate::ids::ReplicaId;
 use crate::schema::Schema;
 use crate::store::remote::tests::all_txns;
-use crate::store::{DB_FILE, OpenOptions, Store, WriteOp};
+use crate::store::{DB_FILE, OpenOptions, ReadError, Store, WriteOp};
 
 fn open_with(dir: &Path, schema: &str) -> Store {
     let opts = OpenOptions {
@@ -135,7 +135,9 @@ fn a_hash_mismatch_is_refused_never_relayed() {
     tamper(dir.path());
     let s = open_with(dir.path(), TASKS);
     let want = s.summary().unwrap().missing_from(&Default::default());
-    refused(s.txns_for(&want, usize::MAX));
+    let relay = s.txns_for(&want, usize::MAX);
+    assert!(matches!(relay, Err(ReadError::Corrupt(_))), "{relay:?}");
+    refused(relay);
     refused(s.transact(vec![increment("a", 1)]));
     refused(s.delete("c", "b"));
     assert_eq!(s.get("c", "a").unwrap().unwrap()["retry_count"], json!(1));

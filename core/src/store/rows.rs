@@ -163,8 +163,9 @@ pub(crate) fn insert_log_row(
 
 /// The full encoding of a packed transaction (see `txns` in `migrations`): its appends' rows
 /// put back from `log_rows`, and the changes it left out put back from the prefixes of the
-/// `docs` states that lend them, or re-encoded from the rows of derived ones (see `docs`).
-pub(crate) fn unpacked(conn: &Connection, bytes: &[u8]) -> rusqlite::Result<Vec<u8>> {
+/// `docs` states that lend them, or re-encoded from the rows of derived ones (see `docs`). A
+/// derived change that does not re-encode to its hash is [`LoadError::Corrupt`], never relayed.
+pub(crate) fn unpacked(conn: &Connection, bytes: &[u8]) -> Result<Vec<u8>, LoadError> {
     let mut txn = Txn::decode(bytes).map_err(|e| bad_stored(e.to_string()))?;
     let mut rows =
         conn.prepare_cached("SELECT json FROM log_rows WHERE collection = ?1 AND id = ?2")?;
@@ -205,7 +206,8 @@ pub(crate) fn unpacked(conn: &Connection, bytes: &[u8]) -> rusqlite::Result<Vec<
                         bad_stored(format!("lent change of {collection}/{id} is missing"))
                     })?;
                 *change = match derived::is_marker(&prefix) {
-                    true => derived::rederive(id, &prefix, &txn.id.origin, json.as_deref())?,
+                    true => derived::rederive(id, &prefix, &txn.id.origin, json.as_deref())
+                        .map_err(|e| LoadError::Corrupt(format!("{collection}: {e}")))?,
                     false => prefix,
                 };
             }
@@ -273,7 +275,10 @@ fn unpack_stored(conn: &Connection, owner: TxnId) -> rusqlite::Result<()> {
         .query_row(key, |r| r.get(0))
         .optional()?;
     if let Some(bytes) = packed {
-        let full = unpacked(conn, &bytes)?;
+        let full = unpacked(conn, &bytes).map_err(|e| match e {
+            LoadError::Storage(e) => e,
+            LoadError::Corrupt(what) => bad_stored(what),
+        })?;
         conn.prepare_cached(
             "UPDATE txns SET bytes = ?3, packed = 0 WHERE origin = ?1 AND seq = ?2",
         )?
