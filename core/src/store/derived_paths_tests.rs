@@ -169,3 +169,43 @@ fn a_fixed_row_reencodes_to_its_golden_bytes() {
 
 const GOLDEN_CHANGE: &str = "856f4a83641c8c5201a401001007070707070707070707070707070707010100000006154b34014202560c5724700278036269670166016e046e6f6e65026f6b2c72657472795f636f756e747e303730373037303730373037303730373037303730373037303730373037303706737461747573057469746c6508080178a30185011400021466a601ffffffffffffffffff019a9999999999b93f7902717565756564676f6c64656e20e29c930800";
 const GOLDEN_MARKER: &str = "00641c8c528523d2bd20";
+
+/// A record derived and then updated, deleted or re-created by the very transaction that
+/// created it relays as committed, and a fresh replica converges.
+#[test]
+fn a_record_changed_by_its_own_transaction_relays_as_committed() {
+    let (dir, fresh) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let s = open_with(dir.path(), TASKS);
+    s.transact(vec![
+        put("a", task(1)),
+        increment("a", 1),
+        put("b", task(2)),
+        WriteOp::Delete {
+            collection: "c".into(),
+            id: "b".into(),
+        },
+        put("c", task(3)),
+        WriteOp::Delete {
+            collection: "c".into(),
+            id: "c".into(),
+        },
+        WriteOp::Put {
+            collection: "c".into(),
+            value: put_value("c", task(5)),
+            recreate: true,
+        },
+        put("d", task(4)),
+    ])
+    .unwrap();
+    s.transact(vec![put("d", json!({"status": "done"}))])
+        .unwrap();
+    assert_eq!(derived_ids(dir.path()), ["c"]);
+    let relayed = all_txns(&s);
+    converged(&s, &["a", "b", "c", "d"], fresh.path());
+    s.close().unwrap();
+    let s = open_with(dir.path(), TASKS);
+    assert_eq!(all_txns(&s), relayed);
+    assert_eq!(s.get("c", "a").unwrap().unwrap()["retry_count"], json!(2));
+    assert_eq!(s.get("c", "b").unwrap(), None);
+    assert_eq!(s.get("c", "c").unwrap().unwrap()["retry_count"], json!(5));
+}
