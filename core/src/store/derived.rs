@@ -22,7 +22,7 @@
 //! stored prefix is refused with [`Underivable::Mismatch`] — never relayed, never loaded — which
 //! is what a build that encodes differently (another Automerge, serde_json parsing floats or
 //! ordering keys differently through feature unification) would produce. The golden test in
-//! `derived_tests` makes such a change fail CI first.
+//! `derived_paths_tests` makes such a change fail CI first.
 //!
 //! **Derived only when verified.** A row is stored derived only when [`derive`], run on the row
 //! as written, reproduces the committed (or received) change byte for byte; anything else (nested
