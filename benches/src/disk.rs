@@ -21,31 +21,43 @@ use crate::workload::{
 };
 use meshlite_fixtures::records::RecordGen;
 
-/// Writes `records` new tasks (then `updates` rounds updating every one of them) into a store and
-/// the raw table under `dir`, and returns one JSON line with their sizes.
-pub fn disk_figure(
-    dir: &Path,
-    records: u64,
-    updates: usize,
-    seed: u64,
-) -> Result<Value, BenchError> {
+/// What [`disk_figure`] writes.
+#[derive(Clone, Copy, Debug)]
+pub struct DiskPlan {
+    /// New tasks.
+    pub records: u64,
+    /// Rounds updating every task, after the inserts.
+    pub rounds: usize,
+    /// Tasks (the first ones) updated once more after the rounds (the history mix:
+    /// 100k inserts and 20k updates).
+    pub updated: u64,
+    /// Also measure the store after GC (every transaction acknowledged by a peer) and `VACUUM`.
+    pub gc: bool,
+}
+
+/// Writes `plan`'s tasks and updates into a store and the raw table under `dir`, and returns
+/// one JSON line with their sizes.
+pub fn disk_figure(dir: &Path, plan: DiskPlan, seed: u64) -> Result<Value, BenchError> {
     let schema = bench_schema()?;
     let fields = indexed_fields(&schema, TASKS);
-    let store = open_store_with(&dir.join("store"), default_doc_cache(), schema)?;
+    let store = open_store_with(&dir.join("store"), default_doc_cache(), schema.clone())?;
     let mut raw = RawTable::open_indexed(&dir.join("raw"), Synchronous::Normal, &fields)?;
     let mut generator = RecordGen::new(1, seed);
     let mut start = 0;
-    let mut rows: Vec<Value> = Vec::with_capacity(records as usize);
-    while start < records {
-        let end = (start + BATCH as u64).min(records);
+    let mut rows: Vec<Value> = Vec::with_capacity(plan.records as usize);
+    while start < plan.records {
+        let end = (start + BATCH as u64).min(plan.records);
         let batch: Vec<Value> = (start..end).map(|n| generator.task(n)).collect();
         store.transact(put_ops(&batch))?;
         raw.upsert(&batch)?;
         rows.extend(batch);
         start = end;
     }
-    for _ in 0..updates {
-        for chunk in rows.chunks_mut(BATCH) {
+    let updated = (plan.updated as usize).min(rows.len());
+    let total = rows.len();
+    let rounds = (0..plan.rounds).map(|_| total).chain([updated]);
+    for count in rounds {
+        for chunk in rows[..count].chunks_mut(BATCH) {
             let next: Vec<Value> = chunk.iter().map(|r| generator.task_update(r)).collect();
             store.transact(put_ops(&next))?;
             raw.upsert(&next)?;
@@ -60,10 +72,11 @@ pub fn disk_figure(
     let store_bytes = std::fs::metadata(&store_path)?.len();
     let raw_bytes = std::fs::metadata(&raw_path)?.len();
     let conn = Connection::open(&store_path)?;
-    Ok(json!({
+    let mut figure = json!({
         "figure": "disk_bytes",
-        "records": records,
-        "update_rounds": updates,
+        "records": plan.records,
+        "update_rounds": plan.rounds,
+        "updated_once_more": updated,
         "store_bytes": store_bytes,
         "raw_json_bytes": raw_bytes,
         "ratio": crate::measure::round3(store_bytes as f64 / raw_bytes.max(1) as f64),
@@ -71,7 +84,30 @@ pub fn disk_figure(
         "store_btrees": btree_bytes(&conn)?,
         "store_payloads": payloads(&conn)?,
         "raw_btrees": btree_bytes(&Connection::open(&raw_path)?)?,
-    }))
+    });
+    drop(conn);
+    if plan.gc {
+        let after = after_gc(&dir.join("store"), schema)?;
+        figure["after_gc"] = json!({
+            "store_bytes": after,
+            "ratio": crate::measure::round3(after as f64 / raw_bytes.max(1) as f64),
+            "target": "<= 1.3x raw JSON",
+            "store_btrees": btree_bytes(&Connection::open(&store_path)?)?,
+        });
+    }
+    Ok(figure)
+}
+
+/// Collects every transaction (a peer acknowledged all of them), closes the store and
+/// `VACUUM`s its file (GC frees pages; the file shrinks only then); returns its size.
+fn after_gc(dir: &Path, schema: meshlite_core::Schema) -> Result<u64, BenchError> {
+    let store = open_store_with(dir, default_doc_cache(), schema)?;
+    store.record_peer_ack(meshlite_core::ReplicaId([0xEE; 16]), store.summary()?)?;
+    store.gc()?;
+    store.close()?;
+    let path = dir.join(DB_FILE);
+    Connection::open(&path)?.execute_batch("VACUUM")?;
+    Ok(std::fs::metadata(&path)?.len())
 }
 
 /// Checkpoints and truncates a database's WAL.

@@ -19,8 +19,9 @@
 //!   new tasks only; `remote_apply_inserts_nested`: new tasks with a nested `input` (a map
 //!   holding a list and a map, `workload::RowShape::Nested`).
 //! - `disk_bytes` (only with `--only disk`): file sizes of a store and the raw JSON table after
-//!   `--disk-records` new tasks (and `--disk-updates` rounds updating each), with the store's
-//!   bytes per table and index (see `meshlite_benches::disk`).
+//!   `--disk-records` new tasks (and `--disk-updates` rounds updating each, then
+//!   `--disk-updated` of them once more), with the store's bytes per table and index, and with
+//!   `--disk-gc` after GC and VACUUM (see `meshlite_benches::disk`).
 //!
 //! Store and baseline batches alternate; a side's rate is the median of its batch rates, the
 //! ratio the median over rounds of store batch rate / baseline batch rate.
@@ -36,7 +37,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use meshlite_benches::BenchError;
 use meshlite_benches::baseline::{RawTable, row_id};
-use meshlite_benches::disk::disk_figure;
+use meshlite_benches::disk::{DiskPlan, disk_figure};
 use meshlite_benches::measure::{Extra, Race, Target, emit, machine};
 use meshlite_benches::typed::{CrSqlite, Flavor, TypedTable, columns_of};
 use meshlite_benches::workload::{
@@ -76,6 +77,12 @@ struct Args {
     /// Rounds updating every record for `--only disk` (after the inserts).
     #[arg(long, default_value_t = 0)]
     disk_updates: usize,
+    /// Records (the first ones) updated once more for `--only disk`, after the rounds.
+    #[arg(long, default_value_t = 0)]
+    disk_updated: u64,
+    /// Also measure the store after GC and VACUUM for `--only disk`.
+    #[arg(long)]
+    disk_gc: bool,
     /// Only these groups of figures (default: all but `disk`).
     #[arg(long, value_enum)]
     only: Vec<Group>,
@@ -153,12 +160,13 @@ fn run(args: &Args) -> Result<(), BenchError> {
         emit(&nested.to_json());
     }
     if args.wants(Group::Disk) {
-        let figure = disk_figure(
-            &dir.join("disk"),
-            args.disk_records,
-            args.disk_updates,
-            args.seed,
-        );
+        let plan = DiskPlan {
+            records: args.disk_records,
+            rounds: args.disk_updates,
+            updated: args.disk_updated,
+            gc: args.disk_gc,
+        };
+        let figure = disk_figure(&dir.join("disk"), plan, args.seed);
         emit(&figure?);
     }
     emit(&json!({ "machine_after": machine() }));

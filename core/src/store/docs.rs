@@ -17,6 +17,16 @@
 //! back into the stored transaction ([`super::rows::give_back`]), so what a transaction relays
 //! never changes.
 //!
+//! # Derived first changes
+//! A lending row whose change is exactly what its `records` row re-encodes to (see
+//! [`super::derived`]) stores a marker as its `state` (a tag byte no Automerge state starts
+//! with, the change hash's prefix, its counter fields): the change is re-encoded, and checked
+//! against the hash, when it is needed: loading the document ([`stored_state`]), giving it back
+//! to a transaction that is still stored, relaying ([`super::rows::unpacked`]). The loaded entry
+//! keeps the re-encoded change ([`DocEntry::derived`]) and the next stored change writes both
+//! (materializes the row), so a row changes only from a real state; a check that writes nothing
+//! leaves the row derived.
+//!
 //! The cache follows 2Q: a document enters a tiny *probation* segment ([`PROBATION`] documents,
 //! on top of the capacity) and moves to the *protected* segment (the capacity) when it is used a
 //! second time; the keys of
@@ -46,6 +56,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use serde_json::{Map, Value};
 
+use super::derived;
 use super::doc::{self, DocError, View, load_doc, new_doc};
 use super::error::LoadError;
 use super::rows::give_back;
@@ -77,6 +88,9 @@ pub(crate) struct DocEntry {
     pub chunks: u32,
     /// False until the row exists.
     pub stored: bool,
+    /// The re-encoded first change of a derived row (see [`super::derived`]): the next change
+    /// writes it as the state, followed by that change, in one statement.
+    pub derived: Option<Vec<u8>>,
 }
 
 impl DocEntry {
@@ -297,28 +311,101 @@ fn empty_entry(replica: &ReplicaId) -> DocEntry {
         view: None,
         chunks: 0,
         stored: false,
+        derived: None,
     }
 }
 
-/// The stored state of `key` and its appended chunk count.
-pub(crate) fn stored_state(
-    conn: &Connection,
-    key: &DocKey,
-) -> rusqlite::Result<Option<(Vec<u8>, u32)>> {
+/// A `docs` row's state as stored or derived.
+pub(crate) struct Stored {
+    /// The state (a derived row's re-encoded first change).
+    pub state: Vec<u8>,
+    /// Appended chunks.
+    pub chunks: u32,
+    /// The row is derived (its `state` column is a marker, see [`super::derived`]).
+    pub derived: bool,
+}
+
+/// The state of `key`: stored, or re-encoded from its `records` row when the row is derived.
+pub(crate) fn stored_state(conn: &Connection, key: &DocKey) -> Result<Option<Stored>, LoadError> {
+    type Row = (Vec<u8>, u32, Option<Vec<u8>>, Option<String>);
+    let row: Option<Row> = conn
+        .prepare_cached(
+            "SELECT d.state, d.chunks, d.lender_origin, CASE WHEN substr(d.state, 1, 1) = x'00' THEN
+                 (SELECT r.json FROM records r WHERE r.collection = d.collection AND r.id = d.id
+                    AND r.incarnation = d.incarnation) END
+             FROM docs d WHERE d.collection = ?1 AND d.id = ?2 AND d.incarnation = ?3",
+        )?
+        .query_row(params![key.collection, key.id, key.incarnation], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    let Some((state, chunks, origin, json)) = row else {
+        return Ok(None);
+    };
+    if !derived::is_marker(&state) {
+        return Ok(Some(Stored {
+            state,
+            chunks,
+            derived: false,
+        }));
+    }
+    let origin = origin.as_deref().and_then(ReplicaId::from_slice);
+    let change = origin
+        .ok_or_else(|| derived::Underivable::NoRow(key.id.clone()))
+        .and_then(|origin| derived::rederive(&key.id, &state, &origin, json.as_deref()))
+        .map_err(|e| LoadError::Corrupt(format!("{}/{}: {e}", key.collection, key.id)))?;
+    Ok(Some(Stored {
+        state: change,
+        chunks,
+        derived: true,
+    }))
+}
+
+/// Writes a derived row's re-encoded first change as its state.
+fn materialize(conn: &Connection, key: &DocKey, change: &[u8]) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "SELECT state, chunks FROM docs WHERE collection = ?1 AND id = ?2 AND incarnation = ?3",
+        "UPDATE docs SET state = ?4 WHERE collection = ?1 AND id = ?2 AND incarnation = ?3",
     )?
-    .query_row(params![key.collection, key.id, key.incarnation], |r| {
-        Ok((r.get(0)?, r.get(1)?))
-    })
-    .optional()
+    .execute(params![key.collection, key.id, key.incarnation, change])?;
+    Ok(())
+}
+
+/// Materializes every derived row of `collection` (before its rows are re-materialized under
+/// a new schema, which may rewrite their JSON).
+pub(crate) fn materialize_derived(conn: &Connection, collection: &str) -> Result<(), LoadError> {
+    let keys: Vec<(String, Incarnation)> = conn
+        .prepare(
+            "SELECT id, incarnation FROM docs WHERE collection = ?1 AND substr(state, 1, 1) = x'00'",
+        )?
+        .query_map([collection], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (id, incarnation) in keys {
+        let key = DocKey {
+            collection: collection.to_owned(),
+            id,
+            incarnation,
+        };
+        if let Some(Stored {
+            state,
+            derived: true,
+            ..
+        }) = stored_state(conn, &key)?
+        {
+            materialize(conn, &key, &state)?;
+        }
+    }
+    Ok(())
 }
 
 /// Loads the document of `key` from its row, or a new empty one when there is no row.
 fn load(conn: &Connection, key: &DocKey, replica: &ReplicaId) -> Result<DocEntry, LoadError> {
     match stored_state(conn, key)? {
         None => Ok(empty_entry(replica)),
-        Some((state, chunks)) => {
+        Some(Stored {
+            state,
+            chunks,
+            derived,
+        }) => {
             let doc = load_doc(&state, replica)
                 .map_err(|e| LoadError::Corrupt(format!("{}/{}: {e}", key.collection, key.id)))?;
             Ok(DocEntry {
@@ -326,6 +413,7 @@ fn load(conn: &Connection, key: &DocKey, replica: &ReplicaId) -> Result<DocEntry
                 view: None,
                 chunks,
                 stored: true,
+                derived: derived.then_some(state),
             })
         }
     }
@@ -351,6 +439,16 @@ pub(crate) fn store_change(
     if entry.chunks + 1 >= INLINE_COMPACT_CHUNKS {
         write_snapshot(conn, key, entry.doc())?;
         entry.chunks = 0;
+        entry.derived = None;
+    } else if let Some(mut state) = entry.derived.take() {
+        // The first change of a derived row, then this one: the row is materialized.
+        state.extend_from_slice(change);
+        conn.prepare_cached(
+            "UPDATE docs SET state = ?4, chunks = chunks + 1
+             WHERE collection = ?1 AND id = ?2 AND incarnation = ?3",
+        )?
+        .execute(params![key.collection, key.id, key.incarnation, state])?;
+        entry.chunks += 1;
     } else {
         conn.prepare_cached(
             "UPDATE docs SET state = CAST(state || ?4 AS BLOB), chunks = chunks + 1
@@ -370,9 +468,33 @@ pub(crate) fn insert_first_change(
     change: &[u8],
     lender: Option<TxnId>,
 ) -> rusqlite::Result<bool> {
+    insert_row(conn, key, change, lender, change.len())?;
+    Ok(lender.is_some())
+}
+
+/// Inserts the row of a record's first change that `lender` lends and that is derived from
+/// its `records` row (see [`super::derived`]): its marker as the state; `lent` is the change's
+/// length, the prefix its state will have once materialized.
+pub(crate) fn insert_derived(
+    conn: &Connection,
+    key: &DocKey,
+    marker: &derived::Marker,
+    change_len: usize,
+    lender: TxnId,
+) -> rusqlite::Result<()> {
+    insert_row(conn, key, &marker.to_bytes(), Some(lender), change_len)
+}
+
+fn insert_row(
+    conn: &Connection,
+    key: &DocKey,
+    state: &[u8],
+    lender: Option<TxnId>,
+    change_len: usize,
+) -> rusqlite::Result<()> {
     let origin = lender.map(|t| t.origin.0.to_vec());
     let seq = lender.map(|t| t.seq as i64);
-    let lent = lender.map(|_| change.len() as i64);
+    let lent = lender.map(|_| change_len as i64);
     conn.prepare_cached(
         "INSERT INTO docs (collection, id, incarnation, state, chunks, lender_origin, lender_seq, lent)
          VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7)",
@@ -381,12 +503,12 @@ pub(crate) fn insert_first_change(
         key.collection,
         key.id,
         key.incarnation,
-        change,
+        state,
         origin,
         seq,
         lent
     ])?;
-    Ok(lender.is_some())
+    Ok(())
 }
 
 /// Rewrites a row's state as one `save()` snapshot (giving its lent change back first).
@@ -434,11 +556,14 @@ pub(crate) fn lends_to(
     Ok(found.is_some())
 }
 
-/// A lending row's incarnation, lender and lent change.
-type Lent = (Incarnation, TxnId, Vec<u8>);
+/// A lending row's incarnation, lender, lent change (a marker for a derived row) and, for a
+/// derived row, its `records` JSON.
+type Lent = (Incarnation, TxnId, Vec<u8>, Option<String>);
 
 /// Gives the lent first changes of the rows of `collection`/`id` in `incarnations` back to
-/// their stored transactions, before those states are rewritten or deleted.
+/// their stored transactions, before those states are rewritten or deleted. A derived row's
+/// change is re-encoded from its `records` row, which still holds the incarnation's JSON, and
+/// only when its transaction is still stored (never after GC).
 fn give_back_lent(
     conn: &Connection,
     collection: &str,
@@ -447,7 +572,11 @@ fn give_back_lent(
 ) -> rusqlite::Result<()> {
     let lent: Vec<Lent> = conn
         .prepare_cached(
-            "SELECT incarnation, lender_origin, lender_seq, substr(state, 1, lent) FROM docs
+            "SELECT incarnation, lender_origin, lender_seq, substr(state, 1, lent),
+                 CASE WHEN substr(state, 1, 1) = x'00' THEN
+                     (SELECT r.json FROM records r WHERE r.collection = docs.collection
+                        AND r.id = docs.id AND r.incarnation = docs.incarnation) END
+             FROM docs
              WHERE collection = ?1 AND id = ?2 AND incarnation BETWEEN ?3 AND ?4
                AND lender_seq IS NOT NULL",
         )?
@@ -459,8 +588,17 @@ fn give_back_lent(
         .into_iter()
         .flatten()
         .collect();
-    for (incarnation, lender, change) in lent {
-        give_back(conn, lender, collection, id, incarnation, &change)?;
+    for (incarnation, lender, change, json) in lent {
+        let change = || match derived::is_marker(&change) {
+            true => Ok(derived::rederive(
+                id,
+                &change,
+                &lender.origin,
+                json.as_deref(),
+            )?),
+            false => Ok(change),
+        };
+        give_back(conn, lender, collection, id, incarnation, change)?;
     }
     Ok(())
 }
@@ -475,7 +613,7 @@ fn lent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Lent>> {
         origin,
         seq: r.get::<_, i64>(2)? as Seq,
     };
-    Ok(Some((r.get(0)?, lender, r.get(3)?)))
+    Ok(Some((r.get(0)?, lender, r.get(3)?, r.get(4)?)))
 }
 
 /// Frees the states of incarnations `..=upto` of a record (they are dead: deleted or superseded

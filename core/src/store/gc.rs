@@ -19,7 +19,7 @@
 use rusqlite::params;
 
 use super::doc::load_doc;
-use super::docs::{DocKey, give_back_dead, stored_state, write_snapshot};
+use super::docs::{DocKey, Stored, give_back_dead, stored_state, write_snapshot};
 use super::error::{LoadError, WriteError};
 use super::migrations::{meta_get, meta_set};
 use super::types::GcReport;
@@ -133,9 +133,10 @@ impl Writer {
             if let Some(entry) = self.docs.cached_mut(key) {
                 write_snapshot(&self.conn, key, entry.doc())?;
                 entry.chunks = 0;
+                entry.derived = None;
                 continue;
             }
-            let Some((state, _)) = stored_state(&self.conn, key)? else {
+            let Some(Stored { state, .. }) = stored_state(&self.conn, key)? else {
                 continue;
             };
             let doc = load_doc(&state, &self.replica)

@@ -169,15 +169,25 @@ fn a_store_from_before_lending_upgrades() {
     s.transact(vec![put("old", 1), put("older", 2)]).unwrap();
     let first = all_txns(&s).remove(0);
     s.close().unwrap();
-    // Back to the layout before `0004_docs_lend_first_changes`.
+    // Back to the layout before `0004_docs_lend_first_changes` (real states, see `derived`).
     let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
     conn.execute("UPDATE txns SET bytes = ?1, packed = 0", [first.encode()])
         .unwrap();
+    for op in &first.ops {
+        if let Op::Doc { id, change, .. } = op {
+            conn.execute(
+                "UPDATE docs SET state = ?2 WHERE id = ?1",
+                rusqlite::params![id, change],
+            )
+            .unwrap();
+        }
+    }
     conn.execute_batch(
         "ALTER TABLE docs DROP COLUMN lender_origin;
          ALTER TABLE docs DROP COLUMN lender_seq;
          ALTER TABLE docs DROP COLUMN lent;
-         DELETE FROM migrations WHERE name = '0004_docs_lend_first_changes';",
+         DELETE FROM migrations WHERE name = '0004_docs_lend_first_changes';
+         DELETE FROM migrations WHERE name = '0005_docs_derived_first_changes';",
     )
     .unwrap();
     drop(conn);

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use automerge::Automerge;
 use serde_json::{Map, Value};
 
+use super::derived;
 use super::doc::{self, DocError, MAX_DEPTH, json_type};
-use super::docs::{DocKey, free_dead, lends_to, store_change};
+use super::docs::{DocKey, free_dead, insert_derived, lends_to, store_change};
 use super::error::WriteError;
 use super::rows::{self, RecordState, with_pk};
 use super::types::{ChangeKind, Committed, RecordChange, StoreEvent, WriteOp};
@@ -397,6 +398,7 @@ impl Writer {
         let unstored = kind == ChangeKind::Insert && incarnation == 1;
         let entry = self.docs.entry_or_new(&self.conn, &key, unstored)?;
         let fresh = entry.doc().get_heads().is_empty();
+        let plain = fresh && matches!(write, DocWrite::Put(_));
         let (change, row) = match write {
             // A put to a record with history: decided and materialized from the cached view.
             DocWrite::Put(fields) if !fresh => entry
@@ -413,7 +415,6 @@ impl Writer {
                 (change, row)
             }
         };
-        let lends = store_change(&self.conn, &key, entry, &change, Some(txn))?;
         debug_assert_eq!(
             row,
             doc::materialize(entry.doc(), def),
@@ -421,17 +422,34 @@ impl Writer {
             key.collection,
             key.id
         );
+        let json = with_pk(row, def, &key.id);
+        let text = rows::json_text(&json);
+        // A new record's plain first change is derived from its row when it re-encodes exactly
+        // (see `derived`); its document leaves the cache (a later change reloads it from the
+        // row, which materializes the state).
+        let marker = match (plain, &json) {
+            (true, Value::Object(row)) => {
+                derived::derive(def, &self.replica, &key.id, row, &change)
+            }
+            _ => None,
+        };
+        let lends = match marker {
+            Some(marker) => {
+                insert_derived(&self.conn, &key, &marker, change.len(), txn)?;
+                self.docs.evict(&key);
+                true
+            }
+            None => store_change(&self.conn, &key, entry, &change, Some(txn))?,
+        };
         if lends {
             out.lent.push(out.ops.len());
         }
         let DocKey { collection, id, .. } = key;
-        let json = with_pk(row, def, &id);
         if kind == ChangeKind::Insert && incarnation > 1 {
             free_dead(&self.conn, &collection, &id, incarnation - 1)?;
             // The re-created record goes to the end of the insertion order (`Query`).
             rows::drop_tombstone(&self.conn, &collection, &id)?;
         }
-        let text = rows::json_text(&json);
         match kind {
             ChangeKind::Update => rows::update_live_record(
                 &self.conn,
@@ -474,8 +492,9 @@ impl Writer {
         };
         let stub = with_pk(Map::new(), def, &id).to_string();
         let rowversion = self.next_rowversion();
-        rows::tombstone(&self.conn, &collection, &id, incarnation, &stub, rowversion)?;
+        // Freed first: a derived state re-encodes its change from the live row.
         free_dead(&self.conn, &collection, &id, incarnation)?;
+        rows::tombstone(&self.conn, &collection, &id, incarnation, &stub, rowversion)?;
         self.docs.evict(&DocKey {
             collection: collection.clone(),
             id: id.clone(),

@@ -24,7 +24,9 @@
 //!   Automerge state of live incarnations: a `save()` snapshot (or the first change) followed by
 //!   `chunks` appended change chunks; `Automerge::load` reads the concatenation. When the state
 //!   starts with the first change and the local transaction `(lender_origin, lender_seq)` was
-//!   stored without it, `lent` is that change's length (all three NULL otherwise).
+//!   stored without it, `lent` is that change's length (all three NULL otherwise). Such a row's
+//!   `state` is a marker (first byte 0) when the change is derived from its `records` row
+//!   instead (see `derived`).
 //! - `records(collection, id, incarnation, deleted, json, rowversion)`: materialized document
 //!   rows and tombstones (kept forever); `rowversion` is a local monotonic counter for feeds.
 //! - `log_rows(rowversion, collection, id, origin, seq, json)`: log collection rows, unique by
@@ -46,6 +48,10 @@ const MIGRATIONS: &[(&str, Step)] = &[
     ("0002_log_rows_by_rowversion", log_rows_by_rowversion),
     ("0003_idempotency", super::idempotency::create_table),
     ("0004_docs_lend_first_changes", docs_lend_first_changes),
+    (
+        "0005_docs_derived_first_changes",
+        docs_derived_first_changes,
+    ),
 ];
 
 fn initial(tx: &Transaction<'_>) -> rusqlite::Result<()> {
@@ -105,6 +111,15 @@ fn docs_lend_first_changes(tx: &Transaction<'_>) -> rusqlite::Result<()> {
          ALTER TABLE docs ADD COLUMN lender_seq INTEGER;
          ALTER TABLE docs ADD COLUMN lent INTEGER;",
     )
+}
+
+/// From here on a lending `docs` row's `state` may be a marker (see `derived`): its first change
+/// is derived from its `records` row (see `docs`, "Derived first changes"). No column changes:
+/// the change's other header fields are fixed (sequence 1, start op 1, time 0, no message, no
+/// dependencies) and its actor is the lender's origin. Recorded so that a build that would read
+/// a marker as a document refuses the database ([`OpenError::NewerLayout`]).
+fn docs_derived_first_changes(_tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    Ok(())
 }
 
 /// Applies every step not yet recorded.

@@ -49,6 +49,7 @@
 //!   cancelled once it started (dropping its future only discards the result).
 
 pub mod backup;
+mod derived;
 mod doc;
 mod docs;
 mod error;
@@ -65,6 +66,7 @@ mod open;
 mod read;
 pub mod record;
 mod remote;
+mod root_puts;
 mod rows;
 #[cfg(any(test, feature = "testkit"))]
 pub mod template;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags, params};
 
 use super::doc::{load_doc, materialize};
+use super::docs::materialize_derived;
 use super::error::OpenError;
 use super::migrations::{self, meta_get, meta_set};
 use super::read::ensure_indexes;
@@ -250,6 +251,8 @@ fn rematerialize(
     if def.kind == CollectionKind::Log {
         return Ok(());
     }
+    // Re-materializing may rewrite a row's JSON: derived states are written out first.
+    materialize_derived(conn, collection)?;
     let mut rowversion = max_rowversion(conn)?;
     let mut select = conn.prepare(
         "SELECT d.id, d.incarnation, d.state FROM docs d JOIN records r

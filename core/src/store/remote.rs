@@ -28,7 +28,9 @@
 //! Stored once: a transaction applied as it is received is stored packed, without the changes
 //! that created `docs` rows, which lend them back when it is relayed (see `docs`, "Lent first
 //! changes"); it relays exactly the bytes it arrived as. A parked transaction is stored whole
-//! when it parks and lends nothing when it is unparked.
+//! when it parks and lends nothing when it is unparked. A lent first change taken by the fast
+//! path that its new row re-encodes to byte for byte is not stored at all: it is derived from
+//! the row (see `derived`).
 //!
 //! Actors: a document change whose Automerge actor is not its transaction's origin is rejected
 //! (see `check_actor`): a peer cannot write under another replica's name.
@@ -52,8 +54,9 @@ use automerge::{Change, ChangeHash, ReadDoc};
 use rusqlite::params;
 use serde_json::Value;
 
+use super::derived;
 use super::doc;
-use super::docs::{DocKey, free_dead, insert_first_change, lends_to, store_change};
+use super::docs::{DocKey, free_dead, insert_derived, insert_first_change, lends_to, store_change};
 use super::error::LoadError;
 use super::first_change;
 use super::rows::{self, LogInsert, RecordState, with_pk};
@@ -568,7 +571,9 @@ impl Writer {
             None => first_change::materialize(&change, &def),
             Some(_) => None,
         };
-        let (merged, lends) = match fresh {
+        // `stored`: whether the new `docs` row lends the change, once it is written (the fast
+        // path writes it below, from the row's text).
+        let (merged, stored) = match fresh {
             Some(merged) => {
                 if let Err(e) = def.check_row(collection, &merged) {
                     return Ok(Err(e.to_string()));
@@ -576,12 +581,11 @@ impl Writer {
                 // No records row, so no docs row and no cached document (see
                 // `DocCache::entry_or_new`); evicted anyway, the row is the truth from now on.
                 self.docs.evict(&key);
-                let lends = insert_first_change(&self.conn, &key, bytes, lender)?;
-                (merged, lends)
+                (merged, None)
             }
             None => {
                 match self.apply_by_document(&key, state.is_none(), change, bytes, &def, lender)? {
-                    Ok(applied) => applied,
+                    Ok((merged, lends)) => (merged, Some(lends)),
                     Err(reason) => return Ok(Err(reason)),
                 }
             }
@@ -592,6 +596,11 @@ impl Writer {
         }
         let json = with_pk(merged, &def, id);
         let text = rows::json_text(&json);
+        let lends = match (stored, &json) {
+            (Some(lends), _) => lends,
+            (None, Value::Object(row)) => self.insert_fresh(&key, bytes, row, &def, lender)?,
+            (None, _) => insert_first_change(&self.conn, &key, bytes, lender)?,
+        };
         match state {
             // The live row at this incarnation: a plain UPDATE.
             Some(s) if !newer && !s.deleted => rows::update_live_record(
@@ -619,6 +628,30 @@ impl Writer {
             change: Some(change),
             lends,
         }))
+    }
+
+    /// Inserts the `docs` row of a new record materialized straight from its first change
+    /// (`bytes`, whose row is `row`): derived from the row when it lends the change and
+    /// re-encodes exactly (see `derived`), else the change as its state. Returns whether the
+    /// row lends the change.
+    fn insert_fresh(
+        &self,
+        key: &DocKey,
+        bytes: &[u8],
+        row: &serde_json::Map<String, Value>,
+        def: &CollectionDef,
+        lender: Option<TxnId>,
+    ) -> rusqlite::Result<bool> {
+        let Some(txn) = lender else {
+            return insert_first_change(&self.conn, key, bytes, lender);
+        };
+        match derived::derive(def, &txn.origin, &key.id, row, bytes) {
+            Some(marker) => {
+                insert_derived(&self.conn, key, &marker, bytes.len(), txn)?;
+                Ok(true)
+            }
+            None => insert_first_change(&self.conn, key, bytes, lender),
+        }
     }
 
     /// Applies `change` to the record's document (cached, loaded or new) and stores it;
@@ -665,8 +698,10 @@ impl Writer {
         let def = def_or_default(&schema, collection);
         let stub = with_pk(serde_json::Map::new(), &def, id).to_string();
         let rowversion = self.next_rowversion();
-        rows::tombstone(&self.conn, collection, id, incarnation, &stub, rowversion)?;
+        // Freed first: a derived state re-encodes its change from the row of its incarnation,
+        // which the tombstone may move on.
         free_dead(&self.conn, collection, id, incarnation)?;
+        rows::tombstone(&self.conn, collection, id, incarnation, &stub, rowversion)?;
         self.docs.evict(&DocKey {
             collection: collection.to_owned(),
             id: id.to_owned(),

@@ -3,6 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
 
+use super::derived;
 use super::error::LoadError;
 use crate::change::{Incarnation, Op, Txn};
 use crate::ids::{ReplicaId, Seq, TxnId};
@@ -162,14 +163,19 @@ pub(crate) fn insert_log_row(
 
 /// The full encoding of a packed transaction (see `txns` in `migrations`): its appends' rows
 /// put back from `log_rows`, and the changes it left out put back from the prefixes of the
-/// `docs` states that lend them (see `docs`).
-pub(crate) fn unpacked(conn: &Connection, bytes: &[u8]) -> rusqlite::Result<Vec<u8>> {
+/// `docs` states that lend them, or re-encoded from the rows of derived ones (see `docs`). A
+/// derived change that does not re-encode to its hash is [`LoadError::Corrupt`], never relayed.
+pub(crate) fn unpacked(conn: &Connection, bytes: &[u8]) -> Result<Vec<u8>, LoadError> {
     let mut txn = Txn::decode(bytes).map_err(|e| bad_stored(e.to_string()))?;
     let mut rows =
         conn.prepare_cached("SELECT json FROM log_rows WHERE collection = ?1 AND id = ?2")?;
+    // A derived row (a marker state) re-encodes its change from the record's row (`derived`).
     let mut lent = conn.prepare_cached(
-        "SELECT substr(state, 1, lent) FROM docs WHERE collection = ?1 AND id = ?2
-         AND incarnation = ?3 AND lender_seq = ?4 AND lender_origin = ?5",
+        "SELECT substr(d.state, 1, d.lent), CASE WHEN substr(d.state, 1, 1) = x'00' THEN
+             (SELECT r.json FROM records r WHERE r.collection = d.collection AND r.id = d.id
+                AND r.incarnation = d.incarnation) END
+         FROM docs d WHERE d.collection = ?1 AND d.id = ?2
+         AND d.incarnation = ?3 AND d.lender_seq = ?4 AND d.lender_origin = ?5",
     )?;
     let (origin, seq) = (&txn.id.origin.0[..], txn.id.seq as i64);
     for op in &mut txn.ops {
@@ -190,15 +196,20 @@ pub(crate) fn unpacked(conn: &Connection, bytes: &[u8]) -> rusqlite::Result<Vec<
                 incarnation,
                 change,
             } if change.is_empty() => {
-                *change = lent
+                let (prefix, json): (Vec<u8>, Option<String>) = lent
                     .query_row(
                         params![&*collection, &*id, *incarnation, seq, origin],
-                        |r| r.get(0),
+                        |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .optional()?
                     .ok_or_else(|| {
                         bad_stored(format!("lent change of {collection}/{id} is missing"))
                     })?;
+                *change = match derived::is_marker(&prefix) {
+                    true => derived::rederive(id, &prefix, &txn.id.origin, json.as_deref())
+                        .map_err(|e| LoadError::Corrupt(format!("{collection}: {e}")))?,
+                    false => prefix,
+                };
             }
             _ => {}
         }
@@ -222,7 +233,7 @@ pub(crate) fn give_back(
     collection: &str,
     id: &str,
     incarnation: Incarnation,
-    change: &[u8],
+    change: impl FnOnce() -> rusqlite::Result<Vec<u8>>,
 ) -> rusqlite::Result<()> {
     let key = params![&lender.origin.0[..], lender.seq as i64];
     let packed: Option<Vec<u8>> = conn
@@ -243,7 +254,7 @@ pub(crate) fn give_back(
         _ => None,
     });
     if let Some(slot) = slot {
-        *slot = change.to_vec();
+        *slot = change()?;
         conn.prepare_cached("UPDATE txns SET bytes = ?3 WHERE origin = ?1 AND seq = ?2")?
             .execute(params![
                 &lender.origin.0[..],
@@ -264,7 +275,10 @@ fn unpack_stored(conn: &Connection, owner: TxnId) -> rusqlite::Result<()> {
         .query_row(key, |r| r.get(0))
         .optional()?;
     if let Some(bytes) = packed {
-        let full = unpacked(conn, &bytes)?;
+        let full = unpacked(conn, &bytes).map_err(|e| match e {
+            LoadError::Storage(e) => e,
+            LoadError::Corrupt(what) => bad_stored(what),
+        })?;
         conn.prepare_cached(
             "UPDATE txns SET bytes = ?3, packed = 0 WHERE origin = ?1 AND seq = ?2",
         )?
