@@ -18,6 +18,8 @@
 //!   bridge sees it.
 //! - [`service`]: start-up (`prepare`) and the `run` / `migrate` commands; [`http`]: `/healthz`,
 //!   `/metrics`; [`cli`]: the command line.
+//! - `fuzz` (feature `testkit`): the body of the fuzz target `bridge_txn` and the bridge-vs-node
+//!   comparison it shares with the hostile test.
 //! - [`Allocator`]: the global allocator of the `meshlite-bridge` binary (and of the benches that
 //!   run the bridge's code in their own process, so they measure what ships).
 #![deny(missing_docs)]
@@ -26,6 +28,8 @@ pub mod cli;
 pub mod config;
 pub mod ddl;
 pub mod fleet_view;
+#[cfg(feature = "testkit")]
+pub mod fuzz;
 pub mod http;
 pub mod migrations;
 pub mod peer;

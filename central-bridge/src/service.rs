@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
+use meshlite_core::ReplicaId;
 use meshlite_core::schema::Schema;
 use meshlite_mesh::backoff::Backoff;
 use meshlite_mesh::tasks::{SHUTDOWN_GRACE, Ticker};
@@ -67,6 +68,27 @@ pub fn load_schema(config: &Config) -> Result<Schema, BridgeError> {
     Ok(match &config.bridge.schema {
         Some(path) => Schema::from_file(Path::new(path))?,
         None => Schema::default(),
+    })
+}
+
+/// What every apply of the bridge whose origin is `replica` needs, from `config` and the
+/// `tables` it materializes.
+pub fn replica_context(
+    config: &Config,
+    replica: ReplicaId,
+    tables: &[TableSpec],
+) -> Result<replica::Context, BridgeError> {
+    Ok(replica::Context {
+        replica,
+        name: config.bridge.name.clone(),
+        schema: Arc::new(load_schema(config)?),
+        tables: tables
+            .iter()
+            .map(|t| (t.name.as_str().to_owned(), t.clone()))
+            .collect(),
+        schemas: config.schemas()?,
+        batch_size: config.sync.batch_size,
+        doc_cache_bytes: config.sync.doc_cache_bytes(),
     })
 }
 
@@ -165,18 +187,7 @@ pub async fn run(
             tables = tables.len(),
             "database ready"
         );
-        let ctx = replica::Context {
-            replica,
-            name: config.bridge.name.clone(),
-            schema: Arc::new(load_schema(&config)?),
-            tables: tables
-                .iter()
-                .map(|t| (t.name.as_str().to_owned(), t.clone()))
-                .collect(),
-            schemas: schemas.clone(),
-            batch_size: config.sync.batch_size,
-            doc_cache_bytes: config.sync.doc_cache_bytes(),
-        };
+        let ctx = replica_context(&config, replica, &tables)?;
         let pg = PgReplica::new(target.clone(), ctx);
         let peer = Peer::start(&config, pg.clone(), &cancel)?;
         let nats = crate::peer::start_nats(&config, &pg, peer.as_ref(), &cancel).await?;

@@ -42,7 +42,7 @@ use meshlite_core::schema::{CollectionDef, CollectionKind};
 use meshlite_core::store::record::{
     ChangeOutcome, FieldConflict, First, FlatApplied, FlatRecord, RecordDoc,
 };
-use meshlite_core::store::{ChangeKind, RecordChange};
+use meshlite_core::store::{ChangeKind, RecordChange, check_remote_txn};
 use meshlite_core::{Op, ReplicaId, Txn};
 use serde_json::{Map, Value};
 use tokio_postgres::Client;
@@ -474,6 +474,10 @@ impl<'t> Merge<'t> {
             .get(&key.collection)
             .unwrap_or(&fallback);
         let record = self.records.get_mut(&key).ok_or(Attempt::Unsuited)?;
+        if record.dead {
+            // Held without being decoded, as on every node: the row path says so.
+            return Err(Attempt::Unsuited);
+        }
         let (outcome, fields, conflicts) = match record.apply(ctx, def, origin, change)? {
             Applied::MissingDeps => return Ok(ChangeOutcome::MissingDeps),
             Applied::Merged {
@@ -740,7 +744,7 @@ impl<'t> Merge<'t> {
 
 /// Checks what can be checked of a transaction before any record is read.
 fn precheck(ctx: &Context, txn: &Txn) -> Result<(), Attempt> {
-    txn.validate().map_err(|_| Attempt::Refused)?;
+    check_remote_txn(txn).map_err(|_| Attempt::Refused)?;
     let fallback = CollectionDef::default();
     for op in &txn.ops {
         if let Op::Doc { collection, id, .. } = op {

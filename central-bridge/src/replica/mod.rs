@@ -61,7 +61,7 @@ use crate::pg::{PgConn, PgTarget};
 pub const EVENT_CHANNEL: usize = 1024;
 
 /// What every apply needs to know, fixed at start-up.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Context {
     /// This bridge's origin (for its own transactions: central edits).
     pub replica: ReplicaId,

@@ -32,7 +32,7 @@ use futures_util::future::try_join_all;
 use meshlite_core::change::Incarnation;
 use meshlite_core::schema::{CollectionDef, CollectionKind};
 use meshlite_core::store::record::{ChangeOutcome, FieldConflict, RecordDoc};
-use meshlite_core::store::{ChangeKind, RecordChange, StoreEvent};
+use meshlite_core::store::{ChangeKind, RecordChange, StoreEvent, check_remote_txn};
 use meshlite_core::{Op, ReplicaId, Txn, TxnId};
 use meshlite_mesh::replica::Applied;
 use serde_json::Value;
@@ -298,8 +298,7 @@ pub(super) async fn apply_own(
 
 /// Applies (or parks) a transaction not held yet, then stores it and marks it held.
 async fn apply_new(tx: &Db<'_, '_>, ctx: &Context, txn: &Txn) -> Result<Done, TxnError> {
-    txn.validate()
-        .map_err(|e| TxnError::Invalid(e.to_string()))?;
+    check_remote_txn(txn).map_err(TxnError::Invalid)?;
     let (done, ()) = tokio::try_join!(apply_ops(tx, ctx, txn), async {
         Ok(rows::store_txn(tx, ctx, txn).await?)
     })?;
@@ -317,7 +316,6 @@ enum Checked {
         incarnation: Incarnation,
         doc: Box<RecordDoc>,
         before: Vec<FieldConflict>,
-        dead: bool,
     },
     Delete {
         collection: String,
@@ -329,7 +327,8 @@ enum Checked {
         id: String,
         row: String,
     },
-    /// Held and relayed, not materialized (a document change for a log collection).
+    /// Held and relayed, never decoded nor materialized: a document change for a log
+    /// collection, or for a dead incarnation.
     Ignored,
 }
 
@@ -401,6 +400,13 @@ async fn check(
                 rows::load_state(tx, ctx, collection, id, *incarnation),
                 rows::is_dead(tx, ctx, collection, id, *incarnation),
             )?;
+            if dead {
+                // As on every node: a change to a deleted or superseded incarnation is held and
+                // relayed without being decoded, so what a replica accepts does not depend on
+                // whether the delete came first (found by the `bridge_txn` fuzz target: the
+                // bridge refused a corrupt change a node held, and they never converged).
+                return Ok(Some(Checked::Ignored));
+            }
             let mut doc = match stored {
                 Some(bytes) => RecordDoc::load(&bytes, &ctx.replica)
                     .map_err(|e| TxnError::Invalid(format!("{collection}/{id}: {e}")))?,
@@ -423,7 +429,6 @@ async fn check(
                 incarnation: *incarnation,
                 doc: Box::new(doc),
                 before,
-                dead,
             }
         }
         Op::Delete {
@@ -462,14 +467,12 @@ async fn write(
             incarnation,
             mut doc,
             before,
-            dead,
         } => {
             let def = def_of(ctx, &collection);
             let state = doc.save();
             let after = doc.conflicts(&def);
             let new: Vec<&FieldConflict> = after.iter().filter(|c| !before.contains(c)).collect();
-            // A deleted or superseded incarnation is held and relayed, not shown.
-            let table = ctx.tables.get(&collection).filter(|_| !dead);
+            let table = ctx.tables.get(&collection);
             let fields = doc.materialize(&def);
             let upsert = async {
                 match table {

@@ -5,11 +5,10 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use meshlite_bridge::config::Config;
 use meshlite_bridge::pg::PgConn;
-use meshlite_bridge::replica::{Context, PgReplica};
+use meshlite_bridge::replica::PgReplica;
 use meshlite_bridge::{service, state};
 
 use meshlite_core::store::{OpenOptions, Store};
@@ -53,18 +52,7 @@ pub async fn pg_replica_cached(
     let replica = state::bridge_replica_id(conn.client(), &schemas, &config.bridge.name)
         .await
         .expect("replica id");
-    let ctx = Context {
-        replica,
-        name: config.bridge.name.clone(),
-        schema: Arc::new(service::load_schema(&config).expect("schema")),
-        tables: tables
-            .iter()
-            .map(|t| (t.name.as_str().to_owned(), t.clone()))
-            .collect(),
-        schemas,
-        batch_size: config.sync.batch_size,
-        doc_cache_bytes: config.sync.doc_cache_bytes(),
-    };
+    let ctx = service::replica_context(&config, replica, &tables).expect("context");
     (PgReplica::new(target, ctx), conn)
 }
 

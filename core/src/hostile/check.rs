@@ -39,30 +39,12 @@ impl Default for Replicas {
 impl Replicas {
     /// Four empty replicas on [`SCHEMA`].
     pub fn new() -> Replicas {
-        // Parsed and migrated once per process: each replica starts from a copy of the template.
-        static TEMPLATE: OnceLock<(OpenOptions, Template)> = OnceLock::new();
-        let (opts, template) = TEMPLATE.get_or_init(|| {
-            let opts = OpenOptions {
-                schema: Some(Schema::from_toml(SCHEMA).expect("the hostile schema parses")),
-                doc_cache: 4,
-                read_connections: 1,
-                ..Default::default()
-            };
-            let template = Template::new(opts.clone()).expect("the template store opens");
-            (opts, template)
+        let mut dirs = Vec::with_capacity(4);
+        let stores = [(); 4].map(|()| {
+            let (dir, store) = fresh_store();
+            dirs.push(dir);
+            store
         });
-        let dirs: Vec<TempDir> = (0..4).map(|_| crate::scratch::dir()).collect();
-        let open = |d: &TempDir| {
-            template
-                .open(d.path(), opts.clone())
-                .expect("a fresh temporary store opens")
-        };
-        let stores = [
-            open(&dirs[0]),
-            open(&dirs[1]),
-            open(&dirs[2]),
-            open(&dirs[3]),
-        ];
         Replicas {
             _dirs: dirs,
             stores,
@@ -73,6 +55,28 @@ impl Replicas {
     pub fn honest(&self) -> &Store {
         &self.stores[0]
     }
+}
+
+/// An empty replica on [`SCHEMA`] in a temporary directory (removed when the `TempDir` drops).
+/// The schema is parsed and migrated once per process: each replica starts from a copy of that
+/// template (see `crate::store::template`).
+pub fn fresh_store() -> (TempDir, Store) {
+    static TEMPLATE: OnceLock<(OpenOptions, Template)> = OnceLock::new();
+    let (opts, template) = TEMPLATE.get_or_init(|| {
+        let opts = OpenOptions {
+            schema: Some(Schema::from_toml(SCHEMA).expect("the hostile schema parses")),
+            doc_cache: 4,
+            read_connections: 1,
+            ..Default::default()
+        };
+        let template = Template::new(opts.clone()).expect("the template store opens");
+        (opts, template)
+    });
+    let dir = crate::scratch::dir();
+    let store = template
+        .open(dir.path(), opts.clone())
+        .expect("a fresh temporary store opens");
+    (dir, store)
 }
 
 /// Delivers `attacks` and `honest` in both orders and checks every property; panics on a

@@ -22,7 +22,7 @@ mod tests;
 
 use arbitrary::Unstructured;
 
-pub use check::{Replicas, run};
+pub use check::{Replicas, fresh_store, run};
 pub use forge::{Attack, Kind, forge, forge_kind, honest_txns};
 
 /// The schema of every replica in these runs: typed fields of several policies, a typed

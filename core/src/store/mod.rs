@@ -87,6 +87,7 @@ pub use error::{ApplyError, CloseError, OpenError, ReadError, WriteError};
 pub use idempotency::{IdempotencyKey, Once};
 pub use local::MAX_ID_LEN;
 pub use open::DB_FILE;
+pub use remote::check_remote_txn;
 pub use types::{
     ApplyReport, ChangeKind, CollectionStatus, Committed, GcReport, OriginStatus, PeerAck,
     PeerAcks, PeerLag, Query, RecordChange, Status, StoreEvent, TxnBatch, WriteOp,

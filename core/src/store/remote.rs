@@ -176,7 +176,7 @@ impl Writer {
 
     /// Receives one transaction; false when unguarded and it failed after writing.
     fn receive(&mut self, txn: &Txn, batch: &mut Batch, guard: bool) -> rusqlite::Result<bool> {
-        if let Err(reason) = check_txn(txn) {
+        if let Err(reason) = check_remote_txn(txn) {
             reject(batch, txn.id, reason);
             return Ok(true);
         }
@@ -797,8 +797,10 @@ fn reject(batch: &mut Batch, id: TxnId, reason: String) {
     batch.report.rejected.push((id, reason));
 }
 
-/// Checks what the store relies on beyond [`Txn::validate`].
-fn check_txn(txn: &Txn) -> Result<(), String> {
+/// Checks what the store relies on beyond [`Txn::validate`]: a sequence number that fits SQL's
+/// signed 64 bits and valid collection names. Every replica that receives a peer's transactions
+/// (the central bridge too) must refuse exactly what this refuses, or they never converge.
+pub fn check_remote_txn(txn: &Txn) -> Result<(), String> {
     txn.validate().map_err(|e| e.to_string())?;
     if txn.id.seq > i64::MAX as Seq {
         return Err("sequence number out of range".into());
