@@ -746,15 +746,14 @@ impl Writer {
             if let Err(e) = def.check_row(collection, &fields) {
                 return Ok(Err(e.to_string()));
             }
-            // The id was checked with the other ops' keys. A replica on an older schema may
-            // have written a typed key untyped (`"42"`): the row shows it typed.
+            // The id was checked with the other ops' keys. The row shows the op's id as its
+            // key, as the bridge does: a replica on an older schema may have written a typed
+            // key untyped (`"42"`), and a hostile one a body whose key is another row's (found
+            // by the `bridge_txn` fuzz target: the node showed the body's key, Postgres the
+            // op's).
             let shown = def.key_value(id);
-            if def.key_type.is_some() && key.as_ref() != Some(&shown) {
-                fields.insert(def.primary_key.clone(), shown);
-                retyped = true;
-            } else if let Some(key) = key {
-                fields.insert(def.primary_key.clone(), key);
-            }
+            retyped = key.as_ref() != Some(&shown);
+            fields.insert(def.primary_key.clone(), shown);
         }
         let value = Value::Object(fields);
         let text = retyped.then(|| rows::json_text(&value));

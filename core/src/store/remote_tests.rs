@@ -1,7 +1,7 @@
 //! Remote apply: the panic/error boundary, parking, dead incarnations, log-row ties and
 //! undeclared collections.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::change::{Op, Txn};
 use crate::schema::Schema;
@@ -255,6 +255,41 @@ fn log_id_collisions_keep_the_smallest_txn_id_in_any_order() {
             "order {order:?}"
         );
     }
+}
+
+/// A received log row shows its op's id as its key, whatever key its body names (a hostile
+/// peer's body naming another row; the bridge keys it by the op's id too).
+#[test]
+fn a_received_log_row_shows_its_ops_id_as_its_key() {
+    use crate::ids::{ReplicaId, TxnId};
+    let dir = tempfile::tempdir().unwrap();
+    let store = log_store(dir.path());
+    let txn = |seq, id: &str, row: Value| Txn {
+        id: TxnId {
+            origin: ReplicaId([7; 16]),
+            seq,
+        },
+        timestamp_ms: 0,
+        schema_version: 0,
+        ops: vec![Op::Append {
+            collection: "l".into(),
+            id: id.into(),
+            row: row.to_string(),
+        }],
+    };
+    let sent = vec![
+        txn(1, "r0", json!({"id": 5, "n": 1})),
+        txn(2, "r1", json!({"n": 2})),
+        txn(3, "r2", json!({"id": "r2", "n": 3})),
+    ];
+    assert_eq!(store.apply_remote(sent).unwrap().applied, 3);
+    for (id, n) in [("r0", 1), ("r1", 2), ("r2", 3)] {
+        assert_eq!(
+            store.get("l", id).unwrap().unwrap(),
+            json!({"id": id, "n": n})
+        );
+    }
+    assert_eq!(store.get("l", "5").unwrap(), None);
 }
 
 #[test]
