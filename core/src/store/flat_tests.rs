@@ -1,5 +1,6 @@
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
+use super::super::tests::{RA, RB, fields};
 use super::super::{ChangeOutcome, RecordDoc};
 use super::FlatRecord;
 use crate::ids::ReplicaId;
@@ -20,12 +21,6 @@ fn tasks() -> CollectionDef {
     schema.collections["tasks"].clone()
 }
 
-fn fields(v: Value) -> Map<String, Value> {
-    v.as_object().cloned().expect("object")
-}
-
-const RA: ReplicaId = ReplicaId([0xA; 16]);
-const RB: ReplicaId = ReplicaId([0xB; 16]);
 const RC: ReplicaId = ReplicaId([0xC; 16]);
 
 /// Applies each (origin, change) to a flat record and to a document; both must agree on the

@@ -17,12 +17,12 @@ fn tasks() -> CollectionDef {
     schema.collections["tasks"].clone()
 }
 
-fn fields(v: Value) -> Map<String, Value> {
+pub(super) fn fields(v: Value) -> Map<String, Value> {
     v.as_object().cloned().expect("object")
 }
 
-const RA: ReplicaId = ReplicaId([0xA; 16]);
-const RB: ReplicaId = ReplicaId([0xB; 16]);
+pub(super) const RA: ReplicaId = ReplicaId([0xA; 16]);
+pub(super) const RB: ReplicaId = ReplicaId([0xB; 16]);
 
 /// Two replicas start from the same record and edit it concurrently.
 fn concurrent_pair(def: &CollectionDef) -> (RecordDoc, RecordDoc, Vec<u8>, Vec<u8>) {
